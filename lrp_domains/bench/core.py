@@ -1,0 +1,127 @@
+"""``lrp-domains bench core``: LRP cost relative to gradient x input, in one run.
+
+Cases: (a) a 3-layer 1-D CNN with BatchNorm on one-hot inputs (N=64, 4 x 1000) with ``epsilon``
+and ``epsilon-gamma-box``; (b) an MLP (N=256, 765 -> 256 -> 128 -> 10) with ``epsilon`` and
+``zplus``. Time ratios come from interleaved runs; peak-memory ratios from fresh processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from lrp_domains.bench.measure import interleaved_times, peak_bytes, peak_bytes_here
+from lrp_domains.core.composites import get
+from lrp_domains.core.explain import explain
+
+CASES = {
+    "cnn": ("1-D CNN + BN, one-hot N=64 x 4 x 1000", ["epsilon", "epsilon-gamma-box"]),
+    "mlp": ("MLP 765-256-128-10, N=256", ["epsilon", "zplus"]),
+}
+
+
+def build_case(case: str, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
+    """The model (eval mode, random weights, BatchNorm statistics set) and its input batch."""
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    if case == "cnn":
+        model = nn.Sequential(
+            nn.Conv1d(4, 64, 19, padding=9), nn.BatchNorm1d(64), nn.ReLU(), nn.MaxPool1d(4),
+            nn.Conv1d(64, 64, 9, padding=4), nn.BatchNorm1d(64), nn.ReLU(), nn.MaxPool1d(4),
+            nn.Conv1d(64, 64, 5, padding=2), nn.BatchNorm1d(64), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(), nn.Linear(64, 2),
+        )
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.running_mean.normal_(0, 0.1, generator=generator)
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+        idx = torch.randint(4, (64, 1000), generator=generator)
+        inputs = nn.functional.one_hot(idx, 4).permute(0, 2, 1).float()
+    elif case == "mlp":
+        model = nn.Sequential(
+            nn.Linear(765, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)
+        )
+        inputs = torch.randn(256, 765, generator=generator)
+    else:
+        raise ValueError(f"unknown case {case!r}")
+    return model.eval().to(device), inputs.to(device)
+
+
+def methods_for(case: str, model: nn.Module, inputs: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """``gradient x input`` and one callable per composite of the case."""
+    target = model(inputs).argmax(1).detach()
+
+    def gradient_x_input() -> torch.Tensor:
+        x = inputs.detach().requires_grad_(True)
+        out = model(x).gather(1, target[:, None]).sum()
+        (grad,) = torch.autograd.grad(out, x)
+        return x.detach() * grad
+
+    methods: dict[str, Callable[[], object]] = {"gradient x input": gradient_x_input}
+    for name in CASES[case][1]:
+        composite = get(name, low=0.0, high=1.0) if name == "epsilon-gamma-box" else get(name)
+        methods[name] = lambda composite=composite: explain(model, inputs, target, composite)
+    return methods
+
+
+def run(device: str = "cpu", repeats: int = 10, memory: bool = True) -> list[dict]:
+    """Measure every case; return rows (case, method, seconds, time ratio, memory ratio)."""
+    dev = torch.device(device)
+    rows = []
+    for case, (label, _) in CASES.items():
+        model, inputs = build_case(case, dev)
+        methods = methods_for(case, model, inputs)
+        times = interleaved_times(methods, repeats=repeats)
+        peaks = {}
+        if memory:
+            for method in methods:
+                if dev.type == "cuda":
+                    peaks[method] = peak_bytes_here(methods[method], dev)
+                else:
+                    peaks[method] = min(peak_bytes(__name__, case, method, device) for _ in range(2))
+        base_time, base_peak = times["gradient x input"], peaks.get("gradient x input")
+        for method in methods:
+            rows.append({
+                "case": label, "method": method, "ms": 1000 * times[method],
+                "time_ratio": times[method] / base_time,
+                "peak_mb": peaks[method] / 2**20 if memory else float("nan"),
+                "memory_ratio": peaks[method] / base_peak if memory and base_peak else float("nan"),
+            })
+    return rows
+
+
+def print_table(rows: list[dict], device: str) -> None:
+    """Print the rows as a table (rich)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bench core on {device}, {torch.get_num_threads()} threads (ratios: ours / gradient x input)")
+    for column in ("case", "method", "ms", "time ratio", "peak MB", "memory ratio"):
+        table.add_column(column, justify="left" if column in ("case", "method") else "right")
+    for row in rows:
+        table.add_row(row["case"], row["method"], f"{row['ms']:.1f}", f"{row['time_ratio']:.2f}x",
+                      f"{row['peak_mb']:.1f}", f"{row['memory_ratio']:.2f}x")
+    Console().print(table)
+
+
+def _probe(case: str, method: str, device: str) -> None:
+    dev = torch.device(device)
+    model, inputs = build_case(case, dev)
+    fn = methods_for(case, model, inputs)[method]
+    print(json.dumps({"peak_bytes": peak_bytes_here(fn, dev)}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--peak", nargs=3, metavar=("CASE", "METHOD", "DEVICE"))
+    args = parser.parse_args()
+    if args.peak:
+        _probe(*args.peak)
+    else:
+        print_table(run(), "cpu")
+        sys.exit(0)

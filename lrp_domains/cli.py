@@ -1,0 +1,51 @@
+"""The ``lrp-domains`` command."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help="Layer-wise Relevance Propagation for text and biology.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks that print ratios measured in one run.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@app.command()
+def demo(progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")) -> None:
+    """Run the demo: explain a small trained model and print a relevance table."""
+    from lrp_domains.demo import run_core_demo
+
+    run_core_demo(progress=progress)
+
+
+@app.command()
+def composites() -> None:
+    """List the named composites."""
+    from lrp_domains.core.composites import get, names
+
+    for name in names():
+        doc = "needs low=, high=" if name == "epsilon-gamma-box" else repr(get(name).rules)
+        typer.echo(f"{name}: {doc}")
+
+
+@bench_app.command("core")
+def bench_core(
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    repeats: int = typer.Option(10, help="Timed runs per method (interleaved)."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Also measure peak memory."),
+) -> None:
+    """LRP time and peak memory over gradient x input: 1-D CNN with BatchNorm, MLP."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.core import print_table, run
+
+    print_table(run(device=device, repeats=repeats, memory=memory), device)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

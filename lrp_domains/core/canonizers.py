@@ -1,0 +1,80 @@
+"""Canonizers: rewrite how modules compute for the duration of an explanation, never their weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+MERGEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _features(layer: nn.Module) -> int:
+    return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+
+
+class MergeBatchNorm:
+    """Merge each BatchNorm into the Linear/Conv layer right before it (Montavon et al. 2019, Sec. 10.3).
+
+    LRP rules are defined for affine layers; ``BN(conv(x))`` is one affine layer with weights
+    ``W' = W * gamma / sqrt(var + eps)`` and bias ``b' = (b - mean) * gamma / sqrt(var + eps) + beta``.
+    Inside a scope the layer computes with the merged parameters and the BatchNorm passes its
+    input through; the parameters themselves are never modified, so nothing needs undoing.
+
+    Pairs are found as consecutive children of an ``nn.Sequential`` (as zennit's
+    ``SequentialMergeBatchNorm``), plus any given explicitly by module name in ``pairs``. A
+    BatchNorm in training mode (batch statistics) is not merged.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[str, str]] = (), sequential: bool = True) -> None:
+        self.pairs = tuple(pairs)
+        self.sequential = sequential
+
+    def __repr__(self) -> str:
+        return f"MergeBatchNorm(pairs={self.pairs!r}, sequential={self.sequential})"
+
+    def find(self, model: nn.Module) -> list[tuple[nn.Module, _BatchNorm]]:
+        """The (layer, batchnorm) pairs of ``model`` that this canonizer merges."""
+        found: list[tuple[nn.Module, _BatchNorm]] = []
+        if self.sequential:
+            for module in model.modules():
+                if not isinstance(module, nn.Sequential):
+                    continue
+                children = list(module.children())
+                for layer, norm in zip(children, children[1:]):
+                    if isinstance(layer, MERGEABLE) and self._compatible(layer, norm):
+                        found.append((layer, norm))
+        for layer_name, norm_name in self.pairs:
+            layer, norm = model.get_submodule(layer_name), model.get_submodule(norm_name)
+            if not isinstance(layer, MERGEABLE) or not self._compatible(layer, norm):
+                raise ValueError(
+                    f"cannot merge '{norm_name}' ({type(norm).__name__}) into '{layer_name}' "
+                    f"({type(layer).__name__}): need a Linear/Conv followed by a BatchNorm with "
+                    "running statistics and as many features as the layer has outputs"
+                )
+            found.append((layer, norm))
+        return found
+
+    @staticmethod
+    def _compatible(layer: nn.Module, norm: nn.Module) -> bool:
+        return (
+            isinstance(norm, _BatchNorm)
+            and norm.running_var is not None
+            and norm.num_features == _features(layer)
+        )
+
+    @staticmethod
+    def merged_parameters(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weight and bias of ``norm(layer(x))`` as one affine layer (running statistics)."""
+        weight = layer.weight.detach()
+        scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
+        if norm.weight is not None:
+            scale = scale * norm.weight.detach()
+        shift = -norm.running_mean.detach() * scale
+        if norm.bias is not None:
+            shift = shift + norm.bias.detach()
+        bias = shift if layer.bias is None else layer.bias.detach() * scale + shift
+        shape = (-1,) + (1,) * (weight.dim() - 1)
+        return weight * scale.to(weight.dtype).reshape(shape), bias.to(weight.dtype)

@@ -1,0 +1,93 @@
+"""Composites: which rule each layer of a model gets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Union
+
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lrp_domains.core.canonizers import MergeBatchNorm
+from lrp_domains.core.rules import Epsilon, Identity, Pass, Rule
+
+if TYPE_CHECKING:
+    from lrp_domains.core.scope import Scope
+
+LayerKey = Union[type, tuple, str]
+
+#: Rules every composite starts from; a composite's own rules take precedence.
+BASE_RULES: dict[LayerKey, Rule] = {
+    (nn.ReLU, nn.LeakyReLU): Pass(),
+    (nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Tanh, nn.Softplus, nn.Mish, nn.Hardswish): Identity(),
+    (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+     nn.AdaptiveMaxPool3d): Pass(),
+    (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+     nn.AdaptiveAvgPool3d): Epsilon(),
+    (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Flatten, nn.Unflatten,
+     nn.Identity): Pass(),
+    # A BatchNorm not merged into a layer is a diagonal affine layer: epsilon.
+    _BatchNorm: Epsilon(),
+}
+
+#: A functional rule: ``handler(func, args, kwargs) -> output`` for one torch function.
+FunctionalRule = Callable[[Callable, tuple, dict], Any]
+
+
+class Composite:
+    """Maps layers to rules.
+
+    Parameters
+    ----------
+    rules:
+        ``{layer type | tuple of types | module name: Rule}``. Names (as in
+        ``model.named_modules()``) win over types; types are matched with ``isinstance`` in the
+        order given. :data:`BASE_RULES` (activations, pooling, dropout, reshapes) fill in the rest.
+    first:
+        Rule for the first affine layer that sees the input (z-box, flat, w-square).
+    canonizers:
+        Applied for the duration of an explanation; default: merge BatchNorm into the layer before.
+    functional:
+        Rules for torch functions called directly inside ``forward`` (``torch.softmax``...), by
+        function name; extends the built-in table of :mod:`lrp_domains.core.functional`.
+    name:
+        Shown in reports and reprs.
+    """
+
+    def __init__(
+        self,
+        rules: Mapping[LayerKey, Rule] | None = None,
+        first: Rule | None = None,
+        canonizers: Sequence[Any] | None = None,
+        functional: Mapping[str, FunctionalRule] | None = None,
+        name: str = "custom",
+    ) -> None:
+        self.rules = dict(rules or {})
+        for key, rule in self.rules.items():
+            if not isinstance(rule, Rule):
+                raise TypeError(f"the rule for {key!r} must be a lrp_domains.rules.Rule, got {rule!r}")
+        if first is not None and not isinstance(first, Rule):
+            raise TypeError(f"first must be a Rule or None, got {first!r}")
+        self.first = first
+        self.canonizers = list((MergeBatchNorm(),) if canonizers is None else canonizers)
+        self.functional = dict(functional or {})
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Composite(name={self.name!r}, rules={self.rules!r}, first={self.first!r})"
+
+    def rule_for(self, name: str, module: nn.Module) -> Rule | None:
+        """The rule for ``module`` (called ``name`` in its model), or None when it has none."""
+        if name in self.rules:
+            return self.rules[name]
+        for table in (self.rules, BASE_RULES):
+            for key, rule in table.items():
+                if not isinstance(key, str) and isinstance(module, key):
+                    return rule
+        return None
+
+    def context(self, model: nn.Module) -> Scope:
+        """Apply this composite to ``model`` inside a ``with`` block (see :class:`Scope`)."""
+        from lrp_domains.core.scope import Scope
+
+        return Scope(model, self)

@@ -1,0 +1,173 @@
+"""Rules for torch functions called directly in a model's ``forward`` (``torch.relu(x)``, ``a * b``).
+
+Module rules cannot see functional calls, so while a model runs inside a scope a
+``TorchFunctionMode`` (thread-local, active only during that model's forward and only outside
+modules that have a rule) looks at each torch function applied to input-dependent tensors:
+
+- elementwise activations (GELU, SiLU, tanh...) get the identity rule;
+- products of two or more input-dependent tensors (``*``, ``@``, ``einsum``) the uniform rule;
+- functional linear layers (``F.linear``, ``F.conv*``) the epsilon rule;
+- operations whose gradient already distributes relevance correctly (reshapes, indexing, sums,
+  concatenation, max/average pooling, ReLU) pass unchanged;
+- anything else (softmax, exp, normalisation, division by an input-dependent tensor) is
+  recorded as *uncovered*: strict mode names it, non-strict mode warns.
+
+"Input-dependent" means "requires grad": inside a scope the model's parameters do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.overrides import TorchFunctionMode
+
+from lrp_domains.core.gradients import epsilon_grad, identity_rule, scale_grad
+
+if TYPE_CHECKING:
+    from lrp_domains.core.scope import Scope
+
+IDENTITY_RULE_OPS = frozenset({
+    "gelu", "silu", "tanh", "elu", "selu", "celu", "softplus", "mish", "hardswish",
+})
+
+PRODUCT_OPS = frozenset({
+    "mul", "__mul__", "__rmul__", "multiply", "matmul", "__matmul__", "__rmatmul__", "bmm", "mm",
+    "mv", "dot", "inner", "outer", "einsum",
+})
+
+DIVISION_OPS = frozenset({"div", "__truediv__", "true_divide", "divide", "__itruediv__", "div_"})
+
+LINEAR_LAYER_OPS = frozenset({
+    "linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
+})
+
+# Linear or structural: the gradient is the proportional (epsilon -> 0) rule, or moves
+# relevance without changing it. Max-type reductions and ReLU send relevance to the winners.
+PASS_OPS = frozenset({
+    "__get__", "__getitem__", "__setitem__", "add", "__add__", "__radd__", "__iadd__", "add_", "sub",
+    "__sub__", "__rsub__", "__isub__", "sub_", "subtract", "neg", "__neg__", "negative", "__pos__",
+    "view", "view_as", "reshape", "reshape_as", "flatten", "unflatten", "ravel", "squeeze", "unsqueeze",
+    "squeeze_", "unsqueeze_", "permute", "transpose", "transpose_", "t", "swapaxes", "swapdims",
+    "movedim", "moveaxis", "contiguous", "expand", "expand_as", "broadcast_to", "repeat",
+    "repeat_interleave", "tile", "narrow", "select", "index_select", "gather", "take_along_dim",
+    "masked_select", "cat", "concat", "concatenate", "stack", "hstack", "vstack", "split", "chunk",
+    "unbind", "tensor_split", "flip", "roll", "to", "type", "type_as", "float", "double", "half",
+    "bfloat16", "clone", "detach", "sum", "mean", "nansum", "cumsum", "diagonal", "tril", "triu",
+    "pad", "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout",
+    "relu", "relu_", "leaky_relu", "leaky_relu_", "max_pool1d", "max_pool2d", "max_pool3d",
+    "max_pool1d_with_indices", "max_pool2d_with_indices", "max_pool3d_with_indices",
+    "adaptive_max_pool1d", "adaptive_max_pool2d", "adaptive_max_pool3d",
+    "adaptive_max_pool1d_with_indices", "adaptive_max_pool2d_with_indices",
+    "adaptive_max_pool3d_with_indices", "avg_pool1d", "avg_pool2d", "avg_pool3d",
+    "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_avg_pool3d", "max", "amax", "min", "amin",
+    "maximum", "minimum", "where", "masked_fill", "masked_fill_", "index_put", "index_put_",
+    "scatter", "scatter_add", "index_add", "copy_", "zero_", "fill_", "new_zeros", "new_ones",
+    "new_empty", "new_full", "new_tensor", "zeros_like", "ones_like", "empty_like", "full_like",
+    "interpolate", "upsample", "pixel_shuffle", "pixel_unshuffle", "unfold", "fold", "as_strided",
+    "view_as_real", "view_as_complex", "real", "imag", "split_with_sizes", "unsafe_split",
+    "unsafe_chunk", "dsplit", "hsplit", "vsplit", "atleast_1d", "atleast_2d", "atleast_3d",
+    "flatten_", "align_as", "rename", "refine_names", "numpy", "tolist", "item", "__len__",
+    "__iter__", "__bool__", "__float__", "__int__", "__index__", "__format__", "__repr__",
+})
+
+
+def op_name(func: Callable) -> str:
+    """A torch function's short name (``torch.Tensor.__mul__`` -> ``'__mul__'``)."""
+    return getattr(func, "__name__", None) or type(func).__name__
+
+
+def _dependent(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.requires_grad
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(v, torch.Tensor) and v.requires_grad for v in value)
+    return False
+
+
+def _any_dependent(args: tuple, kwargs: dict) -> bool:
+    return any(_dependent(a) for a in args) or any(_dependent(v) for v in kwargs.values())
+
+
+def identity_handler(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """Identity rule for ``func(x, ...)`` elementwise (see :class:`lrp_domains.rules.Identity`)."""
+    x = args[0]
+    if not (isinstance(x, torch.Tensor) and x.requires_grad):
+        return func(*args, **kwargs)
+    rest = args[1:]
+    return identity_rule(x, lambda t: func(t, *rest, **kwargs))
+
+
+def uniform_handler(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """Uniform rule for products: ``k`` input-dependent operands each get ``1/k`` of the relevance."""
+    if op_name(func) == "einsum":
+        equation, operands = args[0], args[1:]
+        if len(operands) == 1 and isinstance(operands[0], (list, tuple)):
+            operands = tuple(operands[0])
+        k = sum(isinstance(t, torch.Tensor) and t.requires_grad for t in operands)
+        if k > 1:
+            operands = tuple(scale_grad(t, 1.0 / k) if t.requires_grad else t for t in operands)
+        return func(equation, *operands, **kwargs)
+    k = sum(isinstance(a, torch.Tensor) and a.requires_grad for a in args)
+    if k > 1:
+        args = tuple(
+            scale_grad(a, 1.0 / k) if isinstance(a, torch.Tensor) and a.requires_grad else a for a in args
+        )
+    return func(*args, **kwargs)
+
+
+def pass_handler(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """Keep the gradient (for softmax under AttnLRP, for instance)."""
+    return func(*args, **kwargs)
+
+
+def stop_handler(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """Stop rule: the result passes forward, no relevance back (softmax under CP-LRP)."""
+    out = func(*args, **kwargs)
+    return out.detach() if isinstance(out, torch.Tensor) else out
+
+
+def epsilon_handler(epsilon: float = 1e-6) -> Callable[[Callable, tuple, dict], Any]:
+    """Epsilon rule for a functional linear layer (``F.linear(x, W, b)``, ``F.conv2d``...)."""
+
+    def handler(func: Callable, args: tuple, kwargs: dict) -> Any:
+        out = func(*args, **kwargs)
+        if isinstance(out, torch.Tensor) and out.requires_grad:
+            return epsilon_grad(out, epsilon)
+        return out
+
+    return handler
+
+
+def default_table() -> dict[str, Callable]:
+    """The built-in functional rules, by torch function name."""
+    table: dict[str, Callable] = {name: identity_handler for name in IDENTITY_RULE_OPS}
+    table.update({name: uniform_handler for name in PRODUCT_OPS})
+    table.update({name: epsilon_handler() for name in LINEAR_LAYER_OPS})
+    return table
+
+
+class FunctionalRules(TorchFunctionMode):
+    """The torch-function mode a :class:`~lrp_domains.core.scope.Scope` runs a model's forward in."""
+
+    def __init__(self, scope: Scope, table: dict[str, Callable]) -> None:
+        super().__init__()
+        self.scope = scope
+        self.table = table
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105
+        kwargs = kwargs or {}
+        if not self.scope.functional_active():
+            return func(*args, **kwargs)
+        name = op_name(func)
+        handler = self.table.get(name)
+        if handler is not None:
+            return handler(func, args, kwargs)
+        if name in DIVISION_OPS and len(args) > 1 and _dependent(args[1]):
+            self.scope.record_uncovered(f"{name} by an input-dependent tensor")
+            return func(*args, **kwargs)
+        out = func(*args, **kwargs)
+        if name not in PASS_OPS and name not in DIVISION_OPS and _any_dependent(args, kwargs) and _dependent(out):
+            self.scope.record_uncovered(name)
+        return out

@@ -1,0 +1,95 @@
+"""Small autograd Functions that change only the backward pass.
+
+Every rule in lrp-domains is "relevance = activation x modified gradient": the forward value of
+each tensor is untouched and the backward carries a gradient ``g`` such that the relevance of a
+tensor ``a`` is ``a * g``. The Functions here are the elementary gradient modifications that the
+rules combine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from lrp_domains.core.stabilize import safe_divide, stabilize
+
+
+class EpsilonGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by ``z / stab(z)``.
+
+    Placed on the output ``z`` of a layer that is linear in its input, the layer's own backward
+    then gives the LRP-epsilon rule (Bach et al. 2015, Eq. 58):
+    ``R_in = x * W^T (R_out / stab(z))`` with ``R_out = z * g_out``.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, epsilon: float) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(z)
+        ctx.epsilon = epsilon
+        return z
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        (z,) = ctx.saved_tensors
+        return grad * (z / stabilize(z, ctx.epsilon)), None
+
+
+class IdentityRuleGrad(torch.autograd.Function):
+    """Elementwise ``y = f(x)`` whose backward passes relevance unchanged: ``R_x = R_y``.
+
+    The identity rule for activations (Montavon et al. 2019; Achtibat et al. 2024, AttnLRP,
+    Sec. 3.3.1): the modified gradient is ``g_x = g_y * f(x) / x`` (0 where ``x = 0``). ``f(x)``
+    is recomputed in the backward so that only ``x`` is kept, as for a plain gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:  # noqa: D102
+        ctx.save_for_backward(x)
+        ctx.fn = fn
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        with torch.no_grad():
+            y = ctx.fn(x)
+        return grad * safe_divide(y, x), None
+
+
+class ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by a constant ``factor``.
+
+    With ``factor = 1/k`` on each of the ``k`` input-dependent operands of a product, this is the
+    uniform rule of AttnLRP (Achtibat et al. 2024, Prop. 3.3): each operand of ``a * b`` (or
+    ``A @ B``) receives an equal share of the product's relevance.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, factor: float) -> torch.Tensor:  # noqa: D102
+        ctx.factor = factor
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        return grad * ctx.factor, None
+
+
+def epsilon_grad(z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Attach the LRP-epsilon gradient modification to a layer output ``z`` (see EpsilonGrad)."""
+    return EpsilonGrad.apply(z, epsilon)
+
+
+def identity_rule(x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Compute ``fn(x)`` with the LRP identity rule ``R_x = R_fn(x)`` (see IdentityRuleGrad)."""
+    return IdentityRuleGrad.apply(x, fn)
+
+
+def scale_grad(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Return ``x`` unchanged, with its gradient scaled by ``factor`` (see ScaleGrad)."""
+    return ScaleGrad.apply(x, factor)
+
+
+def stop_grad(x: torch.Tensor) -> torch.Tensor:
+    """The stop rule: ``x`` passes forward, no relevance passes back (CP-LRP, Ali et al. 2022)."""
+    return x.detach()

@@ -1,0 +1,348 @@
+"""LRP rules, each a small object that decides how relevance passes back through one module call.
+
+Notation (Montavon et al. 2019, "Layer-wise relevance propagation: an overview"): a layer computes
+``z = W x + b``; ``R`` is the relevance arriving at ``z`` (``R = z * g`` for the modified gradient
+``g``); ``stab(z) = z + eps * sign(z)`` with ``sign(0) = +1``; ``x+ / x-``, ``W+ / W-``,
+``b+ / b-`` are the parts clamped at zero. Each rule is written so that the relevance of the
+layer input is ``x * g_in`` (rules of that form), or is written directly (``ZBox``, ``WSquare``,
+``Flat``: they give relevance to zero-valued inputs too, which ``x * g`` cannot express).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lrp_domains.core.gradients import epsilon_grad, identity_rule, scale_grad
+from lrp_domains.core.layers import AffineOps
+from lrp_domains.core.stabilize import safe_divide, stabilize
+
+if TYPE_CHECKING:
+    from lrp_domains.core.scope import ModuleCall
+
+__all__ = [
+    "AlphaBeta", "Epsilon", "Flat", "Gamma", "Identity", "LayerRule", "Pass", "Rule", "Stop",
+    "Uniform", "WSquare", "ZBox", "ZPlus",
+]
+
+
+class Rule:
+    """Base class: ``rule(call, args, kwargs)`` runs the module's forward with the rule attached."""
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({params})"
+
+
+def single_input(call: ModuleCall, args: tuple, kwargs: dict) -> torch.Tensor:
+    """The one tensor input of a layer rule, or a clear error for modules called otherwise."""
+    if len(args) != 1 or kwargs or not isinstance(args[0], torch.Tensor):
+        raise TypeError(
+            f"{call.describe()} is called with {len(args)} positional and {len(kwargs)} keyword "
+            "arguments, but its rule takes modules with a single tensor input; give this module "
+            "another rule in the composite (by name or type)."
+        )
+    return args[0]
+
+
+class Pass(Rule):
+    """Keep the module's own gradient.
+
+    Right for modules whose gradient already carries relevance unchanged: reshapes, ``Flatten``,
+    ``Dropout`` in eval mode, ``ReLU``/``LeakyReLU`` (their gradient ``f'(x)`` equals the
+    identity rule's ``f(x)/x``), max-pooling (relevance to the winners), ``Identity``.
+    """
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        return call.original(*args, **kwargs)
+
+
+class Identity(Rule):
+    """Identity rule for elementwise activations: ``R_in = R_out``.
+
+    Montavon et al. 2019, Sec. 10.2.1; AttnLRP (Achtibat et al. 2024), Sec. 3.3.1, for GELU, SiLU
+    and the like: the modified gradient is ``f(x) / x`` instead of ``f'(x)``.
+    """
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        x = single_input(call, args, kwargs)
+        return identity_rule(x, call.original)
+
+
+class Stop(Rule):
+    """Stop rule: the output passes forward, no relevance passes back through this module.
+
+    CP-LRP (Ali et al. 2022, "XAI for Transformers: better explanations through conservative
+    propagation", Sec. 3) detaches the attention probabilities this way.
+    """
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        return call.original(*args, **kwargs).detach()
+
+
+class Uniform(Rule):
+    """Uniform rule for a product of ``k`` input-dependent tensors: each receives ``1/k``.
+
+    AttnLRP (Achtibat et al. 2024), Prop. 3.3, for ``Q K^T``, ``A V`` and gated products
+    ``act(gate) * up``: the gradient into each input-dependent operand is scaled by ``1/k``.
+    """
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        dependent = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
+        if len(dependent) > 1:
+            args = tuple(
+                scale_grad(a, 1.0 / len(dependent)) if i in dependent else a for i, a in enumerate(args)
+            )
+        return call.original(*args, **kwargs)
+
+
+class Epsilon(Rule):
+    """LRP-epsilon: ``R_in = x * W^T (R / stab(z))`` (Bach et al. 2015, Eq. 58).
+
+    Applies to any module that is affine in its input (Linear, Conv, average pooling, an unmerged
+    BatchNorm): the module's own backward is used with the output gradient scaled by
+    ``z / stab(z)``, so it costs what a gradient costs.
+    """
+
+    def __init__(self, epsilon: float = 1e-6) -> None:
+        if epsilon < 0:
+            raise ValueError(f"epsilon must be >= 0, got {epsilon}")
+        self.epsilon = float(epsilon)
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        if call.merged:
+            z = call.compute(single_input(call, args, kwargs))
+        else:
+            z = call.original(*args, **kwargs)
+        return epsilon_grad(z, self.epsilon)
+
+
+def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.clamp(min=0)
+
+
+def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.clamp(max=0)
+
+
+class _Layer:
+    """What a layer rule's backward sees: the functional layer, its input, output and parameters."""
+
+    def __init__(self, ops: AffineOps, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> None:
+        self.ops, self.x, self.z, self.weight, self.bias = ops, x, z, weight, bias
+
+    def f(self, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        return self.ops.forward(v, weight, bias)
+
+    def vjp(self, weight: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        return self.ops.vjp(self.x, weight, s)
+
+    def bias_map(self, bias: torch.Tensor | None) -> torch.Tensor | float:
+        """The bias as the layer adds it to the output, shaped to broadcast over the batch."""
+        if bias is None:
+            return 0.0
+        probe = torch.zeros((1,) + self.x.shape[1:], dtype=self.x.dtype, device=self.x.device)
+        return self.f(probe, torch.zeros_like(self.weight), bias)
+
+    def nonnegative(self) -> bool:
+        return bool((self.x >= 0).all())
+
+    def bound(self, value: float | torch.Tensor) -> torch.Tensor:
+        """A ZBox bound broadcast to one example (or to the batch when given per example)."""
+        x = self.x
+        v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+        if v.dim() == x.dim() and v.shape[0] == x.shape[0] and x.shape[0] > 1:
+            return v.expand_as(x).contiguous()
+        return torch.broadcast_to(v, (1,) + x.shape[1:]).contiguous()
+
+
+class LayerRule(Rule):
+    """A rule that needs the layer's weights: evaluated in one custom backward per layer call.
+
+    Subclasses implement ``backward(layer, R)``, returning the modified input gradient, or the
+    input relevance when ``writes_relevance`` is True.
+    """
+
+    writes_relevance = False
+
+    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        x = single_input(call, args, kwargs)
+        if call.ops is None:
+            raise TypeError(
+                f"{self!r} needs an affine layer (Linear, Conv, ConvTranspose), but "
+                f"{call.describe()} is not one; map this module to another rule."
+            )
+        weight, bias = call.params()
+        anchor = call.scope.anchor_for(x, call) if self.writes_relevance else None
+        return _LayerRuleFunction.apply(x, anchor, self, call.ops, weight, bias)
+
+
+class _LayerRuleFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, anchor, rule, ops, weight, bias):  # noqa: D102
+        z = ops.forward(x, weight, bias)
+        ctx.save_for_backward(x, z, weight, bias)
+        ctx.rule, ctx.ops = rule, ops
+        ctx.anchor_shape = None if anchor is None else anchor.shape
+        return z
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        x, z, weight, bias = ctx.saved_tensors
+        rule = ctx.rule
+        with torch.no_grad():
+            result = rule.backward(_Layer(ctx.ops, x, z, weight, bias), z * grad)
+        if not rule.writes_relevance:
+            return result, None, None, None, None, None
+        if ctx.anchor_shape is not None:
+            return None, result.reshape(ctx.anchor_shape), None, None, None, None
+        # Not an input layer: express the relevance as x * g; zero-valued inputs lose theirs.
+        return safe_divide(result, x), None, None, None, None, None
+
+
+class ZPlus(LayerRule):
+    """LRP-z+: ``R_in = x+ * W+^T s + x- * W-^T s``, ``s = R / stab(W+ x+ + W- x- + b+)``.
+
+    Montavon et al. 2017 ("Explaining nonlinear classification decisions with deep Taylor
+    decomposition", Eq. 11), with zennit's extension to negative inputs. When ``x >= 0`` (after a
+    ReLU) the ``x-`` term vanishes and is skipped.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = float(stabilizer)
+
+    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+        wp, wn, bp = _pos(layer.weight), _neg(layer.weight), _pos(layer.bias)
+        if layer.nonnegative():
+            s = relevance / stabilize(layer.f(layer.x, wp, bp), self.stabilizer)
+            return layer.vjp(wp, s)
+        xp, xn = layer.x.clamp(min=0), layer.x.clamp(max=0)
+        s = relevance / stabilize(layer.f(xp, wp, bp) + layer.f(xn, wn), self.stabilizer)
+        return torch.where(layer.x > 0, layer.vjp(wp, s), layer.vjp(wn, s))
+
+
+class AlphaBeta(LayerRule):
+    """LRP-alpha-beta: ``R_in = alpha * R+ - beta * R-`` (Bach et al. 2015, Eq. 60).
+
+    ``R+ = x+ * W+^T s+ + x- * W-^T s+`` with ``s+ = R / stab(W+ x+ + W- x- + b+)`` and
+    ``R- = x+ * W-^T s- + x- * W+^T s-`` with ``s- = R / stab(W- x+ + W+ x- + b-)``. Requires
+    ``alpha - beta = 1`` and both ``>= 0``.
+    """
+
+    def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> None:
+        if alpha < 0 or beta < 0:
+            raise ValueError(f"AlphaBeta needs alpha >= 0 and beta >= 0, got alpha={alpha}, beta={beta}")
+        if abs((alpha - beta) - 1.0) > 1e-12:
+            raise ValueError(f"AlphaBeta needs alpha - beta = 1 to conserve relevance, got {alpha} - {beta}")
+        self.alpha, self.beta, self.stabilizer = float(alpha), float(beta), float(stabilizer)
+
+    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+        w, b = layer.weight, layer.bias
+        wp, wn = _pos(w), _neg(w)
+        a, c, eps = self.alpha, self.beta, self.stabilizer
+        if layer.nonnegative():
+            u = layer.f(layer.x, wp)
+            zp = u + layer.bias_map(_pos(b))
+            zn = layer.z - layer.bias_map(b) - u + layer.bias_map(_neg(b))
+            sp, sn = relevance / stabilize(zp, eps), relevance / stabilize(zn, eps)
+            return a * layer.vjp(wp, sp) - c * layer.vjp(wn, sn)
+        xp, xn = layer.x.clamp(min=0), layer.x.clamp(max=0)
+        sp = relevance / stabilize(layer.f(xp, wp, _pos(b)) + layer.f(xn, wn), eps)
+        sn = relevance / stabilize(layer.f(xp, wn, _neg(b)) + layer.f(xn, wp), eps)
+        g_pos = a * layer.vjp(wp, sp) - c * layer.vjp(wn, sn)
+        g_neg = a * layer.vjp(wn, sp) - c * layer.vjp(wp, sn)
+        return torch.where(layer.x > 0, g_pos, g_neg)
+
+
+class Gamma(LayerRule):
+    """Generalized LRP-gamma (Montavon et al. 2019, Eq. 7; Andeol et al. 2021), sign-aware.
+
+    Where ``z > 0``: weights ``W + gamma W+`` on ``x+`` and ``W + gamma W-`` on ``x-``, bias
+    ``b + gamma b+``; where ``z < 0``: ``W + gamma W-`` on ``x+`` and ``W + gamma W+`` on ``x-``,
+    bias ``b + gamma b-``. Each part is normalised by its own stabilized sum. For ``x >= 0`` only
+    ``W+ x`` is computed (``W- x = z - b - W+ x``): one extra layer forward.
+    """
+
+    def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6) -> None:
+        if gamma < 0:
+            raise ValueError(f"gamma must be >= 0, got {gamma}")
+        self.gamma, self.stabilizer = float(gamma), float(stabilizer)
+
+    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+        w, b, z, g, eps = layer.weight, layer.bias, layer.z, self.gamma, self.stabilizer
+        w_up, w_down = w + g * _pos(w), w + g * _neg(w)
+        rp = torch.where(z > 0, relevance, torch.zeros_like(relevance))
+        rn = torch.where(z < 0, relevance, torch.zeros_like(relevance))
+        if layer.nonnegative():
+            u = layer.f(layer.x, _pos(w))
+            zp = z + g * (u + layer.bias_map(_pos(b)))
+            zn = z + g * (z - layer.bias_map(b) - u + layer.bias_map(_neg(b)))
+            sp, sn = rp / stabilize(zp, eps), rn / stabilize(zn, eps)
+            return layer.vjp(w_up, sp) + layer.vjp(w_down, sn)
+        xp, xn = layer.x.clamp(min=0), layer.x.clamp(max=0)
+        zp = layer.f(xp, w_up) + layer.f(xn, w_down) + layer.bias_map(None if b is None else b + g * _pos(b))
+        zn = layer.f(xp, w_down) + layer.f(xn, w_up) + layer.bias_map(None if b is None else b + g * _neg(b))
+        sp, sn = rp / stabilize(zp, eps), rn / stabilize(zn, eps)
+        g_pos = layer.vjp(w_up, sp) + layer.vjp(w_down, sn)
+        g_neg = layer.vjp(w_down, sp) + layer.vjp(w_up, sn)
+        return torch.where(layer.x > 0, g_pos, g_neg)
+
+
+class ZBox(LayerRule):
+    """LRP-z^B for inputs bounded by ``low <= x <= high`` (Montavon et al. 2017, Eq. 12).
+
+    ``R_in = x * W^T s - low * W+^T s - high * W-^T s``, ``s = R / stab(W x - W+ low - W- high)``.
+    An input-layer rule: it gives relevance to zero-valued inputs (one-hot sequences), so it writes
+    relevance directly. ``low``/``high`` are floats or tensors broadcast to one example.
+    """
+
+    writes_relevance = True
+
+    def __init__(self, low: float | torch.Tensor, high: float | torch.Tensor, stabilizer: float = 1e-6) -> None:
+        self.low, self.high, self.stabilizer = low, high, float(stabilizer)
+
+    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+        w, wp = layer.weight, _pos(layer.weight)
+        low, high = layer.bound(self.low), layer.bound(self.high)
+        # W- high = W high - W+ high: one-example forwards, negligible next to the batch.
+        lower = layer.f(low, wp) + layer.f(high, w) - layer.f(high, wp)
+        s = relevance / stabilize(layer.z - layer.bias_map(layer.bias) - lower, self.stabilizer)
+        # x W^T s - low W+^T s - high (W^T s - W+^T s): two transposed products.
+        return (layer.x - high) * layer.vjp(w, s) + (high - low) * layer.vjp(wp, s)
+
+
+class WSquare(LayerRule):
+    """LRP-w^2 (Montavon et al. 2017, Eq. 14): ``R_in,i = sum_j W_ji^2 / (sum_i' W_ji'^2 + b_j^2) R_j``.
+
+    Independent of the input values; an input-layer rule that writes relevance directly.
+    """
+
+    writes_relevance = True
+
+    def __init__(self, stabilizer: float = 1e-6) -> None:
+        self.stabilizer = float(stabilizer)
+
+    def _weights(self, layer: _Layer) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return layer.weight ** 2, None if layer.bias is None else layer.bias ** 2
+
+    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+        w, b = self._weights(layer)
+        ones = torch.ones((1,) + layer.x.shape[1:], dtype=layer.x.dtype, device=layer.x.device)
+        s = relevance / stabilize(layer.f(ones, w, b), self.stabilizer)
+        return layer.vjp(w, s)
+
+
+class Flat(WSquare):
+    """LRP-flat (Lapuschkin et al. 2019, "Unmasking Clever Hans predictors"): ``WSquare`` with
+    every weight 1 and no bias: relevance spread evenly over each output's receptive field."""
+
+    def _weights(self, layer: _Layer) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return torch.ones_like(layer.weight), None

@@ -1,0 +1,280 @@
+"""The scoped engine: a composite applied to one model instance, undone on exit.
+
+Inside ``with composite.context(model) as scope:`` every submodule of ``model`` that has a rule
+computes its forward through that rule (per-instance ``forward`` attributes, no class-level or
+process-wide patch), parameters do not require grad, and functional calls in ``forward`` run
+under :class:`~lrp_domains.core.functional.FunctionalRules`. On exit, also after an exception,
+each module gets back exactly the ``forward`` attribute it had (or none) and each parameter its
+``requires_grad`` flag. The model's outputs inside equal those outside: rules change only the
+backward pass (a merged BatchNorm changes outputs by rounding only).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from lrp_domains.core.canonizers import MergeBatchNorm
+from lrp_domains.core.functional import FunctionalRules, default_table
+from lrp_domains.core.layers import AffineOps, affine_ops
+from lrp_domains.core.rules import Rule
+
+if TYPE_CHECKING:
+    from lrp_domains.core.composite import Composite
+
+_MISSING = object()
+
+
+class LRPCoverageError(RuntimeError):
+    """Raised in strict mode when a model runs modules or operations that no rule covers."""
+
+
+@dataclass
+class ModuleCall:
+    """One module as a rule sees it: its original forward, functional form and parameters."""
+
+    module: nn.Module
+    name: str
+    original: Callable
+    ops: AffineOps | None
+    scope: Scope
+    merged_with: nn.Module | None = None
+
+    @property
+    def merged(self) -> bool:
+        """True while a BatchNorm is merged into this layer (the norm is in eval mode)."""
+        return self.merged_with is not None and not self.merged_with.training
+
+    def params(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight and bias (merged with the following BatchNorm where one is), detached."""
+        if self.merged:
+            return MergeBatchNorm.merged_parameters(self.module, self.merged_with)
+        bias = getattr(self.module, "bias", None)
+        return self.module.weight.detach(), None if bias is None else bias.detach()
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output for ``x`` with :meth:`params` (merged or not)."""
+        if self.ops is None:
+            return self.original(x)
+        return self.ops.forward(x, *self.params())
+
+    def describe(self) -> str:
+        """``'features.0' (Conv1d)`` for messages."""
+        return f"'{self.name or '<model>'}' ({type(self.module).__name__})"
+
+
+class _MergedNorm(Rule):
+    """A BatchNorm merged into the layer before it: passes its input through (eval mode)."""
+
+    def __init__(self, fallback: Rule | None) -> None:
+        self.fallback = fallback
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        if not call.module.training:
+            return args[0]
+        if self.fallback is None:
+            return call.original(*args, **kwargs)
+        return self.fallback(call, args, kwargs)
+
+
+@dataclass
+class _ThreadState:
+    stack: list = field(default_factory=list)
+    depth: int = 0
+    first_claimed: bool = False
+
+
+class Scope:
+    """A composite applied to a model; use as a context manager (``composite.context(model)``)."""
+
+    def __init__(self, model: nn.Module, composite: Composite) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.composite = composite
+        self.calls: dict[int, ModuleCall] = {}
+        self._saved_forwards: list[tuple[nn.Module, Any]] = []
+        self._saved_flags: list[tuple[nn.Parameter, bool]] = []
+        self._inputs: list[torch.Tensor] = []
+        self._anchors: dict[int, torch.Tensor] = {}
+        self._uncovered: dict[tuple[str, str, str], None] = {}
+        self._reported: dict[tuple[str, str, str], None] = {}
+        self._direct_fallbacks: dict[str, None] = {}
+        self._local = threading.local()
+        table = default_table()
+        table.update(composite.functional)
+        self._mode = FunctionalRules(self, table)
+        self._active = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> Scope:
+        if self._active:
+            raise RuntimeError("this scope is already active; create a new one with composite.context(model)")
+        try:
+            self._apply()
+        except BaseException:
+            self._restore()
+            raise
+        self._active = True
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        self._restore()
+        self._active = False
+        return False
+
+    def _apply(self) -> None:
+        merged: dict[int, nn.Module] = {}
+        norms: set[int] = set()
+        for canonizer in self.composite.canonizers:
+            for layer, norm in canonizer.find(self.model):
+                merged[id(layer)] = norm
+                norms.add(id(norm))
+        for name, module in self.model.named_modules():
+            rule = self.composite.rule_for(name, module)
+            if id(module) in norms:
+                rule = _MergedNorm(rule)
+            self._install(name, module, rule, merged.get(id(module)))
+        for param in self.model.parameters():
+            self._saved_flags.append((param, param.requires_grad))
+            param.requires_grad_(False)
+
+    def _install(self, name: str, module: nn.Module, rule: Rule | None, merged_with: nn.Module | None) -> None:
+        original = module.forward
+        call = ModuleCall(module, name, original, affine_ops(module), self, merged_with)
+        self.calls[id(module)] = call
+        is_root = module is self.model
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return self._run(call, rule, is_root, args, kwargs)
+
+        functools.update_wrapper(forward, original)
+        self._saved_forwards.append((module, module.__dict__.get("forward", _MISSING)))
+        module.forward = forward
+
+    def _restore(self) -> None:
+        for module, saved in reversed(self._saved_forwards):
+            if saved is _MISSING:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = saved
+        self._saved_forwards.clear()
+        for param, flag in self._saved_flags:
+            param.requires_grad_(flag)
+        self._saved_flags.clear()
+
+    # -- running a module ------------------------------------------------------------------
+    def _state(self) -> _ThreadState:
+        state = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = _ThreadState()
+        return state
+
+    def _run(self, call: ModuleCall, rule: Rule | None, is_root: bool, args: tuple, kwargs: dict) -> Any:
+        state = self._state()
+        outermost = state.depth == 0
+        if outermost:
+            state.first_claimed = False
+            self._mode.__enter__()
+        state.depth += 1
+        if call.ops is not None and self.composite.first is not None and self._claims_first(args):
+            rule = self.composite.first
+        # Functional calls are ours to rule only where no enclosing module has a rule.
+        active = rule is None and (not state.stack or state.stack[-1][1])
+        state.stack.append((call, active))
+        try:
+            if rule is None:
+                return call.original(*args, **kwargs)
+            return rule(call, args, kwargs)
+        finally:
+            state.stack.pop()
+            state.depth -= 1
+            if outermost:
+                self._mode.__exit__(None, None, None)
+
+    def functional_active(self) -> bool:
+        """True while the innermost running module has no rule of its own (its ops are ours)."""
+        stack = self._state().stack
+        return bool(stack) and stack[-1][1]
+
+    def record_uncovered(self, operation: str) -> None:
+        """Note an operation on input-dependent tensors that no rule covers."""
+        stack = self._state().stack
+        call = stack[-1][0] if stack else None
+        key = (operation, call.name if call else "", type(call.module).__name__ if call else "")
+        self._uncovered[key] = None
+
+    @property
+    def uncovered(self) -> list[str]:
+        """Operations without a rule seen so far, as ``"softmax in 'attn' (Attention)"``."""
+        return [f"{op} in '{name or '<model>'}' ({kind})" for op, name, kind in self._uncovered]
+
+    def check(self, strict: bool) -> None:
+        """Raise (strict) or warn about operations without a rule seen in this scope."""
+        new = [key for key in self._uncovered if key not in self._reported]
+        if not new:
+            return
+        self._reported.update(dict.fromkeys(new))
+        message = (
+            "no LRP rule covers: " + "; ".join(self.uncovered) + ". Their plain gradient was used. "
+            "Give these modules a rule in the composite (by type or name), or pass "
+            "Composite(functional={name: handler}) for functional calls."
+        )
+        if strict:
+            raise LRPCoverageError(message)
+        warnings.warn(message, stacklevel=3)
+
+    # -- inputs and the first layer ----------------------------------------------------------
+    def track(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Register the model inputs of the next forward; returns leaves that require grad.
+
+        Relevance of input ``x`` is then ``x * x.grad`` plus what input-layer rules wrote to
+        :meth:`anchor` (see :func:`lrp_domains.core.explain.explain`).
+        """
+        self._inputs = [x.detach().requires_grad_(True) for x in inputs]
+        self._anchors = {}
+        return tuple(self._inputs)
+
+    def anchor(self, leaf: torch.Tensor) -> torch.Tensor | None:
+        """The tensor that collects directly written relevance of ``leaf``, if a rule wrote any."""
+        return self._anchors.get(id(leaf))
+
+    def _input_of(self, x: torch.Tensor) -> torch.Tensor | None:
+        for leaf in self._inputs:
+            if x is leaf or (x._base is leaf and x.is_contiguous() and x.numel() == leaf.numel()):
+                return leaf
+        return None
+
+    def _claims_first(self, args: tuple) -> bool:
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if self._inputs:
+            return x is not None and self._input_of(x) is not None
+        state = self._state()
+        if state.first_claimed:
+            return False
+        state.first_claimed = True
+        return True
+
+    def anchor_for(self, x: torch.Tensor, call: ModuleCall) -> torch.Tensor | None:
+        """Where an input-layer rule applied to ``x`` writes relevance (None: not an input)."""
+        leaf = self._input_of(x)
+        if leaf is None:
+            if call.name not in self._direct_fallbacks:
+                self._direct_fallbacks[call.name] = None
+                warnings.warn(
+                    f"{call.describe()} has an input-layer rule but does not see a tracked model "
+                    "input; relevance it assigns to zero-valued inputs is dropped.",
+                    stacklevel=4,
+                )
+            return None
+        anchor = self._anchors.get(id(leaf))
+        if anchor is None:
+            anchor = self._anchors[id(leaf)] = torch.zeros_like(leaf, requires_grad=True)
+        return anchor

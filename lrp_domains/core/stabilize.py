@@ -1,0 +1,21 @@
+"""The stabilizer shared by every LRP rule."""
+
+from __future__ import annotations
+
+import torch
+
+
+def stabilize(z: torch.Tensor, epsilon: float = 1e-6) -> torch.Tensor:
+    """Return ``z + epsilon * sign(z)`` with ``sign(0) = +1``.
+
+    This is the denominator stabilizer of the LRP-epsilon rule (Bach et al. 2015, PLoS ONE,
+    Eq. 58; Montavon et al. 2019, "Layer-wise relevance propagation: an overview", Eq. 4). Zero
+    counts as positive so that a zero denominator never stays zero.
+    """
+    return torch.where(z >= 0, z + epsilon, z - epsilon)
+
+
+def safe_divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """``numerator / denominator`` where the denominator is non-zero, and 0 where it is zero."""
+    zero = denominator == 0
+    return torch.where(zero, torch.zeros_like(numerator), numerator / denominator.masked_fill(zero, 1))
