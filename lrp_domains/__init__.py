@@ -1,5 +1,6 @@
 """lrp-domains: Layer-wise Relevance Propagation for text and biology, on one shared core."""
 
+from lrp_domains import composites, rules
 from lrp_domains.core import (
     BASE_RULES,
     Composite,
@@ -9,7 +10,6 @@ from lrp_domains.core import (
     Scope,
     explain,
 )
-from lrp_domains import composites, rules
 
 __version__ = "0.1.0"
 

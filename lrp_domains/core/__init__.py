@@ -3,7 +3,7 @@
 from lrp_domains.core import composites, rules
 from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.composite import BASE_RULES, Composite
-from lrp_domains.core.explain import explain
+from lrp_domains.core.attribution import explain
 from lrp_domains.core.result import Explanation
 from lrp_domains.core.scope import LRPCoverageError, Scope
 

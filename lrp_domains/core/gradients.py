@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from lrp_domains.core.stabilize import safe_divide, stabilize
+from lrp_domains.core.stabilize import safe_divide
 
 
 class EpsilonGrad(torch.autograd.Function):
@@ -32,7 +32,8 @@ class EpsilonGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
         (z,) = ctx.saved_tensors
-        return grad * (z / stabilize(z, ctx.epsilon)), None
+        # grad * z / stab(z) = grad * |z| / (|z| + eps) = grad - eps * grad / (|z| + eps)
+        return torch.addcdiv(grad, grad, z.abs().add_(ctx.epsilon), value=-ctx.epsilon), None
 
 
 class IdentityRuleGrad(torch.autograd.Function):

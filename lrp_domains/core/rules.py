@@ -16,7 +16,7 @@ import torch
 
 from lrp_domains.core.gradients import epsilon_grad, identity_rule, scale_grad
 from lrp_domains.core.layers import AffineOps
-from lrp_domains.core.stabilize import safe_divide, stabilize
+from lrp_domains.core.stabilize import safe_divide, stabilize, stabilize_signed
 
 if TYPE_CHECKING:
     from lrp_domains.core.scope import ModuleCall
@@ -114,11 +114,31 @@ class Epsilon(Rule):
         self.epsilon = float(epsilon)
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
-        if call.merged:
-            z = call.compute(single_input(call, args, kwargs))
-        else:
-            z = call.original(*args, **kwargs)
-        return epsilon_grad(z, self.epsilon)
+        if call.ops is not None:
+            weight, bias = call.params()
+            return _EpsilonLayerFunction.apply(single_input(call, args, kwargs), call.ops, weight, bias, self.epsilon)
+        return epsilon_grad(call.original(*args, **kwargs), self.epsilon)
+
+
+class _EpsilonLayerFunction(torch.autograd.Function):
+    """An affine layer and its LRP-epsilon backward as one autograd node (fewer dispatches)."""
+
+    @staticmethod
+    def forward(ctx, x, ops, weight, bias, epsilon):  # noqa: D102
+        z = ops.forward(x, weight, bias)
+        # A Linear layer's transposed map needs only the weight; others keep the input for its
+        # shape and layout, as a plain gradient does.
+        ctx.save_for_backward(z, weight, x if ops.vjp_needs_input else None)
+        ctx.ops, ctx.epsilon = ops, epsilon
+        return z
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        z, weight, x = ctx.saved_tensors
+        magnitude = z.abs()
+        # grad * |z| / (|z| + eps) = grad * z / stab(z), in three passes.
+        s = torch.addcdiv(grad, grad, magnitude.add_(ctx.epsilon), value=-ctx.epsilon)
+        return ctx.ops.vjp(x, weight, s), None, None, None, None
 
 
 def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -130,11 +150,16 @@ def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
 
 
 class _Layer:
-    """What a layer rule's backward sees: the functional layer, its input, output and parameters."""
+    """What a layer rule's backward sees: the functional layer, its input, output, parameters,
+    and the gradient ``g`` arriving at the output (so the relevance there is ``z * g``)."""
 
     def __init__(self, ops: AffineOps, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
-                 bias: torch.Tensor | None) -> None:
-        self.ops, self.x, self.z, self.weight, self.bias = ops, x, z, weight, bias
+                 bias: torch.Tensor | None, grad: torch.Tensor) -> None:
+        self.ops, self.x, self.z, self.weight, self.bias, self.grad = ops, x, z, weight, bias, grad
+
+    def relevance(self) -> torch.Tensor:
+        """``R = z * g``, a fresh tensor the rule may modify in place."""
+        return self.z * self.grad
 
     def f(self, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
         return self.ops.forward(v, weight, bias)
@@ -150,7 +175,7 @@ class _Layer:
         return self.f(probe, torch.zeros_like(self.weight), bias)
 
     def nonnegative(self) -> bool:
-        return bool((self.x >= 0).all())
+        return bool(self.x.min() >= 0)
 
     def bound(self, value: float | torch.Tensor) -> torch.Tensor:
         """A ZBox bound broadcast to one example (or to the batch when given per example)."""
@@ -164,13 +189,15 @@ class _Layer:
 class LayerRule(Rule):
     """A rule that needs the layer's weights: evaluated in one custom backward per layer call.
 
-    Subclasses implement ``backward(layer, R)``, returning the modified input gradient, or the
-    input relevance when ``writes_relevance`` is True.
+    Subclasses implement ``backward(layer)``, returning the modified input gradient, or the
+    input relevance when ``writes_relevance`` is True. The layer's forward runs once, unchanged;
+    the modified forwards a rule needs run in its backward, one layer at a time, so their
+    temporaries never pile up across layers.
     """
 
     writes_relevance = False
 
-    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+    def backward(self, layer: _Layer) -> torch.Tensor:
         raise NotImplementedError
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
@@ -199,7 +226,7 @@ class _LayerRuleFunction(torch.autograd.Function):
         x, z, weight, bias = ctx.saved_tensors
         rule = ctx.rule
         with torch.no_grad():
-            result = rule.backward(_Layer(ctx.ops, x, z, weight, bias), z * grad)
+            result = rule.backward(_Layer(ctx.ops, x, z, weight, bias, grad))
         if not rule.writes_relevance:
             return result, None, None, None, None, None
         if ctx.anchor_shape is not None:
@@ -213,19 +240,20 @@ class ZPlus(LayerRule):
 
     Montavon et al. 2017 ("Explaining nonlinear classification decisions with deep Taylor
     decomposition", Eq. 11), with zennit's extension to negative inputs. When ``x >= 0`` (after a
-    ReLU) the ``x-`` term vanishes and is skipped.
+    ReLU) the ``x-`` term vanishes and is skipped: one extra layer forward.
     """
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
         self.stabilizer = float(stabilizer)
 
-    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+    def backward(self, layer: _Layer) -> torch.Tensor:
         wp, wn, bp = _pos(layer.weight), _neg(layer.weight), _pos(layer.bias)
         if layer.nonnegative():
-            s = relevance / stabilize(layer.f(layer.x, wp, bp), self.stabilizer)
-            return layer.vjp(wp, s)
+            denominator = stabilize_signed(layer.f(layer.x, wp, bp), 1, self.stabilizer)
+            return layer.vjp(wp, layer.relevance().div_(denominator))
         xp, xn = layer.x.clamp(min=0), layer.x.clamp(max=0)
-        s = relevance / stabilize(layer.f(xp, wp, bp) + layer.f(xn, wn), self.stabilizer)
+        denominator = stabilize_signed(layer.f(xp, wp, bp) + layer.f(xn, wn), 1, self.stabilizer)
+        s = layer.relevance().div_(denominator)
         return torch.where(layer.x > 0, layer.vjp(wp, s), layer.vjp(wn, s))
 
 
@@ -244,22 +272,34 @@ class AlphaBeta(LayerRule):
             raise ValueError(f"AlphaBeta needs alpha - beta = 1 to conserve relevance, got {alpha} - {beta}")
         self.alpha, self.beta, self.stabilizer = float(alpha), float(beta), float(stabilizer)
 
-    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+    def backward(self, layer: _Layer) -> torch.Tensor:
         w, b = layer.weight, layer.bias
         wp, wn = _pos(w), _neg(w)
         a, c, eps = self.alpha, self.beta, self.stabilizer
+        relevance = layer.relevance()
         if layer.nonnegative():
-            u = layer.f(layer.x, wp)
-            zp = u + layer.bias_map(_pos(b))
-            zn = layer.z - layer.bias_map(b) - u + layer.bias_map(_neg(b))
-            sp, sn = relevance / stabilize(zp, eps), relevance / stabilize(zn, eps)
-            return a * layer.vjp(wp, sp) - c * layer.vjp(wn, sn)
+            # z = (W+ x + b+) + (W- x + b-) for x >= 0: one extra forward gives both parts.
+            zp = layer.f(layer.x, wp, _pos(b))
+            zn = layer.z - zp
+            sp = (relevance * a).div_(stabilize_signed(zp, 1, eps))
+            sn = (relevance * -c).div_(stabilize_signed(zn, -1, eps))
+            return layer.ops.vjp_sum(layer.x, [(wp, sp), (wn, sn)])
         xp, xn = layer.x.clamp(min=0), layer.x.clamp(max=0)
-        sp = relevance / stabilize(layer.f(xp, wp, _pos(b)) + layer.f(xn, wn), eps)
-        sn = relevance / stabilize(layer.f(xp, wn, _neg(b)) + layer.f(xn, wp), eps)
+        sp = relevance / stabilize_signed(layer.f(xp, wp, _pos(b)) + layer.f(xn, wn), 1, eps)
+        sn = relevance / stabilize_signed(layer.f(xp, wn, _neg(b)) + layer.f(xn, wp), -1, eps)
         g_pos = a * layer.vjp(wp, sp) - c * layer.vjp(wn, sn)
         g_neg = a * layer.vjp(wn, sp) - c * layer.vjp(wp, sn)
         return torch.where(layer.x > 0, g_pos, g_neg)
+
+
+def w_up_of(weight: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``W + gamma W+``."""
+    return weight + gamma * weight.clamp(min=0)
+
+
+def w_down_of(weight: torch.Tensor, gamma: float) -> torch.Tensor:
+    """``W + gamma W-``."""
+    return weight + gamma * weight.clamp(max=0)
 
 
 class Gamma(LayerRule):
@@ -268,7 +308,7 @@ class Gamma(LayerRule):
     Where ``z > 0``: weights ``W + gamma W+`` on ``x+`` and ``W + gamma W-`` on ``x-``, bias
     ``b + gamma b+``; where ``z < 0``: ``W + gamma W-`` on ``x+`` and ``W + gamma W+`` on ``x-``,
     bias ``b + gamma b-``. Each part is normalised by its own stabilized sum. For ``x >= 0`` only
-    ``W+ x`` is computed (``W- x = z - b - W+ x``): one extra layer forward.
+    ``W+ x + b+`` is computed (``W- x + b- = z - W+ x - b+``): one extra layer forward.
     """
 
     def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6) -> None:
@@ -276,17 +316,25 @@ class Gamma(LayerRule):
             raise ValueError(f"gamma must be >= 0, got {gamma}")
         self.gamma, self.stabilizer = float(gamma), float(stabilizer)
 
-    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+    def backward(self, layer: _Layer) -> torch.Tensor:
         w, b, z, g, eps = layer.weight, layer.bias, layer.z, self.gamma, self.stabilizer
-        w_up, w_down = w + g * _pos(w), w + g * _neg(w)
-        rp = torch.where(z > 0, relevance, torch.zeros_like(relevance))
-        rn = torch.where(z < 0, relevance, torch.zeros_like(relevance))
+        positive, negative = z > 0, z < 0
+        w_up, w_down = w_up_of(w, g), w_down_of(w, g)
         if layer.nonnegative():
-            u = layer.f(layer.x, _pos(w))
-            zp = z + g * (u + layer.bias_map(_pos(b)))
-            zn = z + g * (z - layer.bias_map(b) - u + layer.bias_map(_neg(b)))
-            sp, sn = rp / stabilize(zp, eps), rn / stabilize(zn, eps)
-            return layer.vjp(w_up, sp) + layer.vjp(w_down, sn)
+            # With u = W+ x + b+ and z - u = W- x + b- (x >= 0) the denominators are
+            # z + gamma u (where z > 0) and z + gamma (z - u) (where z < 0). Both have the sign
+            # of z, so R / stab(d) = |z| g / (|d| + eps), which also vanishes where z does.
+            u = layer.f(layer.x, _pos(w), _pos(b))
+            denominator = torch.sub(z, u)
+            denominator = torch.where(positive, u, denominator, out=denominator)
+            del u
+            denominator.mul_(g).add_(z).abs_().add_(eps)
+            s = torch.abs(z).mul_(layer.grad).div_(denominator)
+            del denominator
+            s_up, s_down = s.masked_fill(negative, 0), s.masked_fill_(positive, 0)
+            return layer.ops.vjp_sum(layer.x, [(w_up, s_up), (w_down, s_down)])
+        relevance = layer.relevance()
+        rp, rn = relevance.masked_fill(~positive, 0), relevance.masked_fill_(~negative, 0)
         xp, xn = layer.x.clamp(min=0), layer.x.clamp(max=0)
         zp = layer.f(xp, w_up) + layer.f(xn, w_down) + layer.bias_map(None if b is None else b + g * _pos(b))
         zn = layer.f(xp, w_down) + layer.f(xn, w_up) + layer.bias_map(None if b is None else b + g * _neg(b))
@@ -309,14 +357,22 @@ class ZBox(LayerRule):
     def __init__(self, low: float | torch.Tensor, high: float | torch.Tensor, stabilizer: float = 1e-6) -> None:
         self.low, self.high, self.stabilizer = low, high, float(stabilizer)
 
-    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
-        w, wp = layer.weight, _pos(layer.weight)
+    def backward(self, layer: _Layer) -> torch.Tensor:
+        w, wp, x = layer.weight, _pos(layer.weight), layer.x
         low, high = layer.bound(self.low), layer.bound(self.high)
-        # W- high = W high - W+ high: one-example forwards, negligible next to the batch.
-        lower = layer.f(low, wp) + layer.f(high, w) - layer.f(high, wp)
-        s = relevance / stabilize(layer.z - layer.bias_map(layer.bias) - lower, self.stabilizer)
-        # x W^T s - low W+^T s - high (W^T s - W+^T s): two transposed products.
-        return (layer.x - high) * layer.vjp(w, s) + (high - low) * layer.vjp(wp, s)
+        # b + W+ low + W- high, with W- high = W high - W+ high: forwards of one example,
+        # negligible next to the batch; the bias is folded in so the batch sees one subtraction.
+        offset = layer.f(low, wp) + layer.f(high, w, layer.bias) - layer.f(high, wp)
+        denominator = torch.sub(layer.z, offset)
+        if bool((x >= low).all()) and bool((x <= high).all()):
+            # Inside the box W x - W+ low - W- high = W+ (x - low) + W- (x - high) >= 0.
+            denominator.add_(self.stabilizer)
+        else:
+            denominator = stabilize(denominator, self.stabilizer)
+        s = torch.div(layer.z, denominator, out=denominator).mul_(layer.grad)
+        # x W^T s - low W+^T s - high (W^T s - W+^T s): two transposed products, one call.
+        plain, positive = layer.ops.vjp_each(x, [w, wp], s)
+        return (x - high) * plain + (high - low) * positive
 
 
 class WSquare(LayerRule):
@@ -333,10 +389,10 @@ class WSquare(LayerRule):
     def _weights(self, layer: _Layer) -> tuple[torch.Tensor, torch.Tensor | None]:
         return layer.weight ** 2, None if layer.bias is None else layer.bias ** 2
 
-    def backward(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+    def backward(self, layer: _Layer) -> torch.Tensor:
         w, b = self._weights(layer)
         ones = torch.ones((1,) + layer.x.shape[1:], dtype=layer.x.dtype, device=layer.x.device)
-        s = relevance / stabilize(layer.f(ones, w, b), self.stabilizer)
+        s = layer.relevance().div_(stabilize(layer.f(ones, w, b), self.stabilizer))
         return layer.vjp(w, s)
 
 

@@ -43,9 +43,13 @@ class ModuleCall:
     module: nn.Module
     name: str
     original: Callable
-    ops: AffineOps | None
     scope: Scope
     merged_with: nn.Module | None = None
+
+    @functools.cached_property
+    def ops(self) -> AffineOps | None:
+        """The module as an affine layer (None when it is not one); built on first use."""
+        return affine_ops(self.module)
 
     @property
     def merged(self) -> bool:
@@ -148,16 +152,19 @@ class Scope:
 
     def _install(self, name: str, module: nn.Module, rule: Rule | None, merged_with: nn.Module | None) -> None:
         original = module.forward
-        call = ModuleCall(module, name, original, affine_ops(module), self, merged_with)
+        call = ModuleCall(module, name, original, self, merged_with)
         self.calls[id(module)] = call
         is_root = module is self.model
 
         def forward(*args: Any, **kwargs: Any) -> Any:
             return self._run(call, rule, is_root, args, kwargs)
 
-        functools.update_wrapper(forward, original)
+        # inspect.signature(module.forward) follows __wrapped__: code that reads the forward's
+        # signature (transformers does) sees the original one.
+        forward.__wrapped__ = original
         self._saved_forwards.append((module, module.__dict__.get("forward", _MISSING)))
-        module.forward = forward
+        # An instance attribute shadows the class's forward for this instance only.
+        module.__dict__["forward"] = forward
 
     def _restore(self) -> None:
         for module, saved in reversed(self._saved_forwards):
@@ -236,7 +243,7 @@ class Scope:
         """Register the model inputs of the next forward; returns leaves that require grad.
 
         Relevance of input ``x`` is then ``x * x.grad`` plus what input-layer rules wrote to
-        :meth:`anchor` (see :func:`lrp_domains.core.explain.explain`).
+        :meth:`anchor` (see :func:`lrp_domains.core.attribution.explain`).
         """
         self._inputs = [x.detach().requires_grad_(True) for x in inputs]
         self._anchors = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Union
 
@@ -18,8 +17,9 @@ Target = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], 
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
+    for tensors in (model.parameters(), model.buffers()):
+        for tensor in tensors:
+            return tensor.device
     return torch.device("cpu")
 
 
@@ -83,7 +83,9 @@ def _targets(target: Target, n: int) -> torch.Tensor | Callable | None:
     return indices.long()
 
 
-def select_target(output: torch.Tensor, target: torch.Tensor | Callable | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+def select_target(
+    output: torch.Tensor, target: torch.Tensor | Callable | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The explained value per example and its index (None for callables).
 
     ``output`` is read as ``(N, -1)``; indices address that flattened per-example output.
@@ -174,7 +176,8 @@ def explain(
         for module, mode in training.items():
             module.training = mode
     relevance, output, index, explained = (
-        torch.cat([p[i] for p in parts]) if parts[0][i] is not None else None for i in range(4)
+        None if parts[0][i] is None else parts[0][i] if len(parts) == 1 else torch.cat([p[i] for p in parts])
+        for i in range(4)
     )
     home = inputs.device if isinstance(inputs, torch.Tensor) else relevance.device
     relevance = relevance.to(home)
