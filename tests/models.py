@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -21,7 +23,7 @@ def mlp(n_in: int = 10, hidden: int = 16, n_out: int = 3, bias: bool = True, act
     )
 
 
-def cnn1d(channels: int = 4, length: int = 32, n_out: int = 2, batchnorm: bool = True, bias: bool = True) -> nn.Sequential:
+def cnn1d(channels: int = 4, n_out: int = 2, batchnorm: bool = True, bias: bool = True) -> nn.Sequential:
     """A one-hot sequence CNN: conv, BatchNorm, ReLU, max-pool, conv, average pool, dense."""
     norm = (lambda c: nn.BatchNorm1d(c)) if batchnorm else (lambda c: nn.Identity())
     return nn.Sequential(
@@ -91,8 +93,7 @@ class UnsharedLayerNet(nn.Module):
         super().__init__()
         self.inp = shared.inp
         self.first = shared.shared
-        self.second = nn.Linear(shared.shared.in_features, shared.shared.out_features, bias=shared.shared.bias is not None)
-        self.second.load_state_dict(shared.shared.state_dict())
+        self.second = copy.deepcopy(shared.shared)
         self.out = shared.out
         self.act = nn.ReLU()
 

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from lrp_domains.bench.measure import interleaved_times, peak_bytes, peak_bytes_here
-from lrp_domains.core.composites import get
 from lrp_domains.core.attribution import explain
+from lrp_domains.core.composites import get
 
 CASES = {
     "cnn": ("1-D CNN + BN, one-hot N=64 x 4 x 1000", ["epsilon", "epsilon-gamma-box"]),

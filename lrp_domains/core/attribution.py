@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Union
 
@@ -182,7 +183,26 @@ def explain(
     home = inputs.device if isinstance(inputs, torch.Tensor) else relevance.device
     relevance = relevance.to(home)
     delta = explained.to(home) - relevance.reshape(n, -1).sum(1).to(explained.dtype)
+    if composite.conserves:
+        _warn_on_large_delta(delta, explained.to(home), relevance)
     return Explanation(relevance, output, index, explained, delta)
+
+
+#: ``|delta|`` above this share of ``|explained| + sum |relevance|`` is reported.
+DELTA_WARNING = 0.5
+
+
+def _warn_on_large_delta(delta: torch.Tensor, explained: torch.Tensor, relevance: torch.Tensor) -> None:
+    scale = explained.abs() + relevance.reshape(len(relevance), -1).abs().sum(1).to(explained.dtype)
+    large = delta.abs() > DELTA_WARNING * scale
+    if bool(large.any()):
+        # A constant message, so that Python shows it once per call site rather than per call.
+        warnings.warn(
+            f"some explanations lost or gained more than {DELTA_WARNING:.0%} of their relevance (see "
+            ".delta): biases absorb relevance, so a large delta means biases dominate these outputs, or "
+            "a layer lacks a conserving rule (strict=True names uncovered operations).",
+            stacklevel=3,
+        )
 
 
 def _explain_batch(model, scope, batch, target, strict):

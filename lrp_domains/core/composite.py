@@ -52,6 +52,9 @@ class Composite:
         function name; extends the built-in table of :mod:`lrp_domains.core.functional`.
     name:
         Shown in reports and reprs.
+    conserves:
+        Whether the rules conserve relevance up to biases and stabilizers; ``explain`` then warns
+        when an example's ``delta`` is large.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class Composite:
         canonizers: Sequence[Any] | None = None,
         functional: Mapping[str, FunctionalRule] | None = None,
         name: str = "custom",
+        conserves: bool = True,
     ) -> None:
         self.rules = dict(rules or {})
         for key, rule in self.rules.items():
@@ -72,6 +76,7 @@ class Composite:
         self.canonizers = list((MergeBatchNorm(),) if canonizers is None else canonizers)
         self.functional = dict(functional or {})
         self.name = name
+        self.conserves = conserves
 
     def __repr__(self) -> str:
         return f"Composite(name={self.name!r}, rules={self.rules!r}, first={self.first!r})"

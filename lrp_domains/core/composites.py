@@ -51,7 +51,8 @@ def zplus(stabilizer: float = 1e-6) -> Composite:
 
 def alpha2beta1(stabilizer: float = 1e-6) -> Composite:
     """LRP-alpha2-beta1 on every dense and conv layer."""
-    return Composite({(DENSE,) + CONV: AlphaBeta(2.0, 1.0, stabilizer)}, name="alpha2beta1")
+    # Conserves only where both parts of a neuron are non-zero (Bach et al. 2015): no warning.
+    return Composite({(DENSE,) + CONV: AlphaBeta(2.0, 1.0, stabilizer)}, name="alpha2beta1", conserves=False)
 
 
 def epsilon_plus(epsilon: float = 1e-6) -> Composite:
