@@ -32,6 +32,7 @@ def bench_core(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     repeats: int = typer.Option(10, help="Timed runs per method (interleaved)."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Also measure peak memory."),
+    threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
 ) -> None:
     """LRP time and peak memory over gradient x input: 1-D CNN with BatchNorm, MLP."""
     from lrp_domains.bench.measure import reexec_with_passive_threads
@@ -39,7 +40,7 @@ def bench_core(
     reexec_with_passive_threads()
     from lrp_domains.bench.core import print_table, run
 
-    print_table(run(device=device, repeats=repeats, memory=memory), device)
+    print_table(run(device=device, repeats=repeats, memory=memory, threads=threads or None), device)
 
 
 def main() -> None:

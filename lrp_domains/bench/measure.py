@@ -65,11 +65,12 @@ def peak_bytes_here(fn: Callable[[], object], device: torch.device) -> int:
     return (_status_kib("VmHWM") - base) * 1024
 
 
-def peak_bytes(module: str, case: str, method: str, device: str = "cpu") -> int:
-    """Run ``python -m module --peak case method`` in a fresh process and return its peak bytes."""
+def peak_bytes(module: str, case: str, method: str, device: str = "cpu", threads: int | None = None) -> int:
+    """Run ``python -m module --peak case method device threads`` in a fresh process and return
+    its peak bytes."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     done = subprocess.run(
-        [sys.executable, "-m", module, "--peak", case, method, device],
+        [sys.executable, "-m", module, "--peak", case, method, device, str(threads or 0)],
         capture_output=True, text=True, env=env, check=False,
     )
     if done.returncode != 0:

@@ -182,19 +182,19 @@ def explain(
     )
     home = inputs.device if isinstance(inputs, torch.Tensor) else relevance.device
     relevance = relevance.to(home)
-    delta = explained.to(home) - relevance.reshape(n, -1).sum(1).to(explained.dtype)
+    total = relevance.reshape(n, -1).sum(1).to(explained.dtype)
+    delta = explained.to(home) - total
     if composite.conserves:
-        _warn_on_large_delta(delta, explained.to(home), relevance)
+        _warn_on_large_delta(delta, explained.to(home), total)
     return Explanation(relevance, output, index, explained, delta)
 
 
-#: ``|delta|`` above this share of ``|explained| + sum |relevance|`` is reported.
+#: ``|delta|`` above this share of ``|explained| + |sum of relevance|`` is reported.
 DELTA_WARNING = 0.5
 
 
-def _warn_on_large_delta(delta: torch.Tensor, explained: torch.Tensor, relevance: torch.Tensor) -> None:
-    scale = explained.abs() + relevance.reshape(len(relevance), -1).abs().sum(1).to(explained.dtype)
-    large = delta.abs() > DELTA_WARNING * scale
+def _warn_on_large_delta(delta: torch.Tensor, explained: torch.Tensor, total: torch.Tensor) -> None:
+    large = delta.abs() > DELTA_WARNING * (explained.abs() + total.abs())
     if bool(large.any()):
         # A constant message, so that Python shows it once per call site rather than per call.
         warnings.warn(
@@ -215,11 +215,12 @@ def _explain_batch(model, scope, batch, target, strict):
         )
     scope.check(strict)
     explained, index = select_target(output, target)
-    if not explained.requires_grad:
-        raise RuntimeError("the explained output does not depend on the input (no gradient path)")
     anchor = scope.anchor(leaf)
     wrt = [leaf] if anchor is None else [leaf, anchor]
-    grads = torch.autograd.grad(explained.sum(), wrt, allow_unused=True)
+    if explained.requires_grad:
+        grads = torch.autograd.grad(explained.sum(), wrt, allow_unused=True)
+    else:  # every path was stopped (or the output ignores the input): no relevance arrives
+        grads = [None] * len(wrt)
     relevance = leaf.detach() * grads[0] if grads[0] is not None else torch.zeros_like(leaf)
     if anchor is not None and grads[1] is not None:
         relevance = relevance + grads[1]

@@ -60,11 +60,12 @@ class AffineOps:
 
 
 def _autograd_vjp(forward: Forward) -> InputVJP:
-    """Fallback transposed map for layers without a direct backward kernel: one extra forward."""
+    """Fallback transposed map for layers without a direct backward kernel: one extra forward.
+    The map is linear, so it is evaluated at zero (``x`` may be a shape proxy)."""
 
     def vjp(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():
-            probe = x.detach().requires_grad_(True)
+            probe = torch.zeros(x.shape, dtype=x.dtype, device=x.device, requires_grad=True)
             (result,) = torch.autograd.grad(forward(probe, weight, None), probe, grad)
         return result
 

@@ -114,31 +114,11 @@ class Epsilon(Rule):
         self.epsilon = float(epsilon)
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
-        if call.ops is not None:
-            weight, bias = call.params()
-            return _EpsilonLayerFunction.apply(single_input(call, args, kwargs), call.ops, weight, bias, self.epsilon)
-        return epsilon_grad(call.original(*args, **kwargs), self.epsilon)
-
-
-class _EpsilonLayerFunction(torch.autograd.Function):
-    """An affine layer and its LRP-epsilon backward as one autograd node (fewer dispatches)."""
-
-    @staticmethod
-    def forward(ctx, x, ops, weight, bias, epsilon):  # noqa: D102
-        z = ops.forward(x, weight, bias)
-        # A Linear layer's transposed map needs only the weight; others keep the input for its
-        # shape and layout, as a plain gradient does.
-        ctx.save_for_backward(z, weight, x if ops.vjp_needs_input else None)
-        ctx.ops, ctx.epsilon = ops, epsilon
-        return z
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: D102
-        z, weight, x = ctx.saved_tensors
-        magnitude = z.abs()
-        # grad * |z| / (|z| + eps) = grad * z / stab(z), in three passes.
-        s = torch.addcdiv(grad, grad, magnitude.add_(ctx.epsilon), value=-ctx.epsilon)
-        return ctx.ops.vjp(x, weight, s), None, None, None, None
+        if call.merged:
+            z = call.compute(single_input(call, args, kwargs))
+        else:
+            z = call.original(*args, **kwargs)
+        return epsilon_grad(z, self.epsilon)
 
 
 def _pos(t: torch.Tensor | None) -> torch.Tensor | None:

@@ -191,7 +191,7 @@ class Scope:
             state.first_claimed = False
             self._mode.__enter__()
         state.depth += 1
-        if call.ops is not None and self.composite.first is not None and self._claims_first(args):
+        if self.composite.first is not None and call.ops is not None and self._claims_first(args):
             rule = self.composite.first
         # Functional calls are ours to rule only where no enclosing module has a rule.
         active = rule is None and (not state.stack or state.stack[-1][1])
