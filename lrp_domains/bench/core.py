@@ -78,7 +78,7 @@ def run(device: str = "cpu", repeats: int = 10, memory: bool = True, threads: in
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     dev = torch.device(device)
     rows = []
-    for case, (label, _) in CASES.items():
+    for case in CASES:
         model, inputs = build_case(case, dev)
         methods = methods_for(case, model, inputs)
         times = interleaved_times(methods, repeats=repeats)
