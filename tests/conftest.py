@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -6,17 +7,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+#: Peer reference outputs (zennit, LXT); ``LRP_DOMAINS_SHARED`` overrides ``../shared``.
+SHARED_DIR = Path(os.environ.get("LRP_DOMAINS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+REFERENCE_DIR = SHARED_DIR / "data" / "reference"
 
 
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
     yield
-
-
-@pytest.fixture
-def reference_dir() -> Path:
-    if not (REFERENCE_DIR / "zennit_rules.safetensors").exists():
-        pytest.skip(f"peer reference data not found at {REFERENCE_DIR} (see ../shared/data/README.md)")
-    return REFERENCE_DIR
