@@ -81,7 +81,7 @@ def _targets(target: Target, n: int) -> torch.Tensor | Callable | None:
             f"per-example targets must be {n} integers (one per example), got shape {tuple(indices.shape)} "
             f"of {indices.dtype}"
         )
-    return indices.long()
+    return indices.long().cpu()
 
 
 def select_target(
@@ -104,13 +104,13 @@ def select_target(
     if target is None:
         index = flat.detach().argmax(dim=1)
     else:
-        index = target.to(output.device)
-        bad = (index < 0) | (index >= flat.shape[1])
-        if bool(bad.any()):
+        low, high = int(target.min()), int(target.max())  # targets live on the CPU: no device sync
+        if low < 0 or high >= flat.shape[1]:
             raise ValueError(
-                f"target {index[bad][0].item()} is out of range for an output with {flat.shape[1]} values "
+                f"target {low if low < 0 else high} is out of range for an output with {flat.shape[1]} values "
                 "per example"
             )
+        index = target.to(output.device, non_blocking=True)
     return flat.gather(1, index[:, None])[:, 0], index
 
 
@@ -194,8 +194,9 @@ DELTA_WARNING = 0.5
 
 
 def _warn_on_large_delta(delta: torch.Tensor, explained: torch.Tensor, total: torch.Tensor) -> None:
-    large = delta.abs() > DELTA_WARNING * (explained.abs() + total.abs())
-    if bool(large.any()):
+    # Per-example vectors: numpy on the CPU is cheaper than a string of tiny torch calls.
+    delta, explained, total = (t.detach().cpu().double().numpy() for t in (delta, explained, total))
+    if (abs(delta) > DELTA_WARNING * (abs(explained) + abs(total))).any():
         # A constant message, so that Python shows it once per call site rather than per call.
         warnings.warn(
             f"some explanations lost or gained more than {DELTA_WARNING:.0%} of their relevance (see "
