@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Union
 
 import torch
@@ -30,6 +31,18 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
         if param.is_floating_point():
             return param.dtype
     return None
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every module in eval mode for the block; give each its own mode back afterwards."""
+    training = {module: module.training for module in model.modules()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, mode in training.items():
+            module.training = mode
 
 
 def resolve_composite(composite: str | Composite, **kwargs: object) -> Composite:
@@ -165,17 +178,11 @@ def explain(
         from tqdm.auto import tqdm
 
         starts = tqdm(starts, desc="explain", unit="batch")
-    training = {module: module.training for module in model.modules()}
     parts: list[tuple[torch.Tensor, ...]] = []
-    try:
-        model.eval()
-        with torch.enable_grad(), composite.context(model) as scope:
-            for start in starts:
-                batch_target = targets[start:start + size] if isinstance(targets, torch.Tensor) else targets
-                parts.append(_explain_batch(model, scope, data[start:start + size], batch_target, strict))
-    finally:
-        for module, mode in training.items():
-            module.training = mode
+    with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
+        for start in starts:
+            batch_target = targets[start:start + size] if isinstance(targets, torch.Tensor) else targets
+            parts.append(_explain_batch(model, scope, data[start:start + size], batch_target, strict))
     relevance, output, index, explained = (
         None if parts[0][i] is None else parts[0][i] if len(parts) == 1 else torch.cat([p[i] for p in parts])
         for i in range(4)

@@ -1,12 +1,20 @@
-"""Canonizers: rewrite how modules compute for the duration of an explanation, never their weights."""
+"""Canonizers: rewrite how modules compute for the duration of an explanation, never their weights.
+
+A canonizer has ``apply(model, scope) -> undo | None``: the scope calls it on entry and the
+returned callable on exit (also after an exception), in reverse order.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+if TYPE_CHECKING:
+    from lrp_domains.core.scope import Scope
 
 MERGEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -34,6 +42,11 @@ class MergeBatchNorm:
 
     def __repr__(self) -> str:
         return f"MergeBatchNorm(pairs={self.pairs!r}, sequential={self.sequential})"
+
+    def apply(self, model: nn.Module, scope: Scope) -> None:
+        """Register every pair with ``scope``; nothing to undo (parameters are not touched)."""
+        for layer, norm in self.find(model):
+            scope.merge(layer, norm)
 
     def find(self, model: nn.Module) -> list[tuple[nn.Module, _BatchNorm]]:
         """The (layer, batchnorm) pairs of ``model`` that this canonizer merges."""

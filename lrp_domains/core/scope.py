@@ -11,10 +11,11 @@ backward pass (a merged BatchNorm changes outputs by rounding only).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,22 @@ if TYPE_CHECKING:
     from lrp_domains.core.composite import Composite
 
 _MISSING = object()
+
+
+_SCOPES = threading.local()
+
+
+def _active_scopes() -> list:
+    stack = getattr(_SCOPES, "stack", None)
+    if stack is None:
+        stack = _SCOPES.stack = []
+    return stack
+
+
+def current_scope() -> Scope | None:
+    """The scope whose model is running a forward in this thread (innermost), if any."""
+    stack = _active_scopes()
+    return stack[-1] if stack else None
 
 
 class LRPCoverageError(RuntimeError):
@@ -111,6 +128,13 @@ class Scope:
         self._uncovered: dict[tuple[str, str, str], None] = {}
         self._reported: dict[tuple[str, str, str], None] = {}
         self._direct_fallbacks: dict[str, None] = {}
+        self._merged: dict[int, nn.Module] = {}
+        self._undo: list[Callable[[], None]] = []
+        #: Tensors that relevance is read from besides the tracked inputs (embedding outputs),
+        #: by module name, in call order; reset by :meth:`track`.
+        self.sources: dict[str, list[torch.Tensor]] = {}
+        #: The batch size of the current forward, for rules that must expand broadcast outputs.
+        self.batch_size: int | None = None
         self._local = threading.local()
         table = default_table()
         table.update(composite.functional)
@@ -135,17 +159,16 @@ class Scope:
         return False
 
     def _apply(self) -> None:
-        merged: dict[int, nn.Module] = {}
-        norms: set[int] = set()
         for canonizer in self.composite.canonizers:
-            for layer, norm in canonizer.find(self.model):
-                merged[id(layer)] = norm
-                norms.add(id(norm))
+            undo = canonizer.apply(self.model, self)
+            if undo is not None:
+                self._undo.append(undo)
+        norms = {id(norm) for norm in self._merged.values()}
         for name, module in self.model.named_modules():
             rule = self.composite.rule_for(name, module)
             if id(module) in norms:
                 rule = _MergedNorm(rule)
-            self._install(name, module, rule, merged.get(id(module)))
+            self._install(name, module, rule, self._merged.get(id(module)))
         for param in self.model.parameters():
             self._saved_flags.append((param, param.requires_grad))
             param.requires_grad_(False)
@@ -176,6 +199,18 @@ class Scope:
         for param, flag in self._saved_flags:
             param.requires_grad_(flag)
         self._saved_flags.clear()
+        errors = []
+        while self._undo:
+            try:
+                self._undo.pop()()
+            except Exception as error:  # undo the rest before reporting
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def merge(self, layer: nn.Module, norm: nn.Module) -> None:
+        """Compute ``layer`` with ``norm`` merged into it, for this scope (used by canonizers)."""
+        self._merged[id(layer)] = norm
 
     # -- running a module ------------------------------------------------------------------
     def _state(self) -> _ThreadState:
@@ -190,6 +225,7 @@ class Scope:
         if outermost:
             state.first_claimed = False
             self._mode.__enter__()
+            _active_scopes().append(self)
         state.depth += 1
         if self.composite.first is not None and call.ops is not None and self._claims_first(args):
             rule = self.composite.first
@@ -204,7 +240,22 @@ class Scope:
             state.stack.pop()
             state.depth -= 1
             if outermost:
+                _active_scopes().pop()
                 self._mode.__exit__(None, None, None)
+
+    @contextlib.contextmanager
+    def covered(self) -> Iterator[None]:
+        """A region whose torch calls a rule has taken care of (no functional rules, no reports)."""
+        stack = self._state().stack
+        stack.append((None, False))
+        try:
+            yield
+        finally:
+            stack.pop()
+
+    def add_source(self, name: str, tensor: torch.Tensor) -> None:
+        """Record a tensor (an embedding output made a leaf) that relevance is read from."""
+        self.sources.setdefault(name, []).append(tensor)
 
     def functional_active(self) -> bool:
         """True while the innermost running module has no rule of its own (its ops are ours)."""
@@ -214,7 +265,7 @@ class Scope:
     def record_uncovered(self, operation: str) -> None:
         """Note an operation on input-dependent tensors that no rule covers."""
         stack = self._state().stack
-        call = stack[-1][0] if stack else None
+        call = next((entry[0] for entry in reversed(stack) if entry[0] is not None), None)
         key = (operation, call.name if call else "", type(call.module).__name__ if call else "")
         self._uncovered[key] = None
 
@@ -247,6 +298,9 @@ class Scope:
         """
         self._inputs = [x.detach().requires_grad_(True) for x in inputs]
         self._anchors = {}
+        self.sources = {}
+        if inputs:
+            self.batch_size = inputs[0].shape[0]
         return tuple(self._inputs)
 
     def anchor(self, leaf: torch.Tensor) -> torch.Tensor | None:

@@ -1,0 +1,99 @@
+"""Module and functional rules for transformers (AttnLRP, Achtibat et al. 2024; CP-LRP, Ali et al. 2022)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from lrp_domains.core.functional import uniform_handler
+from lrp_domains.core.gradients import identity_rule
+from lrp_domains.core.rules import Rule, single_input
+
+if TYPE_CHECKING:
+    from lrp_domains.core.scope import ModuleCall
+
+#: Attribute set on activation outputs that may gate a product (``act(gate) * up``).
+GATE_TAG = "_lrp_domains_gate"
+
+
+class LayerNormRule(Rule):
+    """LayerNorm with the standard deviation treated as a constant (AttnLRP, Sec. 3.3.2).
+
+    ``y = (x - mean(x)) / std * w + b`` is then affine in ``x``; its gradient with ``std`` fixed,
+    ``g_x = h - mean(h)`` with ``h = g_y * w / std``, makes ``x * g_x`` the epsilon rule of that
+    affine map. The forward is the module's own, unchanged.
+    """
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        x = single_input(call, args, kwargs)
+        return _LayerNormFunction.apply(x, call.module, call.original)
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, module, original):  # noqa: D102
+        ctx.save_for_backward(x)
+        ctx.module = module
+        return original(x)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (x,) = ctx.saved_tensors
+        module = ctx.module
+        dims = tuple(range(-len(module.normalized_shape), 0))
+        compute = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        xc, gc = x.to(compute), grad.to(compute)
+        std = torch.sqrt(xc.var(dims, unbiased=False, keepdim=True) + module.eps)
+        h = gc / std
+        if module.weight is not None:
+            h = h * module.weight.to(compute)
+        return (h - h.mean(dims, keepdim=True)).to(x.dtype), None, None
+
+
+class ActivationRule(Rule):
+    """Identity rule for an elementwise activation module, ``R_in = R_out`` (AttnLRP, Sec. 3.3.1).
+
+    With ``tag_gate`` (CP-LRP) the output is marked, so that a product it gates
+    (``act(gate) * up``) treats it as a constant: all relevance goes to ``up``.
+    """
+
+    def __init__(self, tag_gate: bool = False) -> None:
+        self.tag_gate = tag_gate
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        x = single_input(call, args, kwargs)
+        out = identity_rule(x, call.original) if x.requires_grad else call.original(x)
+        if self.tag_gate:
+            setattr(out, GATE_TAG, True)
+        return out
+
+
+class EmbeddingSource(Rule):
+    """Makes an embedding's output a leaf that relevance is read from (``scope.sources``).
+
+    Relevance of a token = its embedding vector x modified gradient, summed over the hidden
+    dimension. Outputs broadcast over the batch (position embeddings of shape ``(1, T, H)``) are
+    expanded to the batch first, so each example keeps its own relevance.
+    """
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        out = call.original(*args, **kwargs)
+        batch = call.scope.batch_size
+        if batch and out.dim() >= 2 and out.shape[0] == 1 and batch > 1:
+            out = out.expand(batch, *out.shape[1:])
+        leaf = out.detach().contiguous().requires_grad_(True)
+        call.scope.add_source(call.name, leaf)
+        return leaf
+
+
+def gate_detaching_product(func: Callable, args: tuple, kwargs: dict) -> Any:
+    """CP-LRP products: a gate (tagged activation output) is a constant; other products uniform."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    if len(tensors) == 2 and any(getattr(t, GATE_TAG, False) for t in tensors):
+        args = tuple(
+            a.detach() if isinstance(a, torch.Tensor) and getattr(a, GATE_TAG, False) else a for a in args
+        )
+        return func(*args, **kwargs)
+    return uniform_handler(func, args, kwargs)

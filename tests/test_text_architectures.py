@@ -1,0 +1,141 @@
+"""AttnLRP and CP-LRP on every supported architecture: identical outputs, full rule coverage,
+per-instance application undone on exit, padding-independent results, conservation."""
+
+import pytest
+import text_models as T
+import torch
+
+import lrp_domains as L
+from lrp_domains.text import TextExplainer
+
+pytest.importorskip("transformers")
+
+ALL = [("encoder", a) for a in T.ENCODERS] + [("decoder", a) for a in T.DECODERS]
+VARIANTS = ("attnlrp", "cp-lrp")
+
+
+def _model(kind, arch, **kw):
+    return T.encoder(arch, **kw) if kind == "encoder" else T.decoder(arch, **kw)
+
+
+def _ids(kind, seed=0, length=9, batch=3):
+    g = torch.Generator().manual_seed(seed)
+    high = T.wordpiece_tokenizer().vocab_size if kind == "encoder" else 300
+    return torch.randint(5, high, (batch, length), generator=g)
+
+
+def _relevance(model, ids, variant, explained_fn, **kwargs):
+    """Forward and backward inside the composite; per-source token relevance and the output."""
+    with torch.enable_grad(), L.composites.get(variant, **kwargs).context(model) as scope:
+        scope.batch_size = ids.shape[0]
+        out = model(input_ids=ids).logits
+        scope.check(strict=True)
+        explained = explained_fn(out)
+        leaves = [(n, leaf) for n, ts in scope.sources.items() for leaf in ts]
+        grads = torch.autograd.grad(explained.sum(), [leaf for _, leaf in leaves], allow_unused=True)
+    relevance = {}
+    for (name, leaf), grad in zip(leaves, grads):
+        value = torch.zeros(leaf.shape[:-1], dtype=leaf.dtype) if grad is None else (leaf * grad).sum(-1).detach()
+        relevance[name] = relevance.get(name, 0) + value
+    return out.detach(), explained.detach(), relevance
+
+
+def _head(kind):
+    if kind == "encoder":
+        return lambda out: out[:, 1]
+    return lambda out: out[:, -1, 7]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(("kind", "arch"), ALL)
+def test_outputs_identical_strict_coverage_and_restored(kind, arch, variant):
+    model = _model(kind, arch)
+    ids = _ids(kind)
+    before = model(input_ids=ids).logits
+    implementation = model.config._attn_implementation
+    out, explained, relevance = _relevance(model, ids, variant, _head(kind))
+    assert torch.equal(out, before)
+    assert model.config._attn_implementation == implementation
+    assert not any("forward" in vars(m) for m in model.modules())
+    assert torch.equal(model(input_ids=ids).logits, before)
+    total = sum(v.sum(-1) for v in relevance.values())
+    assert torch.isfinite(total).all() and bool((total != 0).all())
+    assert model.get_input_embeddings() is not None
+
+
+@pytest.mark.parametrize(("kind", "arch"), [("encoder", "bert"), ("decoder", "llama"), ("decoder", "gpt2")])
+def test_eager_models_stay_eager_and_identical(kind, arch):
+    model = _model(kind, arch)
+    model.set_attn_implementation("eager")
+    ids = _ids(kind)
+    before = model(input_ids=ids).logits
+    for variant in VARIANTS:
+        out, _, _ = _relevance(model, ids, variant, _head(kind))
+        assert torch.equal(out, before)
+    assert model.config._attn_implementation == "eager"
+
+
+def test_attention_wrapping_keeps_the_causal_mask():
+    """Inside the context a decoder's logits at position t must not depend on later tokens."""
+    model = T.decoder("llama")
+    ids = _ids("decoder", length=8, batch=1)
+    changed = ids.clone()
+    changed[0, -1] = (changed[0, -1] + 1) % 300
+    with L.composites.get("attnlrp").context(model) as scope:
+        scope.batch_size = 1
+        a, b = model(input_ids=ids).logits, model(input_ids=changed).logits
+    assert torch.equal(a[:, :-1], b[:, :-1])
+    assert not torch.equal(a[:, -1], b[:, -1])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize(("kind", "arch"), ALL)
+def test_padding_never_changes_a_texts_result(kind, arch, variant):
+    tokenizer = T.wordpiece_tokenizer() if kind == "encoder" else (
+        T.bytelevel_tokenizer() if arch == "gpt2" else T.sentencepiece_tokenizer())
+    model = _model(kind, arch, **({} if kind == "encoder" else {"vocab_size": len(tokenizer)}))
+    explainer = TextExplainer(model, tokenizer, composite=variant, strict=True)
+    texts = T.SENTENCES[:4]
+    target = 1 if kind == "encoder" else 5
+    batched = explainer.explain(texts, target=target, batch_size=4)
+    for text, together in zip(texts, batched):
+        alone = explainer.explain(text, target=target)
+        torch.testing.assert_close(together.token_relevance, alone.token_relevance, rtol=1e-7, atol=1e-10)
+        assert together.explained == pytest.approx(alone.explained, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize(("kind", "arch", "kwargs"), [
+    ("decoder", "llama", {}), ("decoder", "mistral", {}), ("decoder", "gemma", {}),
+    ("encoder", "bert", {"zero_biases": True}),
+])
+def test_cp_lrp_conserves_on_models_without_biases(kind, arch, kwargs):
+    model = _model(kind, arch)
+    if kwargs.get("zero_biases"):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.zero_()
+    ids = _ids(kind)
+    _, explained, relevance = _relevance(model, ids, "cp-lrp", _head(kind), epsilon=1e-12)
+    total = sum(v.sum(-1) for v in relevance.values())
+    torch.testing.assert_close(total, explained, rtol=1e-4, atol=0)
+
+
+def test_explaining_a_llama_then_a_bert_in_one_process():
+    llama, bert = T.decoder("llama"), T.encoder("bert")
+    first = _relevance(llama, _ids("decoder"), "attnlrp", _head("decoder"))[2]
+    _relevance(bert, _ids("encoder"), "cp-lrp", _head("encoder"))
+    again = _relevance(llama, _ids("decoder"), "attnlrp", _head("decoder"))[2]
+    for name in first:
+        torch.testing.assert_close(first[name], again[name])
+
+
+def test_model_is_restored_after_an_exception_in_forward():
+    model = T.decoder("llama")
+    implementation = model.config._attn_implementation
+    with pytest.raises(IndexError):
+        with L.composites.get("cp-lrp").context(model):
+            model(input_ids=torch.tensor([[5, 400]]))  # out of the vocabulary
+    assert model.config._attn_implementation == implementation
+    assert not any("forward" in vars(m) for m in model.modules())
+    assert all(p.requires_grad for p in model.parameters())
