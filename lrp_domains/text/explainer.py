@@ -16,7 +16,7 @@ from lrp_domains.core.composite import Composite
 from lrp_domains.core.scope import Scope
 from lrp_domains.text import composites as _text_composites  # noqa: F401  (registers attnlrp, cp-lrp)
 from lrp_domains.text.result import TextExplanation
-from lrp_domains.text.words import token_words, word_spans
+from lrp_domains.text.words import group_words
 
 TextTarget = Union[None, int, str, Sequence[Union[int, str]], Callable[[torch.Tensor], torch.Tensor]]
 
@@ -295,9 +295,7 @@ class TextExplainer:
         tokens = self.tokenizer.convert_ids_to_tokens(e.ids)
         token_relevance = relevance[word_source][row, :n].clone()
         others = {name: value[row, :n].clone() for name, value in relevance.items() if name != word_source}
-        spans = word_spans(e.text)
-        owner = token_words(e.text, e.offsets, spans)
-        owner = [-1 if special else w for w, special in zip(owner, e.special)]
+        spans, owner = group_words(e.text, e.offsets, e.special)
         word_relevance = torch.zeros(len(spans), dtype=torch.float64)
         for index, word in enumerate(owner):
             if word >= 0:

@@ -1,0 +1,65 @@
+"""AttnLRP and CP-LRP give LXT's own numbers on tiny LLaMA and GPT-2 (../shared/data/reference)."""
+
+import json
+
+import pytest
+import torch
+from conftest import REFERENCE_DIR
+from safetensors.torch import load_file
+
+import lrp_domains as L
+import lrp_domains.text  # noqa: F401  (registers the composites)
+
+CASES = [(arch, variant) for arch in ("llama", "gpt2") for variant in ("attnlrp", "cp-lrp")]
+
+
+def _load(arch, variant):
+    import transformers as tf
+
+    meta_path = REFERENCE_DIR / f"lxt_{arch}_{variant}.json"
+    if not meta_path.exists():
+        pytest.skip(f"LXT reference data not found at {REFERENCE_DIR}")
+    meta = json.loads(meta_path.read_text())
+    config_class, model_class = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
+                                 "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel)}[arch]
+    model = model_class(config_class(**meta["config"], attn_implementation="eager")).double().eval()
+    weights = load_file(REFERENCE_DIR / meta["weights"])
+    missing, unexpected = model.load_state_dict({k: v.double() for k, v in weights.items()}, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}  # GPT-2's head is tied to wte
+    return model, meta, load_file(REFERENCE_DIR / f"lxt_{arch}_{variant}.safetensors")
+
+
+def _word_relevance(model, ids, target, variant, epsilon):
+    with torch.enable_grad(), L.composites.get(variant, epsilon=epsilon).context(model) as scope:
+        scope.batch_size = 1
+        logit = model(input_ids=ids).logits[0, -1, target]
+        scope.check(strict=True)
+        (leaf,) = scope.sources[next(n for n in scope.sources if n.endswith(("wte", "embed_tokens")))]
+        (grad,) = torch.autograd.grad(logit, leaf)
+    return logit.detach(), (leaf * grad).sum(-1)[0].detach()
+
+
+@pytest.mark.parametrize(("arch", "variant"), CASES)
+def test_matches_lxt(arch, variant):
+    """LXT's efficient mode uses the plain gradient on linear layers: epsilon -> 0 here."""
+    model, meta, reference = _load(arch, variant)
+    logit, relevance = _word_relevance(model, reference["input_ids"], meta["target_token"], variant, 1e-12)
+    torch.testing.assert_close(logit, reference["logit"].double().reshape(()), rtol=1e-10, atol=0)
+    expected = reference["relevance"].double()
+    torch.testing.assert_close(relevance, expected, rtol=0, atol=1e-7 * expected.abs().max().item())
+
+
+@pytest.mark.parametrize(("arch", "variant"), CASES)
+def test_default_epsilon_stays_close_to_lxt(arch, variant):
+    """With the default epsilon (1e-6) the stabilizer absorbs a little relevance in these tiny
+    random models, whose activations are small: within 1e-3 of LXT's largest value."""
+    model, meta, reference = _load(arch, variant)
+    _, relevance = _word_relevance(model, reference["input_ids"], meta["target_token"], variant, 1e-6)
+    expected = reference["relevance"].double()
+    torch.testing.assert_close(relevance, expected, rtol=0, atol=1e-3 * expected.abs().max().item())
+
+
+def test_cp_lrp_on_llama_conserves_like_lxt():
+    model, meta, reference = _load("llama", "cp-lrp")
+    logit, relevance = _word_relevance(model, reference["input_ids"], meta["target_token"], "cp-lrp", 1e-12)
+    assert relevance.sum().item() == pytest.approx(logit.item(), rel=1e-8)
