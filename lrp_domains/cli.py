@@ -9,6 +9,17 @@ bench_app = typer.Typer(help="Benchmarks that print ratios measured in one run."
 app.add_typer(bench_app, name="bench")
 
 
+def _add_text_commands() -> None:
+    try:
+        from lrp_domains.text.cli import app as text_app
+    except ImportError:  # the text extra is not installed
+        return
+    app.add_typer(text_app, name="text")
+
+
+_add_text_commands()
+
+
 @app.command()
 def demo(progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")) -> None:
     """Run the demo: explain a small trained model and print a relevance table."""
