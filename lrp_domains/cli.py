@@ -54,6 +54,26 @@ def bench_core(
     print_table(run(device=device, repeats=repeats, memory=memory, threads=threads or None), device)
 
 
+@bench_app.command("text")
+def bench_text(
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    repeats: int = typer.Option(10, help="Timed runs per method (interleaved)."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Also measure peak memory."),
+    threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
+) -> None:
+    """AttnLRP and CP-LRP time and peak memory over gradient x input on the default sentiment model."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from lrp_domains.bench.text import print_table, run
+
+    print_table(run(device=device, repeats=repeats, memory=memory), device)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

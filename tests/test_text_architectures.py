@@ -139,3 +139,24 @@ def test_model_is_restored_after_an_exception_in_forward():
     assert model.config._attn_implementation == implementation
     assert not any("forward" in vars(m) for m in model.modules())
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_layernorm_subclasses_get_the_same_rule_as_layernorm():
+    """A LayerNorm subclass takes the generic path (its own forward, the std recomputed); it must
+    agree with the fused path nn.LayerNorm takes."""
+    from torch import nn
+
+    class MyLayerNorm(nn.LayerNorm):
+        pass
+
+    model = T.encoder("bert")
+    ids = _ids("encoder")
+    reference = _relevance(model, ids, "attnlrp", _head("encoder"))[2]
+    for name, module in list(model.named_modules()):
+        if type(module) is nn.LayerNorm:
+            replacement = MyLayerNorm(module.normalized_shape, eps=module.eps).double()
+            replacement.load_state_dict(module.state_dict())
+            model.set_submodule(name, replacement)
+    generic = _relevance(model, ids, "attnlrp", _head("encoder"))[2]
+    for name in reference:
+        torch.testing.assert_close(generic[name], reference[name])

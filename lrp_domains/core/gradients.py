@@ -12,8 +12,6 @@ from collections.abc import Callable
 
 import torch
 
-from lrp_domains.core.stabilize import safe_divide
-
 
 class EpsilonGrad(torch.autograd.Function):
     """Identity forward; backward multiplies the gradient by ``z / stab(z)``.
@@ -40,22 +38,21 @@ class IdentityRuleGrad(torch.autograd.Function):
     """Elementwise ``y = f(x)`` whose backward passes relevance unchanged: ``R_x = R_y``.
 
     The identity rule for activations (Montavon et al. 2019; Achtibat et al. 2024, AttnLRP,
-    Sec. 3.3.1): the modified gradient is ``g_x = g_y * f(x) / x`` (0 where ``x = 0``). ``f(x)``
-    is recomputed in the backward so that only ``x`` is kept, as for a plain gradient.
+    Sec. 3.3.1): the modified gradient is ``g_x = g_y * f(x) / x`` (0 where ``x = 0``). The ratio
+    is formed in the forward, where ``f(x)`` is at hand, and kept instead of ``x``.
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:  # noqa: D102
-        ctx.save_for_backward(x)
-        ctx.fn = fn
-        return fn(x)
+        y = fn(x)
+        # 0/0 (and f(0)/0 for f(0) != 0) become 0: the input is 0 there, and so is its relevance.
+        ctx.save_for_backward(torch.div(y, x).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0))
+        return y
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
-        (x,) = ctx.saved_tensors
-        with torch.no_grad():
-            y = ctx.fn(x)
-        return grad * safe_divide(y, x), None
+        (ratio,) = ctx.saved_tensors
+        return grad * ratio, None
 
 
 class ScaleGrad(torch.autograd.Function):

@@ -105,7 +105,8 @@ class Epsilon(Rule):
 
     Applies to any module that is affine in its input (Linear, Conv, average pooling, an unmerged
     BatchNorm): the module's own backward is used with the output gradient scaled by
-    ``z / stab(z)``, so it costs what a gradient costs.
+    ``z / stab(z)``, so it costs what a gradient costs. ``epsilon=0`` is LRP-0 (Bach et al. 2015,
+    Eq. 56): the plain gradient, with no extra operation.
     """
 
     def __init__(self, epsilon: float = 1e-6) -> None:
@@ -118,7 +119,8 @@ class Epsilon(Rule):
             z = call.compute(single_input(call, args, kwargs))
         else:
             z = call.original(*args, **kwargs)
-        return epsilon_grad(z, self.epsilon)
+        # epsilon = 0 is LRP-0, whose modified gradient is the plain gradient.
+        return epsilon_grad(z, self.epsilon) if self.epsilon > 0 else z
 
 
 def _pos(t: torch.Tensor | None) -> torch.Tensor | None:

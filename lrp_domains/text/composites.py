@@ -49,17 +49,18 @@ def _rules(variant: str, epsilon: float) -> dict[LayerKey, Rule]:
     }
 
 
-def attnlrp(epsilon: float = 1e-6) -> Composite:
-    """AttnLRP (Achtibat et al., ICML 2024): epsilon on linear layers, LayerNorm/RMSNorm with the
-    statistics constant, identity rule on activations, uniform rule on attention and gated
-    products, softmax by its gradient."""
+def attnlrp(epsilon: float = 0.0) -> Composite:
+    """AttnLRP (Achtibat et al., ICML 2024): LRP-0/epsilon on linear layers (``epsilon=0`` by
+    default, as LXT; a positive value stabilizes), LayerNorm/RMSNorm with the statistics
+    constant, identity rule on activations, uniform rule on attention and gated products,
+    softmax by its gradient."""
     return Composite(
         _rules("attnlrp", epsilon), canonizers=[TransformersAttention("attnlrp")],
         functional={"softmax": pass_handler, "log_softmax": pass_handler}, name="attnlrp",
     )
 
 
-def cp_lrp(epsilon: float = 1e-6) -> Composite:
+def cp_lrp(epsilon: float = 0.0) -> Composite:
     """CP-LRP (Ali et al., ICML 2022): as AttnLRP, but the attention probabilities and the gates
     of gated MLPs are constants: no relevance flows through them."""
     return Composite(

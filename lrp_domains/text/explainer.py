@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -253,17 +254,18 @@ class TextExplainer:
         lengths = [len(e.ids) for e in batch]
         width = max(lengths)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        types = torch.zeros((len(batch), width), dtype=torch.long)
+        ids = np.full((len(batch), width), pad, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        types = np.zeros((len(batch), width), dtype=np.int64)
         for row, e in enumerate(batch):
-            ids[row, :len(e.ids)] = torch.tensor(e.ids)
+            ids[row, :len(e.ids)] = e.ids
             mask[row, :len(e.ids)] = 1
             if e.token_type_ids is not None:
-                types[row, :len(e.ids)] = torch.tensor(e.token_type_ids)
-        inputs = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+                types[row, :len(e.ids)] = e.token_type_ids
+        ids = torch.from_numpy(ids)
+        inputs = {"input_ids": ids.to(device), "attention_mask": torch.from_numpy(mask).to(device)}
         if self._accepts_token_types and batch[0].token_type_ids is not None:
-            inputs["token_type_ids"] = types.to(device)
+            inputs["token_type_ids"] = torch.from_numpy(types).to(device)
         scope.sources = {}
         scope.batch_size = len(batch)
         out = self.model(**inputs)
@@ -281,35 +283,35 @@ class TextExplainer:
             value = torch.zeros(leaf.shape[:-1], dtype=leaf.dtype, device=leaf.device) if grad is None \
                 else (leaf.detach() * grad).sum(-1)
             relevance[name] = relevance[name] + value if name in relevance else value
-        relevance = {k: v.detach().double().cpu() for k, v in relevance.items()}
+        relevance = {k: v.detach().double().cpu().numpy() for k, v in relevance.items()}
         word_source = self._word_source if self._word_source in relevance else next(iter(relevance))
-        explained = explained.detach().double().cpu()
+        explained = explained.detach().double().cpu().tolist()
         return [
-            self._result(e, row, relevance, word_source, float(explained[row]), info[row])
+            self._result(e, row, relevance, word_source, explained[row], info[row])
             for row, e in enumerate(batch)
         ]
 
-    def _result(self, e: _Encoded, row: int, relevance: dict[str, torch.Tensor], word_source: str,
+    def _result(self, e: _Encoded, row: int, relevance: dict[str, np.ndarray], word_source: str,
                 explained: float, info: dict) -> TextExplanation:
         n = len(e.ids)
-        tokens = self.tokenizer.convert_ids_to_tokens(e.ids)
-        token_relevance = relevance[word_source][row, :n].clone()
-        others = {name: value[row, :n].clone() for name, value in relevance.items() if name != word_source}
+        token_relevance = relevance[word_source][row, :n].copy()
+        others = {name: torch.from_numpy(value[row, :n].copy()) for name, value in relevance.items()
+                  if name != word_source}
         spans, owner = group_words(e.text, e.offsets, e.special)
-        word_relevance = torch.zeros(len(spans), dtype=torch.float64)
-        for index, word in enumerate(owner):
-            if word >= 0:
-                word_relevance[word] += token_relevance[index]
-        used = sorted({w for w in owner if w >= 0})
-        remap = {old: new for new, old in enumerate(used)}
+        owners = np.asarray(owner)
+        inside = owners >= 0
+        word_relevance = np.bincount(owners[inside], weights=token_relevance[inside], minlength=len(spans))
+        used = np.unique(owners[inside])
+        remap = np.full(len(spans) + 1, -1)
+        remap[used] = np.arange(len(used))
         total = float(token_relevance.sum()) + sum(float(v.sum()) for v in others.values())
         return TextExplanation(
-            text=e.text, tokens=tokens, token_ids=list(e.ids), token_spans=list(e.offsets), special=list(e.special),
-            token_relevance=token_relevance, words=[e.text[spans[w][0]:spans[w][1]] for w in used],
-            word_spans=[spans[w] for w in used], word_relevance=word_relevance[used],
-            token_word=[remap.get(w, -1) for w in owner], embedding_relevance=others,
-            prediction=info["prediction"], probabilities=info["probabilities"], target=info["target"],
-            explained=explained, delta=explained - total, composite=self.composite.name,
+            text=e.text, tokens=self.tokenizer.convert_ids_to_tokens(e.ids), token_ids=list(e.ids),
+            token_spans=list(e.offsets), special=list(e.special), token_relevance=torch.from_numpy(token_relevance),
+            words=[e.text[spans[w][0]:spans[w][1]] for w in used], word_spans=[spans[w] for w in used],
+            word_relevance=torch.from_numpy(word_relevance[used]), token_word=remap[owners].tolist(),
+            embedding_relevance=others, prediction=info["prediction"], probabilities=info["probabilities"],
+            target=info["target"], explained=explained, delta=explained - total, composite=self.composite.name,
         )
 
     # -- what is explained -------------------------------------------------------------------

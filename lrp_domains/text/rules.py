@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from lrp_domains.core.functional import uniform_handler
 from lrp_domains.core.gradients import identity_rule
@@ -28,10 +29,37 @@ class LayerNormRule(Rule):
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         x = single_input(call, args, kwargs)
-        return _LayerNormFunction.apply(x, call.module, call.original)
+        module = call.module
+        if type(module) is nn.LayerNorm and not x.is_nested:
+            return _NativeLayerNormFunction.apply(x, module)
+        return _LayerNormFunction.apply(x, module, call.original)
+
+
+class _NativeLayerNormFunction(torch.autograd.Function):
+    """``nn.LayerNorm`` itself: ``native_layer_norm`` (the kernel ``F.layer_norm`` runs, so the
+    output is the module's) also returns ``1 / std``, which the backward reuses."""
+
+    @staticmethod
+    def forward(ctx, x, module):  # noqa: D102
+        out, _, rstd = torch.native_layer_norm(x, module.normalized_shape, module.weight, module.bias, module.eps)
+        ctx.save_for_backward(rstd)
+        ctx.module = module
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (rstd,) = ctx.saved_tensors
+        module = ctx.module
+        dims = tuple(range(-len(module.normalized_shape), 0))
+        h = grad * rstd.to(grad.dtype)
+        if module.weight is not None:
+            h = h * module.weight
+        return h - h.mean(dims, keepdim=True), None
 
 
 class _LayerNormFunction(torch.autograd.Function):
+    """Any other LayerNorm module: its own forward; the standard deviation recomputed."""
+
     @staticmethod
     def forward(ctx, x, module, original):  # noqa: D102
         ctx.save_for_backward(x)
