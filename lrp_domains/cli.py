@@ -74,6 +74,29 @@ def bench_text(
     print_table(run(device=device, repeats=repeats, memory=memory), device)
 
 
+@bench_app.command("text-faithfulness")
+def bench_text_faithfulness(
+    limit: int = typer.Option(0, help="Use only the first N dev sentences (0: all 872)."),
+    batch_size: int = typer.Option(16, help="Texts per forward/backward pass."),
+    steps: int = typer.Option(25, help="Integrated-gradients steps."),
+    data_dir: str = typer.Option(None, help="A folder with SST-2 dev.tsv (default: ../shared/data/sst2)."),
+    hub: bool = typer.Option(False, "--hub", help="Read glue/sst2 with the datasets package (online)."),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+) -> None:
+    """AUAC, ABPC, AU-MSE and cost of attnlrp, cp-lrp and baselines on SST-2 dev."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.text_faithfulness import print_table, run
+
+    try:
+        rows = run(limit=limit or None, batch_size=batch_size, steps=steps, data_dir=data_dir, hub=hub, device=device)
+    except FileNotFoundError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    print_table(rows)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -266,23 +266,7 @@ class TextExplainer:
         inputs = {"input_ids": ids.to(device), "attention_mask": torch.from_numpy(mask).to(device)}
         if self._accepts_token_types and batch[0].token_type_ids is not None:
             inputs["token_type_ids"] = torch.from_numpy(types).to(device)
-        scope.sources = {}
-        scope.batch_size = len(batch)
-        out = self.model(**inputs)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        scope.check(self.strict)
-        explained, info = output(logits, lengths, targets, ids)
-        leaves = [(name, leaf) for name, tensors in scope.sources.items() for leaf in tensors]
-        if not leaves:
-            raise RuntimeError("no embedding module ran: TextExplainer reads relevance at nn.Embedding outputs")
-        needed = explained.requires_grad
-        grads = torch.autograd.grad(explained.sum(), [leaf for _, leaf in leaves], allow_unused=True) if needed \
-            else [None] * len(leaves)
-        relevance: dict[str, torch.Tensor] = {}
-        for (name, leaf), grad in zip(leaves, grads):
-            value = torch.zeros(leaf.shape[:-1], dtype=leaf.dtype, device=leaf.device) if grad is None \
-                else (leaf.detach() * grad).sum(-1)
-            relevance[name] = relevance[name] + value if name in relevance else value
+        relevance, _, explained, info = self._in_scope(scope, inputs, lambda out: output(out, lengths, targets, ids))
         relevance = {k: v.detach().double().cpu().numpy() for k, v in relevance.items()}
         word_source = self._word_source if self._word_source in relevance else next(iter(relevance))
         explained = explained.detach().double().cpu().tolist()
@@ -290,6 +274,56 @@ class TextExplainer:
             self._result(e, row, relevance, word_source, explained[row], info[row])
             for row, e in enumerate(batch)
         ]
+
+    def _in_scope(self, scope: Scope, inputs: dict[str, torch.Tensor],
+                  output: Callable) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, Any]:
+        """One forward and backward inside ``scope``: relevance per embedding source ``(N, T)``."""
+        scope.sources = {}
+        scope.batch_size = inputs["input_ids"].shape[0]
+        out = self.model(**inputs)
+        logits = out.logits if hasattr(out, "logits") else out[0]
+        scope.check(self.strict)
+        explained, info = output(logits)
+        leaves = [(name, leaf) for name, tensors in scope.sources.items() for leaf in tensors]
+        if not leaves:
+            raise RuntimeError("no embedding module ran: TextExplainer reads relevance at nn.Embedding outputs")
+        grads = torch.autograd.grad(explained.sum(), [leaf for _, leaf in leaves], allow_unused=True) \
+            if explained.requires_grad else [None] * len(leaves)
+        relevance: dict[str, torch.Tensor] = {}
+        for (name, leaf), grad in zip(leaves, grads):
+            value = torch.zeros(leaf.shape[:-1], dtype=leaf.dtype, device=leaf.device) if grad is None \
+                else (leaf.detach() * grad).sum(-1)
+            relevance[name] = relevance[name] + value if name in relevance else value
+        return relevance, logits.detach(), explained, info
+
+    def attribute(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                  token_type_ids: torch.Tensor | None = None,
+                  target: int | torch.Tensor | Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower-level entry for classifiers on token tensors ``(N, T)``: the word-embedding
+        relevance ``(N, T)`` for the target class (None: the predicted one; an index; one per
+        example; or a callable on the logits) and the logits. One forward and backward pass."""
+        if self.is_decoder:
+            raise TypeError("attribute is for classifiers; use explain_next_token for causal language models")
+        device = next(self.model.parameters()).device
+        inputs = {"input_ids": input_ids.to(device)}
+        if attention_mask is not None:
+            inputs["attention_mask"] = attention_mask.to(device)
+        if token_type_ids is not None and self._accepts_token_types:
+            inputs["token_type_ids"] = token_type_ids.to(device)
+
+        def output(logits: torch.Tensor) -> tuple[torch.Tensor, None]:
+            if callable(target):
+                return target(logits), None
+            if target is None:
+                index = logits.detach().argmax(-1)
+            else:
+                index = torch.as_tensor(target, device=logits.device).long().expand(logits.shape[0])
+            return logits.gather(1, index[:, None])[:, 0], None
+
+        with eval_mode(self.model), torch.enable_grad(), self.composite.context(self.model) as scope:
+            relevance, logits, _, _ = self._in_scope(scope, inputs, output)
+        word = relevance[self._word_source] if self._word_source in relevance else next(iter(relevance.values()))
+        return word.detach(), logits
 
     def _result(self, e: _Encoded, row: int, relevance: dict[str, np.ndarray], word_source: str,
                 explained: float, info: dict) -> TextExplanation:
