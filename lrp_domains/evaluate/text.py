@@ -152,7 +152,7 @@ def attention_rollout(model: nn.Module, encoded: EncodedTexts, batch_size: int =
         for _, rows in _batches(encoded, batch_size):
             out = model(**rows.model_inputs(device), output_attentions=True)
             width = rows.input_ids.shape[1]
-            identity = torch.eye(width, device=device)
+            identity = torch.eye(width, device=device, dtype=torch.float64)
             rollout = identity.expand(len(rows), width, width)
             for attention in out.attentions:
                 mixed = 0.5 * attention.double().mean(1) + 0.5 * identity
