@@ -160,3 +160,20 @@ def test_layernorm_subclasses_get_the_same_rule_as_layernorm():
     generic = _relevance(model, ids, "attnlrp", _head("encoder"))[2]
     for name in reference:
         torch.testing.assert_close(generic[name], reference[name])
+
+
+def test_strict_mode_names_a_part_without_a_rule():
+    """Swap BERT's GELU for an activation the composite does not know: strict mode names the
+    operation and the module it ran in, instead of silently using its gradient."""
+    from torch import nn
+
+    class Swish(nn.Module):
+        def forward(self, x):
+            return x * torch.sigmoid(1.702 * x)
+
+    model = T.encoder("bert")
+    for layer in model.bert.encoder.layer:
+        layer.intermediate.intermediate_act_fn = Swish()
+    where = r"sigmoid in 'bert.encoder.layer.0.intermediate.intermediate_act_fn' \(Swish\)"
+    with pytest.raises(L.LRPCoverageError, match=where):
+        _relevance(model, _ids("encoder"), "attnlrp", _head("encoder"))
