@@ -123,3 +123,14 @@ def test_input_layer_rule_deeper_in_the_network_warns():
     model = M.mlp(10, 16, 3).eval()
     with pytest.warns(UserWarning, match="does not see a tracked model input"):
         L.explain(model, torch.rand(4, 10, generator=g), composite=L.Composite({"2": R.WSquare()}))
+
+
+def test_last_rule_applies_to_the_output_layer_only():
+    g = M.seeded(9)
+    model = M.mlp(10, 16, 3).eval()
+    x = torch.randn(4, 10, generator=g)
+    ours = L.explain(model, x, composite="epsilon-gamma").relevance
+    by_hand = L.Composite({"0": R.Gamma(0.25), "2": R.Gamma(0.25), "4": R.Epsilon(1e-6)})
+    torch.testing.assert_close(ours, L.explain(model, x, composite=by_hand).relevance)
+    gamma_everywhere = L.Composite({nn.Linear: R.Gamma(0.25)})
+    assert not torch.allclose(ours, L.explain(model, x, composite=gamma_everywhere).relevance)

@@ -45,6 +45,9 @@ class Composite:
         order given. :data:`BASE_RULES` (activations, pooling, dropout, reshapes) fill in the rest.
     first:
         Rule for the first affine layer that sees the input (z-box, flat, w-square).
+    last:
+        Rule for the model's last affine layer (the last Linear/Conv in module order: the output
+        layer of a feed-forward network), e.g. epsilon after gamma layers.
     canonizers:
         Applied for the duration of an explanation; default: merge BatchNorm into the layer before.
     functional:
@@ -62,6 +65,7 @@ class Composite:
         rules: Mapping[LayerKey, Rule] | None = None,
         first: Rule | None = None,
         canonizers: Sequence[Any] | None = None,
+        last: Rule | None = None,
         functional: Mapping[str, FunctionalRule] | None = None,
         name: str = "custom",
         conserves: bool = True,
@@ -70,16 +74,18 @@ class Composite:
         for key, rule in self.rules.items():
             if not isinstance(rule, Rule):
                 raise TypeError(f"the rule for {key!r} must be a lrp_domains.rules.Rule, got {rule!r}")
-        if first is not None and not isinstance(first, Rule):
-            raise TypeError(f"first must be a Rule or None, got {first!r}")
+        for label, value in (("first", first), ("last", last)):
+            if value is not None and not isinstance(value, Rule):
+                raise TypeError(f"{label} must be a Rule or None, got {value!r}")
         self.first = first
+        self.last = last
         self.canonizers = list((MergeBatchNorm(),) if canonizers is None else canonizers)
         self.functional = dict(functional or {})
         self.name = name
         self.conserves = conserves
 
     def __repr__(self) -> str:
-        return f"Composite(name={self.name!r}, rules={self.rules!r}, first={self.first!r})"
+        return f"Composite(name={self.name!r}, rules={self.rules!r}, first={self.first!r}, last={self.last!r})"
 
     def rule_for(self, name: str, module: nn.Module) -> Rule | None:
         """The rule for ``module`` (called ``name`` in its model), or None when it has none."""

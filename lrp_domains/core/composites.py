@@ -75,7 +75,14 @@ def epsilon_gamma_box(
     )
 
 
+def epsilon_gamma(gamma: float = 0.25, epsilon: float = 1e-6) -> Composite:
+    """Gamma on every dense and conv layer but the last, epsilon on the last (the output layer):
+    gamma favours positive contributions in the hidden layers (Montavon et al. 2019, Sec. 10.1)."""
+    return Composite({(DENSE,) + CONV: Gamma(gamma)}, last=Epsilon(epsilon), name="epsilon-gamma")
+
+
 register("epsilon", epsilon)
+register("epsilon-gamma", epsilon_gamma)
 register("zplus", zplus)
 register("alpha2beta1", alpha2beta1)
 register("epsilon-plus", epsilon_plus)

@@ -164,8 +164,11 @@ class Scope:
             if undo is not None:
                 self._undo.append(undo)
         norms = {id(norm) for norm in self._merged.values()}
+        last = None
+        if self.composite.last is not None:
+            last = next((m for _, m in reversed(list(self.model.named_modules())) if affine_ops(m) is not None), None)
         for name, module in self.model.named_modules():
-            rule = self.composite.rule_for(name, module)
+            rule = self.composite.last if module is last else self.composite.rule_for(name, module)
             if id(module) in norms:
                 rule = _MergedNorm(rule)
             self._install(name, module, rule, self._merged.get(id(module)))

@@ -1,0 +1,180 @@
+"""Gene-level relevance for expression models (cells or patients x genes).
+
+:class:`ExpressionExplainer` matches the data's genes to the model's by name, explains one class
+score per sample with an LRP composite (one forward and one backward pass per batch), and
+returns a :class:`~lrp_domains.bio.genes.GeneExplanation` with per-class and per-sample gene
+rankings, marker recovery and the comparison with differential expression.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Union
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from lrp_domains.bio.genes import GeneExplanation
+from lrp_domains.core.attribution import explain, resolve_composite
+from lrp_domains.core.composite import Composite
+
+ClassTarget = Union[None, int, str, Sequence[Union[int, str]], np.ndarray, torch.Tensor, Callable]
+
+
+class ExpressionExplainer:
+    """Explain an expression classifier's predictions gene by gene.
+
+    Parameters
+    ----------
+    model:
+        Maps ``(N, genes)`` to ``(N, classes)`` scores; explained in eval mode, returned unchanged.
+    genes:
+        The model's input genes, in its order (unique names).
+    classes:
+        Output names (default: ``"0"``, ``"1"``, ...).
+    composite:
+        A composite name or :class:`~lrp_domains.Composite`; the default is chosen by the
+        ``lrp-domains bench genes`` measurement (see the README).
+    """
+
+    def __init__(self, model: nn.Module, genes: Sequence[str], classes: Sequence[str] | None = None,
+                 composite: str | Composite = "epsilon-gamma") -> None:
+        genes = [str(g) for g in genes]
+        duplicated = sorted({g for g in genes if genes.count(g) > 1})
+        if duplicated:
+            raise ValueError(f"the model's gene list names {len(duplicated)} genes twice: {_few(duplicated)}")
+        self.model = model
+        self.genes = genes
+        self.classes = [str(c) for c in classes] if classes is not None else None
+        self.composite = resolve_composite(composite) if isinstance(composite, str) else composite
+
+    @classmethod
+    def default(cls, composite: str | Composite = "epsilon-gamma") -> ExpressionExplainer:
+        """The default PBMC classifier (an MLP on ``scanpy.datasets.pbmc68k_reduced``)."""
+        from lrp_domains.bio.default_model import load_default_model
+
+        model, genes, classes = load_default_model()
+        return cls(model, genes, classes, composite=composite)
+
+    # -- data -------------------------------------------------------------------------------------
+    def align(self, data: Any, layer: str | None = None, missing: str = "error") -> tuple[np.ndarray, list[str]]:
+        """``(samples x model genes)`` values and sample names from an AnnData, a DataFrame
+        (columns = genes) or an array already in the model's gene order.
+
+        Columns are reordered to the model's genes; extra genes are ignored. Missing genes are an
+        error listing them, or zeros with ``missing="zero"`` (a warning says how many).
+        Duplicated gene names, NaN and Inf are errors naming the genes and samples.
+        """
+        if missing not in ("error", "zero"):
+            raise ValueError(f"missing must be 'error' or 'zero', got {missing!r}")
+        values, columns, samples = _table(data, layer)
+        if columns is None:
+            if values.shape[1] != len(self.genes):
+                raise ValueError(
+                    f"an array needs one column per model gene ({len(self.genes)}, in the model's order), got shape "
+                    f"{values.shape}; pass an AnnData or a DataFrame to match genes by name"
+                )
+            aligned = values
+        else:
+            duplicated = columns[columns.duplicated()].unique().tolist()
+            if duplicated:
+                raise ValueError(f"the data names {len(duplicated)} genes twice: {_few(duplicated)}; make them unique")
+            position = pd.Index(columns).get_indexer(self.genes)
+            absent = [g for g, p in zip(self.genes, position) if p < 0]
+            if absent and missing == "error":
+                raise ValueError(
+                    f"{len(absent)} of the model's {len(self.genes)} genes are not in the data: {_few(absent)}. "
+                    "Check gene identifiers (symbols vs Ensembl IDs) or pass missing='zero' to fill them with 0"
+                )
+            if absent:
+                warnings.warn(f"{len(absent)} of the model's {len(self.genes)} genes are not in the data and were "
+                              "set to 0", stacklevel=3)
+            aligned = np.zeros((values.shape[0], len(self.genes)), dtype=np.float32)
+            present = position >= 0
+            aligned[:, present] = values[:, position[present]]
+        bad = ~np.isfinite(aligned)
+        if bad.any():
+            rows, cols = np.nonzero(bad)
+            raise ValueError(
+                f"{int(bad.sum())} values are NaN or infinite, in genes {_few(sorted({self.genes[c] for c in cols}))} "
+                f"of samples {_few([samples[r] for r in dict.fromkeys(rows.tolist())])}"
+            )
+        return aligned, samples
+
+    def _targets(self, target: ClassTarget, n: int) -> Any:
+        if target is None or callable(target):
+            return target
+        names = self.classes or []
+
+        def index(value: int | str) -> int:
+            if isinstance(value, (str, np.str_)):
+                if value not in names:
+                    raise ValueError(f"unknown class {value!r}; the model's classes are {names}")
+                return names.index(value)
+            return int(value)
+
+        if isinstance(target, (int, str, np.integer, np.str_)):
+            return index(target)
+        values = list(target.tolist() if isinstance(target, (np.ndarray, torch.Tensor)) else target)
+        if len(values) != n:
+            raise ValueError(f"got {len(values)} targets for {n} samples")
+        return torch.tensor([index(v) for v in values])
+
+    # -- explanation -----------------------------------------------------------------------------
+    def explain(self, data: Any, target: ClassTarget = None, layer: str | None = None, batch_size: int = 256,
+                progress: bool = False, missing: str = "error") -> GeneExplanation:
+        """Relevance of every gene for one class score per sample.
+
+        ``target``: None (each sample's predicted class), a class name or index, one per sample
+        (e.g. the true labels), or a callable on the scores. Relevance is seeded with the
+        explained score itself (not a one-hot 1), so its sign follows the score's.
+        """
+        values, samples = self.align(data, layer, missing)
+        dtype = next(self.model.parameters()).dtype
+        inputs = torch.as_tensor(values, dtype=dtype)
+        result = explain(self.model, inputs, target=self._targets(target, len(samples)), composite=self.composite,
+                         batch_size=batch_size, progress=progress)
+        classes = self.classes or [str(i) for i in range(result.output.shape[1])]
+        output = pd.DataFrame(result.output.double().cpu().numpy(), index=samples, columns=classes)
+        target_names = None if result.target is None else [classes[i] for i in result.target.tolist()]
+        return GeneExplanation(
+            relevance=pd.DataFrame(result.relevance.double().cpu().numpy(), index=samples, columns=self.genes),
+            output=output,
+            prediction=output.idxmax(axis=1),
+            target=None if target_names is None else pd.Series(target_names, index=samples, name="target"),
+            explained=pd.Series(result.explained.double().cpu().numpy(), index=samples, name="explained"),
+            delta=pd.Series(result.delta.double().cpu().numpy(), index=samples, name="delta"),
+            composite=self.composite.name,
+        )
+
+
+def _table(data: Any, layer: str | None) -> tuple[np.ndarray, pd.Index | None, list[str]]:
+    """Values, gene names (None for bare arrays) and sample names of ``data``."""
+    try:
+        import anndata
+    except ImportError:  # pragma: no cover - anndata comes with the bio extra
+        anndata = None
+    if anndata is not None and isinstance(data, anndata.AnnData):
+        if layer is not None and layer not in data.layers:
+            raise KeyError(f"no layer {layer!r}; the AnnData has {list(data.layers)}")
+        matrix = data.layers[layer] if layer is not None else data.X
+        matrix = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
+        return matrix.astype(np.float32), pd.Index(data.var_names.astype(str)), list(data.obs_names.astype(str))
+    if layer is not None:
+        raise TypeError("layer= applies to AnnData inputs only")
+    if isinstance(data, pd.DataFrame):
+        return data.to_numpy(dtype=np.float32), pd.Index(data.columns.astype(str)), [str(i) for i in data.index]
+    if isinstance(data, torch.Tensor):
+        data = data.detach().cpu().numpy()
+    values = np.asarray(data, dtype=np.float32)
+    if values.ndim != 2:
+        raise ValueError(f"expression data must be 2-D (samples x genes), got shape {values.shape}")
+    return values, None, [str(i) for i in range(values.shape[0])]
+
+
+def _few(items: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(str(i) for i in list(items)[:limit])
+    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")

@@ -1,0 +1,129 @@
+"""``GeneExplanation``: samples x genes relevance with rankings, markers and DE comparison."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class GeneExplanation:
+    """Relevance of each gene for one class score per sample.
+
+    ``relevance`` (samples x genes), ``output`` (samples x classes, the model's scores),
+    ``prediction`` and ``target`` (class names per sample; ``target`` is None for callables),
+    ``explained`` (the explained score) and ``delta`` (explained minus summed relevance).
+    """
+
+    relevance: pd.DataFrame
+    output: pd.DataFrame
+    prediction: pd.Series
+    target: pd.Series | None
+    explained: pd.Series
+    delta: pd.Series
+    composite: str
+
+    @property
+    def genes(self) -> list[str]:
+        """The model's genes, in its order."""
+        return list(self.relevance.columns)
+
+    def _groups(self) -> pd.Series:
+        return self.target if self.target is not None else self.prediction
+
+    def rank_genes(self, by: str = "class", n: int = 50) -> pd.DataFrame:
+        """Top ``n`` genes per explained class (``by="class"``: mean relevance over the samples
+        explained for that class) or per sample. Columns: group, rank, gene, mean_relevance,
+        fraction_positive (the share of the group's samples where the gene's relevance is > 0)."""
+        if by == "class":
+            groups = self._groups()
+            frames = []
+            for group, index in groups.groupby(groups).groups.items():
+                block = self.relevance.loc[index]
+                frames.append(_top(str(group), block.mean(0), (block > 0).mean(0), n))
+        elif by == "sample":
+            frames = [_top(str(sample), row, (row > 0).astype(float), n) for sample, row in self.relevance.iterrows()]
+        else:
+            raise ValueError(f"by must be 'class' or 'sample', got {by!r}")
+        return pd.concat(frames, ignore_index=True)
+
+    def marker_overlap(self, markers: Mapping[str, Iterable[str]], k: Sequence[int] = (20, 50)) -> pd.DataFrame:
+        """Recall of known marker genes in each class's top ``k`` (classes and markers absent
+        from the explanation are reported with ``present = 0`` and left out of the recall)."""
+        rows = []
+        genes = set(self.genes)
+        for cls, listed in markers.items():
+            present = [g for g in listed if g in genes]
+            for top in k:
+                ranked = self._class_top(cls, top)
+                found = [g for g in present if g in ranked]
+                rows.append({
+                    "class": cls, "k": top, "markers": len(present), "found": len(found),
+                    "recall": len(found) / len(present) if present and ranked else np.nan,
+                    "found_genes": ",".join(found), "explained_samples": int((self._groups() == cls).sum()),
+                })
+        return pd.DataFrame(rows)
+
+    def _class_top(self, cls: str, n: int) -> list[str]:
+        groups = self._groups()
+        index = groups.index[groups == cls]
+        if len(index) == 0:
+            return []
+        return self.relevance.loc[index].mean(0).sort_values(ascending=False).index[:n].tolist()
+
+    def compare_with_de(self, adata: Any, groupby: str, n: int = 50, method: str = "wilcoxon") -> pd.DataFrame:
+        """Overlap of each class's top ``n`` genes with the top ``n`` differentially expressed genes
+        of that group (scanpy ``rank_genes_groups``, Wilcoxon by default) in ``adata``."""
+        try:
+            import scanpy as sc
+        except ImportError as error:
+            raise ImportError("compare_with_de needs scanpy: pip install scanpy (or lrp-domains[bio])") from error
+        if groupby not in adata.obs:
+            raise KeyError(f"no column {groupby!r} in adata.obs; it has {list(adata.obs.columns)}")
+        data = adata.copy()
+        data.obs[groupby] = data.obs[groupby].astype(str).astype("category")
+        sc.tl.rank_genes_groups(data, groupby, method=method, n_genes=n, use_raw=False)
+        de = pd.DataFrame(data.uns["rank_genes_groups"]["names"])
+        rows = []
+        for cls in de.columns:
+            ours = self._class_top(cls, n)
+            if not ours:
+                continue
+            theirs = [g for g in de[cls].tolist()[:n] if g in set(self.genes)]
+            shared = sorted(set(ours) & set(theirs))
+            rows.append({"class": cls, "n": n, "overlap": len(shared), "fraction": len(shared) / n,
+                         "shared_genes": ",".join(shared)})
+        return pd.DataFrame(rows)
+
+    def to_anndata(self, adata: Any, key: str = "lrp", n: int = 50) -> Any:
+        """Store the relevance as ``adata.layers[key]`` (genes the model lacks get 0) and the
+        per-class rankings in ``adata.uns[key]``; cells must be the explained samples, in order."""
+        if list(map(str, adata.obs_names)) != list(self.relevance.index):
+            raise ValueError("the AnnData's cells are not the explained samples (same names, same order)")
+        layer = self.relevance.reindex(columns=list(map(str, adata.var_names)), fill_value=0.0)
+        adata.layers[key] = layer.to_numpy(dtype=np.float32)
+        ranking = self.rank_genes("class", n)
+        adata.uns[key] = {
+            "composite": self.composite,
+            "rankings": {column: ranking[column].to_numpy() for column in ranking.columns},
+        }
+        return adata
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table: sample, gene, relevance (with each sample's target and prediction)."""
+        frame = self.relevance.stack().rename("relevance").reset_index()
+        frame.columns = ["sample", "gene", "relevance"]
+        frame["prediction"] = frame["sample"].map(self.prediction)
+        if self.target is not None:
+            frame["target"] = frame["sample"].map(self.target)
+        return frame
+
+
+def _top(group: str, scores: pd.Series, positive: pd.Series, n: int) -> pd.DataFrame:
+    order = scores.sort_values(ascending=False).index[:n]
+    return pd.DataFrame({"group": group, "rank": np.arange(1, len(order) + 1), "gene": order,
+                         "mean_relevance": scores[order].to_numpy(), "fraction_positive": positive[order].to_numpy()})
