@@ -74,8 +74,8 @@ def test_anndata_layers_and_sparse_matrices(explainer, values):
                        var=pd.DataFrame(index=GENES))
     adata.layers["scaled"] = sparse.csr_matrix(values)
     from_layer = explainer.explain(adata, layer="scaled")
-    pd.testing.assert_frame_equal(from_layer.relevance,
-                                  explainer.explain(pd.DataFrame(values, columns=GENES, index=adata.obs_names)).relevance)
+    frame = pd.DataFrame(values, columns=GENES, index=adata.obs_names)
+    pd.testing.assert_frame_equal(from_layer.relevance, explainer.explain(frame).relevance)
     with pytest.raises(KeyError, match="no layer 'counts'"):
         explainer.explain(adata, layer="counts")
     from_layer.to_anndata(adata, key="lrp", n=5)
@@ -95,7 +95,8 @@ def test_targets(explainer, values):
     assert list(per_sample.target) == labels
     for cls in ("A", "C"):
         rows = [i for i, label in enumerate(labels) if label == cls]
-        np.testing.assert_allclose(per_sample.relevance.iloc[rows], explainer.explain(values, target=cls).relevance.iloc[rows])
+        alone = explainer.explain(values, target=cls).relevance.iloc[rows]
+        np.testing.assert_allclose(per_sample.relevance.iloc[rows], alone)
     with pytest.raises(ValueError, match="unknown class 'D'"):
         explainer.explain(values, target="D")
     with pytest.raises(ValueError, match="3 targets for 8 samples"):
