@@ -97,6 +97,17 @@ def bench_text_faithfulness(
     print_table(rows)
 
 
+@bench_app.command("genes")
+def bench_genes() -> None:
+    """Marker recall, DE overlap, deletion faithfulness and cost per method on the default PBMC model."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.genes import print_table, run
+
+    print_table(*run())
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
