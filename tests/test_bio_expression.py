@@ -155,3 +155,17 @@ def test_model_comes_back_unchanged(explainer, values):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     explainer.explain(values)
     assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_gene_report_writes_tables_figures_and_a_page(explainer, values, tmp_path):
+    from lrp_domains.bio.gene_report import write_gene_report
+
+    frame = pd.DataFrame(values, columns=GENES, index=[f"<cell{i}>" for i in range(8)])
+    result = explainer.explain(frame, target=["A", "B"] * 4)
+    written = write_gene_report(result, tmp_path, markers={"A": ["G1", "G2"]}, notes=["labels are <noisy>"])
+    for key in ("relevance", "top_genes", "heatmap", "bars", "markers", "report"):
+        assert written[key].exists() and written[key].stat().st_size > 0
+    page = written["report"].read_text()
+    assert "labels are &lt;noisy&gt;" in page and "<noisy>" not in page
+    assert page.count("data:image/png;base64,") == 2 and "http" not in page.replace("http-equiv", "")
+    assert pd.read_parquet(written["relevance"]).shape == (8, 12)

@@ -1,0 +1,115 @@
+"""The gene report: tables, figures and one HTML page for a :class:`GeneExplanation`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lrp_domains.bio.genes import GeneExplanation
+from lrp_domains.report import Page, figure, paragraph, table
+
+
+def _heatmap(explanation: GeneExplanation, per_class: int = 5):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    groups = explanation.target if explanation.target is not None else explanation.prediction
+    means = explanation.relevance.groupby(groups.to_numpy()).mean()
+    genes = list(dict.fromkeys(g for cls in means.index for g in means.loc[cls].nlargest(per_class).index))
+    data = means[genes]
+    limit = float(abs(data.to_numpy()).max()) or 1.0
+    fig, ax = plt.subplots(figsize=(max(6, 0.32 * len(genes) + 2), max(3, 0.4 * len(data) + 1.5)))
+    sns.heatmap(data, cmap="RdBu_r", center=0, vmin=-limit, vmax=limit, ax=ax, cbar_kws={"label": "mean relevance"})
+    ax.set_xlabel(f"top {per_class} genes of each class")
+    ax.set_ylabel("explained class")
+    return fig
+
+
+def _bars(explanation: GeneExplanation, per_class: int = 10):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    ranking = explanation.rank_genes("class", per_class)
+    classes = list(dict.fromkeys(ranking.group))
+    columns = min(3, len(classes))
+    rows = -(-len(classes) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 2.6 * rows), squeeze=False)
+    for ax, cls in zip(axes.flat, classes):
+        block = ranking[ranking.group == cls]
+        colors = ["#c0392b" if v >= 0 else "#2e6bd1" for v in block.mean_relevance]
+        sns.barplot(x=block.mean_relevance, y=block.gene, hue=block.gene, palette=colors, legend=False, ax=ax)
+        ax.set_title(cls, fontsize=10)
+        ax.set_xlabel("mean relevance")
+        ax.set_ylabel("")
+    for ax in list(axes.flat)[len(classes):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
+                      markers: Mapping[str, Sequence[str]] | None = None, adata: Any = None, groupby: str | None = None,
+                      top: int = 50, title: str = "Gene relevance", notes: Sequence[str] = ()) -> dict[str, Path]:
+    """Write ``relevance.parquet`` (samples x genes), ``top_genes.csv``, ``heatmap.png``,
+    ``bars.png``, ``markers.csv`` (with ``markers``), ``de_overlap.csv`` (with ``adata`` and
+    ``groupby``; needs scanpy) and ``report.html`` with all of it. Returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    explanation.relevance.to_parquet(out / "relevance.parquet")
+    written["relevance"] = out / "relevance.parquet"
+    ranking = explanation.rank_genes("class", top)
+    ranking.to_csv(out / "top_genes.csv", index=False)
+    written["top_genes"] = out / "top_genes.csv"
+
+    page = Page(title, intro=f"{len(explanation.relevance)} samples x {explanation.relevance.shape[1]} genes, "
+                             f"composite {explanation.composite}.")
+    summary = page.section("Summary")
+    groups = explanation.target if explanation.target is not None else explanation.prediction
+    counts = pd.DataFrame({
+        "class": groups.value_counts().index, "samples": groups.value_counts().to_numpy(),
+    })
+    agreement = (explanation.prediction == explanation.target).mean() if explanation.target is not None else None
+    lines = ["Relevance is seeded with the explained score (the logit) of each sample's "
+             + ("given class" if explanation.target is not None else "predicted class") + "."]
+    if agreement is not None:
+        lines.append(f"The model predicts the given class for {agreement:.1%} of the samples.")
+    lines.append(f"Median |delta| (explained score minus summed relevance): {explanation.delta.abs().median():.4f}.")
+    summary.add(*(paragraph(line) for line in lines), *(paragraph(note, note=True) for note in notes), table(counts))
+
+    figures = page.section("Top genes per class")
+    figures.add(figure(_heatmap(explanation), "Mean relevance of each class's top genes, by class.",
+                       out / "heatmap.png"))
+    figures.add(figure(_bars(explanation), "Top 10 genes per class (mean relevance over the class's samples).",
+                       out / "bars.png"))
+    written["heatmap"], written["bars"] = out / "heatmap.png", out / "bars.png"
+    figures.add(table(ranking[ranking["rank"] <= 10], max_rows=200))
+
+    if markers:
+        overlap = explanation.marker_overlap(markers)
+        overlap.to_csv(out / "markers.csv", index=False)
+        written["markers"] = out / "markers.csv"
+        page.section("Known markers").add(
+            paragraph("Share of each class's known marker genes (those the model has) in its top 20 and top 50."),
+            table(overlap))
+    if adata is not None and groupby is not None:
+        de = explanation.compare_with_de(adata, groupby, n=top)
+        de.to_csv(out / "de_overlap.csv", index=False)
+        written["de"] = out / "de_overlap.csv"
+        page.section("Differential expression").add(
+            paragraph(f"Overlap of each class's top {top} genes with its top {top} Wilcoxon differentially "
+                      "expressed genes (scanpy)."), table(de))
+    written["report"] = page.write(out / "report.html")
+    (out / "summary.json").write_text(json.dumps({"samples": len(explanation.relevance),
+                                                  "composite": explanation.composite}, indent=1))
+    return written

@@ -1,0 +1,141 @@
+"""Report building blocks shared by the text, sequence and gene reports and the demo.
+
+A report is a :class:`Page` of :class:`Section` s; a section holds blocks, each already HTML:
+:func:`table` (a DataFrame), :func:`figure` (a matplotlib figure, embedded as PNG and optionally
+saved next to the page), :func:`paragraph` and :func:`raw` (trusted HTML from our own renderers,
+e.g. a token heatmap). Every user string is escaped (jinja2 autoescape); pages are self-contained:
+no script, no CDN, no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from markupsafe import Markup
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
+<style>
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 70em; margin: 2em auto;
+       padding: 0 1em; color: #222; line-height: 1.5 }
+h1 { font-size: 1.6em } h2 { font-size: 1.25em; border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em }
+table.frame { border-collapse: collapse; font-size: .85em; margin: .5em 0 1em }
+table.frame th, table.frame td { border: 1px solid #ddd; padding: .2em .5em; text-align: right }
+table.frame th { background: #f4f4f4 } table.frame td.text { text-align: left }
+figure { margin: 1em 0 } figure img { max-width: 100% } figcaption { font-size: .85em; color: #555 }
+nav a { margin-right: 1em } .note { color: #555; font-size: .9em }
+</style></head>
+<body>
+<h1>{{ title }}</h1>
+{% if intro %}<p>{{ intro }}</p>{% endif %}
+{% if sections|length > 1 %}<nav>{% for s in sections %}
+<a href="#{{ s.anchor }}">{{ s.title }}</a>{% endfor %}</nav>{% endif %}
+{% for s in sections %}
+<section id="{{ s.anchor }}"><h2>{{ s.title }}</h2>
+{% for block in s.blocks %}{{ block }}
+{% endfor %}</section>
+{% endfor %}
+<p class="note">Made with lrp-domains.</p>
+</body></html>
+"""
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(autoescape=True)
+
+
+@dataclass
+class Section:
+    """A titled part of a page; ``blocks`` are HTML fragments made by the functions below."""
+
+    title: str
+    blocks: list[Markup] = field(default_factory=list)
+
+    @property
+    def anchor(self) -> str:
+        return "".join(c if c.isalnum() else "-" for c in self.title.lower()).strip("-")
+
+    def add(self, *blocks: Markup) -> Section:
+        self.blocks.extend(blocks)
+        return self
+
+
+@dataclass
+class Page:
+    """A self-contained HTML page of sections."""
+
+    title: str
+    sections: list[Section] = field(default_factory=list)
+    intro: str = ""
+
+    def section(self, title: str) -> Section:
+        """Add and return a new section."""
+        created = Section(title)
+        self.sections.append(created)
+        return created
+
+    def render(self) -> str:
+        """The page as HTML."""
+        return _environment().from_string(PAGE).render(title=self.title, intro=self.intro, sections=self.sections)
+
+    def write(self, path: str | Path) -> Path:
+        """Write the page (UTF-8) and return its path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.render(), encoding="utf-8")
+        return path
+
+
+def paragraph(text: str, note: bool = False) -> Markup:
+    """A paragraph of plain (escaped) text."""
+    css = ' class="note"' if note else ""
+    return Markup(f"<p{css}>{html.escape(text)}</p>")
+
+
+def raw(fragment: str) -> Markup:
+    """Trusted HTML made by lrp-domains itself (e.g. ``TextExplanation.to_html``)."""
+    return Markup(fragment)
+
+
+def table(frame: pd.DataFrame, max_rows: int = 50, digits: int = 3, caption: str = "") -> Markup:
+    """A DataFrame as an HTML table (values escaped, floats rounded), at most ``max_rows`` rows."""
+    shown = frame.head(max_rows)
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    body = []
+    for _, row in shown.iterrows():
+        cells = []
+        for value in row:
+            if isinstance(value, float):
+                cells.append(f"<td>{value:.{digits}f}</td>")
+            else:
+                cells.append(f'<td class="text">{html.escape(str(value))}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    more = f'<p class="note">{len(frame) - max_rows} more rows in the CSV.</p>' if len(frame) > max_rows else ""
+    title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+    return Markup(f'<table class="frame">{title}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+                  f"{more}")
+
+
+def figure(fig: Any, caption: str = "", path: str | Path | None = None, dpi: int = 110) -> Markup:
+    """A matplotlib figure embedded as a PNG data URI (and saved to ``path`` when given); the
+    figure is closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(buffer.getvalue())
+    plt.close(fig)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    alt = html.escape(caption or "figure")
+    text = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return Markup(f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">{text}</figure>')
