@@ -17,7 +17,16 @@ def _add_text_commands() -> None:
     app.add_typer(text_app, name="text")
 
 
+def _add_bio_commands() -> None:
+    try:
+        from lrp_domains.bio.cli import app as bio_app
+    except ImportError:  # the bio extra is not installed
+        return
+    app.add_typer(bio_app, name="bio")
+
+
 _add_text_commands()
+_add_bio_commands()
 
 
 @app.command()

@@ -182,3 +182,14 @@ def one_hot_batch(n: int, length: int, generator: torch.Generator | None = None,
     """Random one-hot sequences, ``(n, alphabet, length)``."""
     idx = torch.randint(alphabet, (n, length), generator=generator)
     return F.one_hot(idx, alphabet).permute(0, 2, 1).to(torch.get_default_dtype())
+
+
+EXPRESSION_GENES = [f"G{i}" for i in range(12)]
+EXPRESSION_CLASSES = ["A", "B", "C"]
+
+
+def expression_mlp() -> tuple[nn.Module, list[str], list[str]]:
+    """A factory for ``lrp-domains bio genes --model models:expression_mlp``: (model, genes, classes)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
+    return model, list(EXPRESSION_GENES), list(EXPRESSION_CLASSES)

@@ -1,0 +1,58 @@
+"""``lrp-domains bio genes`` with a user model from MODULE:FACTORY and safetensors weights."""
+
+import json
+
+import models as M
+import numpy as np
+import pandas as pd
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from lrp_domains.cli import app
+
+
+def _data(tmp_path, labels=True):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(30, 12)), columns=M.EXPRESSION_GENES, index=[f"s{i}" for i in range(30)])
+    if labels:
+        frame["cell_type"] = ["A", "B", "C"] * 10
+    path = tmp_path / "expression.csv"
+    frame.to_csv(path)
+    return path
+
+
+def test_user_model_csv_labels_and_markers(tmp_path):
+    model, _, _ = M.expression_mlp()
+    weights = tmp_path / "mlp.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    markers = tmp_path / "markers.json"
+    markers.write_text(json.dumps({"A": ["G1", "G2"], "B": ["G3"]}))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bio", "genes", str(_data(tmp_path)), "--out", str(out), "--model",
+                                      "models:expression_mlp", "--weights", str(weights), "--label-column", "cell_type",
+                                      "--markers", str(markers), "--no-progress", "--top", "5"])
+    assert result.exit_code == 0, result.output
+    relevance = pd.read_parquet(out / "relevance.parquet")
+    assert relevance.shape == (30, 12) and list(relevance.columns) == M.EXPRESSION_GENES
+    top = pd.read_csv(out / "top_genes.csv")
+    assert set(top.group) == {"A", "B", "C"} and top.groupby("group").size().max() == 5
+    assert set(pd.read_csv(out / "markers.csv")["class"]) == {"A", "B"}
+    assert (out / "report.html").exists() and (out / "heatmap.png").exists()
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    bad = tmp_path / "mlp.pt"
+    bad.write_bytes(b"not read")
+    result = CliRunner().invoke(app, ["bio", "genes", str(_data(tmp_path)), "--out", str(tmp_path / "o"),
+                                      "--model", "models:expression_mlp", "--weights", str(bad)])
+    assert result.exit_code != 0 and "safetensors" in result.output
+
+
+def test_missing_genes_are_a_clear_error(tmp_path):
+    path = _data(tmp_path, labels=False)
+    frame = pd.read_csv(path, index_col=0).drop(columns=["G4"])
+    frame.to_csv(path)
+    result = CliRunner().invoke(app, ["bio", "genes", str(path), "--out", str(tmp_path / "o"),
+                                      "--model", "models:expression_mlp", "--no-progress"])
+    assert result.exit_code == 2
+    assert "1 of the model's 12 genes are not in the data: G4" in result.output
