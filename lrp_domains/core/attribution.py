@@ -137,6 +137,7 @@ def explain(
     device: torch.device | str | None = None,
     strict: bool = False,
     progress: bool = False,
+    hypothetical: bool = False,
 ) -> Explanation:
     """LRP relevance of ``inputs`` for one output of ``model`` per example.
 
@@ -165,6 +166,9 @@ def explain(
         rule, instead of warning.
     progress:
         Show a progress bar over batches.
+    hypothetical:
+        Also return :attr:`Explanation.hypothetical`: what each input entry would receive at
+        value 1 (one-hot inputs: every base at every position).
     """
     composite = resolve_composite(composite)
     data = _prepare_inputs(model, inputs, device)
@@ -180,12 +184,13 @@ def explain(
         starts = tqdm(starts, desc="explain", unit="batch")
     parts: list[tuple[torch.Tensor, ...]] = []
     with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
+        scope.capture_hypothetical = hypothetical
         for start in starts:
             batch_target = targets[start:start + size] if isinstance(targets, torch.Tensor) else targets
             parts.append(_explain_batch(model, scope, data[start:start + size], batch_target, strict))
-    relevance, output, index, explained = (
+    relevance, output, index, explained, units = (
         None if parts[0][i] is None else parts[0][i] if len(parts) == 1 else torch.cat([p[i] for p in parts])
-        for i in range(4)
+        for i in range(5)
     )
     home = inputs.device if isinstance(inputs, torch.Tensor) else relevance.device
     relevance = relevance.to(home)
@@ -193,7 +198,7 @@ def explain(
     delta = explained.to(home) - total
     if composite.conserves:
         _warn_on_large_delta(delta, explained.to(home), total)
-    return Explanation(relevance, output, index, explained, delta)
+    return Explanation(relevance, output, index, explained, delta, None if units is None else units.to(home))
 
 
 #: ``|delta|`` above this share of ``|explained| + |sum of relevance|`` is reported.
@@ -232,4 +237,5 @@ def _explain_batch(model, scope, batch, target, strict):
     relevance = leaf.detach() * grads[0] if grads[0] is not None else torch.zeros_like(leaf)
     if anchor is not None and grads[1] is not None:
         relevance = relevance + grads[1]
-    return relevance.detach(), output.detach(), index, explained.detach()
+    units = scope.hypothetical(leaf, grads[0]).detach() if scope.capture_hypothetical else None
+    return relevance.detach(), output.detach(), index, explained.detach(), units

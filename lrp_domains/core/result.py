@@ -35,6 +35,9 @@ class Explanation:
     target: torch.Tensor | None
     explained: torch.Tensor
     delta: torch.Tensor
+    #: With ``explain(..., hypothetical=True)``: the relevance each input entry would receive at
+    #: value 1 (for one-hot inputs, each base's hypothetical contribution; first order).
+    hypothetical: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.relevance.shape[0]

@@ -138,6 +138,8 @@ class _Layer:
     def __init__(self, ops: AffineOps, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
                  bias: torch.Tensor | None, grad: torch.Tensor) -> None:
         self.ops, self.x, self.z, self.weight, self.bias, self.grad = ops, x, z, weight, bias, grad
+        #: What a rule's backward keeps for :meth:`LayerRule.unit_relevance`.
+        self.cache: Any = None
 
     def relevance(self) -> torch.Tensor:
         """``R = z * g``, a fresh tensor the rule may modify in place."""
@@ -191,15 +193,22 @@ class LayerRule(Rule):
             )
         weight, bias = call.params()
         anchor = call.scope.anchor_for(x, call) if self.writes_relevance else None
-        return _LayerRuleFunction.apply(x, anchor, self, call.ops, weight, bias)
+        record = call.scope.hypothetical_recorder(anchor) if anchor is not None else None
+        return _LayerRuleFunction.apply(x, anchor, self, call.ops, weight, bias, record)
+
+    def unit_relevance(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+        """For rules that write relevance: what each input would receive if its value were 1
+        (the hypothetical contribution of a one-hot entry). Default: ``relevance`` itself, right
+        for rules that ignore the input's value (w-square, flat)."""
+        return relevance
 
 
 class _LayerRuleFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, anchor, rule, ops, weight, bias):  # noqa: D102
+    def forward(ctx, x, anchor, rule, ops, weight, bias, record):  # noqa: D102
         z = ops.forward(x, weight, bias)
         ctx.save_for_backward(x, z, weight, bias)
-        ctx.rule, ctx.ops = rule, ops
+        ctx.rule, ctx.ops, ctx.record = rule, ops, record
         ctx.anchor_shape = None if anchor is None else anchor.shape
         return z
 
@@ -208,13 +217,16 @@ class _LayerRuleFunction(torch.autograd.Function):
         x, z, weight, bias = ctx.saved_tensors
         rule = ctx.rule
         with torch.no_grad():
-            result = rule.backward(_Layer(ctx.ops, x, z, weight, bias, grad))
+            layer = _Layer(ctx.ops, x, z, weight, bias, grad)
+            result = rule.backward(layer)
+            if ctx.record is not None:
+                ctx.record(rule.unit_relevance(layer, result).reshape(ctx.anchor_shape))
         if not rule.writes_relevance:
-            return result, None, None, None, None, None
+            return result, None, None, None, None, None, None
         if ctx.anchor_shape is not None:
-            return None, result.reshape(ctx.anchor_shape), None, None, None, None
+            return None, result.reshape(ctx.anchor_shape), None, None, None, None, None
         # Not an input layer: express the relevance as x * g; zero-valued inputs lose theirs.
-        return safe_divide(result, x), None, None, None, None, None
+        return safe_divide(result, x), None, None, None, None, None, None
 
 
 class ZPlus(LayerRule):
@@ -354,7 +366,15 @@ class ZBox(LayerRule):
         s = torch.div(layer.z, denominator, out=denominator).mul_(layer.grad)
         # x W^T s - low W+^T s - high (W^T s - W+^T s): two transposed products, one call.
         plain, positive = layer.ops.vjp_each(x, [w, wp], s)
+        layer.cache = (plain, positive, high, low)
         return (x - high) * plain + (high - low) * positive
+
+    def unit_relevance(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
+        """``R_in`` at ``x = 1``: ``(1 - high) W^T s + (high - low) W+^T s`` (``W+^T s`` for a
+        one-hot box [0, 1]): the hypothetical contribution of each base (first-order: ``s`` as
+        computed for the observed sequence)."""
+        plain, positive, high, low = layer.cache
+        return (1 - high) * plain + (high - low) * positive
 
 
 class WSquare(LayerRule):

@@ -135,6 +135,9 @@ class Scope:
         self.sources: dict[str, list[torch.Tensor]] = {}
         #: The batch size of the current forward, for rules that must expand broadcast outputs.
         self.batch_size: int | None = None
+        #: Ask input-layer rules for hypothetical contributions (see :meth:`hypothetical`).
+        self.capture_hypothetical = False
+        self._hypothetical: dict[int, torch.Tensor] = {}
         self._local = threading.local()
         table = default_table()
         table.update(composite.functional)
@@ -301,10 +304,32 @@ class Scope:
         """
         self._inputs = [x.detach().requires_grad_(True) for x in inputs]
         self._anchors = {}
+        self._hypothetical = {}
         self.sources = {}
         if inputs:
             self.batch_size = inputs[0].shape[0]
         return tuple(self._inputs)
+
+    def hypothetical_recorder(self, anchor: torch.Tensor) -> Callable[[torch.Tensor], None] | None:
+        """While :attr:`capture_hypothetical` is set, where an input-layer rule files what each
+        input entry would receive at value 1 (see :meth:`hypothetical`)."""
+        if not self.capture_hypothetical:
+            return None
+        key = id(anchor)
+
+        def record(value: torch.Tensor) -> None:
+            self._hypothetical[key] = self._hypothetical[key] + value if key in self._hypothetical else value
+
+        return record
+
+    def hypothetical(self, leaf: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+        """Relevance each entry of ``leaf`` would get at value 1: the modified gradient for
+        ``x * g`` rules, plus what input-layer rules recorded (one-hot hypothetical contributions)."""
+        total = torch.zeros_like(leaf) if grad is None else grad.detach().clone()
+        anchor = self._anchors.get(id(leaf))
+        if anchor is not None and id(anchor) in self._hypothetical:
+            total = total + self._hypothetical[id(anchor)].to(total.dtype)
+        return total
 
     def anchor(self, leaf: torch.Tensor) -> torch.Tensor | None:
         """The tensor that collects directly written relevance of ``leaf``, if a rule wrote any."""
