@@ -1,6 +1,14 @@
-"""Bio adapter: gene-level relevance for expression models (sequences: see the sequence issue)."""
+"""Bio adapter: gene-level relevance for expression models, nucleotide and motif relevance for
+one-hot sequence models. Importing it registers the ``genomics`` composite."""
 
+from lrp_domains.bio import composites as _composites  # noqa: F401  (registers "genomics")
 from lrp_domains.bio.expression import ExpressionExplainer
 from lrp_domains.bio.genes import GeneExplanation
+from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets, plot_logo, to_bed, to_modisco
+from lrp_domains.bio.sequence_explainer import SequenceExplainer, SequenceExplanation
+from lrp_domains.bio.sequences import one_hot, read_fasta, reverse_complement
 
-__all__ = ["ExpressionExplainer", "GeneExplanation"]
+__all__ = [
+    "ExpressionExplainer", "GeneExplanation", "SequenceExplainer", "SequenceExplanation", "annotate_seqlets",
+    "call_seqlets", "one_hot", "plot_logo", "read_fasta", "reverse_complement", "to_bed", "to_modisco",
+]

@@ -1,0 +1,226 @@
+"""Seqlets (contiguous high-relevance windows), JASPAR motif matches, and exports for the
+tools genomics users already run (tfmodisco-lite, BED, logos).
+
+Seqlet threshold: a position window's relevance (summed over ``window`` bases) is called when it
+exceeds a quantile of a *null*: by default, of the same window sums over all sequences with
+their positions shuffled (``null="shuffle"``: the relevance values of each sequence permuted,
+which keeps their distribution but destroys their spatial clustering); or the window sums of an
+explanation of shuffled sequences (``null=<SequenceExplanation>``); or a plain quantile of the
+observed window sums (``null="quantile"``). ``alpha`` is the null's tail probability (0.01).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from lrp_domains.bio.sequence_explainer import SequenceExplanation
+
+
+def _window_sums(values: np.ndarray, window: int) -> np.ndarray:
+    kernel = np.ones(window)
+    return np.stack([np.convolve(row, kernel, mode="same") for row in values])
+
+
+def call_seqlets(explanation: SequenceExplanation, window: int = 7, alpha: float = 0.01, null: Any = "shuffle",
+                 flank: int = 3, sign: str = "positive", min_length: int = 5, seed: int = 0) -> pd.DataFrame:
+    """Contiguous windows whose relevance stands out against a null (module docstring).
+
+    Returns a DataFrame with columns id, start, end (0-based, end exclusive), strand (``+``: the
+    record's own strand; motif matches report theirs), relevance (summed over the seqlet),
+    sequence, and the threshold used.
+    """
+    if sign not in ("positive", "negative", "both"):
+        raise ValueError(f"sign must be 'positive', 'negative' or 'both', got {sign!r}")
+    scores = explanation.per_position.double().cpu().numpy()
+    for i, length in enumerate(explanation.lengths):
+        scores[i, length:] = 0.0
+    sums = _window_sums(scores, window)
+    if isinstance(null, str) and null == "shuffle":
+        rng = np.random.default_rng(seed)
+        shuffled = scores.copy()
+        for i, length in enumerate(explanation.lengths):
+            shuffled[i, :length] = rng.permutation(shuffled[i, :length])
+        reference = _window_sums(shuffled, window)
+    elif isinstance(null, str) and null == "quantile":
+        reference = sums
+    elif hasattr(null, "per_position"):
+        reference = _window_sums(null.per_position.double().cpu().numpy(), window)
+    else:
+        raise ValueError("null must be 'shuffle', 'quantile' or a SequenceExplanation of shuffled sequences")
+    valid = np.concatenate([ref[:length] for ref, length in zip(reference, explanation.lengths)]) \
+        if reference.shape[0] == len(explanation.lengths) else reference.reshape(-1)
+    rows = []
+    for direction in (["positive", "negative"] if sign == "both" else [sign]):
+        factor = 1.0 if direction == "positive" else -1.0
+        threshold = float(np.quantile(factor * valid, 1 - alpha))
+        threshold = max(threshold, 0.0)
+        for i, name in enumerate(explanation.ids):
+            length = explanation.lengths[i]
+            above = factor * sums[i, :length] > threshold
+            for start, end in _runs(above):
+                start, end = max(0, start - flank), min(length, end + flank)
+                if end - start < min_length:
+                    continue
+                rows.append({"id": name, "start": start, "end": end, "strand": "+",
+                             "relevance": float(scores[i, start:end].sum()),
+                             "sequence": explanation.sequences[i][start:end], "sign": direction,
+                             "threshold": factor * threshold})
+    columns = ["id", "start", "end", "strand", "relevance", "sequence", "sign", "threshold"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, end)`` of each run of True."""
+    padded = np.concatenate([[False], mask, [False]])
+    edges = np.flatnonzero(np.diff(padded.astype(np.int8)))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+
+
+@functools.lru_cache(maxsize=8)
+def _jaspar(release: str, collection: str, tax_group: str) -> tuple:
+    from pyjaspar import jaspardb
+
+    return tuple(jaspardb(release=release).fetch_motifs(collection=collection, tax_group=[tax_group]))
+
+
+def _load_motifs(motifs: Any, collection: str, tax_group: str) -> list:
+    from Bio import motifs as bio_motifs
+
+    if isinstance(motifs, str) and motifs.upper().startswith("JASPAR") and not Path(motifs).exists():
+        return list(_jaspar(motifs.upper(), collection, tax_group))
+    if isinstance(motifs, (str, Path)):
+        path = Path(motifs)
+        text = path.read_text()
+        fmt = "meme" if "MEME version" in text else "jaspar"
+        with path.open() as handle:
+            return list(bio_motifs.parse(handle, fmt))
+    return list(motifs)
+
+
+@functools.lru_cache(maxsize=4096)
+def _scorer(matrix_id: str, counts_key: tuple) -> tuple:
+    """A motif's PSSM (pseudocount 0.5, uniform background) and its score distribution."""
+    from Bio.motifs.matrix import FrequencyPositionMatrix
+
+    counts = {base: list(values) for base, values in counts_key}
+    pssm = FrequencyPositionMatrix("ACGT", counts).normalize(pseudocounts=0.5).log_odds()
+    distribution = pssm.distribution(background={b: 0.25 for b in "ACGT"}, precision=10**3)
+    return pssm, distribution
+
+
+def _p_value(distribution: Any, score: float) -> float:
+    """P(score >= ``score``) for a random uniform sequence, from the PSSM's score distribution."""
+    index = int((score - distribution.min_score) / distribution.step)
+    return float(np.clip(np.sum(distribution.bg_density[max(index, 0):]), 0.0, 1.0))
+
+
+def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collection: str = "CORE",
+                     tax_group: str = "vertebrates", max_p: float = 1e-3) -> pd.DataFrame:
+    """The best-matching motif per seqlet: highest PSSM log-odds score over positions and both
+    strands (Biopython), with its p-value under a uniform background (from the PSSM's exact score
+    distribution) and the number of motifs scanned. ``motifs``: a JASPAR release (pyjaspar,
+    offline), a JASPAR/MEME file, or a list of Biopython motifs. Matches with ``p > max_p`` are
+    reported as no match (``motif_id`` empty)."""
+    from Bio.Seq import Seq
+
+    library = _load_motifs(motifs, collection, tax_group)
+    prepared = []
+    for motif in library:
+        key = tuple((b, tuple(float(v) for v in motif.counts[b])) for b in "ACGT")
+        prepared.append((getattr(motif, "matrix_id", None) or motif.name, motif.name, len(motif), key))
+    result = seqlets.copy()
+    best_rows = []
+    for sequence in seqlets["sequence"]:
+        clean = "".join(c if c in "ACGT" else "N" for c in str(sequence).upper())
+        best = (-np.inf, "", "", "", np.nan, 0)
+        for matrix_id, name, width, key in prepared:
+            if width > len(clean):
+                continue
+            pssm, distribution = _scorer(matrix_id, key)
+            forward = np.nan_to_num(np.asarray(pssm.calculate(Seq(clean)), dtype=float), nan=-np.inf)
+            reverse = np.nan_to_num(np.asarray(pssm.reverse_complement().calculate(Seq(clean)), dtype=float),
+                                    nan=-np.inf)
+            forward, reverse = np.atleast_1d(forward), np.atleast_1d(reverse)
+            strand, scores = ("+", forward) if forward.max() >= reverse.max() else ("-", reverse)
+            position = int(scores.argmax())
+            if scores[position] > best[0]:
+                best = (float(scores[position]), matrix_id, name, strand, position, width)
+        score, matrix_id, name, strand, position, width = best
+        if not np.isfinite(score):
+            best_rows.append({"motif_id": "", "motif_name": "", "match_score": np.nan, "match_p": np.nan,
+                              "match_strand": "", "match_start": np.nan})
+            continue
+        key = next(k for m, _, _, k in prepared if m == matrix_id)
+        p_value = _p_value(_scorer(matrix_id, key)[1], score)
+        matched = p_value <= max_p
+        best_rows.append({"motif_id": matrix_id if matched else "", "motif_name": name if matched else "",
+                          "match_score": score, "match_p": p_value, "match_strand": strand,
+                          "match_start": position})
+    annotations = pd.DataFrame(best_rows, index=seqlets.index)
+    result = pd.concat([result, annotations], axis=1)
+    result["motifs_scanned"] = len(prepared)
+    return result
+
+
+def to_modisco(explanation: SequenceExplanation, prefix: str | Path) -> tuple[Path, Path]:
+    """Write ``<prefix>ohe.npz`` (one-hot, N x 4 x L) and ``<prefix>attr.npz`` (hypothetical
+    contributions, N x 4 x L), as ``modisco motifs -s ohe.npz -a attr.npz`` reads them."""
+    prefix = str(prefix)
+    sequences, attributions = Path(prefix + "ohe.npz"), Path(prefix + "attr.npz")
+    sequences.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(sequences, explanation.onehot.float().cpu().numpy())
+    np.savez_compressed(attributions, explanation.hypothetical.float().cpu().numpy())
+    return sequences, attributions
+
+
+def to_bed(seqlets: pd.DataFrame, path: str | Path) -> Path:
+    """Seqlets as BED6: chrom = record id, start, end, name (motif match or ``seqlet``), score
+    (summed relevance), strand (the motif match's, else ``.``)."""
+    names = seqlets.get("motif_name", pd.Series([""] * len(seqlets), index=seqlets.index)).fillna("")
+    strands = seqlets.get("match_strand", pd.Series([""] * len(seqlets), index=seqlets.index)).fillna("")
+    frame = pd.DataFrame({
+        "chrom": seqlets["id"], "start": seqlets["start"], "end": seqlets["end"],
+        "name": [n if n else "seqlet" for n in names], "score": seqlets["relevance"].round(6),
+        "strand": [s if (s and n) else "." for s, n in zip(strands, names)],
+    })
+    path = Path(path)
+    frame.to_csv(path, sep="\t", header=False, index=False)
+    return path
+
+
+def plot_logo(explanation: SequenceExplanation, index: int, start: int | None = None, end: int | None = None,
+              ax: Any = None, hypothetical: bool = False) -> Any:
+    """A sequence logo of the relevance (observed bases; ``hypothetical=True``: all bases) of one
+    sequence between ``start`` and ``end`` (logomaker). Returns the axes."""
+    import logomaker
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = (explanation.hypothetical if hypothetical else explanation.relevance)[index]
+    length = explanation.lengths[index]
+    start, end = start or 0, min(end or length, length)
+    frame = pd.DataFrame(values[:, start:end].T.double().cpu().numpy(), columns=list(explanation.alphabet),
+                         index=np.arange(start, end))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4, (end - start) / 8), 1.8))
+    logomaker.Logo(frame, ax=ax, color_scheme="classic")
+    ax.set_title(f"{explanation.ids[index]} [{start}, {end})", fontsize=9)
+    ax.set_xlabel("position")
+    ax.set_ylabel("relevance")
+    return ax
+
+
+def shuffle_sequences(sequences: Sequence[str], seed: int = 0) -> list[str]:
+    """Each sequence with its bases permuted (a null for :func:`call_seqlets`)."""
+    rng = np.random.default_rng(seed)
+    return ["".join(rng.permutation(list(s))) for s in sequences]
+
