@@ -56,3 +56,27 @@ def test_missing_genes_are_a_clear_error(tmp_path):
                                       "--model", "models:expression_mlp", "--no-progress"])
     assert result.exit_code == 2
     assert "1 of the model's 12 genes are not in the data: G4" in result.output
+
+
+def test_sequences_command_with_a_user_model(tmp_path):
+    rng = np.random.default_rng(0)
+    fasta = tmp_path / "in.fa"
+    fasta.write_text("".join(f">seq{i}\n{''.join(rng.choice(list('ACGT'), 64))}\n" for i in range(5)))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["bio", "sequences", str(fasta), "--out", str(out), "--model", "models:cnn1d",
+                                      "--target", "1", "--motifs", "none", "--no-progress", "--rc-average"])
+    assert result.exit_code == 0, result.output
+    assert np.load(out / "attr.npz")["arr_0"].shape == (5, 4, 64)
+    table = pd.read_parquet(out / "relevance.parquet")
+    assert len(table) == 5 * 64 and set(table.id) == {f"seq{i}" for i in range(5)}
+    assert (out / "report.html").exists() and len(list((out / "logos").glob("*.png"))) == 5
+    assert (out / "seqlets.bed").exists()
+
+
+def test_sequences_command_names_a_bad_base(tmp_path):
+    fasta = tmp_path / "bad.fa"
+    fasta.write_text(">ok\nACGTACGT\n>broken\nACGRACGT\n")
+    result = CliRunner().invoke(app, ["bio", "sequences", str(fasta), "--out", str(tmp_path / "o"),
+                                      "--model", "models:cnn1d", "--motifs", "none", "--no-progress"])
+    assert result.exit_code == 2
+    assert "broken: 'R' at position 4 is an IUPAC ambiguity code" in result.output

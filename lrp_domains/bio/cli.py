@@ -9,7 +9,8 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(help="Explain biological models: gene expression (genes).", no_args_is_help=True)
+app = typer.Typer(help="Explain biological models: gene expression (genes), DNA sequences (sequences).",
+                  no_args_is_help=True)
 
 
 def load_user_model(spec: str, weights: Path | None) -> tuple[Any, list[str] | None, list[str] | None]:
@@ -110,3 +111,44 @@ def genes_command(
                                 groupby=label_column if adata is not None else None, top=top, notes=notes)
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
+
+
+@app.command("sequences")
+def sequences_command(
+    path: Path = typer.Argument(None, help="FASTA (.fa, .fasta, .gz); default: datasets/example_sequences.fa."),
+    out: Path = typer.Option(..., help="Output folder."),
+    model: str = typer.Option(None, help="MODULE:FACTORY building the model (default: the bundled synthetic CNN)."),
+    weights: Path = typer.Option(None, help="Weights for --model (.safetensors)."),
+    target: int = typer.Option(None, help="Output index to explain (default: the prediction / the only output)."),
+    center: bool = typer.Option(False, "--center", help="Off-simplex correction (Majdandzic et al. 2023)."),
+    rc_average: bool = typer.Option(False, "--rc-average", help="Average with the reverse complement."),
+    composite: str = typer.Option("genomics", help="Composite name."),
+    motifs: str = typer.Option("JASPAR2024", help="JASPAR release, a JASPAR/MEME file, or 'none'."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Nucleotide relevance, seqlets with JASPAR matches, logos, modisco inputs, and an HTML report."""
+    from lrp_domains.bio import SequenceExplainer, annotate_seqlets, call_seqlets
+    from lrp_domains.bio.sequence_report import write_sequence_report
+
+    if model is None:
+        from lrp_domains.bio.sequence_model import load_default_sequence_model
+
+        net = load_default_sequence_model()
+    else:
+        net, _, _ = load_user_model(model, weights)
+    if path is None:
+        from lrp_domains.data import datasets_dir
+
+        path = datasets_dir() / "example_sequences.fa"
+    explainer = SequenceExplainer(net, composite=composite)
+    try:
+        explanation = explainer.explain(path, target=target, center=center, rc_average=rc_average, progress=progress)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    seqlets = call_seqlets(explanation)
+    if motifs.lower() != "none" and len(seqlets):
+        seqlets = annotate_seqlets(seqlets, motifs=motifs)
+    written = write_sequence_report(explanation, out, seqlets)
+    for name, written_path in written.items():
+        typer.echo(f"{name}: {written_path}")
