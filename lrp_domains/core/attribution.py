@@ -172,29 +172,19 @@ def explain(
     """
     composite = resolve_composite(composite)
     data = _prepare_inputs(model, inputs, device)
-    n = data.shape[0]
-    targets = _targets(target, n)
-    size = n if batch_size is None else int(batch_size)
-    if size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    starts = range(0, n, size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc="explain", unit="batch")
+    targets = _targets(target, data.shape[0])
     parts: list[tuple[torch.Tensor, ...]] = []
     with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
         scope.capture_hypothetical = hypothetical
-        for start in starts:
-            batch_target = targets[start:start + size] if isinstance(targets, torch.Tensor) else targets
-            parts.append(_explain_batch(model, scope, data[start:start + size], batch_target, strict))
+        for batch, batch_target in batches(data, targets, batch_size, progress, "explain"):
+            parts.append(_explain_batch(model, scope, batch, batch_target, strict))
     relevance, output, index, explained, units = (
         None if parts[0][i] is None else parts[0][i] if len(parts) == 1 else torch.cat([p[i] for p in parts])
         for i in range(5)
     )
     home = inputs.device if isinstance(inputs, torch.Tensor) else relevance.device
     relevance = relevance.to(home)
-    total = relevance.reshape(n, -1).sum(1).to(explained.dtype)
+    total = relevance.reshape(len(relevance), -1).sum(1).to(explained.dtype)
     delta = explained.to(home) - total
     if composite.conserves:
         _warn_on_large_delta(delta, explained.to(home), total)
@@ -216,6 +206,24 @@ def _warn_on_large_delta(delta: torch.Tensor, explained: torch.Tensor, total: to
             "a layer lacks a conserving rule (strict=True names uncovered operations).",
             stacklevel=3,
         )
+
+
+def batches(data: torch.Tensor, targets: torch.Tensor | Callable | None, batch_size: int | None, progress: bool,
+            desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor | Callable | None]]:
+    """``(inputs, targets)`` per batch of ``batch_size`` examples (all at once when None), with
+    an optional progress bar."""
+    n = data.shape[0]
+    size = n if batch_size is None else int(batch_size)
+    if size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    starts = range(0, n, size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc=desc, unit="batch")
+    for start in starts:
+        part = targets[start:start + size] if isinstance(targets, torch.Tensor) else targets
+        yield data[start:start + size], part
 
 
 def _explain_batch(model, scope, batch, target, strict):

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lrp_domains.core.attribution import Target, _prepare_inputs, _targets, eval_mode, select_target
+from lrp_domains.core.attribution import Target, _prepare_inputs, _targets, batches, eval_mode, select_target
 from lrp_domains.core.result import Explanation
 
 #: ``fn(model, batch, target_batch) -> (attribution, output, index, explained)``
@@ -25,20 +25,10 @@ def _run(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: int
          device: torch.device | str | None, progress: bool, fn: BatchAttribution, name: str) -> Explanation:
     data = _prepare_inputs(model, inputs, device)
     n = data.shape[0]
-    targets = _targets(target, n)
-    size = n if batch_size is None else int(batch_size)
-    if size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    starts = range(0, n, size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=name, unit="batch")
     parts = []
     with eval_mode(model), torch.enable_grad():
-        for start in starts:
-            batch_target = targets[start:start + size] if isinstance(targets, torch.Tensor) else targets
-            parts.append(fn(model, data[start:start + size], batch_target))
+        for batch, batch_target in batches(data, _targets(target, n), batch_size, progress, name):
+            parts.append(fn(model, batch, batch_target))
     relevance, output, index, explained = (
         None if parts[0][i] is None else torch.cat([p[i] for p in parts]) for i in range(4)
     )
