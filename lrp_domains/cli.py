@@ -132,6 +132,26 @@ def bench_sequences(
     print_table(run(n=n, include_ism=ism, threads=threads or None))
 
 
+@bench_app.command("peers")
+def bench_peers(
+    n: int = typer.Option(400, help="Test sequences generated (about half are positive)."),
+    references: int = typer.Option(20, help="Shuffled references per sequence for DeepLiftShap."),
+) -> None:
+    """Captum's LRP, DeepLiftShap and integrated gradients next to ours on the default sequence CNN."""
+    from lrp_domains.bench.peers import captum_missing
+
+    missing = captum_missing()
+    if missing:
+        typer.echo(missing)
+        raise typer.Exit(1)
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.peers import print_table, run
+
+    print_table(run(n=n, references=references))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

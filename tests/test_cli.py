@@ -29,3 +29,10 @@ def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "lrp_domains", "--help"], capture_output=True, text=True)
     assert done.returncode == 0
     assert "demo" in done.stdout and "bench" in done.stdout
+
+
+def test_bench_peers_says_what_to_install_without_captum(monkeypatch):
+    monkeypatch.setitem(sys.modules, "captum", None)
+    result = CliRunner().invoke(app, ["bench", "peers"])
+    assert result.exit_code == 1
+    assert "pip install captum" in result.output
