@@ -66,7 +66,7 @@ def genes_command(
     weights: Path = typer.Option(None, help="Weights for --model (.safetensors; a .json beside it may name genes)."),
     label_column: str = typer.Option(None, help="Labels to explain (obs column or CSV column); default: predictions."),
     markers: Path = typer.Option(None, help="JSON mapping each class to its marker genes."),
-    composite: str = typer.Option("epsilon-gamma", help="Composite name."),
+    composite: str = typer.Option("epsilon", help="Composite name (see the README for why epsilon)."),
     top: int = typer.Option(50, help="Genes per class in the rankings."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
@@ -77,12 +77,12 @@ def genes_command(
     notes: list[str] = []
     marker_sets = json.loads(markers.read_text()) if markers is not None else None
     if model is None:
-        from lrp_domains.bio.default_model import PBMC_MARKERS, load_default_data, load_default_model
+        from lrp_domains.bio.default_model import load_default_data, load_default_model, markers_in
 
         net, genes, classes = load_default_model()
         adata = load_default_data() if data is None else _read_data(data, label_column)[0]
         label_column = label_column or ("bulk_labels" if data is None else None)
-        marker_sets = marker_sets or PBMC_MARKERS
+        marker_sets = marker_sets or markers_in(genes)
         if data is None:
             notes.append("pbmc68k_reduced bulk_labels are noisy: the 'Dendritic' cluster also carries classical-"
                          "monocyte markers (LYZ, S100A8/9), so its top genes overlap the monocytes'.")
