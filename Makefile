@@ -18,7 +18,7 @@ demo: $(BIN)/.installed
 	$(BIN)/lrp-domains demo
 
 test: $(BIN)/.installed
-	$(BIN)/ruff check lrp_domains tests
+	$(BIN)/ruff check lrp_domains tests text bio
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed
