@@ -4,8 +4,8 @@ The model (:func:`build_cnn`) is one ``nn.Sequential`` of plain ``torch.nn`` mod
 applies per module and each BatchNorm can be merged into the convolution before it
 (:class:`~lrp_domains.core.canonizers.MergeBatchNorm`)::
 
-    Conv1d(4, 32, 19, padding=9) -> BatchNorm1d -> ReLU -> MaxPool1d(4)
-    Conv1d(32, 64, 7, padding=3) -> BatchNorm1d -> ReLU -> MaxPool1d(4)
+    Conv1d(4, 64, 19, padding=9) -> BatchNorm1d -> ReLU -> MaxPool1d(4)
+    Conv1d(64, 64, 7, padding=3) -> BatchNorm1d -> ReLU -> MaxPool1d(4)
     Conv1d(64, 64, 5, padding=2) -> BatchNorm1d -> ReLU -> AdaptiveMaxPool1d(1)
     Flatten -> Linear(64, 64) -> ReLU -> Dropout(0.2) -> Linear(64, 1)
 
@@ -55,7 +55,7 @@ SIDECAR_PATH: Path = _WEIGHTS_DIR / "synthetic-cnn.json"
 #: How each split is generated: ``make_dataset(n, seed=seed, **GENERATOR)``. The training script uses
 #: these (its ``--n-*`` options may change the sizes; the sidecar records what was used).
 DATA: dict[str, dict[str, int]] = {
-    "train": {"seed": 1, "n": 20000},
+    "train": {"seed": 1, "n": 100000},
     "validation": {"seed": 2, "n": 2000},
     "test": {"seed": 3, "n": 2000},
 }
@@ -64,13 +64,13 @@ GENERATOR: dict[str, Any] = {"length": 200, "positive_fraction": 0.5, "motifs_pe
 
 
 def build_cnn(dropout: float = 0.2) -> nn.Sequential:
-    """The default sequence CNN, untrained (architecture in the module docstring; about 42k parameters)."""
+    """The default sequence CNN, untrained (architecture in the module docstring; about 58k parameters)."""
     return nn.Sequential(
-        nn.Conv1d(4, 32, kernel_size=19, padding=9),
-        nn.BatchNorm1d(32),
+        nn.Conv1d(4, 64, kernel_size=19, padding=9),
+        nn.BatchNorm1d(64),
         nn.ReLU(),
         nn.MaxPool1d(4),
-        nn.Conv1d(32, 64, kernel_size=7, padding=3),
+        nn.Conv1d(64, 64, kernel_size=7, padding=3),
         nn.BatchNorm1d(64),
         nn.ReLU(),
         nn.MaxPool1d(4),
