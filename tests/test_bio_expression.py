@@ -169,3 +169,12 @@ def test_gene_report_writes_tables_figures_and_a_page(explainer, values, tmp_pat
     assert "labels are &lt;noisy&gt;" in page and "<noisy>" not in page
     assert page.count("data:image/png;base64,") == 2 and "http" not in page.replace("http-equiv", "")
     assert pd.read_parquet(written["relevance"]).shape == (8, 12)
+
+
+def test_compare_with_de_says_what_to_install_without_scanpy(explainer, values, monkeypatch):
+    import sys
+
+    result = explainer.explain(values)
+    monkeypatch.setitem(sys.modules, "scanpy", None)
+    with pytest.raises(ImportError, match="pip install scanpy"):
+        result.compare_with_de(None, "group")

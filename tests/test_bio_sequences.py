@@ -175,3 +175,16 @@ def test_model_unchanged_and_genomics_is_registered():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     SequenceExplainer(model).explain(["ACGT" * 8])
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
+
+
+def test_motifs_from_a_jaspar_file(ctcf_consensus, tmp_path):
+    from Bio import motifs as bio_motifs
+    from pyjaspar import jaspardb
+
+    database = jaspardb(release="JASPAR2024")
+    path = tmp_path / "motifs.jaspar"
+    path.write_text(bio_motifs.write([database.fetch_motif_by_id(i) for i in (CTCF, "MA0079.5")], "jaspar"))
+    model = _motif_model(ctcf_consensus)
+    result = SequenceExplainer(model, composite="epsilon-plus").explain(_planted(ctcf_consensus, n=2))
+    annotated = annotate_seqlets(call_seqlets(result), motifs=path)
+    assert set(annotated.motif_name) == {"CTCF"} and (annotated.motifs_scanned == 2).all()

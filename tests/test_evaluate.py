@@ -134,3 +134,22 @@ def test_auroc_and_aupr_match_brute_force():
     perfect = E.auroc(truth.double(), truth)
     assert bool((perfect == 1).all())
     assert torch.isnan(E.auroc(relevance[:1], torch.zeros(1, 12, dtype=torch.bool))).all()
+
+
+def test_groups_words_from_tokens_and_back():
+    # two texts; tokens -> words (-1: special tokens / padding)
+    relevance = torch.tensor([[0.5, 1.0, 2.0, 3.0, 0.1], [0.2, 4.0, 5.0, 0.3, 0.0]])
+    groups = torch.tensor([[-1, 0, 0, 1, -1], [-1, 0, 1, -1, -1]])
+    words = E.group_relevance(relevance, groups)
+    assert words.tolist() == [[3.0, 3.0], [4.0, 5.0]]
+    removed_words = E.removal_masks(words, 0.5, valid=torch.tensor([[True, True], [True, True]]))
+    tokens = E.expand_groups(removed_words, groups)
+    assert tokens.tolist() == [[False, True, True, False, False], [False, False, True, False, False]]
+
+
+def test_position_groups_of_one_hot_sequences():
+    x = M.one_hot_batch(2, 6, torch.Generator().manual_seed(0)).double()
+    relevance = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * x
+    positions = torch.arange(6).expand(2, 4, 6).reshape(2, -1)
+    per_position = E.group_relevance(relevance.reshape(2, -1), positions)
+    torch.testing.assert_close(per_position, relevance.sum(1))

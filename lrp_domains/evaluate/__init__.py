@@ -9,9 +9,20 @@ from lrp_domains.evaluate.baselines import (
     random_attribution,
 )
 from lrp_domains.evaluate.ground_truth import aupr, auroc
-from lrp_domains.evaluate.perturbation import FRACTIONS, abpc, aopc, area, au_mse, curve, removal_masks
+from lrp_domains.evaluate.perturbation import (
+    FRACTIONS,
+    abpc,
+    aopc,
+    area,
+    au_mse,
+    curve,
+    expand_groups,
+    group_relevance,
+    removal_masks,
+)
 
 __all__ = [
-    "FRACTIONS", "abpc", "aopc", "area", "au_mse", "aupr", "auroc", "curve", "gradient", "gradient_x_input",
+    "FRACTIONS", "abpc", "aopc", "area", "au_mse", "aupr", "auroc", "curve", "expand_groups", "gradient",
+    "gradient_x_input", "group_relevance",
     "integrated_gradients", "ism", "occlusion", "random_attribution", "removal_masks",
 ]

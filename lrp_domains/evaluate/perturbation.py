@@ -93,3 +93,22 @@ def au_mse(perturbed: torch.Tensor, original: torch.Tensor, fractions: Sequence[
     """Area under the MSE between perturbed outputs ``(N, steps, C)`` and original ``(N, C)``."""
     mse = ((perturbed.double() - original.double()[:, None]) ** 2).mean(-1)
     return area(mse, fractions)
+
+
+def group_relevance(relevance: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """Relevance per group: ``groups`` ``(N, F)`` names each feature's group (``-1``: none, e.g.
+    special tokens or padding); returns ``(N, G)`` sums, ``G`` = the largest group index + 1.
+    Words from tokens (``TextExplanation.token_word``), positions from one-hot entries."""
+    count = int(groups.max()) + 1 if groups.numel() else 0
+    result = torch.zeros((relevance.shape[0], max(count, 0)), dtype=relevance.dtype)
+    member = groups >= 0
+    rows = torch.arange(relevance.shape[0])[:, None].expand_as(groups)
+    result.index_put_((rows[member], groups[member]), relevance[member], accumulate=True)
+    return result
+
+
+def expand_groups(removed: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """A ``(N, G)`` group mask as the ``(N, F)`` mask of the groups' features (for ``replace``)."""
+    padded = torch.cat([removed, torch.zeros_like(removed[:, :1])], 1)  # index -1 -> never removed
+    index = torch.where(groups >= 0, groups, torch.full_like(groups, padded.shape[1] - 1))
+    return padded.gather(1, index)
