@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench browser clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,9 +15,16 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 demo: $(BIN)/.installed
-	$(BIN)/lrp-domains demo
+	$(BIN)/lrp-domains demo --out lrp-demo
 
-test: $(BIN)/.installed
+# Debian's Chromium renders the demo page in the browser test; installed here when missing and
+# when apt-get can run (root); otherwise that test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || ( [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null ) || \
+		echo "chromium is not installed (apt-get install chromium): the browser test will be skipped"
+
+test: $(BIN)/.installed browser
 	$(BIN)/ruff check lrp_domains tests text bio
 	$(BIN)/python -m pytest -q
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 app = typer.Typer(help="Layer-wise Relevance Propagation for text and biology.", no_args_is_help=True)
@@ -30,11 +32,20 @@ _add_bio_commands()
 
 
 @app.command()
-def demo(progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")) -> None:
-    """Run the demo: explain a small trained model and print a relevance table."""
-    from lrp_domains.demo import run_core_demo
+def demo(
+    out: Path = typer.Option(Path("lrp-demo"), help="Output folder (index.html and the three reports)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    core: bool = typer.Option(False, "--core", help="Only the core example: a small MLP, tables in the terminal."),
+) -> None:
+    """The demo: text, sequences and genes explained by the default models, in one folder to open."""
+    if core:
+        from lrp_domains.demo import run_core_demo
 
-    run_core_demo(progress=progress)
+        run_core_demo(progress=progress)
+        return
+    from lrp_domains.demo_page import run_demo
+
+    run_demo(out, progress=progress)
 
 
 @app.command()

@@ -9,7 +9,7 @@ from lrp_domains.cli import app
 
 
 def test_demo_prints_relevance_tables_that_find_the_planted_features():
-    result = CliRunner().invoke(app, ["demo", "--no-progress"])
+    result = CliRunner().invoke(app, ["demo", "--core", "--no-progress"])
     assert result.exit_code == 0, result.output
     assert "Share of mean |relevance|" in result.output
     # The epsilon rule puts most relevance on the three features the label depends on.

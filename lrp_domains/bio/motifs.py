@@ -105,14 +105,18 @@ def _load_motifs(motifs: Any, collection: str, tax_group: str) -> list:
 
 
 @functools.lru_cache(maxsize=4096)
-def _scorer(matrix_id: str, counts_key: tuple) -> tuple:
-    """A motif's PSSM (pseudocount 0.5, uniform background) and its score distribution."""
+def _pssm(matrix_id: str, counts_key: tuple) -> Any:
+    """A motif's PSSM: log-odds against a uniform background, pseudocount 0.5 (Biopython)."""
     from Bio.motifs.matrix import FrequencyPositionMatrix
 
     counts = {base: list(values) for base, values in counts_key}
-    pssm = FrequencyPositionMatrix("ACGT", counts).normalize(pseudocounts=0.5).log_odds()
-    distribution = pssm.distribution(background={b: 0.25 for b in "ACGT"}, precision=10**3)
-    return pssm, distribution
+    return FrequencyPositionMatrix("ACGT", counts).normalize(pseudocounts=0.5).log_odds()
+
+
+@functools.lru_cache(maxsize=4096)
+def _distribution(matrix_id: str, counts_key: tuple) -> Any:
+    """The PSSM's exact score distribution under a uniform background (computed when needed)."""
+    return _pssm(matrix_id, counts_key).distribution(background={b: 0.25 for b in "ACGT"}, precision=10**3)
 
 
 def _p_value(distribution: Any, score: float) -> float:
@@ -121,13 +125,27 @@ def _p_value(distribution: Any, score: float) -> float:
     return float(np.clip(np.sum(distribution.bg_density[max(index, 0):]), 0.0, 1.0))
 
 
+def _best_site(pssm: Any, sequence: Any) -> tuple[float, str, int]:
+    """Highest score over positions and both strands: (score, strand, position)."""
+    forward = np.atleast_1d(np.nan_to_num(np.asarray(pssm.calculate(sequence), dtype=float), nan=-np.inf))
+    reverse = np.atleast_1d(np.nan_to_num(np.asarray(pssm.reverse_complement().calculate(sequence), dtype=float),
+                                          nan=-np.inf))
+    strand, scores = ("+", forward) if forward.max() >= reverse.max() else ("-", reverse)
+    position = int(scores.argmax())
+    return float(scores[position]), strand, position
+
+
 def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collection: str = "CORE",
-                     tax_group: str = "vertebrates", max_p: float = 1e-3) -> pd.DataFrame:
-    """The best-matching motif per seqlet: highest PSSM log-odds score over positions and both
-    strands (Biopython), with its p-value under a uniform background (from the PSSM's exact score
-    distribution) and the number of motifs scanned. ``motifs``: a JASPAR release (pyjaspar,
+                     tax_group: str = "vertebrates", max_p: float = 1e-3, candidates: int = 5) -> pd.DataFrame:
+    """The best-matching motif per seqlet, with its PSSM log-odds score, strand, position and
+    p-value under a uniform background (from the PSSM's exact score distribution; Biopython).
+
+    Every motif is scanned over the seqlet and both strands; the ``candidates`` with the highest
+    relative score (score between the PSSM's minimum and maximum, comparable across widths) get
+    exact p-values, and the smallest p-value wins. ``motifs``: a JASPAR release (pyjaspar,
     offline), a JASPAR/MEME file, or a list of Biopython motifs. Matches with ``p > max_p`` are
-    reported as no match (``motif_id`` empty)."""
+    reported as no match (``motif_id`` empty); ``motifs_scanned`` says how many motifs were tried.
+    """
     from Bio.Seq import Seq
 
     library = _load_motifs(motifs, collection, tax_group)
@@ -135,36 +153,32 @@ def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collecti
     for motif in library:
         key = tuple((b, tuple(float(v) for v in motif.counts[b])) for b in "ACGT")
         prepared.append((getattr(motif, "matrix_id", None) or motif.name, motif.name, len(motif), key))
-    result = seqlets.copy()
-    best_rows = []
+    rows = []
     for sequence in seqlets["sequence"]:
-        clean = "".join(c if c in "ACGT" else "N" for c in str(sequence).upper())
-        best = (-np.inf, "", "", "", np.nan, 0)
+        clean = Seq("".join(c if c in "ACGT" else "N" for c in str(sequence).upper()))
+        scored = []
         for matrix_id, name, width, key in prepared:
             if width > len(clean):
                 continue
-            pssm, distribution = _scorer(matrix_id, key)
-            forward = np.nan_to_num(np.asarray(pssm.calculate(Seq(clean)), dtype=float), nan=-np.inf)
-            reverse = np.nan_to_num(np.asarray(pssm.reverse_complement().calculate(Seq(clean)), dtype=float),
-                                    nan=-np.inf)
-            forward, reverse = np.atleast_1d(forward), np.atleast_1d(reverse)
-            strand, scores = ("+", forward) if forward.max() >= reverse.max() else ("-", reverse)
-            position = int(scores.argmax())
-            if scores[position] > best[0]:
-                best = (float(scores[position]), matrix_id, name, strand, position, width)
-        score, matrix_id, name, strand, position, width = best
-        if not np.isfinite(score):
-            best_rows.append({"motif_id": "", "motif_name": "", "match_score": np.nan, "match_p": np.nan,
-                              "match_strand": "", "match_start": np.nan})
+            pssm = _pssm(matrix_id, key)
+            score, strand, position = _best_site(pssm, clean)
+            if np.isfinite(score):
+                relative = (score - pssm.min) / (pssm.max - pssm.min)
+                scored.append((relative, score, strand, position, matrix_id, name, key))
+        best = None
+        for _, score, strand, position, matrix_id, name, key in sorted(scored, reverse=True)[:candidates]:
+            p_value = _p_value(_distribution(matrix_id, key), score)
+            if best is None or p_value < best[0]:
+                best = (p_value, score, strand, position, matrix_id, name)
+        if best is None:
+            rows.append({"motif_id": "", "motif_name": "", "match_score": np.nan, "match_p": np.nan,
+                         "match_strand": "", "match_start": np.nan})
             continue
-        key = next(k for m, _, _, k in prepared if m == matrix_id)
-        p_value = _p_value(_scorer(matrix_id, key)[1], score)
+        p_value, score, strand, position, matrix_id, name = best
         matched = p_value <= max_p
-        best_rows.append({"motif_id": matrix_id if matched else "", "motif_name": name if matched else "",
-                          "match_score": score, "match_p": p_value, "match_strand": strand,
-                          "match_start": position})
-    annotations = pd.DataFrame(best_rows, index=seqlets.index)
-    result = pd.concat([result, annotations], axis=1)
+        rows.append({"motif_id": matrix_id if matched else "", "motif_name": name if matched else "",
+                     "match_score": score, "match_p": p_value, "match_strand": strand, "match_start": position})
+    result = pd.concat([seqlets.copy(), pd.DataFrame(rows, index=seqlets.index)], axis=1)
     result["motifs_scanned"] = len(prepared)
     return result
 

@@ -139,3 +139,16 @@ def figure(fig: Any, caption: str = "", path: str | Path | None = None, dpi: int
     alt = html.escape(caption or "figure")
     text = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
     return Markup(f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">{text}</figure>')
+
+
+def image(path: str | Path, caption: str = "") -> Markup:
+    """A PNG file embedded as a data URI (the page stays self-contained)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    text = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return Markup(f'<figure><img alt="{html.escape(caption or Path(path).name)}" '
+                  f'src="data:image/png;base64,{data}">{text}</figure>')
+
+
+def link(href: str, text: str) -> Markup:
+    """A relative link (to a page next to this one)."""
+    return Markup(f'<p><a href="{html.escape(href, quote=True)}">{html.escape(text)}</a></p>')
