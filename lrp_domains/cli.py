@@ -13,7 +13,7 @@ app.add_typer(bench_app, name="bench")
 
 def _add_text_commands() -> None:
     try:
-        from lrp_domains.text.cli import app as text_app
+        from lrp_domains.commands.text import app as text_app
     except ImportError:  # the text extra is not installed
         return
     app.add_typer(text_app, name="text")
@@ -21,7 +21,7 @@ def _add_text_commands() -> None:
 
 def _add_bio_commands() -> None:
     try:
-        from lrp_domains.bio.cli import app as bio_app
+        from lrp_domains.commands.bio import app as bio_app
     except ImportError:  # the bio extra is not installed
         return
     app.add_typer(bio_app, name="bio")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrp_domains.report import Page, Section, image, link, paragraph, raw, table
+from lrp_domains.report import Page, Section, image, link, paragraph, table, token_heatmap
 
 NOISY_LABELS = ("pbmc68k_reduced's bulk_labels are noisy: the 'Dendritic' cluster also carries classical-monocyte "
                 "markers (LYZ, S100A8/9), so those genes do not separate monocytes from it.")
@@ -23,8 +23,8 @@ NOISY_LABELS = ("pbmc68k_reduced's bulk_labels are noisy: the 'Dendritic' cluste
 
 def _text(out: Path, progress: bool, section: Section) -> str:
     from lrp_domains.data import example_sentences
+    from lrp_domains.report.text import write_text_report
     from lrp_domains.text import TextExplainer
-    from lrp_domains.text.report import write_text_report
 
     sentences = example_sentences()
     results = TextExplainer.default().explain(sentences, batch_size=16, progress=progress)
@@ -34,7 +34,7 @@ def _text(out: Path, progress: bool, section: Section) -> str:
     section.add(paragraph(f"The default sentiment model (MiniLM fine-tuned on SST-2, dev accuracy 0.899) on "
                           f"{len(results)} example reviews ({correct} predicted as written); AttnLRP relevance for "
                           "the predicted class, per word: red raises the score, blue lowers it."),
-                *(raw(r.to_html()) for r in results[:6]),
+                *(token_heatmap(r) for r in results[:6]),
                 table(summary[summary["rank"] <= 5], caption="top words per predicted class"),
                 link("text/report.html", "All texts, tables and the corpus summary"))
     return f"text: {len(results)} reviews, {correct} predicted as written"
@@ -42,8 +42,8 @@ def _text(out: Path, progress: bool, section: Section) -> str:
 
 def _sequences(out: Path, progress: bool, section: Section) -> str:
     from lrp_domains.bio import SequenceExplainer, annotate_seqlets, call_seqlets
-    from lrp_domains.bio.sequence_report import write_sequence_report
     from lrp_domains.data import datasets_dir
+    from lrp_domains.report.sequences import write_sequence_report
 
     explanation = SequenceExplainer.default().explain(datasets_dir() / "example_sequences.fa", progress=progress)
     seqlets = annotate_seqlets(call_seqlets(explanation), motifs="JASPAR2024")
@@ -65,7 +65,7 @@ def _sequences(out: Path, progress: bool, section: Section) -> str:
 def _genes(out: Path, progress: bool, section: Section) -> str:
     from lrp_domains.bio import ExpressionExplainer
     from lrp_domains.bio.default_model import load_default_data, markers_in
-    from lrp_domains.bio.gene_report import write_gene_report
+    from lrp_domains.report.genes import write_gene_report
 
     adata = load_default_data()
     explainer = ExpressionExplainer.default()

@@ -158,7 +158,7 @@ def test_model_comes_back_unchanged(explainer, values):
 
 
 def test_gene_report_writes_tables_figures_and_a_page(explainer, values, tmp_path):
-    from lrp_domains.bio.gene_report import write_gene_report
+    from lrp_domains.report.genes import write_gene_report
 
     frame = pd.DataFrame(values, columns=GENES, index=[f"<cell{i}>" for i in range(8)])
     result = explainer.explain(frame, target=["A", "B"] * 4)

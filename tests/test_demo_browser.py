@@ -58,8 +58,8 @@ def test_index_shows_three_sections_with_their_images(demo, browser):
 def test_html_in_a_text_is_shown_never_run(browser, tmp_path):
     import text_models as T
 
+    from lrp_domains.report.text import write_text_report
     from lrp_domains.text import TextExplainer
-    from lrp_domains.text.report import write_text_report
 
     text = 'A <script>console.error("ran")</script> film <img src=x onerror="console.error(1)"> & more'
     results = TextExplainer(T.encoder("bert", num_labels=2), T.wordpiece_tokenizer()).explain([text])

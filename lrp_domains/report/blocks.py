@@ -2,9 +2,11 @@
 
 A report is a :class:`Page` of :class:`Section` s; a section holds blocks, each already HTML:
 :func:`table` (a DataFrame), :func:`figure` (a matplotlib figure, embedded as PNG and optionally
-saved next to the page), :func:`paragraph` and :func:`raw` (trusted HTML from our own renderers,
-e.g. a token heatmap). Every user string is escaped (jinja2 autoescape); pages are self-contained:
-no script, no CDN, no network.
+saved next to the page), :func:`image` (a PNG file), :func:`token_heatmap` (a text's words or
+tokens coloured by relevance), :func:`logo` (a sequence logo of relevance), :func:`paragraph`,
+:func:`link`, and :func:`raw` (trusted HTML from our own renderers). Every user string is escaped
+(jinja2 autoescape); pages are self-contained: no script, no CDN, no network. The domain reports
+(``report.text``, ``report.sequences``, ``report.genes``) and the demo are built from these.
 """
 
 from __future__ import annotations
@@ -152,3 +154,25 @@ def image(path: str | Path, caption: str = "") -> Markup:
 def link(href: str, text: str) -> Markup:
     """A relative link (to a page next to this one)."""
     return Markup(f'<p><a href="{html.escape(href, quote=True)}">{html.escape(text)}</a></p>')
+
+
+def token_heatmap(explanation: Any, level: str = "word") -> Markup:
+    """A text explanation's words (or tokens) on red/blue backgrounds, values on hover
+    (``TextExplanation.to_html``: every string escaped)."""
+    return Markup(explanation.to_html(level))
+
+
+def logo(explanation: Any, index: int, start: int | None = None, end: int | None = None, caption: str = "",
+         path: str | Path | None = None) -> Markup:
+    """A sequence logo of one sequence's relevance (``lrp_domains.bio.plot_logo``) as a figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lrp_domains.bio.motifs import plot_logo
+
+    width = (end or explanation.lengths[index]) - (start or 0)
+    fig, ax = plt.subplots(figsize=(max(4, width / 7), 1.9))
+    plot_logo(explanation, index, start, end, ax=ax)
+    return figure(fig, caption, path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrp_domains.report import Page, paragraph, raw, table
+from lrp_domains.report.blocks import Page, paragraph, table, token_heatmap
 from lrp_domains.text.corpus import corpus_summary, token_rows, word_rows
 from lrp_domains.text.result import TextExplanation
 
@@ -34,7 +34,7 @@ def write_text_report(results: Sequence[TextExplanation], out_dir: str | Path, t
     heatmaps.add(paragraph("Red words raise the explained class's score, blue words lower it; hover for values."),
                  *(paragraph(n, note=True) for n in notes))
     for result in results:
-        heatmaps.add(raw(result.to_html()))
+        heatmaps.add(token_heatmap(result))
     page.section("Corpus summary").add(
         paragraph("Words with the highest mean relevance per predicted class (count = occurrences)."),
         table(summary, max_rows=40))

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lrp_domains.bio.motifs import plot_logo, to_bed, to_modisco
+from lrp_domains.bio.motifs import to_bed, to_modisco
 from lrp_domains.bio.sequence_explainer import SequenceExplanation
-from lrp_domains.report import Page, figure, paragraph, table
+from lrp_domains.report.blocks import Page, logo, paragraph, table
 
 
 def write_sequence_report(explanation: SequenceExplanation, out_dir: str | Path, seqlets: pd.DataFrame,
@@ -18,11 +18,6 @@ def write_sequence_report(explanation: SequenceExplanation, out_dir: str | Path,
     """Write ``ohe.npz``/``attr.npz`` (tfmodisco-lite layout), ``relevance.parquet`` (id,
     position, base, relevance), ``seqlets.csv`` and ``seqlets.bed``, ``logos/*.png`` for the
     sequences with the largest explained values, and ``report.html``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
@@ -51,12 +46,10 @@ def write_sequence_report(explanation: SequenceExplanation, out_dir: str | Path,
             start, end = max(0, int(best.start) - 15), int(best.end) + 15
         else:
             start, end = 0, min(explanation.lengths[index], 60)
-        fig, ax = plt.subplots(figsize=(max(4, (end - start) / 7), 1.9))
-        plot_logo(explanation, index, start, end, ax=ax)
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in explanation.ids[index])
-        logo_section.add(figure(fig, f"{explanation.ids[index]}: relevance of the observed bases, "
-                                     f"positions {start}-{min(end, explanation.lengths[index])}",
-                                out / "logos" / f"{name}.png"))
+        logo_section.add(logo(explanation, index, start, end,
+                              f"{explanation.ids[index]}: relevance of the observed bases, positions "
+                              f"{start}-{min(end, explanation.lengths[index])}", out / "logos" / f"{name}.png"))
     written["logos"] = out / "logos"
     motif_section = page.section("Seqlets and motif matches")
     if len(seqlets):

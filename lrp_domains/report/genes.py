@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from lrp_domains.bio.genes import GeneExplanation
-from lrp_domains.report import Page, figure, paragraph, table
+from lrp_domains.report.blocks import Page, figure, paragraph, table
 
 
 def _heatmap(explanation: GeneExplanation, per_class: int = 5):

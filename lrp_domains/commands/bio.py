@@ -72,7 +72,7 @@ def genes_command(
 ) -> None:
     """Gene relevance per sample and per class, with figures, marker and DE tables, and an HTML report."""
     from lrp_domains.bio import ExpressionExplainer
-    from lrp_domains.bio.gene_report import write_gene_report
+    from lrp_domains.report.genes import write_gene_report
 
     notes: list[str] = []
     marker_sets = json.loads(markers.read_text()) if markers is not None else None
@@ -128,7 +128,7 @@ def sequences_command(
 ) -> None:
     """Nucleotide relevance, seqlets with JASPAR matches, logos, modisco inputs, and an HTML report."""
     from lrp_domains.bio import SequenceExplainer, annotate_seqlets, call_seqlets
-    from lrp_domains.bio.sequence_report import write_sequence_report
+    from lrp_domains.report.sequences import write_sequence_report
 
     if model is None:
         from lrp_domains.bio.sequence_model import load_default_sequence_model

@@ -1,0 +1,1 @@
+"""The ``lrp-domains text ...`` and ``lrp-domains bio ...`` command groups (typer)."""
