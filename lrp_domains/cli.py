@@ -27,8 +27,15 @@ def _add_bio_commands() -> None:
     app.add_typer(bio_app, name="bio")
 
 
+def _add_run_commands() -> None:
+    from lrp_domains.commands.run import app as run_app
+
+    app.add_typer(run_app, name="run")
+
+
 _add_text_commands()
 _add_bio_commands()
+_add_run_commands()
 
 
 @app.command()

@@ -1,0 +1,6 @@
+"""Dataset-scale explanation: streaming, resumable runs into Parquet shards, locally or on Ray."""
+
+from lrp_domains.run.dataset import explain_dataset, iter_shards, read_manifest, read_results
+from lrp_domains.run.sources import Source
+
+__all__ = ["Source", "explain_dataset", "iter_shards", "read_manifest", "read_results"]
