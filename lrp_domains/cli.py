@@ -150,6 +150,29 @@ def bench_sequences(
     print_table(run(n=n, include_ism=ism, threads=threads or None))
 
 
+@bench_app.command("scale")
+def bench_scale(
+    kind: str = typer.Option("sequences", help="sequences (synthetic FASTA) or text (SST-2 dev, repeated)."),
+    n: int = typer.Option(2000, help="Items in the throughput input (the memory probe also runs 10x)."),
+    shard_size: int = typer.Option(250, help="Rows per shard."),
+    repeats: int = typer.Option(2, help="Timed runs per engine (interleaved)."),
+) -> None:
+    """Items/s of the local engine and Ray (1 and 2 actors); peak memory for 1x and 10x the input."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    if kind not in ("sequences", "text"):
+        raise typer.BadParameter(f"--kind must be sequences or text, got {kind!r}")
+    try:
+        import ray.data  # noqa: F401
+    except ImportError as error:
+        typer.echo('error: bench scale needs Ray Data: pip install "lrp-domains[distributed]"', err=True)
+        raise typer.Exit(1) from error
+    reexec_with_passive_threads()
+    from lrp_domains.bench.scale import print_table, run
+
+    print_table(run(kind=kind, n=n, shard_size=shard_size, repeats=repeats))
+
+
 @bench_app.command("peers")
 def bench_peers(
     n: int = typer.Option(400, help="Test sequences generated (about half are positive)."),

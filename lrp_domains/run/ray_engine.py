@@ -10,6 +10,7 @@ when given, else starts a local cluster with ``num_workers`` CPUs. Optional depe
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,6 +28,8 @@ class _ShardExplainer:
 
         torch.set_num_threads(1)  # one actor per core
         self.explainer = factory()
+        if torch.cuda.is_available():  # Ray gave this actor a GPU: the explainers follow the model's device
+            self.explainer.model.to("cuda")
         self.source = Source(path, shard_size, column)
         self.options = options
 
@@ -54,13 +57,15 @@ def run_on_ray(factory: Callable[[], Any], source: Source, shards: list[Shard], 
             from error
     import torch
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data logs every execution at INFO
     started = False
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=max(num_workers, 1), include_dashboard=False, log_to_driver=False)
+            ray.init(num_cpus=max(num_workers, 1), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.WARNING)
             started = True
     try:
         if not shards:
@@ -72,7 +77,7 @@ def run_on_ray(factory: Callable[[], Any], source: Source, shards: list[Shard], 
             [{"shard": s.index, "start": s.start, "stop": s.stop, "offset": s.offset} for s in shards],
             override_num_blocks=len(shards))
         explained = descriptors.map_batches(
-            _ShardExplainer, batch_size=1, batch_format="pandas", concurrency=num_workers,
+            _ShardExplainer, batch_size=1, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=num_workers),
             num_gpus=1 if torch.cuda.is_available() else 0,
             fn_constructor_kwargs={"factory": factory, "path": str(source.path), "shard_size": source.shard_size,
                                    "column": source.column, "options": options})
