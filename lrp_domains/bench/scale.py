@@ -92,16 +92,9 @@ def _single_thread(fn: Any) -> float:
         torch.set_num_threads(before)
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
 def peak_of_run(kind: str, n: int, shard_size: int) -> dict[str, float]:
     """In this process: build the explainer and the input, then run locally; peak RSS above the start."""
+    from lrp_domains.bench.measure import _status_kib
     from lrp_domains.commands.run import build_explainer
     from lrp_domains.run import explain_dataset
 
