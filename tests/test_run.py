@@ -262,8 +262,30 @@ def test_stale_temporary_shard_is_removed_and_not_read(tmp_path, gene_explainer)
     out.mkdir()
     (out / "shard-00000.parquet.tmp").write_bytes(b"half a shard")
     explain_dataset(gene_explainer, path, out, shard_size=5, progress=False)
-    assert not list(out.glob("*.tmp"))
+    assert not list(out.glob("shard-*.tmp"))
     assert len(read_results(out)) == 8
+
+
+def test_refusals_before_writing_never_touch_an_earlier_run(tmp_path, sequence_explainer):
+    path = _fasta(tmp_path / "in.fa", n=10)
+    out = tmp_path / "out"
+    explain_dataset(sequence_explainer, path, out, shard_size=5, progress=False)
+    (out / "notes.tmp").write_text("the user's own file")  # not ours: must survive
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    with pytest.raises(ValueError, match="engine must be 'local' or 'ray', got 'spark'"):
+        explain_dataset(sequence_explainer, path, out, resume=False, engine="spark", progress=False)
+    empty = tmp_path / "empty.fa"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty.fa holds no sequences to explain"):
+        explain_dataset(sequence_explainer, empty, out, resume=False, progress=False)
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    explain_dataset(sequence_explainer, path, out, shard_size=5, progress=False)  # resume: nothing to do
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    a_file = tmp_path / "results"
+    a_file.write_text("x")
+    with pytest.raises(ValueError, match="results is a file; give a folder"):
+        explain_dataset(sequence_explainer, path, a_file, progress=False)
+    assert a_file.read_text() == "x"
 
 
 # -- faults: SIGKILL in the middle of a run, then resume -------------------------------------------

@@ -115,9 +115,12 @@ class ShardWriter:
 def prepare(explainer: Any, source: Source, out_dir: str | Path, resume: bool, options: dict) -> ShardWriter:
     """Check or start the manifest; clean stale temporary files; return the writer."""
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; give a folder (new, or one holding an earlier run to resume)")
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.tmp"):
-        stale.unlink()
+    # Only our own leftovers: the folder may hold the user's files too.
+    for stale in [*out.glob("shard-*.parquet.tmp"), out / (MANIFEST + ".tmp")]:
+        stale.unlink(missing_ok=True)
     fingerprint = dict(file_fingerprint(source.path), rows=source.rows, shards=len(source.shards))
     settings = settings_of(explainer, source, options)
     existing = read_manifest(out)
@@ -159,10 +162,18 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
     factory: Callable[[], Any] | None = None
     if callable(explainer) and not hasattr(explainer, "explain"):
         factory, explainer = explainer, explainer()
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if engine == "ray":
+        from lrp_domains.run.ray_engine import require_ray
+
+        require_ray()
     data = Source(source, shard_size, column)
     kind = kind_of(explainer)
     if kind != data.kind:
         raise ValueError(f"a {type(explainer).__name__} explains {kind}, but {Path(source).name} holds {data.kind}")
+    if data.rows == 0:
+        raise ValueError(f"{Path(source).name} holds no {kind} to explain (empty file, or no records/rows)")
     writer = prepare(explainer, data, out_dir, resume, options)
     todo = [shard for shard in data.shards if not writer.done(shard)]
     done_rows = data.rows - sum(s.size for s in todo)
@@ -172,15 +183,13 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
                 ids, items = data.read(shard)
                 writer.write(shard, explain_rows(explainer, ids, items, shard.start, options))
                 bar.update(shard.size)
-    elif engine == "ray":
+    else:
         from lrp_domains.run.ray_engine import run_on_ray
 
         with _progress(data.rows, done_rows, progress) as bar:
             for shard, rows in run_on_ray(factory or (lambda: explainer), data, todo, options, num_workers, address):
                 writer.write(shard, rows)
                 bar.update(shard.size)
-    else:
-        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
     return Path(out_dir) / MANIFEST
 
 

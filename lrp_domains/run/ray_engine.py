@@ -46,15 +46,22 @@ class _ShardExplainer:
         return pd.concat(frames, ignore_index=True)
 
 
-def run_on_ray(factory: Callable[[], Any], source: Source, shards: list[Shard], options: dict, num_workers: int,
-               address: str | None = None) -> Iterator[tuple[Shard, pd.DataFrame]]:
-    """Yield ``(shard, rows)`` in input order, computed on Ray Data."""
+def require_ray() -> None:
+    """Raise a clear ImportError when Ray Data is not installed."""
     try:
-        import ray
-        import ray.data
+        import ray  # noqa: F401
+        import ray.data  # noqa: F401
     except ImportError as error:
         raise ImportError('the Ray engine needs Ray Data: pip install "ray[data]" (or lrp-domains[distributed])') \
             from error
+
+
+def run_on_ray(factory: Callable[[], Any], source: Source, shards: list[Shard], options: dict, num_workers: int,
+               address: str | None = None) -> Iterator[tuple[Shard, pd.DataFrame]]:
+    """Yield ``(shard, rows)`` in input order, computed on Ray Data."""
+    require_ray()
+    import ray
+    import ray.data
     import torch
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data logs every execution at INFO
