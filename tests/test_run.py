@@ -140,6 +140,37 @@ def test_bad_inputs_say_what_is_wrong(tmp_path):
         Source(tmp_path / "in.csv", 0, column="review")
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("in.jsonl", '{"text": "fine"}\n\n{"text": "ok"}\nnot json\n', r"row 2 is not valid JSON"),
+    ("in.jsonl", '{"text": "fine"}\n{"label": 1}\n', r"row 1 has no key 'text'"),
+    ("in.jsonl", '{"text": "fine"}\n{"text": null}\n', r"row 1 has no key 'text' \(or it is null\)"),
+    ("in.csv", "label,text\n1,fine\n0\n", r"row 1 has 1 fields, too few for column 'text'"),
+])
+def test_broken_rows_are_named(tmp_path, name, content, message):
+    (tmp_path / name).write_text(content)
+    source = Source(tmp_path / name, 10)
+    with pytest.raises(ValueError, match=rf"{name}: {message}"):
+        source.read(source.shards[0])
+
+
+def test_null_parquet_value_is_named(tmp_path):
+    pq.write_table(pa.table({"text": ["fine", "ok", None]}), tmp_path / "in.parquet")
+    source = Source(tmp_path / "in.parquet", 2)
+    source.read(source.shards[0])
+    with pytest.raises(ValueError, match=r"in.parquet: row 2 is null"):
+        source.read(source.shards[1])
+
+
+def test_bad_row_error_names_its_shard_and_keeps_finished_shards(tmp_path, text_explainer):
+    pd.DataFrame({"text": ["good", "bad", "fine", "", "ok"]}).to_csv(tmp_path / "in.csv", index=False)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"in.csv, shard 1 \(rows 2 to 3, ids '2' to '3'\): row 3 \(id '3'\) "
+                                         r"is an empty text.*Finished shards are kept"):
+        explain_dataset(text_explainer, tmp_path / "in.csv", out, shard_size=2, progress=False)
+    assert _shard_files(out) == ["shard-00000.parquet"]
+    assert read_results(out).text.tolist() == ["good", "bad"]
+
+
 # -- one engine, three kinds -----------------------------------------------------------------------
 def _shard_files(out: Path) -> list[str]:
     return sorted(p.name for p in out.iterdir() if p.name.startswith("shard-"))

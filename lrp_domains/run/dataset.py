@@ -141,6 +141,17 @@ def prepare(explainer: Any, source: Source, out_dir: str | Path, resume: bool, o
     return ShardWriter(out, manifest)
 
 
+def _explain_shard(explainer: Any, data: Source, shard: Shard, ids: list[str], items: Any,
+                   options: dict) -> pd.DataFrame:
+    """``explain_rows``, with the shard's place in the input added to a bad-input error."""
+    try:
+        return explain_rows(explainer, ids, items, shard.start, options)
+    except ValueError as error:
+        raise ValueError(f"{data.path.name}, shard {shard.index} (rows {shard.start} to {shard.stop - 1}, ids "
+                         f"{ids[0]!r} to {ids[-1]!r}): {error}. Finished shards are kept; after fixing the "
+                         "input, run again with --no-resume (a changed input is a new run)") from error
+
+
 def _progress(total: int, done: int, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -181,7 +192,7 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
         with _progress(data.rows, done_rows, progress) as bar:
             for shard in todo:
                 ids, items = data.read(shard)
-                writer.write(shard, explain_rows(explainer, ids, items, shard.start, options))
+                writer.write(shard, _explain_shard(explainer, data, shard, ids, items, options))
                 bar.update(shard.size)
     else:
         from lrp_domains.run.ray_engine import run_on_ray

@@ -35,6 +35,9 @@ def explain_rows(explainer: Any, ids: list[str], items: Any, first_row: int, opt
     kind = kind_of(explainer)
     rows = list(range(first_row, first_row + len(ids)))
     if kind == "text":
+        empty = [i for i, text in enumerate(items) if not str(text).strip()]
+        if empty:
+            raise ValueError(f"row {first_row + empty[0]} (id {ids[empty[0]]!r}) is an empty text; drop empty rows")
         results = explainer.explain(list(items), target=options.get("target"), batch_size=options.get("batch_size", 16))
         return pd.DataFrame({
             "row": rows, "id": ids, "explained": [r.explained for r in results], "delta": [r.delta for r in results],

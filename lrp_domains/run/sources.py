@@ -157,8 +157,9 @@ class Source:
                     groups.append(group)
                 first += size
             table = handle.read_row_groups(groups, columns=[self.column]).slice(skip, shard.size)
-            texts = [str(v) for v in table.column(self.column).to_pylist()]
-            return [str(i) for i in range(shard.start, shard.stop)], texts
+            values = table.column(self.column).to_pylist()
+            self._check_present(shard, [v is not None for v in values], "is null")
+            return [str(i) for i in range(shard.start, shard.stop)], [str(v) for v in values]
         lines = self._lines(shard)
         if self.kind == "sequences":
             from Bio import SeqIO
@@ -168,18 +169,32 @@ class Source:
         if self.suffix == ".txt":
             return [str(i) for i in range(shard.start, shard.stop)], [line.rstrip("\r\n") for line in lines]
         if self.suffix == ".jsonl":
-            rows = [json.loads(line) for line in lines]
-            missing = [i for i, row in enumerate(rows) if self.column not in row]
-            if missing:
-                raise ValueError(f"{self.path.name}: row {shard.start + missing[0]} has no key {self.column!r}")
+            rows = []
+            for i, line in enumerate(lines):
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{self.path.name}: row {shard.start + i} is not valid JSON ({error}); "
+                                     "JSONL needs one JSON object per line") from None
+            self._check_present(shard, [isinstance(r, dict) and r.get(self.column) is not None for r in rows],
+                                f"has no key {self.column!r} (or it is null)")
             ids = [str(row.get("id", shard.start + i)) for i, row in enumerate(rows)]
             return ids, [str(row[self.column]) for row in rows]
         delimiter = "\t" if self.suffix == ".tsv" else ","
         rows = list(csv.reader(lines, delimiter=delimiter))
         position = self._header.index(self.column)
+        self._check_present(shard, [len(row) > position for row in rows],
+                            f"has {{fields}} fields, too few for column {self.column!r}", rows)
         ids_at = self._header.index("id") if "id" in self._header else None
         ids = [row[ids_at] if ids_at is not None else str(shard.start + i) for i, row in enumerate(rows)]
         return ids, [row[position] for row in rows]
+
+    def _check_present(self, shard: Shard, present: list[bool], problem: str, rows: list | None = None) -> None:
+        """Name the first row (counted from 0, blank lines not counted) whose value is missing."""
+        for i, ok in enumerate(present):
+            if not ok:
+                shown = problem.format(fields=len(rows[i])) if rows is not None else problem
+                raise ValueError(f"{self.path.name}: row {shard.start + i} {shown}; fix or drop that row")
 
     def _lines(self, shard: Shard) -> list[str]:
         """The shard's lines (for FASTA: all lines of its records)."""
