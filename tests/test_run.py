@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -391,6 +392,30 @@ def test_ray_engine_equals_local_engine(tmp_path):
     for name in _shard_files(tmp_path / "local"):
         assert pq.read_schema(tmp_path / "ray" / name) == pq.read_schema(tmp_path / "local" / name)
     pd.testing.assert_frame_equal(read_results(tmp_path / "ray"), read_results(tmp_path / "local"))
+
+
+def test_ray_engine_reports_bad_input_as_the_local_engine_does(tmp_path):
+    pytest.importorskip("ray.data")
+    from functools import partial
+
+    from lrp_domains.commands.run import build_explainer
+
+    path = write_fasta(tmp_path / "bad.fa", make_dataset(12, seed=5))
+    lines = path.read_text().splitlines()
+    at = [i for i, line in enumerate(lines) if line.startswith(">")][9] + 1  # record 9's sequence line
+    lines[at] = lines[at][:40] + "Z" + lines[at][41:]
+    path.write_text("\n".join(lines) + "\n")
+    factory = partial(build_explainer, "sequences")
+    messages = []
+    for engine, out in (("local", "local"), ("ray", "ray")):
+        with pytest.raises(ValueError) as caught:
+            explain_dataset(factory, path, tmp_path / out, shard_size=4, progress=False, engine=engine,
+                            num_workers=2)
+        messages.append(str(caught.value))
+        # whatever was finished before the error is complete and listed
+        assert len(read_results(tmp_path / out)) == 4 * len(read_manifest(tmp_path / out)["shards"])
+    assert messages[0] == messages[1]
+    assert re.match(r"bad.fa, shard 2 \(rows 8 to 11, .*'Z' at position 41 is not a base", messages[0])
 
 
 # -- CLI -------------------------------------------------------------------------------------------

@@ -141,9 +141,10 @@ def prepare(explainer: Any, source: Source, out_dir: str | Path, resume: bool, o
     return ShardWriter(out, manifest)
 
 
-def _explain_shard(explainer: Any, data: Source, shard: Shard, ids: list[str], items: Any,
+def explain_shard(explainer: Any, data: Source, shard: Shard, ids: list[str], items: Any,
                    options: dict) -> pd.DataFrame:
-    """``explain_rows``, with the shard's place in the input added to a bad-input error."""
+    """``explain_rows`` for one shard (either engine), adding the shard's place in the input to a
+    bad-input error."""
     try:
         return explain_rows(explainer, ids, items, shard.start, options)
     except ValueError as error:
@@ -192,7 +193,7 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
         with _progress(data.rows, done_rows, progress) as bar:
             for shard in todo:
                 ids, items = data.read(shard)
-                writer.write(shard, _explain_shard(explainer, data, shard, ids, items, options))
+                writer.write(shard, explain_shard(explainer, data, shard, ids, items, options))
                 bar.update(shard.size)
     else:
         from lrp_domains.run.ray_engine import run_on_ray

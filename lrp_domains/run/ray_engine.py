@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -34,13 +35,13 @@ class _ShardExplainer:
         self.options = options
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        from lrp_domains.run.records import explain_rows
+        from lrp_domains.run.dataset import explain_shard
 
         frames = []
         for row in batch.itertuples():
             shard = Shard(int(row.shard), int(row.start), int(row.stop), int(row.offset))
             ids, items = self.source.read(shard)
-            rows = explain_rows(self.explainer, ids, items, shard.start, self.options)
+            rows = explain_shard(self.explainer, self.source, shard, ids, items, self.options)
             rows.insert(0, "shard", shard.index)
             frames.append(rows)
         return pd.concat(frames, ignore_index=True)
@@ -90,12 +91,28 @@ def run_on_ray(factory: Callable[[], Any], source: Source, shards: list[Shard], 
                                    "column": source.column, "options": options})
         by_index = {s.index: s for s in shards}
         pending: dict[int, list[pd.DataFrame]] = {}
-        for batch in explained.iter_batches(batch_size=None, batch_format="pandas"):
-            for index, rows in batch.groupby("shard", sort=False):
-                pending.setdefault(int(index), []).append(rows.drop(columns="shard"))
-                shard = by_index[int(index)]
-                if sum(len(f) for f in pending[int(index)]) == shard.size:
-                    yield shard, pd.concat(pending.pop(int(index)), ignore_index=True)
+        try:
+            for batch in explained.iter_batches(batch_size=None, batch_format="pandas"):
+                for index, rows in batch.groupby("shard", sort=False):
+                    pending.setdefault(int(index), []).append(rows.drop(columns="shard"))
+                    shard = by_index[int(index)]
+                    if sum(len(f) for f in pending[int(index)]) == shard.size:
+                        yield shard, pd.concat(pending.pop(int(index)), ignore_index=True)
+        except Exception as error:
+            bad_input = _bad_input_error(error, source)
+            if bad_input is None:
+                raise
+            raise ValueError(bad_input) from error  # the worker's message, not Ray's wrapping
     finally:
         if started:
             ray.shutdown()
+
+
+def _bad_input_error(error: BaseException, source: Source) -> str | None:
+    """A bad-input message a worker raised about ``source``, or None.
+
+    Ray Data hands back the worker's exception only as formatted text (the ValueError object is
+    not kept), so the message is found there: ours always start with the input file's name.
+    """
+    found = re.findall(rf"ValueError: ({re.escape(source.path.name)}[,:] .*)", str(error))
+    return found[-1] if found else None
