@@ -55,7 +55,12 @@ def test_missing_genes_are_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["bio", "genes", str(path), "--out", str(tmp_path / "o"),
                                       "--model", "models:expression_mlp", "--no-progress"])
     assert result.exit_code == 2
-    assert "1 of the model's 12 genes are not in the data: G4" in result.output
+    assert "1 of the model's 12 genes are not in the data: G4" in result.output and "--missing zero" in result.output
+    filled = CliRunner().invoke(app, ["bio", "genes", str(path), "--out", str(tmp_path / "o"),
+                                      "--model", "models:expression_mlp", "--no-progress", "--missing", "zero"])
+    assert filled.exit_code == 0, filled.output
+    relevance = pd.read_parquet(tmp_path / "o" / "relevance.parquet")
+    assert (relevance["G4"] == 0).all() and (relevance.drop(columns="G4").abs().sum(axis=1) > 0).all()
 
 
 def test_sequences_command_with_a_user_model(tmp_path):

@@ -446,6 +446,28 @@ def test_cli_run_genes_with_user_model(tmp_path):
                                expected.relevance[genes].to_numpy(), rtol=1e-5, atol=1e-7)
 
 
+def test_cli_run_genes_missing_genes_error_or_zero(tmp_path):
+    path, data = _h5ad(tmp_path / "in.h5ad", n=5)
+    dropped = data[:, [g for g in data.var_names if g != EXPRESSION_GENES[0]]].copy()
+    dropped.write_h5ad(tmp_path / "dropped.h5ad")
+    args = ["run", "genes", str(tmp_path / "dropped.h5ad"), "--model", "models:expression_mlp", "--no-progress"]
+    refused = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert refused.exit_code == 2 and f"1 of the model's {len(EXPRESSION_GENES)} genes" in refused.output
+    assert "--missing zero" in refused.output
+    filled = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--missing", "zero"])
+    assert filled.exit_code == 0, filled.output
+    assert read_manifest(tmp_path / "b")["settings"]["options"] == {"missing": "zero"}
+    # zero-filling equals explaining the data with that gene set to 0
+    data.X[:, list(data.var_names).index(EXPRESSION_GENES[0])] = 0
+    model, genes, classes = expression_mlp()
+    expected = ExpressionExplainer(model, genes, classes).explain(data)
+    np.testing.assert_allclose(np.stack(read_results(tmp_path / "b").relevance.map(np.asarray).to_list()),
+                               expected.relevance[genes].to_numpy(), rtol=1e-5, atol=1e-7)
+    wrong_kind = CliRunner().invoke(app, ["run", "sequences", str(_fasta(tmp_path / "in.fa", n=2)), "--out",
+                                          str(tmp_path / "c"), "--missing", "zero"])
+    assert wrong_kind.exit_code == 2 and "genes only" in wrong_kind.output
+
+
 def test_cli_run_text_reports_a_missing_column(tmp_path):
     pd.DataFrame({"review": TEXTS}).to_csv(tmp_path / "in.csv", index=False)
     result = CliRunner().invoke(app, ["run", "text", str(tmp_path / "in.csv"), "--out", str(tmp_path / "out"),

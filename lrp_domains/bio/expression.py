@@ -89,7 +89,8 @@ class ExpressionExplainer:
             if absent and missing == "error":
                 raise ValueError(
                     f"{len(absent)} of the model's {len(self.genes)} genes are not in the data: {_few(absent)}. "
-                    "Check gene identifiers (symbols vs Ensembl IDs) or pass missing='zero' to fill them with 0"
+                    "Check gene identifiers (symbols vs Ensembl IDs) or pass missing='zero' (CLI: --missing zero) "
+                    "to fill them with 0"
                 )
             if absent:
                 warnings.warn(f"{len(absent)} of the model's {len(self.genes)} genes are not in the data and were "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,11 @@ def _read_data(path: Path, label_column: str | None):
     raise typer.BadParameter(f"{path.name}: use an .h5ad, .csv or .tsv file")
 
 
+class Missing(str, Enum):
+    error = "error"
+    zero = "zero"
+
+
 @app.command("genes")
 def genes_command(
     data: Path = typer.Argument(None, help=".h5ad or .csv/.tsv (samples x genes); default: the PBMC data."),
@@ -68,6 +74,7 @@ def genes_command(
     markers: Path = typer.Option(None, help="JSON mapping each class to its marker genes."),
     composite: str = typer.Option("epsilon", help="Composite name (see the README for why epsilon)."),
     top: int = typer.Option(50, help="Genes per class in the rankings."),
+    missing: Missing = typer.Option(Missing.error, help="Model genes absent from the data: error, or zero-fill."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Gene relevance per sample and per class, with figures, marker and DE tables, and an HTML report."""
@@ -103,7 +110,7 @@ def genes_command(
     elif labels is not None:
         target = labels.tolist()
     try:
-        explanation = explainer.explain(explainer_data, target=target, progress=progress)
+        explanation = explainer.explain(explainer_data, target=target, progress=progress, missing=missing.value)
     except (ValueError, KeyError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error

@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from lrp_domains.commands.bio import Missing
+
 app = typer.Typer(help="Explain whole files into Parquet shards, resumably, locally or on Ray.", no_args_is_help=True)
 
 
@@ -50,11 +52,15 @@ def build_explainer(kind: str, model: str | None = None, weights: str | None = N
 
 def _run(kind: str, source: Path, out: Path, model: str | None, weights: Path | None, composite: str | None,
          shard_size: int, resume: bool, engine: Engine, num_workers: int, column: str, progress: bool,
-         target: str | None) -> None:
+         target: str | None, missing: str = "error") -> None:
     from lrp_domains.run import explain_dataset, read_manifest
 
     factory = partial(build_explainer, kind, model, str(weights) if weights else None, composite)
-    options = {}
+    options: dict[str, Any] = {}
+    if missing != "error":
+        if kind != "genes":
+            raise typer.BadParameter("--missing applies to genes only")
+        options["missing"] = missing
     if target is not None:
         options["target"] = int(target) if target.lstrip("-").isdigit() else target
     try:
@@ -80,10 +86,12 @@ def _command(kind: str):
         num_workers: int = typer.Option(1, help="Ray actors (one model each)."),
         column: str = typer.Option("text", help="Text column (.csv/.tsv/.jsonl/.parquet)."),
         target: str = typer.Option(None, help="Output to explain: class name or index (default: the prediction)."),
+        missing: Missing = typer.Option(Missing.error, help="genes: model genes absent from the data: error, or "
+                                                            "zero-fill."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar (items, items/s, ETA)."),
     ) -> None:
         _run(kind, source, out, model, weights, composite, shard_size, resume, engine, num_workers, column, progress,
-             target)
+             target, missing.value)
 
     command.__doc__ = f"Explain every {'text' if kind == 'text' else 'record' if kind == 'sequences' else 'cell'} " \
                       f"of a file into Parquet shards."
