@@ -468,6 +468,15 @@ def test_cli_run_genes_missing_genes_error_or_zero(tmp_path):
     assert wrong_kind.exit_code == 2 and "genes only" in wrong_kind.output
 
 
+def test_cli_run_on_ray_without_ray_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    path = _fasta(tmp_path / "in.fa", n=2)
+    result = CliRunner().invoke(app, ["run", "sequences", str(path), "--out", str(tmp_path / "out"),
+                                      "--engine", "ray"])
+    assert result.exit_code == 2 and 'pip install "ray[data]"' in result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_run_text_reports_a_missing_column(tmp_path):
     pd.DataFrame({"review": TEXTS}).to_csv(tmp_path / "in.csv", index=False)
     result = CliRunner().invoke(app, ["run", "text", str(tmp_path / "in.csv"), "--out", str(tmp_path / "out"),

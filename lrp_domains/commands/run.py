@@ -66,7 +66,7 @@ def _run(kind: str, source: Path, out: Path, model: str | None, weights: Path | 
     try:
         manifest = explain_dataset(factory, source, out, shard_size=shard_size, resume=resume, progress=progress,
                                    column=column, engine=engine.value, num_workers=num_workers, **options)
-    except (ValueError, FileNotFoundError, TypeError) as error:
+    except (ValueError, FileNotFoundError, TypeError, ImportError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     info = read_manifest(out)
