@@ -27,7 +27,7 @@ from typer.testing import CliRunner
 from lrp_domains.bio import ExpressionExplainer, SequenceExplainer
 from lrp_domains.bio.synthetic import make_dataset, write_fasta
 from lrp_domains.cli import app
-from lrp_domains.run import explain_dataset, iter_shards, read_manifest, read_results
+from lrp_domains.run import explain_dataset, export_modisco, iter_shards, read_manifest, read_results
 from lrp_domains.run.sources import Source
 from lrp_domains.text import TextExplainer
 
@@ -318,6 +318,44 @@ def test_refusals_before_writing_never_touch_an_earlier_run(tmp_path, sequence_e
     with pytest.raises(ValueError, match="results is a file; give a folder"):
         explain_dataset(sequence_explainer, path, a_file, progress=False)
     assert a_file.read_text() == "x"
+
+
+# -- tfmodisco-lite export -------------------------------------------------------------------------
+def test_export_modisco_equals_the_direct_export(tmp_path, sequence_explainer):
+    from lrp_domains.bio import to_modisco
+
+    path = _fasta(tmp_path / "in.fa", n=23)
+    out = tmp_path / "out"
+    explain_dataset(sequence_explainer, path, out, shard_size=5, progress=False)
+    ohe, attr = export_modisco(out)
+    direct_ohe, direct_attr = to_modisco(sequence_explainer.explain(path), tmp_path / "direct-")
+    assert np.load(ohe).shape == (23, 4, 200)
+    np.testing.assert_array_equal(np.load(ohe), np.load(direct_ohe)["arr_0"])
+    np.testing.assert_allclose(np.load(attr), np.load(direct_attr)["arr_0"], rtol=1e-5, atol=1e-6)
+    assert not list(out.glob("*.tmp"))
+
+
+def test_export_modisco_refuses_what_modisco_cannot_read(tmp_path, sequence_explainer, gene_explainer):
+    mixed = tmp_path / "mixed.fa"
+    mixed.write_text(">a\n" + "ACGT" * 25 + "\n>b\n" + "ACGT" * 30 + "\n")
+    explain_dataset(sequence_explainer, mixed, tmp_path / "mixed", progress=False)
+    with pytest.raises(ValueError, match=r"one length; this run has lengths 100 \('a'\), 120 \('b'\)"):
+        export_modisco(tmp_path / "mixed")
+    path = _fasta(tmp_path / "in.fa", n=10)
+    explain_dataset(sequence_explainer, path, tmp_path / "part", shard_size=5, progress=False)
+    manifest = read_manifest(tmp_path / "part")
+    del manifest["shards"]["1"]
+    manifest["complete"] = False
+    (tmp_path / "part" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"not complete \(1 of 2 shards\): resume the run first"):
+        export_modisco(tmp_path / "part")
+    h5ad, _ = _h5ad(tmp_path / "in.h5ad", n=3)
+    explain_dataset(gene_explainer, h5ad, tmp_path / "genes", progress=False)
+    with pytest.raises(ValueError, match="holds a genes run"):
+        export_modisco(tmp_path / "genes")
+    result = CliRunner().invoke(app, ["run", "export-modisco", str(tmp_path / "mixed")])
+    assert result.exit_code == 2 and "one length" in result.output
+    assert not list((tmp_path / "mixed").glob("*.npy*"))
 
 
 # -- faults: SIGKILL in the middle of a run, then resume -------------------------------------------

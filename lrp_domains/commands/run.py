@@ -101,3 +101,20 @@ def _command(kind: str):
 app.command("text")(_command("text"))
 app.command("sequences")(_command("sequences"))
 app.command("genes")(_command("genes"))
+
+
+@app.command("export-modisco")
+def export_modisco_command(
+    out: Path = typer.Argument(..., help="The output folder of a finished `run sequences`."),
+    prefix: str = typer.Option(None, help="Path prefix of the two files (default: OUT/)."),
+) -> None:
+    """Write OUT/ohe.npy and OUT/attr.npy (N x 4 x L) for `modisco motifs -s ohe.npy -a attr.npy`, shard by shard."""
+    from lrp_domains.run import export_modisco
+
+    try:
+        paths = export_modisco(out, prefix)
+    except (ValueError, FileNotFoundError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    typer.echo(f"ohe: {paths[0]}\nattr: {paths[1]}\nnext: modisco motifs -s {paths[0]} -a {paths[1]} -n 2000 "
+               "-o modisco.h5")
