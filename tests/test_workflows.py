@@ -105,3 +105,53 @@ def test_gene_importance_rankings_recomputed(tmp_path):
     np.testing.assert_allclose(layer[relevance.columns].to_numpy(), relevance.to_numpy(), rtol=1e-6, atol=1e-7)
     others = [g for g in stored.var_names if g not in set(relevance.columns)]
     assert not others or (layer[others].to_numpy() == 0).all()
+
+
+# -- bio/modisco_motifs.py: everything but the modisco program itself (not a dependency) ---------------
+def _planted(ppm: np.ndarray, left: int, right: int) -> np.ndarray:
+    return np.vstack([np.full((left, 4), 0.25), ppm, np.full((right, 4), 0.25)])
+
+
+def test_modisco_pattern_matching_on_hand_made_patterns(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    script = _script("bio/modisco_motifs.py")
+    known = script.known_motifs(None)
+    assert len(known) == 10 and all(np.allclose(p.sum(1), 1) for p in known.values())
+    ctcf, rest = known["MA0139.2 CTCF"], known["MA0138.3 REST"]
+    # a reverse-complemented CTCF inside flat flanks: matched exactly, on the minus strand
+    name, strand, r = script.best_match(_planted(ctcf[::-1, ::-1], 7, 9), known)
+    assert (name, strand) == ("MA0139.2 CTCF", "-") and r == pytest.approx(1.0)
+    # trimming keeps the span whose contribution reaches 25% of the peak
+    contributions = np.zeros((30, 4))
+    contributions[10:18, 0] = [0.3, 1, 2, 4, 4, 2, 1, 0.5]
+    assert len(script.trim(np.zeros((30, 4)), contributions)) == 6
+    # a file laid out as tfmodisco-lite writes it
+    with h5py.File(tmp_path / "modisco.h5", "w") as handle:
+        for index, (ppm, n) in enumerate([(rest, 40), (ctcf, 12)]):
+            group = handle.create_group(f"pos_patterns/pattern_{index}")
+            group["sequence"] = _planted(ppm, 5, 5)
+            group["contrib_scores"] = _planted(ppm, 5, 5) * np.r_[np.zeros(5), np.ones(len(ppm)), np.zeros(5)][:, None]
+            group.create_group("seqlets")["n_seqlets"] = np.array([n])
+    table = script.pattern_table(tmp_path / "modisco.h5", known)
+    assert table.best_match.tolist() == ["MA0138.3 REST", "MA0139.2 CTCF"]
+    assert table.seqlets.tolist() == [40, 12] and table.width.tolist() == [len(rest), len(ctcf)]
+    assert (table.correlation > 0.999).all()
+
+
+def test_known_motifs_from_a_jaspar_file(tmp_path):
+    script = _script("bio/modisco_motifs.py")
+    path = tmp_path / "one.jaspar"
+    path.write_text(">MA9999.1 TOY\nA [ 8 0 0 ]\nC [ 0 4 0 ]\nG [ 0 4 0 ]\nT [ 0 0 8 ]\n")
+    (name, ppm), = script.known_motifs(str(path)).items()
+    assert name == "MA9999.1 TOY"
+    np.testing.assert_allclose(ppm, [[1, 0, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0, 1]])
+
+
+def test_modisco_workflow_without_modisco_says_what_to_run(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(SystemExit, match=r"(?s)pip install modisco-lite.*modisco motifs -s .*ohe.npy -a .*attr.npy"):
+        _script("bio/modisco_motifs.py").main(["--out", str(tmp_path), "--n", "20"])
+    assert np.load(tmp_path / "ohe.npy").shape == (20, 4, 200)
+    assert np.load(tmp_path / "attr.npy").shape == (20, 4, 200)
