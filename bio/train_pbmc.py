@@ -33,7 +33,6 @@ Example (the command that produced the shipped weights is recorded in the sideca
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import sys
@@ -44,6 +43,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+
+from lrp_domains.bio.default_model import state_dict_sha256
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS_NAME = "pbmc-mlp.safetensors"
@@ -124,19 +125,6 @@ def class_weights(y: np.ndarray, n_classes: int, mode: str) -> torch.Tensor | No
     w = 1.0 / counts if mode == "balanced" else 1.0 / np.sqrt(counts)
     w = w / (w[y].mean())
     return torch.tensor(w, dtype=torch.float32)
-
-
-def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
-    """SHA-256 of the tensors (name, dtype, shape, bytes; sorted by name), independent of the file layout.
-
-    Same definition as ``lrp_domains.bio.default_model.state_dict_sha256``, which checks it at load time.
-    """
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:

@@ -116,5 +116,8 @@ def export_modisco_command(
     except (ValueError, FileNotFoundError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
+    import numpy as np
+
+    length = np.load(paths[0], mmap_mode="r").shape[2]  # modisco's window (-w, default 400) must fit the windows
     typer.echo(f"ohe: {paths[0]}\nattr: {paths[1]}\nnext: modisco motifs -s {paths[0]} -a {paths[1]} -n 2000 "
-               "-o modisco.h5")
+               f"-w {length} -o modisco.h5")

@@ -116,7 +116,7 @@ def prepare(explainer: Any, source: Source, out_dir: str | Path, resume: bool, o
     """Check or start the manifest; clean stale temporary files; return the writer."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder (new, or one holding an earlier run to resume)")
+        raise ValueError(f"{out} is a file; give a folder (new, or one holding an earlier run to resume)")
     out.mkdir(parents=True, exist_ok=True)
     # Only our own leftovers: the folder may hold the user's files too.
     for stale in [*out.glob("shard-*.parquet.tmp"), out / (MANIFEST + ".tmp")]:
