@@ -117,9 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     from lrp_domains.bio import SequenceExplainer
 
     if args.model:
-        from lrp_domains.commands.bio import load_user_model
-
-        explainer = SequenceExplainer(load_user_model(args.model, args.weights)[0])
+        explainer = SequenceExplainer.from_options(args.model, args.weights)
     else:
         explainer = SequenceExplainer.default()
     explain_dataset(explainer, fasta, args.out / "run", shard_size=500)

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from lrp_domains.bio import SequenceExplainer, annotate_seqlets, call_seqlets
-from lrp_domains.bio.synthetic import motif_ppms, read_fasta
+from lrp_domains.bio.synthetic import motif_ppms, read_synthetic_fasta
 from lrp_domains.data import datasets_dir
 from lrp_domains.report.blocks import Page, paragraph, table
 from lrp_domains.report.sequences import write_sequence_report
@@ -45,7 +45,7 @@ def motif_table(seqlets: pd.DataFrame) -> pd.DataFrame:
 def planted_recovery(fasta: Path, seqlets: pd.DataFrame) -> pd.DataFrame:
     """One row per planted motif: whether a positive seqlet overlaps half its width (found) and
     whether that seqlet's best match is the planted matrix (named)."""
-    data = read_fasta(fasta)
+    data = read_synthetic_fasta(fasta)
     widths = {motif_id: ppm.shape[1] for motif_id, (_, ppm) in motif_ppms().items()}
     positive = seqlets[seqlets.sign == "positive"]
     rows = []
@@ -77,9 +77,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     args = parser.parse_args(argv)
 
     if args.model:
-        from lrp_domains.commands.bio import load_user_model
-
-        explainer = SequenceExplainer(load_user_model(args.model, args.weights)[0])
+        explainer = SequenceExplainer.from_options(args.model, args.weights)
     else:
         explainer = SequenceExplainer.default()
     explanation = explainer.explain(args.fasta, progress=False)

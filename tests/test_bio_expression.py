@@ -97,9 +97,9 @@ def test_targets(explainer, values):
         rows = [i for i, label in enumerate(labels) if label == cls]
         alone = explainer.explain(values, target=cls).relevance.iloc[rows]
         np.testing.assert_allclose(per_sample.relevance.iloc[rows], alone)
-    with pytest.raises(ValueError, match="unknown class 'D'"):
+    with pytest.raises(ValueError, match="unknown label 'D'"):
         explainer.explain(values, target="D")
-    with pytest.raises(ValueError, match="3 targets for 8 samples"):
+    with pytest.raises(ValueError, match="got 3 for 8 examples"):
         explainer.explain(values, target=["A", "B", "C"])
 
 

@@ -33,7 +33,7 @@ def test_one_hot_soft_masking_n_and_errors():
     assert one_hot("ACGTN")[0, :, 4].sum() == 0
     with pytest.raises(ValueError, match=r"chr7: 'Y' at position 3 is an IUPAC ambiguity code"):
         one_hot(["ACYT"], ids=["chr7"])
-    with pytest.raises(ValueError, match=r"sequence 0: 'X' at position 2 is not a base"):
+    with pytest.raises(ValueError, match=r"sequence 0: 'X' at position 2 is not in the alphabet ACGT"):
         one_hot(["AXT"])
     with pytest.raises(ValueError, match="N at position 1"):
         one_hot(["NAC"], n="error")
@@ -112,7 +112,12 @@ def test_hypothetical_center_and_rc_average():
     sequences = _planted("GATAAG", n=4, length=32, at=10)
     plain = explainer.explain(sequences)
     x = plain.onehot.bool()
-    torch.testing.assert_close(plain.relevance[x], plain.hypothetical[x])
+    # z-box writes every channel; what the observed base's channel got is its hypothetical value
+    torch.testing.assert_close(plain.channel_relevance[x], plain.hypothetical[x])
+    assert plain.channel_relevance[~x].abs().sum() > 0
+    # relevance: the position's total, on the observed base only
+    torch.testing.assert_close(plain.relevance.sum(1), plain.channel_relevance.sum(1))
+    assert not plain.relevance[~x].any()
     centered = explainer.explain(sequences, center=True)
     units = plain.hypothetical - plain.hypothetical.mean(1, keepdim=True)
     torch.testing.assert_close(centered.hypothetical, units)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from lrp_domains.bio import synthetic
-from lrp_domains.bio.synthetic import make_dataset, motif_ppms, read_fasta, write_fasta
+from lrp_domains.bio.synthetic import make_dataset, motif_ppms, read_synthetic_fasta, write_fasta
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPLEMENT = str.maketrans("ACGT", "TGCA")
@@ -183,14 +183,14 @@ def test_fasta_round_trip(tmp_path, data):
     assert [r.id for r in records] == data.ids
     assert [str(r.seq) for r in records] == data.sequences
     assert [int(r.description.split("label=")[1].split()[0]) for r in records] == data.labels.tolist()
-    assert _same(read_fasta(path), data)
+    assert _same(read_synthetic_fasta(path), data)
     wrapped = write_fasta(tmp_path / "wrapped.fa", data, line_width=60)
-    assert _same(read_fasta(wrapped), data)
+    assert _same(read_synthetic_fasta(wrapped), data)
 
 
 def test_example_fasta_is_the_documented_call():
     path = ROOT / "datasets" / "example_sequences.fa"
-    shipped = read_fasta(path)
+    shipped = read_synthetic_fasta(path)
     assert _same(shipped, make_dataset(40, length=200, seed=7, id_style="labelled"))
     assert shipped.ids[:2] == ["synth_pos_00", "synth_neg_01"] and int(shipped.labels.sum()) == 20
     assert "## example_sequences.fa" in (ROOT / "datasets" / "README.md").read_text()

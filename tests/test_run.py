@@ -25,17 +25,18 @@ from models import EXPRESSION_CLASSES, EXPRESSION_GENES, expression_mlp
 from typer.testing import CliRunner
 
 from lrp_domains.bio import ExpressionExplainer, SequenceExplainer
+from lrp_domains.bio.cells import H5adCells
 from lrp_domains.bio.synthetic import make_dataset, write_fasta
 from lrp_domains.cli import app
+from lrp_domains.files import FastaRecords, TableRecords
 from lrp_domains.run import explain_dataset, export_modisco, iter_shards, read_manifest, read_results
-from lrp_domains.run.sources import Source
 from lrp_domains.text import TextExplainer
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["a good film", "bad, boring and long", "I loved it", "not great", "the plot, \"sadly\", drags",
          "fine", "an utter mess", "charming and warm", "so-so", "the best of the year", "dull"]
 TEXT_COLUMNS = ["row", "id", "explained", "delta", "text", "prediction", "target", "tokens", "token_relevance",
-                "special", "words", "word_relevance", "other_relevance"]
+                "special", "words", "word_relevance", "other_relevance", "truncated"]
 SEQUENCE_COLUMNS = ["row", "id", "explained", "delta", "sequence", "relevance", "hypothetical"]
 GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "relevance"]
 
@@ -72,10 +73,10 @@ def _h5ad(path: Path, n: int = 23) -> tuple[Path, anndata.AnnData]:
 
 
 # -- sources ---------------------------------------------------------------------------------------
-def _all_rows(source: Source) -> tuple[list[str], list]:
+def _all_rows(reader, shard_size) -> tuple[list[str], list]:
     ids, items = [], []
-    for shard in source.shards:
-        shard_ids, shard_items = source.read(shard)
+    for shard in reader.shards(shard_size):
+        shard_ids, shard_items = reader.read(shard)
         assert len(shard_ids) == shard.size
         ids += shard_ids
         items += list(shard_items) if not isinstance(shard_items, pd.DataFrame) else [shard_items]
@@ -87,15 +88,16 @@ def test_text_sources_read_every_row_once_in_order(tmp_path, shard_size):
     frame = pd.DataFrame({"id": [f"r{i}" for i in range(len(TEXTS))], "text": TEXTS, "label": range(len(TEXTS))})
     (tmp_path / "in.txt").write_text("\n".join(TEXTS[:5]) + "\n\n" + "\n".join(TEXTS[5:]) + "\n")  # a blank line
     frame.to_csv(tmp_path / "in.csv", index=False)
-    frame.to_csv(tmp_path / "in.tsv", sep="\t", index=False)
+    (tmp_path / "in.tsv").write_text("id\ttext\tlabel\n" + "".join(f"r{i}\t{t}\t{i}\n" for i, t in enumerate(TEXTS)))
     frame.to_json(tmp_path / "in.jsonl", orient="records", lines=True)
     pq.write_table(pa.Table.from_pandas(frame[["text", "label"]]), tmp_path / "in.parquet", row_group_size=3)
     for name, expected_ids in [("in.txt", None), ("in.csv", list(frame.id)), ("in.tsv", list(frame.id)),
                                ("in.jsonl", list(frame.id)), ("in.parquet", None)]:
-        source = Source(tmp_path / name, shard_size)
-        assert source.kind == "text" and source.rows == len(TEXTS)
-        assert len(source.shards) == -(-len(TEXTS) // shard_size)
-        ids, texts = _all_rows(source)
+        reader = TableRecords(tmp_path / name)
+        shards = reader.shards(shard_size)
+        assert shards[-1].stop == len(TEXTS)
+        assert len(shards) == -(-len(TEXTS) // shard_size)
+        ids, texts = _all_rows(reader, shard_size)
         assert texts == TEXTS, name
         assert ids == (expected_ids or [str(i) for i in range(len(TEXTS))]), name
 
@@ -110,18 +112,19 @@ def test_fasta_source_matches_biopython(tmp_path, gz):
     opener = gzip.open if gz else open
     with opener(path, "rt") as handle:
         records = list(SeqIO.parse(handle, "fasta"))
-    source = Source(path, 5)
-    assert source.kind == "sequences" and source.rows == 17 and len(source.shards) == 4
-    ids, sequences = _all_rows(source)
+    reader = FastaRecords(path)
+    shards = reader.shards(5)
+    assert shards[-1].stop == 17 and len(shards) == 4
+    ids, sequences = _all_rows(reader, 5)
     assert ids == [r.id for r in records]
     assert sequences == [str(r.seq) for r in records]
 
 
 def test_h5ad_source_reads_cells_in_backed_mode(tmp_path):
     path, data = _h5ad(tmp_path / "in.h5ad")
-    source = Source(path, 10)
-    assert source.kind == "genes" and source.rows == 23 and source.genes == list(data.var_names)
-    ids, blocks = _all_rows(source)
+    reader = H5adCells(path)
+    assert reader.shards(10)[-1].stop == 23 and reader.genes == list(data.var_names)
+    ids, blocks = _all_rows(reader, 10)
     assert ids == list(data.obs_names)
     joined = pd.concat(blocks)
     np.testing.assert_array_equal(joined.to_numpy(), data.X)
@@ -131,35 +134,36 @@ def test_h5ad_source_reads_cells_in_backed_mode(tmp_path):
 def test_bad_inputs_say_what_is_wrong(tmp_path):
     pd.DataFrame({"review": ["x"]}).to_csv(tmp_path / "in.csv", index=False)
     with pytest.raises(ValueError, match=r"no column 'text'.*\['review'\].*--column"):
-        Source(tmp_path / "in.csv", 10)
+        TableRecords(tmp_path / "in.csv")
     (tmp_path / "in.xlsx").write_text("")
-    with pytest.raises(ValueError, match="unsupported input"):
-        Source(tmp_path / "in.xlsx", 10)
-    with pytest.raises(FileNotFoundError, match="no such input"):
-        Source(tmp_path / "missing.txt", 10)
+    with pytest.raises(ValueError, match="not a file type"):
+        TableRecords(tmp_path / "in.xlsx")
+    with pytest.raises(ValueError, match="no such input file"):
+        TableRecords(tmp_path / "missing.txt")
     with pytest.raises(ValueError, match="shard_size must be >= 1"):
-        Source(tmp_path / "in.csv", 0, column="review")
+        TableRecords(tmp_path / "in.csv", column="review").shards(0)
 
 
 @pytest.mark.parametrize("name, content, message", [
-    ("in.jsonl", '{"text": "fine"}\n\n{"text": "ok"}\nnot json\n', r"row 2 is not valid JSON"),
-    ("in.jsonl", '{"text": "fine"}\n{"label": 1}\n', r"row 1 has no key 'text'"),
-    ("in.jsonl", '{"text": "fine"}\n{"text": null}\n', r"row 1 has no key 'text' \(or it is null\)"),
-    ("in.csv", "label,text\n1,fine\n0\n", r"row 1 has 1 fields, too few for column 'text'"),
+    ("in.jsonl", '{"text": "fine"}\n\n{"text": "ok"}\nnot json\n', r", line 4: not valid JSON"),
+    ("in.jsonl", '{"text": "fine"}\n{"label": 1}\n', r", row 1 \(line 2\): has no key 'text'"),
+    ("in.jsonl", '{"text": "fine"}\n{"text": null}\n', r", row 1 \(line 2\): is null"),
+    ("in.csv", "label,text\n1,fine\n0\n", r", row 1 \(line 3\): 1 fields where the header has 2"),
 ])
 def test_broken_rows_are_named(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
-    source = Source(tmp_path / name, 10)
-    with pytest.raises(ValueError, match=rf"{name}: {message}"):
-        source.read(source.shards[0])
+    reader = TableRecords(tmp_path / name)
+    with pytest.raises(ValueError, match=rf"{name}{message}"):
+        reader.read(reader.shards(10)[0])
 
 
 def test_null_parquet_value_is_named(tmp_path):
     pq.write_table(pa.table({"text": ["fine", "ok", None]}), tmp_path / "in.parquet")
-    source = Source(tmp_path / "in.parquet", 2)
-    source.read(source.shards[0])
-    with pytest.raises(ValueError, match=r"in.parquet: row 2 is null"):
-        source.read(source.shards[1])
+    reader = TableRecords(tmp_path / "in.parquet")
+    shards = reader.shards(2)
+    reader.read(shards[0])
+    with pytest.raises(ValueError, match=r"in.parquet, row 2: is null"):
+        reader.read(shards[1])
 
 
 def test_bad_row_error_names_its_shard_and_keeps_finished_shards(tmp_path, text_explainer):
@@ -235,7 +239,7 @@ def test_gene_run_equals_direct_explanation(tmp_path, gene_explainer):
 
 def test_explainer_must_fit_the_input(tmp_path, text_explainer):
     path = _fasta(tmp_path / "in.fa", n=3)
-    with pytest.raises(ValueError, match="TextExplainer explains text, but in.fa holds sequences"):
+    with pytest.raises(ValueError, match="in.fa: not a file type a text run reads"):
         explain_dataset(text_explainer, path, tmp_path / "out", progress=False)
     with pytest.raises(ValueError, match="engine must be 'local' or 'ray'"):
         explain_dataset(SequenceExplainer.default(), path, tmp_path / "o2", engine="spark", progress=False)
@@ -251,8 +255,8 @@ def test_resume_skips_finished_shards(tmp_path, sequence_explainer, monkeypatch)
     first = read_results(out)
     times = {f: (out / f).stat().st_mtime_ns for f in _shard_files(out)}
     calls = []
-    real = dataset.explain_rows
-    monkeypatch.setattr(dataset, "explain_rows", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    real = dataset.explain_shard
+    monkeypatch.setattr(dataset, "explain_shard", lambda *a, **k: calls.append(a[2].start) or real(*a, **k))
     explain_dataset(sequence_explainer, path, out, shard_size=5, progress=False)
     assert calls == [] and {f: (out / f).stat().st_mtime_ns for f in _shard_files(out)} == times
     # forget shard 2 (as if the run had been killed before it): only it is recomputed
@@ -308,7 +312,7 @@ def test_refusals_before_writing_never_touch_an_earlier_run(tmp_path, sequence_e
         explain_dataset(sequence_explainer, path, out, resume=False, engine="spark", progress=False)
     empty = tmp_path / "empty.fa"
     empty.write_text("")
-    with pytest.raises(ValueError, match="empty.fa holds no sequences to explain"):
+    with pytest.raises(ValueError, match=r"empty.fa holds no FASTA records"):
         explain_dataset(sequence_explainer, empty, out, resume=False, progress=False)
     assert {f.name: f.read_bytes() for f in out.iterdir()} == before
     explain_dataset(sequence_explainer, path, out, shard_size=5, progress=False)  # resume: nothing to do
@@ -363,7 +367,7 @@ KILLED_RUN = """
 import os, signal, sys, time
 import lrp_domains.run.dataset as dataset
 from lrp_domains.bio import SequenceExplainer
-real_rows, real_replace = dataset.explain_rows, os.replace
+real_rows, real_replace = dataset.explain_shard, os.replace
 mode = sys.argv[3]
 def slow_rows(*args, **kwargs):
     time.sleep(0.4)  # every shard takes a while, so a kill lands inside one
@@ -373,7 +377,7 @@ def dying_replace(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)  # die with the shard written but not yet renamed
     return real_replace(src, dst)
 if mode == "slow":
-    dataset.explain_rows = slow_rows
+    dataset.explain_shard = slow_rows
 elif mode == "die-at-rename":
     dataset.os.replace = dying_replace
 dataset.explain_dataset(SequenceExplainer.default(), sys.argv[1], sys.argv[2], shard_size=6, progress=False)
@@ -418,7 +422,7 @@ def test_ray_engine_equals_local_engine(tmp_path):
     pytest.importorskip("ray.data")
     from functools import partial
 
-    from lrp_domains.commands.run import build_explainer
+    from lrp_domains.domains import build_explainer
 
     path = _fasta(tmp_path / "in.fa", n=26)
     factory = partial(build_explainer, "sequences")
@@ -436,7 +440,7 @@ def test_ray_engine_reports_bad_input_as_the_local_engine_does(tmp_path):
     pytest.importorskip("ray.data")
     from functools import partial
 
-    from lrp_domains.commands.run import build_explainer
+    from lrp_domains.domains import build_explainer
 
     path = write_fasta(tmp_path / "bad.fa", make_dataset(12, seed=5))
     lines = path.read_text().splitlines()
@@ -453,7 +457,7 @@ def test_ray_engine_reports_bad_input_as_the_local_engine_does(tmp_path):
         # whatever was finished before the error is complete and listed
         assert len(read_results(tmp_path / out)) == 4 * len(read_manifest(tmp_path / out)["shards"])
     assert messages[0] == messages[1]
-    assert re.match(r"bad.fa, shard 2 \(rows 8 to 11, .*'Z' at position 41 is not a base", messages[0])
+    assert re.match(r"bad.fa, shard 2 \(rows 8 to 11, .*'Z' at position 41 is not in the alphabet ACGT", messages[0])
 
 
 # -- CLI -------------------------------------------------------------------------------------------
@@ -503,7 +507,7 @@ def test_cli_run_genes_missing_genes_error_or_zero(tmp_path):
                                expected.relevance[genes].to_numpy(), rtol=1e-5, atol=1e-7)
     wrong_kind = CliRunner().invoke(app, ["run", "sequences", str(_fasta(tmp_path / "in.fa", n=2)), "--out",
                                           str(tmp_path / "c"), "--missing", "zero"])
-    assert wrong_kind.exit_code == 2 and "genes only" in wrong_kind.output
+    assert wrong_kind.exit_code == 2 and "a sequences run takes no option 'missing'" in wrong_kind.output
 
 
 def test_cli_run_on_ray_without_ray_says_what_to_install(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ per-instance application undone on exit, padding-independent results, conservati
 import pytest
 import text_models as T
 import torch
+from torch import nn
 
 import lrp_domains as L
 from lrp_domains.text import TextExplainer
@@ -25,19 +26,10 @@ def _ids(kind, seed=0, length=9, batch=3):
 
 
 def _relevance(model, ids, variant, explained_fn, **kwargs):
-    """Forward and backward inside the composite; per-source token relevance and the output."""
-    with torch.enable_grad(), L.composites.get(variant, **kwargs).context(model) as scope:
-        scope.batch_size = ids.shape[0]
-        out = model(input_ids=ids).logits
-        scope.check(strict=True)
-        explained = explained_fn(out)
-        leaves = [(n, leaf) for n, ts in scope.sources.items() for leaf in ts]
-        grads = torch.autograd.grad(explained.sum(), [leaf for _, leaf in leaves], allow_unused=True)
-    relevance = {}
-    for (name, leaf), grad in zip(leaves, grads):
-        value = torch.zeros(leaf.shape[:-1], dtype=leaf.dtype) if grad is None else (leaf * grad).sum(-1).detach()
-        relevance[name] = relevance.get(name, 0) + value
-    return out.detach(), explained.detach(), relevance
+    """One explanation inside the composite; per-source token relevance and the output."""
+    result = L.explain(model, {"input_ids": ids}, target=explained_fn, composite=L.composites.get(variant, **kwargs),
+                       strict=True, sources=nn.Embedding, check_delta=False)
+    return result.output, result.explained, {name: value.sum(-1) for name, value in result.sources.items()}
 
 
 def _head(kind):
@@ -81,8 +73,7 @@ def test_attention_wrapping_keeps_the_causal_mask():
     ids = _ids("decoder", length=8, batch=1)
     changed = ids.clone()
     changed[0, -1] = (changed[0, -1] + 1) % 300
-    with L.composites.get("attnlrp").context(model) as scope:
-        scope.batch_size = 1
+    with L.composites.get("attnlrp").context(model):
         a, b = model(input_ids=ids).logits, model(input_ids=changed).logits
     assert torch.equal(a[:, :-1], b[:, :-1])
     assert not torch.equal(a[:, -1], b[:, -1])
@@ -144,8 +135,6 @@ def test_model_is_restored_after_an_exception_in_forward():
 def test_layernorm_subclasses_get_the_same_rule_as_layernorm():
     """A LayerNorm subclass takes the generic path (its own forward, the std recomputed); it must
     agree with the fused path nn.LayerNorm takes."""
-    from torch import nn
-
     class MyLayerNorm(nn.LayerNorm):
         pass
 
@@ -165,8 +154,6 @@ def test_layernorm_subclasses_get_the_same_rule_as_layernorm():
 def test_strict_mode_names_a_part_without_a_rule():
     """Swap BERT's GELU for an activation the composite does not know: strict mode names the
     operation and the module it ran in, instead of silently using its gradient."""
-    from torch import nn
-
     class Swish(nn.Module):
         def forward(self, x):
             return x * torch.sigmoid(1.702 * x)

@@ -79,7 +79,7 @@ def test_explain_file_keeps_rows_written_before_a_bad_one(model_dir, tmp_path):
     result = run("text", "explain-file", str(lines), "--out", str(out), "--model", model_dir, "--batch-size", "2",
                  "--no-progress")
     assert result.exit_code == 2
-    assert "row 2 of texts.csv is empty" in result.output and "the 2 rows before" in result.output
+    assert "texts.csv: row 2 (id '2') is an empty text" in result.output and "the 2 rows before" in result.output
     kept = pd.read_csv(out / "tokens.csv")
     assert sorted(kept.text_index.unique()) == [0, 1]
     assert sorted(pd.read_parquet(out / "tokens.parquet").text_index.unique()) == [0, 1]

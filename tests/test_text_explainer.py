@@ -9,6 +9,7 @@ import pytest
 import text_models as T
 import torch
 
+from lrp_domains.report import token_heatmap
 from lrp_domains.text import TextExplainer, TextExplanation
 
 
@@ -58,8 +59,8 @@ def test_targets_by_name_index_list_and_callable(classifier):
 @pytest.mark.parametrize(("kwargs", "error", "match"), [
     ({"target": "neutral"}, ValueError, "unknown label 'neutral'.*negative"),
     ({"target": 5}, ValueError, "out of range"),
-    ({"target": ["positive"]}, ValueError, "1 targets for 2 texts"),
-    ({"target": lambda out: out}, ValueError, "one value per text"),
+    ({"target": ["positive"]}, ValueError, "got 1 for 2 examples"),
+    ({"target": lambda out: out}, ValueError, "one value per example"),
 ])
 def test_bad_targets(classifier, kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -90,7 +91,7 @@ def test_frames_dicts_and_html(classifier):
     words = result.to_frame("word")
     assert list(words.word) == result.words
     json.dumps(result.to_dict())
-    page = result.to_html()
+    page = str(token_heatmap(result))
     assert "<script" not in page and "&lt;" in page
     assert page.count('title="') == len(result.words)
     body = page.split("</div>", 1)[1]  # after the prediction line: the text itself

@@ -6,6 +6,7 @@ import pytest
 import torch
 from conftest import REFERENCE_DIR
 from safetensors.torch import load_file
+from torch import nn
 
 import lrp_domains as L
 import lrp_domains.text  # noqa: F401  (registers the composites)
@@ -31,13 +32,10 @@ def _load(arch, variant):
 
 def _word_relevance(model, ids, target, variant, epsilon=None):
     composite = L.composites.get(variant) if epsilon is None else L.composites.get(variant, epsilon=epsilon)
-    with torch.enable_grad(), composite.context(model) as scope:
-        scope.batch_size = 1
-        logit = model(input_ids=ids).logits[0, -1, target]
-        scope.check(strict=True)
-        (leaf,) = scope.sources[next(n for n in scope.sources if n.endswith(("wte", "embed_tokens")))]
-        (grad,) = torch.autograd.grad(logit, leaf)
-    return logit.detach(), (leaf * grad).sum(-1)[0].detach()
+    result = L.explain(model, {"input_ids": ids}, target=lambda out: out[:, -1, target], composite=composite,
+                       strict=True, sources=nn.Embedding, check_delta=False)
+    name = next(n for n in result.sources if n.endswith(("wte", "embed_tokens")))
+    return result.explained[0], result.sources[name].sum(-1)[0]
 
 
 @pytest.mark.parametrize(("arch", "variant"), CASES)

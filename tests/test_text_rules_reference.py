@@ -4,6 +4,7 @@
 import pytest
 import torch
 from text_reference import bert_relevance, llama_relevance, tiny_bert, tiny_llama
+from torch import nn
 
 import lrp_domains as L
 import lrp_domains.text  # noqa: F401
@@ -12,15 +13,10 @@ VARIANTS = ("attnlrp", "cp-lrp")
 
 
 def _ours(model, ids, explained_fn, variant, **inputs):
-    with torch.enable_grad(), L.composites.get(variant, epsilon=1e-12).context(model) as scope:
-        scope.batch_size = 1
-        out = model(input_ids=ids, **inputs).logits
-        scope.check(strict=True)
-        explained = explained_fn(out)
-        names = list(scope.sources)
-        leaves = [scope.sources[n][0] for n in names]
-        grads = torch.autograd.grad(explained, leaves, allow_unused=True)
-    return explained.detach(), {n: (leaf * g).sum(-1)[0].detach() for n, leaf, g in zip(names, leaves, grads)}
+    result = L.explain(model, {"input_ids": ids, **inputs}, target=lambda out: explained_fn(out).reshape(1),
+                       composite=L.composites.get(variant, epsilon=1e-12), strict=True, sources=nn.Embedding,
+                       check_delta=False)
+    return result.explained[0], {n: value.sum(-1)[0] for n, value in result.sources.items()}
 
 
 def _close(ours, expected):

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrp_domains.bio.synthetic import motif_ppms, read_fasta
+from lrp_domains.bio.synthetic import motif_ppms, read_synthetic_fasta
 from lrp_domains.data import datasets_dir, example_sentences
 from lrp_domains.text import TextExplainer
 
@@ -68,7 +68,7 @@ def test_motif_report_recovery_recomputed(tmp_path):
     motifs = pd.read_csv(written["motifs"])
     assert dict(zip(motifs.motif_id, motifs.seqlets)) == counts.to_dict()
     # planted motifs, recomputed position by position
-    data = read_fasta(fasta)
+    data = read_synthetic_fasta(fasta)
     width = {m: ppm.shape[1] for m, (_, ppm) in motif_ppms().items()}
     expected = []
     for seq_id, placements in zip(data.ids, data.placements):

@@ -54,7 +54,7 @@ def throughput(kind: str, n: int, shard_size: int, repeats: int) -> tuple[dict[s
     import ray
     import torch
 
-    from lrp_domains.commands.run import build_explainer
+    from lrp_domains.domains import build_explainer
 
     factory = partial(build_explainer, kind)
     threads = torch.get_num_threads()
@@ -95,7 +95,7 @@ def _single_thread(fn: Any) -> float:
 def peak_of_run(kind: str, n: int, shard_size: int) -> dict[str, float]:
     """In this process: build the explainer and the input, then run locally; peak RSS above the start."""
     from lrp_domains.bench.measure import _status_kib
-    from lrp_domains.commands.run import build_explainer
+    from lrp_domains.domains import build_explainer
     from lrp_domains.run import explain_dataset
 
     explainer = build_explainer(kind)

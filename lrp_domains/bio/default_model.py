@@ -23,9 +23,8 @@ particular, reflect that noise.
 
 from __future__ import annotations
 
-import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import nn
+
+from lrp_domains.models import state_dict_sha256
 
 if TYPE_CHECKING:
     import anndata
@@ -103,18 +104,6 @@ def build_mlp(sizes: Sequence[int]) -> nn.Sequential:
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
     return nn.Sequential(*layers)
-
-
-def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 identifying a state dict: over its tensors sorted by name, each as ``f"{name}|{dtype}|{shape}|"``
-    followed by its raw bytes. Independent of how the safetensors file orders its header; the sidecar's
-    ``weights_sha256`` is this digest of the shipped weights."""
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name].detach().cpu().contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.numpy().tobytes())
-    return h.hexdigest()
 
 
 @lru_cache(maxsize=1)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, ClassVar, Union
 
 import numpy as np
 import pandas as pd
@@ -18,13 +19,16 @@ import torch
 from torch import nn
 
 from lrp_domains.bio.genes import GeneExplanation
-from lrp_domains.core.attribution import explain, resolve_composite
+from lrp_domains.core.attribution import explain, model_dtype, resolve_composite
 from lrp_domains.core.composite import Composite
+from lrp_domains.core.targets import resolve_targets
+from lrp_domains.domains import DomainExplainer, Reader
+from lrp_domains.errors import InputError
 
 ClassTarget = Union[None, int, str, Sequence[Union[int, str]], np.ndarray, torch.Tensor, Callable]
 
 
-class ExpressionExplainer:
+class ExpressionExplainer(DomainExplainer):
     """Explain an expression classifier's predictions gene by gene.
 
     Parameters
@@ -42,6 +46,13 @@ class ExpressionExplainer:
         for a ReLU MLP it equals gradient x input, seeded with the logit.
     """
 
+    kind: ClassVar[str] = "genes"
+    item: ClassVar[str] = "cell"
+    default_composite: ClassVar[str] = "epsilon"
+    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 256, "missing": "error"}
+    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "prediction", "target", "relevance")
+    report: ClassVar[str] = "lrp_domains.report.genes:write_gene_report"
+
     def __init__(self, model: nn.Module, genes: Sequence[str], classes: Sequence[str] | None = None,
                  composite: str | Composite = "epsilon") -> None:
         genes = [str(g) for g in genes]
@@ -51,7 +62,7 @@ class ExpressionExplainer:
         self.model = model
         self.genes = genes
         self.classes = [str(c) for c in classes] if classes is not None else None
-        self.composite = resolve_composite(composite) if isinstance(composite, str) else composite
+        self.composite = resolve_composite(composite)
 
     @classmethod
     def default(cls, composite: str | Composite = "epsilon") -> ExpressionExplainer:
@@ -60,6 +71,23 @@ class ExpressionExplainer:
 
         model, genes, classes = load_default_model()
         return cls(model, genes, classes, composite=composite)
+
+    @classmethod
+    def from_options(cls, model: str | None = None, weights: str | None = None,
+                     composite: str | None = None) -> ExpressionExplainer:
+        """The default PBMC classifier, or ``MODULE:FACTORY`` with safetensors ``weights``; the
+        factory (or a JSON sidecar beside the weights) names the genes."""
+        if model is None:
+            if weights is not None:
+                raise InputError("--weights needs --model MODULE:FACTORY (the default model has its own weights)")
+            return cls.default(composite=composite or cls.default_composite)
+        from lrp_domains.models import load_user_model
+
+        net, genes, classes = load_user_model(model, weights)
+        if genes is None:
+            raise InputError(f"--model {model}: for genes the factory must return (model, genes, classes), or the "
+                             "weights need a .json sidecar naming the genes")
+        return cls(net, genes, classes, composite=composite or cls.default_composite)
 
     # -- data -------------------------------------------------------------------------------------
     def align(self, data: Any, layer: str | None = None, missing: str = "error") -> tuple[np.ndarray, list[str]]:
@@ -107,25 +135,6 @@ class ExpressionExplainer:
             )
         return aligned, samples
 
-    def _targets(self, target: ClassTarget, n: int) -> Any:
-        if target is None or callable(target):
-            return target
-        names = self.classes or []
-
-        def index(value: int | str) -> int:
-            if isinstance(value, (str, np.str_)):
-                if value not in names:
-                    raise ValueError(f"unknown class {value!r}; the model's classes are {names}")
-                return names.index(value)
-            return int(value)
-
-        if isinstance(target, (int, str, np.integer, np.str_)):
-            return index(target)
-        values = list(target.tolist() if isinstance(target, (np.ndarray, torch.Tensor)) else target)
-        if len(values) != n:
-            raise ValueError(f"got {len(values)} targets for {n} samples")
-        return torch.tensor([index(v) for v in values])
-
     # -- explanation -----------------------------------------------------------------------------
     def explain(self, data: Any, target: ClassTarget = None, layer: str | None = None, batch_size: int = 256,
                 progress: bool = False, missing: str = "error") -> GeneExplanation:
@@ -136,13 +145,14 @@ class ExpressionExplainer:
         explained score itself (not a one-hot 1), so its sign follows the score's.
         """
         values, samples = self.align(data, layer, missing)
-        dtype = next(self.model.parameters()).dtype
-        inputs = torch.as_tensor(values, dtype=dtype)
-        result = explain(self.model, inputs, target=self._targets(target, len(samples)), composite=self.composite,
-                         batch_size=batch_size, progress=progress)
+        inputs = torch.as_tensor(values, dtype=model_dtype(self.model) or torch.get_default_dtype())
+        targets = resolve_targets(target, len(samples), self.classes)
+        result = explain(self.model, inputs, target=targets, composite=self.composite, batch_size=batch_size,
+                         progress=progress, check_delta=False)
         classes = self.classes or [str(i) for i in range(result.output.shape[1])]
         output = pd.DataFrame(result.output.double().cpu().numpy(), index=samples, columns=classes)
-        target_names = None if result.target is None else [classes[i] for i in result.target.tolist()]
+        # Explaining the predictions (target None) gives no target: the groups are the predictions.
+        target_names = None if result.target is None or target is None else [classes[i] for i in result.target.tolist()]
         return GeneExplanation(
             relevance=pd.DataFrame(result.relevance.double().cpu().numpy(), index=samples, columns=self.genes),
             output=output,
@@ -152,6 +162,33 @@ class ExpressionExplainer:
             delta=pd.Series(result.delta.double().cpu().numpy(), index=samples, name="delta"),
             composite=self.composite.name,
         )
+
+
+    # -- the contract (runs) ----------------------------------------------------------------
+    def reader(self, path: str | Path, column: str = "text") -> Reader:
+        """Cells of ``.h5ad`` (backed mode) or samples of a ``.csv``/``.tsv`` table (see
+        :mod:`lrp_domains.bio.cells`)."""
+        from lrp_domains.bio.cells import cells_reader
+
+        return cells_reader(path)
+
+    def explain_batch(self, ids: Sequence[str], items: Any, first_row: int = 0, target: ClassTarget = None,
+                      batch_size: int = 256, missing: str = "error") -> GeneExplanation:
+        """Explain one shard's cells (a cells x genes table)."""
+        return self.explain(items, target=target, batch_size=batch_size, missing=missing)
+
+    def result_rows(self, result: GeneExplanation, ids: Sequence[str]) -> dict[str, list]:
+        """Per cell: prediction, target and the relevance of each model gene (names in the manifest)."""
+        return {
+            "explained": result.explained.to_numpy().tolist(), "delta": result.delta.to_numpy().tolist(),
+            "prediction": result.prediction.to_numpy().tolist(),
+            "target": [None] * len(ids) if result.target is None else result.target.to_numpy().tolist(),
+            "relevance": [list(values) for values in result.relevance.to_numpy()],
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """The model's genes and classes."""
+        return {"genes": list(self.genes), "classes": self.classes}
 
 
 def _table(data: Any, layer: str | None) -> tuple[np.ndarray, pd.Index | None, list[str]]:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,7 +89,10 @@ class GeneExplanation:
             raise KeyError(f"no column {groupby!r} in adata.obs; it has {list(adata.obs.columns)}")
         data = adata.copy()
         data.obs[groupby] = data.obs[groupby].astype(str).astype("category")
-        sc.tl.rank_genes_groups(data, groupby, method=method, n_genes=n, use_raw=False)
+        with warnings.catch_warnings():  # scanpy's log fold changes of all-zero genes: its noise, not ours
+            warnings.filterwarnings("ignore", "invalid value encountered in log2", RuntimeWarning)
+            warnings.filterwarnings("ignore", "divide by zero encountered in log2", RuntimeWarning)
+            sc.tl.rank_genes_groups(data, groupby, method=method, n_genes=n, use_raw=False)
         de = pd.DataFrame(data.uns["rank_genes_groups"]["names"])
         rows = []
         for cls in de.columns:
@@ -127,3 +133,22 @@ def _top(group: str, scores: pd.Series, positive: pd.Series, n: int) -> pd.DataF
     order = scores.sort_values(ascending=False).index[:n]
     return pd.DataFrame({"group": group, "rank": np.arange(1, len(order) + 1), "gene": order,
                          "mean_relevance": scores[order].to_numpy(), "fraction_positive": positive[order].to_numpy()})
+
+
+def read_markers(path: str | Path) -> dict[str, list[str]]:
+    """Known marker genes from a JSON file ``{"class": ["GENE", ...], ...}``; an InputError naming
+    the file and what is wrong otherwise."""
+    from lrp_domains.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--markers: no such file: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise InputError(f"--markers {path.name}: not valid JSON ({error})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(g, str) for g in v)
+                                             for v in data.values()):
+        raise InputError(f"--markers {path.name}: expected an object mapping each class to a list of gene names, "
+                         'e.g. {"B cells": ["MS4A1", "CD79A"]}')
+    return {str(k): list(v) for k, v in data.items()}

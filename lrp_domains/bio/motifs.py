@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from lrp_domains.errors import InputError
+
 if TYPE_CHECKING:
     from lrp_domains.bio.sequence_explainer import SequenceExplanation
 
@@ -28,9 +30,13 @@ def _window_sums(values: np.ndarray, window: int) -> np.ndarray:
     return np.stack([np.convolve(row, kernel, mode="same") for row in values])
 
 
-def call_seqlets(explanation: SequenceExplanation, window: int = 7, alpha: float = 0.01, null: Any = "shuffle",
-                 flank: int = 3, sign: str = "positive", min_length: int = 5, seed: int = 0) -> pd.DataFrame:
+def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation], window: int = 7,
+                 alpha: float = 0.01, null: Any = "shuffle", flank: int = 3, sign: str = "positive",
+                 min_length: int = 5, seed: int = 0) -> pd.DataFrame:
     """Contiguous windows whose relevance stands out against a null (module docstring).
+
+    ``explanation``: one explanation, or several (the groups of
+    :meth:`~lrp_domains.bio.SequenceExplainer.explain_groups`), pooled into one null.
 
     Returns a DataFrame with columns id, start, end (0-based, end exclusive), strand (``+``: the
     record's own strand; motif matches report theirs), relevance (summed over the seqlet),
@@ -38,39 +44,40 @@ def call_seqlets(explanation: SequenceExplanation, window: int = 7, alpha: float
     """
     if sign not in ("positive", "negative", "both"):
         raise ValueError(f"sign must be 'positive', 'negative' or 'both', got {sign!r}")
-    scores = explanation.per_position.double().cpu().numpy()
-    for i, length in enumerate(explanation.lengths):
-        scores[i, length:] = 0.0
-    sums = _window_sums(scores, window)
+    groups = list(explanation) if isinstance(explanation, (list, tuple)) else [explanation]
+    ids = [name for group in groups for name in group.ids]
+    sequences = [sequence for group in groups for sequence in group.sequences]
+    lengths = [length for group in groups for length in group.lengths]
+    # Per record, no padding: records of any lengths pool into one null.
+    scores = [row[:length] for group in groups
+              for row, length in zip(group.per_position.double().cpu().numpy(), group.lengths)]
+    sums = [_window_sums(row[None], window)[0] for row in scores]
     if isinstance(null, str) and null == "shuffle":
         rng = np.random.default_rng(seed)
-        shuffled = scores.copy()
-        for i, length in enumerate(explanation.lengths):
-            shuffled[i, :length] = rng.permutation(shuffled[i, :length])
-        reference = _window_sums(shuffled, window)
+        reference = [_window_sums(rng.permutation(row)[None], window)[0] for row in scores]
     elif isinstance(null, str) and null == "quantile":
         reference = sums
     elif hasattr(null, "per_position"):
-        reference = _window_sums(null.per_position.double().cpu().numpy(), window)
+        null_scores = null.per_position.double().cpu().numpy()
+        reference = [_window_sums(row[:length][None], window)[0] for row, length in zip(null_scores, null.lengths)]
     else:
         raise ValueError("null must be 'shuffle', 'quantile' or a SequenceExplanation of shuffled sequences")
-    valid = np.concatenate([ref[:length] for ref, length in zip(reference, explanation.lengths)]) \
-        if reference.shape[0] == len(explanation.lengths) else reference.reshape(-1)
+    valid = np.concatenate(reference)
     rows = []
     for direction in (["positive", "negative"] if sign == "both" else [sign]):
         factor = 1.0 if direction == "positive" else -1.0
         threshold = float(np.quantile(factor * valid, 1 - alpha))
         threshold = max(threshold, 0.0)
-        for i, name in enumerate(explanation.ids):
-            length = explanation.lengths[i]
-            above = factor * sums[i, :length] > threshold
+        for i, name in enumerate(ids):
+            length = lengths[i]
+            above = factor * sums[i] > threshold
             for start, end in _runs(above):
                 start, end = max(0, start - flank), min(length, end + flank)
                 if end - start < min_length:
                     continue
                 rows.append({"id": name, "start": start, "end": end, "strand": "+",
-                             "relevance": float(scores[i, start:end].sum()),
-                             "sequence": explanation.sequences[i][start:end], "sign": direction,
+                             "relevance": float(scores[i][start:end].sum()),
+                             "sequence": sequences[i][start:end], "sign": direction,
                              "threshold": factor * threshold})
     columns = ["id", "start", "end", "strand", "relevance", "sequence", "sign", "threshold"]
     return pd.DataFrame(rows, columns=columns)
@@ -87,36 +94,62 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 def _jaspar(release: str, collection: str, tax_group: str) -> tuple:
     from pyjaspar import jaspardb
 
+    releases = jaspardb().get_releases()
+    if release not in releases:
+        raise InputError(f"--motifs {release}: no such JASPAR release; pyjaspar has {', '.join(releases)}")
     return tuple(jaspardb(release=release).fetch_motifs(collection=collection, tax_group=[tax_group]))
 
 
-def _load_motifs(motifs: Any, collection: str, tax_group: str) -> list:
+def load_motifs(motifs: Any, collection: str = "CORE", tax_group: str = "vertebrates") -> list:
+    """Motifs from a JASPAR release name (pyjaspar, offline), a JASPAR/MEME file, or a list of
+    Biopython motifs; an InputError for an unknown release, a missing, unreadable or empty file."""
     from Bio import motifs as bio_motifs
 
     if isinstance(motifs, str) and motifs.upper().startswith("JASPAR") and not Path(motifs).exists():
         return list(_jaspar(motifs.upper(), collection, tax_group))
     if isinstance(motifs, (str, Path)):
         path = Path(motifs)
-        text = path.read_text()
-        fmt = "meme" if "MEME version" in text else "jaspar"
-        with path.open() as handle:
-            return list(bio_motifs.parse(handle, fmt))
+        if not path.is_file():
+            raise InputError(f"--motifs {motifs}: no such motif file (give a JASPAR release such as JASPAR2024, a "
+                             "JASPAR or MEME file, or none)")
+        try:
+            text = path.read_text(encoding="utf-8")
+            fmt = "meme" if "MEME version" in text else "jaspar"
+            with path.open(encoding="utf-8") as handle:
+                found = list(bio_motifs.parse(handle, fmt))
+        except Exception as error:  # Biopython raises many types for text that is not a motif file
+            raise InputError(f"--motifs {path.name}: not a JASPAR or MEME motif file ({type(error).__name__}: "
+                             f"{error})") from None
+        if not found:
+            raise InputError(f"--motifs {path.name}: no motifs in the file (expected JASPAR or MEME format)")
+        return found
     return list(motifs)
 
 
 @functools.lru_cache(maxsize=4096)
 def _pssm(matrix_id: str, counts_key: tuple) -> Any:
-    """A motif's PSSM: log-odds against a uniform background, pseudocount 0.5 (Biopython)."""
+    """A motif's PSSM over its own letters: log-odds against a uniform background, pseudocount
+    0.5 (Biopython)."""
     from Bio.motifs.matrix import FrequencyPositionMatrix
 
-    counts = {base: list(values) for base, values in counts_key}
-    return FrequencyPositionMatrix("ACGT", counts).normalize(pseudocounts=0.5).log_odds()
+    counts = {letter: list(values) for letter, values in counts_key}
+    return FrequencyPositionMatrix("".join(counts), counts).normalize(pseudocounts=0.5).log_odds()
 
 
 @functools.lru_cache(maxsize=4096)
 def _distribution(matrix_id: str, counts_key: tuple) -> Any:
     """The PSSM's exact score distribution under a uniform background (computed when needed)."""
-    return _pssm(matrix_id, counts_key).distribution(background={b: 0.25 for b in "ACGT"}, precision=10**3)
+    letters = [letter for letter, _ in counts_key]
+    background = {letter: 1.0 / len(letters) for letter in letters}
+    return _pssm(matrix_id, counts_key).distribution(background=background, precision=10**3)
+
+
+def _scannable(sequence: str, letters: str) -> str:
+    """``sequence`` in a motif's letters: RNA ``U`` read as ``T`` for DNA motifs, other letters as N."""
+    text = str(sequence).upper()
+    if "U" in text and "U" not in letters and "T" in letters:
+        text = text.replace("U", "T")
+    return "".join(c if c in letters else "N" for c in text)
 
 
 def _p_value(distribution: Any, score: float) -> float:
@@ -148,18 +181,22 @@ def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collecti
     """
     from Bio.Seq import Seq
 
-    library = _load_motifs(motifs, collection, tax_group)
+    library = load_motifs(motifs, collection, tax_group)
     prepared = []
     for motif in library:
-        key = tuple((b, tuple(float(v) for v in motif.counts[b])) for b in "ACGT")
-        prepared.append((getattr(motif, "matrix_id", None) or motif.name, motif.name, len(motif), key))
+        letters = "".join(str(motif.alphabet))
+        key = tuple((letter, tuple(float(v) for v in motif.counts[letter])) for letter in letters)
+        prepared.append((getattr(motif, "matrix_id", None) or motif.name, motif.name, len(motif), key, letters))
     rows = []
     for sequence in seqlets["sequence"]:
-        clean = Seq("".join(c if c in "ACGT" else "N" for c in str(sequence).upper()))
+        cleaned: dict[str, Any] = {}
         scored = []
-        for matrix_id, name, width, key in prepared:
-            if width > len(clean):
+        for matrix_id, name, width, key, letters in prepared:
+            if width > len(str(sequence)):
                 continue
+            if letters not in cleaned:
+                cleaned[letters] = Seq(_scannable(sequence, letters))
+            clean = cleaned[letters]
             pssm = _pssm(matrix_id, key)
             score, strand, position = _best_site(pssm, clean)
             if np.isfinite(score):
@@ -184,13 +221,20 @@ def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collecti
 
 
 def to_modisco(explanation: SequenceExplanation, prefix: str | Path) -> tuple[Path, Path]:
-    """Write ``<prefix>ohe.npz`` (one-hot, N x 4 x L) and ``<prefix>attr.npz`` (hypothetical
-    contributions, N x 4 x L), as ``modisco motifs -s ohe.npz -a attr.npz`` reads them."""
+    """Write ``<prefix>ohe.npz`` (one-hot, N x A x L) and ``<prefix>attr.npz`` (hypothetical
+    contributions, N x A x L), as ``modisco motifs -s ohe.npz -a attr.npz`` reads them. The
+    sequences must have one length (tfmodisco-lite's windows); nothing is padded."""
+    from lrp_domains.files.writing import atomic_path
+
+    if len(set(explanation.lengths)) != 1:
+        shown = sorted(set(explanation.lengths))[:5]
+        raise InputError(f"tfmodisco-lite needs sequences of one length; these have {shown}")
     prefix = str(prefix)
     sequences, attributions = Path(prefix + "ohe.npz"), Path(prefix + "attr.npz")
     sequences.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(sequences, explanation.onehot.float().cpu().numpy())
-    np.savez_compressed(attributions, explanation.hypothetical.float().cpu().numpy())
+    for path, values in ((sequences, explanation.onehot), (attributions, explanation.hypothetical)):
+        with atomic_path(path) as temporary, temporary.open("wb") as handle:
+            np.savez_compressed(handle, values.float().cpu().numpy())
     return sequences, attributions
 
 
@@ -211,8 +255,9 @@ def to_bed(seqlets: pd.DataFrame, path: str | Path) -> Path:
 
 def plot_logo(explanation: SequenceExplanation, index: int, start: int | None = None, end: int | None = None,
               ax: Any = None, hypothetical: bool = False) -> Any:
-    """A sequence logo of the relevance (observed bases; ``hypothetical=True``: all bases) of one
-    sequence between ``start`` and ``end`` (logomaker). Returns the axes."""
+    """A sequence logo of one sequence between ``start`` and ``end`` (logomaker): the observed
+    letters' relevance, one letter per position (``hypothetical=True``: every letter's hypothetical
+    contribution, stacked). Returns the axes."""
     import logomaker
     import matplotlib
 
@@ -227,7 +272,7 @@ def plot_logo(explanation: SequenceExplanation, index: int, start: int | None = 
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4, (end - start) / 8), 1.8))
     logomaker.Logo(frame, ax=ax, color_scheme="classic")
-    ax.set_title(f"{explanation.ids[index]} [{start}, {end})", fontsize=9)
+    ax.set_title(f"{explanation.ids[index]} [{start}, {end})", fontsize=9, parse_math=False)
     ax.set_xlabel("position")
     ax.set_ylabel("relevance")
     return ax

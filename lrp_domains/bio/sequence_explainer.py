@@ -1,26 +1,30 @@
-"""Nucleotide relevance for one-hot sequence models.
+"""Relevance per letter for one-hot sequence models (DNA, RNA, protein).
 
 :class:`SequenceExplainer` takes sequences (strings), a one-hot tensor ``(N, A, L)`` or a FASTA
 path, explains one output per sequence in one forward and one backward pass per batch, and
-returns a :class:`SequenceExplanation` with the relevance the observed bases received, the
-hypothetical contribution of every base at every position (what tfmodisco reads), and
-per-position sums. Sequences of different lengths are explained in groups of equal length.
+returns a :class:`SequenceExplanation`. Sequences of different lengths are explained in groups of
+equal length (:meth:`SequenceExplainer.explain_groups` returns the groups without any padding).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from lrp_domains.bio.sequences import DNA, decode, one_hot, read_fasta, reverse_complement
-from lrp_domains.core.attribution import explain, resolve_composite
+from lrp_domains.bio.sequences import DNA, decode, one_hot, reverse_complement
+from lrp_domains.core.attribution import explain, model_dtype, resolve_composite
 from lrp_domains.core.composite import Composite
+from lrp_domains.domains import DomainExplainer, Reader
+from lrp_domains.errors import InputError
+from lrp_domains.files.fasta import FORMATS as FASTA_FORMATS
+from lrp_domains.files.fasta import FastaRecords, check_unique
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,13 +35,18 @@ SequenceTarget = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.T
 
 @dataclass
 class SequenceExplanation:
-    """Relevance of each base of each sequence.
+    """Relevance of each letter of each sequence.
 
-    ``relevance`` (N, A, L): what the observed bases received (0 elsewhere, and beyond each
-    sequence's length); ``hypothetical`` (N, A, L): what each base would receive at each position
-    if it were there; ``per_position`` (N, L) = ``relevance`` summed over the alphabet; ``output``
-    the model output; ``explained`` the explained value per sequence; ``delta`` explained minus
-    summed relevance; ``lengths`` per sequence.
+    ``relevance`` (N, A, L): the relevance of the *observed* letter at each position: the
+    position's total (all channels of the input layer summed) placed on the observed letter, 0 on
+    every other letter (and beyond each sequence's length); ``channel_relevance`` (N, A, L): what
+    the input layer gave each channel, absent letters included (z-box on one-hot inputs gives
+    the absent bases relevance too; ``x * g`` rules give them none); ``hypothetical`` (N, A, L):
+    what each letter would receive at each position if it were there (tfmodisco's input);
+    ``per_position`` (N, L): ``channel_relevance`` summed over the alphabet (equal to
+    ``relevance`` summed, except at unknown positions, which have no observed letter);
+    ``explained`` the explained value per sequence; ``delta`` explained minus summed relevance
+    (what biases and stabilizers absorbed); ``lengths`` per sequence.
     """
 
     ids: list[str]
@@ -51,25 +60,47 @@ class SequenceExplanation:
     lengths: list[int]
     alphabet: str = DNA
     composite: str = ""
+    channel_relevance: torch.Tensor | None = None
 
     @property
     def per_position(self) -> torch.Tensor:
-        """Relevance per position, ``(N, L)``."""
-        return self.relevance.sum(1)
+        """Relevance per position, ``(N, L)``: every channel of the input layer summed."""
+        source = self.channel_relevance if self.channel_relevance is not None else self.relevance
+        return source.sum(1)
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def to_frame(self) -> pd.DataFrame:
-        """Long table: id, position (0-based), base, relevance (observed bases only)."""
+        """Long table: id, position (0-based), letter, relevance (per position; no padding)."""
         import pandas as pd
 
+        per_position = self.per_position
         rows = []
         for i, (name, sequence) in enumerate(zip(self.ids, self.sequences)):
-            values = self.per_position[i, : self.lengths[i]].tolist()
+            values = per_position[i, : self.lengths[i]].tolist()
             rows.append(pd.DataFrame({"id": name, "position": np.arange(len(values)),
                                       "base": list(sequence[: len(values)]), "relevance": values}))
         return pd.concat(rows, ignore_index=True)
+
+    def by_length(self) -> list[SequenceExplanation]:
+        """The records grouped by length, shortest first, each group without padding."""
+        if len(set(self.lengths)) == 1 and self.onehot.shape[-1] == self.lengths[0]:
+            return [self]
+        groups = []
+        for length in sorted(set(self.lengths)):
+            rows = [i for i, n in enumerate(self.lengths) if n == length]
+            index = torch.tensor(rows)
+
+            def take(values: torch.Tensor | None, length: int = length, index: torch.Tensor = index) -> torch.Tensor:
+                return None if values is None else values[index][..., :length]
+
+            output = self.output[index] if isinstance(self.output, torch.Tensor) else [self.output[i] for i in rows]
+            groups.append(SequenceExplanation(
+                [self.ids[i] for i in rows], [self.sequences[i] for i in rows], take(self.onehot), output,
+                take(self.relevance), take(self.hypothetical), self.explained[index], self.delta[index],
+                [length] * len(rows), self.alphabet, self.composite, take(self.channel_relevance)))
+        return groups
 
     def gene_table(self, seqlets: pd.DataFrame | None = None, top: int = 3) -> pd.DataFrame:
         """One row per record (each record one gene's promoter or enhancer, its id the gene):
@@ -80,7 +111,7 @@ class SequenceExplanation:
         rows = []
         for i, name in enumerate(self.ids):
             row = {"gene": name, "explained": float(self.explained[i]), "total_relevance":
-                   float(self.relevance[i].sum()), "delta": float(self.delta[i])}
+                   float(self.per_position[i].sum()), "delta": float(self.delta[i])}
             if seqlets is not None and len(seqlets):
                 mine = seqlets[seqlets["id"] == name].sort_values("relevance", ascending=False).head(top)
                 row["top_seqlets"] = "; ".join(
@@ -91,21 +122,47 @@ class SequenceExplanation:
         return pd.DataFrame(rows)
 
 
-class SequenceExplainer:
-    """Explain a one-hot sequence model base by base.
+def observed_relevance(onehot: torch.Tensor, channel_relevance: torch.Tensor) -> torch.Tensor:
+    """Each position's total relevance placed on its observed letter(s) (split by the one-hot's
+    weights where a position is uniform), 0 elsewhere."""
+    weight = onehot.sum(1, keepdim=True)
+    share = torch.where(weight > 0, onehot / weight.clamp_min(torch.finfo(onehot.dtype).tiny), torch.zeros_like(onehot))
+    return share * channel_relevance.sum(1, keepdim=True)
+
+
+def _looks_like_path(data: object) -> bool:
+    if isinstance(data, Path):
+        return True
+    if not isinstance(data, str):
+        return False
+    name = data.lower()
+    name = name[:-3] if name.endswith(".gz") else name
+    return os.path.exists(data) or name.endswith(FASTA_FORMATS) or "/" in data or os.sep in data
+
+
+class SequenceExplainer(DomainExplainer):
+    """Explain a one-hot sequence model letter by letter.
 
     Parameters
     ----------
     model:
         Maps ``(N, A, L)`` one-hot sequences to outputs; explained in eval mode, returned unchanged.
     alphabet:
-        Base order of the one-hot axis (``"ACGT"``; ``"ACGU"`` for RNA).
+        Letter order of the one-hot axis (``"ACGT"``; ``"ACGU"`` for RNA;
+        :data:`~lrp_domains.bio.sequences.PROTEIN` for proteins).
     composite:
         ``"genomics"`` (default: z-box input layer for one-hot bounds [0, 1], and the conv/dense
         rules chosen on the synthetic benchmark, see the README) or any composite.
     target:
         Default output index or callable, used when :meth:`explain` gets none.
     """
+
+    kind: ClassVar[str] = "sequences"
+    item: ClassVar[str] = "record"
+    default_composite: ClassVar[str] = "genomics"
+    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 64, "center": False, "rc_average": False}
+    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "sequence", "relevance", "hypothetical")
+    report: ClassVar[str] = "lrp_domains.report.sequences:write_sequence_report"
 
     def __init__(self, model: nn.Module, alphabet: str = DNA, composite: str | Composite = "genomics",
                  target: SequenceTarget = None) -> None:
@@ -121,78 +178,168 @@ class SequenceExplainer:
 
         return cls(load_default_sequence_model(), composite=composite)
 
-    def _inputs(self, data: SequenceInput, ids: Sequence[str] | None, n: str) -> tuple[list[str], list[str],
-                                                                                       list[torch.Tensor]]:
-        if isinstance(data, (str, Path)) and Path(str(data)).suffix.lower() in (".fa", ".fasta", ".fna", ".gz") \
-                and Path(str(data)).exists():
-            names, sequences = read_fasta(data)
-        elif isinstance(data, torch.Tensor):
+    @classmethod
+    def from_options(cls, model: str | None = None, weights: str | None = None,
+                     composite: str | None = None) -> SequenceExplainer:
+        """The default CNN, or ``MODULE:FACTORY`` with safetensors ``weights``."""
+        if model is None:
+            if weights is not None:
+                raise InputError("--weights needs --model MODULE:FACTORY (the default model has its own weights)")
+            return cls.default(composite=composite or cls.default_composite)
+        from lrp_domains.models import load_user_model
+
+        return cls(load_user_model(model, weights).model, composite=composite or cls.default_composite)
+
+    # -- inputs -----------------------------------------------------------------------------
+    def _inputs(self, data: SequenceInput, ids: Sequence[str] | None, n: str,
+                unique: bool) -> tuple[list[str], list[str], list[torch.Tensor]]:
+        if isinstance(data, torch.Tensor):
             if data.dim() != 3 or data.shape[1] != len(self.alphabet):
-                raise ValueError(f"one-hot input must be (N, {len(self.alphabet)}, L), got shape {tuple(data.shape)}")
+                raise InputError(f"one-hot input must be (N, {len(self.alphabet)}, L), got shape {tuple(data.shape)}")
             sequences = decode(data, self.alphabet)
             names = list(ids) if ids is not None else [f"seq{i}" for i in range(len(sequences))]
-            return names, sequences, [t for t in data]
+            encoded = list(data)
         else:
-            sequences = [data] if isinstance(data, str) else list(data)
-            names = list(ids) if ids is not None else [f"seq{i}" for i in range(len(sequences))]
+            if _looks_like_path(data):
+                reader = FastaRecords(data)
+                records = list(reader)
+                if not records:
+                    raise InputError(f"{reader.path.name} holds no FASTA records (no '>' header line)")
+                names, sequences = [r.id for r in records], [r.sequence for r in records]
+            else:
+                sequences = [data] if isinstance(data, str) else list(data)
+                names = list(ids) if ids is not None else [f"seq{i}" for i in range(len(sequences))]
+            if not sequences:
+                raise InputError("no sequences given")
+            empty = [name for name, s in zip(names, sequences) if not s]
+            if empty:
+                raise InputError(f"{empty[0]}: an empty sequence; remove it (there is nothing to explain)")
+            encoded = [one_hot(s, self.alphabet, n=n, ids=[name])[0] for name, s in zip(names, sequences)]
         if len(names) != len(sequences):
-            raise ValueError(f"got {len(names)} ids for {len(sequences)} sequences")
-        encoded = [one_hot(s, self.alphabet, n=n, ids=[name])[0] for name, s in zip(names, sequences)]
+            raise InputError(f"got {len(names)} ids for {len(sequences)} sequences")
+        if unique:
+            check_unique(names, "the sequences")
         return names, sequences, encoded
 
-    def explain(self, data: SequenceInput, target: SequenceTarget = None, batch_size: int = 64,
-                progress: bool = False, center: bool = False, rc_average: bool = False,
-                ids: Sequence[str] | None = None, n: str = "zeros") -> SequenceExplanation:
-        """Relevance of every base for one output per sequence.
+    # -- explaining -------------------------------------------------------------------------
+    def explain_groups(self, data: SequenceInput, target: SequenceTarget = None, batch_size: int = 64,
+                       progress: bool = False, center: bool = False, rc_average: bool = False,
+                       ids: Sequence[str] | None = None, n: str = "zeros",
+                       unique_ids: bool = True) -> Iterator[SequenceExplanation]:
+        """One explanation per group of sequences of equal length, shortest first, each without
+        padding (the memory of a group, not of the whole input padded to its longest record)."""
+        for _, group in self._groups(data, target, batch_size, progress, center, rc_average, ids, n, unique_ids):
+            yield group
 
-        ``center``: the off-simplex correction (Majdandzic et al. 2023): the hypothetical map minus
-        its mean over the alphabet, then projected on the observed bases. ``rc_average``: explain
-        each sequence and its reverse complement and average the two, mapped back.
-        ``target``: an output index, one per sequence, or a callable on the output (e.g. a profile
-        head). Relevance is seeded with the explained value itself, so its sign follows it.
-        """
-        names, sequences, encoded = self._inputs(data, ids, n)
+    def _groups(self, data: SequenceInput, target: SequenceTarget, batch_size: int, progress: bool, center: bool,
+                rc_average: bool, ids: Sequence[str] | None, n: str,
+                unique_ids: bool) -> Iterator[tuple[list[int], SequenceExplanation]]:
+        names, sequences, encoded = self._inputs(data, ids, n, unique_ids)
         target = self.target if target is None else target
-        dtype = next(self.model.parameters()).dtype
         lengths = [t.shape[-1] for t in encoded]
-        width = max(lengths)
-        count = len(encoded)
-        onehot = torch.zeros((count, len(self.alphabet), width), dtype=dtype)
-        relevance, hypothetical = torch.zeros_like(onehot), torch.zeros_like(onehot)
-        explained = torch.zeros(count, dtype=torch.float64)
-        outputs: dict[int, torch.Tensor] = {}
+        dtype = model_dtype(self.model) or torch.get_default_dtype()
         for length in sorted(set(lengths)):
             rows = [i for i, value in enumerate(lengths) if value == length]
             batch = torch.stack([encoded[i] for i in rows]).to(dtype)
-            group_target = _subset(target, rows)
-            forward = self._explain(batch, group_target, batch_size, progress)
-            if rc_average:
-                if len(self.alphabet) != 4:
-                    raise ValueError("rc_average needs a 4-letter alphabet in complementary order (ACGT or ACGU)")
-                backward = self._explain(reverse_complement(batch), group_target, batch_size, progress)
-                units = (forward.hypothetical + reverse_complement(backward.hypothetical)) / 2
-                values = (forward.relevance + reverse_complement(backward.relevance)) / 2
-                value = (forward.explained + backward.explained) / 2
-            else:
-                units, values, value = forward.hypothetical, forward.relevance, forward.explained
-            if center:
-                units = units - units.mean(1, keepdim=True)
-                values = batch * units
-            for k, i in enumerate(rows):
-                onehot[i, :, :length] = batch[k]
-                relevance[i, :, :length] = values[k]
-                hypothetical[i, :, :length] = units[k]
-                explained[i] = float(value[k])
-                outputs[i] = forward.output[k]
-        output = torch.stack([outputs[i] for i in range(count)]) if len(set(o.shape for o in outputs.values())) == 1 \
-            else [outputs[i] for i in range(count)]
-        delta = explained - relevance.reshape(count, -1).sum(1).double()
-        return SequenceExplanation(names, sequences, onehot, output, relevance, hypothetical, explained, delta,
-                                   lengths, self.alphabet, self.composite.name)
+            yield rows, self._explain_group(batch, [names[i] for i in rows], [sequences[i] for i in rows],
+                                            _subset(target, rows), batch_size, progress, center, rc_average)
 
-    def _explain(self, batch: torch.Tensor, target: Any, batch_size: int, progress: bool):
-        return explain(self.model, batch, target=target, composite=self.composite, batch_size=batch_size,
-                       progress=progress, hypothetical=True)
+    def explain(self, data: SequenceInput, target: SequenceTarget = None, batch_size: int = 64,
+                progress: bool = False, center: bool = False, rc_average: bool = False,
+                ids: Sequence[str] | None = None, n: str = "zeros", unique_ids: bool = True) -> SequenceExplanation:
+        """Relevance of every letter for one output per sequence (see :class:`SequenceExplanation`).
+
+        ``center``: the off-simplex correction (Majdandzic et al. 2023): the hypothetical map minus
+        its mean over the alphabet, then projected on the observed letters. ``rc_average``: explain
+        each sequence and its reverse complement and average the two, mapped back. ``target``: an
+        output index, one per sequence, or a callable on the output (e.g. a profile head).
+        Relevance is seeded with the explained value itself, so its sign follows it. Records of
+        different lengths are padded with zeros to the longest here; use :meth:`explain_groups`
+        to avoid that. Ids must be unique (``unique_ids=False`` allows repeats).
+        """
+        groups = list(self._groups(data, target, batch_size, progress, center, rc_average, ids, n, unique_ids))
+        if len(groups) == 1:
+            return groups[0][1]
+        return _pad_together(groups)
+
+    def _explain_group(self, batch: torch.Tensor, names: list[str], sequences: list[str], target: Any,
+                       batch_size: int, progress: bool, center: bool, rc_average: bool) -> SequenceExplanation:
+        forward = self._explain(batch, target, batch_size, progress, names)
+        if rc_average:
+            if len(self.alphabet) != 4:
+                raise InputError("rc_average needs a 4-letter alphabet in complementary order (ACGT or ACGU)")
+            backward = self._explain(reverse_complement(batch), target, batch_size, progress, names)
+            units = (forward.hypothetical + reverse_complement(backward.hypothetical)) / 2
+            channels = (forward.relevance + reverse_complement(backward.relevance)) / 2
+            value = (forward.explained + backward.explained) / 2
+        else:
+            units, channels, value = forward.hypothetical, forward.relevance, forward.explained
+        if center:
+            units = units - units.mean(1, keepdim=True)
+            channels = batch * units
+        explained = value.detach().double().cpu()
+        channels = channels.cpu()
+        delta = explained - channels.reshape(len(names), -1).sum(1).double()
+        return SequenceExplanation(names, sequences, batch.cpu(), forward.output, observed_relevance(batch.cpu(),
+                                   channels), units.cpu(), explained, delta, [batch.shape[-1]] * len(names),
+                                   self.alphabet, self.composite.name, channels)
+
+    def _explain(self, batch: torch.Tensor, target: Any, batch_size: int, progress: bool, names: list[str]):
+        try:
+            return explain(self.model, batch, target=target, composite=self.composite, batch_size=batch_size,
+                           progress=progress, hypothetical=True, check_delta=False)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()[0][:200]
+            shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise InputError(f"{shown} ({batch.shape[-1]} letters): the model cannot take sequences of this length "
+                             f"({first}); give longer sequences or drop these records") from error
+
+    # -- the contract (runs) ----------------------------------------------------------------
+    def reader(self, path: str | Path, column: str = "text") -> Reader:
+        """FASTA records (plain or gzipped), see :mod:`lrp_domains.files.fasta`."""
+        return FastaRecords(path, what="a sequence run")
+
+    def explain_batch(self, ids: Sequence[str], items: Sequence[str], first_row: int = 0, target: Any = None,
+                      batch_size: int = 64, center: bool = False, rc_average: bool = False) -> SequenceExplanation:
+        """Explain one shard's records (runs key rows by row number: repeated ids are allowed)."""
+        return self.explain(list(items), ids=list(ids), target=target, batch_size=batch_size, center=center,
+                            rc_average=rc_average, unique_ids=False)
+
+    def result_rows(self, result: SequenceExplanation, ids: Sequence[str]) -> dict[str, list]:
+        """Per record: the sequence, relevance per position and the hypothetical map (A x L, letter-major)."""
+        per_position = result.per_position
+        return {
+            "explained": result.explained.tolist(), "delta": result.delta.tolist(), "sequence": result.sequences,
+            "relevance": [per_position[i, :n].double().tolist() for i, n in enumerate(result.lengths)],
+            "hypothetical": [result.hypothetical[i, :, :n].double().reshape(-1).tolist()
+                             for i, n in enumerate(result.lengths)],
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """The alphabet (the order of the hypothetical map's rows)."""
+        return {"alphabet": self.alphabet}
+
+
+def _pad_together(groups: list[tuple[list[int], SequenceExplanation]]) -> SequenceExplanation:
+    """Groups of different lengths as one explanation, zero-padded to the longest, in input order."""
+    records = sorted(((row, g, k) for rows, g in groups for k, row in enumerate(rows)), key=lambda item: item[0])
+    width = max(g.onehot.shape[-1] for _, g in groups)
+    first = groups[0][1]
+
+    def padded(name: str) -> torch.Tensor:
+        values = [getattr(g, name)[k] for _, g, k in records]
+        out = torch.zeros((len(values), values[0].shape[0], width), dtype=values[0].dtype)
+        for row, value in enumerate(values):
+            out[row, :, :value.shape[-1]] = value
+        return out
+
+    outputs = [g.output[k] for _, g, k in records]
+    output = torch.stack(outputs) if len({o.shape for o in outputs}) == 1 else outputs
+    return SequenceExplanation(
+        [g.ids[k] for _, g, k in records], [g.sequences[k] for _, g, k in records], padded("onehot"), output,
+        padded("relevance"), padded("hypothetical"), torch.stack([g.explained[k] for _, g, k in records]),
+        torch.stack([g.delta[k] for _, g, k in records]), [g.lengths[k] for _, g, k in records], first.alphabet,
+        first.composite, padded("channel_relevance"))
 
 
 def _subset(target: Any, rows: list[int]) -> Any:

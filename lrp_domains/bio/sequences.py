@@ -1,42 +1,48 @@
-"""DNA/RNA sequences: FASTA reading, one-hot encoding ``(N, alphabet, L)``, reverse complements."""
+"""Biological sequences as one-hot tensors ``(N, alphabet, L)`` (length last), for any alphabet.
+
+One encoder for DNA (``ACGT``), RNA (``ACGU``) and protein (the 20 amino acids). The *unknown*
+symbol, encoded as all zeros (or uniform), is ``N`` for nucleotide alphabets and ``X`` for
+alphabets that contain ``N`` (in protein, N is asparagine). FASTA files are read by
+:func:`lrp_domains.files.fasta.read_fasta` (re-exported here).
+"""
 
 from __future__ import annotations
 
-import gzip
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from lrp_domains.errors import InputError
+from lrp_domains.files.fasta import read_fasta
+
+__all__ = ["DNA", "PROTEIN", "RNA", "decode", "one_hot", "read_fasta", "reverse_complement", "unknown_symbol"]
+
 DNA = "ACGT"
-#: IUPAC codes other than N: ambiguous bases, refused rather than guessed.
+RNA = "ACGU"
+#: The 20 standard amino acids, alphabetically by one-letter code.
+PROTEIN = "ACDEFGHIKLMNPQRSTVWY"
+#: IUPAC nucleotide ambiguity codes other than N: refused rather than guessed.
 IUPAC = set("RYSWKMBDHV")
-COMPLEMENT = {"A": "T", "C": "G", "G": "C", "T": "A", "U": "A", "N": "N"}
 
 
-def read_fasta(path: str | Path) -> tuple[list[str], list[str]]:
-    """Record ids and sequences of a FASTA file (``.gz`` too), read with Biopython."""
-    from Bio import SeqIO
+def unknown_symbol(alphabet: str) -> str:
+    """The symbol for an unknown position: ``N``, or ``X`` when ``N`` is a letter of the alphabet."""
+    return "X" if "N" in alphabet.upper() else "N"
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such FASTA file: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as handle:
-        records = list(SeqIO.parse(handle, "fasta"))
-    if not records:
-        raise ValueError(f"{path.name} contains no FASTA records")
-    return [r.id for r in records], [str(r.seq) for r in records]
+
+def _is_nucleotide(alphabet: str) -> bool:
+    return set(alphabet.upper()) <= set("ACGTU")
 
 
 def one_hot(sequences: str | Sequence[str], alphabet: str = DNA, dtype: torch.dtype = torch.float32,
             n: str = "zeros", ids: Sequence[str] | None = None) -> torch.Tensor:
     """One-hot encode equal-length sequences as ``(N, len(alphabet), L)`` (length last).
 
-    Lowercase (soft-masked) bases are accepted. ``N`` becomes all zeros (``n="zeros"``), 1/A in
-    every row (``n="uniform"``) or an error (``n="error"``). Any other character, IUPAC
-    ambiguity codes included, is an error naming the record and position.
+    Lowercase (soft-masked) letters are accepted. The unknown symbol (:func:`unknown_symbol`:
+    ``N`` for DNA/RNA, ``X`` for protein) becomes all zeros (``n="zeros"``), 1/A in every row
+    (``n="uniform"``) or an error (``n="error"``). Any other character (IUPAC ambiguity codes
+    included) is an InputError naming the record and position.
     """
     if n not in ("zeros", "uniform", "error"):
         raise ValueError(f"n must be 'zeros', 'uniform' or 'error', got {n!r}")
@@ -49,13 +55,14 @@ def one_hot(sequences: str | Sequence[str], alphabet: str = DNA, dtype: torch.dt
         raise ValueError(f"sequences have different lengths {sorted(lengths)[:5]}; encode them per length "
                          "(SequenceExplainer does this for you)")
     alphabet = alphabet.upper()
+    if len(set(alphabet)) != len(alphabet):
+        raise ValueError(f"the alphabet {alphabet!r} repeats a letter")
+    unknown = unknown_symbol(alphabet)
     lookup = np.full(256, -1, dtype=np.int64)
-    for index, base in enumerate(alphabet):
-        lookup[ord(base)] = index
-        lookup[ord(base.lower())] = index
-    n_code = len(alphabet)
-    for char in "Nn":
-        lookup[ord(char)] = n_code
+    for index, letter in enumerate(alphabet):
+        lookup[ord(letter)] = lookup[ord(letter.lower())] = index
+    unknown_code = len(alphabet)
+    lookup[ord(unknown)] = lookup[ord(unknown.lower())] = unknown_code
     encoded = np.zeros((len(sequences), len(alphabet), lengths.pop()), dtype=np.float32)
     for row, (name, sequence) in enumerate(zip(names, sequences)):
         raw = np.frombuffer(sequence.encode("ascii", errors="replace"), dtype=np.uint8)
@@ -63,16 +70,18 @@ def one_hot(sequences: str | Sequence[str], alphabet: str = DNA, dtype: torch.dt
         bad = np.nonzero(codes < 0)[0]
         if len(bad):
             char = sequence[bad[0]]
-            kind = "an IUPAC ambiguity code" if char.upper() in IUPAC else "not a base"
-            raise ValueError(f"{name}: {char!r} at position {bad[0] + 1} is {kind} (alphabet {alphabet} plus N); "
-                             "replace it, or mask it as N")
-        is_n = codes == n_code
-        if is_n.any() and n == "error":
-            raise ValueError(f"{name}: N at position {int(np.nonzero(is_n)[0][0]) + 1} (pass n='zeros' or 'uniform')")
-        positions = np.nonzero(~is_n)[0]
+            kind = "an IUPAC ambiguity code" if _is_nucleotide(alphabet) and char.upper() in IUPAC else \
+                f"not in the alphabet {alphabet}"
+            raise InputError(f"{name}: {char!r} at position {bad[0] + 1} is {kind} (nor the unknown symbol "
+                             f"{unknown}); replace it, or mask it as {unknown}")
+        is_unknown = codes == unknown_code
+        if is_unknown.any() and n == "error":
+            raise InputError(f"{name}: {unknown} at position {int(np.nonzero(is_unknown)[0][0]) + 1} (pass n='zeros' "
+                             "or 'uniform')")
+        positions = np.nonzero(~is_unknown)[0]
         encoded[row, codes[positions], positions] = 1.0
         if n == "uniform":
-            encoded[row, :, is_n] = 1.0 / len(alphabet)
+            encoded[row, :, is_unknown] = 1.0 / len(alphabet)
     return torch.from_numpy(encoded).to(dtype)
 
 
@@ -85,11 +94,13 @@ def reverse_complement(onehot: torch.Tensor) -> torch.Tensor:
 
 
 def decode(onehot: torch.Tensor, alphabet: str = DNA) -> list[str]:
-    """Sequences back from ``(N, A, L)`` one-hot (all-zero or uniform columns become N)."""
+    """Sequences back from ``(N, A, L)`` one-hot (all-zero or uniform columns become the unknown
+    symbol)."""
+    unknown = unknown_symbol(alphabet)
     values = onehot.detach().cpu().numpy()
     result = []
     for row in values:
         best = row.argmax(0)
         certain = row.max(0) > 0.5
-        result.append("".join(alphabet[b] if c else "N" for b, c in zip(best, certain)))
+        result.append("".join(alphabet[b] if c else unknown for b, c in zip(best, certain)))
     return result

@@ -58,7 +58,7 @@ __all__ = [
     "information_content",
     "make_dataset",
     "motif_ppms",
-    "read_fasta",
+    "read_synthetic_fasta",
     "write_fasta",
 ]
 
@@ -374,7 +374,7 @@ def write_fasta(path: str | Path, data: SyntheticDataset, line_width: int = 0) -
     """Write ``data`` as FASTA; returns the path.
 
     Header: ``>ID label=1 motifs=MA0139.2/CTCF/34/+,MA0079.5/SP1/120/-`` (matrix ID / name / 0-based
-    start / strand per placement, ``motifs=none`` for negatives), enough for :func:`read_fasta` to
+    start / strand per placement, ``motifs=none`` for negatives), enough for :func:`read_synthetic_fasta` to
     rebuild ``pwm`` and ``truth``. ``line_width`` wraps the sequence lines (0: one line per sequence).
     """
     path = Path(path)
@@ -390,39 +390,37 @@ def write_fasta(path: str | Path, data: SyntheticDataset, line_width: int = 0) -
     return path
 
 
-def read_fasta(path: str | Path) -> SyntheticDataset:
-    """Read a FASTA written by :func:`write_fasta` back (with Biopython) into a :class:`SyntheticDataset`.
+def read_synthetic_fasta(path: str | Path) -> SyntheticDataset:
+    """Read a FASTA written by :func:`write_fasta` back into a :class:`SyntheticDataset` (records
+    by :class:`~lrp_domains.files.fasta.FastaRecords`, the one FASTA reader).
 
     ``pwm`` and ``truth`` are rebuilt from the placements in the headers and :func:`motif_ppms`; the
     result equals the data that was written.
     """
-    from Bio import SeqIO
+    from lrp_domains.bio.sequences import one_hot
+    from lrp_domains.files.fasta import FastaRecords
 
     ids, labels, sequences, placements = [], [], [], []
-    with open(path) as handle:
-        for record in SeqIO.parse(handle, "fasta"):
-            fields = dict(item.split("=", 1) for item in record.description.split()[1:] if "=" in item)
-            if "label" not in fields or "motifs" not in fields:
-                raise ValueError(f"{record.id}: header lacks label=/motifs= (not written by write_fasta)")
-            planted = []
-            if fields["motifs"] != "none":
-                for item in fields["motifs"].split(","):
-                    motif_id, name, start, strand = item.rsplit("/", 3)
-                    planted.append(Placement(motif_id, name, int(start), strand))
-            ids.append(record.id)
-            labels.append(int(fields["label"]))
-            sequences.append(str(record.seq).upper())
-            placements.append(planted)
+    for record in FastaRecords(path):
+        fields = dict(item.split("=", 1) for item in record.description.split() if "=" in item)
+        if "label" not in fields or "motifs" not in fields:
+            raise ValueError(f"{record.id}: header lacks label=/motifs= (not written by write_fasta)")
+        planted = []
+        if fields["motifs"] != "none":
+            for item in fields["motifs"].split(","):
+                motif_id, name, start, strand = item.rsplit("/", 3)
+                planted.append(Placement(motif_id, name, int(start), strand))
+        ids.append(record.id)
+        labels.append(int(fields["label"]))
+        sequences.append(record.sequence.upper())
+        placements.append(planted)
     if not sequences:
         raise ValueError(f"{path} contains no FASTA records")
     lengths = {len(s) for s in sequences}
     if len(lengths) != 1:
         raise ValueError(f"{path}: sequences of different lengths {sorted(lengths)[:5]}")
     length = lengths.pop()
-    lookup = {base: k for k, base in enumerate(ALPHABET)}
-    codes = np.array([[lookup[b] for b in s] for s in sequences], dtype=np.int64)
-    onehot = np.zeros((len(sequences), 4, length), dtype=np.float32)
-    np.put_along_axis(onehot, codes[:, None, :], 1.0, axis=1)
+    onehot = one_hot(sequences, ALPHABET, ids=ids).numpy()
     pwm = np.full((len(sequences), 4, length), 0.25, dtype=np.float32)
     ppms = motif_ppms(sorted({p.motif_id for planted in placements for p in planted}))
     for i, planted in enumerate(placements):

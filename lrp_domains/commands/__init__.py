@@ -1,1 +1,3 @@
-"""The ``lrp-domains text ...`` and ``lrp-domains bio ...`` command groups (typer)."""
+"""The command groups of ``lrp-domains`` (typer): ``text``, ``bio``, ``run``. They parse options,
+call the library, and turn its errors into one-line ``error: ...`` messages; no library code
+lives here."""

@@ -1,62 +1,26 @@
-"""``lrp-domains bio ...``: explain expression models (and, later, sequence models)."""
+"""``lrp-domains bio genes|sequences``: explain expression and sequence models into reports.
+
+Every option is checked before anything is explained (missing files, unknown JASPAR releases,
+broken marker JSON, weights without a model), and every problem ends as one ``error: ...`` line.
+"""
 
 from __future__ import annotations
 
-import importlib
-import json
 from enum import Enum
 from pathlib import Path
-from typing import Any
 
 import typer
+
+from lrp_domains.commands.common import one_line_errors
+from lrp_domains.errors import InputError
 
 app = typer.Typer(help="Explain biological models: gene expression (genes), DNA sequences (sequences).",
                   no_args_is_help=True)
 
-
-def load_user_model(spec: str, weights: Path | None) -> tuple[Any, list[str] | None, list[str] | None]:
-    """``MODULE:FACTORY`` -> (model, genes, classes). The factory returns a module or a tuple
-    ``(module, genes, classes)``; ``weights`` (safetensors) are loaded into it, and a JSON sidecar
-    with the same stem may name ``genes`` and ``classes``."""
-    from safetensors.torch import load_file
-
-    module_name, _, factory_name = spec.partition(":")
-    if not factory_name:
-        raise typer.BadParameter(f"--model must be MODULE:FACTORY, got {spec!r}")
-    try:
-        factory = getattr(importlib.import_module(module_name), factory_name)
-    except (ImportError, AttributeError) as error:
-        raise typer.BadParameter(f"cannot load {spec!r}: {error}") from error
-    built = factory()
-    model, genes, classes = built if isinstance(built, tuple) else (built, None, None)
-    if weights is not None:
-        if weights.suffix != ".safetensors":
-            raise typer.BadParameter("--weights must be a .safetensors file (pickled checkpoints are not loaded)")
-        model.load_state_dict(load_file(str(weights)))
-        sidecar = weights.with_suffix(".json")
-        if sidecar.exists():
-            meta = json.loads(sidecar.read_text())
-            genes, classes = meta.get("genes", genes), meta.get("classes", classes)
-    return model.eval(), genes, classes
-
-
-def _read_data(path: Path, label_column: str | None):
-    """AnnData from ``.h5ad``; from ``.csv``/``.tsv`` a DataFrame (first column: sample names)."""
-    import pandas as pd
-
-    if path.suffix == ".h5ad":
-        import anndata
-
-        return anndata.read_h5ad(path), None
-    if path.suffix in (".csv", ".tsv"):
-        frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", index_col=0)
-        labels = None
-        if label_column is not None:
-            if label_column not in frame.columns:
-                raise typer.BadParameter(f"{path.name} has no column {label_column!r}")
-            labels = frame.pop(label_column).astype(str)
-        return frame, labels
-    raise typer.BadParameter(f"{path.name}: use an .h5ad, .csv or .tsv file")
+MODEL_HELP = ("MODULE:FACTORY building the model; imports MODULE (from the current folder too) and runs its code "
+              "(default: the bundled model).")
+NOISY_LABELS = ("pbmc68k_reduced bulk_labels are noisy: the 'Dendritic' cluster also carries classical-monocyte "
+                "markers (LYZ, S100A8/9), so its top genes overlap the monocytes'.")
 
 
 class Missing(str, Enum):
@@ -68,7 +32,7 @@ class Missing(str, Enum):
 def genes_command(
     data: Path = typer.Argument(None, help=".h5ad or .csv/.tsv (samples x genes); default: the PBMC data."),
     out: Path = typer.Option(..., help="Output folder."),
-    model: str = typer.Option(None, help="MODULE:FACTORY building the model (default: the bundled PBMC MLP)."),
+    model: str = typer.Option(None, help=MODEL_HELP),
     weights: Path = typer.Option(None, help="Weights for --model (.safetensors; a .json beside it may name genes)."),
     label_column: str = typer.Option(None, help="Labels to explain (obs column or CSV column); default: predictions."),
     markers: Path = typer.Option(None, help="JSON mapping each class to its marker genes."),
@@ -78,53 +42,59 @@ def genes_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Gene relevance per sample and per class, with figures, marker and DE tables, and an HTML report."""
+    import anndata
+
     from lrp_domains.bio import ExpressionExplainer
-    from lrp_domains.report.genes import write_gene_report
+    from lrp_domains.bio.cells import ExpressionData, read_expression
+    from lrp_domains.bio.genes import read_markers
+    from lrp_domains.models import load_user_model
+    from lrp_domains.report import write_report
 
     notes: list[str] = []
-    marker_sets = json.loads(markers.read_text()) if markers is not None else None
-    if model is None:
-        from lrp_domains.bio.default_model import load_default_data, load_default_model, markers_in
+    with one_line_errors():
+        if weights is not None and model is None:
+            raise InputError("--weights needs --model MODULE:FACTORY (the default model has its own weights)")
+        if model is not None and data is None:
+            raise InputError("give DATA (an .h5ad or .csv/.tsv file) when using --model")
+        marker_sets = read_markers(markers) if markers is not None else None
+        if model is None:
+            from lrp_domains.bio.default_model import load_default_data, markers_in
 
-        net, genes, classes = load_default_model()
-        adata = load_default_data() if data is None else _read_data(data, label_column)[0]
-        label_column = label_column or ("bulk_labels" if data is None else None)
-        marker_sets = marker_sets or markers_in(genes)
-        if data is None:
-            notes.append("pbmc68k_reduced bulk_labels are noisy: the 'Dendritic' cluster also carries classical-"
-                         "monocyte markers (LYZ, S100A8/9), so its top genes overlap the monocytes'.")
-    else:
-        if data is None:
-            raise typer.BadParameter("give DATA when using --model")
-        net, genes, classes = load_user_model(model, weights)
-        adata = None
-    explainer_data, labels = (adata, None) if adata is not None else _read_data(data, label_column)
-    if genes is None:
-        genes = list(map(str, getattr(explainer_data, "var_names", getattr(explainer_data, "columns", []))))
-    explainer = ExpressionExplainer(net, genes, classes, composite=composite)
-    target = None
-    if label_column is not None and adata is not None:
-        if label_column not in adata.obs:
-            raise typer.BadParameter(f"no column {label_column!r} in the data's obs: {list(adata.obs.columns)}")
-        target = adata.obs[label_column].astype(str).tolist()
-    elif labels is not None:
-        target = labels.tolist()
-    try:
-        explanation = explainer.explain(explainer_data, target=target, progress=progress, missing=missing.value)
-    except (ValueError, KeyError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    written = write_gene_report(explanation, out, markers=marker_sets, adata=adata,
-                                groupby=label_column if adata is not None else None, top=top, notes=notes)
+            explainer = ExpressionExplainer.default(composite=composite)
+            if data is None:
+                adata = load_default_data()
+                label_column = label_column or "bulk_labels"
+                if label_column not in adata.obs:
+                    raise InputError(f"the PBMC data has no obs column {label_column!r}: {list(adata.obs.columns)}")
+                loaded = ExpressionData(adata, adata.obs[label_column].astype(str).tolist(), [])
+                notes.append(NOISY_LABELS)
+            else:
+                loaded = read_expression(data, label_column)
+            marker_sets = marker_sets or markers_in(explainer.genes)
+        else:
+            loaded = read_expression(data, label_column)
+            net, genes, classes = load_user_model(model, weights)
+            if genes is None:
+                genes = list(map(str, loaded.data.var_names if isinstance(loaded.data, anndata.AnnData)
+                                 else loaded.data.columns))
+            explainer = ExpressionExplainer(net, genes, classes, composite=composite)
+        if loaded.ignored:
+            notes.append(f"Columns that are not numbers were ignored (not genes): {', '.join(loaded.ignored)}.")
+        explanation = explainer.explain(loaded.data, target=loaded.labels, progress=progress, missing=missing.value)
+        adata = loaded.data if isinstance(loaded.data, anndata.AnnData) else None
+        written = write_report(explainer, explanation, out, markers=marker_sets, adata=adata,
+                               groupby=label_column if adata is not None and loaded.labels is not None else None,
+                               top=top, notes=notes)
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
 
 
 @app.command("sequences")
 def sequences_command(
-    path: Path = typer.Argument(None, help="FASTA (.fa, .fasta, .gz); default: datasets/example_sequences.fa."),
+    path: Path = typer.Argument(None, help="FASTA (.fa, .fasta, .fna, plain or gzipped); default: "
+                                           "datasets/example_sequences.fa."),
     out: Path = typer.Option(..., help="Output folder."),
-    model: str = typer.Option(None, help="MODULE:FACTORY building the model (default: the bundled synthetic CNN)."),
+    model: str = typer.Option(None, help=MODEL_HELP),
     weights: Path = typer.Option(None, help="Weights for --model (.safetensors)."),
     target: int = typer.Option(None, help="Output index to explain (default: the prediction / the only output)."),
     center: bool = typer.Option(False, "--center", help="Off-simplex correction (Majdandzic et al. 2023)."),
@@ -135,27 +105,23 @@ def sequences_command(
 ) -> None:
     """Nucleotide relevance, seqlets with JASPAR matches, logos, modisco inputs, and an HTML report."""
     from lrp_domains.bio import SequenceExplainer, annotate_seqlets, call_seqlets
-    from lrp_domains.report.sequences import write_sequence_report
+    from lrp_domains.bio.motifs import load_motifs
+    from lrp_domains.files.fasta import FastaRecords
+    from lrp_domains.report import write_report
 
-    if model is None:
-        from lrp_domains.bio.sequence_model import load_default_sequence_model
+    with one_line_errors():
+        library = None if motifs.lower() == "none" else load_motifs(motifs)
+        if path is None:
+            from lrp_domains.data import datasets_dir
 
-        net = load_default_sequence_model()
-    else:
-        net, _, _ = load_user_model(model, weights)
-    if path is None:
-        from lrp_domains.data import datasets_dir
-
-        path = datasets_dir() / "example_sequences.fa"
-    explainer = SequenceExplainer(net, composite=composite)
-    try:
-        explanation = explainer.explain(path, target=target, center=center, rc_average=rc_average, progress=progress)
-    except (ValueError, FileNotFoundError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    seqlets = call_seqlets(explanation)
-    if motifs.lower() != "none" and len(seqlets):
-        seqlets = annotate_seqlets(seqlets, motifs=motifs)
-    written = write_sequence_report(explanation, out, seqlets)
+            path = datasets_dir() / "example_sequences.fa"
+        FastaRecords(path)  # a missing file or an unknown type is named before the model loads
+        explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
+        groups = list(explainer.explain_groups(path, target=target, center=center, rc_average=rc_average,
+                                               progress=progress))
+        seqlets = call_seqlets(groups)
+        if library is not None and len(seqlets):
+            seqlets = annotate_seqlets(seqlets, motifs=library)
+        written = write_report(explainer, groups, out, seqlets=seqlets)
     for name, written_path in written.items():
         typer.echo(f"{name}: {written_path}")

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import typer
 
+from lrp_domains.commands.common import one_line_errors, parse_target
+from lrp_domains.errors import InputError
+
 app = typer.Typer(help="Explain text classifiers and language models (AttnLRP, CP-LRP).", no_args_is_help=True)
 
 
@@ -26,15 +29,7 @@ class Format(str, Enum):
 def _explainer(model: str | None, composite: str):
     from lrp_domains.text import TextExplainer
 
-    if model is None:
-        return TextExplainer.default(composite=composite)
-    return TextExplainer.from_pretrained(model, composite=composite)
-
-
-def _parse_target(target: str | None):
-    if target is None:
-        return None
-    return int(target) if target.lstrip("-").isdigit() else target
+    return TextExplainer.from_options(model=model, composite=composite)
 
 
 def render_terminal(result, level: Level) -> None:
@@ -78,18 +73,17 @@ def explain_command(
     out: Path = typer.Option(None, help="Write to this file instead of standard output."),
 ) -> None:
     """Explain one text: coloured words in the terminal, or HTML, CSV, JSON."""
-    from lrp_domains.text.corpus import html_page
+    from lrp_domains.files.writing import atomic_write
+    from lrp_domains.report.text import text_page
 
-    explainer = _explainer(model, composite)
-    try:
-        result = explainer.explain(text, target=_parse_target(target))
-    except (ValueError, TypeError) as error:
-        raise typer.BadParameter(str(error)) from error
+    with one_line_errors():
+        explainer = _explainer(model, composite)
+        result = explainer.explain(text, target=parse_target(target))
     if format is Format.terminal and out is None:
         render_terminal(result, level)
         return
     if format is Format.html or (format is Format.terminal and out is not None):
-        payload = html_page(result)
+        payload = text_page(result)
     elif format is Format.csv:
         payload = result.to_frame(level.value).to_csv(index=False)
     else:
@@ -97,7 +91,10 @@ def explain_command(
     if out is None:
         typer.echo(payload)
     else:
-        out.write_text(payload, encoding="utf-8")
+        with one_line_errors():
+            if out.is_dir():
+                raise InputError(f"--out {out} is a folder; give a file name")
+            atomic_write(out, payload)
         typer.echo(f"wrote {out}")
 
 
@@ -113,14 +110,11 @@ def explain_file_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Explain every text of a file: token tables (CSV, Parquet), per-text HTML, a corpus summary."""
-    from lrp_domains.text.corpus import explain_file
+    from lrp_domains.report.corpus import explain_file
 
-    explainer = _explainer(model, composite)
-    try:
-        paths = explain_file(explainer, path, out, column=column, target=_parse_target(target),
+    with one_line_errors():
+        explainer = _explainer(model, composite)
+        paths = explain_file(explainer, path, out, column=column, target=parse_target(target),
                              batch_size=batch_size, progress=progress)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     for name, written in paths.items():
         typer.echo(f"{name}: {written}")

@@ -1,11 +1,18 @@
-"""``explain``: LRP relevance of a model's inputs in one forward and one backward pass."""
+"""``explain``: LRP relevance of a model's inputs in one forward and one backward pass.
+
+:func:`explain` is the one batching loop every explainer builds on. Domain explainers give it
+what they need through its hooks: keyword inputs (a mapping of tensors, ``model(**batch)``),
+``output`` (which tensor of the model's output is explained), ``sources`` (module outputs where
+relevance is read, e.g. embeddings), per-example targets with ``labels``, and
+:func:`explain_batches` for batches they build themselves (texts padded per batch).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from typing import Union
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -13,8 +20,15 @@ from torch import nn
 from lrp_domains.core import composites
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.result import Explanation
+from lrp_domains.core.targets import Target, resolve_targets, select_target
 
-Target = Union[None, int, Sequence[int], torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]
+__all__ = ["Target", "batches", "eval_mode", "explain", "explain_batches", "model_device", "model_dtype",
+           "prepare_inputs", "resolve_composite", "select_target"]
+
+Inputs = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+#: ``output(raw_model_output, batch_inputs) -> (N, ...)`` tensor that targets index.
+OutputFn = Callable[[Any, Any], torch.Tensor]
+Sources = Union[Sequence[str], Sequence[type], type, None]
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -56,14 +70,16 @@ def resolve_composite(composite: str | Composite, **kwargs: object) -> Composite
     raise TypeError(f"composite must be a name or a Composite, got {type(composite).__name__}")
 
 
-def _prepare_inputs(model: nn.Module, inputs: object, device: torch.device | str | None) -> torch.Tensor:
-    if not isinstance(inputs, torch.Tensor):
-        try:
-            inputs = torch.as_tensor(inputs)
-        except (TypeError, ValueError, RuntimeError) as error:
-            raise TypeError(f"inputs must be a tensor or array-like, got {type(inputs).__name__}") from error
-    if inputs.dim() == 0:
-        raise ValueError("inputs must have a batch dimension first, got a scalar")
+def _as_tensor(value: object, name: str) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"{name} must be a tensor or array-like, got {type(value).__name__}") from error
+
+
+def _check_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
     home = model_device(model)
     if device is not None:
         wanted = torch.device(device)
@@ -73,63 +89,62 @@ def _prepare_inputs(model: nn.Module, inputs: object, device: torch.device | str
                 f"the model is on {home} but device={wanted}; move it first with model.to('{wanted}') "
                 "(explain never moves a model: it is returned unchanged)"
             )
+    return home
+
+
+def prepare_inputs(model: nn.Module, inputs: object, device: torch.device | str | None) -> Inputs:
+    """Inputs on the model's device: floating-point (and one-hot integer/boolean) tensors in the
+    model's dtype; in a mapping, integer entries (token ids, masks) are left as they are."""
+    home = _check_device(model, device)
     dtype = model_dtype(model)
-    if dtype is not None and inputs.dtype != dtype:
-        inputs = inputs.to(dtype)
-    elif not inputs.is_floating_point():
-        inputs = inputs.to(torch.get_default_dtype())
-    return inputs.to(home)
+    if isinstance(inputs, Mapping):
+        if not inputs:
+            raise ValueError("inputs is an empty mapping; give the model's keyword inputs")
+        prepared = {}
+        for key, value in inputs.items():
+            tensor = _as_tensor(value, f"inputs[{key!r}]")
+            if tensor.is_floating_point() and dtype is not None:
+                tensor = tensor.to(dtype)
+            prepared[key] = tensor.to(home)
+        sizes = {key: t.shape[0] if t.dim() else None for key, t in prepared.items()}
+        if None in sizes.values() or len(set(sizes.values())) > 1:
+            raise ValueError(f"every input needs the same batch dimension first; got {sizes}")
+        return prepared
+    tensor = _as_tensor(inputs, "inputs")
+    if tensor.dim() == 0:
+        raise ValueError("inputs must have a batch dimension first, got a scalar")
+    if dtype is not None and tensor.dtype != dtype:
+        tensor = tensor.to(dtype)
+    elif not tensor.is_floating_point():
+        tensor = tensor.to(torch.get_default_dtype())
+    return tensor.to(home)
 
 
-def _targets(target: Target, n: int) -> torch.Tensor | Callable | None:
-    if target is None or callable(target):
-        return target
-    if isinstance(target, bool):
-        raise TypeError("target must be an int, a sequence of ints, a LongTensor, a callable or None")
-    if isinstance(target, int):
-        return torch.full((n,), target, dtype=torch.long)
-    indices = torch.as_tensor(target)
-    if indices.is_floating_point() or indices.dim() != 1 or indices.shape[0] != n:
-        raise ValueError(
-            f"per-example targets must be {n} integers (one per example), got shape {tuple(indices.shape)} "
-            f"of {indices.dtype}"
-        )
-    return indices.long().cpu()
+def _length(inputs: Inputs) -> int:
+    return next(iter(inputs.values())).shape[0] if isinstance(inputs, Mapping) else inputs.shape[0]
 
 
-def select_target(
-    output: torch.Tensor, target: torch.Tensor | Callable | None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The explained value per example and its index (None for callables).
+def _slice(inputs: Inputs, start: int, stop: int) -> Inputs:
+    if isinstance(inputs, Mapping):
+        return {key: value[start:stop] for key, value in inputs.items()}
+    return inputs[start:stop]
 
-    ``output`` is read as ``(N, -1)``; indices address that flattened per-example output.
-    """
-    n = output.shape[0]
-    if callable(target):
-        explained = target(output)
-        if not isinstance(explained, torch.Tensor) or explained.shape != (n,):
-            raise ValueError(
-                f"a callable target must return one value per example, shape ({n},); got "
-                f"{tuple(explained.shape) if isinstance(explained, torch.Tensor) else type(explained).__name__}"
-            )
-        return explained, None
-    flat = output.reshape(n, -1)
-    if target is None:
-        index = flat.detach().argmax(dim=1)
-    else:
-        low, high = int(target.min()), int(target.max())  # targets live on the CPU: no device sync
-        if low < 0 or high >= flat.shape[1]:
-            raise ValueError(
-                f"target {low if low < 0 else high} is out of range for an output with {flat.shape[1]} values "
-                "per example"
-            )
-        index = target.to(output.device, non_blocking=True)
-    return flat.gather(1, index[:, None])[:, 0], index
+
+def batches(data: Inputs, targets: torch.Tensor | Callable | None,
+            batch_size: int | None) -> Iterator[tuple[Inputs, torch.Tensor | Callable | None]]:
+    """``(inputs, targets)`` per batch of ``batch_size`` examples (all at once when None)."""
+    n = _length(data)
+    size = n if batch_size is None else int(batch_size)
+    if size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for start in range(0, n, size):
+        part = targets[start:start + size] if isinstance(targets, torch.Tensor) else targets
+        yield _slice(data, start, start + size), part
 
 
 def explain(
     model: nn.Module,
-    inputs: torch.Tensor,
+    inputs: Inputs,
     target: Target = None,
     composite: str | Composite = "epsilon",
     *,
@@ -138,6 +153,10 @@ def explain(
     strict: bool = False,
     progress: bool = False,
     hypothetical: bool = False,
+    output: OutputFn | None = None,
+    sources: Sources = None,
+    labels: Sequence[str] | None = None,
+    check_delta: bool = True,
 ) -> Explanation:
     """LRP relevance of ``inputs`` for one output of ``model`` per example.
 
@@ -151,10 +170,13 @@ def explain(
     model:
         Any ``nn.Module``; it is explained in eval mode and returned unchanged.
     inputs:
-        ``(N, ...)``; integer/boolean inputs (one-hot) are cast to the model's dtype.
+        ``(N, ...)``; integer/boolean inputs (one-hot) are cast to the model's dtype. Or a mapping
+        of keyword inputs (``model(**inputs)``), each ``(N, ...)``: relevance is computed for its
+        floating-point entries; integer entries (token ids, masks) are passed as they are.
     target:
-        None (the predicted class: argmax of the output), an int, one index per example, or a
-        callable ``output -> (N,)`` (e.g. contrastive ``lambda out: out[:, 1] - out[:, 0]``).
+        None (the predicted class: argmax of the output), an index or a label name (``labels``),
+        one per example, or a callable ``output -> (N,)`` (e.g. contrastive
+        ``lambda out: out[:, 1] - out[:, 0]``).
     composite:
         A name from :func:`lrp_domains.composites.names` or a :class:`Composite`.
     batch_size:
@@ -162,42 +184,149 @@ def explain(
     device:
         Where to compute; the model must already be there (default: the model's device).
     strict:
-        Raise :class:`~lrp_domains.core.scope.LRPCoverageError` naming each operation without a
+        Raise :class:`~lrp_domains.core.coverage.LRPCoverageError` naming each operation without a
         rule, instead of warning.
     progress:
         Show a progress bar over batches.
     hypothetical:
         Also return :attr:`Explanation.hypothetical`: what each input entry would receive at
-        value 1 (one-hot inputs: every base at every position).
+        value 1 (one-hot inputs: every base at every position). Tensor inputs only.
+    output:
+        ``output(raw, batch) -> (N, ...)``: the tensor of the model's output that targets index
+        (default: the output itself, its ``.logits``, or its first element).
+    sources:
+        Module names (or module types) whose outputs are where relevance is read: relevance
+        stops there and is returned per module in :attr:`Explanation.sources` (an embedding's
+        output for token models; a hidden layer).
+    labels:
+        Names of the output's entries, for targets given by name.
+    check_delta:
+        Warn when an example lost or gained more than half its relevance under a composite that
+        should conserve it (explainers that report ``delta`` themselves turn this off).
     """
     composite = resolve_composite(composite)
-    data = _prepare_inputs(model, inputs, device)
-    targets = _targets(target, data.shape[0])
-    parts: list[tuple[torch.Tensor, ...]] = []
+    data = prepare_inputs(model, inputs, device)
+    targets = resolve_targets(target, _length(data), labels)
+    parts = explain_batches(model, batches(data, targets, batch_size), composite, strict=strict, progress=progress,
+                            hypothetical=hypothetical, output=output, sources=sources, check_delta=False,
+                            total=-(-_length(data) // (batch_size or max(_length(data), 1))))
+    result = Explanation.concatenate(parts)
+    home = inputs.device if isinstance(inputs, torch.Tensor) else None
+    if home is not None:
+        result = result.to(home)
+    if check_delta and composite.conserves:
+        warn_on_large_delta(result)
+    return result
+
+
+def explain_batches(model: nn.Module, data: Iterable[tuple[Inputs, torch.Tensor | Callable | None]],
+                    composite: str | Composite = "epsilon", *, strict: bool = False, progress: bool = False,
+                    hypothetical: bool = False, output: OutputFn | None = None, sources: Sources = None,
+                    check_delta: bool = True, total: int | None = None) -> list[Explanation]:
+    """One :class:`Explanation` per ``(inputs, targets)`` batch, all inside one scope: the loop
+    :func:`explain` runs, for callers that build their own batches (inputs already prepared with
+    :func:`prepare_inputs`, targets resolved with :func:`~lrp_domains.core.targets.resolve_targets`)."""
+    composite = resolve_composite(composite)
+    names = _source_names(model, sources)
+    if progress:
+        from tqdm.auto import tqdm
+
+        data = tqdm(data, desc="explain", unit="batch", total=total)
+    parts = []
     with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
-        scope.capture_hypothetical = hypothetical
-        for batch, batch_target in batches(data, targets, batch_size, progress, "explain"):
-            parts.append(_explain_batch(model, scope, batch, batch_target, strict))
-    relevance, output, index, explained, units = (
-        None if parts[0][i] is None else parts[0][i] if len(parts) == 1 else torch.cat([p[i] for p in parts])
-        for i in range(5)
+        scope.inputs.capture_hypothetical = hypothetical
+        scope.inputs.read_sources(names)
+        for batch, batch_target in data:
+            parts.append(_explain_batch(model, scope, batch, batch_target, strict, output))
+    if check_delta and composite.conserves:
+        for part in parts:
+            warn_on_large_delta(part)
+    return parts
+
+
+def _source_names(model: nn.Module, sources: Sources) -> list[str]:
+    if sources is None:
+        return []
+    if isinstance(sources, type):
+        sources = (sources,)
+    modules = dict(model.named_modules())
+    names = []
+    for item in sources:
+        if isinstance(item, type):
+            names.extend(name for name, module in modules.items() if isinstance(module, item))
+        elif item in modules:
+            names.append(item)
+        else:
+            raise ValueError(f"sources: the model has no module {item!r}; give names from model.named_modules()")
+    if not names:
+        raise ValueError(f"sources: no module of the model matches {list(sources)}")
+    return names
+
+
+def default_output(raw: Any, batch: Any = None) -> torch.Tensor:
+    """The explained tensor of a model's output: itself, its ``.logits``, or its first element."""
+    if isinstance(raw, torch.Tensor):
+        return raw
+    logits = getattr(raw, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(raw, (tuple, list)) and raw and isinstance(raw[0], torch.Tensor):
+        return raw[0]
+    raise TypeError(
+        f"explain needs a model that returns a tensor (or an output with .logits), got {type(raw).__name__}; pass "
+        "output=lambda raw, batch: ... to say which tensor is explained"
     )
-    home = inputs.device if isinstance(inputs, torch.Tensor) else relevance.device
-    relevance = relevance.to(home)
-    total = relevance.reshape(len(relevance), -1).sum(1).to(explained.dtype)
-    delta = explained.to(home) - total
-    if composite.conserves:
-        _warn_on_large_delta(delta, explained.to(home), total)
-    return Explanation(relevance, output, index, explained, delta, None if units is None else units.to(home))
+
+
+def _explain_batch(model, scope, batch, target, strict, output_fn) -> Explanation:
+    mapping = isinstance(batch, Mapping)
+    features = [k for k, v in batch.items() if v.is_floating_point()] if mapping else []
+    tracked = scope.track(*[batch[k] for k in features], batch_size=_length(batch)) if mapping \
+        else scope.track(batch)
+    if mapping:
+        raw = model(**{**batch, **dict(zip(features, tracked))})
+    else:
+        raw = model(tracked[0])
+    output = (output_fn or default_output)(raw, batch)
+    scope.check(strict)
+    explained, index = select_target(output, target)
+    leaves = list(tracked)
+    anchors = [scope.inputs.anchor(leaf) for leaf in leaves]
+    source_leaves = [(name, leaf) for name, found in scope.inputs.sources.items() for leaf in found]
+    wrt = leaves + [a for a in anchors if a is not None] + [leaf for _, leaf in source_leaves]
+    if explained.requires_grad and wrt:
+        grads = list(torch.autograd.grad(explained.sum(), wrt, allow_unused=True))
+    else:  # every path was stopped (or the output ignores the input): no relevance arrives
+        grads = [None] * len(wrt)
+    input_grads, rest = grads[:len(leaves)], grads[len(leaves):]
+    relevance = []
+    for leaf, grad, anchor in zip(leaves, input_grads, anchors):
+        value = leaf.detach() * grad if grad is not None else torch.zeros_like(leaf)
+        if anchor is not None:
+            written = rest.pop(0)
+            if written is not None:
+                value = value + written
+        relevance.append(value.detach())
+    read: dict[str, torch.Tensor] = {}
+    for (name, leaf), grad in zip(source_leaves, rest):
+        value = (leaf.detach() * grad if grad is not None else torch.zeros_like(leaf)).detach()
+        read[name] = read[name] + value if name in read else value
+    units = None
+    if scope.inputs.capture_hypothetical and not mapping:
+        units = scope.inputs.hypothetical(leaves[0], input_grads[0]).detach()
+    relevance_out = dict(zip(features, relevance)) if mapping else relevance[0]
+    return Explanation.build(relevance_out, output.detach(), index, explained.detach(), units, read)
 
 
 #: ``|delta|`` above this share of ``|explained| + |sum of relevance|`` is reported.
 DELTA_WARNING = 0.5
 
 
-def _warn_on_large_delta(delta: torch.Tensor, explained: torch.Tensor, total: torch.Tensor) -> None:
-    # Per-example vectors: numpy on the CPU is cheaper than a string of tiny torch calls.
-    delta, explained, total = (t.detach().cpu().double().numpy() for t in (delta, explained, total))
+def warn_on_large_delta(result: Explanation) -> None:
+    """Warn when an example lost or gained more than :data:`DELTA_WARNING` of its relevance."""
+    explained = result.explained.detach().cpu().double().numpy()
+    delta = result.delta.detach().cpu().double().numpy()
+    total = explained - delta
     if (abs(delta) > DELTA_WARNING * (abs(explained) + abs(total))).any():
         # A constant message, so that Python shows it once per call site rather than per call.
         warnings.warn(
@@ -206,44 +335,3 @@ def _warn_on_large_delta(delta: torch.Tensor, explained: torch.Tensor, total: to
             "a layer lacks a conserving rule (strict=True names uncovered operations).",
             stacklevel=3,
         )
-
-
-def batches(data: torch.Tensor, targets: torch.Tensor | Callable | None, batch_size: int | None, progress: bool,
-            desc: str) -> Iterator[tuple[torch.Tensor, torch.Tensor | Callable | None]]:
-    """``(inputs, targets)`` per batch of ``batch_size`` examples (all at once when None), with
-    an optional progress bar."""
-    n = data.shape[0]
-    size = n if batch_size is None else int(batch_size)
-    if size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    starts = range(0, n, size)
-    if progress:
-        from tqdm.auto import tqdm
-
-        starts = tqdm(starts, desc=desc, unit="batch")
-    for start in starts:
-        part = targets[start:start + size] if isinstance(targets, torch.Tensor) else targets
-        yield data[start:start + size], part
-
-
-def _explain_batch(model, scope, batch, target, strict):
-    (leaf,) = scope.track(batch)
-    output = model(leaf)
-    if not isinstance(output, torch.Tensor):
-        raise TypeError(
-            f"explain needs a model that returns a tensor, got {type(output).__name__}; wrap the model "
-            "so that forward returns the logits"
-        )
-    scope.check(strict)
-    explained, index = select_target(output, target)
-    anchor = scope.anchor(leaf)
-    wrt = [leaf] if anchor is None else [leaf, anchor]
-    if explained.requires_grad:
-        grads = torch.autograd.grad(explained.sum(), wrt, allow_unused=True)
-    else:  # every path was stopped (or the output ignores the input): no relevance arrives
-        grads = [None] * len(wrt)
-    relevance = leaf.detach() * grads[0] if grads[0] is not None else torch.zeros_like(leaf)
-    if anchor is not None and grads[1] is not None:
-        relevance = relevance + grads[1]
-    units = scope.hypothetical(leaf, grads[0]).detach() if scope.capture_hypothetical else None
-    return relevance.detach(), output.detach(), index, explained.detach(), units

@@ -14,7 +14,8 @@ from lrp_domains.core.rules import Epsilon, Identity, Pass, Rule
 if TYPE_CHECKING:
     from lrp_domains.core.scope import Scope
 
-LayerKey = Union[type, tuple, str]
+#: A rule key: a module type, a tuple of types, a module name, or a predicate ``module -> bool``.
+LayerKey = Union[type, tuple, str, Callable[[nn.Module], bool]]
 
 #: Rules every composite starts from; a composite's own rules take precedence.
 BASE_RULES: dict[LayerKey, Rule] = {
@@ -40,9 +41,10 @@ class Composite:
     Parameters
     ----------
     rules:
-        ``{layer type | tuple of types | module name: Rule}``. Names (as in
-        ``model.named_modules()``) win over types; types are matched with ``isinstance`` in the
-        order given. :data:`BASE_RULES` (activations, pooling, dropout, reshapes) fill in the rest.
+        ``{layer type | tuple of types | module name | predicate: Rule}``. Names (as in
+        ``model.named_modules()``) win over types and predicates, which are tried in the order
+        given (types with ``isinstance``, predicates called with the module). :data:`BASE_RULES`
+        (activations, pooling, dropout, reshapes) fill in the rest.
     first:
         Rule for the first affine layer that sees the input (z-box, flat, w-square).
     last:
@@ -93,7 +95,12 @@ class Composite:
             return self.rules[name]
         for table in (self.rules, BASE_RULES):
             for key, rule in table.items():
-                if not isinstance(key, str) and isinstance(module, key):
+                if isinstance(key, str):
+                    continue
+                if isinstance(key, (type, tuple)):
+                    if isinstance(module, key):
+                        return rule
+                elif key(module):
                     return rule
         return None
 

@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Union
 
 import torch
 
 if TYPE_CHECKING:
     import pandas as pd
+
+Relevance = Union[torch.Tensor, dict]
+
+
+def _total(relevance: Relevance, sources: Mapping[str, torch.Tensor], n: int, dtype: torch.dtype) -> torch.Tensor:
+    parts = list(relevance.values()) if isinstance(relevance, Mapping) else [relevance]
+    parts += list(sources.values())
+    if not parts:
+        return torch.zeros(n, dtype=dtype)
+    total = parts[0].reshape(n, -1).sum(1).to(dtype)
+    for part in parts[1:]:
+        total = total + part.reshape(n, -1).sum(1).to(dtype)
+    return total
 
 
 @dataclass
@@ -18,35 +32,78 @@ class Explanation:
     Attributes
     ----------
     relevance:
-        Same shape as the inputs.
+        Same shape as the inputs (for keyword inputs: a dict with one tensor per floating-point
+        input).
     output:
-        The model output (detached).
+        The explained tensor of the model's output (detached).
     target:
         The explained output index per example (LongTensor), or None when a callable chose it.
     explained:
         The explained value per example, ``(N,)``: the relevance seeded at the output.
     delta:
-        ``explained - relevance.sum()`` per example: what biases and stabilizers absorbed (or
-        what was created); near zero for conservative rules on bias-free networks.
+        ``explained`` minus all relevance (inputs and sources) per example: what biases and
+        stabilizers absorbed (or what was created); near zero for conservative rules on bias-free
+        networks.
+    hypothetical:
+        With ``explain(..., hypothetical=True)``: the relevance each input entry would receive at
+        value 1 (for one-hot inputs, each base's hypothetical contribution; first order).
+    sources:
+        With ``explain(..., sources=...)``: relevance of each named module's output (full shape).
     """
 
-    relevance: torch.Tensor
+    relevance: Relevance
     output: torch.Tensor
     target: torch.Tensor | None
     explained: torch.Tensor
     delta: torch.Tensor
-    #: With ``explain(..., hypothetical=True)``: the relevance each input entry would receive at
-    #: value 1 (for one-hot inputs, each base's hypothetical contribution; first order).
     hypothetical: torch.Tensor | None = None
+    sources: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, relevance: Relevance, output: torch.Tensor, target: torch.Tensor | None, explained: torch.Tensor,
+              hypothetical: torch.Tensor | None = None, sources: Mapping[str, torch.Tensor] | None = None
+              ) -> Explanation:
+        """An explanation with ``delta`` computed from the rest."""
+        sources = dict(sources or {})
+        delta = explained - _total(relevance, sources, explained.shape[0], explained.dtype)
+        return cls(relevance, output, target, explained, delta, hypothetical, sources)
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Explanation]) -> Explanation:
+        """The explanations of consecutive batches as one (same shapes but the batch dimension)."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(values: list) -> object:
+            if values[0] is None:
+                return None
+            if isinstance(values[0], Mapping):
+                return {key: torch.cat([v[key] for v in values]) for key in values[0]}
+            return torch.cat(values)
+
+        fields = ("relevance", "output", "target", "explained", "delta", "hypothetical", "sources")
+        return cls(*(cat([getattr(p, name) for p in parts]) for name in fields))
+
+    def to(self, device: torch.device | str) -> Explanation:
+        """The same explanation with relevance, hypothetical contributions and sources on ``device``."""
+        def move(value: object) -> object:
+            if isinstance(value, Mapping):
+                return {key: v.to(device) for key, v in value.items()}
+            return value.to(device) if isinstance(value, torch.Tensor) else value
+
+        return Explanation(move(self.relevance), self.output, self.target, self.explained.to(device),
+                           self.delta.to(device), move(self.hypothetical), move(self.sources))
 
     def __len__(self) -> int:
-        return self.relevance.shape[0]
+        return self.explained.shape[0]
 
     def to_frame(self) -> pd.DataFrame:
         """Long table: one row per example and input feature (``d1``, ``d2``... index the
         non-batch dimensions), with the relevance, the explained value and the delta."""
         import pandas as pd
 
+        if not isinstance(self.relevance, torch.Tensor):
+            raise TypeError("to_frame needs tensor inputs; for keyword inputs read .relevance[name]")
         relevance = self.relevance.detach().cpu()
         grids = torch.meshgrid(*[torch.arange(s) for s in relevance.shape], indexing="ij")
         frame = pd.DataFrame({"example": grids[0].reshape(-1).numpy()})

@@ -192,8 +192,7 @@ class LayerRule(Rule):
                 f"{call.describe()} is not one; map this module to another rule."
             )
         weight, bias = call.params()
-        anchor = call.scope.anchor_for(x, call) if self.writes_relevance else None
-        record = call.scope.hypothetical_recorder(anchor) if anchor is not None else None
+        anchor, record = call.input_layer(x) if self.writes_relevance else (None, None)
         return _LayerRuleFunction.apply(x, anchor, self, call.ops, weight, bias, record)
 
     def unit_relevance(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,10 @@ under :class:`~lrp_domains.core.functional.FunctionalRules`. On exit, also after
 each module gets back exactly the ``forward`` attribute it had (or none) and each parameter its
 ``requires_grad`` flag. The model's outputs inside equal those outside: rules change only the
 backward pass (a merged BatchNorm changes outputs by rounding only).
+
+A scope has three parts: this lifecycle and call stack; :class:`~lrp_domains.core.coverage.Coverage`
+(operations without a rule); :class:`~lrp_domains.core.tracking.InputTracker` (where relevance is
+read). Rules see none of them: a rule gets a :class:`ModuleCall`, the module as a rule needs it.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,16 +26,18 @@ import torch
 from torch import nn
 
 from lrp_domains.core.canonizers import MergeBatchNorm
+from lrp_domains.core.coverage import Coverage, LRPCoverageError
 from lrp_domains.core.functional import FunctionalRules, default_table
 from lrp_domains.core.layers import AffineOps, affine_ops
 from lrp_domains.core.rules import Rule
+from lrp_domains.core.tracking import InputTracker
 
 if TYPE_CHECKING:
     from lrp_domains.core.composite import Composite
 
+__all__ = ["LRPCoverageError", "ModuleCall", "Scope", "covered", "current_scope"]
+
 _MISSING = object()
-
-
 _SCOPES = threading.local()
 
 
@@ -49,19 +54,25 @@ def current_scope() -> Scope | None:
     return stack[-1] if stack else None
 
 
-class LRPCoverageError(RuntimeError):
-    """Raised in strict mode when a model runs modules or operations that no rule covers."""
+@contextlib.contextmanager
+def covered() -> Iterator[None]:
+    """A region whose torch calls a rule has taken care of (no functional rules, no coverage
+    reports), in the scope running in this thread; nothing outside a scope."""
+    scope = current_scope()
+    with scope.covered() if scope is not None else contextlib.nullcontext():
+        yield
 
 
 @dataclass
 class ModuleCall:
-    """One module as a rule sees it: its original forward, functional form and parameters."""
+    """One module as a rule sees it: its original forward, functional form and parameters, and
+    (for input-layer rules) where it may write relevance directly."""
 
     module: nn.Module
     name: str
     original: Callable
-    scope: Scope
     merged_with: nn.Module | None = None
+    _inputs: InputTracker | None = field(default=None, repr=False)
 
     @functools.cached_property
     def ops(self) -> AffineOps | None:
@@ -90,6 +101,15 @@ class ModuleCall:
         """``'features.0' (Conv1d)`` for messages."""
         return f"'{self.name or '<model>'}' ({type(self.module).__name__})"
 
+    def input_layer(self, x: torch.Tensor) -> tuple[torch.Tensor | None, Callable[[torch.Tensor], None] | None]:
+        """For a rule that writes relevance directly: the anchor collecting the relevance of input
+        ``x`` and where to file hypothetical contributions; ``(None, None)`` when ``x`` is not a
+        tracked model input (the rule then expresses its relevance as ``x * g``)."""
+        if self._inputs is None:
+            return None, None
+        anchor = self._inputs.anchor_for(x, self.describe())
+        return anchor, None if anchor is None else self._inputs.recorder(anchor)
+
 
 class _MergedNorm(Rule):
     """A BatchNorm merged into the layer before it: passes its input through (eval mode)."""
@@ -113,7 +133,11 @@ class _ThreadState:
 
 
 class Scope:
-    """A composite applied to a model; use as a context manager (``composite.context(model)``)."""
+    """A composite applied to a model; use as a context manager (``composite.context(model)``).
+
+    ``coverage`` holds the operations without a rule, ``inputs`` where relevance is read
+    (:meth:`track` registers the inputs of the next forward).
+    """
 
     def __init__(self, model: nn.Module, composite: Composite) -> None:
         if not isinstance(model, nn.Module):
@@ -121,23 +145,12 @@ class Scope:
         self.model = model
         self.composite = composite
         self.calls: dict[int, ModuleCall] = {}
+        self.coverage = Coverage()
+        self.inputs = InputTracker()
         self._saved_forwards: list[tuple[nn.Module, Any]] = []
         self._saved_flags: list[tuple[nn.Parameter, bool]] = []
-        self._inputs: list[torch.Tensor] = []
-        self._anchors: dict[int, torch.Tensor] = {}
-        self._uncovered: dict[tuple[str, str, str], None] = {}
-        self._reported: dict[tuple[str, str, str], None] = {}
-        self._direct_fallbacks: dict[str, None] = {}
         self._merged: dict[int, nn.Module] = {}
         self._undo: list[Callable[[], None]] = []
-        #: Tensors that relevance is read from besides the tracked inputs (embedding outputs),
-        #: by module name, in call order; reset by :meth:`track`.
-        self.sources: dict[str, list[torch.Tensor]] = {}
-        #: The batch size of the current forward, for rules that must expand broadcast outputs.
-        self.batch_size: int | None = None
-        #: Ask input-layer rules for hypothetical contributions (see :meth:`hypothetical`).
-        self.capture_hypothetical = False
-        self._hypothetical: dict[int, torch.Tensor] = {}
         self._local = threading.local()
         table = default_table()
         table.update(composite.functional)
@@ -181,7 +194,7 @@ class Scope:
 
     def _install(self, name: str, module: nn.Module, rule: Rule | None, merged_with: nn.Module | None) -> None:
         original = module.forward
-        call = ModuleCall(module, name, original, self, merged_with)
+        call = ModuleCall(module, name, original, merged_with, self.inputs)
         self.calls[id(module)] = call
         is_root = module is self.model
 
@@ -239,15 +252,27 @@ class Scope:
         active = rule is None and (not state.stack or state.stack[-1][1])
         state.stack.append((call, active))
         try:
-            if rule is None:
-                return call.original(*args, **kwargs)
-            return rule(call, args, kwargs)
+            output = call.original(*args, **kwargs) if rule is None else rule(call, args, kwargs)
+            if call.name in self.inputs.source_names:
+                with self.covered():
+                    output = self.inputs.source_output(call.name, output)
+            return output
         finally:
             state.stack.pop()
             state.depth -= 1
             if outermost:
                 _active_scopes().pop()
                 self._mode.__exit__(None, None, None)
+
+    def _claims_first(self, args: tuple) -> bool:
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if self.inputs.leaves:
+            return x is not None and self.inputs.input_of(x) is not None
+        state = self._state()
+        if state.first_claimed:
+            return False
+        state.first_claimed = True
+        return True
 
     @contextlib.contextmanager
     def covered(self) -> Iterator[None]:
@@ -259,111 +284,28 @@ class Scope:
         finally:
             stack.pop()
 
-    def add_source(self, name: str, tensor: torch.Tensor) -> None:
-        """Record a tensor (an embedding output made a leaf) that relevance is read from."""
-        self.sources.setdefault(name, []).append(tensor)
-
     def functional_active(self) -> bool:
         """True while the innermost running module has no rule of its own (its ops are ours)."""
         stack = self._state().stack
         return bool(stack) and stack[-1][1]
 
     def record_uncovered(self, operation: str) -> None:
-        """Note an operation on input-dependent tensors that no rule covers."""
+        """Note an operation on input-dependent tensors that no rule covers (functional mode)."""
         stack = self._state().stack
         call = next((entry[0] for entry in reversed(stack) if entry[0] is not None), None)
-        key = (operation, call.name if call else "", type(call.module).__name__ if call else "")
-        self._uncovered[key] = None
+        self.coverage.record(operation, call.name if call else "", type(call.module).__name__ if call else "")
+
+    # -- what callers use ---------------------------------------------------------------------
+    def track(self, *inputs: torch.Tensor, batch_size: int | None = None) -> tuple[torch.Tensor, ...]:
+        """Register the model inputs of the next forward; returns leaves that require grad
+        (see :class:`~lrp_domains.core.tracking.InputTracker`)."""
+        return tuple(self.inputs.track(inputs, batch_size))
 
     @property
     def uncovered(self) -> list[str]:
         """Operations without a rule seen so far, as ``"softmax in 'attn' (Attention)"``."""
-        return [f"{op} in '{name or '<model>'}' ({kind})" for op, name, kind in self._uncovered]
+        return self.coverage.uncovered
 
     def check(self, strict: bool) -> None:
         """Raise (strict) or warn about operations without a rule seen in this scope."""
-        new = [key for key in self._uncovered if key not in self._reported]
-        if not new:
-            return
-        self._reported.update(dict.fromkeys(new))
-        message = (
-            "no LRP rule covers: " + "; ".join(self.uncovered) + ". Their plain gradient was used. "
-            "Give these modules a rule in the composite (by type or name), or pass "
-            "Composite(functional={name: handler}) for functional calls."
-        )
-        if strict:
-            raise LRPCoverageError(message)
-        warnings.warn(message, stacklevel=3)
-
-    # -- inputs and the first layer ----------------------------------------------------------
-    def track(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Register the model inputs of the next forward; returns leaves that require grad.
-
-        Relevance of input ``x`` is then ``x * x.grad`` plus what input-layer rules wrote to
-        :meth:`anchor` (see :func:`lrp_domains.core.attribution.explain`).
-        """
-        self._inputs = [x.detach().requires_grad_(True) for x in inputs]
-        self._anchors = {}
-        self._hypothetical = {}
-        self.sources = {}
-        if inputs:
-            self.batch_size = inputs[0].shape[0]
-        return tuple(self._inputs)
-
-    def hypothetical_recorder(self, anchor: torch.Tensor) -> Callable[[torch.Tensor], None] | None:
-        """While :attr:`capture_hypothetical` is set, where an input-layer rule files what each
-        input entry would receive at value 1 (see :meth:`hypothetical`)."""
-        if not self.capture_hypothetical:
-            return None
-        key = id(anchor)
-
-        def record(value: torch.Tensor) -> None:
-            self._hypothetical[key] = self._hypothetical[key] + value if key in self._hypothetical else value
-
-        return record
-
-    def hypothetical(self, leaf: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
-        """Relevance each entry of ``leaf`` would get at value 1: the modified gradient for
-        ``x * g`` rules, plus what input-layer rules recorded (one-hot hypothetical contributions)."""
-        total = torch.zeros_like(leaf) if grad is None else grad.detach().clone()
-        anchor = self._anchors.get(id(leaf))
-        if anchor is not None and id(anchor) in self._hypothetical:
-            total = total + self._hypothetical[id(anchor)].to(total.dtype)
-        return total
-
-    def anchor(self, leaf: torch.Tensor) -> torch.Tensor | None:
-        """The tensor that collects directly written relevance of ``leaf``, if a rule wrote any."""
-        return self._anchors.get(id(leaf))
-
-    def _input_of(self, x: torch.Tensor) -> torch.Tensor | None:
-        for leaf in self._inputs:
-            if x is leaf or (x._base is leaf and x.is_contiguous() and x.numel() == leaf.numel()):
-                return leaf
-        return None
-
-    def _claims_first(self, args: tuple) -> bool:
-        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-        if self._inputs:
-            return x is not None and self._input_of(x) is not None
-        state = self._state()
-        if state.first_claimed:
-            return False
-        state.first_claimed = True
-        return True
-
-    def anchor_for(self, x: torch.Tensor, call: ModuleCall) -> torch.Tensor | None:
-        """Where an input-layer rule applied to ``x`` writes relevance (None: not an input)."""
-        leaf = self._input_of(x)
-        if leaf is None:
-            if call.name not in self._direct_fallbacks:
-                self._direct_fallbacks[call.name] = None
-                warnings.warn(
-                    f"{call.describe()} has an input-layer rule but does not see a tracked model "
-                    "input; relevance it assigns to zero-valued inputs is dropped.",
-                    stacklevel=4,
-                )
-            return None
-        anchor = self._anchors.get(id(leaf))
-        if anchor is None:
-            anchor = self._anchors[id(leaf)] = torch.zeros_like(leaf, requires_grad=True)
-        return anchor
+        self.coverage.check(strict)

@@ -14,8 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lrp_domains.core.attribution import Target, _prepare_inputs, _targets, batches, eval_mode, select_target
+from lrp_domains.core.attribution import batches, eval_mode, prepare_inputs
 from lrp_domains.core.result import Explanation
+from lrp_domains.core.targets import Target, resolve_targets, select_target
 
 #: ``fn(model, batch, target_batch) -> (attribution, output, index, explained)``
 BatchAttribution = Callable[[nn.Module, torch.Tensor, object], tuple]
@@ -23,11 +24,18 @@ BatchAttribution = Callable[[nn.Module, torch.Tensor, object], tuple]
 
 def _run(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: int | None,
          device: torch.device | str | None, progress: bool, fn: BatchAttribution, name: str) -> Explanation:
-    data = _prepare_inputs(model, inputs, device)
+    data = prepare_inputs(model, inputs, device)
+    if not isinstance(data, torch.Tensor):
+        raise TypeError(f"{name} takes tensor inputs")
     n = data.shape[0]
     parts = []
+    work = batches(data, resolve_targets(target, n), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        work = tqdm(work, desc=name, unit="batch", total=-(-n // (batch_size or n)))
     with eval_mode(model), torch.enable_grad():
-        for batch, batch_target in batches(data, _targets(target, n), batch_size, progress, name):
+        for batch, batch_target in work:
             parts.append(fn(model, batch, batch_target))
     relevance, output, index, explained = (
         None if parts[0][i] is None else torch.cat([p[i] for p in parts]) for i in range(4)

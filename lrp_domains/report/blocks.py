@@ -12,8 +12,10 @@ tokens coloured by relevance), :func:`logo` (a sequence logo of relevance), :fun
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,11 +91,12 @@ class Page:
         return _environment().from_string(PAGE).render(title=self.title, intro=self.intro, sections=self.sections)
 
     def write(self, path: str | Path) -> Path:
-        """Write the page (UTF-8) and return its path."""
+        """Write the page (UTF-8, atomically: never through a symlink) and return its path."""
+        from lrp_domains.files.writing import atomic_write
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.render(), encoding="utf-8")
-        return path
+        return atomic_write(path, self.render())
 
 
 def paragraph(text: str, note: bool = False) -> Markup:
@@ -103,7 +106,7 @@ def paragraph(text: str, note: bool = False) -> Markup:
 
 
 def raw(fragment: str) -> Markup:
-    """Trusted HTML made by lrp-domains itself (e.g. ``TextExplanation.to_html``)."""
+    """Trusted HTML made by lrp-domains itself."""
     return Markup(fragment)
 
 
@@ -126,16 +129,29 @@ def table(frame: pd.DataFrame, max_rows: int = 50, digits: int = 3, caption: str
                   f"{more}")
 
 
+@contextlib.contextmanager
+def plain_text() -> Iterator[None]:
+    """Matplotlib draws every string as plain text inside the block: record ids, gene and class
+    names with ``$`` are not parsed as math (which fails on ``$x``)."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
+
+
 def figure(fig: Any, caption: str = "", path: str | Path | None = None, dpi: int = 110) -> Markup:
     """A matplotlib figure embedded as a PNG data URI (and saved to ``path`` when given); the
-    figure is closed afterwards."""
+    figure is closed afterwards. Strings are drawn as plain text (see :func:`plain_text`)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    with plain_text():
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     if path is not None:
+        from lrp_domains.files.writing import atomic_write
+
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(buffer.getvalue())
+        atomic_write(path, buffer.getvalue())
     plt.close(fig)
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     alt = html.escape(caption or "figure")
@@ -157,9 +173,33 @@ def link(href: str, text: str) -> Markup:
 
 
 def token_heatmap(explanation: Any, level: str = "word") -> Markup:
-    """A text explanation's words (or tokens) on red/blue backgrounds, values on hover
-    (``TextExplanation.to_html``: every string escaped)."""
-    return Markup(explanation.to_html(level))
+    """A text explanation's words (or tokens) on red (positive) / blue (negative) backgrounds,
+    values on hover, with the prediction. Every string is escaped."""
+    values = explanation.word_relevance if level == "word" else explanation.token_relevance
+    spans = explanation.word_spans if level == "word" else explanation.token_spans
+    text = explanation.text
+    scale = float(values.abs().max()) if len(values) else 0.0
+    pieces, cursor = [], 0
+    for (start, end), value in zip(spans, values.tolist()):
+        if end <= start:
+            continue
+        pieces.append(html.escape(text[cursor:start]))
+        alpha = 0.0 if scale == 0 else min(abs(value) / scale, 1.0)
+        color = f"rgba(220, 40, 40, {alpha:.3f})" if value >= 0 else f"rgba(40, 90, 220, {alpha:.3f})"
+        pieces.append(f'<span style="background:{color};border-radius:3px;padding:0 1px" '
+                      f'title="{value:+.4f}">{html.escape(text[start:end])}</span>')
+        cursor = end
+    pieces.append(html.escape(text[cursor:]))
+    probabilities = ", ".join(f"{html.escape(k)} {v:.3f}" for k, v in explanation.probabilities.items())
+    target = "" if explanation.target is None else f" &middot; explained: {html.escape(str(explanation.target))}"
+    truncated = (f" &middot; {explanation.truncated} tokens past the model's length not explained"
+                 if getattr(explanation, "truncated", 0) else "")
+    return Markup(
+        '<div class="lrp-text" style="font-family:sans-serif;line-height:1.8">'
+        f'<div style="font-size:90%;color:#444">prediction: <b>{html.escape(explanation.prediction)}</b> '
+        f"({probabilities}){target} &middot; {html.escape(explanation.composite)}{truncated}</div>"
+        f'<div>{"".join(pieces)}</div></div>'
+    )
 
 
 def logo(explanation: Any, index: int, start: int | None = None, end: int | None = None, caption: str = "",
@@ -173,6 +213,7 @@ def logo(explanation: Any, index: int, start: int | None = None, end: int | None
     from lrp_domains.bio.motifs import plot_logo
 
     width = (end or explanation.lengths[index]) - (start or 0)
-    fig, ax = plt.subplots(figsize=(max(4, width / 7), 1.9))
-    plot_logo(explanation, index, start, end, ax=ax)
-    return figure(fig, caption, path)
+    with plain_text():
+        fig, ax = plt.subplots(figsize=(max(4, width / 7), 1.9))
+        plot_logo(explanation, index, start, end, ax=ax)
+        return figure(fig, caption, path)

@@ -10,7 +10,8 @@ from typing import Any
 import pandas as pd
 
 from lrp_domains.bio.genes import GeneExplanation
-from lrp_domains.report.blocks import Page, figure, paragraph, table
+from lrp_domains.files.writing import OutputFolder
+from lrp_domains.report.blocks import Page, figure, paragraph, plain_text, table
 
 
 def _heatmap(explanation: GeneExplanation, per_class: int = 5):
@@ -63,14 +64,13 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
     """Write ``relevance.parquet`` (samples x genes), ``top_genes.csv``, ``heatmap.png``,
     ``bars.png``, ``markers.csv`` (with ``markers``), ``de_overlap.csv`` (with ``adata`` and
     ``groupby``; needs scanpy) and ``report.html`` with all of it. Returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = OutputFolder(out_dir, "gene-report")
     written: dict[str, Path] = {}
-    explanation.relevance.to_parquet(out / "relevance.parquet")
-    written["relevance"] = out / "relevance.parquet"
+    with folder.atomic("relevance.parquet") as temporary:
+        explanation.relevance.to_parquet(temporary)
+    written["relevance"] = folder.root / "relevance.parquet"
     ranking = explanation.rank_genes("class", top)
-    ranking.to_csv(out / "top_genes.csv", index=False)
-    written["top_genes"] = out / "top_genes.csv"
+    written["top_genes"] = folder.write_text("top_genes.csv", ranking.to_csv(index=False))
 
     page = Page(title, intro=f"{len(explanation.relevance)} samples x {explanation.relevance.shape[1]} genes, "
                              f"composite {explanation.composite}.")
@@ -79,37 +79,40 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
     counts = pd.DataFrame({
         "class": groups.value_counts().index, "samples": groups.value_counts().to_numpy(),
     })
-    agreement = (explanation.prediction == explanation.target).mean() if explanation.target is not None else None
+    given = explanation.target is not None
     lines = ["Relevance is seeded with the explained score (the logit) of each sample's "
-             + ("given class" if explanation.target is not None else "predicted class") + "."]
-    if agreement is not None:
+             + ("given class (its label)" if given else "predicted class (no labels were given)") + "."]
+    if given:
+        agreement = (explanation.prediction == explanation.target).mean()
         lines.append(f"The model predicts the given class for {agreement:.1%} of the samples.")
-    lines.append(f"Median |delta| (explained score minus summed relevance): {explanation.delta.abs().median():.4f}.")
+    lines.append(f"Median |delta| (explained score minus summed relevance): {explanation.delta.abs().median():.4f}; "
+                 "the biases of the layers absorb that share.")
     summary.add(*(paragraph(line) for line in lines), *(paragraph(note, note=True) for note in notes), table(counts))
 
     figures = page.section("Top genes per class")
-    figures.add(figure(_heatmap(explanation), "Mean relevance of each class's top genes, by class.",
-                       out / "heatmap.png"))
-    figures.add(figure(_bars(explanation), "Top 10 genes per class (mean relevance over the class's samples).",
-                       out / "bars.png"))
-    written["heatmap"], written["bars"] = out / "heatmap.png", out / "bars.png"
+    with plain_text():
+        with folder.atomic("heatmap.png") as temporary:
+            figures.add(figure(_heatmap(explanation), "Mean relevance of each class's top genes, by class.", temporary))
+        with folder.atomic("bars.png") as temporary:
+            figures.add(figure(_bars(explanation), "Top 10 genes per class (mean relevance over the class's samples).",
+                               temporary))
+    written["heatmap"], written["bars"] = folder.root / "heatmap.png", folder.root / "bars.png"
     figures.add(table(ranking[ranking["rank"] <= 10], max_rows=200))
 
     if markers:
         overlap = explanation.marker_overlap(markers)
-        overlap.to_csv(out / "markers.csv", index=False)
-        written["markers"] = out / "markers.csv"
+        written["markers"] = folder.write_text("markers.csv", overlap.to_csv(index=False))
         page.section("Known markers").add(
             paragraph("Share of each class's known marker genes (those the model has) in its top 20 and top 50."),
             table(overlap))
     if adata is not None and groupby is not None:
         de = explanation.compare_with_de(adata, groupby, n=top)
-        de.to_csv(out / "de_overlap.csv", index=False)
-        written["de"] = out / "de_overlap.csv"
+        written["de"] = folder.write_text("de_overlap.csv", de.to_csv(index=False))
         page.section("Differential expression").add(
             paragraph(f"Overlap of each class's top {top} genes with its top {top} Wilcoxon differentially "
                       "expressed genes (scanpy)."), table(de))
-    written["report"] = page.write(out / "report.html")
-    (out / "summary.json").write_text(json.dumps({"samples": len(explanation.relevance),
+    written["report"] = folder.write_text("report.html", page.render())
+    folder.write_text("summary.json", json.dumps({"samples": len(explanation.relevance),
                                                   "composite": explanation.composite}, indent=1))
+    folder.finish()
     return written

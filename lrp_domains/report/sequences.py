@@ -1,56 +1,100 @@
-"""The sequence report: relevance arrays, tables, seqlets with motif matches, logos, one page."""
+"""The sequence report: relevance arrays, tables, seqlets with motif matches, logos, one page.
+
+Takes one :class:`~lrp_domains.bio.SequenceExplanation` or the groups of
+:meth:`~lrp_domains.bio.SequenceExplainer.explain_groups` (records of different lengths), and
+never writes padding: tables are per record, and the tfmodisco arrays are per length.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from lrp_domains.bio.motifs import to_bed, to_modisco
+from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets, to_bed
 from lrp_domains.bio.sequence_explainer import SequenceExplanation
-from lrp_domains.report.blocks import Page, logo, paragraph, table
+from lrp_domains.files.writing import OutputFolder
+from lrp_domains.report.blocks import Page, logo, paragraph, plain_text, table
+
+DELTA_NOTE = ("delta is the explained value minus the summed relevance: what the layers' biases absorbed (each bias "
+              "takes its share of the relevance passing through its layer) and what the gamma rule moves (it favours "
+              "positive contributions, so it does not conserve exactly). It is reported, not corrected.")
 
 
-def write_sequence_report(explanation: SequenceExplanation, out_dir: str | Path, seqlets: pd.DataFrame,
-                          logos: int = 6, title: str = "Sequence relevance",
-                          notes: tuple[str, ...] = ()) -> dict[str, Path]:
-    """Write ``ohe.npz``/``attr.npz`` (tfmodisco-lite layout), ``relevance.parquet`` (id,
-    position, base, relevance), ``seqlets.csv`` and ``seqlets.bed``, ``logos/*.png`` for the
-    sequences with the largest explained values, and ``report.html``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+def _groups(explanation: SequenceExplanation | Sequence[SequenceExplanation]) -> list[SequenceExplanation]:
+    given = list(explanation) if isinstance(explanation, (list, tuple)) else [explanation]
+    return [group for item in given for group in item.by_length()]
+
+
+def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceExplanation], out_dir: str | Path,
+                          seqlets: pd.DataFrame | None = None, logos: int = 6, title: str = "Sequence relevance",
+                          notes: Sequence[str] = (), motifs: Any = None) -> dict[str, Path]:
+    """Write ``ohe.npz``/``attr.npz`` (tfmodisco-lite layout; ``ohe_L<length>.npz``... per length
+    when records differ in length), ``relevance.parquet`` (id, position, base, relevance),
+    ``per_position.tsv`` (a line per record, as long as the record), ``seqlets.csv`` and
+    ``seqlets.bed``, ``logos/*.png`` for the sequences with the largest explained values, and
+    ``report.html``. ``seqlets``: from :func:`~lrp_domains.bio.call_seqlets` (called here when
+    None, and annotated with ``motifs`` when given)."""
+    groups = _groups(explanation)
+    if seqlets is None:
+        seqlets = call_seqlets(groups)
+        if motifs is not None and len(seqlets):
+            seqlets = annotate_seqlets(seqlets, motifs=motifs)
+    folder = OutputFolder(out_dir, "sequence-report")
     written: dict[str, Path] = {}
-    written["ohe"], written["attr"] = to_modisco(explanation, f"{out}/")
-    explanation.to_frame().to_parquet(out / "relevance.parquet", index=False)
-    written["relevance"] = out / "relevance.parquet"
-    seqlets.to_csv(out / "seqlets.csv", index=False)
-    written["seqlets"] = out / "seqlets.csv"
-    written["bed"] = to_bed(seqlets, out / "seqlets.bed")
+    _write_arrays(groups, folder, written)
+    with folder.atomic("relevance.parquet") as temporary:
+        pd.concat([g.to_frame() for g in groups], ignore_index=True).to_parquet(temporary, index=False)
+    written["relevance"] = folder.root / "relevance.parquet"
+    written["seqlets"] = folder.write_text("seqlets.csv", seqlets.to_csv(index=False))
+    with folder.atomic("seqlets.bed") as temporary:
+        to_bed(seqlets, temporary)
+    written["bed"] = folder.root / "seqlets.bed"
+    lines = []
+    for group in groups:
+        for row, length in zip(group.per_position.double().numpy(), group.lengths):
+            lines.append("\t".join(f"{v:.6g}" for v in row[:length]))
+    written["per_position"] = folder.write_text("per_position.tsv", "\n".join(lines) + "\n")
 
-    page = Page(title, intro=f"{len(explanation)} sequences, composite {explanation.composite}.")
+    records = [(g, k) for g in groups for k in range(len(g))]
     summary = pd.DataFrame({
-        "id": explanation.ids, "length": explanation.lengths, "explained": explanation.explained.numpy(),
-        "relevance": explanation.relevance.sum((1, 2)).double().numpy(), "delta": explanation.delta.numpy(),
-        "seqlets": [int((seqlets["id"] == i).sum()) if len(seqlets) else 0 for i in explanation.ids],
-    }).sort_values("explained", ascending=False)
+        "id": [g.ids[k] for g, k in records], "length": [g.lengths[k] for g, k in records],
+        "explained": [float(g.explained[k]) for g, k in records],
+        "relevance": [float(g.per_position[k].sum()) for g, k in records],
+        "delta": [float(g.delta[k]) for g, k in records],
+    })
+    counts = seqlets["id"].value_counts() if len(seqlets) else pd.Series(dtype=int)
+    summary["seqlets"] = [int(counts.get(name, 0)) for name in summary.id]
+    summary = summary.sort_values("explained", ascending=False)
+    ratio = (summary.delta.abs() / summary.explained.abs().clip(lower=1e-12)).median()
+    composite = groups[0].composite
+    page = Page(title, intro=f"{len(records)} sequences, composite {composite}.")
     section = page.section("Sequences")
-    section.add(paragraph("Relevance is seeded with the explained output (the logit) of each sequence; delta is "
-                          "what biases and stabilizers absorbed."), *(paragraph(n, note=True) for n in notes),
-                table(summary, max_rows=30))
+    section.add(paragraph("Relevance is seeded with the explained output (the logit) of each sequence. "
+                          f"Median |delta| / |explained| over the sequences: {ratio:.2f}. {DELTA_NOTE}"),
+                *(paragraph(n, note=True) for n in notes), table(summary, max_rows=30))
     logo_section = page.section("Logos")
-    for index in [explanation.ids.index(i) for i in summary.id[:logos]]:
-        mine = seqlets[seqlets["id"] == explanation.ids[index]] if len(seqlets) else seqlets
-        if len(mine):
-            best = mine.sort_values("relevance", ascending=False).iloc[0]
-            start, end = max(0, int(best.start) - 15), int(best.end) + 15
-        else:
-            start, end = 0, min(explanation.lengths[index], 60)
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in explanation.ids[index])
-        logo_section.add(logo(explanation, index, start, end,
-                              f"{explanation.ids[index]}: relevance of the observed bases, positions "
-                              f"{start}-{min(end, explanation.lengths[index])}", out / "logos" / f"{name}.png"))
-    written["logos"] = out / "logos"
+    logo_section.add(paragraph("One letter per position: the relevance of the observed base (the position's total).",
+                               note=True))
+    where = {g.ids[k]: (g, k) for g, k in records}
+    with plain_text():
+        for name in summary.id[:logos]:
+            group, index = where[name]
+            mine = seqlets[seqlets["id"] == name] if len(seqlets) else seqlets
+            if len(mine):
+                best = mine.sort_values("relevance", ascending=False).iloc[0]
+                start, end = max(0, int(best.start) - 15), int(best.end) + 15
+            else:
+                start, end = 0, min(group.lengths[index], 60)
+            file = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+            with folder.atomic(f"logos/{file}.png") as temporary:
+                logo_section.add(logo(group, index, start, end,
+                                      f"{name}: relevance of the observed bases, positions "
+                                      f"{start}-{min(end, group.lengths[index])}", temporary))
+    written["logos"] = folder.root / "logos"
     motif_section = page.section("Seqlets and motif matches")
     if len(seqlets):
         shown = seqlets.drop(columns=[c for c in ("threshold", "motifs_scanned") if c in seqlets]).copy()
@@ -59,12 +103,24 @@ def write_sequence_report(explanation: SequenceExplanation, out_dir: str | Path,
                                     f"position-shuffled null ({threshold:.3g}; see lrp_domains.bio.motifs)."),
                           table(shown, max_rows=40))
         if "motif_name" in seqlets:
-            counts = seqlets[seqlets.motif_name.fillna("") != ""].motif_name.value_counts()
-            if len(counts):
-                motif_section.add(table(pd.DataFrame({"motif": counts.index, "seqlets": counts.to_numpy()}),
+            matched = seqlets[seqlets.motif_name.fillna("") != ""].motif_name.value_counts()
+            if len(matched):
+                motif_section.add(table(pd.DataFrame({"motif": matched.index, "seqlets": matched.to_numpy()}),
                                         caption="best JASPAR match (p <= 1e-3) per seqlet"))
     else:
         motif_section.add(paragraph("No seqlet passed the threshold."))
-    written["report"] = page.write(out / "report.html")
-    np.savetxt(out / "per_position.tsv", explanation.per_position.double().numpy(), delimiter="\t", fmt="%.6g")
+    written["report"] = folder.write_text("report.html", page.render())
+    folder.finish()
     return written
+
+
+def _write_arrays(groups: list[SequenceExplanation], folder: OutputFolder, written: dict[str, Path]) -> None:
+    """tfmodisco-lite's ``ohe.npz``/``attr.npz``: one pair, or one pair per length (no padding)."""
+    lengths = sorted({length for g in groups for length in g.lengths})
+    for group in groups:
+        suffix = "" if len(lengths) == 1 else f"_L{group.lengths[0]}"
+        for key, name, values in (("ohe", f"ohe{suffix}.npz", group.onehot), ("attr", f"attr{suffix}.npz",
+                                                                                 group.hypothetical)):
+            with folder.atomic(name) as temporary, temporary.open("wb") as handle:
+                np.savez_compressed(handle, values.float().cpu().numpy())
+            written[key if len(lengths) == 1 else f"{key}{suffix}"] = folder.root / name

@@ -7,9 +7,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from lrp_domains.files.writing import OutputFolder
 from lrp_domains.report.blocks import Page, paragraph, table, token_heatmap
-from lrp_domains.text.corpus import corpus_summary, token_rows, word_rows
+from lrp_domains.text.corpus import WordStatistics, token_rows, word_rows
 from lrp_domains.text.result import TextExplanation
+
+
+def text_page(result: TextExplanation, title: str = "lrp-domains: text explanation") -> str:
+    """One text's word heatmap as a self-contained HTML page."""
+    page = Page(title)
+    page.section("Word relevance").add(token_heatmap(result))
+    return page.render()
 
 
 def write_text_report(results: Sequence[TextExplanation], out_dir: str | Path, title: str = "Text relevance",
@@ -17,17 +25,20 @@ def write_text_report(results: Sequence[TextExplanation], out_dir: str | Path, t
     """Write ``tokens.csv``/``tokens.parquet`` (one row per token), ``words.csv``,
     ``summary.csv`` (words with the highest mean relevance per predicted class) and
     ``report.html`` (a word heatmap per text, the summary). Returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = OutputFolder(out_dir, "text-report")
     tokens = pd.concat([token_rows(i, r) for i, r in enumerate(results)], ignore_index=True)
     words = pd.concat([word_rows(i, r) for i, r in enumerate(results)], ignore_index=True)
-    summary = corpus_summary(words, top=10, min_count=1)
-    written = {"tokens_csv": out / "tokens.csv", "tokens_parquet": out / "tokens.parquet",
-               "words": out / "words.csv", "summary": out / "summary.csv"}
-    tokens.to_csv(written["tokens_csv"], index=False)
-    tokens.to_parquet(written["tokens_parquet"], index=False)
-    words.to_csv(written["words"], index=False)
-    summary.to_csv(written["summary"], index=False)
+    stats = WordStatistics()
+    for result in results:
+        stats.add_result(result)
+    summary = stats.summary(top=10, min_count=1)
+    written = {}
+    for key, name, frame in (("tokens_csv", "tokens.csv", tokens), ("words", "words.csv", words),
+                             ("summary", "summary.csv", summary)):
+        written[key] = folder.write_text(name, frame.to_csv(index=False))
+    with folder.atomic("tokens.parquet") as temporary:
+        tokens.to_parquet(temporary, index=False)
+    written["tokens_parquet"] = folder.root / "tokens.parquet"
 
     page = Page(title, intro=f"{len(results)} texts, composite {results[0].composite if results else '-'}.")
     heatmaps = page.section("Word relevance")
@@ -44,5 +55,6 @@ def write_text_report(results: Sequence[TextExplanation], out_dir: str | Path, t
         "explained": [r.explained for r in results], "delta": [r.delta for r in results],
     })
     page.section("Predictions").add(table(overview, max_rows=100))
-    written["report"] = page.write(out / "report.html")
+    written["report"] = folder.write_text("report.html", page.render())
+    folder.finish()
     return written

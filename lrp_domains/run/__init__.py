@@ -2,6 +2,5 @@
 
 from lrp_domains.run.dataset import explain_dataset, iter_shards, read_manifest, read_results
 from lrp_domains.run.modisco import export_modisco
-from lrp_domains.run.sources import Source
 
-__all__ = ["Source", "explain_dataset", "export_modisco", "iter_shards", "read_manifest", "read_results"]
+__all__ = ["explain_dataset", "export_modisco", "iter_shards", "read_manifest", "read_results"]

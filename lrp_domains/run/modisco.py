@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from lrp_domains.run.dataset import read_manifest
+from lrp_domains.errors import InputError
+from lrp_domains.run.manifest import read_manifest
 
 
 def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
@@ -29,20 +30,23 @@ def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
     out = Path(out_dir)
     manifest = read_manifest(out)
     if manifest is None:
-        raise FileNotFoundError(f"no manifest.json in {out}: not an explain_dataset output folder")
-    if manifest["settings"]["kind"] != "sequences":
-        raise ValueError(f"{out} holds a {manifest['settings']['kind']} run; tfmodisco inputs need a sequence run")
+        raise InputError(f"no manifest.json in {out}: not an explain_dataset output folder")
     if not manifest.get("complete"):
         done, total = len(manifest["shards"]), manifest["input"]["shards"]
-        raise ValueError(f"{out} is not complete ({done} of {total} shards): resume the run first")
+        raise InputError(f"{out} is not complete ({done} of {total} shards): resume the run first")
     files = [out / e["file"] for e in sorted(manifest["shards"].values(), key=lambda e: e["start"])]
+    names = set(pq.read_schema(files[0]).names)
+    if not {"sequence", "hypothetical"} <= names:
+        raise InputError(f"{out} holds a {manifest['settings'].get('kind')} run, whose rows have no sequences and "
+                         "hypothetical contributions; tfmodisco inputs need a sequence run")
+    alphabet = str(manifest["settings"].get("alphabet", "ACGT"))
     lengths: dict[int, str] = {}
     for path in files:  # first pass: the sequence column only, to size the arrays
         for seq_id, sequence in zip(*pq.read_table(path, columns=["id", "sequence"]).to_pydict().values()):
             lengths.setdefault(len(sequence), seq_id)
     if len(lengths) != 1:
         shown = ", ".join(f"{n} ({seq_id!r})" for n, seq_id in sorted(lengths.items())[:5])
-        raise ValueError(f"tfmodisco-lite needs sequences of one length; this run has lengths {shown}. "
+        raise InputError(f"tfmodisco-lite needs sequences of one length; this run has lengths {shown}. "
                          "Explain fixed-size windows (e.g. centred on peak summits) instead")
     (length,) = lengths
     count = manifest["input"]["rows"]
@@ -54,9 +58,9 @@ def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
     # after a .npy header of the final shape, so memory holds one shard.
     temporary = [Path(f"{p}.tmp") for p in (ohe_path, attr_path)]
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-              "shape": (count, 4, length)}
+              "shape": (count, len(alphabet), length)}
     try:
-        _write_arrays(files, temporary, header, length, dtype, count, out)
+        _write_arrays(files, temporary, header, length, dtype, count, out, alphabet)
     except BaseException:
         for path in temporary:
             path.unlink(missing_ok=True)
@@ -67,7 +71,7 @@ def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
 
 
 def _write_arrays(files: list[Path], temporary: list[Path], header: dict, length: int, dtype: np.dtype | type,
-                  count: int, out: Path) -> None:
+                  count: int, out: Path, alphabet: str) -> None:
     from lrp_domains.bio.sequences import one_hot
 
     written = 0
@@ -77,8 +81,8 @@ def _write_arrays(files: list[Path], temporary: list[Path], header: dict, length
         for path in files:
             table = pq.read_table(path, columns=["id", "sequence", "hypothetical"]).to_pydict()
             n = len(table["sequence"])
-            ohe.write(one_hot(table["sequence"], ids=table["id"]).numpy().astype(dtype).tobytes())
-            attr.write(np.asarray(table["hypothetical"], dtype=dtype).reshape(n, 4, length).tobytes())
+            ohe.write(one_hot(table["sequence"], alphabet, ids=table["id"]).numpy().astype(dtype).tobytes())
+            attr.write(np.asarray(table["hypothetical"], dtype=dtype).reshape(n, len(alphabet), length).tobytes())
             written += n
     if written != count:
-        raise ValueError(f"{out}: the shards hold {written} rows, the manifest says {count}; rerun with --no-resume")
+        raise InputError(f"{out}: the shards hold {written} rows, the manifest says {count}; rerun with --no-resume")

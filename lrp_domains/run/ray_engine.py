@@ -18,20 +18,22 @@ from typing import Any
 
 import pandas as pd
 
-from lrp_domains.run.sources import Shard, Source
+from lrp_domains.domains import Reader
+from lrp_domains.errors import InputError
+from lrp_domains.files.formats import Shard
 
 
 class _ShardExplainer:
     """A Ray actor: loads the explainer once, then explains one shard per call."""
 
-    def __init__(self, factory: Callable[[], Any], path: str, shard_size: int, column: str, options: dict) -> None:
+    def __init__(self, factory: Callable[[], Any], path: str, column: str, options: dict) -> None:
         import torch
 
         torch.set_num_threads(1)  # one actor per core
         self.explainer = factory()
         if torch.cuda.is_available():  # Ray gave this actor a GPU: the explainers follow the model's device
             self.explainer.model.to("cuda")
-        self.source = Source(path, shard_size, column)
+        self.reader = self.explainer.reader(path, column)
         self.options = options
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
@@ -39,9 +41,8 @@ class _ShardExplainer:
 
         frames = []
         for row in batch.itertuples():
-            shard = Shard(int(row.shard), int(row.start), int(row.stop), int(row.offset))
-            ids, items = self.source.read(shard)
-            rows = explain_shard(self.explainer, self.source, shard, ids, items, self.options)
+            shard = Shard(int(row.shard), int(row.start), int(row.stop), int(row.offset), int(row.line))
+            rows = explain_shard(self.explainer, self.reader, shard, self.options)
             rows.insert(0, "shard", shard.index)
             frames.append(rows)
         return pd.concat(frames, ignore_index=True)
@@ -57,8 +58,8 @@ def require_ray() -> None:
             from error
 
 
-def run_on_ray(factory: Callable[[], Any], source: Source, shards: list[Shard], options: dict, num_workers: int,
-               address: str | None = None) -> Iterator[tuple[Shard, pd.DataFrame]]:
+def run_on_ray(factory: Callable[[], Any], reader: Reader, column: str, shards: list[Shard], options: dict,
+               num_workers: int, address: str | None = None) -> Iterator[tuple[Shard, pd.DataFrame]]:
     """Yield ``(shard, rows)`` in input order, computed on Ray Data."""
     require_ray()
     import ray
@@ -82,13 +83,12 @@ def run_on_ray(factory: Callable[[], Any], source: Source, shards: list[Shard], 
         context.execution_options.preserve_order = True
         context.enable_progress_bars = False
         descriptors = ray.data.from_items(
-            [{"shard": s.index, "start": s.start, "stop": s.stop, "offset": s.offset} for s in shards],
+            [{"shard": s.index, "start": s.start, "stop": s.stop, "offset": s.offset, "line": s.line} for s in shards],
             override_num_blocks=len(shards))
         explained = descriptors.map_batches(
             _ShardExplainer, batch_size=1, batch_format="pandas", compute=ray.data.ActorPoolStrategy(size=num_workers),
             num_gpus=1 if torch.cuda.is_available() else 0,
-            fn_constructor_kwargs={"factory": factory, "path": str(source.path), "shard_size": source.shard_size,
-                                   "column": source.column, "options": options})
+            fn_constructor_kwargs={"factory": factory, "path": str(reader.path), "column": column, "options": options})
         by_index = {s.index: s for s in shards}
         pending: dict[int, list[pd.DataFrame]] = {}
         try:
@@ -99,20 +99,20 @@ def run_on_ray(factory: Callable[[], Any], source: Source, shards: list[Shard], 
                     if sum(len(f) for f in pending[int(index)]) == shard.size:
                         yield shard, pd.concat(pending.pop(int(index)), ignore_index=True)
         except Exception as error:
-            bad_input = _bad_input_error(error, source)
+            bad_input = _bad_input_error(error, reader)
             if bad_input is None:
                 raise
-            raise ValueError(bad_input) from error  # the worker's message, not Ray's wrapping
+            raise InputError(bad_input) from error  # the worker's message, not Ray's wrapping
     finally:
         if started:
             ray.shutdown()
 
 
-def _bad_input_error(error: BaseException, source: Source) -> str | None:
-    """A bad-input message a worker raised about ``source``, or None.
+def _bad_input_error(error: BaseException, reader: Reader) -> str | None:
+    """A bad-input message a worker raised about the input, or None.
 
-    Ray Data hands back the worker's exception only as formatted text (the ValueError object is
+    Ray Data hands back the worker's exception only as formatted text (the InputError object is
     not kept), so the message is found there: ours always start with the input file's name.
     """
-    found = re.findall(rf"ValueError: ({re.escape(source.path.name)}[,:] .*)", str(error))
+    found = re.findall(rf"(?:ValueError|InputError): ({re.escape(reader.path.name)}[,:] .*)", str(error))
     return found[-1] if found else None

@@ -18,7 +18,6 @@ nothing for models that do not use it.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +26,7 @@ import torch
 from torch import nn
 
 from lrp_domains.core.gradients import scale_grad
-from lrp_domains.core.scope import Scope, current_scope
+from lrp_domains.core.scope import Scope, covered
 
 VARIANTS = ("attnlrp", "cp-lrp")
 PREFIX = "lrp_domains"
@@ -60,8 +59,7 @@ def _make_attention(variant: str, original: str) -> Callable:
             query, key, value = scale_grad(query, 0.25), scale_grad(key, 0.25), scale_grad(value, 0.5)
         else:
             query, key = query.detach(), key.detach()
-        scope = current_scope()
-        with scope.covered() if scope is not None else contextlib.nullcontext():
+        with covered():
             return function(module, query, key, value, attention_mask, *args, **kwargs)
 
     return attention

@@ -11,7 +11,7 @@ from lrp_domains.core.composites import register
 from lrp_domains.core.functional import pass_handler, stop_handler
 from lrp_domains.core.rules import Epsilon, Identity, Rule
 from lrp_domains.text.attention import TransformersAttention
-from lrp_domains.text.rules import ActivationRule, EmbeddingSource, LayerNormRule, gate_detaching_product
+from lrp_domains.text.rules import ActivationRule, LayerNormRule, gate_detaching_product
 
 
 def transformers_activations() -> tuple[type, ...]:
@@ -24,27 +24,26 @@ def transformers_activations() -> tuple[type, ...]:
     )
 
 
-class _RMSNormType(type):
-    """``isinstance(m, RMSNorm)`` for torch's ``nn.RMSNorm`` and any ``*RMSNorm`` class
-    (``LlamaRMSNorm``, ``GemmaRMSNorm``...): an elementwise scaling once the RMS is constant."""
-
-    def __instancecheck__(cls, instance: object) -> bool:
-        return isinstance(instance, nn.RMSNorm) or type(instance).__name__.endswith("RMSNorm")
-
-
-class RMSNorm(metaclass=_RMSNormType):
-    """Matches RMS normalisation modules by type or class name (see the metaclass)."""
+def is_rms_norm(module: nn.Module) -> bool:
+    """RMS normalisation: torch's ``nn.RMSNorm``, or a transformers RMSNorm (``LlamaRMSNorm``,
+    ``GemmaRMSNorm``...: no common base class; transformers itself recognises them by the
+    ``RMSNorm`` name in its weight initialisation), a leaf module with a 1-D ``weight`` only."""
+    if isinstance(module, nn.RMSNorm):
+        return True
+    if not type(module).__name__.endswith("RMSNorm") or next(module.children(), None) is not None:
+        return False
+    params = dict(module.named_parameters(recurse=False))
+    return set(params) <= {"weight"} and all(p.dim() == 1 for p in params.values())
 
 
 def _rules(variant: str, epsilon: float) -> dict[LayerKey, Rule]:
     from transformers.pytorch_utils import Conv1D
 
     return {
-        nn.Embedding: EmbeddingSource(),
         (nn.Linear, Conv1D): Epsilon(epsilon),
         nn.LayerNorm: LayerNormRule(),
         # RMSNorm with the RMS constant is y = x * c: the identity rule (AttnLRP, Sec. 3.3.2).
-        RMSNorm: Identity(),
+        is_rms_norm: Identity(),
         (nn.GELU, nn.SiLU, nn.Tanh, nn.Mish, *transformers_activations()): ActivationRule(tag_gate=variant == "cp-lrp"),
     }
 

@@ -1,20 +1,29 @@
-"""``TextExplainer``: relevance of tokens and words for Hugging Face classifiers and decoders."""
+"""``TextExplainer``: relevance of tokens and words for Hugging Face classifiers and decoders.
+
+Texts are tokenized and padded per batch; :func:`lrp_domains.core.attribution.explain_batches`
+runs the forward and backward passes, reading relevance at every ``nn.Embedding`` output (word,
+position and token-type embeddings); the word embedding's relevance summed over the hidden size
+is each token's relevance, and tokens are grouped into words by character offsets.
+"""
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, ClassVar, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from lrp_domains.core.attribution import eval_mode, resolve_composite
+from lrp_domains.core.attribution import explain, explain_batches, model_device, resolve_composite
 from lrp_domains.core.composite import Composite
-from lrp_domains.core.scope import Scope
+from lrp_domains.core.result import Explanation
+from lrp_domains.core.targets import resolve_targets
+from lrp_domains.domains import DomainExplainer, Reader
+from lrp_domains.errors import InputError
 from lrp_domains.text import composites as _text_composites  # noqa: F401  (registers attnlrp, cp-lrp)
 from lrp_domains.text.result import TextExplanation
 from lrp_domains.text.words import group_words
@@ -24,16 +33,27 @@ TextTarget = Union[None, int, str, Sequence[Union[int, str]], Callable[[torch.Te
 
 @dataclass
 class _Encoded:
-    """One tokenized text: ids, offsets into ``text``, special-token flags."""
+    """One tokenized text: ids, offsets into ``text``, special-token flags, tokens dropped."""
 
     text: str
     ids: list[int]
     offsets: list[tuple[int, int]]
     special: list[bool]
     token_type_ids: list[int] | None = None
+    truncated: int = 0
 
 
-class TextExplainer:
+def is_causal_lm(model: nn.Module) -> bool:
+    """True for transformers models that generate text (``GenerationMixin``: ``...ForCausalLM``,
+    ``GPT2LMHeadModel``), False for classifiers."""
+    try:
+        from transformers import GenerationMixin
+    except ImportError:  # pragma: no cover - transformers comes with the text extra
+        return False
+    return isinstance(model, GenerationMixin) and hasattr(model, "get_output_embeddings")
+
+
+class TextExplainer(DomainExplainer):
     """Explain a transformers model's predictions on text with AttnLRP or CP-LRP.
 
     Parameters
@@ -50,21 +70,32 @@ class TextExplainer:
         Class names for classifiers (default: the model config's ``id2label``).
     max_length:
         Longest input in tokens (default: what the tokenizer and the position embeddings allow);
-        longer texts are truncated with a warning.
+        longer texts are truncated with a warning, and results record how many tokens were dropped.
     strict:
         Raise when the model runs an operation no rule covers (default: warn).
+    decoder:
+        Whether the model is a causal LM (default: detected, see :func:`is_causal_lm`).
     """
 
+    kind: ClassVar[str] = "text"
+    item: ClassVar[str] = "text"
+    default_composite: ClassVar[str] = "attnlrp"
+    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 16}
+    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "text", "prediction", "target", "tokens",
+                                          "token_relevance", "special", "words", "word_relevance", "other_relevance",
+                                          "truncated")
+    report: ClassVar[str] = "lrp_domains.report.text:write_text_report"
+
     def __init__(self, model: nn.Module, tokenizer: Any, composite: str | Composite = "attnlrp",
-                 labels: Sequence[str] | None = None, max_length: int | None = None, strict: bool = False) -> None:
+                 labels: Sequence[str] | None = None, max_length: int | None = None, strict: bool = False,
+                 decoder: bool | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.composite = resolve_composite(composite)
         self.strict = strict
         if not getattr(tokenizer, "is_fast", False):
             raise TypeError("TextExplainer needs a fast tokenizer (character offsets); load it with use_fast=True")
-        name = type(model).__name__
-        self.is_decoder = name.endswith(("ForCausalLM", "LMHeadModel"))
+        self.is_decoder = is_causal_lm(model) if decoder is None else bool(decoder)
         config = getattr(model, "config", None)
         if labels is None and not self.is_decoder and config is not None:
             id2label = getattr(config, "id2label", None) or {}
@@ -72,13 +103,14 @@ class TextExplainer:
         self.labels = list(labels) if labels is not None else None
         limits = [getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None),
                   getattr(config, "n_positions", None), max_length]
-        self.max_length = min(int(v) for v in limits if isinstance(v, int) and 0 < v < 10**7) if any(
-            isinstance(v, int) and 0 < v < 10**7 for v in limits) else None
+        valid = [int(v) for v in limits if isinstance(v, int) and 0 < v < 10**7]
+        self.max_length = min(valid) if valid else None
         embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
         names = {id(m): n for n, m in model.named_modules()}
         self._word_source = names.get(id(embeddings)) if embeddings is not None else None
-        forward = inspect.signature(model.forward).parameters
-        self._accepts_token_types = "token_type_ids" in forward
+        import inspect
+
+        self._accepts_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
@@ -101,26 +133,39 @@ class TextExplainer:
         model, tokenizer, labels = load_default_model(device=device)
         return cls(model, tokenizer, composite=composite, labels=labels)
 
+    @classmethod
+    def from_options(cls, model: str | None = None, weights: str | None = None,
+                     composite: str | None = None) -> TextExplainer:
+        """The default sentiment model, or a model folder or hub name (``--model``)."""
+        if weights is not None:
+            raise InputError("--weights is for MODULE:FACTORY models; a text model folder holds its own weights")
+        if model is None:
+            return cls.default(composite=composite or cls.default_composite)
+        return cls.from_pretrained(model, composite=composite or cls.default_composite)
+
     # -- public API --------------------------------------------------------------------------
     def explain(self, text_or_texts: str | Sequence[str], target: TextTarget = None, batch_size: int = 16,
-                progress: bool = False) -> TextExplanation | list[TextExplanation]:
+                progress: bool = False, ids: Sequence[str] | None = None) -> TextExplanation | list[TextExplanation]:
         """Relevance of each token and word for a class score (classifiers) or, for causal LMs,
         for the next-token logit (as :meth:`explain_next_token`).
 
         ``target``: None (the predicted class), a label name, a class index, one of those per
         text, or a callable ``logits -> (N,)`` (e.g. ``lambda out: out[:, 1] - out[:, 0]``).
-        Batched results equal single ones: padding is masked out.
+        ``ids`` name the texts in messages (default: their positions). Batched results equal
+        single ones: padding is masked out.
         """
         if self.is_decoder:
-            return self.explain_next_token(text_or_texts, target=target, batch_size=batch_size, progress=progress)
+            return self.explain_next_token(text_or_texts, target=target, batch_size=batch_size, progress=progress,
+                                           ids=ids)
         texts, single = _as_list(text_or_texts)
-        encoded = [self._encode(text, i) for i, text in enumerate(texts)]
-        targets = self._class_targets(target, len(texts))
-        results = self._run(encoded, targets, batch_size, progress, self._classifier_output)
+        encoded = self._encode_all(texts, ids)
+        targets = resolve_targets(target, len(texts), self.labels or None)
+        results = self._run(encoded, targets, batch_size, progress, None, self._classifier_info)
         return results[0] if single else results
 
     def explain_next_token(self, prompt: str | Sequence[str], target: int | str | None | Sequence = None,
-                           batch_size: int = 16, progress: bool = False) -> TextExplanation | list[TextExplanation]:
+                           batch_size: int = 16, progress: bool = False,
+                           ids: Sequence[str] | None = None) -> TextExplanation | list[TextExplanation]:
         """Relevance of the prompt's tokens for the logit of the next token (causal LMs).
 
         ``target``: None (the most likely next token), a token string (one token of the
@@ -128,22 +173,25 @@ class TextExplainer:
         """
         self._require_decoder("explain_next_token")
         prompts, single = _as_list(prompt)
-        encoded = [self._encode(text, i) for i, text in enumerate(prompts)]
+        encoded = self._encode_all(prompts, ids)
         if target is None or isinstance(target, (int, str)):
-            targets = [target] * len(prompts)
+            chosen = [target] * len(prompts)
         else:
-            targets = list(target)
-            if len(targets) != len(prompts):
-                raise ValueError(f"got {len(targets)} targets for {len(prompts)} prompts")
-        targets = [None if t is None else self._token_id(t) for t in targets]
-        results = self._run(encoded, targets, batch_size, progress, self._next_token_output)
+            chosen = list(target)
+            if len(chosen) != len(prompts):
+                raise ValueError(f"got {len(chosen)} targets for {len(prompts)} prompts")
+        targets = None if all(t is None for t in chosen) else \
+            resolve_targets([self._token_id(t) if t is not None else -1 for t in chosen], len(prompts))
+        if targets is not None and bool((targets < 0).any()):
+            raise ValueError("give a target for every prompt, or for none (None: the most likely next token)")
+        results = self._run(encoded, targets, batch_size, progress, _last_position, self._next_token_info)
         return results[0] if single else results
 
     def explain_continuation(self, prompt: str, continuation: str) -> TextExplanation:
         """Relevance of every token for the summed log-probability of ``continuation`` after
         ``prompt`` (teacher forcing); ``extra["continuation"]`` flags the continuation's tokens."""
         self._require_decoder("explain_continuation")
-        head = self._encode(prompt, 0)
+        head = self._encode(prompt, "the prompt")
         tail = self.tokenizer(continuation, add_special_tokens=False, return_offsets_mapping=True)
         if not tail["input_ids"]:
             raise ValueError("the continuation is empty: give at least one token to score")
@@ -153,60 +201,92 @@ class TextExplainer:
             offsets=head.offsets + [(s + shift, e + shift) for s, e in tail["offset_mapping"]],
             special=head.special + [False] * len(tail["input_ids"]),
         )
-        self._check_length(encoded, 0)
+        if self.max_length is not None and len(encoded.ids) > self.max_length:
+            raise ValueError(f"prompt and continuation have {len(encoded.ids)} tokens; the model takes at most "
+                             f"{self.max_length}")
         n_prompt = len(head.ids)
-        (result,) = self._run([encoded], [n_prompt], 1, False, self._continuation_output)
+        (result,) = self._run([encoded], torch.zeros(1, dtype=torch.long), 1, False,
+                              _continuation_log_probability(n_prompt), self._continuation_info(n_prompt))
         result.extra["continuation"] = [i >= n_prompt for i in range(len(encoded.ids))]
         return result
 
+    def attribute(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                  token_type_ids: torch.Tensor | None = None,
+                  target: int | torch.Tensor | Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Lower-level entry for classifiers on token tensors ``(N, T)``: the word-embedding
+        relevance ``(N, T)`` for the target class (None: the predicted one; an index; one per
+        example; or a callable on the logits) and the logits. One forward and backward pass."""
+        if self.is_decoder:
+            raise TypeError("attribute is for classifiers; use explain_next_token for causal language models")
+        inputs = {"input_ids": input_ids}
+        if attention_mask is not None:
+            inputs["attention_mask"] = attention_mask
+        if token_type_ids is not None and self._accepts_token_types:
+            inputs["token_type_ids"] = token_type_ids
+        if isinstance(target, torch.Tensor) and target.dim() == 0:
+            target = int(target)
+        result = explain(self.model, inputs, target=target, composite=self.composite, strict=self.strict,
+                         sources=self._sources(), check_delta=False)
+        return self._word_relevance(result).detach(), result.output
+
+    # -- the contract (runs) -----------------------------------------------------------------
+    def reader(self, path: str | Path, column: str = "text") -> Reader:
+        """Texts of ``.txt``/``.csv``/``.tsv``/``.jsonl``/``.parquet`` (see :mod:`lrp_domains.files.tables`)."""
+        from lrp_domains.files.tables import TableRecords
+
+        return TableRecords(path, column, what="a text run")
+
+    def explain_batch(self, ids: Sequence[str], items: Sequence[str], first_row: int = 0,
+                      target: TextTarget = None, batch_size: int = 16) -> list[TextExplanation]:
+        """Explain one shard's texts; an empty text is an InputError naming its row and id."""
+        names = [f"row {first_row + i} (id {name!r})" for i, name in enumerate(ids)]
+        for name, text in zip(names, items):
+            if not str(text).strip():
+                raise InputError(f"{name} is an empty text; drop empty rows")
+        return self.explain(list(items), target=target, batch_size=batch_size, ids=names)
+
+    def result_rows(self, result: list[TextExplanation], ids: Sequence[str]) -> dict[str, list]:
+        """Output columns: see :data:`columns` and ``lrp_domains.run.records``."""
+        return {
+            "explained": [r.explained for r in result], "delta": [r.delta for r in result],
+            "text": [r.text for r in result], "prediction": [r.prediction for r in result],
+            "target": [r.target for r in result], "tokens": [r.tokens for r in result],
+            "token_relevance": [r.token_relevance.tolist() for r in result], "special": [r.special for r in result],
+            "words": [r.words for r in result], "word_relevance": [r.word_relevance.tolist() for r in result],
+            "other_relevance": [float(sum(v.sum() for v in r.embedding_relevance.values())) for r in result],
+            "truncated": [r.truncated for r in result],
+        }
+
+    def settings(self) -> dict[str, Any]:
+        """The labels and whether the model is a decoder."""
+        return {"labels": self.labels, "decoder": self.is_decoder}
+
     # -- encoding ----------------------------------------------------------------------------
-    def _encode(self, text: str, index: int) -> _Encoded:
+    def _encode_all(self, texts: list[str], ids: Sequence[str] | None) -> list[_Encoded]:
+        names = [f"text {i}" for i in range(len(texts))] if ids is None else [str(i) for i in ids]
+        if len(names) != len(texts):
+            raise ValueError(f"got {len(names)} ids for {len(texts)} texts")
+        return [self._encode(text, name) for text, name in zip(texts, names)]
+
+    def _tokenize(self, text: str, **kwargs: Any) -> _Encoded:
+        enc = self.tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True, **kwargs)
+        return _Encoded(text, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]],
+                        [bool(s) for s in enc["special_tokens_mask"]],
+                        list(enc["token_type_ids"]) if "token_type_ids" in enc else None)
+
+    def _encode(self, text: str, name: str) -> _Encoded:
         if not isinstance(text, str):
-            raise TypeError(f"text {index} is a {type(text).__name__}, not a string")
+            raise TypeError(f"{name} is a {type(text).__name__}, not a string")
         if not text.strip():
-            raise ValueError(f"text {index} is empty; there is nothing to explain")
-        enc = self.tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True)
-        encoded = _Encoded(text, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]],
-                           [bool(s) for s in enc["special_tokens_mask"]],
-                           list(enc["token_type_ids"]) if "token_type_ids" in enc else None)
+            raise ValueError(f"{name} is empty; there is nothing to explain")
+        encoded = self._tokenize(text)
         if self.max_length is not None and len(encoded.ids) > self.max_length:
             dropped = len(encoded.ids) - self.max_length
-            warnings.warn(
-                f"text {index} has {len(encoded.ids)} tokens but the model takes {self.max_length}: truncated, "
-                f"the last {dropped} tokens are not explained", stacklevel=3,
-            )
-            enc = self.tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True,
-                                 truncation=True, max_length=self.max_length)
-            encoded = _Encoded(text, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]],
-                               [bool(s) for s in enc["special_tokens_mask"]],
-                               list(enc["token_type_ids"]) if "token_type_ids" in enc else None)
+            warnings.warn(f"{name} has {len(encoded.ids)} tokens but the model takes {self.max_length}: truncated, "
+                          f"the last {dropped} tokens are not explained", stacklevel=4)
+            encoded = self._tokenize(text, truncation=True, max_length=self.max_length)
+            encoded.truncated = dropped
         return encoded
-
-    def _check_length(self, encoded: _Encoded, index: int) -> None:
-        if self.max_length is not None and len(encoded.ids) > self.max_length:
-            raise ValueError(f"input {index} has {len(encoded.ids)} tokens; the model takes at most {self.max_length}")
-
-    def _class_targets(self, target: TextTarget, n: int) -> list | Callable:
-        if callable(target):
-            return target
-        if target is None or isinstance(target, (int, str)):
-            targets = [target] * n
-        else:
-            targets = list(target)
-            if len(targets) != n:
-                raise ValueError(f"got {len(targets)} targets for {n} texts")
-        return [None if t is None else self._label_index(t) for t in targets]
-
-    def _label_index(self, label: int | str) -> int:
-        labels = self.labels or []
-        if isinstance(label, str):
-            lowered = [str(name).lower() for name in labels]
-            if label.lower() in lowered:
-                return lowered.index(label.lower())
-            raise ValueError(f"unknown label {label!r}; this model's labels are {labels}")
-        if not 0 <= int(label) < len(labels):
-            raise ValueError(f"class index {label} is out of range for {len(labels)} labels {labels}")
-        return int(label)
 
     def _token_id(self, token: int | str) -> int:
         vocab_size = len(self.tokenizer)
@@ -231,28 +311,11 @@ class TextExplainer:
                             "use explain()")
 
     # -- the forward/backward ----------------------------------------------------------------
-    def _run(self, encoded: list[_Encoded], targets: list | Callable, batch_size: int, progress: bool,
-             output: Callable) -> list[TextExplanation]:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        starts = range(0, len(encoded), batch_size)
-        if progress:
-            from tqdm.auto import tqdm
+    def _sources(self) -> tuple[type, ...]:
+        return (nn.Embedding,)
 
-            starts = tqdm(starts, desc="explain", unit="batch")
-        results: list[TextExplanation] = []
-        device = next(self.model.parameters()).device
-        with eval_mode(self.model), torch.enable_grad(), self.composite.context(self.model) as scope:
-            for start in starts:
-                batch = encoded[start:start + batch_size]
-                batch_targets = targets if callable(targets) else targets[start:start + batch_size]
-                results.extend(self._run_batch(scope, batch, batch_targets, output, device))
-        return results
-
-    def _run_batch(self, scope: Scope, batch: list[_Encoded], targets: list | Callable, output: Callable,
-                   device: torch.device) -> list[TextExplanation]:
-        lengths = [len(e.ids) for e in batch]
-        width = max(lengths)
+    def _batch(self, batch: list[_Encoded], device: torch.device) -> dict[str, torch.Tensor]:
+        width = max(len(e.ids) for e in batch)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = np.full((len(batch), width), pad, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -262,68 +325,39 @@ class TextExplainer:
             mask[row, :len(e.ids)] = 1
             if e.token_type_ids is not None:
                 types[row, :len(e.ids)] = e.token_type_ids
-        ids = torch.from_numpy(ids)
-        inputs = {"input_ids": ids.to(device), "attention_mask": torch.from_numpy(mask).to(device)}
+        inputs = {"input_ids": torch.from_numpy(ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
         if self._accepts_token_types and batch[0].token_type_ids is not None:
             inputs["token_type_ids"] = torch.from_numpy(types).to(device)
-        relevance, _, explained, info = self._in_scope(scope, inputs, lambda out: output(out, lengths, targets, ids))
-        relevance = {k: v.detach().double().cpu().numpy() for k, v in relevance.items()}
-        word_source = self._word_source if self._word_source in relevance else next(iter(relevance))
-        explained = explained.detach().double().cpu().tolist()
-        return [
-            self._result(e, row, relevance, word_source, explained[row], info[row])
-            for row, e in enumerate(batch)
+        return inputs
+
+    def _run(self, encoded: list[_Encoded], targets: torch.Tensor | Callable | None, batch_size: int, progress: bool,
+             output: Callable | None, info: Callable) -> list[TextExplanation]:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        device = model_device(self.model)
+        batches = [
+            (self._batch(encoded[start:start + batch_size], device),
+             targets[start:start + batch_size] if isinstance(targets, torch.Tensor) else targets)
+            for start in range(0, len(encoded), batch_size)
         ]
+        parts = explain_batches(self.model, batches, self.composite, strict=self.strict, progress=progress,
+                                output=output, sources=self._sources(), check_delta=False, total=len(batches))
+        results: list[TextExplanation] = []
+        for start, part in zip(range(0, len(encoded), batch_size), parts):
+            if not part.sources:
+                raise RuntimeError("no embedding module ran: TextExplainer reads relevance at nn.Embedding outputs")
+            chunk = encoded[start:start + batch_size]
+            relevance = {name: value.sum(-1).double().cpu().numpy() for name, value in part.sources.items()}
+            word_source = self._word_source if self._word_source in relevance else next(iter(relevance))
+            explained = part.explained.detach().double().cpu().tolist()
+            details = info(part, chunk)
+            results.extend(self._result(e, row, relevance, word_source, explained[row], details[row])
+                           for row, e in enumerate(chunk))
+        return results
 
-    def _in_scope(self, scope: Scope, inputs: dict[str, torch.Tensor],
-                  output: Callable) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, Any]:
-        """One forward and backward inside ``scope``: relevance per embedding source ``(N, T)``."""
-        scope.sources = {}
-        scope.batch_size = inputs["input_ids"].shape[0]
-        out = self.model(**inputs)
-        logits = out.logits if hasattr(out, "logits") else out[0]
-        scope.check(self.strict)
-        explained, info = output(logits)
-        leaves = [(name, leaf) for name, tensors in scope.sources.items() for leaf in tensors]
-        if not leaves:
-            raise RuntimeError("no embedding module ran: TextExplainer reads relevance at nn.Embedding outputs")
-        grads = torch.autograd.grad(explained.sum(), [leaf for _, leaf in leaves], allow_unused=True) \
-            if explained.requires_grad else [None] * len(leaves)
-        relevance: dict[str, torch.Tensor] = {}
-        for (name, leaf), grad in zip(leaves, grads):
-            value = torch.zeros(leaf.shape[:-1], dtype=leaf.dtype, device=leaf.device) if grad is None \
-                else (leaf.detach() * grad).sum(-1)
-            relevance[name] = relevance[name] + value if name in relevance else value
-        return relevance, logits.detach(), explained, info
-
-    def attribute(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  token_type_ids: torch.Tensor | None = None,
-                  target: int | torch.Tensor | Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Lower-level entry for classifiers on token tensors ``(N, T)``: the word-embedding
-        relevance ``(N, T)`` for the target class (None: the predicted one; an index; one per
-        example; or a callable on the logits) and the logits. One forward and backward pass."""
-        if self.is_decoder:
-            raise TypeError("attribute is for classifiers; use explain_next_token for causal language models")
-        device = next(self.model.parameters()).device
-        inputs = {"input_ids": input_ids.to(device)}
-        if attention_mask is not None:
-            inputs["attention_mask"] = attention_mask.to(device)
-        if token_type_ids is not None and self._accepts_token_types:
-            inputs["token_type_ids"] = token_type_ids.to(device)
-
-        def output(logits: torch.Tensor) -> tuple[torch.Tensor, None]:
-            if callable(target):
-                return target(logits), None
-            if target is None:
-                index = logits.detach().argmax(-1)
-            else:
-                index = torch.as_tensor(target, device=logits.device).long().expand(logits.shape[0])
-            return logits.gather(1, index[:, None])[:, 0], None
-
-        with eval_mode(self.model), torch.enable_grad(), self.composite.context(self.model) as scope:
-            relevance, logits, _, _ = self._in_scope(scope, inputs, output)
-        word = relevance[self._word_source] if self._word_source in relevance else next(iter(relevance.values()))
-        return word.detach(), logits
+    def _word_relevance(self, result: Explanation) -> torch.Tensor:
+        name = self._word_source if self._word_source in result.sources else next(iter(result.sources))
+        return result.sources[name].sum(-1)
 
     def _result(self, e: _Encoded, row: int, relevance: dict[str, np.ndarray], word_source: str,
                 explained: float, info: dict) -> TextExplanation:
@@ -346,58 +380,60 @@ class TextExplainer:
             word_relevance=torch.from_numpy(word_relevance[used]), token_word=remap[owners].tolist(),
             embedding_relevance=others, prediction=info["prediction"], probabilities=info["probabilities"],
             target=info["target"], explained=explained, delta=explained - total, composite=self.composite.name,
+            truncated=e.truncated,
         )
 
     # -- what is explained -------------------------------------------------------------------
-    def _classifier_output(self, logits: torch.Tensor, lengths: list[int], targets: list | Callable,
-                           ids: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
-        probabilities = torch.softmax(logits.detach().double(), -1).cpu()
+    def _classifier_info(self, part: Explanation, batch: list[_Encoded]) -> list[dict]:
+        logits = part.output
+        probabilities = torch.softmax(logits.double(), -1).cpu()
         predicted = probabilities.argmax(-1)
         labels = self.labels or [str(i) for i in range(logits.shape[-1])]
-        if callable(targets):
-            explained = targets(logits)
-            if not isinstance(explained, torch.Tensor) or explained.shape != (logits.shape[0],):
-                raise ValueError(f"a callable target must return one value per text, shape ({logits.shape[0]},)")
-            names = [None] * logits.shape[0]
-        else:
-            index = torch.tensor([int(predicted[i]) if t is None else t for i, t in enumerate(targets)],
-                                 device=logits.device)
-            explained = logits.gather(1, index[:, None])[:, 0]
-            names = [labels[int(i)] for i in index]
-        info = [{"prediction": labels[int(predicted[i])], "target": names[i],
+        names = [None] * len(batch) if part.target is None else [labels[int(i)] for i in part.target]
+        return [{"prediction": labels[int(predicted[i])], "target": names[i],
                  "probabilities": {labels[j]: float(p) for j, p in enumerate(probabilities[i])}}
-                for i in range(logits.shape[0])]
-        return explained, info
+                for i in range(len(batch))]
 
-    def _next_token_output(self, logits: torch.Tensor, lengths: list[int], targets: list,
-                           ids: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
-        rows = torch.arange(len(lengths), device=logits.device)
-        last = logits[rows, torch.tensor(lengths, device=logits.device) - 1]
-        probabilities = torch.softmax(last.detach().double(), -1).cpu()
+    def _next_token_info(self, part: Explanation, batch: list[_Encoded]) -> list[dict]:
+        probabilities = torch.softmax(part.output.double(), -1).cpu()
         predicted = probabilities.argmax(-1)
-        chosen = [int(predicted[i]) if t is None else t for i, t in enumerate(targets)]
-        index = torch.tensor(chosen, device=logits.device)
-        explained = last.gather(1, index[:, None])[:, 0]
+        tokens = self.tokenizer.convert_ids_to_tokens
         info = []
-        for i in range(len(lengths)):
+        for i in range(len(batch)):
             top = probabilities[i].topk(5)
             info.append({
-                "prediction": self.tokenizer.convert_ids_to_tokens(int(predicted[i])),
-                "target": self.tokenizer.convert_ids_to_tokens(int(index[i])),
-                "probabilities": {self.tokenizer.convert_ids_to_tokens(int(t)): float(p)
-                                  for p, t in zip(top.values, top.indices)},
+                "prediction": tokens(int(predicted[i])), "target": tokens(int(part.target[i])),
+                "probabilities": {tokens(int(t)): float(p) for p, t in zip(top.values, top.indices)},
             })
-        return explained, info
+        return info
 
-    def _continuation_output(self, logits: torch.Tensor, lengths: list[int], targets: list,
-                             ids: torch.Tensor) -> tuple[torch.Tensor, list[dict]]:
-        n_prompt = targets[0]
-        log_probs = torch.log_softmax(logits[0, n_prompt - 1:lengths[0] - 1], -1)
-        chosen = ids[0, n_prompt:lengths[0]].to(logits.device)
-        explained = log_probs.gather(1, chosen[:, None]).sum()[None]
-        text = self.tokenizer.decode(ids[0, n_prompt:lengths[0]].tolist())
-        return explained, [{"prediction": text, "target": text,
-                            "probabilities": {text: float(explained.detach().exp())}}]
+    def _continuation_info(self, n_prompt: int) -> Callable[[Explanation, list[_Encoded]], list[dict]]:
+        def info(part: Explanation, batch: list[_Encoded]) -> list[dict]:
+            text = self.tokenizer.decode(batch[0].ids[n_prompt:])
+            return [{"prediction": text, "target": text,
+                     "probabilities": {text: float(part.explained[0].double().exp())}}]
+
+        return info
+
+
+def _last_position(raw: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The logits at each prompt's last token (right padding): ``(N, vocabulary)``."""
+    logits = raw.logits if hasattr(raw, "logits") else raw[0]
+    last = batch["attention_mask"].sum(1) - 1
+    return logits[torch.arange(logits.shape[0], device=logits.device), last]
+
+
+def _continuation_log_probability(n_prompt: int) -> Callable[[Any, dict[str, torch.Tensor]], torch.Tensor]:
+    """``(1, 1)``: the summed log-probability of the tokens after the first ``n_prompt``."""
+
+    def output(raw: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = raw.logits if hasattr(raw, "logits") else raw[0]
+        ids = batch["input_ids"]
+        log_probs = torch.log_softmax(logits[0, n_prompt - 1:ids.shape[1] - 1], -1)
+        chosen = ids[0, n_prompt:].to(logits.device)
+        return log_probs.gather(1, chosen[:, None]).sum().reshape(1, 1)
+
+    return output
 
 
 def _as_list(text_or_texts: str | Sequence[str]) -> tuple[list[str], bool]:

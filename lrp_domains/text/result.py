@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,8 @@ class TextExplanation:
     explained: float
     delta: float
     composite: str
+    #: Tokens dropped because the text was longer than the model takes (0: none).
+    truncated: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -90,31 +91,3 @@ class TextExplanation:
             ],
             "embedding_relevance": {k: v.tolist() for k, v in self.embedding_relevance.items()},
         }
-
-    def to_html(self, level: str = "word") -> str:
-        """A self-contained HTML fragment: the text with a red (positive) / blue (negative)
-        heatmap, values on hover, and the prediction. Every string is escaped."""
-        values = self.word_relevance if level == "word" else self.token_relevance
-        spans = self.word_spans if level == "word" else self.token_spans
-        scale = float(values.abs().max()) if len(values) else 0.0
-        pieces, cursor = [], 0
-        for (start, end), value in zip(spans, values.tolist()):
-            if end <= start:
-                continue
-            pieces.append(html.escape(self.text[cursor:start]))
-            alpha = 0.0 if scale == 0 else min(abs(value) / scale, 1.0)
-            color = f"rgba(220, 40, 40, {alpha:.3f})" if value >= 0 else f"rgba(40, 90, 220, {alpha:.3f})"
-            pieces.append(
-                f'<span style="background:{color};border-radius:3px;padding:0 1px" '
-                f'title="{value:+.4f}">{html.escape(self.text[start:end])}</span>'
-            )
-            cursor = end
-        pieces.append(html.escape(self.text[cursor:]))
-        probabilities = ", ".join(f"{html.escape(k)} {v:.3f}" for k, v in self.probabilities.items())
-        target = "" if self.target is None else f" &middot; explained: {html.escape(str(self.target))}"
-        return (
-            '<div class="lrp-text" style="font-family:sans-serif;line-height:1.8">'
-            f'<div style="font-size:90%;color:#444">prediction: <b>{html.escape(self.prediction)}</b> '
-            f"({probabilities}){target} &middot; {html.escape(self.composite)}</div>"
-            f'<div>{"".join(pieces)}</div></div>'
-        )

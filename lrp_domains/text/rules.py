@@ -98,24 +98,6 @@ class ActivationRule(Rule):
         return out
 
 
-class EmbeddingSource(Rule):
-    """Makes an embedding's output a leaf that relevance is read from (``scope.sources``).
-
-    Relevance of a token = its embedding vector x modified gradient, summed over the hidden
-    dimension. Outputs broadcast over the batch (position embeddings of shape ``(1, T, H)``) are
-    expanded to the batch first, so each example keeps its own relevance.
-    """
-
-    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
-        out = call.original(*args, **kwargs)
-        batch = call.scope.batch_size
-        if batch and out.dim() >= 2 and out.shape[0] == 1 and batch > 1:
-            out = out.expand(batch, *out.shape[1:])
-        leaf = out.detach().contiguous().requires_grad_(True)
-        call.scope.add_source(call.name, leaf)
-        return leaf
-
-
 def gate_detaching_product(func: Callable, args: tuple, kwargs: dict) -> Any:
     """CP-LRP products: a gate (tagged activation output) is a constant; other products uniform."""
     tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]

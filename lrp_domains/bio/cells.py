@@ -1,0 +1,181 @@
+"""Expression data: ``.h5ad`` (AnnData, read in backed mode) and ``.csv``/``.tsv`` tables.
+
+A table's first column names the samples and every other column is a gene, except a label
+column (``label_column``) and *metadata*: columns whose values are not numbers (a ``batch`` or
+``donor`` column) are ignored and reported as ignored, never fatal. Column names come from the
+header itself (a gene named twice is an error naming it; pandas would silently rename the copy).
+Empty cells and ``NA`` are NaN (the explainer then names the genes and samples). Both formats are
+read shard by shard for runs; :func:`read_expression` reads a whole file for the ``bio genes``
+command.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lrp_domains.errors import InputError
+from lrp_domains.files.formats import Shard, format_of, ranges, require_file
+from lrp_domains.files.tables import TableRecords
+
+FORMATS = (".h5ad", ".csv", ".tsv")
+MISSING = frozenset({"", "na", "nan", "null", "none"})
+#: Rows scanned to tell metadata columns from genes.
+SCAN_ROWS = 1000
+
+
+def _number(value: str) -> float | None:
+    text = value.strip()
+    if text.lower() in MISSING:
+        return float("nan")
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+class H5adCells:
+    """Cells of an ``.h5ad`` file, read in backed mode shard by shard."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = require_file(path, "h5ad")
+        import anndata
+
+        try:
+            data = anndata.read_h5ad(self.path, backed="r")
+        except Exception as error:  # h5py/anndata raise many types for a file that is not h5ad
+            raise InputError(f"{self.path.name}: not a readable .h5ad file ({type(error).__name__}: {error})") from None
+        self.genes = list(map(str, data.var_names))
+        self.obs_columns = list(map(str, data.obs.columns))
+        self.count = data.n_obs
+        data.file.close()
+
+    def shards(self, shard_size: int) -> list[Shard]:
+        return ranges(self.count, shard_size)
+
+    def read(self, shard: Shard) -> tuple[list[str], pd.DataFrame]:
+        import anndata
+
+        data = anndata.read_h5ad(self.path, backed="r")
+        block = data[shard.start:shard.stop].to_memory()
+        data.file.close()
+        matrix = block.X.toarray() if hasattr(block.X, "toarray") else np.asarray(block.X)
+        return list(map(str, block.obs_names)), pd.DataFrame(matrix, index=block.obs_names, columns=block.var_names)
+
+    def labels(self, column: str) -> list[str]:
+        """The ``obs`` column ``column`` as strings."""
+        if column not in self.obs_columns:
+            raise InputError(f"{self.path.name} has no obs column {column!r}; its obs columns are {self.obs_columns}")
+        import anndata
+
+        data = anndata.read_h5ad(self.path, backed="r")
+        values = data.obs[column].astype(str).tolist()
+        data.file.close()
+        return values
+
+
+class TableCells:
+    """Samples of a ``.csv``/``.tsv`` expression table (see the module docstring)."""
+
+    def __init__(self, path: str | Path, label_column: str | None = None) -> None:
+        self.records = TableRecords(path, column=None, what="an expression reader")
+        self.path = self.records.path
+        if self.records.format not in (".csv", ".tsv"):
+            raise InputError(f"{self.path.name}: expression tables are .csv or .tsv (or use .h5ad)")
+        header = self.records.header
+        if len(header) < 2:
+            raise InputError(f"{self.path.name}: a table needs a first column of sample names and gene columns")
+        self.sample_column = header[0]
+        if label_column is not None and label_column not in header[1:]:
+            raise InputError(f"{self.path.name} has no column {label_column!r}; its columns are {header[1:]}")
+        self.label_column = label_column
+        candidates = [c for c in header[1:] if c != label_column]
+        self.ignored = self._metadata(candidates)
+        self.genes = [c for c in candidates if c not in self.ignored]
+        if not self.genes:
+            raise InputError(f"{self.path.name}: no column holds numbers, so there are no genes to explain")
+        if self.ignored:
+            warnings.warn(f"{self.path.name}: ignored {len(self.ignored)} column(s) that are not numbers (not genes): "
+                          f"{', '.join(self.ignored[:8])}", stacklevel=3)
+
+    def _metadata(self, candidates: list[str]) -> list[str]:
+        found: set[str] = set()
+        first = self.records.shards(SCAN_ROWS)
+        if first:
+            for _, fields in self.records.read_rows(first[0]):
+                for column in candidates:
+                    value = fields.get(column)
+                    if value is not None and _number(value) is None:
+                        found.add(column)
+        return [c for c in candidates if c in found]
+
+    def shards(self, shard_size: int) -> list[Shard]:
+        return self.records.shards(shard_size)
+
+    def _rows(self, shard: Shard) -> list[tuple[int, dict[str, Any]]]:
+        rows = self.records.read_rows(shard)
+        for k, (line, fields) in enumerate(rows):
+            if "__fields__" in fields:
+                where = self.records.where(shard.start + k, line)
+                raise InputError(f"{where}: {fields['__fields__']} fields where the header has "
+                                 f"{len(self.records.header)}; fix or drop that row")
+        return rows
+
+    def read(self, shard: Shard) -> tuple[list[str], pd.DataFrame]:
+        """Sample names and a samples x genes table (floats; NaN where empty)."""
+        rows = self._rows(shard)
+        ids = [fields[self.sample_column] for _, fields in rows]
+        values = np.empty((len(rows), len(self.genes)), dtype=np.float32)
+        for k, (line, fields) in enumerate(rows):
+            for j, gene in enumerate(self.genes):
+                number = _number(fields[gene])
+                if number is None:
+                    raise InputError(f"{self.records.where(shard.start + k, line)}: column {gene!r} holds "
+                                     f"{fields[gene][:30]!r}, not a number; fix the value, or make it a metadata "
+                                     "column (non-numeric in the first rows) ")
+                values[k, j] = number
+        return ids, pd.DataFrame(values, index=ids, columns=self.genes)
+
+    def labels(self, column: str) -> list[str]:
+        """The column ``column`` (the label column) as strings, in row order."""
+        if column not in self.records.header[1:]:
+            raise InputError(f"{self.path.name} has no column {column!r}; its columns are {self.records.header[1:]}")
+        return [fields[column] for shard in self.shards(4096) for _, fields in self._rows(shard)]
+
+
+@dataclass
+class ExpressionData:
+    """A whole expression file: ``data`` (AnnData or a samples x genes DataFrame), ``labels``
+    (per sample, when a label column was asked for), ``ignored`` metadata columns."""
+
+    data: Any
+    labels: list[str] | None
+    ignored: list[str]
+
+
+def cells_reader(path: str | Path, label_column: str | None = None) -> H5adCells | TableCells:
+    """The reader for an expression file: ``.h5ad`` or a ``.csv``/``.tsv`` table."""
+    path = require_file(path, "expression")
+    suffix = format_of(path, FORMATS, "an expression reader")
+    return H5adCells(path) if suffix == ".h5ad" else TableCells(path, label_column)
+
+
+def read_expression(path: str | Path, label_column: str | None = None) -> ExpressionData:
+    """A whole ``.h5ad`` (in memory) or table, with the labels of ``label_column`` if given."""
+    reader = cells_reader(path, label_column)
+    if isinstance(reader, H5adCells):
+        import anndata
+
+        labels = reader.labels(label_column) if label_column is not None else None
+        return ExpressionData(anndata.read_h5ad(reader.path), labels, [])
+    blocks = [reader.read(shard)[1] for shard in reader.shards(4096)]
+    if not blocks:
+        raise InputError(f"{reader.path.name} has a header but no samples")
+    labels = reader.labels(label_column) if label_column is not None else None
+    return ExpressionData(pd.concat(blocks), labels, reader.ignored)
+

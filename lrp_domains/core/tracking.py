@@ -1,0 +1,107 @@
+"""Where relevance is read: the tracked inputs of one forward, what input-layer rules write
+directly (anchors), hypothetical contributions, and module outputs read as sources.
+
+- Inputs: ``track(x)`` returns a leaf that requires grad; the relevance of ``x`` is
+  ``x * x.grad`` plus what input-layer rules (z-box, flat, w-square) wrote to its *anchor*, a
+  zero tensor of ``x``'s shape whose gradient is the directly written relevance.
+- Hypothetical contributions (one-hot inputs): what each entry would receive at value 1, filed
+  by input-layer rules while ``capture_hypothetical`` is set.
+- Sources: named modules whose outputs become leaves (an embedding's output, a hidden layer);
+  relevance stops there and is read as ``output * grad``. Outputs broadcast over the batch
+  (position embeddings of shape ``(1, T, H)``) are expanded to the batch first.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+
+
+class InputTracker:
+    """The inputs, anchors, hypothetical contributions and sources of one scope's forwards."""
+
+    def __init__(self) -> None:
+        self.leaves: list[torch.Tensor] = []
+        self.batch_size: int | None = None
+        self.capture_hypothetical = False
+        self.source_names: frozenset[str] = frozenset()
+        #: Source outputs made leaves in the current forward, by module name, in call order.
+        self.sources: dict[str, list[torch.Tensor]] = {}
+        self._anchors: dict[int, torch.Tensor] = {}
+        self._hypothetical: dict[int, torch.Tensor] = {}
+        self._warned: set[str] = set()
+
+    def track(self, inputs: Sequence[torch.Tensor], batch_size: int | None = None) -> list[torch.Tensor]:
+        """Register the inputs of the next forward (relevance is computed for them); returns leaves."""
+        self.leaves = [x.detach().requires_grad_(True) for x in inputs]
+        self._anchors, self._hypothetical, self.sources = {}, {}, {}
+        self.batch_size = batch_size if batch_size is not None else (inputs[0].shape[0] if inputs else None)
+        return list(self.leaves)
+
+    def read_sources(self, names: Iterable[str]) -> None:
+        """Read relevance at the outputs of these modules (by name) from now on."""
+        self.source_names = frozenset(names)
+
+    # -- inputs and input-layer rules -------------------------------------------------------
+    def input_of(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The tracked leaf that ``x`` is (or a full contiguous view of), else None."""
+        for leaf in self.leaves:
+            if x is leaf or (x._base is leaf and x.is_contiguous() and x.numel() == leaf.numel()):
+                return leaf
+        return None
+
+    def anchor_for(self, x: torch.Tensor, describe: str) -> torch.Tensor | None:
+        """Where an input-layer rule applied to ``x`` writes relevance (None: ``x`` is no input)."""
+        leaf = self.input_of(x)
+        if leaf is None:
+            if describe not in self._warned:
+                self._warned.add(describe)
+                warnings.warn(
+                    f"{describe} has an input-layer rule but does not see a tracked model input; relevance "
+                    "it assigns to zero-valued inputs is dropped.", stacklevel=5,
+                )
+            return None
+        anchor = self._anchors.get(id(leaf))
+        if anchor is None:
+            anchor = self._anchors[id(leaf)] = torch.zeros_like(leaf, requires_grad=True)
+        return anchor
+
+    def anchor(self, leaf: torch.Tensor) -> torch.Tensor | None:
+        """The tensor collecting directly written relevance of ``leaf``, if a rule wrote any."""
+        return self._anchors.get(id(leaf))
+
+    def recorder(self, anchor: torch.Tensor) -> Callable[[torch.Tensor], None] | None:
+        """While hypothetical contributions are captured: where an input-layer rule files what each
+        entry of ``anchor``'s input would receive at value 1."""
+        if not self.capture_hypothetical:
+            return None
+        key = id(anchor)
+
+        def record(value: torch.Tensor) -> None:
+            self._hypothetical[key] = self._hypothetical[key] + value if key in self._hypothetical else value
+
+        return record
+
+    def hypothetical(self, leaf: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+        """Relevance each entry of ``leaf`` would get at value 1: the modified gradient for
+        ``x * g`` rules, plus what input-layer rules recorded."""
+        total = torch.zeros_like(leaf) if grad is None else grad.detach().clone()
+        anchor = self._anchors.get(id(leaf))
+        if anchor is not None and id(anchor) in self._hypothetical:
+            total = total + self._hypothetical[id(anchor)].to(total.dtype)
+        return total
+
+    # -- sources ----------------------------------------------------------------------------
+    def source_output(self, name: str, output: torch.Tensor) -> torch.Tensor:
+        """``output`` of source module ``name`` as a leaf relevance is read from."""
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+            raise TypeError(f"relevance is read at the output of '{name}', which must be a floating-point tensor; "
+                            f"it returned {type(output).__name__}")
+        batch = self.batch_size
+        if batch and output.dim() >= 2 and output.shape[0] == 1 and batch > 1:
+            output = output.expand(batch, *output.shape[1:])
+        leaf = output.detach().contiguous().requires_grad_(True)
+        self.sources.setdefault(name, []).append(leaf)
+        return leaf

@@ -1,0 +1,160 @@
+"""Domains as plug-ins: the explainer contract and the registry of explainers.
+
+A domain is one explainer class that subclasses :class:`DomainExplainer` and says:
+
+- ``kind`` (``"text"``, ``"sequences"``, ``"genes"``): its name in the registry, the CLI
+  (``lrp-domains run KIND``) and run manifests; ``item``: what one input row is;
+- :meth:`~DomainExplainer.reader`: how it reads its input files, shard by shard;
+- :meth:`~DomainExplainer.explain_batch` and :meth:`~DomainExplainer.result_rows`: how a batch of
+  items becomes a result (its own result type) and output rows (``columns``);
+- :meth:`~DomainExplainer.settings`: what of it must match for two runs to share a folder;
+- ``report``: ``"module:function"`` writing its report (resolved by :mod:`lrp_domains.report`);
+- :meth:`~DomainExplainer.from_options`: how to build it from command-line strings.
+
+Explainers register with :func:`register` (a decorator) or, for installed packages, with an entry
+point in the ``lrp_domains.explainers`` group (``kind = "package.module:Class"``); the built-in
+domains are entry points of this package. ``run/``, the ``run`` command group, the exports and
+the reports find explainers here and never name a domain's class. ``docs/design.md`` shows how to
+add a domain.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from lrp_domains.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from torch import nn
+
+    from lrp_domains.core.composite import Composite
+    from lrp_domains.files.formats import Shard
+
+ENTRY_POINT_GROUP = "lrp_domains.explainers"
+#: Columns every output row starts with.
+COMMON_COLUMNS = ("row", "id")
+
+
+class Reader(Protocol):
+    """How a domain reads an input file: ``shards`` indexes it once, ``read`` returns one shard's
+    ids and items (texts, sequences, a cells x genes table...)."""
+
+    path: Path
+
+    def shards(self, shard_size: int) -> list[Shard]: ...
+
+    def read(self, shard: Shard) -> tuple[list[str], Any]: ...
+
+
+class DomainExplainer:
+    """The contract every domain explainer fulfils (see the module docstring)."""
+
+    #: The domain's name.
+    kind: ClassVar[str] = ""
+    #: What one input row is, for messages and help ("text", "record", "cell").
+    item: ClassVar[str] = "item"
+    #: Composite used when none is given.
+    default_composite: ClassVar[str] = "epsilon"
+    #: Options a run passes to :meth:`explain_batch`, with their defaults.
+    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": None}
+    #: Output columns after ``row`` and ``id``, in order (``explained`` and ``delta`` first).
+    columns: ClassVar[tuple[str, ...]] = ("explained", "delta")
+    #: ``"module:function"`` writing this domain's report: ``function(result, out_dir, **kwargs) -> {name: path}``.
+    report: ClassVar[str | None] = None
+
+    model: nn.Module
+    composite: Composite
+
+    def reader(self, path: str | Path, column: str = "text") -> Reader:
+        """A reader of ``path`` for this domain (an InputError for a file type it cannot read)."""
+        raise NotImplementedError
+
+    def explain_batch(self, ids: Sequence[str], items: Any, first_row: int = 0, **options: Any) -> Any:
+        """Explain one batch of items (ids name them in messages, with their ``first_row``)."""
+        raise NotImplementedError
+
+    def result_rows(self, result: Any, ids: Sequence[str]) -> dict[str, list]:
+        """The output columns (:attr:`columns`) of a result, one value per item."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """Domain settings that must match for a run to resume (added to the manifest)."""
+        return {}
+
+    @classmethod
+    def from_options(cls, model: str | None = None, weights: str | None = None,
+                     composite: str | None = None) -> DomainExplainer:
+        """Build from command-line strings (the default model when ``model`` is None)."""
+        raise NotImplementedError
+
+    def explain_rows(self, ids: Sequence[str], items: Any, first_row: int = 0, **options: Any) -> pd.DataFrame:
+        """Explain a batch and return its output rows: ``row``, ``id`` and :attr:`columns`."""
+        import pandas as pd
+
+        unknown = sorted(set(options) - set(self.run_options))
+        if unknown:
+            raise InputError(f"the {self.kind} explainer takes no option {', '.join(map(repr, unknown))}; its options "
+                             f"are {', '.join(sorted(self.run_options))}")
+        result = self.explain_batch(ids, items, first_row=first_row, **options)
+        columns = self.result_rows(result, ids)
+        if list(columns) != list(self.columns):
+            raise TypeError(f"{type(self).__name__}.result_rows gave columns {list(columns)}, not its declared "
+                            f"{list(self.columns)}")
+        rows = {"row": list(range(first_row, first_row + len(ids))), "id": list(ids), **columns}
+        return pd.DataFrame(rows)
+
+
+_REGISTRY: dict[str, type[DomainExplainer]] = {}
+
+
+def register(cls: type[DomainExplainer]) -> type[DomainExplainer]:
+    """Register an explainer class under its ``kind`` (usable as a class decorator)."""
+    if not isinstance(cls, type) or not issubclass(cls, DomainExplainer) or not cls.kind:
+        raise TypeError(f"register needs a DomainExplainer subclass with a kind, got {cls!r}")
+    _REGISTRY[cls.kind] = cls
+    return cls
+
+
+@functools.lru_cache(maxsize=1)
+def _entry_points() -> dict[str, Any]:
+    return {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def kinds() -> list[str]:
+    """The registered kinds (entry points included, not loaded)."""
+    return sorted(set(_REGISTRY) | set(_entry_points()))
+
+
+def get(kind: str) -> type[DomainExplainer]:
+    """The explainer class of ``kind``, loading its entry point on first use."""
+    if kind not in _REGISTRY:
+        point = _entry_points().get(kind)
+        if point is None:
+            raise InputError(f"no explainer of kind {kind!r}; known kinds: {', '.join(kinds()) or 'none'}")
+        try:
+            loaded = point.load()
+        except ImportError as error:
+            raise ImportError(f"the {kind!r} explainer ({point.value}) needs packages that are not installed "
+                              f"({error}); install its extra (pip install \"lrp-domains[all]\")") from error
+        register(loaded)
+    return _REGISTRY[kind]
+
+
+def kind_of(explainer: Any) -> str:
+    """The kind of an explainer object; a TypeError naming what is missing otherwise."""
+    if not isinstance(explainer, DomainExplainer) or not explainer.kind:
+        raise TypeError(f"expected an explainer that fulfils the DomainExplainer contract (lrp_domains.domains), got "
+                        f"{type(explainer).__name__}")
+    return explainer.kind
+
+
+def build_explainer(kind: str, model: str | None = None, weights: str | None = None,
+                    composite: str | None = None) -> DomainExplainer:
+    """An explainer of ``kind`` from command-line strings (module-level and picklable through
+    ``functools.partial``, so Ray workers can rebuild it)."""
+    return get(kind).from_options(model=model, weights=weights, composite=composite)

@@ -1,0 +1,84 @@
+"""The manifest of a run folder: what was explained, how, and which shards are done.
+
+``manifest.json`` carries our schema marker (``"schema": "lrp-domains/run"``). A folder is ours
+only when its manifest carries it: any other ``manifest.json`` (a web app's, a broken file, an
+old format) is refused, with or without resume, and nothing in it is ever deleted. Shard entries
+are only ever our own names (``shard-00000.parquet``) directly inside the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from lrp_domains.errors import InputError
+from lrp_domains.files.writing import atomic_write
+
+MANIFEST = "manifest.json"
+SCHEMA = "lrp-domains/run"
+VERSION = 2
+SHARD_NAME = re.compile(r"shard-\d{5}\.parquet")
+
+
+def shard_name(index: int) -> str:
+    """The file name of shard ``index``."""
+    return f"shard-{index:05d}.parquet"
+
+
+def _refuse(path: Path, why: str) -> InputError:
+    return InputError(f"{path} {why}; this folder does not hold an lrp-domains run. Choose another --out (a new "
+                      "folder), or move that manifest.json away")
+
+
+def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
+    """The manifest of a run folder; None when there is none; an InputError when the folder's
+    ``manifest.json`` is not ours (no schema marker), is broken, or lists files that are not ours."""
+    path = Path(out_dir) / MANIFEST
+    if not path.exists() and not path.is_symlink():
+        return None
+    if path.is_symlink() or not path.is_file():
+        raise _refuse(path, "is not a regular file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise _refuse(path, f"is not valid JSON ({error})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise _refuse(path, f"has no lrp-domains schema marker (\"schema\": \"{SCHEMA}\")")
+    if data.get("version") != VERSION:
+        raise InputError(f"{path} was written by another version of lrp-domains (run format {data.get('version')}, "
+                         f"this one reads {VERSION}); start a new run in another folder")
+    shards = data.get("shards")
+    if not isinstance(shards, dict) or not isinstance(data.get("input"), dict) \
+            or not isinstance(data.get("settings"), dict):
+        raise _refuse(path, "lacks the input, settings or shards of a run")
+    for key, entry in shards.items():
+        if not isinstance(entry, dict) or not SHARD_NAME.fullmatch(str(entry.get("file", ""))) \
+                or entry.get("file") != shard_name(int(key) if str(key).isdigit() else -1):
+            raise _refuse(path, f"lists {entry!r} as shard {key}, which is not one of our shard files")
+    return data
+
+
+def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
+    """Replace the manifest atomically."""
+    atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=1))
+
+
+def new_manifest(fingerprint: dict[str, Any], settings: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
+    """A manifest with no shards done yet."""
+    return {"schema": SCHEMA, "version": VERSION, "input": fingerprint, "settings": settings, "versions": versions,
+            "shards": {}, "complete": False}
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """``"settings.composite: 'genomics' before, 'epsilon' now"`` for each value that differs."""
+    found = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found.extend(differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            shown = [str(v)[:60] for v in (a, b)]
+            found.append(f"{prefix}{key}: {shown[0]!r} before, {shown[1]!r} now")
+    return found
