@@ -106,7 +106,7 @@ def bench_text_faithfulness(
     limit: int = typer.Option(0, help="Use only the first N dev sentences (0: all 872)."),
     batch_size: int = typer.Option(16, help="Texts per forward/backward pass."),
     steps: int = typer.Option(25, help="Integrated-gradients steps."),
-    data_dir: str = typer.Option(None, help="A folder with SST-2 dev.tsv (default: ../shared/data/sst2)."),
+    data_dir: str = typer.Option(None, help="A folder with SST-2 dev.tsv (default: datasets/sst2)."),
     hub: bool = typer.Option(False, "--hub", help="Read glue/sst2 with the datasets package (online)."),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ) -> None:

@@ -1,5 +1,5 @@
 """Where the project's small data lives: ``datasets/`` next to the package (a checkout or an
-editable install) and ``../shared/data`` beside the checkout (development data, optional)."""
+editable install)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,9 @@ def datasets_dir() -> Path:
     return path
 
 
-def shared_data_dir() -> Path | None:
-    """``../shared/data`` beside the checkout (SST-2 and peer references), or None."""
-    path = Path(os.environ.get("LRP_DOMAINS_SHARED", ROOT.parent / "shared")) / "data"
-    return path if path.is_dir() else None
+def sst2_dev() -> Path:
+    """``datasets/sst2/dev.tsv``: the 872 SST-2 validation sentences (``text<TAB>label``)."""
+    return datasets_dir() / "sst2" / "dev.tsv"
 
 
 def example_sentences() -> list[str]:

@@ -1,4 +1,3 @@
-import os
 import sys
 from pathlib import Path
 
@@ -7,9 +6,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-#: Peer reference outputs (zennit, LXT); ``LRP_DOMAINS_SHARED`` overrides ``../shared``.
-SHARED_DIR = Path(os.environ.get("LRP_DOMAINS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-REFERENCE_DIR = SHARED_DIR / "data" / "reference"
+#: Peer reference outputs (zennit, LXT), in the repository (see tests/data/README.md).
+REFERENCE_DIR = Path(__file__).resolve().parent / "data" / "reference"
 
 
 @pytest.fixture(autouse=True)

