@@ -6,9 +6,9 @@ from lrp_domains.bio.expression import ExpressionExplainer
 from lrp_domains.bio.genes import GeneExplanation
 from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets, plot_logo, to_bed, to_modisco
 from lrp_domains.bio.sequence_explainer import SequenceExplainer, SequenceExplanation
-from lrp_domains.bio.sequences import one_hot, read_fasta, reverse_complement
+from lrp_domains.bio.sequences import DNA, PROTEIN, RNA, one_hot, read_fasta, reverse_complement
 
 __all__ = [
-    "ExpressionExplainer", "GeneExplanation", "SequenceExplainer", "SequenceExplanation", "annotate_seqlets",
+    "DNA", "PROTEIN", "RNA", "ExpressionExplainer", "GeneExplanation", "SequenceExplainer", "SequenceExplanation", "annotate_seqlets",
     "call_seqlets", "one_hot", "plot_logo", "read_fasta", "reverse_complement", "to_bed", "to_modisco",
 ]

@@ -146,7 +146,9 @@ def walk_records(handle: BinaryIO, mode: str, path: Path, offset: int = 0, line:
 
 
 def index_records(path: Path, mode: str, shard_size: int, skip_header: bool = False) -> list[Shard]:
-    """Shards of ``shard_size`` records, each with its first record's byte offset and line."""
+    """Shards of ``shard_size`` records, each with its first record's byte offset and line.
+
+    Every line is decoded on the way, so a binary or non-UTF-8 file is named before a run starts."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
     starts: list[tuple[int, int]] = []
@@ -156,6 +158,8 @@ def index_records(path: Path, mode: str, shard_size: int, skip_header: bool = Fa
         if skip_header:
             next(records, None)
         for record in records:
+            for k, raw in enumerate(record.lines):
+                decode_line(raw, path, record.line + k)
             if count % shard_size == 0:
                 starts.append((record.offset, record.line))
             count += 1
