@@ -12,7 +12,6 @@ import pytest
 import text_models as T
 from typer.testing import CliRunner
 
-from lrp_domains.bio.synthetic import make_dataset, write_fasta
 from lrp_domains.cli import app
 from lrp_domains.errors import InputError
 from lrp_domains.files.writing import OutputFolder

@@ -9,6 +9,7 @@ from lrp_domains.bio.sequence_explainer import SequenceExplainer, SequenceExplan
 from lrp_domains.bio.sequences import DNA, PROTEIN, RNA, one_hot, read_fasta, reverse_complement
 
 __all__ = [
-    "DNA", "PROTEIN", "RNA", "ExpressionExplainer", "GeneExplanation", "SequenceExplainer", "SequenceExplanation", "annotate_seqlets",
+    "DNA", "PROTEIN", "RNA", "ExpressionExplainer", "GeneExplanation", "SequenceExplainer", "SequenceExplanation",
+    "annotate_seqlets",
     "call_seqlets", "one_hot", "plot_logo", "read_fasta", "reverse_complement", "to_bed", "to_modisco",
 ]
