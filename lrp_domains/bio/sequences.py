@@ -27,8 +27,10 @@ IUPAC = set("RYSWKMBDHV")
 
 
 def unknown_symbol(alphabet: str) -> str:
-    """The symbol for an unknown position: ``N``, or ``X`` when ``N`` is a letter of the alphabet."""
-    return "X" if "N" in alphabet.upper() else "N"
+    """The symbol for an unknown position: ``N``, or ``X`` when ``N`` is a letter of the alphabet,
+    or ``?`` when both are."""
+    letters = alphabet.upper()
+    return next(symbol for symbol in ("N", "X", "?") if symbol not in letters)
 
 
 def _is_nucleotide(alphabet: str) -> bool:

@@ -69,7 +69,11 @@ def settings_of(explainer: DomainExplainer, shard_size: int, column: str, option
         "model": model_fingerprint(explainer.model), "shard_size": shard_size, "column": column,
         "options": {k: v for k, v in sorted(options.items()) if k != "batch_size"},
     }
-    settings.update(explainer.settings())
+    domain = explainer.settings()
+    clash = sorted(set(domain) & set(settings))
+    if clash:
+        raise TypeError(f"{type(explainer).__name__}.settings() may not redefine {clash}: the run sets those")
+    settings.update(domain)
     return settings
 
 
