@@ -151,8 +151,7 @@ class ExpressionExplainer(DomainExplainer):
                          progress=progress, check_delta=False)
         classes = self.classes or [str(i) for i in range(result.output.shape[1])]
         output = pd.DataFrame(result.output.double().cpu().numpy(), index=samples, columns=classes)
-        # Explaining the predictions (target None) gives no target: the groups are the predictions.
-        target_names = None if result.target is None or target is None else [classes[i] for i in result.target.tolist()]
+        target_names = None if result.target is None else [classes[i] for i in result.target.tolist()]
         return GeneExplanation(
             relevance=pd.DataFrame(result.relevance.double().cpu().numpy(), index=samples, columns=self.genes),
             output=output,
@@ -161,6 +160,7 @@ class ExpressionExplainer(DomainExplainer):
             explained=pd.Series(result.explained.double().cpu().numpy(), index=samples, name="explained"),
             delta=pd.Series(result.delta.double().cpu().numpy(), index=samples, name="delta"),
             composite=self.composite.name,
+            target_given=target is not None,
         )
 
 

@@ -18,7 +18,8 @@ class GeneExplanation:
     """Relevance of each gene for one class score per sample.
 
     ``relevance`` (samples x genes), ``output`` (samples x classes, the model's scores),
-    ``prediction`` and ``target`` (class names per sample; ``target`` is None for callables),
+    ``prediction`` and ``target`` (class names per sample; ``target`` is None for callables;
+    ``target_given`` is False when the targets are the model's own predictions),
     ``explained`` (the explained score) and ``delta`` (explained minus summed relevance).
     """
 
@@ -29,6 +30,7 @@ class GeneExplanation:
     explained: pd.Series
     delta: pd.Series
     composite: str
+    target_given: bool = True
 
     @property
     def genes(self) -> list[str]:

@@ -79,9 +79,12 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
     counts = pd.DataFrame({
         "class": groups.value_counts().index, "samples": groups.value_counts().to_numpy(),
     })
-    given = explanation.target is not None
-    lines = ["Relevance is seeded with the explained score (the logit) of each sample's "
-             + ("given class (its label)" if given else "predicted class (no labels were given)") + "."]
+    given = explanation.target is not None and explanation.target_given
+    if explanation.target is None:
+        explained = "the value its target function picked (samples grouped by predicted class)"
+    else:
+        explained = "given class (its label)" if given else "predicted class (no labels were given)"
+    lines = [f"Relevance is seeded with the explained score (the logit) of each sample's {explained}."]
     if given:
         agreement = (explanation.prediction == explanation.target).mean()
         lines.append(f"The model predicts the given class for {agreement:.1%} of the samples.")
