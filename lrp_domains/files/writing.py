@@ -30,17 +30,32 @@ def _temporary(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+class PendingFile:
+    """A file written over time under a temporary name beside ``path``: :meth:`commit` renames it
+    into place, :meth:`discard` removes it."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.temporary = _temporary(self.path)
+
+    def commit(self) -> Path:
+        os.replace(self.temporary, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        self.temporary.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; renamed over ``path`` on success,
     removed on failure."""
-    path = Path(path)
-    temporary = _temporary(path)
+    pending = PendingFile(path)
     try:
-        yield temporary
-        os.replace(temporary, path)
+        yield pending.temporary
+        pending.commit()
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        pending.discard()
         raise
 
 

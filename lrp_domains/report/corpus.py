@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lrp_domains.errors import InputError
-from lrp_domains.files.writing import OutputFolder, atomic_path
+from lrp_domains.files.writing import OutputFolder, PendingFile
 from lrp_domains.report.text import text_page
 from lrp_domains.text.corpus import WordStatistics, text_row, token_rows
 
@@ -28,24 +28,23 @@ class _Table:
     """A CSV and (optionally) a Parquet file appended batch by batch under temporary names."""
 
     def __init__(self, folder: OutputFolder, name: str, parquet: str | None = None) -> None:
-        self._csv_context = atomic_path(folder.path(name))
-        self._csv = self._csv_context.__enter__().open("w", newline="", encoding="utf-8")
-        self._parquet_context = atomic_path(folder.path(parquet)) if parquet else None
-        self._parquet_path = self._parquet_context.__enter__() if parquet else None
+        self._csv_file = PendingFile(folder.path(name))
+        self._csv = self._csv_file.temporary.open("w", newline="", encoding="utf-8")
+        self._parquet_file = PendingFile(folder.path(parquet)) if parquet else None
         self._writer: pq.ParquetWriter | None = None
         self._columns: list[str] | None = None
         self.rows = 0
 
-    def append(self, frame: Any) -> None:
+    def append(self, frame: pd.DataFrame) -> None:
         if self._columns is None:
             self._columns = list(frame.columns)
             csv.writer(self._csv).writerow(self._columns)
         frame = frame.reindex(columns=self._columns)
         frame.to_csv(self._csv, header=False, index=False)
-        if self._parquet_path is not None:
+        if self._parquet_file is not None:
             table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
             if self._writer is None:
-                self._writer = pq.ParquetWriter(self._parquet_path, table.schema)
+                self._writer = pq.ParquetWriter(self._parquet_file.temporary, table.schema)
             self._writer.write_table(table.cast(self._writer.schema))
         self.rows += len(frame)
 
@@ -54,15 +53,15 @@ class _Table:
         self._csv.close()
         if self._writer is not None:
             self._writer.close()
-        elif self._parquet_path is not None and keep:
-            pq.write_table(pa.table({}), self._parquet_path)
-        for context in (self._csv_context, self._parquet_context):
-            if context is None:
+        elif self._parquet_file is not None and keep:
+            pq.write_table(pa.table({}), self._parquet_file.temporary)
+        for pending in (self._csv_file, self._parquet_file):
+            if pending is None:
                 continue
             if keep:
-                context.__exit__(None, None, None)
+                pending.commit()
             else:
-                context.__exit__(RuntimeError, RuntimeError("discarded"), None)
+                pending.discard()
 
 
 def explain_file(explainer: Any, path: str | Path, out_dir: str | Path, column: str = "text", target: Any = None,
