@@ -111,17 +111,6 @@ def test_latin1_and_binary_text_files_are_named(tmp_path, model_dir):
         assert not (tmp_path / f"o2-{name}").exists()  # found while indexing, before the run folder is made
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-bert")
-    model = T.encoder("bert", num_labels=2).float()
-    model.config.id2label = {0: "negative", 1: "positive"}
-    model.config.label2id = {"negative": 0, "positive": 1}
-    model.save_pretrained(path)
-    T.wordpiece_tokenizer().save_pretrained(path)
-    return str(path)
-
-
 def test_truncation_names_the_input_row_and_is_recorded(tmp_path, text_explainer):
     explainer = TextExplainer(text_explainer.model, text_explainer.tokenizer, labels=["negative", "positive"],
                               max_length=12)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import text_models as T
 from typer.testing import CliRunner
 
 from lrp_domains.cli import app
@@ -130,17 +129,6 @@ def test_sequence_reports_clear_their_own_stale_logos_only(tmp_path):
     logos = sorted(p.name for p in (out / "logos").glob("*.png"))
     assert logos == ["my-figure.png", "r2_0.png", "r2_1.png"]
     assert (out / "logos" / "my-figure.png").read_bytes() == b"user"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-bert")
-    model = T.encoder("bert", num_labels=2).float()
-    model.config.id2label = {0: "negative", 1: "positive"}
-    model.config.label2id = {"negative": 0, "positive": 1}
-    model.save_pretrained(path)
-    T.wordpiece_tokenizer().save_pretrained(path)
-    return str(path)
 
 
 def test_explain_file_clears_stale_pages_of_an_earlier_run(tmp_path, model_dir):

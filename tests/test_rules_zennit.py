@@ -1,4 +1,4 @@
-"""Our rules and composites give zennit 0.5.1's own numbers (../shared/data/reference)."""
+"""Our rules and composites give zennit 0.5.1's own numbers (tests/data/reference)."""
 
 import json
 

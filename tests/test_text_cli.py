@@ -10,17 +10,6 @@ from typer.testing import CliRunner
 from lrp_domains.cli import app
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-bert")
-    model = T.encoder("bert", num_labels=2).float()
-    model.config.id2label = {0: "negative", 1: "positive"}
-    model.config.label2id = {"negative": 0, "positive": 1}
-    model.save_pretrained(path)
-    T.wordpiece_tokenizer().save_pretrained(path)
-    return str(path)
-
-
 def run(*args):
     return CliRunner().invoke(app, list(args))
 

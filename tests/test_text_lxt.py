@@ -1,4 +1,4 @@
-"""AttnLRP and CP-LRP give LXT's own numbers on tiny LLaMA and GPT-2 (../shared/data/reference)."""
+"""AttnLRP and CP-LRP give LXT's own numbers on tiny LLaMA and GPT-2 (tests/data/reference)."""
 
 import json
 
