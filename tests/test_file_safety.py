@@ -3,6 +3,7 @@ reports never write through symlinks and clear only their own stale pages and lo
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -142,3 +143,108 @@ def test_explain_file_clears_stale_pages_of_an_earlier_run(tmp_path, model_dir):
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "html").glob("*.html")) == ["000000.html", "000001.html", "notes.html"]
     assert sorted(pd.read_csv(out / "texts.csv").text) == ["great acting", "weak plot"]
+
+
+# -- found by the Hypothesis battery (tests/test_readers_fuzz.py): each was another exception type --
+def test_a_damaged_gzip_file_is_named(tmp_path):
+    from lrp_domains.files import FastaRecords, TableRecords
+
+    data = gzip.compress(b"text\n" + b"hello\n" * 100)
+    (tmp_path / "t.txt.gz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "m.fa").write_bytes(b"\x1f\x8b")
+    (tmp_path / "c.tsv.gz").write_bytes(data[:-8] + b"\0" * 4 + data[-4:])
+    for reader in (lambda: TableRecords(tmp_path / "t.txt.gz").shards(1), lambda: FastaRecords(tmp_path / "m.fa")
+                   .shards(1), lambda: TableRecords(tmp_path / "c.tsv.gz").shards(1)):
+        with pytest.raises(InputError, match="a damaged gzip file"):
+            reader()
+
+
+def test_damaged_parquet_pages_and_unusual_values(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lrp_domains.files import TableRecords
+
+    pq.write_table(pa.table({"text": ["a" * 100]}), tmp_path / "p.parquet", compression="none")
+    damaged = bytearray((tmp_path / "p.parquet").read_bytes())
+    damaged[4:40] = b"\xab" * 36
+    (tmp_path / "p.parquet").write_bytes(bytes(damaged))
+    reader = TableRecords(tmp_path / "p.parquet")
+    with pytest.raises(InputError, match="p.parquet, rows 0 to 0: damaged Parquet data"):
+        reader.read(reader.shards(1)[0])
+    pq.write_table(pa.table({"text": pa.array([[b"x"]], pa.list_(pa.binary()))}), tmp_path / "b.parquet")
+    reader = TableRecords(tmp_path / "b.parquet")
+    assert reader.read(reader.shards(1)[0])[1] == ["[b'x']"]
+
+
+@pytest.mark.parametrize("content", [
+    '{"schema":"lrp-domains/run","version":2,"input":{},"settings":{},"shards":{"\u00b2":{"file":"shard-00002.parquet"}}}',
+    '{"schema":"lrp-domains/run","version":2,"input":{},"settings":{},"shards":{"' + "1" * 5000 + '":{}}}',
+    "[" * 1000 + "]" * 1000,
+])
+def test_odd_manifests_are_refused_by_name(tmp_path, content):
+    from lrp_domains.run import read_manifest
+
+    (tmp_path / "manifest.json").write_text(content)
+    with pytest.raises(InputError, match="manifest.json"):
+        read_manifest(tmp_path)
+
+
+def test_deeply_nested_json_lines_and_markers(tmp_path):
+    from lrp_domains.files import TableRecords
+
+    (tmp_path / "in.jsonl").write_text('{"text": "ok"}\n' + "[" * 1000 + "]" * 1000 + "\n")
+    reader = TableRecords(tmp_path / "in.jsonl")
+    with pytest.raises(InputError, match="in.jsonl, line 2: not valid JSON"):
+        reader.read(reader.shards(5)[0])
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "lrp-domains.json").write_text("[" * 1000 + "]" * 1000)
+    OutputFolder(tmp_path / "out", "test").finish()  # an unreadable marker lists nothing of ours
+
+
+def test_finish_never_deletes_through_a_symlinked_folder(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "link").symlink_to(tmp_path)
+    (out / "lrp-domains.json").write_text(json.dumps({"schema": "lrp-domains/outputs", "files": ["link/victim.txt"]}))
+    OutputFolder(out, "test").finish()
+    assert victim.read_text() == "precious"
+
+
+def test_a_folder_named_like_a_shard_is_refused(tmp_path):
+    from lrp_domains.bio import SequenceExplainer
+
+    out = tmp_path / "out"
+    (out / "shard-00000.parquet").mkdir(parents=True)
+    with pytest.raises(InputError, match="folders named like our shards"):
+        explain_dataset(SequenceExplainer(T_cnn(), composite="epsilon"), _fasta(tmp_path / "in.fa"), out,
+                        progress=False)
+
+
+def test_whitespace_rows_are_rows_and_any_column_name_is_a_name(tmp_path):
+    from lrp_domains.files import TableRecords
+
+    (tmp_path / "a.csv").write_text("text\n \nb\n")
+    reader = TableRecords(tmp_path / "a.csv")
+    assert reader.read(reader.shards(5)[0])[1] == [" ", "b"]  # an empty text is an error later, not a lost row
+    (tmp_path / "b.csv").write_text("text,__fields__\nhello,1\n")
+    reader = TableRecords(tmp_path / "b.csv")
+    assert reader.read(reader.shards(5)[0])[1] == ["hello"]
+
+
+def test_a_damaged_h5ad_file_is_named(tmp_path):
+    import anndata
+
+    from lrp_domains.bio.cells import H5adCells, read_expression
+
+    data = anndata.AnnData(np.arange(24, dtype=np.float32).reshape(6, 4),
+                           obs=pd.DataFrame({"label": list("abcabc")}, index=[f"c{i}" for i in range(6)]),
+                           var=pd.DataFrame(index=[f"G{i}" for i in range(4)]))
+    data.write_h5ad(tmp_path / "ok.h5ad")
+    whole = (tmp_path / "ok.h5ad").read_bytes()
+    (tmp_path / "cut.h5ad").write_bytes(whole[: len(whole) // 3])
+    for call in (lambda: H5adCells(tmp_path / "cut.h5ad"), lambda: read_expression(tmp_path / "cut.h5ad", "label")):
+        with pytest.raises(InputError, match="cut.h5ad: .* failed, the .h5ad file is damaged"):
+            call()

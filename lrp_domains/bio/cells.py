@@ -11,7 +11,9 @@ command.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +41,18 @@ def _number(value: str) -> float | None:
         return None
 
 
+@contextlib.contextmanager
+def _h5ad_errors(path: Path, what: str) -> Iterator[None]:
+    """h5py and anndata raise many error types for a damaged file: one InputError naming it."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as error:
+        raise InputError(f"{path.name}: {what} failed, the .h5ad file is damaged or not AnnData "
+                         f"({type(error).__name__}: {error})") from None
+
+
 class H5adCells:
     """Cells of an ``.h5ad`` file, read in backed mode shard by shard."""
 
@@ -46,14 +60,12 @@ class H5adCells:
         self.path = require_file(path, "h5ad")
         import anndata
 
-        try:
+        with _h5ad_errors(self.path, "reading the cells and genes"):
             data = anndata.read_h5ad(self.path, backed="r")
-        except Exception as error:  # h5py/anndata raise many types for a file that is not h5ad
-            raise InputError(f"{self.path.name}: not a readable .h5ad file ({type(error).__name__}: {error})") from None
-        self.genes = list(map(str, data.var_names))
-        self.obs_columns = list(map(str, data.obs.columns))
-        self.count = data.n_obs
-        data.file.close()
+            self.genes = list(map(str, data.var_names))
+            self.obs_columns = list(map(str, data.obs.columns))
+            self.count = data.n_obs
+            data.file.close()
 
     def shards(self, shard_size: int) -> list[Shard]:
         return ranges(self.count, shard_size)
@@ -61,11 +73,13 @@ class H5adCells:
     def read(self, shard: Shard) -> tuple[list[str], pd.DataFrame]:
         import anndata
 
-        data = anndata.read_h5ad(self.path, backed="r")
-        block = data[shard.start:shard.stop].to_memory()
-        data.file.close()
-        matrix = block.X.toarray() if hasattr(block.X, "toarray") else np.asarray(block.X)
-        return list(map(str, block.obs_names)), pd.DataFrame(matrix, index=block.obs_names, columns=block.var_names)
+        with _h5ad_errors(self.path, f"reading cells {shard.start} to {shard.stop - 1}"):
+            data = anndata.read_h5ad(self.path, backed="r")
+            block = data[shard.start:shard.stop].to_memory()
+            data.file.close()
+            matrix = block.X.toarray() if hasattr(block.X, "toarray") else np.asarray(block.X)
+            return list(map(str, block.obs_names)), pd.DataFrame(matrix, index=block.obs_names,
+                                                                 columns=block.var_names)
 
     def labels(self, column: str) -> list[str]:
         """The ``obs`` column ``column`` as strings."""
@@ -73,10 +87,11 @@ class H5adCells:
             raise InputError(f"{self.path.name} has no obs column {column!r}; its obs columns are {self.obs_columns}")
         import anndata
 
-        data = anndata.read_h5ad(self.path, backed="r")
-        values = data.obs[column].astype(str).tolist()
-        data.file.close()
-        return values
+        with _h5ad_errors(self.path, f"reading obs column {column!r}"):
+            data = anndata.read_h5ad(self.path, backed="r")
+            values = data.obs[column].astype(str).tolist()
+            data.file.close()
+            return values
 
 
 class TableCells:
@@ -118,13 +133,7 @@ class TableCells:
         return self.records.shards(shard_size)
 
     def _rows(self, shard: Shard) -> list[tuple[int, dict[str, Any]]]:
-        rows = self.records.read_rows(shard)
-        for k, (line, fields) in enumerate(rows):
-            if "__fields__" in fields:
-                where = self.records.where(shard.start + k, line)
-                raise InputError(f"{where}: {fields['__fields__']} fields where the header has "
-                                 f"{len(self.records.header)}; fix or drop that row")
-        return rows
+        return self.records.read_rows(shard)
 
     def read(self, shard: Shard) -> tuple[list[str], pd.DataFrame]:
         """Sample names and a samples x genes table (floats; NaN where empty)."""
@@ -172,7 +181,8 @@ def read_expression(path: str | Path, label_column: str | None = None) -> Expres
         import anndata
 
         labels = reader.labels(label_column) if label_column is not None else None
-        return ExpressionData(anndata.read_h5ad(reader.path), labels, [])
+        with _h5ad_errors(reader.path, "reading the file"):
+            return ExpressionData(anndata.read_h5ad(reader.path), labels, [])
     blocks = [reader.read(shard)[1] for shard in reader.shards(4096)]
     if not blocks:
         raise InputError(f"{reader.path.name} has a header but no samples")

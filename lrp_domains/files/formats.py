@@ -12,6 +12,7 @@ and line.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,22 +96,38 @@ class RawRecord:
     lines: list[bytes]
 
 
+#: What a damaged gzip stream raises while it is read.
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+
+
+def _lines(handle: BinaryIO, path: Path) -> Iterator[bytes]:
+    """The handle's lines; a damaged gzip stream is an InputError naming the file."""
+    try:
+        yield from handle
+    except GZIP_ERRORS as error:
+        raise InputError(f"{path.name}: a damaged gzip file ({error}); download or compress it again") from None
+
+
 def walk_records(handle: BinaryIO, mode: str, path: Path, offset: int = 0, line: int = 1) -> Iterator[RawRecord]:
     """The records of ``handle`` from byte ``offset`` (which is line number ``line``) on.
 
-    ``mode``: ``"line"`` (each non-blank line), ``"csv"`` (lines joined while a quoted field is
-    open: an odd number of ``"`` so far) or ``"fasta"`` (a ``>`` line and the lines after it).
-    Blank lines between records are skipped.
+    ``mode``: ``"line"`` (each line that is not blank), ``"row"`` (each line that is not empty: a
+    line of tabs or spaces is a record of empty fields), ``"csv"`` (as ``"row"``, with lines joined
+    while a quoted field is open: an odd number of ``"`` so far) or ``"fasta"`` (a ``>`` line and
+    the lines after it). Blank lines between records are skipped.
     """
-    if offset:
-        handle.seek(offset)
+    try:
+        if offset:
+            handle.seek(offset)
+    except GZIP_ERRORS as error:
+        raise InputError(f"{path.name}: a damaged gzip file ({error}); download or compress it again") from None
     position, number = offset, line
     current: RawRecord | None = None
     quotes = 0
-    for raw in handle:
+    for raw in _lines(handle, path):
         size = len(raw)
-        blank = not raw.strip()
-        if mode == "line":
+        blank = not raw.strip() if mode in ("line", "fasta") else not raw.rstrip(b"\r\n")
+        if mode in ("line", "row"):
             if not blank:
                 yield RawRecord(position, number, [raw])
         elif mode == "csv":
@@ -134,7 +151,7 @@ def walk_records(handle: BinaryIO, mode: str, path: Path, offset: int = 0, line:
                 text = raw[:40].decode("utf-8", errors="replace").strip()
                 raise InputError(f"{path.name}, line {number}: {text!r} comes before any FASTA header; a FASTA file "
                                  "starts with a '>' line")
-        else:  # pragma: no cover - callers pass one of the three
+        else:  # pragma: no cover - callers pass one of the four
             raise ValueError(f"unknown record mode {mode!r}")
         position += size
         number += 1

@@ -37,7 +37,7 @@ from lrp_domains.files.formats import (
 )
 
 FORMATS = (".txt", ".csv", ".tsv", ".jsonl", ".parquet")
-_MODES = {".txt": "line", ".tsv": "line", ".jsonl": "line", ".csv": "csv"}
+_MODES = {".txt": "line", ".tsv": "row", ".jsonl": "line", ".csv": "csv"}
 
 
 def _csv_fields(text: str, path: Path, line: int) -> list[str]:
@@ -49,6 +49,16 @@ def _csv_fields(text: str, path: Path, line: int) -> list[str]:
     if len(rows) != 1:
         raise InputError(f"{path.name}, line {line}: malformed CSV record (quotes do not pair up)")
     return rows[0]
+
+
+def _as_text(value: Any) -> str:
+    """A non-string value (a number, a list) as text: JSON where it is JSON, else ``str``."""
+    if isinstance(value, (dict, list)):
+        try:
+            return json.dumps(value)
+        except (TypeError, ValueError):
+            pass
+    return str(value)
 
 
 class TableRecords:
@@ -124,17 +134,17 @@ class TableRecords:
                 rows.append((record.line, self._json(record.lines[0], record.line)))
             else:
                 values = self._fields(record.lines, record.line)
-                fields = dict(zip(self.header, values))
                 if len(values) != len(self.header):
-                    fields["__fields__"] = len(values)
-                rows.append((record.line, fields))
+                    raise InputError(f"{self.where(shard.start + len(rows), record.line)}: {len(values)} fields where "
+                                     f"the header has {len(self.header)}; fix or drop that row")
+                rows.append((record.line, dict(zip(self.header, values))))
         return rows
 
     def _json(self, raw: bytes, line: int) -> dict[str, Any]:
         text = decode_line(raw, self.path, line)
         try:
             value = json.loads(text)
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:
             raise InputError(f"{self.path.name}, line {line}: not valid JSON ({error}); JSONL needs one JSON object "
                              "per line") from None
         if not isinstance(value, dict):
@@ -153,8 +163,12 @@ class TableRecords:
                 groups.append(group)
             first += size
         columns = None if self.column is None else [c for c in (self.column, "id") if c in self.header]
-        table = handle.read_row_groups(groups, columns=columns).slice(skip, shard.size)
-        return [(0, row) for row in table.to_pylist()]
+        try:
+            table = handle.read_row_groups(groups, columns=columns).slice(skip, shard.size)
+            return [(0, row) for row in table.to_pylist()]
+        except Exception as error:  # pyarrow raises OSError, ArrowInvalid... for damaged pages
+            raise InputError(f"{self.path.name}, rows {shard.start} to {shard.stop - 1}: damaged Parquet data "
+                             f"({error})") from None
 
     def where(self, row: int, line: int) -> str:
         """``"in.csv, row 3 (line 5)"`` for messages."""
@@ -169,17 +183,13 @@ class TableRecords:
         ids, values = [], []
         for k, (line, fields) in enumerate(self.read_rows(shard)):
             row = shard.start + k
-            if "__fields__" in fields:
-                raise InputError(f"{self.where(row, line)}: {fields['__fields__']} fields where the header has "
-                                 f"{len(self.header)}; fix or drop that row")
             value = fields.get(self.column)
             if value is None:
                 problem = "is null" if self.column in fields else f"has no key {self.column!r}"
                 raise InputError(f"{self.where(row, line)}: {problem}; fix or drop that row")
             identifier = fields.get("id")
             ids.append(str(row) if identifier is None else str(identifier))
-            values.append(value if isinstance(value, str) else json.dumps(value) if isinstance(value, (dict, list))
-                          else str(value))
+            values.append(value if isinstance(value, str) else _as_text(value))
         return ids, values
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

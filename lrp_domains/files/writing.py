@@ -94,7 +94,7 @@ class OutputFolder:
             return []
         try:
             data = json.loads(marker.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return []
         if not isinstance(data, dict) or data.get("schema") != OUTPUTS_SCHEMA \
                 or not isinstance(data.get("files"), list):
@@ -105,6 +105,15 @@ class OutputFolder:
     def _inside(self, name: str) -> bool:
         relative = Path(name)
         return not relative.is_absolute() and ".." not in relative.parts and name not in ("", ".", OUTPUTS_FILE)
+
+    def _no_symlinked_folder(self, name: str) -> bool:
+        """True when no folder between the root and ``name`` is a symlink (so ``name`` is inside)."""
+        current = self.root
+        for part in Path(name).parts[:-1]:
+            current = current / part
+            if current.is_symlink() or not current.is_dir():
+                return False
+        return True
 
     def path(self, name: str) -> Path:
         """Where to write ``name`` (relative to the folder), registered as ours; sub-folders are
@@ -140,7 +149,7 @@ class OutputFolder:
     def finish(self) -> Path:
         """Delete the files an earlier report listed and this one did not write again; list ours."""
         for name in self.previous:
-            if name in self.written:
+            if name in self.written or not self._no_symlinked_folder(name):
                 continue
             stale = self.root / name
             if stale.is_symlink() or stale.is_file():

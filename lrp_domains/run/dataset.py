@@ -111,7 +111,12 @@ def prepare(explainer: DomainExplainer, reader: Reader, shards: list[Shard], out
     out.mkdir(parents=True, exist_ok=True)
     # Only our own leftovers: the folder may hold the user's files too.
     for stale in [*out.glob("shard-*.parquet.tmp"), *out.glob(f".{MANIFEST}.*.tmp")]:
-        stale.unlink(missing_ok=True)
+        if stale.is_symlink() or stale.is_file():
+            stale.unlink()
+    taken = [p.name for p in out.glob("shard-*.parquet*") if p.is_dir() and not p.is_symlink()]
+    if taken:
+        raise InputError(f"{out} holds folders named like our shards ({', '.join(sorted(taken)[:3])}); move them, "
+                         "or choose another --out")
     fingerprint = dict(file_fingerprint(reader.path), rows=shards[-1].stop, shards=len(shards))
     settings = settings_of(explainer, shard_size, column, options)
     if existing is not None and resume:
@@ -124,7 +129,9 @@ def prepare(explainer: DomainExplainer, reader: Reader, shards: list[Shard], out
         return ShardWriter(out, existing)
     if existing is not None:  # read_manifest let through only our own shard names
         for entry in existing["shards"].values():
-            (out / entry["file"]).unlink(missing_ok=True)
+            old = out / entry["file"]
+            if old.is_symlink() or old.is_file():
+                old.unlink()
     manifest = new_manifest(fingerprint, settings, _versions())
     write_manifest(out, manifest)
     return ShardWriter(out, manifest)

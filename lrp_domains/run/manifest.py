@@ -42,8 +42,8 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
         raise _refuse(path, "is not a regular file")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise _refuse(path, f"is not valid JSON ({error})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise _refuse(path, f"is not valid JSON ({type(error).__name__}: {error})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise _refuse(path, f"has no lrp-domains schema marker (\"schema\": \"{SCHEMA}\")")
     if data.get("version") != VERSION:
@@ -54,9 +54,10 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
             or not isinstance(data.get("settings"), dict):
         raise _refuse(path, "lacks the input, settings or shards of a run")
     for key, entry in shards.items():
-        if not isinstance(entry, dict) or not SHARD_NAME.fullmatch(str(entry.get("file", ""))) \
-                or entry.get("file") != shard_name(int(key) if str(key).isdigit() else -1):
-            raise _refuse(path, f"lists {entry!r} as shard {key}, which is not one of our shard files")
+        number = int(key) if key.isascii() and key.isdecimal() and len(key) <= 5 else -1
+        if not isinstance(entry, dict) or entry.get("file") != shard_name(number) or number < 0:
+            raise _refuse(path, f"lists {str(entry)[:80]!r} as shard {key[:20]!r}, which is not one of our shard "
+                                "files")
     return data
 
 
