@@ -173,6 +173,18 @@ def bench_scale(
     print_table(run(kind=kind, n=n, shard_size=shard_size, repeats=repeats))
 
 
+@bench_app.command("long-record")
+def bench_long_record(
+    n: int = typer.Option(200, help="Short records."),
+    length: int = typer.Option(200, help="Bases per short record."),
+    long: int = typer.Option(100_000, help="Bases of the one long record."),
+) -> None:
+    """Peak memory and bytes written by `bio sequences` with and without one long record."""
+    from lrp_domains.bench.long_record import print_table, run
+
+    print_table(run(n=n, length=length, long=long))
+
+
 @bench_app.command("peers")
 def bench_peers(
     n: int = typer.Option(400, help="Test sequences generated (about half are positive)."),
