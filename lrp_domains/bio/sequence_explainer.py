@@ -24,7 +24,7 @@ from lrp_domains.core.composite import Composite
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.files.fasta import FORMATS as FASTA_FORMATS
-from lrp_domains.files.fasta import FastaRecords, check_unique
+from lrp_domains.files.fasta import FastaRecords, check_unique, read_fasta
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -201,11 +201,7 @@ class SequenceExplainer(DomainExplainer):
             encoded = list(data)
         else:
             if _looks_like_path(data):
-                reader = FastaRecords(data)
-                records = list(reader)
-                if not records:
-                    raise InputError(f"{reader.path.name} holds no FASTA records (no '>' header line)")
-                names, sequences = [r.id for r in records], [r.sequence for r in records]
+                names, sequences = read_fasta(data, unique=False)  # uniqueness is checked below, for every input
             else:
                 sequences = [data] if isinstance(data, str) else list(data)
                 names = list(ids) if ids is not None else [f"seq{i}" for i in range(len(sequences))]

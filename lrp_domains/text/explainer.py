@@ -246,7 +246,7 @@ class TextExplainer(DomainExplainer):
         return self.explain(list(items), target=target, batch_size=batch_size, ids=names)
 
     def result_rows(self, result: list[TextExplanation], ids: Sequence[str]) -> dict[str, list]:
-        """Output columns: see :data:`columns` and ``lrp_domains.run.records``."""
+        """Output columns, in the order of :attr:`columns` (schema: the README's dataset-scale runs)."""
         return {
             "explained": [r.explained for r in result], "delta": [r.delta for r in result],
             "text": [r.text for r in result], "prediction": [r.prediction for r in result],
