@@ -278,27 +278,35 @@ def default_output(raw: Any, batch: Any = None) -> torch.Tensor:
     )
 
 
-def _explain_batch(model, scope, batch, target, strict, output_fn) -> Explanation:
-    mapping = isinstance(batch, Mapping)
-    features = [k for k, v in batch.items() if v.is_floating_point()] if mapping else []
-    tracked = scope.track(*[batch[k] for k in features], batch_size=_length(batch)) if mapping \
-        else scope.track(batch)
-    if mapping:
-        raw = model(**{**batch, **dict(zip(features, tracked))})
-    else:
-        raw = model(tracked[0])
-    output = (output_fn or default_output)(raw, batch)
-    scope.check(strict)
-    explained, index = select_target(output, target)
-    leaves = list(tracked)
+def run_tracked(model: nn.Module, scope: Any, batch: Inputs) -> tuple[Any, list[torch.Tensor], list[str]]:
+    """One forward of ``batch`` with its floating-point inputs tracked: ``(raw output, leaves,
+    names of the tracked mapping entries)`` (no names for a tensor input)."""
+    if isinstance(batch, Mapping):
+        features = [k for k, v in batch.items() if v.is_floating_point()]
+        tracked = scope.track(*[batch[k] for k in features], batch_size=_length(batch))
+        return model(**{**batch, **dict(zip(features, tracked))}), list(tracked), features
+    tracked = scope.track(batch)
+    return model(tracked[0]), list(tracked), []
+
+
+def read_relevance(scope: Any, leaves: list[torch.Tensor], outputs: torch.Tensor, grad_outputs: torch.Tensor | None,
+                   extra: Sequence[torch.Tensor] = ()) -> tuple[list[torch.Tensor], dict[str, torch.Tensor],
+                                                                 list[torch.Tensor | None], list[torch.Tensor | None]]:
+    """Backward from ``outputs`` (seeded with ``grad_outputs``; None: ones) through the scope's rules:
+    ``(relevance per leaf, relevance per source module, modified gradient per leaf, modified gradient
+    per ``extra`` tensor)``. A leaf's relevance is ``leaf x gradient`` plus what input-layer rules
+    wrote to its anchor."""
     anchors = [scope.inputs.anchor(leaf) for leaf in leaves]
     source_leaves = [(name, leaf) for name, found in scope.inputs.sources.items() for leaf in found]
-    wrt = leaves + [a for a in anchors if a is not None] + [leaf for _, leaf in source_leaves]
-    if explained.requires_grad and wrt:
-        grads = list(torch.autograd.grad(explained.sum(), wrt, allow_unused=True))
+    wrt = leaves + [a for a in anchors if a is not None] + [leaf for _, leaf in source_leaves] + list(extra)
+    if outputs.requires_grad and wrt:
+        seed = torch.ones_like(outputs) if grad_outputs is None else grad_outputs
+        grads = list(torch.autograd.grad(outputs, wrt, seed, allow_unused=True))
     else:  # every path was stopped (or the output ignores the input): no relevance arrives
         grads = [None] * len(wrt)
     input_grads, rest = grads[:len(leaves)], grads[len(leaves):]
+    extra_grads = rest[len(rest) - len(extra):] if extra else []
+    rest = rest[:len(rest) - len(extra)]
     relevance = []
     for leaf, grad, anchor in zip(leaves, input_grads, anchors):
         value = leaf.detach() * grad if grad is not None else torch.zeros_like(leaf)
@@ -311,7 +319,17 @@ def _explain_batch(model, scope, batch, target, strict, output_fn) -> Explanatio
     for (name, leaf), grad in zip(source_leaves, rest):
         value = (leaf.detach() * grad if grad is not None else torch.zeros_like(leaf)).detach()
         read[name] = read[name] + value if name in read else value
+    return relevance, read, input_grads, extra_grads
+
+
+def _explain_batch(model, scope, batch, target, strict, output_fn) -> Explanation:
+    raw, leaves, features = run_tracked(model, scope, batch)
+    output = (output_fn or default_output)(raw, batch)
+    scope.check(strict)
+    explained, index = select_target(output, target)
+    relevance, read, input_grads, _ = read_relevance(scope, leaves, explained.sum(), None)
     units = None
+    mapping = isinstance(batch, Mapping)
     if scope.inputs.capture_hypothetical and not mapping:
         units = scope.inputs.hypothetical(leaves[0], input_grads[0]).detach()
     relevance_out = dict(zip(features, relevance)) if mapping else relevance[0]
