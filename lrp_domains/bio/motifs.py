@@ -220,6 +220,44 @@ def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collecti
     return result
 
 
+def motif_ppm(motif: Any, alphabet: str = "ACGT") -> np.ndarray | None:
+    """A Biopython/JASPAR motif's counts as a PPM ``(len(alphabet), width)`` in ``alphabet``'s
+    order (None when the motif lacks one of the letters)."""
+    letters = "".join(str(motif.alphabet))
+    if any(letter not in letters for letter in alphabet):
+        return None
+    counts = np.array([[float(v) for v in motif.counts[letter]] for letter in alphabet])
+    totals = counts.sum(0, keepdims=True)
+    return counts / np.where(totals > 0, totals, 1.0)
+
+
+def match_matrix(ppm: np.ndarray, alphabet: str = "ACGT", motifs: Any = "JASPAR2024", collection: str = "CORE",
+                 tax_group: str = "vertebrates", max_e: float = 0.05, min_overlap: int = 5) -> dict[str, Any]:
+    """The motif most similar to a position probability matrix ``ppm`` ``(A, W)`` (a filter's
+    aligned seqlets, a CWM's PPM, a filter's weights as probabilities), by the TOMTOM statistics
+    (:func:`lrp_domains.bio.tomtom.compare_motif`: Euclidean column scores, offset-corrected
+    p-values against the library's columns). Returns ``{"motif_id", "motif_name", "match_p",
+    "match_e", "match_strand", "match_offset"}``; id and name are empty when the E-value (p times
+    the number of motifs) is above ``max_e``."""
+    from lrp_domains.bio.tomtom import compare_motif
+
+    ppm = np.asarray(ppm, dtype=float)
+    if ppm.ndim != 2 or ppm.shape[0] != len(alphabet):
+        raise InputError(f"ppm must be ({len(alphabet)}, width) for alphabet {alphabet}, got shape {ppm.shape}")
+    library = [(motif, matrix) for motif in load_motifs(motifs, collection, tax_group)
+               if (matrix := motif_ppm(motif, alphabet)) is not None]
+    if not library:
+        raise InputError(f"no motif in the library uses the letters {alphabet}")
+    result = compare_motif(ppm, [matrix for _, matrix in library], alphabet, min_overlap=min_overlap)
+    best = result.best()
+    motif = library[best][0]
+    matched = result.e_value[best] <= max_e
+    return {"motif_id": (getattr(motif, "matrix_id", None) or motif.name) if matched else "",
+            "motif_name": motif.name if matched else "", "match_p": float(result.p_value[best]),
+            "match_e": float(result.e_value[best]), "match_strand": str(result.strand[best]),
+            "match_offset": int(result.offset[best])}
+
+
 def to_modisco(explanation: SequenceExplanation, prefix: str | Path) -> tuple[Path, Path]:
     """Write ``<prefix>ohe.npz`` (one-hot, N x A x L) and ``<prefix>attr.npz`` (hypothetical
     contributions, N x A x L), as ``modisco motifs -s ohe.npz -a attr.npz`` reads them. The

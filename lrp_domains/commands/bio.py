@@ -125,3 +125,38 @@ def sequences_command(
         written = write_report(explainer, groups, out, seqlets=seqlets)
     for name, written_path in written.items():
         typer.echo(f"{name}: {written_path}")
+
+
+@app.command("concepts")
+def concepts_command(
+    path: Path = typer.Argument(..., help="FASTA of sequences of one length (plain or gzipped)."),
+    out: Path = typer.Option(..., help="Output folder."),
+    layer: str = typer.Option(None, help="Convolution layer (a name from model.named_modules()); default: the first."),
+    model: str = typer.Option(None, help=MODEL_HELP),
+    weights: Path = typer.Option(None, help="Weights for --model (.safetensors)."),
+    target: int = typer.Option(None, help="Output index to explain (default: the prediction / the only output)."),
+    top: int = typer.Option(10, help="Filters to describe (largest relevance share first)."),
+    composite: str = typer.Option("genomics", help="Composite name."),
+    motifs: str = typer.Option("JASPAR2024", help="JASPAR release, a JASPAR/MEME file, or 'none'."),
+    examples: int = typer.Option(5, help="Reference sequences per filter (largest filter relevance)."),
+    batch_size: int = typer.Option(64, help="Sequences per forward/backward pass."),
+) -> None:
+    """What the filters of a convolution layer carry: relevance share, conditional seqlets, CWM,
+    best JASPAR match, logo and reference sequences per filter (Concept Relevance Propagation)."""
+    from lrp_domains.bio import SequenceExplainer
+    from lrp_domains.bio.filter_concepts import explain_filters
+    from lrp_domains.bio.motifs import load_motifs
+    from lrp_domains.files.fasta import FastaRecords
+    from lrp_domains.report.concepts import write_concepts_report
+
+    with one_line_errors():
+        if top < 1 or examples < 0 or batch_size < 1:
+            raise InputError("--top and --batch-size must be >= 1, --examples >= 0")
+        library = None if motifs.lower() == "none" else load_motifs(motifs)
+        FastaRecords(path)  # a missing file or an unknown type is named before the model loads
+        explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
+        concepts = explain_filters(explainer, path, layer=layer, target=target, top=top, motifs=library,
+                                   examples=examples, batch_size=batch_size)
+        written = write_concepts_report(concepts, out)
+    for name, written_path in written.items():
+        typer.echo(f"{name}: {written_path}")

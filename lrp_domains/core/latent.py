@@ -161,6 +161,15 @@ class Concepts:
         return total(self.relevance, None) - total(self.conditional, 1)
 
 
+def _check_tracked(data: Inputs, names: list[str]) -> None:
+    """Relevance needs a floating-point input or a source: with token ids alone nothing in the
+    forward requires grad (parameters do not, inside a scope) and every relevance would be 0."""
+    if isinstance(data, dict) and not names and not any(v.is_floating_point() for v in data.values()):
+        raise ValueError("the inputs have no floating-point entry and no sources= were given, so no relevance can "
+                         "be read: for token ids pass sources=torch.nn.Embedding (relevance is read at the "
+                         "embeddings), or give inputs_embeds")
+
+
 def _channel_axis(axis: int, ndim: int, name: str) -> int:
     resolved = axis if axis >= 0 else ndim + axis
     if not 1 <= resolved < ndim:
@@ -295,6 +304,7 @@ def explain_concepts(
     data = prepare_inputs(model, inputs, device)
     targets = resolve_targets(target, _length(data), labels)
     names = _source_names(model, sources)
+    _check_tracked(data, names)
     parts = []
     with _Probe(model, layer, at) as probe, eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
         scope.inputs.read_sources(names)
@@ -341,13 +351,17 @@ def conditional_relevance(model: nn.Module, inputs: Inputs, layer: str, channels
 def layer_relevance(model: nn.Module, inputs: Inputs, layers: Sequence[str], target: Target = None,
                     composite: str | Composite | None = None, *, at: str = "output", batch_size: int | None = None,
                     device: torch.device | str | None = None, output: OutputFn | None = None,
-                    labels: Sequence[str] | None = None, strict: bool = False) -> dict[str, torch.Tensor]:
+                    sources: Sources = None, labels: Sequence[str] | None = None,
+                    strict: bool = False) -> dict[str, torch.Tensor]:
     """Relevance at the output (or first input) of each named module, full shape ``(N, ...)``:
     activation x modified gradient, from one forward and one backward pass for all layers (the
-    residual stream's relevance per token and layer of a transformer, per neuron of an MLP)."""
+    residual stream's relevance per token and layer of a transformer, per neuron of an MLP).
+    ``sources``: as for :func:`lrp_domains.explain` (token models: ``torch.nn.Embedding``)."""
     composite = resolve_composite(composite if composite is not None else "epsilon")
     data = prepare_inputs(model, inputs, device)
     targets = resolve_targets(target, _length(data), labels)
+    names = _source_names(model, sources)
+    _check_tracked(data, names)
     probes = [_Probe(model, name, at) for name in layers]
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     entered = []
@@ -355,6 +369,7 @@ def layer_relevance(model: nn.Module, inputs: Inputs, layers: Sequence[str], tar
         for probe in probes:
             entered.append(probe.__enter__())
         with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
+            scope.inputs.read_sources(names)
             for batch, batch_target in batches(data, targets, batch_size):
                 for probe in probes:
                     probe.seen, probe.stop = [], False
