@@ -156,8 +156,8 @@ def test_reference_cells_are_the_cells_of_largest_unit_relevance():
     data = _cells(25, seed=4)
     table = hidden_units(explainer, data, examples=4)
     # from scratch, LRP-epsilon on the last layer in matrix form: R_j = h_j w_tj z_t / (z_t + eps sign z_t)
-    # (ExpressionExplainer.align reads values as float32, whatever the model's dtype)
-    x = torch.tensor(data[EXPRESSION_GENES].to_numpy(np.float32), dtype=torch.float64)
+    # (float64 data stay float64 for a float64 model)
+    x = torch.tensor(data[EXPRESSION_GENES].to_numpy(np.float64), dtype=torch.float64)
     with torch.no_grad():
         hidden = model[:2](x)
         z = model[2](hidden)

@@ -3,13 +3,15 @@ one-hot sequence models. Importing it registers the ``genomics`` composite."""
 
 from lrp_domains.bio import composites as _composites  # noqa: F401  (registers "genomics")
 from lrp_domains.bio.expression import ExpressionExplainer
+from lrp_domains.bio.filter_concepts import FilterConcepts, explain_filters
+from lrp_domains.bio.gene_concepts import UnitTable, hidden_units
 from lrp_domains.bio.genes import GeneExplanation
 from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets, plot_logo, to_bed, to_modisco
 from lrp_domains.bio.sequence_explainer import SequenceExplainer, SequenceExplanation
 from lrp_domains.bio.sequences import DNA, PROTEIN, RNA, one_hot, read_fasta, reverse_complement
 
 __all__ = [
-    "DNA", "PROTEIN", "RNA", "ExpressionExplainer", "GeneExplanation", "SequenceExplainer", "SequenceExplanation",
-    "annotate_seqlets",
+    "DNA", "PROTEIN", "RNA", "ExpressionExplainer", "FilterConcepts", "GeneExplanation", "SequenceExplainer",
+    "SequenceExplanation", "UnitTable", "annotate_seqlets", "explain_filters", "hidden_units",
     "call_seqlets", "one_hot", "plot_logo", "read_fasta", "reverse_complement", "to_bed", "to_modisco",
 ]

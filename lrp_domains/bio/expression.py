@@ -123,7 +123,7 @@ class ExpressionExplainer(DomainExplainer):
             if absent:
                 warnings.warn(f"{len(absent)} of the model's {len(self.genes)} genes are not in the data and were "
                               "set to 0", stacklevel=3)
-            aligned = np.zeros((values.shape[0], len(self.genes)), dtype=np.float32)
+            aligned = np.zeros((values.shape[0], len(self.genes)), dtype=values.dtype)
             present = position >= 0
             aligned[:, present] = values[:, position[present]]
         bad = ~np.isfinite(aligned)
@@ -191,6 +191,12 @@ class ExpressionExplainer(DomainExplainer):
         return {"genes": list(self.genes), "classes": self.classes}
 
 
+def _floats(values: Any) -> np.ndarray:
+    """``values`` as float64 when they are float64 (a float64 model keeps their precision), else float32."""
+    array = np.asarray(values)
+    return array.astype(np.float64 if array.dtype == np.float64 else np.float32, copy=False)
+
+
 def _table(data: Any, layer: str | None) -> tuple[np.ndarray, pd.Index | None, list[str]]:
     """Values, gene names (None for bare arrays) and sample names of ``data``."""
     try:
@@ -202,14 +208,17 @@ def _table(data: Any, layer: str | None) -> tuple[np.ndarray, pd.Index | None, l
             raise KeyError(f"no layer {layer!r}; the AnnData has {list(data.layers)}")
         matrix = data.layers[layer] if layer is not None else data.X
         matrix = matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix)
-        return matrix.astype(np.float32), pd.Index(data.var_names.astype(str)), list(data.obs_names.astype(str))
+        return _floats(matrix), pd.Index(data.var_names.astype(str)), list(data.obs_names.astype(str))
     if layer is not None:
         raise TypeError("layer= applies to AnnData inputs only")
     if isinstance(data, pd.DataFrame):
-        return data.to_numpy(dtype=np.float32), pd.Index(data.columns.astype(str)), [str(i) for i in data.index]
+        return _floats(data.to_numpy()), pd.Index(data.columns.astype(str)), [str(i) for i in data.index]
     if isinstance(data, torch.Tensor):
         data = data.detach().cpu().numpy()
-    values = np.asarray(data, dtype=np.float32)
+    try:
+        values = _floats(data)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"expression data must be numbers (samples x genes): {error}") from None
     if values.ndim != 2:
         raise ValueError(f"expression data must be 2-D (samples x genes), got shape {values.shape}")
     return values, None, [str(i) for i in range(values.shape[0])]
