@@ -44,8 +44,8 @@ def test_importing_the_core_loads_no_domain_library():
 # -- the command line is the top layer -------------------------------------------------------------
 ROOT = PACKAGE.parent
 #: Everything below the command line (packages, modules and the workflow scripts at the repository root).
-BELOW_THE_CLI = ("run", "bench", "report", "evaluate", "core", "text", "bio", "files", "domains.py", "models.py", "latent.py",
-                 "demo_page.py")
+BELOW_THE_CLI = ("run", "bench", "report", "evaluate", "core", "text", "bio", "files", "domains.py", "models.py",
+                 "latent.py", "demo_page.py")
 WORKFLOW_SCRIPTS = ("text/*.py", "bio/*.py")
 #: The run machinery, the readers, the registry and user-model loading: they see the explainer contract only,
 #: never a domain's explainer or the reports.
