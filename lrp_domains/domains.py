@@ -86,6 +86,10 @@ class DomainExplainer:
         """Domain settings that must match for a run to resume (added to the manifest)."""
         return {}
 
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Raise :class:`~lrp_domains.errors.InputError` for option values this explainer cannot
+        use; runs call it before the first item is explained."""
+
     @classmethod
     def from_options(cls, model: str | None = None, weights: str | None = None,
                      composite: str | None = None) -> DomainExplainer:

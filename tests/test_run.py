@@ -37,7 +37,7 @@ TEXTS = ["a good film", "bad, boring and long", "I loved it", "not great", "the 
          "fine", "an utter mess", "charming and warm", "so-so", "the best of the year", "dull"]
 TEXT_COLUMNS = ["row", "id", "explained", "delta", "text", "prediction", "target", "tokens", "token_relevance",
                 "special", "words", "word_relevance", "other_relevance", "truncated"]
-SEQUENCE_COLUMNS = ["row", "id", "explained", "delta", "sequence", "relevance", "hypothetical"]
+SEQUENCE_COLUMNS = ["row", "id", "explained", "delta", "sequence", "relevance", "hypothetical", "concepts"]
 GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "relevance"]
 
 

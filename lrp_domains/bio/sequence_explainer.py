@@ -61,6 +61,8 @@ class SequenceExplanation:
     alphabet: str = DNA
     composite: str = ""
     channel_relevance: torch.Tensor | None = None
+    #: Per record, the relevance of each channel of a layer (runs with the ``concepts`` option).
+    concepts: list[list[float]] | None = None
 
     @property
     def per_position(self) -> torch.Tensor:
@@ -160,8 +162,9 @@ class SequenceExplainer(DomainExplainer):
     kind: ClassVar[str] = "sequences"
     item: ClassVar[str] = "record"
     default_composite: ClassVar[str] = "genomics"
-    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 64, "center": False, "rc_average": False}
-    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "sequence", "relevance", "hypothetical")
+    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 64, "center": False, "rc_average": False,
+                                             "concepts": None}
+    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "sequence", "relevance", "hypothetical", "concepts")
     report: ClassVar[str] = "lrp_domains.report.sequences:write_sequence_report"
 
     def __init__(self, model: nn.Module, alphabet: str = DNA, composite: str | Composite = "genomics",
@@ -296,10 +299,43 @@ class SequenceExplainer(DomainExplainer):
         return FastaRecords(path, what="a sequence run")
 
     def explain_batch(self, ids: Sequence[str], items: Sequence[str], first_row: int = 0, target: Any = None,
-                      batch_size: int = 64, center: bool = False, rc_average: bool = False) -> SequenceExplanation:
-        """Explain one shard's records (runs key rows by row number: repeated ids are allowed)."""
-        return self.explain(list(items), ids=list(ids), target=target, batch_size=batch_size, center=center,
-                            rc_average=rc_average, unique_ids=False)
+                      batch_size: int = 64, center: bool = False, rc_average: bool = False,
+                      concepts: str | None = None) -> SequenceExplanation:
+        """Explain one shard's records (runs key rows by row number: repeated ids are allowed).
+        ``concepts``: a layer name; each record also gets the relevance of each channel of that
+        layer (CRP, :func:`lrp_domains.latent.concept_relevance`; one more forward and backward
+        pass, on the records as given), for relevance maximization over the run
+        (:func:`lrp_domains.run.reference_examples`)."""
+        result = self.explain(list(items), ids=list(ids), target=target, batch_size=batch_size, center=center,
+                              rc_average=rc_average, unique_ids=False)
+        if concepts is not None:
+            result.concepts = self._channel_relevance(result, str(concepts), target, batch_size)
+        return result
+
+    def check_options(self, options: dict[str, Any]) -> None:
+        """``concepts`` must name a module of the model."""
+        layer = options.get("concepts")
+        if layer is not None and str(layer) not in dict(self.model.named_modules()):
+            raise InputError(f"concepts={layer}: the model has no module of that name; give one of "
+                             f"{[name for name, _ in self.model.named_modules() if name][:12]}")
+
+    def _channel_relevance(self, result: SequenceExplanation, layer: str, target: Any,
+                           batch_size: int) -> list[list[float]]:
+        from lrp_domains.core.latent import concept_relevance
+
+        if layer not in dict(self.model.named_modules()):
+            raise InputError(f"concepts={layer}: the model has no module of that name (see model.named_modules())")
+        target = self.target if target is None else target
+        values: list[list[float]] = [[] for _ in result.ids]
+        dtype = model_dtype(self.model) or torch.get_default_dtype()
+        for length in sorted(set(result.lengths)):
+            rows = [i for i, n in enumerate(result.lengths) if n == length]
+            onehot = result.onehot[rows][..., :length].to(dtype)
+            found = concept_relevance(self.model, onehot, layer, _subset(target, rows), self.composite,
+                                      batch_size=batch_size)
+            for row, value in zip(rows, found.double().cpu().tolist()):
+                values[row] = value
+        return values
 
     def result_rows(self, result: SequenceExplanation, ids: Sequence[str]) -> dict[str, list]:
         """Per record: the sequence, relevance per position and the hypothetical map (A x L, letter-major)."""
@@ -309,6 +345,7 @@ class SequenceExplainer(DomainExplainer):
             "relevance": [per_position[i, :n].double().tolist() for i, n in enumerate(result.lengths)],
             "hypothetical": [result.hypothetical[i, :, :n].double().reshape(-1).tolist()
                              for i, n in enumerate(result.lengths)],
+            "concepts": result.concepts if result.concepts is not None else [[] for _ in result.ids],
         }
 
     def settings(self) -> dict[str, Any]:

@@ -91,3 +91,21 @@ def export_modisco_command(
     length = np.load(paths[0], mmap_mode="r").shape[2]  # modisco's window (-w, default 400) must fit the windows
     typer.echo(f"ohe: {paths[0]}\nattr: {paths[1]}\nnext: modisco motifs -s {paths[0]} -a {paths[1]} -n 2000 "
                f"-w {length} -o modisco.h5")
+
+
+@app.command("reference-examples")
+def reference_examples_command(
+    out: Path = typer.Argument(..., help="The output folder of a run made with --option concepts=LAYER."),
+    top: int = typer.Option(5, help="Records per concept."),
+    table: Path = typer.Option(None, help="Where to write the table (default: OUT/reference_examples.tsv)."),
+) -> None:
+    """Per concept (a channel of the run's layer), the records where it receives the most relevance
+    (CRP's relevance maximization), with its share of all relevance, read shard by shard."""
+    from lrp_domains.files.writing import atomic_write
+    from lrp_domains.run import reference_examples
+
+    with one_line_errors():
+        found = reference_examples(out, top=top)
+        path = table or Path(out) / "reference_examples.tsv"
+        atomic_write(path, found.to_csv(sep="\t", index=False))
+    typer.echo(f"reference examples: {path} ({found.concept.nunique()} concepts, top {top})")

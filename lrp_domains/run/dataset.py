@@ -160,6 +160,7 @@ def _check_options(explainer: DomainExplainer, options: dict) -> None:
     if unknown:
         raise InputError(f"a {explainer.kind} run takes no option {', '.join(map(repr, unknown))}; its options are "
                          f"{', '.join(sorted(explainer.run_options))}")
+    explainer.check_options(options)
 
 
 def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, shard_size: int = 1000,
