@@ -2,7 +2,9 @@
 
 Cases: (a) a 3-layer 1-D CNN with BatchNorm on one-hot inputs (N=64, 4 x 1000) with ``epsilon``
 and ``epsilon-gamma-box``; (b) an MLP (N=256, 765 -> 256 -> 128 -> 10) with ``epsilon`` and
-``zplus``. Time ratios come from interleaved runs; peak-memory ratios from fresh processes.
+``zplus``. Time ratios come from interleaved runs; peak-memory ratios from fresh processes. Each
+composite's lower bound (the multiply-accumulates its rules must compute, over a gradient's;
+:mod:`lrp_domains.bench.flops`) is printed beside its time ratio.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lrp_domains.bench.flops import lower_bound
 from lrp_domains.bench.measure import interleaved_times, peak_bytes, peak_bytes_here
 from lrp_domains.core.attribution import explain
 from lrp_domains.core.composites import get
@@ -65,9 +68,13 @@ def methods_for(case: str, model: nn.Module, inputs: torch.Tensor) -> dict[str, 
 
     methods: dict[str, Callable[[], object]] = {"gradient x input": gradient_x_input}
     for name in CASES[case][1]:
-        composite = get(name, low=0.0, high=1.0) if name == "epsilon-gamma-box" else get(name)
+        composite = _composite(name)
         methods[name] = lambda composite=composite: explain(model, inputs, target, composite)
     return methods
+
+
+def _composite(name: str):
+    return get(name, low=0.0, high=1.0) if name == "epsilon-gamma-box" else get(name)
 
 
 def run(device: str = "cpu", repeats: int = 10, memory: bool = True, threads: int | None = None) -> list[dict]:
@@ -91,9 +98,10 @@ def run(device: str = "cpu", repeats: int = 10, memory: bool = True, threads: in
                     peaks[method] = min(peak_bytes(__name__, case, method, device, threads) for _ in range(2))
         base_time, base_peak = times["gradient x input"], peaks.get("gradient x input")
         for method in methods:
+            bound = 1.0 if method == "gradient x input" else lower_bound(model, inputs, _composite(method))
             rows.append({
                 "case": case, "method": method, "ms": 1000 * times[method],
-                "time_ratio": times[method] / base_time,
+                "time_ratio": times[method] / base_time, "bound": bound,
                 "peak_mb": peaks[method] / 2**20 if memory else float("nan"),
                 "memory_ratio": peaks[method] / base_peak if memory and base_peak else float("nan"),
             })
@@ -106,11 +114,12 @@ def print_table(rows: list[dict], device: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"bench core: {device}, {torch.get_num_threads()} threads; ratios = method / gradient x input")
-    for column in ("case", "method", "ms", "time", "peak MB", "memory"):
+    for column in ("case", "method", "ms", "time", "MAC bound", "time / bound", "peak MB", "memory"):
         table.add_column(column, justify="left" if column in ("case", "method") else "right")
     for row in rows:
         measured = row["peak_mb"] == row["peak_mb"]  # not NaN
         table.add_row(row["case"], row["method"], f"{row['ms']:.1f}", f"{row['time_ratio']:.2f}x",
+                      f"{row['bound']:.2f}x", f"{row['time_ratio'] / row['bound']:.2f}",
                       f"{row['peak_mb']:.1f}" if measured else "-", f"{row['memory_ratio']:.2f}x" if measured else "-")
     console = Console()
     console.print(table)

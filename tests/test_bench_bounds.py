@@ -1,0 +1,52 @@
+"""The MAC lower bounds of bench core, against hand counts; the adapter bench at a tiny size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lrp_domains.bench.flops import layer_macs, lower_bound
+from lrp_domains.core.composite import Composite
+from lrp_domains.core.composites import get
+from lrp_domains.core.rules import Epsilon, Gamma, ZBox
+
+
+def _mlp():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(10, 16), nn.ReLU(), nn.Linear(16, 3)).eval()
+
+
+def test_layer_macs_count_linear_and_conv_products():
+    x = torch.randn(5, 10)
+    assert [layer["macs"] for layer in layer_macs(_mlp(), x)] == [5 * 10 * 16, 5 * 16 * 3]
+    conv = nn.Sequential(nn.Conv1d(4, 8, 5, padding=2), nn.ReLU(), nn.Conv1d(8, 6, 3, groups=2))
+    found = layer_macs(conv, torch.rand(2, 4, 20))
+    assert [layer["macs"] for layer in found] == [2 * 8 * 20 * (4 * 5), 2 * 6 * 18 * (4 * 3)]
+    assert [layer["nonnegative"] for layer in found] == [True, True]
+
+
+def test_bounds_by_hand():
+    model, x = _mlp(), torch.randn(5, 10)
+    f1, f2 = 5 * 10 * 16, 5 * 16 * 3
+    assert lower_bound(model, x, get("epsilon")) == pytest.approx(1.0)
+    # z+ on a first layer whose input has both signs (5 F), then on a ReLU output (3 F)
+    assert lower_bound(model, x, get("zplus")) == pytest.approx((5 * f1 + 3 * f2) / (2 * (f1 + f2)))
+    # z-box first (3 F), gamma in between is absent here, epsilon last (2 F)
+    composite = Composite({nn.Linear: Gamma(0.25)}, first=ZBox(0.0, 1.0), last=Epsilon())
+    assert lower_bound(model, x, composite) == pytest.approx((3 * f1 + 2 * f2) / (2 * (f1 + f2)))
+    # gamma on a non-negative input: 4 F
+    assert lower_bound(model, x.abs(), Composite({nn.Linear: Gamma(0.25)})) == pytest.approx(2.0)
+    hooks = [len(m._forward_hooks) for m in model.modules()]
+    assert hooks == [0] * len(hooks)
+
+
+def test_adapter_bench_runs_and_reports_every_method():
+    from lrp_domains.bench.adapter import run
+
+    rows = run(n=16, batch_size=8, repeats=1, threads=1)
+    methods = {row["method"] for row in rows}
+    assert {"gradient x input", "engine", "engine + hypothetical", "adapter, one-hot input",
+            "adapter, string input", "adapter, center", "adapter, rc_average"} == methods
+    assert {row["composite"] for row in rows} == {"epsilon", "genomics"}
+    assert all(row["ratio"] > 0 for row in rows)
