@@ -197,9 +197,12 @@ def explain_filters(explainer: SequenceExplainer, data: SequenceInput, layer: st
     if layer not in modules:
         convs = [name for name, m in modules.items() if isinstance(m, nn.modules.conv._ConvNd)]
         raise InputError(f"--layer {layer}: the model has no module of that name; its convolutions: {convs[:8]}")
+    if top is not None and top < 1:
+        raise InputError(f"top must be >= 1 (or None for every filter), got {top}")
     if width is None:
         kernel = getattr(modules[layer], "kernel_size", None)
-        width = int(kernel[0]) if kernel else DEFAULT_WIDTH
+        kernel = kernel[0] if isinstance(kernel, (tuple, list)) else kernel
+        width = int(kernel) if isinstance(kernel, int) and kernel > 1 else DEFAULT_WIDTH
     names, sequences, onehot = _encoded(explainer, data, ids)
     target = explainer.target if target is None else target
     options = dict(composite=explainer.composite, batch_size=batch_size, channel_batch=channel_batch)
@@ -227,7 +230,8 @@ def explain_filters(explainer: SequenceExplainer, data: SequenceInput, layer: st
                        for c, n in zip(order, frame["seqlets"])], explainer.alphabet, motifs, max_e)
     frame = pd.concat([frame[["concept", "share", "seqlets"]], best, frame[["consensus", "reference_examples"]]],
                       axis=1)
-    seqlet_table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    filled = [table for table in tables if len(table)]
+    seqlet_table = pd.concat(filled, ignore_index=True) if filled else (tables[0] if tables else pd.DataFrame())
     return FilterConcepts(layer, explainer.alphabet, frame, cwms, ppms, channel_relevance, names, seqlet_table)
 
 

@@ -138,10 +138,13 @@ def _pssm(matrix_id: str, counts_key: tuple) -> Any:
 
 @functools.lru_cache(maxsize=4096)
 def _distribution(matrix_id: str, counts_key: tuple) -> Any:
-    """The PSSM's exact score distribution under a uniform background (computed when needed)."""
+    """The PSSM's exact score distribution under a uniform background (Biopython's
+    ``ScoreDistribution(precision=1000)``, the same numbers, computed with NumPy; cached)."""
+    from lrp_domains.bio.motif_scores import score_distribution
+
     letters = [letter for letter, _ in counts_key]
     background = {letter: 1.0 / len(letters) for letter in letters}
-    return _pssm(matrix_id, counts_key).distribution(background=background, precision=10**3)
+    return score_distribution(_pssm(matrix_id, counts_key), background=background, precision=10**3)
 
 
 def _scannable(sequence: str, letters: str) -> str:
@@ -154,18 +157,71 @@ def _scannable(sequence: str, letters: str) -> str:
 
 def _p_value(distribution: Any, score: float) -> float:
     """P(score >= ``score``) for a random uniform sequence, from the PSSM's score distribution."""
-    index = int((score - distribution.min_score) / distribution.step)
-    return float(np.clip(np.sum(distribution.bg_density[max(index, 0):]), 0.0, 1.0))
+    from lrp_domains.bio.motif_scores import p_value
+
+    return p_value(distribution, score)
 
 
 def _best_site(pssm: Any, sequence: Any) -> tuple[float, str, int]:
-    """Highest score over positions and both strands: (score, strand, position)."""
+    """Highest score over positions and both strands: (score, strand, position) (Biopython's
+    scanner; :func:`_scan` does the same for all A/C/G/T motifs at once)."""
     forward = np.atleast_1d(np.nan_to_num(np.asarray(pssm.calculate(sequence), dtype=float), nan=-np.inf))
     reverse = np.atleast_1d(np.nan_to_num(np.asarray(pssm.reverse_complement().calculate(sequence), dtype=float),
                                           nan=-np.inf))
     strand, scores = ("+", forward) if forward.max() >= reverse.max() else ("-", reverse)
     position = int(scores.argmax())
     return float(scores[position]), strand, position
+
+
+def _is_dna(letters: str) -> bool:
+    return sorted(letters) == ["A", "C", "G", "T"]
+
+
+@functools.lru_cache(maxsize=8)
+def _library_tables(library: tuple) -> tuple[Any, np.ndarray, np.ndarray]:
+    """For a prepared library ``((matrix_id, key, letters), ...)``: the scan tables of its A/C/G/T
+    motifs (None without any), and every motif's PSSM minimum and maximum (cached across calls)."""
+    from lrp_domains.bio.motif_scores import ScanTables, scan_matrix
+
+    pssms = [_pssm(matrix_id, key) for matrix_id, key, _ in library]
+    dna = [p for p, (_, _, letters) in zip(pssms, library) if _is_dna(letters)]
+    tables = ScanTables([(scan_matrix(p), scan_matrix(p.reverse_complement())) for p in dna]) if dna else None
+    return tables, np.array([p.min for p in pssms]), np.array([p.max for p in pssms])
+
+
+def _scan(sequences: list[str], prepared: list, tables: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``_best_site`` of every motif of ``prepared`` in every sequence: scores (-inf: no finite
+    window, or the motif is longer than the sequence), minus-strand flags and positions ``(S, M)``.
+    Motifs over A/C/G/T are scanned together with ``tables`` (:mod:`lrp_domains.bio.motif_scores`,
+    equal to Biopython's scanner); others go through Biopython one by one."""
+    from Bio.Seq import Seq
+
+    from lrp_domains.bio.motif_scores import encode
+
+    score = np.full((len(sequences), len(prepared)), -np.inf)
+    minus = np.zeros(score.shape, dtype=bool)
+    position = np.zeros(score.shape, dtype=np.int64)
+    dna = np.array([_is_dna(entry[4]) for entry in prepared], dtype=bool)
+    if dna.any() and sequences:
+        codes, lengths = encode([_scannable(sequence, "ACGT") for sequence in sequences])
+        score[:, dna], minus[:, dna], position[:, dna] = tables.scan(codes, lengths)
+        # As before, a motif longer than the sequence as given is not scanned (upper-casing may
+        # change a non-ASCII text's length).
+        widths = np.array([entry[2] for entry in prepared])
+        too_long = dna[None, :] & (widths[None, :] > np.array([len(s) for s in sequences])[:, None])
+        score[too_long] = -np.inf
+    others = np.flatnonzero(~dna).tolist()
+    for row, sequence in enumerate(sequences):
+        cleaned: dict[str, Any] = {}
+        for i in others:
+            matrix_id, _, width, key, letters = prepared[i]
+            if width > len(sequence):
+                continue
+            if letters not in cleaned:
+                cleaned[letters] = Seq(_scannable(sequence, letters))
+            best, strand, where = _best_site(_pssm(matrix_id, key), cleaned[letters])
+            score[row, i], minus[row, i], position[row, i] = best, strand == "-", where
+    return score, minus, position
 
 
 def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collection: str = "CORE",
@@ -178,43 +234,48 @@ def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collecti
     exact p-values, and the smallest p-value wins. ``motifs``: a JASPAR release (pyjaspar,
     offline), a JASPAR/MEME file, or a list of Biopython motifs. Matches with ``p > max_p`` are
     reported as no match (``motif_id`` empty); ``motifs_scanned`` says how many motifs were tried.
-    """
-    from Bio.Seq import Seq
 
+    All seqlets and motifs are scanned at once with NumPy, and the score distributions are NumPy
+    too, cached per motif across seqlets and calls (:mod:`lrp_domains.bio.motif_scores`); both
+    give Biopython's numbers exactly (``tests/test_motif_speed.py``).
+    """
     library = load_motifs(motifs, collection, tax_group)
     prepared = []
     for motif in library:
         letters = "".join(str(motif.alphabet))
         key = tuple((letter, tuple(float(v) for v in motif.counts[letter])) for letter in letters)
         prepared.append((getattr(motif, "matrix_id", None) or motif.name, motif.name, len(motif), key, letters))
+    sequences = [str(sequence) for sequence in seqlets["sequence"]]
+    tables, lows, highs = _library_tables(tuple((entry[0], entry[3], entry[4]) for entry in prepared))
+    score, minus, position = _scan(sequences, prepared, tables)
+    finite = np.isfinite(score)
+    spread = highs - lows  # 0 only for a motif whose every column is flat: relative score 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        relative = np.where(finite, (score - lows) / np.where(spread > 0, spread, np.inf), -np.inf)
+    # The candidates per seqlet: every motif at or above the candidates-th highest relative score
+    # (ties included), then ranked exactly as before (relative, score, strand, position, id, ...).
+    if 0 < candidates < len(prepared):
+        cutoff = np.partition(relative, len(prepared) - candidates, axis=1)[:, len(prepared) - candidates]
+    else:
+        cutoff = np.full(len(sequences), -np.inf)
     rows = []
-    for sequence in seqlets["sequence"]:
-        cleaned: dict[str, Any] = {}
-        scored = []
-        for matrix_id, name, width, key, letters in prepared:
-            if width > len(str(sequence)):
-                continue
-            if letters not in cleaned:
-                cleaned[letters] = Seq(_scannable(sequence, letters))
-            clean = cleaned[letters]
-            pssm = _pssm(matrix_id, key)
-            score, strand, position = _best_site(pssm, clean)
-            if np.isfinite(score):
-                relative = (score - pssm.min) / (pssm.max - pssm.min)
-                scored.append((relative, score, strand, position, matrix_id, name, key))
+    for row in range(len(sequences)):
+        chosen = np.flatnonzero(finite[row] & (relative[row] >= cutoff[row]))
+        scored = [(float(relative[row, i]), float(score[row, i]), "-" if minus[row, i] else "+",
+                   int(position[row, i]), prepared[i][0], prepared[i][1], prepared[i][3]) for i in chosen]
         best = None
-        for _, score, strand, position, matrix_id, name, key in sorted(scored, reverse=True)[:candidates]:
-            p_value = _p_value(_distribution(matrix_id, key), score)
+        for _, value, strand, where, matrix_id, name, key in sorted(scored, reverse=True)[:candidates]:
+            p_value = _p_value(_distribution(matrix_id, key), value)
             if best is None or p_value < best[0]:
-                best = (p_value, score, strand, position, matrix_id, name)
+                best = (p_value, value, strand, where, matrix_id, name)
         if best is None:
             rows.append({"motif_id": "", "motif_name": "", "match_score": np.nan, "match_p": np.nan,
                          "match_strand": "", "match_start": np.nan})
             continue
-        p_value, score, strand, position, matrix_id, name = best
+        p_value, value, strand, where, matrix_id, name = best
         matched = p_value <= max_p
         rows.append({"motif_id": matrix_id if matched else "", "motif_name": name if matched else "",
-                     "match_score": score, "match_p": p_value, "match_strand": strand, "match_start": position})
+                     "match_score": value, "match_p": p_value, "match_strand": strand, "match_start": where})
     result = pd.concat([seqlets.copy(), pd.DataFrame(rows, index=seqlets.index)], axis=1)
     result["motifs_scanned"] = len(prepared)
     return result
@@ -235,7 +296,7 @@ def match_matrix(ppm: np.ndarray, alphabet: str = "ACGT", motifs: Any = "JASPAR2
                  tax_group: str = "vertebrates", max_e: float = 0.05, min_overlap: int = 5) -> dict[str, Any]:
     """The motif most similar to a position probability matrix ``ppm`` ``(A, W)`` (a filter's
     aligned seqlets, a CWM's PPM, a filter's weights as probabilities), by the TOMTOM statistics
-    (:func:`lrp_domains.bio.tomtom.compare_motif`: Euclidean column scores, offset-corrected
+    (:func:`lrp_domains.bio.tomtom.compare_motif`: Pearson column scores, offset-corrected
     p-values against the library's columns). Returns ``{"motif_id", "motif_name", "match_p",
     "match_e", "match_strand", "match_offset"}``; id and name are empty when the E-value (p times
     the number of motifs) is above ``max_e``."""

@@ -8,8 +8,9 @@ complement) at every offset where at least ``min(min_overlap, w, Lq)`` columns o
   ``-dist pearson``; 0 for a flat column), or minus their Euclidean distance (``"ed"``),
   discretised into ``bins`` steps over the range seen for this query. Pearson keeps flat flanks
   from matching the flat columns of long motifs.
-- **Null per query column**: the column's scores against *every* column of the target library
-  (TOMTOM's background: the p-values depend on the library, as in TOMTOM and memelite).
+- **Null per query column**: the column's scores against *every* column of the target library,
+  on both strands (TOMTOM's background: the p-values depend on the library, as in TOMTOM and
+  memelite).
 - **Alignment p-value**: the sum of the aligned column scores is compared with the distribution of
   a sum of independent draws from the aligned query columns' nulls (their convolution, computed
   once for every span of query columns).
@@ -30,9 +31,11 @@ __all__ = ["MotifComparison", "compare_motif", "reverse_complement_matrix"]
 
 def reverse_complement_matrix(matrix: np.ndarray, alphabet: str = "ACGT") -> np.ndarray:
     """The reverse complement of an ``(A, w)`` matrix over ACGT (or ACGU)."""
-    pairs = {"A": "T", "C": "G", "G": "C", "T": "A", "U": "A"}
-    complement = [alphabet.index(pairs[a]) if pairs.get(a) in alphabet else alphabet.index("A") if a == "U" else i
-                  for i, a in enumerate(alphabet)]
+    pairs = {"A": "TU", "C": "G", "G": "C", "T": "A", "U": "A"}
+    complement = []
+    for i, letter in enumerate(alphabet):
+        partner = next((p for p in pairs.get(letter, "") if p in alphabet), None)
+        complement.append(alphabet.index(partner) if partner is not None else i)
     return np.asarray(matrix)[complement, ::-1]
 
 
@@ -88,7 +91,7 @@ def compare_motif(query: np.ndarray, targets: Sequence[np.ndarray], alphabet: st
     if not forward:
         raise ValueError("no target motifs to compare with")
     reverse = [reverse_complement_matrix(t, alphabet) for t in forward]
-    library = np.concatenate(forward, axis=1)  # (A, all forward target columns): the null
+    library = np.concatenate(forward + reverse, axis=1)  # (A, every target column, both strands): the null
     if score not in ("pearson", "ed"):
         raise ValueError(f"score must be 'pearson' or 'ed', got {score!r}")
     null_scores = _column_scores(query, library, score)  # (Lq, columns)
@@ -121,7 +124,8 @@ def compare_motif(query: np.ndarray, targets: Sequence[np.ndarray], alphabet: st
                 p = float(tail[total]) if total < len(tail) else 0.0
                 if p < best[0]:
                     best = (p, offset, strand)
-        p_values.append(1.0 - (1.0 - best[0]) ** max(tried, 1) if best[0] < 1 else 1.0)
+        # 1 - (1 - p)^n without cancellation: tiny p stay positive (the query's own columns are in the null)
+        p_values.append(float(-np.expm1(max(tried, 1) * np.log1p(-best[0]))) if best[0] < 1 else 1.0)
         offsets.append(best[1])
         strands.append(best[2])
     p_array = np.clip(np.array(p_values), 0.0, 1.0)
