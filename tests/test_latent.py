@@ -44,7 +44,8 @@ def _same(a, b):
 
 
 def _hand_masked(model, x, layer, channel, axis, composite="epsilon"):
-    """Input relevance with the gradient at ``layer``'s output zeroed outside ``channel``."""
+    """Input relevance with the gradient at ``layer``'s output zeroed outside ``channel`` (plus
+    what input-layer rules such as z-box write to the input's anchor)."""
     module = dict(model.named_modules())[layer]
 
     def mask_grad(_, __, out):
@@ -58,13 +59,19 @@ def _hand_masked(model, x, layer, channel, axis, composite="epsilon"):
 
     handle = module.register_forward_hook(mask_grad)
     try:
-        with eval_mode(model), torch.enable_grad(), composites.get(composite).context(model) as scope:
+        chosen = composites.get(composite) if isinstance(composite, str) else composite
+        with eval_mode(model), torch.enable_grad(), chosen.context(model) as scope:
             (leaf,) = scope.track(x)
             out = model(leaf)
-            grad, = torch.autograd.grad(out.gather(1, out.argmax(1, keepdim=True)).sum(), leaf)
+            anchor = scope.inputs.anchor(leaf)
+            wrt = [leaf] + ([anchor] if anchor is not None else [])
+            grads = torch.autograd.grad(out.gather(1, out.argmax(1, keepdim=True)).sum(), wrt, allow_unused=True)
     finally:
         handle.remove()
-    return (leaf * grad).detach()
+    relevance = leaf * grads[0] if grads[0] is not None else torch.zeros_like(leaf)
+    if len(grads) > 1 and grads[1] is not None:
+        relevance = relevance + grads[1]
+    return relevance.detach()
 
 
 @pytest.mark.parametrize("layer", ["0", "2", "4", "6"])
@@ -101,6 +108,39 @@ def test_one_channel_equals_hand_masked_backward(layer, channel):
     x = one_hot_batch(4, 20, g).double()
     ours = conditional_relevance(model, x, layer, [channel], composite="epsilon")
     torch.testing.assert_close(ours[:, 0], _hand_masked(model, x, layer, channel, 1), rtol=0, atol=1e-10)
+
+
+def _composite(name):
+    from lrp_domains.bio.composites import genomics
+
+    return genomics() if name == "genomics" else composites.get(name)
+
+
+@pytest.mark.parametrize("name", ["epsilon", "genomics", "zplus", "alpha2beta1", "epsilon-gamma-box"])
+def test_first_layer_filters_equal_hand_masked_and_sum_to_input_relevance(name):
+    """Conditioning on the channels of the layer that reads the input (computed per channel slice
+    of the layer) against the hand-masked backward, for z-box, gamma, z+, alpha-beta, epsilon."""
+    g = seeded(8)
+    model = cnn1d(bias=True).double()
+    x = one_hot_batch(4, 20, g).double()
+    composite = composites.get(name, low=0.0, high=1.0) if name == "epsilon-gamma-box" else _composite(name)
+    result = explain_concepts(model, x, "0", None, composite=composite)
+    for channel in (0, 5):
+        torch.testing.assert_close(result.conditional[:, channel], _hand_masked(model, x, "0", channel, 1, composite),
+                                   rtol=0, atol=1e-10)
+    assert result.delta.abs().max() < 1e-8
+
+
+@pytest.mark.parametrize("name", ["epsilon", "zplus", "alpha2beta1"])
+def test_first_dense_layer_of_signed_inputs(name):
+    seeded(9)
+    model = mlp().double()
+    x = torch.randn(6, 10, dtype=torch.float64)
+    result = explain_concepts(model, x, "0", None, composite=name)
+    for channel in (2, 11):
+        torch.testing.assert_close(result.conditional[:, channel], _hand_masked(model, x, "0", channel, 1, name),
+                                   rtol=0, atol=1e-10)
+    assert result.delta.abs().max() < 1e-8
 
 
 def test_channel_batching_does_not_change_results():
@@ -184,3 +224,23 @@ def test_clear_errors():
 
     with pytest.raises(ValueError, match="ran 2 times"):
         concept_relevance(Twice(), torch.randn(2, 4), "layer")
+
+
+def test_input_layer_path_is_taken_and_deeper_layers_replay(monkeypatch):
+    import lrp_domains.core.latent as latent
+
+    used = []
+    original = latent._input_layer_conditional
+
+    def spy(*args, **kwargs):
+        found = original(*args, **kwargs)
+        used.append(found is not None)
+        return found
+
+    monkeypatch.setattr(latent, "_input_layer_conditional", spy)
+    g = seeded(10)
+    model = cnn1d().double()
+    x = one_hot_batch(3, 16, g).double()
+    explain_concepts(model, x, "0", [1, 2])
+    explain_concepts(model, x, "4", [1, 2])
+    assert used == [True, False]

@@ -14,7 +14,10 @@ flows through the layer (all of it, when every path from input to output runs th
 Cost: one forward and backward for the layer's gradient; then, for each chunk of
 ``channel_batch`` channels, one forward of the network *up to the layer* on the batch replicated
 once per channel (the forward stops at the layer) and one backward from the layer, the chunk's
-masks side by side. Below a first-layer convolution that is a few percent of a gradient per channel.
+masks side by side: about one LRP pass of the part below the layer per channel. For an affine
+layer that reads the model input (a first convolution: the filters), the layer's rule is run on
+each channel's slice of the layer instead, all channels together costing about one backward of
+that layer.
 """
 
 from __future__ import annotations
@@ -77,12 +80,13 @@ class _Probe:
             raise ValueError(f"at must be 'output' or 'input', got {at!r}")
         self.name, self.module, self.at = layer, modules[layer], at
         self.seen: list[torch.Tensor] = []
+        self.inputs: list[Any] = []
         self.stop = False
         self.handle: Any = None
 
     def __enter__(self) -> _Probe:
         if self.at == "output":
-            self.handle = self.module.register_forward_hook(lambda m, args, out: self._capture(out))
+            self.handle = self.module.register_forward_hook(lambda m, args, out: self._capture(out, args))
         else:
             self.handle = self.module.register_forward_pre_hook(
                 lambda m, args, kwargs: self._capture(args[0] if args else next(iter(kwargs.values()), None)),
@@ -92,7 +96,8 @@ class _Probe:
     def __exit__(self, *exc: object) -> None:
         self.handle.remove()
 
-    def _capture(self, value: Any) -> None:
+    def _capture(self, value: Any, args: tuple = ()) -> None:
+        self.inputs.append(args[0] if args else None)
         tensor = _first_tensor(value)
         if tensor is None or not tensor.is_floating_point():
             raise TypeError(f"layer {self.name!r}: its {self.at} is {type(value).__name__}, not a floating-point "
@@ -205,13 +210,53 @@ def _map(value: torch.Tensor | dict[str, torch.Tensor], fn: Any) -> Any:
     return {key: fn(v) for key, v in value.items()} if isinstance(value, dict) else fn(value)
 
 
+def _input_layer_conditional(scope: Any, probe: _Probe, point: torch.Tensor, grad: torch.Tensor, axis: int,
+                             channels: list[int]) -> torch.Tensor | None:
+    """Conditional relevance when the layer is an affine layer that reads the (tensor) model input
+    itself: everything below the layer is its own rule, and every rule's backward works per
+    output channel (its denominators and ``s`` are elementwise in the output), so the rule run on
+    the layer restricted to channel ``c`` (weights ``W[c]``, ``z[c]``, ``g[c]``) gives exactly the
+    relevance conditioned on ``c``, at ``1/C`` of the layer's backward. None when this does not apply."""
+    from lrp_domains.core.rules import Epsilon, LayerRule, Pass, _Layer
+
+    call = scope.calls.get(id(probe.module))
+    leaves = scope.inputs.leaves
+    if call is None or call.ops is None or call.ops.feature_dim is None or len(leaves) != 1 or scope.inputs.sources:
+        return None
+    x = probe.inputs[0] if probe.inputs else None
+    if not isinstance(x, torch.Tensor) or scope.inputs.input_of(x) is None:
+        return None
+    features = 1 if call.ops.feature_dim == 1 else point.dim() - 1
+    rule = call.applied
+    if axis != features or not (rule is None or isinstance(rule, (Pass, Epsilon, LayerRule))):
+        return None
+    weight, bias = call.params()
+    x = x.detach()
+    z = point.detach()
+    found = []
+    with torch.no_grad():
+        for channel in channels:
+            w = weight.narrow(0, channel, 1)
+            b = None if bias is None else bias.narrow(0, channel, 1)
+            z_c, g_c = z.narrow(axis, channel, 1), grad.narrow(axis, channel, 1)
+            if isinstance(rule, LayerRule):
+                result = rule.backward(_Layer(call.ops, x, z_c, w, b, g_c))
+                relevance = result.reshape(x.shape) if rule.writes_relevance else x * result
+            else:
+                if isinstance(rule, Epsilon) and rule.epsilon > 0:  # g z / stab(z), as EpsilonGrad
+                    g_c = torch.addcdiv(g_c, g_c, z_c.abs().add(rule.epsilon), value=-rule.epsilon)
+                relevance = x * call.ops.vjp(x, w, g_c)
+            found.append(relevance)
+    return torch.stack(found, 1)
+
+
 def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Inputs, target: Any,
                        channels: list[int] | None,
                        channel_axis: int, channel_batch: int, output_fn: OutputFn | None, strict: bool
                        ) -> tuple[torch.Tensor, Any, Any, torch.Tensor, torch.Tensor | None, list[int]]:
     n = _length(batch)
     mapping = isinstance(batch, dict)
-    probe.seen, probe.stop = [], False
+    probe.seen, probe.inputs, probe.stop = [], [], False
     raw, leaves, features = run_tracked(model, scope, batch)
     point = probe.tensor(n)
     output = (output_fn or default_output)(raw, batch)
@@ -230,10 +275,16 @@ def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Input
     if bad:
         raise ValueError(f"channels {bad[:5]} are outside layer {probe.name!r}'s {count} channels (0..{count - 1})")
     pieces: list[Any] = []
-    for start in range(0, len(channels), channel_batch):
-        chunk = channels[start:start + channel_batch]
+    fast = _input_layer_conditional(scope, probe, point, grad, axis, channels) if channels else None
+    if fast is not None:
+        pieces.append(fast)
+        channels_left: list[int] = []
+    else:
+        channels_left = channels
+    for start in range(0, len(channels_left), channel_batch):
+        chunk = channels_left[start:start + channel_batch]
         copies = len(chunk)
-        probe.seen, probe.stop = [], True
+        probe.seen, probe.inputs, probe.stop = [], [], True
         try:
             run_tracked(model, scope, _replicate(batch, copies))
         except _Stop:

@@ -73,6 +73,9 @@ class ModuleCall:
     original: Callable
     merged_with: nn.Module | None = None
     _inputs: InputTracker | None = field(default=None, repr=False)
+    #: The rule this module ran with in its latest call (the composite's ``first`` rule where it
+    #: claimed the input).
+    applied: Rule | None = field(default=None, repr=False)
 
     @functools.cached_property
     def ops(self) -> AffineOps | None:
@@ -248,6 +251,7 @@ class Scope:
         state.depth += 1
         if self.composite.first is not None and call.ops is not None and self._claims_first(args):
             rule = self.composite.first
+        call.applied = rule
         # Functional calls are ours to rule only where no enclosing module has a rule.
         active = rule is None and (not state.stack or state.stack[-1][1])
         state.stack.append((call, active))
