@@ -150,6 +150,46 @@ def bench_sequences(
     print_table(run(n=n, include_ism=ism, threads=threads or None))
 
 
+@bench_app.command("concepts")
+def bench_concepts(
+    n: int = typer.Option(500, help="Positive test sequences for the motif-naming table."),
+    batch: int = typer.Option(64, help="Positive test sequences in the batch the cost table times."),
+    repeats: int = typer.Option(5, help="Timed runs per method (interleaved)."),
+    naive_repeats: int = typer.Option(3, help="Timed runs of the naive loop (64 masked LRP passes per layer)."),
+    shuffles: int = typer.Option(3, help="Column shuffles of each PPM for the chance control."),
+    threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
+) -> None:
+    """Latent relevance on the default sequence CNN: all-channel cost in gradients, planted motifs named."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.concepts import print_tables, run
+
+    try:
+        result = run(n=n, batch=batch, repeats=repeats, naive_repeats=naive_repeats, shuffles=shuffles,
+                     threads=threads or None)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    print_tables(result)
+
+
+@bench_app.command("adapter")
+def bench_adapter(
+    n: int = typer.Option(500, help="One-hot sequences (200 bp) per call."),
+    batch_size: int = typer.Option(64, help="Sequences per forward/backward pass (all methods)."),
+    repeats: int = typer.Option(7, help="Timed runs per method (interleaved)."),
+    threads: int = typer.Option(0, help="CPU threads (0: torch's default)."),
+) -> None:
+    """What the sequence adapter (and each of its extra outputs) costs on top of the engine."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.adapter import print_table, run
+
+    print_table(run(n=n, batch_size=batch_size, repeats=repeats, threads=threads or None))
+
+
 @bench_app.command("scale")
 def bench_scale(
     kind: str = typer.Option("sequences", help="sequences (synthetic FASTA) or text (SST-2 dev, repeated)."),

@@ -49,7 +49,7 @@ from lrp_domains.core.targets import Target, resolve_targets, select_target
 __all__ = ["Concepts", "concept_relevance", "conditional_relevance", "explain_concepts", "layer_relevance"]
 
 #: Default number of example copies (channels x examples) per conditional pass.
-REPLICAS_PER_PASS = 2048
+REPLICAS_PER_PASS = 256
 
 
 class _Stop(Exception):  # noqa: N818 - control flow, not an error
