@@ -190,6 +190,33 @@ def bench_adapter(
     print_table(run(n=n, batch_size=batch_size, repeats=repeats, threads=threads or None))
 
 
+@bench_app.command("gpu")
+def bench_gpu(
+    tiny: bool = typer.Option(False, "--tiny", help="Tiny configs, short lengths, small batches: checks the bench in "
+                                                   "seconds, on the CPU (or a GPU)."),
+    device: str = typer.Option(None, help="cuda (the default when there is one), or cpu with --tiny."),
+    lengths: str = typer.Option("", help="Comma-separated token counts (default 1024,4096,8192; --tiny 32,64)."),
+    shapes: str = typer.Option("1b,8b", help="Decoder shapes: 1b (Llama-3.2-1B), 8b (Llama-3.1-8B)."),
+    repeats: int = typer.Option(0, help="Timed runs per method, interleaved (0: 5; --tiny 2)."),
+    search: bool = typer.Option(True, "--search/--no-search", help="Search the longest context that fits."),
+    max_seconds: float = typer.Option(0.0, help="Time limit of each longest-context search (0: 60 s; --tiny 10 s)."),
+    max_length: int = typer.Option(0, help="Cap of each search in tokens (0: 131072; --tiny 256)."),
+    defaults: bool = typer.Option(True, "--defaults/--no-defaults", help="Also the default models' throughput."),
+    attention: str = typer.Option("sdpa", help="The decoders' attention implementation (sdpa, eager)."),
+) -> None:
+    """AttnLRP and CP-LRP on 1B- and 8B-class LLaMA decoders (random bf16 weights) and the default models'
+    throughput, on a GPU."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.gpu import main
+
+    code = main(device=device, tiny=tiny, lengths=lengths, shapes=shapes, repeats=repeats, search=search,
+                max_seconds=max_seconds, max_length=max_length, defaults=defaults, attention=attention)
+    if code:
+        raise typer.Exit(code)
+
+
 @bench_app.command("scale")
 def bench_scale(
     kind: str = typer.Option("sequences", help="sequences (synthetic FASTA) or text (SST-2 dev, repeated)."),

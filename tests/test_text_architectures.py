@@ -164,3 +164,31 @@ def test_strict_mode_names_a_part_without_a_rule():
     where = r"sigmoid in 'bert.encoder.layer.0.intermediate.intermediate_act_fn' \(Swish\)"
     with pytest.raises(L.LRPCoverageError, match=where):
         _relevance(model, _ids("encoder"), "attnlrp", _head("encoder"))
+
+
+@pytest.mark.parametrize("variant", ["attnlrp", "cp-lrp"])
+def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_relevance(variant):
+    """transformers checkpoints a layer only in training mode: explaining keeps that layer (alone)
+    in training mode, so activations are recomputed in the backward, with identical relevance."""
+    model = _model("decoder", "llama")
+    ids = _ids("decoder")
+    head = _head("decoder")
+    plain = _relevance(model, ids, variant, head)
+    model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    layer = model.model.layers[0]
+    seen, recomputed = [], []
+    pre = layer.register_forward_pre_hook(lambda m, a: seen.append((m.training, m.self_attn.training)))
+    mlp_calls = []
+    mlp_hook = layer.mlp.register_forward_pre_hook(lambda m, a: mlp_calls.append(torch.is_grad_enabled()))
+    try:
+        model.eval()
+        checkpointed = _relevance(model, ids, variant, head)
+    finally:
+        pre.remove()
+        mlp_hook.remove()
+        model.activation_checkpointing_disable()
+    recomputed = len(mlp_calls)
+    assert seen and all(flags == (True, False) for flags in seen)  # the layer trains, its attention does not
+    assert recomputed >= 2  # the forward, and the recompute in the backward
+    assert not any(m.training for m in model.modules())
+    torch.testing.assert_close(checkpointed, plain, rtol=0, atol=1e-12)

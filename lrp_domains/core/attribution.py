@@ -49,10 +49,18 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
 
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Put every module in eval mode for the block; give each its own mode back afterwards."""
+    """Put every module in eval mode for the block; give each its own mode back afterwards.
+
+    A module with gradient checkpointing switched on (transformers' ``gradient_checkpointing``
+    attribute) keeps ``training=True`` on itself alone: transformers recomputes a layer only in
+    training mode, and its dropout and attention submodules stay in eval mode, so the outputs are
+    eval outputs and activation memory is still saved."""
     training = {module: module.training for module in model.modules()}
     try:
         model.eval()
+        for module in model.modules():
+            if getattr(module, "gradient_checkpointing", False) is True:
+                module.training = True
         yield
     finally:
         for module, mode in training.items():

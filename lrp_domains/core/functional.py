@@ -69,7 +69,8 @@ PASS_OPS = frozenset({
     "view_as_real", "view_as_complex", "real", "imag", "split_with_sizes", "unsafe_split",
     "unsafe_chunk", "dsplit", "hsplit", "vsplit", "atleast_1d", "atleast_2d", "atleast_3d",
     "flatten_", "align_as", "rename", "refine_names", "numpy", "tolist", "item", "__len__",
-    "__iter__", "__bool__", "__float__", "__int__", "__index__", "__format__", "__repr__",
+    "__iter__", "__bool__", "__float__", "__int__", "__index__", "__format__", "__repr__", "requires_grad_",
+    "retain_grad", "register_hook",
 })
 
 
