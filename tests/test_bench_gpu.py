@@ -52,12 +52,9 @@ def test_every_decoder_row_is_measured(rows):
                     row = measured[0]
                     assert _finite_positive(row["ms"]) and _finite_positive(row["time_ratio"]), row
                     assert math.isnan(row["peak_mib"]) and math.isnan(row["memory_ratio"])  # not measured on a CPU
-                    # explain() cannot checkpoint (eval mode): said so, and our rules measured in the probe
-                    if checkpointed and method != G.GRADIENT:
-                        assert row["via"] == G.VIA_PROBE
-                        (na,) = [r for r in found if r["via"] == G.VIA_EXPLAIN]
-                        assert na["note"].startswith("n/a: explain() runs the model in eval mode")
-                        assert math.isnan(na["ms"])
+                    # explain() checkpoints (the checkpointed layers stay in training mode): measured as is
+                    if method != G.GRADIENT:
+                        assert row["via"] == G.VIA_EXPLAIN
     assert {r["time_ratio"] for r in decoder if r["method"] == G.GRADIENT} == {1.0}
 
 
@@ -68,8 +65,6 @@ def test_every_search_reaches_its_cap_on_a_cpu(rows):
             for method in METHODS:
                 found = {r["via"]: r for r in longest
                          if (r["model"], r["checkpointing"], r["method"]) == (shape, checkpointed, method)}
-                if checkpointed and method != G.GRADIENT:  # explain() cannot checkpoint: n/a, and the probe
-                    assert found.pop(G.VIA_EXPLAIN)["stopped"].startswith("n/a: explain() runs the model in eval")
                 (row,) = found.values()
                 assert row["longest"] == 256 and row["stopped"] == "cap" and row["failed"] is None, row
                 assert _finite_positive(row["longest_ratio"]) and _finite_positive(row["seconds"])
@@ -93,7 +88,7 @@ def test_checks_say_what_ran(rows):
         mine = {r["check"]: r for r in checks if r["model"] == shape}
         assert "lrp_domains:attnlrp:sdpa" in mine["attention"]["value"]
         recomputed = mine["recomputed under checkpointing"]
-        assert recomputed["gradient"] and recomputed["probe"] and not recomputed["explain"]
+        assert recomputed["gradient"] and recomputed["probe"] and recomputed["explain"]  # explain() checkpoints
         for name in G.COMPOSITES:
             assert mine[f"{name}: checkpointed scope vs explain()"]["difference"] < 1e-6
             assert math.isfinite(mine[f"{name}: summed relevance / explained logit"]["conservation"])
@@ -130,9 +125,10 @@ def test_the_bench_explains_what_explain_explains(composite, one_thread):
     assert (ours - gradient).abs().max() > 1e-3 * gradient.abs().max()  # the rules changed something
 
     with G.checkpointing(model):
-        probe = G.decoder_methods(model, ids, checkpointed=True)[(composite, G.VIA_PROBE)]
-        assert G.recomputes(model, probe)
-        torch.testing.assert_close(probe(), ours, rtol=1e-5, atol=1e-6)
+        checkpointed = G.decoder_methods(model, ids, checkpointed=True, explain_checkpoints=True)
+        run = checkpointed[(composite, G.VIA_EXPLAIN)]
+        assert G.recomputes(model, run)  # explain() itself recomputes the checkpointed layers
+        torch.testing.assert_close(run(), ours, rtol=1e-5, atol=1e-6)
 
 
 def test_checkpointing_is_undone(one_thread):
@@ -196,7 +192,7 @@ def test_print_table_prints_every_section(rows, capsys):
     out = capsys.readouterr().out
     for title in ("LLaMA decoders", "longest context", "default models", "checks"):
         assert title in out
-    assert "[1] n/a: explain() runs the model in eval mode" in out
+    assert "n/a: explain() runs the model in eval mode" not in out  # explain() checkpoints now
 
 
 def test_unknown_shape_is_a_value_error():

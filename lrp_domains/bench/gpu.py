@@ -23,11 +23,12 @@ Ours runs through :func:`lrp_domains.explain` with ``sources=nn.Embedding`` (as
 implementation (``lrp_domains:attnlrp:sdpa`` calls SDPA), so the plain gradient with the model's
 default attention *is* the gradient with our attention; the table says which ran.
 
-Gradient checkpointing in transformers only acts on modules in training mode, and ``explain``
-puts the model in eval mode; the bench detects whether a layer's forward ran again in the
-backward pass, and where ``explain`` does not checkpoint it says so (n/a) and measures our rules
-in a scope entered directly with the model in training mode (the "scope, train mode" probe: the
-same rules, the same relevance, which a check row confirms).
+Gradient checkpointing in transformers only acts on layers in training mode; ``explain`` keeps
+exactly those layers in training mode (their submodules in eval mode). The bench checks that a
+layer's forward ran again in the backward pass; should ``explain`` not checkpoint (an older
+transformers), it says so (n/a) and measures our rules in a scope entered directly with the model
+in training mode (the "scope, train mode" probe: the same rules, the same relevance, which a check
+row confirms).
 """
 
 from __future__ import annotations
