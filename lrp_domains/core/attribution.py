@@ -10,6 +10,7 @@ relevance is read, e.g. embeddings), per-example targets with ``labels``, and
 from __future__ import annotations
 
 import contextlib
+import itertools
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Union
@@ -20,6 +21,7 @@ from torch import nn
 from lrp_domains.core import composites
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.result import Explanation
+from lrp_domains.core.sequential import plan_for
 from lrp_domains.core.targets import Target, resolve_targets, select_target
 
 __all__ = ["Target", "batches", "eval_mode", "explain", "explain_batches", "model_device", "model_dtype",
@@ -241,11 +243,21 @@ def explain_batches(model: nn.Module, data: Iterable[tuple[Inputs, torch.Tensor 
 
         data = tqdm(data, desc="explain", unit="batch", total=total)
     parts = []
-    with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
-        scope.inputs.capture_hypothetical = hypothetical
-        scope.inputs.read_sources(names)
-        for batch, batch_target in data:
-            parts.append(_explain_batch(model, scope, batch, batch_target, strict, output))
+    data = iter(data)
+    first = next(data, None)
+    if first is None:
+        return parts
+    plan = plan_for(model, composite) if not names and output is None and isinstance(first[0], torch.Tensor) \
+        else None
+    if plan is not None:  # an MLP: the same rules, evaluated layer by layer without the scope's machinery
+        for batch, batch_target in itertools.chain([first], data):
+            parts.append(plan.explain_batch(batch, batch_target, hypothetical))
+    else:
+        with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
+            scope.inputs.capture_hypothetical = hypothetical
+            scope.inputs.read_sources(names)
+            for batch, batch_target in itertools.chain([first], data):
+                parts.append(_explain_batch(model, scope, batch, batch_target, strict, output))
     if check_delta and composite.conserves:
         for part in parts:
             warn_on_large_delta(part)

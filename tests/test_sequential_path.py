@@ -1,0 +1,91 @@
+"""The direct MLP path (core/sequential.py) against the general engine, rule by rule."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import lrp_domains as L
+from lrp_domains.core.composite import Composite
+from lrp_domains.core.composites import get
+from lrp_domains.core.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
+from lrp_domains.core.sequential import plan_for
+
+
+class General(nn.Sequential):
+    """The same layers; a subclass takes the general engine."""
+
+
+def _pair(seed=0, flatten=False, dropout=False):
+    torch.manual_seed(seed)
+    layers = ([nn.Flatten()] if flatten else []) + [nn.Linear(12, 16), nn.ReLU()] + \
+        ([nn.Dropout(0.3)] if dropout else []) + [nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)]
+    fast = nn.Sequential(*layers).double().eval()
+    return fast, General(*fast)
+
+
+COMPOSITES = {
+    "epsilon": lambda: get("epsilon"),
+    "zplus": lambda: get("zplus"),
+    "alpha2beta1": lambda: get("alpha2beta1"),
+    "epsilon-plus": lambda: get("epsilon-plus"),
+    "lrp-0": lambda: Composite({nn.Linear: Epsilon(0.0)}),
+    "zbox first, gamma, epsilon last": lambda: Composite({nn.Linear: Gamma(0.25)}, first=ZBox(-3.0, 3.0),
+                                                         last=Epsilon()),
+    "flat first, alpha-beta": lambda: Composite({nn.Linear: AlphaBeta(2, 1)}, first=Flat()),
+    "w-square first, z+": lambda: Composite({nn.Linear: ZPlus()}, first=WSquare()),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPOSITES))
+@pytest.mark.parametrize("target", [None, 2, "callable"])
+def test_mlp_path_equals_the_general_engine(name, target):
+    fast, general = _pair()
+    composite = COMPOSITES[name]()
+    assert plan_for(fast, composite) is not None and plan_for(general, composite) is None
+    x = torch.randn(7, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    chosen = (lambda out: out[:, 1] - out[:, 0]) if target == "callable" else target
+    a = L.explain(fast, x, chosen, composite, hypothetical=True, check_delta=False)
+    b = L.explain(general, x, chosen, composite, hypothetical=True, check_delta=False)
+    for field in ("relevance", "output", "explained", "delta", "hypothetical"):
+        torch.testing.assert_close(getattr(a, field), getattr(b, field), rtol=1e-10, atol=1e-12, msg=field)
+    if target != "callable":
+        assert torch.equal(a.target, b.target)
+
+
+def test_flatten_and_dropout_and_batches():
+    fast, general = _pair(flatten=True, dropout=True)
+    fast.train()  # explained in eval mode either way: dropout passes
+    general.train()
+    x = torch.randn(9, 3, 4, dtype=torch.float64)
+    a = L.explain(fast, x, composite="epsilon", batch_size=4, check_delta=False)
+    b = L.explain(general, x, composite="epsilon", batch_size=4, check_delta=False)
+    torch.testing.assert_close(a.relevance, b.relevance, rtol=1e-10, atol=1e-12)
+    assert fast.training and all(m.training for m in fast)
+
+
+def test_anything_unusual_takes_the_general_engine():
+    composite = get("epsilon")
+    fast, _ = _pair()
+    handle = fast[1].register_forward_hook(lambda *a: None)
+    assert plan_for(fast, composite) is None  # a hook must run: the model runs as it is
+    handle.remove()
+    assert plan_for(fast, composite) is not None
+    assert plan_for(nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)), composite) is None
+    assert plan_for(nn.Sequential(nn.Linear(3, 3), nn.GELU()), composite) is None
+    assert plan_for(nn.Sequential(nn.Sequential(nn.Linear(3, 3))), composite) is None
+    # sources or a custom output: the general engine
+    x = torch.randn(4, 12, dtype=torch.float64)
+    a = L.explain(fast, x, sources=["2"], check_delta=False)
+    assert "2" in a.sources
+
+
+def test_model_is_only_read():
+    fast, _ = _pair()
+    fast.train()
+    before = {k: v.clone() for k, v in fast.state_dict().items()}
+    flags = [p.requires_grad for p in fast.parameters()]
+    L.explain(fast, torch.randn(3, 12, dtype=torch.float64), check_delta=False)
+    assert all(torch.equal(before[k], v) for k, v in fast.state_dict().items())
+    assert flags == [p.requires_grad for p in fast.parameters()] and fast.training
