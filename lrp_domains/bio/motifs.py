@@ -181,12 +181,13 @@ def _is_dna(letters: str) -> bool:
 def _library_tables(library: tuple) -> tuple[Any, np.ndarray, np.ndarray]:
     """For a prepared library ``((matrix_id, key, letters), ...)``: the scan tables of its A/C/G/T
     motifs (None without any), and every motif's PSSM minimum and maximum (cached across calls)."""
-    from lrp_domains.bio.motif_scores import ScanTables, scan_matrix
+    from lrp_domains.bio.motif_scores import ScanTables, pssm_bounds, scan_matrix
 
     pssms = [_pssm(matrix_id, key) for matrix_id, key, _ in library]
-    dna = [p for p, (_, _, letters) in zip(pssms, library) if _is_dna(letters)]
-    tables = ScanTables([(scan_matrix(p), scan_matrix(p.reverse_complement())) for p in dna]) if dna else None
-    return tables, np.array([p.min for p in pssms]), np.array([p.max for p in pssms])
+    matrices = [scan_matrix(p) for p, (_, _, letters) in zip(pssms, library) if _is_dna(letters)]
+    tables = ScanTables([(forward, forward[::-1, ::-1]) for forward in matrices]) if matrices else None
+    bounds = np.array([pssm_bounds(p) for p in pssms]).reshape(-1, 2)
+    return tables, bounds[:, 0], bounds[:, 1]
 
 
 def _scan(sequences: list[str], prepared: list, tables: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -248,10 +249,12 @@ def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collecti
     sequences = [str(sequence) for sequence in seqlets["sequence"]]
     tables, lows, highs = _library_tables(tuple((entry[0], entry[3], entry[4]) for entry in prepared))
     score, minus, position = _scan(sequences, prepared, tables)
-    finite = np.isfinite(score)
-    spread = highs - lows  # 0 only for a motif whose every column is flat: relative score 0
+    # A motif whose every column is flat (maximum = minimum) scores every sequence alike (p = 1):
+    # never a candidate (its relative score and its distribution's step would divide by zero).
+    spread = highs - lows
+    finite = np.isfinite(score) & (spread > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        relative = np.where(finite, (score - lows) / np.where(spread > 0, spread, np.inf), -np.inf)
+        relative = np.where(finite, (score - lows) / np.where(spread > 0, spread, 1.0), -np.inf)
     # The candidates per seqlet: every motif at or above the candidates-th highest relative score
     # (ties included), then ranked exactly as before (relative, score, strand, position, id, ...).
     if 0 < candidates < len(prepared):
@@ -276,7 +279,8 @@ def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collecti
         matched = p_value <= max_p
         rows.append({"motif_id": matrix_id if matched else "", "motif_name": name if matched else "",
                      "match_score": value, "match_p": p_value, "match_strand": strand, "match_start": where})
-    result = pd.concat([seqlets.copy(), pd.DataFrame(rows, index=seqlets.index)], axis=1)
+    columns = ["motif_id", "motif_name", "match_score", "match_p", "match_strand", "match_start"]
+    result = pd.concat([seqlets.copy(), pd.DataFrame(rows, index=seqlets.index, columns=columns)], axis=1)
     result["motifs_scanned"] = len(prepared)
     return result
 
