@@ -45,8 +45,8 @@ def test_cost_rows():
     assert {r["layer"] for r in rows} == set(B.COST_LAYERS)
     for layer in B.COST_LAYERS:
         methods = [r["method"] for r in rows if r["layer"] == layer]
-        assert methods[0] == "gradient" and len(methods) == 4
-        assert B.CONDITIONAL in methods and B.NAIVE in methods
+        assert methods[0] == "gradient" and len(methods) == 5
+        assert B.CONDITIONAL in methods and B.REPLAY in methods and B.NAIVE in methods
     for row in rows:
         assert row["ms"] > 0 and row["ratio"] > 0 and row["budget"] == 64
         assert row["per_channel"] == pytest.approx(row["ratio"] / 64)
@@ -113,7 +113,7 @@ def test_cli_lists_the_command():
 
 
 def _cost_rows():
-    common = {"layer": "0", "budget": 64, "batch": 8, "channel_batch": 32, "channels": 64, "repeats": 1}
+    common = {"layer": "0", "budget": 64, "batch": 8, "channels": 64, "repeats": 1}
     return [{**common, "method": method, "ms": ratio, "ratio": ratio, "per_channel": ratio / 64}
             for method, ratio in ((B.GRADIENT, 1.0), (B.CONDITIONAL, 2.0),
                                   (B.NAIVE, 70.0))]

@@ -5,7 +5,8 @@ sequence CNN, cost and motif naming, in one run (issue #16).
 and one batch of ``batch`` positive synthetic test sequences: the median time (interleaved
 repeats) of one plain gradient of the batch, of one LRP pass (``genomics``), and of
 :func:`~lrp_domains.core.latent.explain_concepts` with ``channels=None`` (the input relevance
-conditioned on each of the 64 channels, default ``channel_batch``); the ratio to the gradient,
+conditioned on each of the 64 channels: per filter slice at the input layer, else one backward per
+channel on the first pass's graph) and of its replay strategy (``channel_batch=8``); the ratio to the gradient,
 against the budget of 64 gradients (one per channel), and per channel. Reference: the naive way,
 64 full LRP passes, each with the gradient at the layer's output masked to one channel by a
 tensor hook (:func:`naive_conditional`).
@@ -76,6 +77,7 @@ def naive_conditional(model: torch.nn.Module, inputs: torch.Tensor, layer: str, 
 
 #: Method names of the cost table.
 GRADIENT, LRP, CONDITIONAL, NAIVE = "gradient", "LRP, one pass", "conditional, all channels", "naive, masked LRP passes"
+REPLAY = "conditional, all channels, replay (channel_batch 8)"
 
 
 def cost_methods(model: torch.nn.Module, inputs: torch.Tensor, layer: str, composite: Any = "genomics"
@@ -90,6 +92,7 @@ def cost_methods(model: torch.nn.Module, inputs: torch.Tensor, layer: str, compo
         GRADIENT: lambda: E.gradient(model, inputs).relevance,
         LRP: lambda: explain(model, inputs, None, composite, check_delta=False).relevance,
         CONDITIONAL: lambda: explain_concepts(model, inputs, layer, None, None, composite).conditional,
+        REPLAY: lambda: explain_concepts(model, inputs, layer, None, None, composite, channel_batch=8).conditional,
         NAIVE: lambda: naive_conditional(model, inputs, layer, range(channels), None, composite),
     }
 
@@ -104,7 +107,6 @@ def run_cost(batch: int = 64, repeats: int = 5, naive_repeats: int = 3, layers: 
     those same turns, and ``naive_vs_lrp``: its time over ``channels`` LRP passes of those turns."""
     from lrp_domains.bench.measure import interleaved_times
     from lrp_domains.bio.sequence_model import load_default_sequence_model
-    from lrp_domains.core.latent import REPLICAS_PER_PASS
 
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     if threads:
@@ -119,8 +121,7 @@ def run_cost(batch: int = 64, repeats: int = 5, naive_repeats: int = 3, layers: 
         naive_times = interleaved_times({GRADIENT: methods[GRADIENT], LRP: methods[LRP], NAIVE: naive},
                                         repeats=naive_repeats, warmup=min(warmup, 1))
         channels = dict(model.named_modules())[layer].out_channels
-        common = {"layer": layer, "budget": channels, "batch": batch, "channels": channels,
-                  "channel_batch": min(max(1, REPLICAS_PER_PASS // batch), channels)}
+        common = {"layer": layer, "budget": channels, "batch": batch, "channels": channels}
         for name, seconds in times.items():
             ratio = seconds / times[GRADIENT]
             rows.append({**common, "method": name, "ms": 1000 * seconds, "ratio": ratio,
@@ -270,9 +271,8 @@ def print_tables(result: dict[str, list[dict]]) -> None:
     for column in ("layer", "method", "x gradient", "per channel", "budget", "ms", "repeats"):
         table.add_column(column, justify="left" if column in ("layer", "method") else "right")
     for row in cost:
-        per_channel = row["method"] in (CONDITIONAL, NAIVE)
-        name = {CONDITIONAL: f"{CONDITIONAL} (channel_batch {row['channel_batch']})",
-                NAIVE: f"{NAIVE} ({row['channels']})", LRP: f"{LRP} (genomics)"}.get(row["method"], row["method"])
+        per_channel = row["method"] in (CONDITIONAL, REPLAY, NAIVE)
+        name = {NAIVE: f"{NAIVE} ({row['channels']})", LRP: f"{LRP} (genomics)"}.get(row["method"], row["method"])
         table.add_row(row["layer"], name, f"{row['ratio']:.2f}x", f"{row['per_channel']:.3f}x" if per_channel else "",
                       f"{row['budget']}x" if per_channel else "", f"{row['ms']:.1f}", str(row["repeats"]))
     console.print(table)

@@ -310,18 +310,19 @@ def run_tracked(model: nn.Module, scope: Any, batch: Inputs) -> tuple[Any, list[
 
 
 def read_relevance(scope: Any, leaves: list[torch.Tensor], outputs: torch.Tensor, grad_outputs: torch.Tensor | None,
-                   extra: Sequence[torch.Tensor] = ()) -> tuple[list[torch.Tensor], dict[str, torch.Tensor],
-                                                                 list[torch.Tensor | None], list[torch.Tensor | None]]:
+                   extra: Sequence[torch.Tensor] = (), retain_graph: bool = False
+                   ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list[torch.Tensor | None],
+                              list[torch.Tensor | None]]:
     """Backward from ``outputs`` (seeded with ``grad_outputs``; None: ones) through the scope's rules:
     ``(relevance per leaf, relevance per source module, modified gradient per leaf, modified gradient
     per ``extra`` tensor)``. A leaf's relevance is ``leaf x gradient`` plus what input-layer rules
-    wrote to its anchor."""
+    wrote to its anchor. ``retain_graph``: keep the graph for further backward passes."""
     anchors = [scope.inputs.anchor(leaf) for leaf in leaves]
     source_leaves = [(name, leaf) for name, found in scope.inputs.sources.items() for leaf in found]
     wrt = leaves + [a for a in anchors if a is not None] + [leaf for _, leaf in source_leaves] + list(extra)
     if outputs.requires_grad and wrt:
         seed = torch.ones_like(outputs) if grad_outputs is None else grad_outputs
-        grads = list(torch.autograd.grad(outputs, wrt, seed, allow_unused=True))
+        grads = list(torch.autograd.grad(outputs, wrt, seed, allow_unused=True, retain_graph=retain_graph))
     else:  # every path was stopped (or the output ignores the input): no relevance arrives
         grads = [None] * len(wrt)
     input_grads, rest = grads[:len(leaves)], grads[len(leaves):]

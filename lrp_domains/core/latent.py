@@ -11,13 +11,13 @@ relevance *conditioned* on channel ``c`` (CRP, Eq. 6: relevance seeded only at `
 backward of ``g * mask_c``; summed over all channels of a layer it is the input relevance that
 flows through the layer (all of it, when every path from input to output runs through the layer).
 
-Cost: one forward and backward for the layer's gradient; then, for each chunk of
-``channel_batch`` channels, one forward of the network *up to the layer* on the batch replicated
-once per channel (the forward stops at the layer) and one backward from the layer, the chunk's
-masks side by side: about one LRP pass of the part below the layer per channel. For an affine
-layer that reads the model input (a first convolution: the filters), the layer's rule is run on
-each channel's slice of the layer instead, all channels together costing about one backward of
-that layer.
+Cost: one forward and backward for the layer's gradient, keeping the graph; then one backward
+from the layer per channel, seeded with the gradient masked to that channel: about one LRP
+backward of the part below the layer per channel. For an affine layer that reads the model input
+(a first convolution: the filters), the layer's rule is run on each channel's slice of the layer
+instead, all channels together costing about one backward of that layer. ``channel_batch`` selects
+the replay strategy instead: for each chunk of channels, one forward of the network *up to the
+layer* (a hook stops it there) on the batch replicated once per channel, and one backward.
 """
 
 from __future__ import annotations
@@ -47,10 +47,6 @@ from lrp_domains.core.composite import Composite
 from lrp_domains.core.targets import Target, resolve_targets, select_target
 
 __all__ = ["Concepts", "concept_relevance", "conditional_relevance", "explain_concepts", "layer_relevance"]
-
-#: Default number of example copies (channels x examples) per conditional pass.
-REPLICAS_PER_PASS = 256
-
 
 class _Stop(Exception):  # noqa: N818 - control flow, not an error
     """Raised by the layer hook to end a forward once the layer has run."""
@@ -250,9 +246,29 @@ def _input_layer_conditional(scope: Any, probe: _Probe, point: torch.Tensor, gra
     return torch.stack(found, 1)
 
 
+def _retained_conditional(scope: Any, point: torch.Tensor, grad: torch.Tensor, axis: int, channels: list[int],
+                          features: list[str], mapping: bool) -> Any:
+    """``(N, K, ...)`` conditional relevance: one backward from the layer per channel, each seeded with
+    the layer's gradient masked to that channel, on the graph of the first pass (kept alive)."""
+    if not channels:
+        return None
+    leaves = list(scope.inputs.leaves)
+    found = []
+    for number, channel in enumerate(channels):
+        seed = torch.zeros_like(grad)
+        index = [slice(None)] * grad.dim()
+        index[axis] = channel
+        seed[tuple(index)] = grad[tuple(index)]
+        relevance, read, _, _ = read_relevance(scope, leaves, point, seed, retain_graph=number < len(channels) - 1)
+        found.append(_structure(relevance, read, features, mapping))
+    if isinstance(found[0], dict):
+        return {key: torch.stack([f[key] for f in found], 1) for key in found[0]}
+    return torch.stack(found, 1)
+
+
 def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Inputs, target: Any,
                        channels: list[int] | None,
-                       channel_axis: int, channel_batch: int, output_fn: OutputFn | None, strict: bool
+                       channel_axis: int, channel_batch: int | None, output_fn: OutputFn | None, strict: bool
                        ) -> tuple[torch.Tensor, Any, Any, torch.Tensor, torch.Tensor | None, list[int]]:
     n = _length(batch)
     mapping = isinstance(batch, dict)
@@ -262,7 +278,9 @@ def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Input
     output = (output_fn or default_output)(raw, batch)
     scope.check(strict)
     explained, index = select_target(output, target)
-    relevance, read, _, (grad,) = read_relevance(scope, leaves, explained.sum(), None, extra=[point])
+    conditioning = channels is None or bool(channels)
+    relevance, read, _, (grad,) = read_relevance(scope, leaves, explained.sum(), None, extra=[point],
+                                                 retain_graph=conditioning and channel_batch is None)
     axis = _channel_axis(channel_axis, point.dim(), probe.name)
     grad = torch.zeros_like(point) if grad is None else grad.detach()
     at_layer = point.detach() * grad
@@ -281,8 +299,13 @@ def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Input
         channels_left: list[int] = []
     else:
         channels_left = channels
-    for start in range(0, len(channels_left), channel_batch):
-        chunk = channels_left[start:start + channel_batch]
+    if channel_batch is None:  # one backward per channel from the layer, on the first pass's graph
+        retained = _retained_conditional(scope, point, grad, axis, channels_left, features, mapping)
+        if retained is not None:
+            pieces.append(retained)
+        channels_left = []
+    for start in range(0, len(channels_left), channel_batch or 1):
+        chunk = channels_left[start:start + (channel_batch or 1)]
         copies = len(chunk)
         probe.seen, probe.inputs, probe.stop = [], [], True
         try:
@@ -343,14 +366,16 @@ def explain_concepts(
         ``"output"`` (the module's output) or ``"input"`` (its first input: e.g. the concatenated
         heads entering an attention output projection).
     channel_batch:
-        Channels conditioned on per backward pass (each replicates the batch once); default: as many
-        as keep ``channels x examples`` at or below :data:`REPLICAS_PER_PASS`.
+        None (default): one backward from the layer per channel, on the first pass's graph (no
+        forward is repeated). A number: channels per pass of the *replay* strategy, which repeats
+        the forward up to the layer on the batch replicated once per channel and runs one backward
+        for the chunk (larger kernels: for accelerators; on 2 CPU cores it was slower).
     sources:
         As for :func:`lrp_domains.explain`: module outputs where relevance is read (token models'
         embeddings); the conditional relevance is then returned per source.
     """
-    if channels is not None and len(channels) and channel_batch is not None and channel_batch < 1:
-        raise ValueError(f"channel_batch must be >= 1, got {channel_batch}")
+    if channel_batch is not None and channel_batch < 1:
+        raise ValueError(f"channel_batch must be >= 1 (or None), got {channel_batch}")
     composite = resolve_composite(composite if composite is not None else "epsilon")
     data = prepare_inputs(model, inputs, device)
     targets = resolve_targets(target, _length(data), labels)
@@ -361,10 +386,8 @@ def explain_concepts(
         scope.inputs.read_sources(names)
         chosen: list[int] | None = None if channels is None else [int(c) for c in channels]
         for batch, batch_target in batches(data, targets, batch_size):
-            n = _length(batch)
-            size = channel_batch or max(1, REPLICAS_PER_PASS // max(n, 1))
-            parts.append(_concepts_of_batch(model, scope, probe, batch, batch_target, chosen, channel_axis, size,
-                                            output, strict))
+            parts.append(_concepts_of_batch(model, scope, probe, batch, batch_target, chosen, channel_axis,
+                                            channel_batch, output, strict))
             chosen = parts[-1][5]
     channel_relevance = torch.cat([p[0] for p in parts])
 
