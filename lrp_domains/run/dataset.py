@@ -171,8 +171,9 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
     ``explainer``: any explainer of :mod:`lrp_domains.domains` (or, for ``engine="ray"``,
     preferably a picklable factory returning one, called once per worker). ``options`` go to the
     explainer (its ``run_options``: ``target``, ``batch_size``; sequences: ``center``,
-    ``rc_average``; genes: ``missing``). ``engine="ray"`` runs the same shards on Ray Data with
-    ``num_workers`` actors (joining ``address`` or ``RAY_ADDRESS`` if set, else a local cluster).
+    ``rc_average``; genes: ``missing``). ``engine="ray"`` runs the same shards on ``num_workers`` Ray
+    actors (joining ``address`` or ``RAY_ADDRESS`` if set, else a local cluster); a lost worker is
+    replaced and its shard re-run (see :mod:`lrp_domains.run.ray_engine`).
     Returns the manifest's path.
     """
     factory: Callable[[], Any] | None = None
