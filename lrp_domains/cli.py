@@ -272,6 +272,26 @@ def bench_peers(
     print_table(run(n=n, references=references))
 
 
+@bench_app.command("startup")
+def bench_startup(
+    repeats: int = typer.Option(5, help="Timed fresh processes per command (interleaved), after one untimed round."),
+    sequences: bool = typer.Option(True, "--sequences/--no-sequences", help="Also `bio sequences` on the example "
+                                                                            "FASTA (seconds, no target)."),
+    passive_threads: bool = typer.Option(False, "--passive-threads", help="Run the commands with "
+                                                                         "OMP_WAIT_POLICY=PASSIVE (shared machines)."),
+) -> None:
+    """Cold-start seconds of `--help`, the group helps, one sentence explained and `import lrp_domains`, in fresh
+    processes, next to the targets (0.5 s, 5 s)."""
+    from lrp_domains.bench.startup import print_table, run
+
+    try:
+        rows = run(repeats=repeats, sequences=sequences, passive_threads=passive_threads)
+    except (ValueError, RuntimeError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    print_table(rows)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -7,18 +7,23 @@ from collections.abc import Iterator
 
 import typer
 
-from lrp_domains.core.coverage import LRPCoverageError
 
-#: Library errors that are the user's to fix: printed as one line, exit status 2.
-USER_ERRORS = (ValueError, FileNotFoundError, ImportError, LRPCoverageError)
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Library errors that are the user's to fix: printed as one line, exit status 2.
+
+    Read when a command runs (the core, and with it torch, is not imported for ``--help``)."""
+    from lrp_domains.core.coverage import LRPCoverageError
+
+    return (ValueError, FileNotFoundError, ImportError, LRPCoverageError)
 
 
 @contextlib.contextmanager
 def one_line_errors() -> Iterator[None]:
     """Turn the library's errors about input and options into ``error: ...`` and exit status 2."""
+    errors = user_errors()
     try:
         yield
-    except USER_ERRORS as error:
+    except errors as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
 

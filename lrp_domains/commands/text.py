@@ -73,9 +73,6 @@ def explain_command(
     out: Path = typer.Option(None, help="Write to this file instead of standard output."),
 ) -> None:
     """Explain one text: coloured words in the terminal, or HTML, CSV, JSON."""
-    from lrp_domains.files.writing import atomic_write
-    from lrp_domains.report.text import text_page
-
     with one_line_errors():
         explainer = _explainer(model, composite)
         result = explainer.explain(text, target=parse_target(target))
@@ -83,6 +80,8 @@ def explain_command(
         render_terminal(result, level)
         return
     if format is Format.html or (format is Format.terminal and out is not None):
+        from lrp_domains.report.text import text_page  # the reports (jinja2, pandas) only for a page
+
         payload = text_page(result)
     elif format is Format.csv:
         payload = result.to_frame(level.value).to_csv(index=False)
@@ -91,6 +90,8 @@ def explain_command(
     if out is None:
         typer.echo(payload)
     else:
+        from lrp_domains.files.writing import atomic_write
+
         with one_line_errors():
             if out.is_dir():
                 raise InputError(f"--out {out} is a folder; give a file name")

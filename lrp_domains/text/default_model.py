@@ -13,8 +13,10 @@ configuration, the measured SST-2 dev accuracy and a fingerprint of the base che
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,6 +110,25 @@ def _quiet_from_pretrained(cls: Any, path: Path, **kwargs: Any) -> Any:
             hf_logging.enable_progress_bar()
 
 
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread inside the block, and restore the thread count after.
+
+    The merge is a few hundred operations on tensors of a few hundred thousand numbers. With
+    several threads each one hands work to the OpenMP pool and waits for it; on a machine whose
+    cores are busy that wait is a scheduler time slice per operation (measured: 2.0 s instead
+    of 0.1 s on 2 shared cores). One thread gives the same bits (tests/test_startup.py compares)."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 @torch.no_grad()
 def _merge_trained(model: torch.nn.Module, tensors: dict[str, torch.Tensor], scaling: float) -> None:
     """Merge LoRA pairs (``<linear>.lora_A`` / ``<linear>.lora_B``) and copy the fully trained parameters."""
@@ -160,8 +181,11 @@ def load_sentiment_model(
     """
     base_path = _base_model_path()
     try:
+        # The concrete classes from their own modules: ``from transformers import ...`` and the
+        # Auto classes go through transformers' lazy module machinery, which costs start-up time.
         from safetensors.torch import load_file
-        from transformers import AutoTokenizer, BertForSequenceClassification
+        from transformers.models.bert.modeling_bert import BertForSequenceClassification
+        from transformers.models.bert.tokenization_bert import BertTokenizer
     except ImportError as err:
         raise ImportError(f"{err}. The default sentiment model needs the text extra: "
                           "`pip install \"lrp-domains[text]\"`.") from err
@@ -176,14 +200,15 @@ def load_sentiment_model(
     )
     _check_fingerprint(base_fingerprint(model.bert), meta["base_fingerprint"], base_path)
     lora = meta["lora"]
-    _merge_trained(model, load_file(str(weights_path)), float(lora["alpha"]) / float(lora["rank"]))
+    with _one_thread():
+        _merge_trained(model, load_file(str(weights_path)), float(lora["alpha"]) / float(lora["rank"]))
 
     model.config.id2label = dict(enumerate(labels))
     model.config.label2id = {label: i for i, label in enumerate(labels)}
     model.config.problem_type = "single_label_classification"
     model.eval()
     model.to(device=device if device is not None else "cpu", dtype=dtype if dtype is not None else torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    tokenizer = BertTokenizer.from_pretrained(base_path)  # what AutoTokenizer picks (tokenizer_config.json)
     return model, tokenizer, labels
 
 
