@@ -48,8 +48,10 @@ def _command(kind: str):
         composite: str = typer.Option(None, help="Composite name (default: the domain's)."),
         shard_size: int = typer.Option(1000, help="Rows per output shard."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip finished shards of a matching run."),
-        engine: Engine = typer.Option(Engine.local, help="local, or ray (Ray Data actors)."),
+        engine: Engine = typer.Option(Engine.local, help="local, or ray (Ray actors; a lost worker is replaced)."),
         num_workers: int = typer.Option(1, help="Ray actors (one model each)."),
+        address: str = typer.Option(None, help="Ray cluster to join: HOST:PORT or auto (default: RAY_ADDRESS, "
+                                               "else a local cluster)."),
         column: str = typer.Option("text", help="Text column (.csv/.tsv/.jsonl/.parquet)."),
         target: str = typer.Option(None, help="Output to explain: class name or index (default: the prediction)."),
         missing: str = typer.Option(None, help="genes: model genes absent from the data: error, or zero."),
@@ -62,9 +64,18 @@ def _command(kind: str):
             options = _options(target, missing, option)
             if weights is not None and model is None:
                 raise InputError("--weights needs --model MODULE:FACTORY")
+            if address is not None and engine is not Engine.ray:
+                raise InputError("--address is for --engine ray")
             factory = partial(domains.build_explainer, kind, model, str(weights) if weights else None, composite)
-            manifest = explain_dataset(factory, source, out, shard_size=shard_size, resume=resume, progress=progress,
-                                       column=column, engine=engine.value, num_workers=num_workers, **options)
+            try:
+                manifest = explain_dataset(factory, source, out, shard_size=shard_size, resume=resume,
+                                           progress=progress, column=column, engine=engine.value,
+                                           num_workers=num_workers, address=address, **options)
+            except RuntimeError as error:
+                if type(error).__name__ != "RayWorkersLost":
+                    raise
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(1) from error
             info = read_manifest(out)
         typer.echo(f"{info['input']['rows']} rows in {len(info['shards'])} shards; manifest: {manifest}")
 
