@@ -59,6 +59,7 @@ def _command(kind: str):
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar (items, items/s, ETA)."),
     ) -> None:
         from lrp_domains.run import explain_dataset, read_manifest
+        from lrp_domains.run.ray_engine import RayWorkersLost
 
         with one_line_errors():
             options = _options(target, missing, option)
@@ -71,9 +72,7 @@ def _command(kind: str):
                 manifest = explain_dataset(factory, source, out, shard_size=shard_size, resume=resume,
                                            progress=progress, column=column, engine=engine.value,
                                            num_workers=num_workers, address=address, **options)
-            except RuntimeError as error:
-                if type(error).__name__ != "RayWorkersLost":
-                    raise
+            except RayWorkersLost as error:
                 typer.echo(f"error: {error}", err=True)
                 raise typer.Exit(1) from error
             info = read_manifest(out)
