@@ -9,9 +9,11 @@ from lrp_domains.bio.genes import GeneExplanation
 from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets, plot_logo, to_bed, to_modisco
 from lrp_domains.bio.sequence_explainer import SequenceExplainer, SequenceExplanation
 from lrp_domains.bio.sequences import DNA, PROTEIN, RNA, one_hot, read_fasta, reverse_complement
+from lrp_domains.bio.tracks import parse_region, run_to_bigwig, seqlets_to_genome_bed, to_bigwig
 
 __all__ = [
     "DNA", "PROTEIN", "RNA", "ExpressionExplainer", "FilterConcepts", "GeneExplanation", "SequenceExplainer",
     "SequenceExplanation", "UnitTable", "annotate_seqlets", "explain_filters", "hidden_units",
-    "call_seqlets", "one_hot", "plot_logo", "read_fasta", "reverse_complement", "to_bed", "to_modisco",
+    "call_seqlets", "one_hot", "parse_region", "plot_logo", "read_fasta", "reverse_complement", "run_to_bigwig",
+    "seqlets_to_genome_bed", "to_bed", "to_bigwig", "to_modisco",
 ]
