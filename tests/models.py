@@ -193,3 +193,43 @@ def expression_mlp() -> tuple[nn.Module, list[str], list[str]]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 3))
     return model, list(EXPRESSION_GENES), list(EXPRESSION_CLASSES)
+
+
+#: Every per-module hook dict, and the global ones, that explaining must leave as it found them.
+MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+                "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
+                "_state_dict_hooks", "_load_state_dict_pre_hooks")
+GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+                "_global_backward_pre_hooks")
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything about a model that explaining it must not change."""
+    module = torch.nn.modules.module
+    return {
+        "params": {k: (id(v), v.detach().clone(), v.requires_grad) for k, v in model.named_parameters()},
+        "buffers": {k: v.clone() for k, v in model.named_buffers()},
+        "training": {k: m.training for k, m in model.named_modules()},
+        "dicts": {k: {a: id(b) for a, b in vars(m).items() if not a.startswith("_")} for k, m in model.named_modules()},
+        "forward": {k: m.__dict__.get("forward") for k, m in model.named_modules()},
+        "hooks": {k: {name: dict(getattr(m, name, {})) for name in MODULE_HOOKS} for k, m in model.named_modules()},
+        "global": {name: dict(getattr(module, name, {})) for name in GLOBAL_HOOKS},
+        "grads": {k: None if v.grad is None else v.grad.clone() for k, v in model.named_parameters()},
+    }
+
+
+def assert_unchanged(before: dict, after: dict) -> None:
+    """Parameters (identity, values, requires_grad), buffers, modes, attributes, forwards, hooks and
+    gradients as they were."""
+    assert before["params"].keys() == after["params"].keys()
+    for key, (ident, value, flag) in before["params"].items():
+        ident2, value2, flag2 = after["params"][key]
+        assert ident == ident2 and flag == flag2, key
+        assert torch.equal(value, value2), key
+    for key, value in before["buffers"].items():
+        assert torch.equal(value, after["buffers"][key]), key
+    for name in ("training", "dicts", "forward", "hooks", "global"):
+        assert before[name] == after[name], name
+    for key, grad in before["grads"].items():
+        other = after["grads"][key]
+        assert (grad is None and other is None) or torch.equal(grad, other), key

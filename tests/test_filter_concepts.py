@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from models import cnn1d
+from models import assert_unchanged, cnn1d, snapshot
 from torch import nn
 from typer.testing import CliRunner
 
@@ -267,36 +267,6 @@ def test_a_pooling_layer_is_explained_or_refused(small):
 
 
 # -- the model is left as it was -----------------------------------------------------------------
-HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-         "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
-         "_state_dict_hooks", "_load_state_dict_pre_hooks")
-GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                "_global_backward_pre_hooks")
-
-
-def _state(model: nn.Module) -> dict:
-    module = torch.nn.modules.module
-    return {
-        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "flags": [p.requires_grad for p in model.parameters()],
-        "grads": [p.grad is None for p in model.parameters()],
-        "training": [m.training for m in model.modules()],
-        "forwards": [m.__dict__.get("forward") for m in model.modules()],
-        "attributes": [sorted(vars(m)) for m in model.modules()],
-        "hooks": [{name: dict(getattr(m, name, {})) for name in HOOKS} for m in model.modules()],
-        "global": {name: dict(getattr(module, name, {})) for name in GLOBAL_HOOKS},
-    }
-
-
-def _assert_same(before: dict, after: dict) -> None:
-    for key in ("flags", "grads", "training", "attributes", "hooks", "global"):
-        assert before[key] == after[key], key
-    assert all(a is b for a, b in zip(before["forwards"], after["forwards"]))
-    assert before["params"].keys() == after["params"].keys()
-    for name, value in before["params"].items():
-        assert torch.equal(value, after["params"][name]), name
-
-
 def _trained_model() -> nn.Sequential:
     torch.manual_seed(0)
     model = cnn1d()
@@ -307,9 +277,9 @@ def _trained_model() -> nn.Sequential:
 
 def test_the_model_is_unchanged(small, jaspar):
     model = _trained_model()
-    before = _state(model)
+    before = snapshot(model)
     explain_filters(SequenceExplainer(model), small.sequences, top=2, motifs=jaspar)
-    _assert_same(before, _state(model))
+    assert_unchanged(before, snapshot(model))
     assert model.training and not model[4].weight.requires_grad
 
 
@@ -317,10 +287,10 @@ def test_the_model_is_unchanged(small, jaspar):
                          ids=["target-inside-the-pass", "width-after-the-pass", "layer-before"])
 def test_the_model_is_unchanged_after_an_error(small, options):
     model = _trained_model()
-    before = _state(model)
+    before = snapshot(model)
     with pytest.raises(ValueError):
         explain_filters(SequenceExplainer(model), small.sequences, motifs=None, **options)
-    _assert_same(before, _state(model))
+    assert_unchanged(before, snapshot(model))
 
 
 # -- the command line ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from models import EXPRESSION_CLASSES, EXPRESSION_GENES, expression_mlp, seeded
+from models import EXPRESSION_CLASSES, EXPRESSION_GENES, assert_unchanged, expression_mlp, seeded, snapshot
 from torch import nn
 
 from lrp_domains.bio import ExpressionExplainer
@@ -31,23 +31,6 @@ def _cells(n: int = 20, seed: int = 0, shuffle: bool = True) -> pd.DataFrame:
     # columns in another order than the model's, plus a gene the model does not read
     frame["EXTRA"] = 1.0
     return frame[frame.columns[::-1]] if shuffle else frame
-
-
-def _state(model: nn.Module) -> dict:
-    return {
-        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "flags": [p.requires_grad for p in model.parameters()],
-        "training": [m.training for m in model.modules()],
-        "forwards": [m.__dict__.get("forward") for m in model.modules()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
-    }
-
-
-def _same(a: dict, b: dict) -> None:
-    assert a["flags"] == b["flags"] and a["training"] == b["training"] and a["hooks"] == b["hooks"]
-    assert all(x is y for x, y in zip(a["forwards"], b["forwards"]))
-    for key in a["params"]:
-        assert torch.equal(a["params"][key], b["params"][key]), key
 
 
 # -- (a) conservation: the units' conditional gene relevances add up to the gene relevance --------------
@@ -179,13 +162,13 @@ def test_model_unchanged_also_after_errors():
     model.train()
     model[0].weight.requires_grad_(False)
     explainer = ExpressionExplainer(model, EXPRESSION_GENES, EXPRESSION_CLASSES)
-    before = _state(model)
+    before = snapshot(model)
     table = hidden_units(explainer, _cells(6), target="B")
     assert explainer.model is model and isinstance(table, UnitTable)
-    _same(before, _state(model))
+    assert_unchanged(before, snapshot(model))
     with pytest.raises(ValueError):
         hidden_units(explainer, _cells(6), layer="nope")
-    _same(before, _state(model))
+    assert_unchanged(before, snapshot(model))
 
 
 # -- (e) clear errors -----------------------------------------------------------------------------------
@@ -270,10 +253,10 @@ def test_pbmc_b_cell_units_read_b_cell_markers(pbmc):
     B cells alone its top 10 hold CD79B (1st, 16 % above the 2nd), MS4A1 and BANK1.
     """
     explainer, adata, b_markers = pbmc
-    state = _state(explainer.model)
+    state = snapshot(explainer.model)
     table = hidden_units(explainer, adata)
     assert (table.layer, table.at) == ("3", "output") and table.channel_relevance.shape == (700, 64)
-    _same(state, _state(explainer.model))
+    assert_unchanged(state, snapshot(explainer.model))
     unit = int(table.class_share["CD19+ B"].idxmax())
     row = table.frame.set_index("unit").loc[unit]
     assert "CD19+ B" in row["classes"].split(", ")

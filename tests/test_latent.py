@@ -12,7 +12,7 @@ import copy
 
 import pytest
 import torch
-from models import cnn1d, mlp, one_hot_batch, seeded
+from models import assert_unchanged, cnn1d, mlp, one_hot_batch, seeded, snapshot
 from text_reference import tiny_bert
 
 import lrp_domains.text  # noqa: F401  (registers the attnlrp composite)
@@ -24,23 +24,6 @@ from lrp_domains.latent import (
     explain_concepts,
     layer_relevance,
 )
-
-
-def _state(model):
-    return {
-        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "flags": [p.requires_grad for p in model.parameters()],
-        "training": [m.training for m in model.modules()],
-        "forwards": [m.__dict__.get("forward") for m in model.modules()],
-        "hooks": [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
-    }
-
-
-def _same(a, b):
-    assert a["flags"] == b["flags"] and a["training"] == b["training"] and a["hooks"] == b["hooks"]
-    assert all(x is y for x, y in zip(a["forwards"], b["forwards"]))
-    for key in a["params"]:
-        assert torch.equal(a["params"][key], b["params"][key]), key
 
 
 def _hand_masked(model, x, layer, channel, axis, composite="epsilon"):
@@ -194,14 +177,14 @@ def test_model_unchanged_also_after_errors():
     model.train()
     model[0].weight.requires_grad_(False)
     x = one_hot_batch(2, 16, g)
-    before = _state(model)
+    before = snapshot(model)
     explain_concepts(model, x, "0", [1, 2])
-    _same(before, _state(model))
+    assert_unchanged(before, snapshot(model))
     for bad in (dict(layer="nope"), dict(layer="0", channels=[99]), dict(layer="0", channel_axis=5)):
         options = {"channels": [0], **bad}
         with pytest.raises(ValueError):
             explain_concepts(model, x, options.pop("layer"), options.pop("channels"), **options)
-        _same(before, _state(model))
+        assert_unchanged(before, snapshot(model))
     assert copy.deepcopy(model) is not None
 
 

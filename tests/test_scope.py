@@ -5,40 +5,9 @@ import threading
 import models as M
 import pytest
 import torch
-from torch import nn
+from models import assert_unchanged, snapshot
 
 import lrp_domains as L
-
-
-def snapshot(model: nn.Module) -> dict:
-    """Everything about a model that explaining it must not change."""
-    return {
-        "params": {k: (id(v), v.detach().clone(), v.requires_grad) for k, v in model.named_parameters()},
-        "buffers": {k: v.clone() for k, v in model.named_buffers()},
-        "training": {k: m.training for k, m in model.named_modules()},
-        "dicts": {k: {a: id(b) for a, b in vars(m).items() if not a.startswith("_")} for k, m in model.named_modules()},
-        "forward": {k: m.__dict__.get("forward") for k, m in model.named_modules()},
-        "hooks": {
-            k: (dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
-            for k, m in model.named_modules()
-        },
-        "grads": {k: None if v.grad is None else v.grad.clone() for k, v in model.named_parameters()},
-    }
-
-
-def assert_unchanged(before: dict, after: dict) -> None:
-    assert before["params"].keys() == after["params"].keys()
-    for key, (ident, value, flag) in before["params"].items():
-        ident2, value2, flag2 = after["params"][key]
-        assert ident == ident2 and flag == flag2, key
-        assert torch.equal(value, value2), key
-    for key, value in before["buffers"].items():
-        assert torch.equal(value, after["buffers"][key]), key
-    for name in ("training", "dicts", "forward", "hooks"):
-        assert before[name] == after[name], name
-    for key, grad in before["grads"].items():
-        other = after["grads"][key]
-        assert (grad is None and other is None) or torch.equal(grad, other), key
 
 
 def _prepared_model():

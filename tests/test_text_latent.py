@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import text_models as T
 import torch
+from models import assert_unchanged, snapshot
 from text_reference import tiny_bert, tiny_llama
 from torch import nn
 
@@ -222,23 +223,12 @@ def test_a_text_alone_equals_it_padded_in_a_batch(which, bert, llama):
 
 # -- (d) the model comes back unchanged --------------------------------------------------------------
 def _state(model):
-    return {
-        "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
-        "flags": [p.requires_grad for p in model.parameters()],
-        "training": [m.training for m in model.modules()],
-        "forwards": [m.__dict__.get("forward") for m in model.modules()],
-        "hooks": [(dict(m._forward_hooks), dict(m._forward_pre_hooks), dict(m._backward_hooks))
-                  for m in model.modules()],
-        "attention": model.config._attn_implementation,
-    }
+    return {"model": snapshot(model), "attention": model.config._attn_implementation}
 
 
 def _same(a, b):
-    assert a["flags"] == b["flags"] and a["training"] == b["training"] and a["hooks"] == b["hooks"]
+    assert_unchanged(a["model"], b["model"])
     assert a["attention"] == b["attention"]
-    assert all(x is y for x, y in zip(a["forwards"], b["forwards"]))
-    for key in a["params"]:
-        assert torch.equal(a["params"][key], b["params"][key]), key
 
 
 @pytest.mark.parametrize("which", ["bert", "llama"])
