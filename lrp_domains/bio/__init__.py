@@ -10,10 +10,11 @@ from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets, plot_logo, to
 from lrp_domains.bio.sequence_explainer import SequenceExplainer, SequenceExplanation
 from lrp_domains.bio.sequences import DNA, PROTEIN, RNA, one_hot, read_fasta, reverse_complement
 from lrp_domains.bio.tracks import parse_region, run_to_bigwig, seqlets_to_genome_bed, to_bigwig
+from lrp_domains.bio.variants import explain_variants, read_vcf
 
 __all__ = [
     "DNA", "PROTEIN", "RNA", "ExpressionExplainer", "FilterConcepts", "GeneExplanation", "SequenceExplainer",
-    "SequenceExplanation", "UnitTable", "annotate_seqlets", "explain_filters", "hidden_units",
-    "call_seqlets", "one_hot", "parse_region", "plot_logo", "read_fasta", "reverse_complement", "run_to_bigwig",
-    "seqlets_to_genome_bed", "to_bed", "to_bigwig", "to_modisco",
+    "SequenceExplanation", "UnitTable", "annotate_seqlets", "call_seqlets", "explain_filters", "explain_variants",
+    "hidden_units", "one_hot", "parse_region", "plot_logo", "read_fasta", "read_vcf", "reverse_complement",
+    "run_to_bigwig", "seqlets_to_genome_bed", "to_bed", "to_bigwig", "to_modisco",
 ]

@@ -1,0 +1,298 @@
+"""Variant effects with relevance: a reference and an alternative window per variant, both explained.
+
+:func:`read_vcf` streams the variants of a VCF (plain or gzipped), one record per ALT allele;
+:func:`variant_windows` cuts the reference window around a variant from an indexed FASTA
+(``pyfaidx``, random access: the genome is never read into memory whole) and builds the
+alternative window; :func:`explain_variants` explains both windows of every variant and returns one
+row per variant and allele, sorted by the size of the effect.
+
+Conventions
+-----------
+Positions: ``pos`` is VCF's POS, 1-based; ``p = pos - 1`` is the variant's first base, 0-based.
+
+Centring: the reference window holds ``window`` bases of the genome, ``[p - window // 2,
+p - window // 2 + window)``, so the variant's first base (the first base of REF) sits at index
+``c = window // 2`` of the window (index 100 of a 200-bp window; index 2 of a 5-bp one).
+
+Alternative window: the same left part (the ``c`` genome bases before the variant), then ALT at
+index ``c``, then the genome from the base right after REF, ``p + len(REF)``, onwards, cut so the
+window again has exactly ``window`` bases. For an SNV this is the reference window with the one
+base at ``c`` replaced. A deletion (ALT shorter than REF) pulls ``len(REF) - len(ALT)`` more genome
+bases in on the right; an insertion (ALT longer) pushes as many out of the right end. The left part
+and the variant's position never move, so relevance at index ``c`` onwards compares allele to allele.
+
+Status (one per record, ``"ok"`` or why the record was not explained; such rows get NaN scores):
+
+- ``"ok"``: both windows built;
+- ``"symbolic"``: a symbolic ALT (``<DEL>``, ``<INS:ME>``, ...), the spanning deletion ``*``, a
+  breakend (``G]17:198982]``, ``.A``) or a missing ALT (``.``): nothing to place in a window;
+- ``"unknown_chrom"``: CHROM is not a sequence of the FASTA;
+- ``"chrom_end"``: the variant sits so near a chromosome end that a window (reference, or the
+  alternative one refilled on the right) does not fit inside the chromosome;
+- ``"too_long"``: REF or ALT is longer than the right part of the window (``window - window // 2``
+  bases), so the allele would not fit;
+- ``"ref_mismatch"``: REF differs from the genome at POS (compared case-insensitively; ``N`` in
+  either matches nothing but ``N``).
+
+Windows are upper-cased (soft-masked genome letters become capitals).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lrp_domains.errors import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyfaidx
+
+    from lrp_domains.bio.sequence_explainer import SequenceExplainer
+
+__all__ = ["COLUMNS", "STATUSES", "VariantRecord", "VariantWindows", "default_window", "explain_variants",
+           "read_vcf", "variant_windows"]
+
+#: Every status a record can get (see the module docstring).
+STATUSES = ("ok", "symbolic", "unknown_chrom", "chrom_end", "too_long", "ref_mismatch")
+#: The columns of :func:`explain_variants`' table, in order.
+COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "ref_score", "alt_score", "delta_score", "delta_relevance")
+
+_BASES = frozenset("ACGTN")
+
+
+@dataclass(frozen=True)
+class VariantRecord:
+    """One ALT allele of one VCF line.
+
+    ``pos`` is 1-based (VCF's POS); ``line`` the line number in the file (1-based); ``allele`` the
+    allele's index in the line's ALT list (0 for the first); ``status`` ``"ok"`` or ``"symbolic"``.
+    """
+
+    chrom: str
+    pos: int
+    id: str
+    ref: str
+    alt: str
+    line: int
+    allele: int = 0
+    status: str = "ok"
+
+
+@dataclass(frozen=True)
+class VariantWindows:
+    """The two windows of a variant: ``ref`` and ``alt`` (``""`` unless ``status == "ok"``),
+    ``start`` the 0-based genome position of the windows' first base, ``center`` the index of the
+    variant's first base in both windows (``window // 2``)."""
+
+    status: str
+    ref: str = ""
+    alt: str = ""
+    start: int = -1
+    center: int = -1
+
+
+def _is_symbolic(alt: str) -> bool:
+    return alt in (".", "*") or alt.startswith("<") or "[" in alt or "]" in alt or (
+        len(alt) > 1 and (alt.startswith(".") or alt.endswith(".")))
+
+
+def _open_text(path: Path) -> Any:
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    if gzipped:
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_vcf(path: str | Path) -> Iterator[VariantRecord]:
+    """The variants of a VCF, lazily, one :class:`VariantRecord` per ALT allele.
+
+    Plain or gzipped (bgzip too; told apart by content, not by suffix). Lines starting with ``#``
+    (meta lines and the column header) and blank lines are skipped; the columns used are CHROM,
+    POS, ID, REF, ALT (tab-separated; further columns are ignored). A multi-allelic ALT
+    (``A,T``) gives one record per allele, in order. Symbolic alleles (see the module docstring)
+    are kept with status ``"symbolic"``. A row with fewer than 5 columns, a POS that is not a
+    positive integer, or a REF/ALT with letters other than A, C, G, T, N is an InputError naming
+    the file and line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such VCF file")
+    name = path.name
+    try:
+        with _open_text(path) as handle:
+            for number, text in enumerate(handle, start=1):
+                text = text.rstrip("\r\n")
+                if not text.strip() or text.startswith("#"):
+                    continue
+                yield from _parse_line(text, name, number)
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
+        raise InputError(f"{name}: not a readable VCF (plain text or gzip): {error}") from error
+
+
+def _parse_line(text: str, name: str, number: int) -> Iterator[VariantRecord]:
+    fields = text.split("\t")
+    if len(fields) < 5:
+        raise InputError(f"{name}, line {number}: expected tab-separated CHROM POS ID REF ALT, got "
+                         f"{len(fields)} column(s): {text[:80]!r}")
+    chrom, pos_text, ident, ref, alts = (f.strip() for f in fields[:5])
+    if not chrom:
+        raise InputError(f"{name}, line {number}: an empty CHROM")
+    try:
+        pos = int(pos_text)
+    except ValueError:
+        pos = 0
+    if pos < 1:
+        raise InputError(f"{name}, line {number}: POS must be a positive integer (1-based), got {pos_text!r}")
+    ref = ref.upper()
+    if not ref or not set(ref) <= _BASES:
+        raise InputError(f"{name}, line {number}: REF {ref!r} must be bases A, C, G, T or N")
+    if not alts:
+        raise InputError(f"{name}, line {number}: an empty ALT (write '.' for none)")
+    for k, alt in enumerate(alts.split(",")):
+        if _is_symbolic(alt):
+            yield VariantRecord(chrom, pos, ident, ref, alt, number, k, "symbolic")
+            continue
+        alt = alt.upper()
+        if not alt or not set(alt) <= _BASES:
+            raise InputError(f"{name}, line {number}: ALT allele {alt!r} must be bases A, C, G, T or N "
+                             "(or symbolic: <...>, *, a breakend)")
+        yield VariantRecord(chrom, pos, ident, ref, alt, number, k, "ok")
+
+
+def variant_windows(record: VariantRecord, fasta: pyfaidx.Fasta, window: int) -> VariantWindows:
+    """The reference and alternative windows of ``window`` bases around ``record`` (conventions
+    and statuses in the module docstring), read from the indexed ``fasta``."""
+    if window < 1:
+        raise InputError(f"window={window}: give a positive number of bases")
+    if record.status != "ok":
+        return VariantWindows(record.status)
+    if record.chrom not in fasta:
+        return VariantWindows("unknown_chrom")
+    center = window // 2
+    if max(len(record.ref), len(record.alt)) > window - center:
+        return VariantWindows("too_long")
+    p = record.pos - 1
+    start = p - center
+    after = p + len(record.ref)
+    refill = window - center - len(record.alt)
+    size = len(fasta[record.chrom])
+    if start < 0 or start + window > size or after + refill > size:
+        return VariantWindows("chrom_end")
+    sequence = fasta[record.chrom]
+    ref_window = str(sequence[start:start + window]).upper()
+    if ref_window[center:center + len(record.ref)] != record.ref.upper():
+        return VariantWindows("ref_mismatch", start=start, center=center)
+    right = str(sequence[after:after + refill]).upper() if refill > 0 else ""
+    alt_window = ref_window[:center] + record.alt.upper() + right
+    return VariantWindows("ok", ref_window, alt_window, start, center)
+
+
+def default_window(explainer: SequenceExplainer) -> int:
+    """The window the model was trained on: the explainer's or model's ``window`` attribute if set,
+    else 200 for the project's default CNN (recognised by its architecture, see
+    :mod:`lrp_domains.bio.sequence_model`); otherwise an InputError asking for ``window=``."""
+    for owner in (explainer, getattr(explainer, "model", None)):
+        value = getattr(owner, "window", None)
+        if isinstance(value, int) and value > 0:
+            return value
+    from lrp_domains.bio.sequence_model import GENERATOR, build_cnn
+
+    model = getattr(explainer, "model", None)
+    if model is not None and repr(model) == repr(build_cnn()):
+        return int(GENERATOR["length"])
+    raise InputError("explain_variants: the model's training length is not known; give window= (the number of "
+                     "bases the model was trained on)")
+
+
+def _open_fasta(fasta: str | Path | pyfaidx.Fasta) -> tuple[pyfaidx.Fasta, bool]:
+    import pyfaidx
+
+    if isinstance(fasta, pyfaidx.Fasta):
+        return fasta, False
+    path = Path(fasta)
+    if not path.is_file():
+        raise InputError(f"{path}: no such FASTA file")
+    try:
+        return pyfaidx.Fasta(str(path), as_raw=True, read_ahead=None), True
+    except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat) as error:
+        raise InputError(f"{path.name}: cannot index this FASTA ({error}); give a plain or bgzip-compressed "
+                         "FASTA with equal line lengths per record") from error
+
+
+def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[VariantRecord],
+                     fasta: str | Path | pyfaidx.Fasta, window: int | None = None, target: Any = None,
+                     batch_size: int = 64) -> pd.DataFrame:
+    """One row per variant and ALT allele: both windows explained, the effect in score and relevance.
+
+    ``vcf``: a VCF path (see :func:`read_vcf`) or records; ``fasta``: a FASTA path (indexed by
+    ``pyfaidx``, which writes a ``.fai`` next to it if there is none) or an open ``pyfaidx.Fasta``;
+    ``window``: bases per window (default :func:`default_window`); ``target``: the output to
+    explain (an index or a callable, as :meth:`SequenceExplainer.explain`); ``batch_size``: variants
+    explained together (each brings two windows).
+
+    Columns (:data:`COLUMNS`): ``chrom, pos`` (1-based), ``id, ref, alt, status``; ``ref_score`` and
+    ``alt_score`` the explained value of each window; ``delta_score = alt_score - ref_score``;
+    ``delta_relevance``: the alternative window's relevance (per position, all channels) summed over
+    ALT's bases minus the reference window's summed over REF's bases (both from index
+    ``window // 2``). Rows with status ``"ok"`` come first, by ``|delta_score|`` descending, then the
+    others (NaN scores) in file order.
+    """
+    import pandas as pd
+
+    window = default_window(explainer) if window is None else int(window)
+    if window < 1:
+        raise InputError(f"window={window}: give a positive number of bases")
+    if batch_size < 1:
+        raise InputError(f"batch_size={batch_size}: give a positive number")
+    records = read_vcf(vcf) if isinstance(vcf, (str, Path)) else iter(vcf)
+    genome, opened = _open_fasta(fasta)
+    rows: list[dict[str, Any]] = []
+    pending: list[tuple[dict[str, Any], VariantRecord, VariantWindows]] = []
+    try:
+        for record in records:
+            windows = variant_windows(record, genome, window)
+            row = {"chrom": record.chrom, "pos": record.pos, "id": record.id, "ref": record.ref, "alt": record.alt,
+                   "status": windows.status, "ref_score": math.nan, "alt_score": math.nan,
+                   "delta_score": math.nan, "delta_relevance": math.nan}
+            rows.append(row)
+            if windows.status == "ok":
+                pending.append((row, record, windows))
+                if len(pending) >= batch_size:
+                    _explain_pending(explainer, pending, target, batch_size)
+                    pending = []
+        if pending:
+            _explain_pending(explainer, pending, target, batch_size)
+    finally:
+        if opened:
+            genome.close()
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table["pos"] = table["pos"].astype("int64")
+    ok = table["status"] == "ok"
+    order = sorted(range(len(table)), key=lambda i: (not ok.iloc[i],
+                                                     -abs(table["delta_score"].iloc[i]) if ok.iloc[i] else 0.0))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def _explain_pending(explainer: SequenceExplainer, pending: list[tuple[dict[str, Any], VariantRecord, VariantWindows]],
+                     target: Any, batch_size: int) -> None:
+    sequences, ids = [], []
+    for k, (_, record, windows) in enumerate(pending):
+        key = f"{k}:{record.chrom}:{record.pos}:{record.line}:{record.allele}"
+        sequences += [windows.ref, windows.alt]
+        ids += [f"{key}:ref", f"{key}:alt"]
+    result = explainer.explain(sequences, ids=ids, target=target, batch_size=2 * batch_size)
+    per_position = result.per_position.double()
+    explained = result.explained.double()
+    for k, (row, record, windows) in enumerate(pending):
+        c = windows.center
+        ref_score, alt_score = float(explained[2 * k]), float(explained[2 * k + 1])
+        ref_relevance = float(per_position[2 * k, c:c + len(record.ref)].sum())
+        alt_relevance = float(per_position[2 * k + 1, c:c + len(record.alt)].sum())
+        row.update(ref_score=ref_score, alt_score=alt_score, delta_score=alt_score - ref_score,
+                   delta_relevance=alt_relevance - ref_relevance)

@@ -1,0 +1,249 @@
+"""Variant effects: VCF reading, windows from an indexed genome, and both alleles explained."""
+
+from __future__ import annotations
+
+import gzip
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pyfaidx = pytest.importorskip("pyfaidx")
+
+from lrp_domains.bio.sequence_explainer import SequenceExplainer  # noqa: E402
+from lrp_domains.bio.synthetic import motif_ppms  # noqa: E402
+from lrp_domains.bio.variants import (  # noqa: E402
+    COLUMNS,
+    VariantRecord,
+    default_window,
+    explain_variants,
+    read_vcf,
+    variant_windows,
+)
+from lrp_domains.errors import InputError  # noqa: E402
+
+WINDOW = 200
+MOTIF_AT = 500  # 0-based start of the planted CTCF consensus on chr1
+CTCF = "".join("ACGT"[i] for i in motif_ppms(["MA0139.2"])["MA0139.2"][1].argmax(0))  # GCCACCAGGGGGCGC
+
+
+@pytest.fixture(scope="module")
+def genome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    rng = np.random.default_rng(7)
+    chr1 = list("".join(rng.choice(list("ACGT"), 1000)))
+    chr1[MOTIF_AT:MOTIF_AT + len(CTCF)] = CTCF
+    chr2 = "".join(rng.choice(list("ACGT"), 300))
+    return {"chr1": "".join(chr1), "chr2": chr2}
+
+
+@pytest.fixture(scope="module")
+def fasta_path(genome: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("genome") / "genome.fa"
+    with open(path, "w") as handle:
+        for name, sequence in genome.items():
+            handle.write(f">{name} test chromosome\n")
+            for i in range(0, len(sequence), 60):
+                handle.write(sequence[i:i + 60] + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def fasta(fasta_path: Path):
+    with pyfaidx.Fasta(str(fasta_path), as_raw=True) as handle:
+        yield handle
+
+
+def _other(base: str) -> str:
+    return next(b for b in "ACGT" if b != base)
+
+
+def _variants(g: dict[str, str]) -> list[tuple[str, int, str, str, str]]:
+    """(chrom, 1-based pos, id, ref, alt) rows covering every case."""
+    c1 = g["chr1"]
+    core = MOTIF_AT + 2  # the motif's C with probability 0.99
+    return [
+        ("chr1", core + 1, "break", c1[core], "A"),
+        ("chr1", 851, "far", c1[850], _other(c1[850])),
+        ("chr1", 201, "del", c1[200:203], c1[200]),
+        ("chr1", 251, "ins", c1[250], c1[250] + "GGG"),
+        ("chr1", 401, "mismatch", _other(c1[400]), "T"),
+        ("chr2", 10, "end", g["chr2"][9], _other(g["chr2"][9])),
+        ("chr2", 295, "end2", g["chr2"][294], _other(g["chr2"][294])),
+        ("chr1", 601, "sv", c1[600], "<DEL>"),
+        ("chrX", 100, "nochrom", "A", "C"),
+        ("chr1", 701, "multi", c1[700], ",".join([b for b in "ACGT" if b != c1[700]][:2])),
+    ]
+
+
+def _write_vcf(path: Path, rows: list[tuple[str, int, str, str, str]], compress: bool = False) -> Path:
+    text = "##fileformat=VCFv4.2\n##contig=<ID=chr1,length=1000>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+    text += "".join(f"{c}\t{p}\t{i}\t{r}\t{a}\t.\tPASS\t.\n" for c, p, i, r, a in rows)
+    if compress:
+        with gzip.open(path, "wt") as handle:
+            handle.write(text)
+    else:
+        path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def explainer() -> SequenceExplainer:
+    return SequenceExplainer.default()
+
+
+@pytest.fixture(scope="module")
+def table(genome, fasta_path, explainer, tmp_path_factory):
+    vcf = _write_vcf(tmp_path_factory.mktemp("vcf") / "calls.vcf.gz", _variants(genome), compress=True)
+    return explain_variants(explainer, vcf, fasta_path, batch_size=3)
+
+
+# -- reading --------------------------------------------------------------------------------------
+def test_read_vcf_plain_and_gzipped_give_the_same_records_with_multi_allelic_split(genome, tmp_path):
+    rows = _variants(genome)
+    plain = list(read_vcf(_write_vcf(tmp_path / "a.vcf", rows)))
+    zipped = list(read_vcf(_write_vcf(tmp_path / "a.vcf.gz", rows, compress=True)))
+    assert plain == zipped
+    assert len(plain) == len(rows) + 1  # the multi-allelic line has two alleles
+    multi = [r for r in plain if r.id == "multi"]
+    assert [r.allele for r in multi] == [0, 1] and len({r.alt for r in multi}) == 2
+    assert plain[0].pos == MOTIF_AT + 3 and plain[0].line == 4
+    assert [r.status for r in plain if r.id == "sv"] == ["symbolic"]
+
+
+def test_read_vcf_is_lazy_and_names_the_bad_line(tmp_path):
+    path = tmp_path / "bad.vcf"
+    path.write_text("#CHROM\tPOS\tID\tREF\tALT\nchr1\t5\t.\tA\tC\nchr1\tfive\t.\tA\tC\n")
+    records = read_vcf(path)
+    assert next(records).pos == 5
+    with pytest.raises(InputError, match=r"bad.vcf, line 3: POS"):
+        next(records)
+    path.write_text("chr1\t5\t.\tA\n")
+    with pytest.raises(InputError, match="line 1"):
+        list(read_vcf(path))
+    path.write_text("chr1\t5\t.\tA\tR\n")
+    with pytest.raises(InputError, match="line 1: ALT"):
+        list(read_vcf(path))
+
+
+@pytest.mark.parametrize("alt", ["<DEL>", "*", "G]17:198982]", "]13:123456]T", ".A", "G.", "."])
+def test_symbolic_alleles_are_kept_with_a_status(tmp_path, alt):
+    path = tmp_path / "sv.vcf"
+    path.write_text(f"chr1\t5\tsv1\tG\t{alt}\n")
+    (record,) = read_vcf(path)
+    assert record.status == "symbolic" and record.alt == alt
+
+
+# -- windows --------------------------------------------------------------------------------------
+def test_snv_window_is_the_genome_slice_with_one_base_changed(genome, fasta):
+    c1 = genome["chr1"]
+    p = 850
+    windows = variant_windows(VariantRecord("chr1", p + 1, ".", c1[p], "T" if c1[p] != "T" else "A", 1), fasta, 200)
+    assert windows.status == "ok" and windows.center == 100 and windows.start == p - 100
+    assert windows.ref == c1[p - 100:p + 100]
+    expected = list(windows.ref)
+    expected[100] = "T" if c1[p] != "T" else "A"
+    assert windows.alt == "".join(expected)
+    odd = variant_windows(VariantRecord("chr1", p + 1, ".", c1[p], "A", 1), fasta, 7)
+    assert odd.center == 3 and odd.ref == c1[p - 3:p + 4]
+
+
+def test_deletion_pulls_bases_in_from_the_right(genome, fasta):
+    c1, p = genome["chr1"], 200
+    windows = variant_windows(VariantRecord("chr1", p + 1, ".", c1[p:p + 3], c1[p], 1), fasta, WINDOW)
+    assert windows.status == "ok"
+    assert windows.ref == c1[p - 100:p + 100]
+    assert windows.alt == c1[p - 100:p] + c1[p] + c1[p + 3:p + 3 + 99]
+    assert len(windows.alt) == WINDOW
+
+
+def test_insertion_pushes_bases_out_on_the_right(genome, fasta):
+    c1, p = genome["chr1"], 250
+    windows = variant_windows(VariantRecord("chr1", p + 1, ".", c1[p], c1[p] + "GGG", 1), fasta, WINDOW)
+    assert windows.alt == c1[p - 100:p] + c1[p] + "GGG" + c1[p + 1:p + 1 + 96]
+    assert len(windows.alt) == WINDOW
+
+
+def test_windows_that_do_not_fit_get_a_status(genome, fasta):
+    c2 = genome["chr2"]
+    assert variant_windows(VariantRecord("chr2", 100, ".", c2[99], "A", 1), fasta, WINDOW).status == "chrom_end"
+    assert variant_windows(VariantRecord("chr2", 202, ".", c2[201], "A", 1), fasta, WINDOW).status == "chrom_end"
+    assert variant_windows(VariantRecord("chr2", 201, ".", c2[200], "A", 1), fasta, WINDOW).status == "ok"  # 100..300
+    # a deletion needs bases beyond the reference window's end: it fits only if the genome has them
+    assert variant_windows(VariantRecord("chr2", 201, ".", c2[200:203], c2[200], 1), fasta, 200).status == "chrom_end"
+    assert variant_windows(VariantRecord("chr2", 101, ".", c2[100], "A", 1), fasta, WINDOW).status == "ok"
+    long = VariantRecord("chr1", 501, ".", genome["chr1"][500], "A" * 101, 1)
+    assert variant_windows(long, fasta, WINDOW).status == "too_long"
+
+
+def test_ref_comparison_ignores_case(genome, fasta):
+    c1 = genome["chr1"]
+    assert variant_windows(VariantRecord("chr1", 301, ".", c1[300].lower(), "N", 1), fasta, 20).status == "ok"
+
+
+# -- explaining -----------------------------------------------------------------------------------
+def test_default_window_is_the_training_length(explainer):
+    assert default_window(explainer) == 200
+
+
+def test_unknown_training_length_asks_for_a_window(genome, fasta_path, tmp_path):
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 3), torch.nn.AdaptiveMaxPool1d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(2, 1))
+    vcf = _write_vcf(tmp_path / "a.vcf", _variants(genome)[:1])
+    with pytest.raises(InputError, match="window="):
+        explain_variants(SequenceExplainer(model), vcf, fasta_path)
+    small = explain_variants(SequenceExplainer(model), vcf, fasta_path, window=50)
+    assert list(small["status"]) == ["ok"]
+
+
+def test_table_has_one_row_per_allele_with_statuses_and_nan_scores(table):
+    assert tuple(table.columns) == COLUMNS
+    status = dict(zip(table["id"], table["status"]))
+    assert status["mismatch"] == "ref_mismatch"
+    assert status["end"] == "chrom_end" and status["end2"] == "chrom_end"
+    assert status["sv"] == "symbolic"
+    assert status["nochrom"] == "unknown_chrom"
+    assert (table["id"] == "multi").sum() == 2
+    assert set(table.loc[table["id"] == "multi", "status"]) == {"ok"}
+    bad = table[table["status"] != "ok"]
+    assert bad[["ref_score", "alt_score", "delta_score", "delta_relevance"]].isna().all().all()
+    ok = table[table["status"] == "ok"]
+    assert ok[["ref_score", "alt_score", "delta_score", "delta_relevance"]].notna().all().all()
+    # ok rows first, by |delta_score| descending; the others after them, in file order
+    assert list(table["status"][: len(ok)]) == ["ok"] * len(ok)
+    assert list(ok["delta_score"].abs()) == sorted(ok["delta_score"].abs(), reverse=True)
+    assert list(bad["id"]) == ["mismatch", "end", "end2", "sv", "nochrom"]
+
+
+def test_scores_equal_a_direct_explanation_of_the_two_windows(table, genome, fasta, explainer):
+    for name in ("break", "del", "ins"):
+        row = table[table["id"] == name].iloc[0]
+        record = VariantRecord(row["chrom"], int(row["pos"]), name, row["ref"], row["alt"], 1)
+        windows = variant_windows(record, fasta, WINDOW)
+        direct = explainer.explain([windows.ref, windows.alt])
+        ref_score, alt_score = float(direct.explained[0]), float(direct.explained[1])
+        assert math.isclose(row["ref_score"], ref_score, rel_tol=1e-5, abs_tol=1e-6)
+        assert math.isclose(row["alt_score"], alt_score, rel_tol=1e-5, abs_tol=1e-6)
+        assert math.isclose(row["delta_score"], alt_score - ref_score, rel_tol=1e-5, abs_tol=1e-6)
+        per_position = direct.per_position.double()
+        expected = float(per_position[1, 100:100 + len(row["alt"])].sum() - per_position[0, 100:100 + len(row["ref"])]
+                         .sum())
+        assert math.isclose(row["delta_relevance"], expected, rel_tol=1e-5, abs_tol=1e-6)
+
+
+def test_breaking_the_motif_core_matters_more_than_a_distant_snv(table):
+    effect = dict(zip(table["id"], table["delta_score"].abs()))
+    assert effect["break"] > effect["far"]
+    assert table.iloc[0]["id"] == "break"
+    row = table[table["id"] == "break"].iloc[0]
+    assert row["delta_score"] < 0 and row["delta_relevance"] < 0  # the motif loses score and relevance
+
+
+def test_plain_vcf_and_open_fasta_give_the_same_table(table, genome, fasta, explainer, tmp_path):
+    vcf = _write_vcf(tmp_path / "calls.vcf", _variants(genome))
+    again = explain_variants(explainer, vcf, fasta, window=WINDOW)
+    assert again.drop(columns=["ref_score", "alt_score", "delta_score", "delta_relevance"]).equals(
+        table.drop(columns=["ref_score", "alt_score", "delta_score", "delta_relevance"]))
+    assert np.allclose(again["delta_score"], table["delta_score"], equal_nan=True, atol=1e-6)
