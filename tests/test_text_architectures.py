@@ -192,3 +192,19 @@ def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_relevance(v
     assert recomputed >= 2  # the forward, and the recompute in the backward
     assert not any(m.training for m in model.modules())
     torch.testing.assert_close(checkpointed, plain, rtol=0, atol=1e-12)
+
+
+def test_a_checkpointed_layer_that_drops_out_itself_stays_in_eval_mode():
+    from lrp_domains.core.attribution import eval_mode
+
+    class Layer(nn.Module):
+        def __init__(self, dropout):
+            super().__init__()
+            self.gradient_checkpointing = True
+            self.dropout = dropout
+            self.inner = nn.Dropout(0.5)
+
+    model = nn.Sequential(Layer(0.0), Layer(0.1)).train()
+    with eval_mode(model):
+        assert [model[0].training, model[1].training, model[0].inner.training] == [True, False, False]
+    assert all(m.training for m in model.modules())

@@ -56,17 +56,25 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     A module with gradient checkpointing switched on (transformers' ``gradient_checkpointing``
     attribute) keeps ``training=True`` on itself alone: transformers recomputes a layer only in
     training mode, and its dropout and attention submodules stay in eval mode, so the outputs are
-    eval outputs and activation memory is still saved."""
+    eval outputs and activation memory is still saved. A layer that applies dropout in its own
+    forward stays in eval mode (not checkpointed) so that nothing is dropped."""
     training = {module: module.training for module in model.modules()}
     try:
         model.eval()
         for module in model.modules():
-            if getattr(module, "gradient_checkpointing", False) is True:
+            if getattr(module, "gradient_checkpointing", False) is True and not _drops_out_itself(module):
                 module.training = True
         yield
     finally:
         for module, mode in training.items():
             module.training = mode
+
+
+def _drops_out_itself(module: nn.Module) -> bool:
+    """True for a layer that applies dropout in its own forward (a float ``*dropout*`` attribute
+    above 0, as BART's layers have): in training mode it would drop, so it stays in eval mode and
+    is not checkpointed."""
+    return any("dropout" in name and isinstance(value, float) and value > 0 for name, value in vars(module).items())
 
 
 def resolve_composite(composite: str | Composite, **kwargs: object) -> Composite:
