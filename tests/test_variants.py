@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 pyfaidx = pytest.importorskip("pyfaidx")
@@ -247,3 +248,24 @@ def test_plain_vcf_and_open_fasta_give_the_same_table(table, genome, fasta, expl
     assert again.drop(columns=["ref_score", "alt_score", "delta_score", "delta_relevance"]).equals(
         table.drop(columns=["ref_score", "alt_score", "delta_score", "delta_relevance"]))
     assert np.allclose(again["delta_score"], table["delta_score"], equal_nan=True, atol=1e-6)
+
+
+def test_cli_writes_variants_tsv_and_names_bad_options(genome, fasta_path, tmp_path, table):
+    from typer.testing import CliRunner
+
+    from lrp_domains.cli import app
+
+    vcf = _write_vcf(tmp_path / "calls.vcf", _variants(genome))
+    runner = CliRunner()
+    done = runner.invoke(app, ["bio", "variants", "--vcf", str(vcf), "--fasta", str(fasta_path),
+                               "--out", str(tmp_path / "out"), "--batch-size", "4"])
+    assert done.exit_code == 0, done.output
+    written = pd.read_csv(tmp_path / "out" / "variants.tsv", sep="\t", keep_default_na=False,
+                          na_values=[""], dtype={"id": str})
+    assert list(written.columns) == list(table.columns)
+    assert written["id"].tolist() == table["id"].tolist()  # the same rows, in the same order
+    ok = written.status == "ok"
+    np.testing.assert_allclose(written.delta_score[ok], table.delta_score[ok.to_numpy()], rtol=1e-5)
+    missing = runner.invoke(app, ["bio", "variants", "--vcf", str(tmp_path / "none.vcf"), "--fasta",
+                                  str(fasta_path), "--out", str(tmp_path / "o2")])
+    assert missing.exit_code == 2 and "error: --vcf" in missing.output and not (tmp_path / "o2").exists()

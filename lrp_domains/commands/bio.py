@@ -160,3 +160,39 @@ def concepts_command(
         written = write_concepts_report(concepts, out)
     for name, written_path in written.items():
         typer.echo(f"{name}: {written_path}")
+
+
+@app.command("variants")
+def variants_command(
+    vcf: Path = typer.Option(..., help="Variants (.vcf or .vcf.gz)."),
+    fasta: Path = typer.Option(..., help="The reference genome (FASTA, plain or bgzip; indexed with pyfaidx)."),
+    out: Path = typer.Option(..., help="Output folder (variants.tsv)."),
+    model: str = typer.Option(None, help=MODEL_HELP),
+    weights: Path = typer.Option(None, help="Weights for --model (.safetensors)."),
+    window: int = typer.Option(None, help="Bases per window (default: the model's training length, 200 for the "
+                                          "default CNN)."),
+    target: int = typer.Option(None, help="Output index to explain (default: the prediction / the only output)."),
+    composite: str = typer.Option("genomics", help="Composite name."),
+    batch_size: int = typer.Option(64, help="Variants per batch (each explains two windows)."),
+) -> None:
+    """Each variant's effect: the reference and alternative windows explained, the change in the
+    prediction and in the relevance of the variant's own bases, one row per allele in variants.tsv,
+    largest effect first (rows that cannot be explained carry a status)."""
+    from lrp_domains.bio import SequenceExplainer
+    from lrp_domains.bio.variants import explain_variants
+    from lrp_domains.files.writing import OutputFolder
+
+    with one_line_errors():
+        if not vcf.is_file():
+            raise InputError(f"--vcf {vcf}: no such file")
+        if not fasta.is_file():
+            raise InputError(f"--fasta {fasta}: no such file")
+        if batch_size < 1 or (window is not None and window < 1):
+            raise InputError("--batch-size and --window must be >= 1")
+        explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
+        table = explain_variants(explainer, vcf, fasta, window=window, target=target, batch_size=batch_size)
+        folder = OutputFolder(out, "variants")
+        path = folder.write_text("variants.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+        folder.finish()
+    counts = table["status"].value_counts().to_dict()
+    typer.echo(f"variants: {path} ({len(table)} rows; " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
