@@ -129,6 +129,7 @@ class SequentialPlan:
         with torch.no_grad():
             for position in range(len(self.steps) - 1, -1, -1):
                 step, kept = self.steps[position], saved[position]
+                saved[position] = None  # freed as the backward passes it, as autograd frees its buffers
                 if step.kind == "relu":  # ReLU's own gradient (its rule passes it)
                     grad = torch.ops.aten.threshold_backward(grad, kept, 0.0)
                 elif step.kind == "flatten":
