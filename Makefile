@@ -11,7 +11,8 @@ $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[all,dev,models]"
+	$(BIN)/python -m pip install --quiet --no-deps enformer-pytorch==0.8.12 borzoi-pytorch==0.5.1
 	touch $@
 
 demo: $(BIN)/.installed
