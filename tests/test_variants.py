@@ -14,6 +14,7 @@ pyfaidx = pytest.importorskip("pyfaidx")
 
 from lrp_domains.bio.sequence_explainer import SequenceExplainer  # noqa: E402
 from lrp_domains.bio.synthetic import motif_ppms  # noqa: E402
+from lrp_domains.bio.variant_motifs import MOTIF_COLUMNS  # noqa: E402
 from lrp_domains.bio.variants import (  # noqa: E402
     COLUMNS,
     VariantRecord,
@@ -200,7 +201,7 @@ def test_unknown_training_length_asks_for_a_window(genome, fasta_path, tmp_path)
 
 
 def test_table_has_one_row_per_allele_with_statuses_and_nan_scores(table):
-    assert tuple(table.columns) == COLUMNS
+    assert tuple(table.columns) == COLUMNS + MOTIF_COLUMNS
     status = dict(zip(table["id"], table["status"]))
     assert status["mismatch"] == "ref_mismatch"
     assert status["end"] == "chrom_end" and status["end2"] == "chrom_end"
@@ -269,3 +270,86 @@ def test_cli_writes_variants_tsv_and_names_bad_options(genome, fasta_path, tmp_p
     missing = runner.invoke(app, ["bio", "variants", "--vcf", str(tmp_path / "none.vcf"), "--fasta",
                                   str(fasta_path), "--out", str(tmp_path / "o2")])
     assert missing.exit_code == 2 and "error: --vcf" in missing.output and not (tmp_path / "o2").exists()
+
+
+# -- motifs lost or gained ------------------------------------------------------------------------
+def test_breaking_ctcf_loses_ctcf_and_a_far_snv_names_nothing(table):
+    row = table[table["id"] == "break"].iloc[0]
+    print(table[["id", "delta_score", "ref_motif", "ref_motif_p", "alt_motif", "alt_motif_p", "motif_change"]])
+    assert row["ref_motif"] == "CTCF" and row["ref_motif_p"] <= 1e-3
+    assert row["motif_change"] in ("lost", "weakened")
+    far = table[table["id"] == "far"].iloc[0]
+    assert far["ref_motif"] == "" and far["alt_motif"] == "" and far["motif_change"] == ""
+
+
+def test_motif_change_follows_the_reference_motif_at_its_site():
+    from lrp_domains.bio.variant_motifs import motif_change
+
+    assert motif_change("CTCF", 1e-9, math.nan, "") == "lost"  # nothing left to match at the site
+    assert motif_change("CTCF", 1e-9, 5e-2, "CTCFL") == "lost"  # a paralog names the broken site: still lost
+    assert motif_change("CTCF", 0.0, 2e-6, "CTCFL") == "weakened"  # a perfect match's p underflows to 0
+    assert motif_change("CTCF", 1e-6, 2e-6, "") == ""
+    assert motif_change("CTCF", 1e-6, 2e-6, "REST") == "changed"
+    assert motif_change("CTCF", 1e-5, 1e-7, "CTCF") == "strengthened"
+    assert motif_change("", math.nan, math.nan, "REST") == "gained"
+    assert motif_change("", math.nan, math.nan, "") == ""
+
+
+# -- delta tracks -----------------------------------------------------------------------------------
+def test_aligned_delta_by_hand():
+    from lrp_domains.bio.variants import aligned_delta
+
+    ref = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    alt = np.array([1.5, 2.0, 10.0, 20.0, 7.0, 9.0])
+    # SNV at 2: position by position
+    np.testing.assert_allclose(aligned_delta(ref, alt, 2, "A", "C"), alt - ref)
+    # deletion REF=AT (2 bases) -> ALT=A: ALT's 10 spread over REF's 2 bases; REF index 4 <- ALT index 3
+    np.testing.assert_allclose(aligned_delta(ref, alt, 2, "AT", "A"),
+                               [0.5, 0.0, 5.0 - 3.0, 5.0 - 4.0, 20.0 - 5.0, 7.0 - 6.0])
+    # insertion REF=A -> ALT=AGG: ALT's 10+20+7 on REF's one base; REF index 3 <- ALT index 5; REF 4, 5 beyond
+    np.testing.assert_allclose(aligned_delta(ref, alt, 2, "A", "AGG"), [0.5, 0.0, 37.0 - 3.0, 9.0 - 4.0, -5.0, -6.0])
+    with pytest.raises(InputError, match="does not fit"):
+        aligned_delta(ref, alt, 5, "AT", "A")
+
+
+def test_delta_tracks_sum_to_delta_relevance_and_read_back_from_bigwig(genome, fasta_path, explainer, tmp_path):
+    pyBigWig = pytest.importorskip("pyBigWig")
+    from lrp_domains.bio.variants import TRACK_COLUMNS, variants_to_bigwig
+
+    vcf = _write_vcf(tmp_path / "calls.vcf", _variants(genome))
+    tracked = explain_variants(explainer, vcf, fasta_path, motifs=None, delta_tracks=True)
+    assert tuple(tracked.columns) == COLUMNS + TRACK_COLUMNS
+    ok = tracked[tracked["status"] == "ok"]
+    for _, row in ok.iterrows():
+        assert row["window_start"] == row["pos"] - 1 - WINDOW // 2
+        over_ref = row["delta_track"][WINDOW // 2:WINDOW // 2 + len(row["ref"])].sum()
+        assert math.isclose(over_ref, row["delta_relevance"], rel_tol=1e-4, abs_tol=1e-5)
+    far = tracked[tracked["id"] == "far"]  # the only window on chr1 past base 750: nothing overlaps it
+    path = variants_to_bigwig(far, tmp_path / "far.bw", {"chr1": 1000, "chr2": 300})
+    with pyBigWig.open(str(path)) as bw:
+        start = int(far["window_start"].iloc[0])
+        np.testing.assert_allclose(bw.values("chr1", start, start + WINDOW), far["delta_track"].iloc[0], rtol=1e-6)
+    with pytest.raises(InputError, match="delta_tracks=True"):
+        variants_to_bigwig(tracked.drop(columns=["delta_track"]), tmp_path / "x.bw", {"chr1": 1000})
+
+
+def test_cli_report_shows_the_top_variants_as_two_row_logos_and_writes_the_track(genome, fasta_path, tmp_path):
+    pyBigWig = pytest.importorskip("pyBigWig")
+    from typer.testing import CliRunner
+
+    from lrp_domains.cli import app
+
+    vcf = _write_vcf(tmp_path / "calls.vcf", _variants(genome))
+    out = tmp_path / "out"
+    done = CliRunner().invoke(app, ["bio", "variants", "--vcf", str(vcf), "--fasta", str(fasta_path), "--out",
+                                    str(out), "--top", "2", "--bigwig"])
+    assert done.exit_code == 0, done.output
+    logos = sorted((out / "logos").glob("*.png"))
+    assert [p.name for p in logos] == ["001_chr1_503.png", "002_chr1_201.png"]  # break first, then the deletion
+    page = (out / "report.html").read_text()
+    assert page.count("<figure>") == 2 and "chr1:503 C&gt;A" in page and "CTCF" in page
+    written = pd.read_csv(out / "variants.tsv", sep="\t", dtype={"id": str})
+    assert "delta_track" not in written and "window_start" in written
+    with pyBigWig.open(str(out / "delta_relevance.bw")) as bw:
+        assert set(bw.chroms()) == {"chr1", "chr2"}
+        assert bw.values("chr1", 502, 503)[0] < 0  # the broken CTCF base loses relevance

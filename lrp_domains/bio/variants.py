@@ -35,6 +35,16 @@ Status (one per record, ``"ok"`` or why the record was not explained; such rows 
   either matches nothing but ``N``).
 
 Windows are upper-cased (soft-masked genome letters become capitals).
+
+Motifs: the motif each allele's window shows at the variant (``ref_motif``, ``alt_motif``, their
+match p-values and ``motif_change``: lost, gained...), see :mod:`lrp_domains.bio.variant_motifs`.
+
+Delta tracks (``delta_tracks=True``): per variant, the alternative window's relevance minus the
+reference window's, per base of the *reference* window (:func:`aligned_delta`): bases left of the
+variant compare position to position, ALT's total relevance is spread evenly over REF's bases,
+and bases right of REF compare to the alternative window's bases shifted by the length change.
+Its sum over REF's bases is ``delta_relevance``. :func:`variants_to_bigwig` writes them as a
+bigWig in genome coordinates.
 """
 
 from __future__ import annotations
@@ -54,13 +64,15 @@ if TYPE_CHECKING:
 
     from lrp_domains.bio.sequence_explainer import SequenceExplainer
 
-__all__ = ["COLUMNS", "STATUSES", "VariantRecord", "VariantWindows", "default_window", "explain_variants",
-           "read_vcf", "variant_windows"]
+__all__ = ["COLUMNS", "STATUSES", "TRACK_COLUMNS", "VariantRecord", "VariantWindows", "aligned_delta",
+           "default_window", "explain_variants", "read_vcf", "variant_windows", "variants_to_bigwig"]
 
 #: Every status a record can get (see the module docstring).
 STATUSES = ("ok", "symbolic", "unknown_chrom", "chrom_end", "too_long", "ref_mismatch")
 #: The columns of :func:`explain_variants`' table, in order.
 COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "ref_score", "alt_score", "delta_score", "delta_relevance")
+#: The columns ``delta_tracks=True`` adds: the windows' first base (0-based) and the aligned delta.
+TRACK_COLUMNS = ("window_start", "delta_track")
 
 _BASES = frozenset("ACGTN")
 
@@ -210,7 +222,9 @@ def default_window(explainer: SequenceExplainer) -> int:
                      "bases the model was trained on)")
 
 
-def _open_fasta(fasta: str | Path | pyfaidx.Fasta) -> tuple[pyfaidx.Fasta, bool]:
+def open_fasta(fasta: str | Path | pyfaidx.Fasta) -> tuple[pyfaidx.Fasta, bool]:
+    """An indexed genome (``pyfaidx.Fasta``, opened from a path, or as given) and whether it was
+    opened here (then the caller closes it); an InputError for a missing or unindexable file."""
     import pyfaidx
 
     if isinstance(fasta, pyfaidx.Fasta):
@@ -227,7 +241,7 @@ def _open_fasta(fasta: str | Path | pyfaidx.Fasta) -> tuple[pyfaidx.Fasta, bool]
 
 def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[VariantRecord],
                      fasta: str | Path | pyfaidx.Fasta, window: int | None = None, target: Any = None,
-                     batch_size: int = 64) -> pd.DataFrame:
+                     batch_size: int = 64, motifs: Any = "JASPAR2024", delta_tracks: bool = False) -> pd.DataFrame:
     """One row per variant and ALT allele: both windows explained, the effect in score and relevance.
 
     ``vcf``: a VCF path (see :func:`read_vcf`) or records; ``fasta``: a FASTA path (indexed by
@@ -242,8 +256,16 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
     ALT's bases minus the reference window's summed over REF's bases (both from index
     ``window // 2``). Rows with status ``"ok"`` come first, by ``|delta_score|`` descending, then the
     others (NaN scores) in file order.
+
+    ``motifs``: a motif library (a JASPAR release, a JASPAR/MEME file or Biopython motifs) adds
+    the columns ``ref_motif, ref_motif_p, alt_motif, alt_motif_p, motif_change`` (the strongest
+    seqlet at the variant in each window, named; :mod:`lrp_domains.bio.variant_motifs`); None
+    leaves them out. ``delta_tracks=True`` adds ``window_start`` and ``delta_track`` (the aligned
+    per-base delta, module docstring) for :func:`variants_to_bigwig`.
     """
     import pandas as pd
+
+    from lrp_domains.bio.variant_motifs import MOTIF_COLUMNS
 
     window = default_window(explainer) if window is None else int(window)
     if window < 1:
@@ -251,7 +273,7 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
     if batch_size < 1:
         raise InputError(f"batch_size={batch_size}: give a positive number")
     records = read_vcf(vcf) if isinstance(vcf, (str, Path)) else iter(vcf)
-    genome, opened = _open_fasta(fasta)
+    genome, opened = open_fasta(fasta)
     rows: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], VariantRecord, VariantWindows]] = []
     try:
@@ -260,18 +282,24 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
             row = {"chrom": record.chrom, "pos": record.pos, "id": record.id, "ref": record.ref, "alt": record.alt,
                    "status": windows.status, "ref_score": math.nan, "alt_score": math.nan,
                    "delta_score": math.nan, "delta_relevance": math.nan}
+            if motifs is not None:
+                row.update(ref_motif="", ref_motif_p=math.nan, alt_motif="", alt_motif_p=math.nan, motif_change="")
+            if delta_tracks:
+                row.update(window_start=windows.start, delta_track=None)
             rows.append(row)
             if windows.status == "ok":
                 pending.append((row, record, windows))
                 if len(pending) >= batch_size:
-                    _explain_pending(explainer, pending, target, batch_size)
+                    _explain_pending(explainer, pending, target, batch_size, motifs, delta_tracks)
                     pending = []
         if pending:
-            _explain_pending(explainer, pending, target, batch_size)
+            _explain_pending(explainer, pending, target, batch_size, motifs, delta_tracks)
     finally:
         if opened:
             genome.close()
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    columns = list(COLUMNS) + (list(MOTIF_COLUMNS) if motifs is not None else []) + (
+        list(TRACK_COLUMNS) if delta_tracks else [])
+    table = pd.DataFrame(rows, columns=columns)
     table["pos"] = table["pos"].astype("int64")
     ok = table["status"] == "ok"
     order = sorted(range(len(table)), key=lambda i: (not ok.iloc[i],
@@ -280,7 +308,9 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
 
 
 def _explain_pending(explainer: SequenceExplainer, pending: list[tuple[dict[str, Any], VariantRecord, VariantWindows]],
-                     target: Any, batch_size: int) -> None:
+                     target: Any, batch_size: int, motifs: Any = None, delta_tracks: bool = False) -> None:
+    from lrp_domains.bio.variant_motifs import allele_windows, variant_motifs
+
     sequences, ids = [], []
     for k, (_, record, windows) in enumerate(pending):
         key = f"{k}:{record.chrom}:{record.pos}:{record.line}:{record.allele}"
@@ -296,3 +326,57 @@ def _explain_pending(explainer: SequenceExplainer, pending: list[tuple[dict[str,
         alt_relevance = float(per_position[2 * k + 1, c:c + len(record.alt)].sum())
         row.update(ref_score=ref_score, alt_score=alt_score, delta_score=alt_score - ref_score,
                    delta_relevance=alt_relevance - ref_relevance)
+        if delta_tracks:
+            row["delta_track"] = aligned_delta(per_position[2 * k].numpy(), per_position[2 * k + 1].numpy(), c,
+                                               record.ref, record.alt).astype("float32")
+    if motifs is not None:
+        pairs = [allele_windows(per_position[2 * k].numpy(), per_position[2 * k + 1].numpy(), windows.ref,
+                                windows.alt, windows.center, record.ref, record.alt)
+                 for k, (_, record, windows) in enumerate(pending)]
+        for (row, _, _), found in zip(pending, variant_motifs(pairs, motifs)):
+            row.update(found)
+
+
+def aligned_delta(ref_relevance: Any, alt_relevance: Any, center: int, ref: str, alt: str) -> Any:
+    """Per base of the reference window: the alternative window's relevance minus the reference
+    window's, aligned across the allele (module docstring). ``ref_relevance``/``alt_relevance``:
+    relevance per position of the two windows (equal lengths); ``center``: the variant's first
+    base; ``ref``/``alt``: the alleles. Summed over REF's bases it is the variant's
+    ``delta_relevance``."""
+    import numpy as np
+
+    ref_relevance = np.asarray(ref_relevance, dtype=np.float64)
+    alt_relevance = np.asarray(alt_relevance, dtype=np.float64)
+    if ref_relevance.shape != alt_relevance.shape or ref_relevance.ndim != 1:
+        raise InputError(f"aligned_delta: two equal-length 1-D arrays needed, got {ref_relevance.shape} and "
+                         f"{alt_relevance.shape}")
+    n, lr, la = len(ref_relevance), len(ref), len(alt)
+    if not 0 <= center <= n - max(lr, la):
+        raise InputError(f"aligned_delta: an allele of {max(lr, la)} bases at {center} does not fit {n} bases")
+    delta = -ref_relevance
+    delta[:center] += alt_relevance[:center]
+    delta[center:center + lr] += alt_relevance[center:center + la].sum() / lr
+    right = np.arange(center + lr, n)
+    shifted = right - lr + la
+    inside = shifted < n
+    delta[right[inside]] += alt_relevance[shifted[inside]]
+    return delta
+
+
+def variants_to_bigwig(table: pd.DataFrame, path: str | Path, chrom_sizes: Any) -> Path:
+    """Write the ``delta_track`` of every explained variant of ``table`` (from
+    :func:`explain_variants` with ``delta_tracks=True``) as a bigWig in genome coordinates
+    (:func:`lrp_domains.bio.tracks.to_bigwig`; where windows of nearby variants overlap, their
+    values are averaged). ``chrom_sizes``: a dict, a ``chrom.sizes`` file or the genome's ``.fai``."""
+    from lrp_domains.bio.tracks import to_bigwig
+
+    missing = [c for c in TRACK_COLUMNS if c not in table]
+    if missing:
+        raise InputError(f"the variant table has no {', '.join(missing)} column; explain the variants with "
+                         "delta_tracks=True")
+    done = table[table["status"] == "ok"]
+    if not len(done):
+        raise InputError("no explained variant (status 'ok') to write as a track")
+    records = ((chrom, int(start), values) for chrom, start, values in
+               zip(done["chrom"], done["window_start"], done["delta_track"]))
+    return to_bigwig(records, path, chrom_sizes)

@@ -23,7 +23,8 @@ from lrp_domains.errors import InputError
 OUTPUTS_SCHEMA = "lrp-domains/outputs"
 OUTPUTS_FILE = "lrp-domains.json"
 #: What our reports write; a listed file of another kind is never deleted.
-OUTPUT_SUFFIXES = (".html", ".png", ".csv", ".tsv", ".parquet", ".npz", ".npy", ".json", ".bed", ".h5ad", ".txt")
+OUTPUT_SUFFIXES = (".html", ".png", ".csv", ".tsv", ".parquet", ".npz", ".npy", ".json", ".bed", ".h5ad", ".txt",
+                   ".bw")
 
 
 def _temporary(path: Path) -> Path:
