@@ -142,12 +142,14 @@ def read_vcf(path: str | Path) -> Iterator[VariantRecord]:
                 text = text.rstrip("\r\n")
                 if not text.strip() or text.startswith("#"):
                     continue
-                yield from _parse_line(text, name, number)
+                yield from parse_vcf_line(text, name, number)
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as error:
         raise InputError(f"{name}: not a readable VCF (plain text or gzip): {error}") from error
 
 
-def _parse_line(text: str, name: str, number: int) -> Iterator[VariantRecord]:
+def parse_vcf_line(text: str, name: str, number: int) -> Iterator[VariantRecord]:
+    """The records (one per ALT allele) of one VCF data line ``text``, line ``number`` of file
+    ``name`` (for messages); see :func:`read_vcf`."""
     fields = text.split("\t")
     if len(fields) < 5:
         raise InputError(f"{name}, line {number}: expected tab-separated CHROM POS ID REF ALT, got "
@@ -241,7 +243,8 @@ def open_fasta(fasta: str | Path | pyfaidx.Fasta) -> tuple[pyfaidx.Fasta, bool]:
 
 def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[VariantRecord],
                      fasta: str | Path | pyfaidx.Fasta, window: int | None = None, target: Any = None,
-                     batch_size: int = 64, motifs: Any = "JASPAR2024", delta_tracks: bool = False) -> pd.DataFrame:
+                     batch_size: int = 64, motifs: Any = "JASPAR2024", delta_tracks: bool = False,
+                     sort: bool = True) -> pd.DataFrame:
     """One row per variant and ALT allele: both windows explained, the effect in score and relevance.
 
     ``vcf``: a VCF path (see :func:`read_vcf`) or records; ``fasta``: a FASTA path (indexed by
@@ -261,7 +264,8 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
     the columns ``ref_motif, ref_motif_p, alt_motif, alt_motif_p, motif_change`` (the strongest
     seqlet at the variant in each window, named; :mod:`lrp_domains.bio.variant_motifs`); None
     leaves them out. ``delta_tracks=True`` adds ``window_start`` and ``delta_track`` (the aligned
-    per-base delta, module docstring) for :func:`variants_to_bigwig`.
+    per-base delta, module docstring) for :func:`variants_to_bigwig`. ``sort=False`` keeps the
+    rows in file order (dataset runs, :mod:`lrp_domains.bio.variant_explainer`).
     """
     import pandas as pd
 
@@ -301,6 +305,8 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
         list(TRACK_COLUMNS) if delta_tracks else [])
     table = pd.DataFrame(rows, columns=columns)
     table["pos"] = table["pos"].astype("int64")
+    if not sort:
+        return table
     ok = table["status"] == "ok"
     order = sorted(range(len(table)), key=lambda i: (not ok.iloc[i],
                                                      -abs(table["delta_score"].iloc[i]) if ok.iloc[i] else 0.0))
