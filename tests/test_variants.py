@@ -275,7 +275,6 @@ def test_cli_writes_variants_tsv_and_names_bad_options(genome, fasta_path, tmp_p
 # -- motifs lost or gained ------------------------------------------------------------------------
 def test_breaking_ctcf_loses_ctcf_and_a_far_snv_names_nothing(table):
     row = table[table["id"] == "break"].iloc[0]
-    print(table[["id", "delta_score", "ref_motif", "ref_motif_p", "alt_motif", "alt_motif_p", "motif_change"]])
     assert row["ref_motif"] == "CTCF" and row["ref_motif_p"] <= 1e-3
     assert row["motif_change"] in ("lost", "weakened")
     far = table[table["id"] == "far"].iloc[0]
