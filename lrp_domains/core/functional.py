@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 IDENTITY_RULE_OPS = frozenset({
     "gelu", "silu", "tanh", "elu", "selu", "celu", "softplus", "mish", "hardswish",
+    "log1p",  # elementwise monotone, f(0) = 0: the identity rule (scvi-tools encoders, lrp_domains.bio.scvi_models)
 })
 
 PRODUCT_OPS = frozenset({
