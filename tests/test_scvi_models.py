@@ -240,3 +240,19 @@ def test_bad_input_gives_clear_errors(trained):
     with pytest.raises(InputError, match="negative"):
         S.train_scanvi(ad.AnnData(-np.ones((4, 3), dtype=np.float32),
                                   obs=pd.DataFrame({"bulk_labels": list("abab")}, index=list("wxyz"))))
+
+
+def test_cache_is_safetensors_and_reloads_the_same_model(tmp_path):
+    data = _counts(60, 12, seed=3)
+    train = {"labels_key": "cell_type", "held_out": list(data.obs_names[:6]), "n_latent": 2, "n_hidden": 8,
+             "max_epochs": 2}
+    first = S.load_or_train(tmp_path / "cache", data, **train)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["settings.json", "weights.safetensors"]
+    again = S.load_or_train(tmp_path / "cache", data, **train)  # loaded, not trained: same weights
+    counts = torch.as_tensor(data.X[:10])
+    with torch.no_grad():
+        assert torch.equal(S.scanvi_classifier(first)(counts), S.scanvi_classifier(again)(counts))
+    assert S.classes_of(again) == S.classes_of(first)
+    # other settings are a cache miss: trained anew, and the cache rewritten for them
+    other = S.load_or_train(tmp_path / "cache", data, **{**train, "n_latent": 3})
+    assert other.module.n_latent == 3

@@ -113,11 +113,7 @@ def train_scanvi(adata: anndata.AnnData, labels_key: str = "bulk_labels", held_o
     _check_counts(_dense(adata.X), "adata.X")
     if labels_key not in adata.obs:
         raise InputError(f"no column {labels_key!r} in adata.obs; it has {list(adata.obs.columns)}")
-    data = adata.copy()
-    labels = data.obs[labels_key].astype(str).to_numpy().copy()
-    unknown = np.isin(data.obs_names.astype(str), list(held_out))
-    labels[unknown] = UNLABELED
-    data.obs["_scanvi_labels"] = labels
+    data = _labelled(adata, labels_key, held_out)
     scvi.settings.seed = seed
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("scvi").setLevel(logging.ERROR)
@@ -133,26 +129,57 @@ def train_scanvi(adata: anndata.AnnData, labels_key: str = "bulk_labels", held_o
     return model
 
 
+def _labelled(adata: anndata.AnnData, labels_key: str, held_out: Sequence[str]) -> anndata.AnnData:
+    """A copy of ``adata`` with scANVI's label column (held-out cells unlabelled)."""
+    data = adata.copy()
+    labels = data.obs[labels_key].astype(str).to_numpy().copy()
+    labels[np.isin(data.obs_names.astype(str), list(held_out))] = UNLABELED
+    data.obs["_scanvi_labels"] = labels
+    return data
+
+
 def load_or_train(cache_dir: str | Path, adata: anndata.AnnData, **train: Any) -> Any:
-    """The scANVI model saved under ``cache_dir`` (``model.save``), or one trained with
-    :func:`train_scanvi` (``train`` keywords) and saved there; ``adata`` holds the counts."""
-    import scvi
+    """The scANVI model cached under ``cache_dir``, or one trained with :func:`train_scanvi`
+    (``train`` keywords) and cached there.
+
+    The cache is the module's weights as ``weights.safetensors`` and the training keywords and
+    label order as ``settings.json``; loading builds a fresh, untrained scANVI of those settings on
+    ``adata`` (which holds the counts) and loads the weights into it. scvi-tools' own
+    ``save``/``load`` are not used: its ``load`` unpickles (``torch.load(weights_only=False)``),
+    and a cache folder is a file anyone could have written.
+    """
+    import json
+
+    from safetensors.torch import load_file, save_file
 
     path = Path(cache_dir)
-    if (path / "model.pt").is_file():
-        data = adata.copy()
-        labels = data.obs[train.get("labels_key", "bulk_labels")].astype(str).to_numpy().copy()
-        labels[np.isin(data.obs_names.astype(str), list(train.get("held_out", ())))] = UNLABELED
-        data.obs["_scanvi_labels"] = labels
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
-            contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            model = scvi.model.SCANVI.load(str(path), adata=data, accelerator="cpu")
-        model.module.eval()
-        return model
+    weights, settings = path / "weights.safetensors", path / "settings.json"
+    labels_key = train.get("labels_key", "bulk_labels")
+    held_out = [str(name) for name in train.get("held_out", ())]
+    wanted = {"train": {k: (list(map(str, v)) if k == "held_out" else v) for k, v in train.items()},
+              "genes": [str(g) for g in adata.var_names]}
+    if weights.is_file() and settings.is_file():
+        saved = json.loads(settings.read_text(encoding="utf-8"))
+        if saved.get("train") == wanted["train"] and saved.get("genes") == wanted["genes"]:
+            import scvi
+
+            data = _labelled(adata, labels_key, held_out)
+            sizes = {k: train[k] for k in ("n_latent", "n_hidden", "n_layers") if k in train}
+            with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
+                    contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                scvi.model.SCANVI.setup_anndata(data, labels_key="_scanvi_labels", unlabeled_category=UNLABELED)
+                model = scvi.model.SCANVI(data, **sizes)
+            if classes_of(model) == saved.get("classes"):
+                model.module.load_state_dict(load_file(str(weights)))
+                model.is_trained_ = True
+                model.module.eval()
+                return model
     model = train_scanvi(adata, **train)
     path.mkdir(parents=True, exist_ok=True)
-    model.save(str(path), overwrite=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}
+    save_file(state, str(weights))
+    settings.write_text(json.dumps({**wanted, "classes": classes_of(model)}), encoding="utf-8")
     return model
 
 
