@@ -6,15 +6,17 @@ from lrp_domains.bio.expression import ExpressionExplainer
 from lrp_domains.bio.filter_concepts import FilterConcepts, explain_filters
 from lrp_domains.bio.gene_concepts import UnitTable, hidden_units
 from lrp_domains.bio.genes import GeneExplanation
+from lrp_domains.bio.genomic_targets import counts_target, parse_sequence_target, profile_target, track_target
 from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets, plot_logo, to_bed, to_modisco
 from lrp_domains.bio.sequence_explainer import SequenceExplainer, SequenceExplanation
 from lrp_domains.bio.sequences import DNA, PROTEIN, RNA, one_hot, read_fasta, reverse_complement
 from lrp_domains.bio.tracks import parse_region, run_to_bigwig, seqlets_to_genome_bed, to_bigwig
-from lrp_domains.bio.variants import explain_variants, read_vcf
+from lrp_domains.bio.variants import explain_variants, read_vcf, variants_to_bigwig
 
 __all__ = [
     "DNA", "PROTEIN", "RNA", "ExpressionExplainer", "FilterConcepts", "GeneExplanation", "SequenceExplainer",
     "SequenceExplanation", "UnitTable", "annotate_seqlets", "call_seqlets", "explain_filters", "explain_variants",
     "hidden_units", "one_hot", "parse_region", "plot_logo", "read_fasta", "read_vcf", "reverse_complement",
-    "run_to_bigwig", "seqlets_to_genome_bed", "to_bed", "to_bigwig", "to_modisco",
+    "run_to_bigwig", "seqlets_to_genome_bed", "to_bed", "to_bigwig", "to_modisco", "variants_to_bigwig",
+    "counts_target", "parse_sequence_target", "profile_target", "track_target",
 ]

@@ -348,7 +348,7 @@ def to_bed(seqlets: pd.DataFrame, path: str | Path) -> Path:
     strands = seqlets.get("match_strand", pd.Series([""] * len(seqlets), index=seqlets.index)).fillna("")
     frame = pd.DataFrame({
         "chrom": seqlets["id"], "start": seqlets["start"], "end": seqlets["end"],
-        "name": [n if n else "seqlet" for n in names], "score": seqlets["relevance"].round(6),
+        "name": [n if n else "seqlet" for n in names], "score": seqlets["relevance"].astype(float).round(6),
         "strand": [s if (s and n) else "." for s, n in zip(strands, names)],
     })
     path = Path(path)

@@ -18,9 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrp_domains.bio.architectures import Architecture, SequenceModel, architecture_of
+from lrp_domains.bio.genomic_targets import GenomicTarget, TrackTarget, head_output, parse_sequence_target
 from lrp_domains.bio.sequences import DNA, decode, one_hot, reverse_complement
 from lrp_domains.core.attribution import explain, model_dtype, resolve_composite
 from lrp_domains.core.composite import Composite
+from lrp_domains.core.coverage import LRPCoverageError
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.files.fasta import FORMATS as FASTA_FORMATS
@@ -156,7 +159,23 @@ class SequenceExplainer(DomainExplainer):
         ``"genomics"`` (default: z-box input layer for one-hot bounds [0, 1], and the conv/dense
         rules chosen on the synthetic benchmark, see the README) or any composite.
     target:
-        Default output index or callable, used when :meth:`explain` gets none.
+        Default output index or callable, used when :meth:`explain` gets none: e.g.
+        :func:`~lrp_domains.bio.genomic_targets.profile_target`, ``counts_target``,
+        ``track_target`` (they pick their own head of a tuple/dict output), or text as the CLI takes
+        it (``"profile"``, ``"counts"``, ``"track=12:400-420"``, see
+        :func:`~lrp_domains.bio.genomic_targets.parse_sequence_target`).
+    layout:
+        The model's input layout: ``"NCL"`` (one-hot ``(N, A, L)``) or ``"NLC"`` (``(N, L, A)``);
+        default: recognised from the model (Enformer takes ``"NLC"``; bpnet-lite's BPNet/ChromBPNet
+        and Borzoi ``"NCL"``; see :func:`~lrp_domains.bio.architectures.architecture_of`). Inputs
+        and results are ``(N, A, L)`` either way. BPNet models with control tracks get all-zero
+        controls (as bpnet-lite's ``ControlWrapper``).
+    head:
+        Which output of a model returning a tuple or dict is explained by index targets (e.g.
+        ``head="human"`` for Enformer); the genomic targets carry their own.
+    strict:
+        Raise :class:`~lrp_domains.core.coverage.LRPCoverageError` naming every operation of the
+        model that no rule covers, instead of warning.
     """
 
     kind: ClassVar[str] = "sequences"
@@ -168,11 +187,17 @@ class SequenceExplainer(DomainExplainer):
     report: ClassVar[str] = "lrp_domains.report.sequences:write_sequence_report"
 
     def __init__(self, model: nn.Module, alphabet: str = DNA, composite: str | Composite = "genomics",
-                 target: SequenceTarget = None) -> None:
+                 target: SequenceTarget | str = None, *, layout: str | None = None, head: int | str | None = None,
+                 strict: bool = False) -> None:
         self.model = model
         self.alphabet = alphabet.upper()
         self.composite = resolve_composite(composite)
-        self.target = target
+        self.target = parse_sequence_target(target) if isinstance(target, str) else target
+        self.architecture = architecture_of(model, layout)
+        self.head = head
+        self.strict = strict
+        #: What the explanation runs: the model itself, or it wrapped to take (N, A, L) sequences.
+        self.runner: nn.Module = model if self.architecture.plain else SequenceModel(model, self.architecture)
 
     @classmethod
     def default(cls, composite: str | Composite = "genomics") -> SequenceExplainer:
@@ -235,6 +260,7 @@ class SequenceExplainer(DomainExplainer):
                 unique_ids: bool) -> Iterator[tuple[list[int], SequenceExplanation]]:
         names, sequences, encoded = self._inputs(data, ids, n, unique_ids)
         target = self.target if target is None else target
+        target = parse_sequence_target(target) if isinstance(target, str) else target
         lengths = [t.shape[-1] for t in encoded]
         dtype = model_dtype(self.model) or torch.get_default_dtype()
         for length in sorted(set(lengths)):
@@ -283,10 +309,25 @@ class SequenceExplainer(DomainExplainer):
                                    channels), units.cpu(), explained, delta, [batch.shape[-1]] * len(names),
                                    self.alphabet, self.composite.name, channels)
 
+    def _target_and_output(self, target: Any) -> tuple[Any, Any]:
+        """The target (a track target given the model's output layout) and the ``output=`` that
+        picks the explained head (None: the core's default, for plain models)."""
+        if isinstance(target, TrackTarget):
+            target = target.resolved(self.architecture.track_layout)
+        if isinstance(target, GenomicTarget):
+            return target, target.pick
+        if self.head is not None or not self.architecture.plain:
+            return target, head_output(self.head)
+        return target, None
+
     def _explain(self, batch: torch.Tensor, target: Any, batch_size: int, progress: bool, names: list[str]):
+        target, output = self._target_and_output(target)
         try:
-            return explain(self.model, batch, target=target, composite=self.composite, batch_size=batch_size,
-                           progress=progress, hypothetical=True, check_delta=False)
+            return explain(self.runner, batch, target=target, composite=self.composite, batch_size=batch_size,
+                           progress=progress, hypothetical=True, check_delta=False, output=output,
+                           strict=self.strict)
+        except LRPCoverageError:
+            raise
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0][:200]
             shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
@@ -306,6 +347,7 @@ class SequenceExplainer(DomainExplainer):
         layer (CRP, :func:`lrp_domains.latent.concept_relevance`; one more forward and backward
         pass, on the records as given), for relevance maximization over the run
         (:func:`lrp_domains.run.reference_examples`)."""
+        target = parse_sequence_target(target) if isinstance(target, str) else target
         result = self.explain(list(items), ids=list(ids), target=target, batch_size=batch_size, center=center,
                               rc_average=rc_average, unique_ids=False)
         if concepts is not None:
@@ -313,7 +355,10 @@ class SequenceExplainer(DomainExplainer):
         return result
 
     def check_options(self, options: dict[str, Any]) -> None:
-        """``concepts`` must name a module of the model."""
+        """``target`` must be an index or a target text (:func:`parse_sequence_target`);
+        ``concepts`` must name a module of the model."""
+        if isinstance(options.get("target"), str):
+            parse_sequence_target(options["target"])
         layer = options.get("concepts")
         if layer is not None and str(layer) not in dict(self.model.named_modules()):
             raise InputError(f"concepts={layer}: the model has no module of that name; give one of "
@@ -331,8 +376,10 @@ class SequenceExplainer(DomainExplainer):
         for length in sorted(set(result.lengths)):
             rows = [i for i, n in enumerate(result.lengths) if n == length]
             onehot = result.onehot[rows][..., :length].to(dtype)
-            found = concept_relevance(self.model, onehot, layer, _subset(target, rows), self.composite,
-                                      batch_size=batch_size)
+            rule_target, output = self._target_and_output(_subset(target, rows))
+            prefix = "" if self.runner is self.model else "model."
+            found = concept_relevance(self.runner, onehot, prefix + layer, rule_target, self.composite,
+                                      batch_size=batch_size, output=output)
             for row, value in zip(rows, found.double().cpu().tolist()):
                 values[row] = value
         return values
@@ -349,8 +396,14 @@ class SequenceExplainer(DomainExplainer):
         }
 
     def settings(self) -> dict[str, Any]:
-        """The alphabet (the order of the hypothetical map's rows)."""
-        return {"alphabet": self.alphabet}
+        """The alphabet (the order of the hypothetical map's rows); the input layout and head
+        where they are not the defaults."""
+        settings: dict[str, Any] = {"alphabet": self.alphabet}
+        if self.architecture != Architecture():
+            settings["architecture"] = vars(self.architecture).copy()
+        if self.head is not None:
+            settings["head"] = self.head
+        return settings
 
 
 def _pad_together(groups: list[tuple[list[int], SequenceExplanation]]) -> SequenceExplanation:

@@ -96,7 +96,10 @@ def sequences_command(
     out: Path = typer.Option(..., help="Output folder."),
     model: str = typer.Option(None, help=MODEL_HELP),
     weights: Path = typer.Option(None, help="Weights for --model (.safetensors)."),
-    target: int = typer.Option(None, help="Output index to explain (default: the prediction / the only output)."),
+    target: str = typer.Option(None, help="What to explain: an output index (default: the prediction / the only "
+                                          "output), 'profile' (BPNet profile head, softmax-weighted; 'profile:S' one "
+                                          "strand), 'counts', or 'track=12:400-420' / 'track 12, bins 400-420' "
+                                          "(bins end excluded), optionally followed by head=H."),
     center: bool = typer.Option(False, "--center", help="Off-simplex correction (Majdandzic et al. 2023)."),
     rc_average: bool = typer.Option(False, "--rc-average", help="Average with the reverse complement."),
     composite: str = typer.Option("genomics", help="Composite name."),
@@ -105,6 +108,7 @@ def sequences_command(
 ) -> None:
     """Nucleotide relevance, seqlets with JASPAR matches, logos, modisco inputs, and an HTML report."""
     from lrp_domains.bio import SequenceExplainer, annotate_seqlets, call_seqlets
+    from lrp_domains.bio.genomic_targets import parse_sequence_target
     from lrp_domains.bio.motifs import load_motifs
     from lrp_domains.files.fasta import FastaRecords
     from lrp_domains.report import write_report
@@ -116,8 +120,9 @@ def sequences_command(
 
             path = datasets_dir() / "example_sequences.fa"
         FastaRecords(path)  # a missing file or an unknown type is named before the model loads
+        parsed_target = parse_sequence_target(target)  # a bad --target is named before the model loads
         explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
-        groups = list(explainer.explain_groups(path, target=target, center=center, rc_average=rc_average,
+        groups = list(explainer.explain_groups(path, target=parsed_target, center=center, rc_average=rc_average,
                                                progress=progress))
         seqlets = call_seqlets(groups)
         if library is not None and len(seqlets):
@@ -174,10 +179,17 @@ def variants_command(
     target: int = typer.Option(None, help="Output index to explain (default: the prediction / the only output)."),
     composite: str = typer.Option("genomics", help="Composite name."),
     batch_size: int = typer.Option(64, help="Variants per batch (each explains two windows)."),
+    motifs: str = typer.Option("JASPAR2024", help="Motif library naming the motif lost or gained at each variant "
+                                                  "(a JASPAR release, a JASPAR/MEME file, or 'none')."),
+    report: bool = typer.Option(True, help="Write report.html: the top variants as two-row logos."),
+    top: int = typer.Option(10, help="Variants shown in the report."),
+    bigwig: bool = typer.Option(False, help="Write delta_relevance.bw: each variant's per-base relevance change "
+                                            "(alternative minus reference) in genome coordinates."),
 ) -> None:
     """Each variant's effect: the reference and alternative windows explained, the change in the
-    prediction and in the relevance of the variant's own bases, one row per allele in variants.tsv,
-    largest effect first (rows that cannot be explained carry a status)."""
+    prediction and in the relevance of the variant's own bases, and the motif lost or gained at the
+    variant, one row per allele in variants.tsv, largest effect first (rows that cannot be
+    explained carry a status); report.html with two-row logos of the top variants."""
     from lrp_domains.bio import SequenceExplainer
     from lrp_domains.bio.variants import explain_variants
     from lrp_domains.files.writing import OutputFolder
@@ -187,12 +199,28 @@ def variants_command(
             raise InputError(f"--vcf {vcf}: no such file")
         if not fasta.is_file():
             raise InputError(f"--fasta {fasta}: no such file")
-        if batch_size < 1 or (window is not None and window < 1):
-            raise InputError("--batch-size and --window must be >= 1")
+        if batch_size < 1 or (window is not None and window < 1) or top < 0:
+            raise InputError("--batch-size and --window must be >= 1, --top >= 0")
+        library = None if motifs.lower() == "none" else motifs
+        if library is not None:
+            from lrp_domains.bio.motifs import load_motifs
+
+            load_motifs(library)  # a bad library is named before any variant is explained
         explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
-        table = explain_variants(explainer, vcf, fasta, window=window, target=target, batch_size=batch_size)
+        table = explain_variants(explainer, vcf, fasta, window=window, target=target, batch_size=batch_size,
+                                 motifs=library, delta_tracks=bigwig)
         folder = OutputFolder(out, "variants")
-        path = folder.write_text("variants.tsv", table.to_csv(sep="\t", index=False, float_format="%.6g"))
+        shown = table.drop(columns=["delta_track"]) if bigwig else table
+        path = folder.write_text("variants.tsv", shown.to_csv(sep="\t", index=False, float_format="%.6g"))
+        if bigwig and (table["status"] == "ok").any():
+            from lrp_domains.bio.variants import variants_to_bigwig
+
+            with folder.atomic("delta_relevance.bw") as temporary:
+                variants_to_bigwig(table, temporary, str(fasta) + ".fai")
+        if report:
+            from lrp_domains.report.variants import write_variant_report
+
+            write_variant_report(explainer, table, fasta, out, top=top, window=window, target=target, folder=folder)
         folder.finish()
     counts = table["status"].value_counts().to_dict()
     typer.echo(f"variants: {path} ({len(table)} rows; " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
