@@ -45,7 +45,10 @@ def _reference_distribution(matrix_id, counts_key):
 
 
 def _reference_p_value(distribution, score):
-    index = int((score - distribution.min_score) / distribution.step)
+    # Biopython's reading, from the score's own bin, less the rounding slack of the columns
+    # (lrp_domains.bio.motif_scores.p_value: without it a consensus site's p-value is 0)
+    columns = distribution.n_points // 10**3
+    index = int((score - distribution.min_score) / distribution.step) - (columns + 2) // 2
     return float(np.clip(np.sum(distribution.bg_density[max(index, 0):]), 0.0, 1.0))
 
 
@@ -267,3 +270,13 @@ def test_a_flat_motif_is_never_a_candidate(seqlets, jaspar):
     pd.testing.assert_frame_equal(with_flat.drop(columns="motifs_scanned"), without.drop(columns="motifs_scanned"))
     alone = annotate_seqlets(part, motifs=[flat])
     assert (alone.motif_id == "").all() and alone.match_p.isna().all()
+
+
+def test_a_consensus_site_has_a_p_value_of_at_least_its_probability(jaspar):
+    """The best-scoring sequence of a motif occurs with probability >= 4**-width under a uniform
+    background, so its p-value can never be 0 (it was, when read from the exact score's bin)."""
+    for motif in [m for m in jaspar if m.name in ("RELB", "CTCF", "REST", "SP1")]:
+        key = tuple((letter, tuple(float(v) for v in motif.counts[letter])) for letter in "ACGT")
+        pssm = _pssm(motif.matrix_id, key)
+        found = p_value(_distribution(motif.matrix_id, key), float(pssm.max))
+        assert 4.0 ** -len(motif) <= found < 1e-3, motif.name

@@ -52,6 +52,9 @@ class ScoreDistribution(NamedTuple):
     interval: float
     n_points: int
     bg_density: np.ndarray
+    #: The PSSM's width: each column's score is rounded to a bin, so a sequence's mass may sit up
+    #: to (columns + 1) / 2 bins away from its exact score's bin (see :func:`p_value`).
+    columns: int = 0
 
 
 def score_distribution(pssm: Any, background: dict[str, float] | None = None,
@@ -92,7 +95,7 @@ def score_distribution(pssm: Any, background: dict[str, float] | None = None,
             if high > low + 1:
                 new[low + 1 + d:high + d] += terms[low + 1:high]
         density = new
-    return ScoreDistribution(min_score, step, interval, n_points, density)
+    return ScoreDistribution(min_score, step, interval, n_points, density, pssm.length)
 
 
 def _sequential_sum(start: float, terms: np.ndarray) -> float:
@@ -104,9 +107,16 @@ def _sequential_sum(start: float, terms: np.ndarray) -> float:
 
 
 def p_value(distribution: Any, score: float) -> float:
-    """P(score >= ``score``) under the background: the density summed from the score's bin (as
-    :func:`lrp_domains.bio.motifs._p_value` has always read it)."""
-    index = int((score - distribution.min_score) / distribution.step)
+    """P(score >= ``score``) under the background: the density summed from the score's bin, less
+    the rounding slack of the distribution's columns.
+
+    Each column's score is rounded to the nearest bin while the distribution is built (up to half
+    a bin each, and the start once more), so the best sequence's mass can sit below the bin of its
+    exact score: read from that bin, a consensus site's p-value came out 0 (Biopython reads it so).
+    Starting ``(columns + 2) // 2`` bins lower counts it; that makes p-values conservative by at
+    most that many bins (``interval / 2000`` in score, at the default precision)."""
+    slack = (getattr(distribution, "columns", 0) + 2) // 2
+    index = int((score - distribution.min_score) / distribution.step) - slack
     total = float(np.asarray(distribution.bg_density, dtype=float)[max(index, 0):].sum())
     return min(max(total, 0.0), 1.0)
 
