@@ -14,6 +14,12 @@ FORBIDDEN = {
 }
 
 
+#: bio modules over token models (DNA language models, transformers over genes) run through the text
+#: machinery by design (one engine for text and genomics, issues #14 and #18); nothing else in bio
+#: may import text, and importing lrp_domains.bio loads neither (test below).
+TEXT_BRIDGES = {"bio/token_sequences.py", "bio/gene_transformer.py"}
+
+
 def _imports(path: Path) -> set[str]:
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
@@ -28,10 +34,20 @@ def test_packages_import_only_downwards():
     offending = []
     for package, forbidden in FORBIDDEN.items():
         for path in (PACKAGE / package).glob("*.py"):
+            relative = str(path.relative_to(PACKAGE))
             for name in _imports(path):
+                if relative in TEXT_BRIDGES and name.startswith("lrp_domains.text"):
+                    continue
                 if name.startswith(forbidden):
-                    offending.append(f"{path.relative_to(PACKAGE)} imports {name}")
+                    offending.append(f"{relative} imports {name}")
     assert not offending, offending
+
+
+def test_importing_bio_loads_neither_the_text_package_nor_transformers():
+    code = ("import sys, lrp_domains.bio; "
+            "print([m for m in ('lrp_domains.text', 'transformers') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_importing_the_core_loads_no_domain_library():

@@ -155,3 +155,35 @@ def test_modisco_workflow_without_modisco_says_what_to_run(tmp_path, monkeypatch
         _script("bio/modisco_motifs.py").main(["--out", str(tmp_path), "--n", "20"])
     assert np.load(tmp_path / "ohe.npy").shape == (20, 4, 200)
     assert np.load(tmp_path / "attr.npy").shape == (20, 4, 200)
+
+
+# -- bio/single_cell_models.py: scANVI and the gene transformer, quick settings ----------------------
+def test_single_cell_models_reports_recomputed_from_the_saved_models(tmp_path):
+    pytest.importorskip("scvi")
+    from lrp_domains.bio import scvi_models
+    from lrp_domains.bio.default_model import load_default_data, markers_in
+    from lrp_domains.bio.gene_transformer import TrainedGeneTransformer
+
+    results = _script("bio/single_cell_models.py").main(["--out", str(tmp_path), "--quick", "--top", "10"])
+    adata = load_default_data()
+    for name in ("scanvi", "gene-transformer"):
+        stored = anndata.read_h5ad(results[name]["h5ad"])
+        layer = pd.DataFrame(stored.layers["lrp"], index=stored.obs_names, columns=stored.var_names)
+        cells = list(stored.obs_names)
+        labels = adata[cells].obs["bulk_labels"].astype(str).tolist()
+        if name == "scanvi":  # reload from the safetensors cache (no training: the same settings)
+            counts = scvi_models.pbmc_counts(adata)
+            model = scvi_models.load_or_train(tmp_path / name / "model", counts, held_out=cells, n_latent=10,
+                                              n_hidden=64, max_epochs=20, seed=0)
+            direct = scvi_models.explainer(model, "epsilon").explain(counts[cells], target=labels)
+        else:
+            trained = TrainedGeneTransformer.load(tmp_path / name / "model")
+            assert trained.test_cells == cells
+            direct = trained.explainer("attnlrp").explain(adata[cells], target=labels)
+        genes = list(direct.relevance.columns)
+        np.testing.assert_allclose(layer[genes].to_numpy(), direct.relevance.to_numpy(), rtol=1e-4, atol=1e-6)
+        others = [g for g in stored.var_names if g not in set(genes)]
+        assert not others or (layer[others].to_numpy() == 0).all()
+        overlap = direct.marker_overlap(markers_in(genes))
+        assert results[name]["markers@20"] == pytest.approx(overlap[overlap.k == 20].recall.mean())
+        assert Path(results[name]["report"]).is_file()

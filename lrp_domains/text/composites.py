@@ -11,7 +11,7 @@ from lrp_domains.core.composites import register
 from lrp_domains.core.functional import pass_handler, stop_handler
 from lrp_domains.core.rules import Epsilon, Identity, Rule
 from lrp_domains.text.attention import TransformersAttention
-from lrp_domains.text.rules import ActivationRule, LayerNormRule, gate_detaching_product
+from lrp_domains.text.rules import ActivationRule, ComposedActivationRule, LayerNormRule, gate_detaching_product
 
 
 def transformers_activations() -> tuple[type, ...]:
@@ -37,6 +37,7 @@ def is_rms_norm(module: nn.Module) -> bool:
 
 
 def _rules(variant: str, epsilon: float) -> dict[LayerKey, Rule]:
+    from transformers.models.esm.modeling_esm import EsmIntermediate
     from transformers.pytorch_utils import Conv1D
 
     return {
@@ -45,6 +46,8 @@ def _rules(variant: str, epsilon: float) -> dict[LayerKey, Rule]:
         # RMSNorm with the RMS constant is y = x * c: the identity rule (AttnLRP, Sec. 3.3.2).
         is_rms_norm: Identity(),
         (nn.GELU, nn.SiLU, nn.Tanh, nn.Mish, *transformers_activations()): ActivationRule(tag_gate=variant == "cp-lrp"),
+        # ESM / Nucleotide Transformer: dense, then GELU written out with erf in the forward.
+        EsmIntermediate: ComposedActivationRule("dense"),
     }
 
 

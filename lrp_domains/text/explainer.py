@@ -63,7 +63,8 @@ class TextExplainer(DomainExplainer):
         (``...ForCausalLM``, ``GPT2LMHeadModel``). It is explained in eval mode and returned
         unchanged.
     tokenizer:
-        Its (fast) tokenizer: character offsets map tokens to words.
+        Its (fast) tokenizer: character offsets map tokens to words. None for models explained on
+        token ids only (:meth:`attribute`, :meth:`attribute_sources`), e.g. gene-token models.
     composite:
         ``"attnlrp"`` (default), ``"cp-lrp"``, or a :class:`~lrp_domains.Composite`.
     labels:
@@ -85,6 +86,9 @@ class TextExplainer(DomainExplainer):
                                           "token_relevance", "special", "words", "word_relevance", "other_relevance",
                                           "truncated")
     report: ClassVar[str] = "lrp_domains.report.text:write_text_report"
+    #: Also keep the word embedding's relevance per hidden unit, ``(tokens, hidden)``, in each
+    #: result's ``extra["word_embedding_relevance"]`` (the DNA language model explainer reads it).
+    keep_embedding_vectors: bool = False
 
     def __init__(self, model: nn.Module, tokenizer: Any, composite: str | Composite = "attnlrp",
                  labels: Sequence[str] | None = None, max_length: int | None = None, strict: bool = False,
@@ -93,7 +97,7 @@ class TextExplainer(DomainExplainer):
         self.tokenizer = tokenizer
         self.composite = resolve_composite(composite)
         self.strict = strict
-        if not getattr(tokenizer, "is_fast", False):
+        if tokenizer is not None and not getattr(tokenizer, "is_fast", False):
             raise TypeError("TextExplainer needs a fast tokenizer (character offsets); load it with use_fast=True")
         self.is_decoder = is_causal_lm(model) if decoder is None else bool(decoder)
         config = getattr(model, "config", None)
@@ -229,6 +233,20 @@ class TextExplainer(DomainExplainer):
                          sources=self._sources(), check_delta=False)
         return self._word_relevance(result).detach(), result.output
 
+    def attribute_sources(self, inputs: dict[str, torch.Tensor], target: int | torch.Tensor | Callable | None = None,
+                          ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """As :meth:`attribute`, for any keyword inputs of the model (token ids plus what a wrapper
+        takes, e.g. binned expression values), returning the relevance at every embedding output
+        summed over the hidden size, ``{module name: (N, T)}`` (word, position, token-type and any
+        other ``nn.Embedding``), and the logits. One forward and backward pass."""
+        if self.is_decoder:
+            raise TypeError("attribute_sources is for classifiers; use explain_next_token for causal language models")
+        if isinstance(target, torch.Tensor) and target.dim() == 0:
+            target = int(target)
+        result = explain(self.model, dict(inputs), target=target, composite=self.composite, strict=self.strict,
+                         sources=self._sources(), check_delta=False)
+        return {name: value.sum(-1).detach() for name, value in result.sources.items()}, result.output
+
     # -- the contract (runs) -----------------------------------------------------------------
     def reader(self, path: str | Path, column: str = "text") -> Reader:
         """Texts of ``.txt``/``.csv``/``.tsv``/``.jsonl``/``.parquet`` (see :mod:`lrp_domains.files.tables`)."""
@@ -353,6 +371,10 @@ class TextExplainer(DomainExplainer):
             details = info(part, chunk)
             results.extend(self._result(e, row, relevance, word_source, explained[row], details[row])
                            for row, e in enumerate(chunk))
+            if self.keep_embedding_vectors:  # per hidden unit, for callers that need more than the sum
+                for row, e in enumerate(chunk):
+                    results[start + row].extra["word_embedding_relevance"] = \
+                        part.sources[word_source][row, :len(e.ids)].detach().cpu()
         return results
 
     def _word_relevance(self, result: Explanation) -> torch.Tensor:

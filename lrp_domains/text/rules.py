@@ -107,3 +107,44 @@ def gate_detaching_product(func: Callable, args: tuple, kwargs: dict) -> Any:
         )
         return func(*args, **kwargs)
     return uniform_handler(func, args, kwargs)
+
+
+class ComposedActivationRule(Rule):
+    """Identity rule for an activation written out inside a module's forward, after a linear child:
+    ``y = act(inner(x))`` with ``act`` elementwise (ESM's and Nucleotide Transformer's
+    ``EsmIntermediate``: ``x * 0.5 * (1 + erf(x / sqrt 2))`` as torch operations, which the functional
+    rules would read as a product and an ``erf``).
+
+    ``inner`` runs with its own rule (epsilon for a linear layer); the activation gets the identity
+    rule ``R_inner = R_y`` (AttnLRP, Achtibat et al. 2024, Sec. 3.3.1): the modified gradient is
+    ``g_y * y / z`` with ``z = inner(x)``. The output is the module's own forward, unchanged.
+    """
+
+    def __init__(self, inner: str = "dense") -> None:
+        self.inner = inner
+
+    def __repr__(self) -> str:
+        return f"ComposedActivationRule({self.inner!r})"
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        x = single_input(call, args, kwargs)
+        if not x.requires_grad:
+            return call.original(x)
+        z = getattr(call.module, self.inner)(x)
+        with torch.no_grad():
+            y = call.original(x)
+        return _GivenOutputIdentity.apply(z, y)
+
+
+class _GivenOutputIdentity(torch.autograd.Function):
+    """Forward: the given output ``y``; backward: ``g_z = g_y * y / z`` (0 where ``z = 0``)."""
+
+    @staticmethod
+    def forward(ctx, z, y):  # noqa: D102
+        ctx.save_for_backward(torch.div(y, z).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0))
+        return y.clone()
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: D102
+        (ratio,) = ctx.saved_tensors
+        return grad * ratio, None
