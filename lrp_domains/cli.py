@@ -131,14 +131,41 @@ def bench_text_faithfulness(
 
 
 @bench_app.command("genes")
-def bench_genes() -> None:
+def bench_genes(
+    models: str = typer.Option("mlp", "--models", help="Comma-separated: mlp (the default PBMC MLP), scanvi "
+                               "(scANVI trained on pbmc68k_reduced counts, cached), gene-transformer (a "
+                               "Geneformer-style BERT over ranked genes, cached), gene-transformer-values "
+                               "(its scGPT-style variant with value bins)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Where trained models are cached (default "
+                                   "~/.cache/lrp-domains)."),
+    cells: str = typer.Option("held-out", "--cells", help="scANVI: explain the held-out cells or all."),
+) -> None:
     """Marker recall, DE overlap, deletion faithfulness and cost per method on the default PBMC model."""
     from lrp_domains.bench.measure import reexec_with_passive_threads
 
+    chosen = [m.strip() for m in models.split(",") if m.strip()]
+    known = ("mlp", "scanvi", "gene-transformer", "gene-transformer-values")
+    unknown = sorted(set(chosen) - set(known))
+    if unknown or not chosen:
+        raise typer.BadParameter(f"unknown models {unknown}; choose from {', '.join(known)}", param_hint="--models")
     reexec_with_passive_threads()
-    from lrp_domains.bench.genes import print_table, run
+    if "mlp" in chosen:
+        from lrp_domains.bench.genes import print_table, run
 
-    print_table(*run())
+        print_table(*run())
+    if "scanvi" in chosen:
+        from lrp_domains.bench import genes_scvi
+
+        try:
+            genes_scvi.print_table(genes_scvi.run(cache_dir=cache_dir, cells=cells))
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from error
+    for name in ("gene-transformer", "gene-transformer-values"):
+        if name in chosen:
+            from lrp_domains.bench import genes_transformer
+
+            where = cache_dir if cache_dir is not None else genes_transformer.DEFAULT_CACHE
+            genes_transformer.print_table(genes_transformer.run(cache_dir=where, values=name.endswith("values")))
 
 
 @bench_app.command("sequences")
@@ -193,6 +220,25 @@ def bench_motifs(
     from lrp_domains.bench.motifs import print_table, run
 
     print_table(run(n_seqlets=n_seqlets, repeats=repeats, old_seqlets=old_seqlets))
+
+
+@bench_app.command("variants")
+def bench_variants(
+    n: int = typer.Option(120, help="Planted motifs; each brings a break, a flank and a far variant."),
+    seed: int = typer.Option(0, help="Seed of the synthetic genome and variants."),
+    repeats: int = typer.Option(3, help="Timed runs per method (interleaved); the median is reported."),
+    quick: bool = typer.Option(False, "--quick", help="30 motifs, one timed run."),
+) -> None:
+    """Synthetic variants: motif-breaking ones rank first (AUROC), the lost motif named, cost in gradients."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.variants import print_table, run
+
+    if n < 1 or repeats < 1:
+        typer.echo("error: --n and --repeats must be at least 1", err=True)
+        raise typer.Exit(2)
+    print_table(run(n=n, seed=seed, repeats=repeats, quick=quick))
 
 
 @bench_app.command("adapter")
@@ -291,6 +337,33 @@ def bench_peers(
     from lrp_domains.bench.peers import print_table, run
 
     print_table(run(n=n, references=references))
+
+
+@bench_app.command("genomics-models")
+def bench_genomics_models(
+    n: int = typer.Option(400, help="Test sequences generated (about half are positive, those are explained)."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny models and settings: checks the bench in seconds."),
+    cache_dir: Path = typer.Option(None, help="Where trained models are cached (default: "
+                                              "~/.cache/lrp-domains/genomics-models)."),
+    models: str = typer.Option("nt,bpnet", help="Comma-separated: nt (NT-like token model), bpnet (BPNet-like)."),
+) -> None:
+    """Planted-motif AUROC/AUPR and cost in gradients of our LRP, gradient x input, integrated gradients, ISM and
+    tangermeme's DeepLiftShap on an NT-like DNA language model and a BPNet-like profile model (1 thread)."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    import torch
+
+    torch.set_num_threads(1)
+    from lrp_domains.bench.genomics_models import print_report, run
+
+    try:
+        result = run(n=n, quick=quick, cache_dir=cache_dir,
+                     models=tuple(m.strip() for m in models.split(",") if m.strip()), log=typer.echo)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    print_report(result)
 
 
 @bench_app.command("startup")
