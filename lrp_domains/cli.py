@@ -284,6 +284,30 @@ def bench_gpu(
         raise typer.Exit(code)
 
 
+@bench_app.command("gpu-models")
+def bench_gpu_models(
+    tiny: bool = typer.Option(False, "--tiny", help="Tiny models and sequences: checks the bench in seconds on a CPU."),
+    device: str = typer.Option(None, help="cuda (the default when there is one), or cpu with --tiny."),
+    models: str = typer.Option(",".join(("bpnet-profile", "bpnet-counts", "enformer", "borzoi", "nt")),
+                               help="Comma-separated: bpnet-profile, bpnet-counts, enformer, borzoi, nt."),
+    repeats: int = typer.Option(0, help="Timed runs per method, interleaved (0: 5; --tiny 2)."),
+) -> None:
+    """BPNet, Enformer, Borzoi and an NT-like DNA language model on a GPU: our explanation against a
+    plain gradient (time, memory), float32 against the CPU, bfloat16 against float32."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.gpu_models import print_table, run
+
+    try:
+        rows = run(device=device, tiny=tiny, models=tuple(m.strip() for m in models.split(",") if m.strip()),
+                   repeats=repeats or None)
+    except ValueError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    print_table(rows)
+
+
 @bench_app.command("scale")
 def bench_scale(
     kind: str = typer.Option("sequences", help="sequences (synthetic FASTA) or text (SST-2 dev, repeated)."),
