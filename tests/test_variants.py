@@ -352,3 +352,27 @@ def test_cli_report_shows_the_top_variants_as_two_row_logos_and_writes_the_track
     with pyBigWig.open(str(out / "delta_relevance.bw")) as bw:
         assert set(bw.chroms()) == {"chr1", "chr2"}
         assert bw.values("chr1", 502, 503)[0] < 0  # the broken CTCF base loses relevance
+
+
+def test_a_dna_language_model_explains_variants_too(genome, fasta_path, fasta, tmp_path):
+    pytest.importorskip("transformers")
+    from lrp_domains.bio.dna_language_model import build_nt_like
+    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
+    from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+
+    tokenizer = kmer_tokenizer(6, model_max_length=40)
+    explainer = TokenSequenceExplainer(build_nt_like(tokenizer, max_tokens=40), tokenizer)
+    vcf = _write_vcf(tmp_path / "calls.vcf", _variants(genome))
+    table = explain_variants(explainer, vcf, fasta_path, window=198, motifs=None)
+    assert (table["status"] == "ok").sum() == 6
+    for name in ("break", "del"):
+        row = table[table["id"] == name].iloc[0]
+        windows = variant_windows(VariantRecord(row["chrom"], int(row["pos"]), name, row["ref"], row["alt"], 1),
+                                  fasta, 198)
+        direct = explainer.explain([windows.ref, windows.alt])
+        assert math.isclose(row["delta_score"], float(direct.explained[1] - direct.explained[0]), rel_tol=1e-4,
+                            abs_tol=1e-6)
+        per_position = direct.per_position.double()
+        expected = float(per_position[1, 99:99 + len(row["alt"])].sum() - per_position[0, 99:99 + len(row["ref"])]
+                         .sum())
+        assert math.isclose(row["delta_relevance"], expected, rel_tol=1e-4, abs_tol=1e-7)
