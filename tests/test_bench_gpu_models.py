@@ -80,3 +80,13 @@ def test_borzois_gradient_reads_its_tracks_first_output():
     onehot = one_hot(sequences).requires_grad_(True)
     model(onehot)[:, 0, 0:4].sum().backward()  # track 0, bins 0-4 of (N, tracks, bins)
     assert torch.allclose(bench.gradient(), onehot.grad)
+
+
+def test_rotary_tables_stay_float32_with_their_exact_values():
+    model = G.build("nt", tiny=True)[0]
+    exact = {n: b.clone() for n, b in model.named_buffers() if n.endswith("inv_freq")}
+    assert exact  # the NT-like model is rotary
+    cast = G.keep_rotary_tables(model.to(torch.bfloat16))
+    for name, buffer in cast.named_buffers():
+        if name.endswith("inv_freq"):
+            assert buffer.dtype == torch.float32 and torch.equal(buffer, exact[name])

@@ -152,6 +152,23 @@ class _Bench:
         return grad
 
 
+def keep_rotary_tables(model: nn.Module) -> nn.Module:
+    """``model`` with its rotary-embedding frequency buffers (``inv_freq``) back in float32.
+
+    ``model.to(torch.bfloat16)`` also casts ESM's ``inv_freq`` buffer, to 3 significant digits: the
+    angles of positions beyond a few hundred tokens then move by radians, and the bf16 model
+    attends differently from the fp32 one (its explanation agreed with the fp32 model's at 200
+    tokens and not at 999, with correlation 0.48, until the table was kept in float32)."""
+    for module in model.modules():
+        table = getattr(module, "inv_freq", None)
+        if isinstance(table, torch.Tensor) and table.is_floating_point() and table.dtype != torch.float32:
+            fresh = getattr(module, "compute_default_rope_parameters", None)
+            config = getattr(module, "config", None)
+            exact = fresh(config)[0] if callable(fresh) and config is not None else table.float()
+            module.inv_freq = exact.to(device=table.device, dtype=torch.float32)
+    return model
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -185,7 +202,7 @@ def measure(name: str, device: torch.device, tiny: bool, repeats: int) -> list[d
     for dtype in (torch.float32, torch.bfloat16):
         # built again (same seed, same weights): Borzoi caches its relative positions, in the dtype
         # of its first forward, outside its buffers, so a model moved after a forward breaks
-        model = build(name, tiny)[0].to(device=device, dtype=dtype)
+        model = keep_rotary_tables(build(name, tiny)[0].to(device=device, dtype=dtype))
         bench = _Bench(name, model, options, sequences)
         try:
             bench.gradient()  # warm-up (kernels, caches, Borzoi's relative positions)
