@@ -36,7 +36,7 @@ def test_every_model_has_a_float32_and_a_bfloat16_row(rows):
         if row["dtype"] == "float32":  # the same device: the batch's first two equal a separate explanation
             assert row["vs_cpu"] < 1e-5
         else:
-            assert row["corr_fp32"] > 0.9
+            assert row["corr_fp32"] > 0.9 and row["gradient_corr_fp32"] > 0.9
 
 
 def test_the_timed_relevance_is_the_explainers_own():

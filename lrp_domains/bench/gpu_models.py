@@ -11,8 +11,9 @@ tokens, 5,994 bp = 999 tokens, the class logit):
   for a plain gradient of the same explained value (at the one-hot input, or at the token
   embeddings), timed in turns, median of ``repeats``; their ratio; peak GPU memory of each;
 - agreement: the float32 relevance on the GPU against the same model's on the CPU (largest
-  absolute difference over the largest absolute value, first two sequences), and the bfloat16
-  relevance's correlation with the float32 one.
+  absolute difference over the largest absolute value, first two sequences), the bfloat16
+  relevance's correlation with the float32 one, and the same correlation for the plain gradient
+  (how far the bf16 model itself is from the fp32 one).
 
 ``tiny=True`` builds tiny versions and short sequences so the same code runs on a CPU in seconds
 (``tests/test_bench_gpu_models.py``); peak memory is then not measured.
@@ -198,7 +199,7 @@ def measure(name: str, device: torch.device, tiny: bool, repeats: int) -> list[d
     model, options, length, batch = build(name, tiny)
     sequences = _random_sequences(batch, length, seed=1)
     reference = _Bench(name, model, options, sequences[:2]).explain()  # the CPU, float32
-    rows, float32 = [], None
+    rows, float32, float32_gradient = [], None, None
     for dtype in (torch.float32, torch.bfloat16):
         # built again (same seed, same weights): Borzoi caches its relative positions, in the dtype
         # of its first forward, outside its buffers, so a model moved after a forward breaks
@@ -213,7 +214,7 @@ def measure(name: str, device: torch.device, tiny: bool, repeats: int) -> list[d
         bench.explain()
         times: dict[str, list[float]] = {"lrp": [], "gradient": []}
         peaks: dict[str, float] = {}
-        relevance = None
+        relevance = gradient_values = None
         for _ in range(repeats):
             for method, fn in (("lrp", bench.explain), ("gradient", bench.gradient)):
                 seconds, peak, result = _timed(fn, device)
@@ -221,16 +222,21 @@ def measure(name: str, device: torch.device, tiny: bool, repeats: int) -> list[d
                 peaks[method] = peak
                 if method == "lrp":
                     relevance = result
+                else:
+                    gradient_values = result.detach().float().cpu()
         lrp, gradient = statistics.median(times["lrp"]), statistics.median(times["gradient"])
         row = {"model": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch, "length": length,
                "lrp_s": lrp, "gradient_s": gradient, "ratio": lrp / gradient, "lrp_mib": peaks["lrp"],
-               "gradient_mib": peaks["gradient"], "vs_cpu": math.nan, "corr_fp32": math.nan, "note": ""}
+               "gradient_mib": peaks["gradient"], "vs_cpu": math.nan, "corr_fp32": math.nan,
+               "gradient_corr_fp32": math.nan, "note": ""}
         if dtype == torch.float32:
-            float32 = relevance
+            float32, float32_gradient = relevance, gradient_values
             scale = reference.abs().max().clamp_min(1e-30)
             row["vs_cpu"] = float((relevance[:2] - reference).abs().max() / scale)
         else:
             row["corr_fp32"] = _correlation(relevance, float32)
+            # the plain gradient's own agreement: how far the bf16 model itself is from the fp32 one
+            row["gradient_corr_fp32"] = _correlation(gradient_values, float32_gradient)
         rows.append(row)
         del model, bench
     return rows
@@ -262,7 +268,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
     table = Table(title=f"genomics models on {rows[0]['device'] if rows else '-'}")
     for column in ("model", "dtype", "batch x length", "ours s", "gradient s", "ours / gradient", "ours MiB",
-                   "gradient MiB", "fp32 vs CPU", "corr. with fp32"):
+                   "gradient MiB", "fp32 vs CPU", "corr. with fp32", "gradient's corr."):
         table.add_column(column)
 
     def number(value: float, spec: str) -> str:
@@ -272,12 +278,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         if row.get("note"):
             notes.append(f"{row['model']} {row['dtype']}: {row['note']}")
-            table.add_row(row["model"], row["dtype"], f"{row['batch']} x {row['length']}", *["n/a"] * 7)
+            table.add_row(row["model"], row["dtype"], f"{row['batch']} x {row['length']}", *["n/a"] * 8)
             continue
         table.add_row(row["model"], row["dtype"], f"{row['batch']} x {row['length']}", number(row["lrp_s"], ".4f"),
                       number(row["gradient_s"], ".4f"), number(row["ratio"], ".2f"), number(row["lrp_mib"], ".0f"),
                       number(row["gradient_mib"], ".0f"), number(row["vs_cpu"], ".1e"),
-                      number(row["corr_fp32"], ".4f"))
+                      number(row["corr_fp32"], ".4f"), number(row["gradient_corr_fp32"], ".4f"))
     Console(width=170).print(table)
     for note in notes:
         print(note)
