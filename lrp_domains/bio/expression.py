@@ -179,12 +179,9 @@ class ExpressionExplainer(DomainExplainer):
 
     def result_rows(self, result: GeneExplanation, ids: Sequence[str]) -> dict[str, list]:
         """Per cell: prediction, target and the relevance of each model gene (names in the manifest)."""
-        return {
-            "explained": result.explained.to_numpy().tolist(), "delta": result.delta.to_numpy().tolist(),
-            "prediction": result.prediction.to_numpy().tolist(),
-            "target": [None] * len(ids) if result.target is None else result.target.to_numpy().tolist(),
-            "relevance": [list(values) for values in result.relevance.to_numpy()],
-        }
+        from lrp_domains.bio.genes import run_rows
+
+        return run_rows(result, len(ids))
 
     def settings(self) -> dict[str, Any]:
         """The model's genes and classes."""

@@ -131,6 +131,17 @@ class GeneExplanation:
         return frame
 
 
+def run_rows(result: GeneExplanation, n: int) -> dict[str, list]:
+    """A gene explanation's run columns, one value per sample (``n`` samples): explained, delta,
+    prediction, target and the relevance of each gene (names in the manifest)."""
+    return {
+        "explained": result.explained.to_numpy().tolist(), "delta": result.delta.to_numpy().tolist(),
+        "prediction": result.prediction.to_numpy().tolist(),
+        "target": [None] * n if result.target is None else result.target.to_numpy().tolist(),
+        "relevance": [list(values) for values in result.relevance.to_numpy()],
+    }
+
+
 def _top(group: str, scores: pd.Series, positive: pd.Series, n: int) -> pd.DataFrame:
     order = scores.sort_values(ascending=False).index[:n]
     return pd.DataFrame({"group": group, "rank": np.arange(1, len(order) + 1), "gene": order,

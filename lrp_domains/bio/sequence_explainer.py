@@ -386,14 +386,8 @@ class SequenceExplainer(DomainExplainer):
 
     def result_rows(self, result: SequenceExplanation, ids: Sequence[str]) -> dict[str, list]:
         """Per record: the sequence, relevance per position and the hypothetical map (A x L, letter-major)."""
-        per_position = result.per_position
-        return {
-            "explained": result.explained.tolist(), "delta": result.delta.tolist(), "sequence": result.sequences,
-            "relevance": [per_position[i, :n].double().tolist() for i, n in enumerate(result.lengths)],
-            "hypothetical": [result.hypothetical[i, :, :n].double().reshape(-1).tolist()
-                             for i, n in enumerate(result.lengths)],
-            "concepts": result.concepts if result.concepts is not None else [[] for _ in result.ids],
-        }
+        return {**sequence_rows(result),
+                "concepts": result.concepts if result.concepts is not None else [[] for _ in result.ids]}
 
     def settings(self) -> dict[str, Any]:
         """The alphabet (the order of the hypothetical map's rows); the input layout and head
@@ -404,6 +398,18 @@ class SequenceExplainer(DomainExplainer):
         if self.head is not None:
             settings["head"] = self.head
         return settings
+
+
+def sequence_rows(result: SequenceExplanation) -> dict[str, list]:
+    """A sequence explanation's run columns, one value per record, without padding: explained,
+    delta, sequence, relevance per position and the hypothetical map (A x L, letter-major)."""
+    per_position = result.per_position
+    return {
+        "explained": result.explained.tolist(), "delta": result.delta.tolist(), "sequence": result.sequences,
+        "relevance": [per_position[i, :n].double().tolist() for i, n in enumerate(result.lengths)],
+        "hypothetical": [result.hypothetical[i, :, :n].double().reshape(-1).tolist()
+                         for i, n in enumerate(result.lengths)],
+    }
 
 
 def _pad_together(groups: list[tuple[list[int], SequenceExplanation]]) -> SequenceExplanation:

@@ -307,12 +307,10 @@ class TokenSequenceExplainer(DomainExplainer):
         """Per record: the sequence, relevance per position, the hypothetical map (4 x L,
         letter-major), the tokens with their relevance, the special tokens' and other embeddings'
         relevance."""
-        per_position = result.per_position
+        from lrp_domains.bio.sequence_explainer import sequence_rows
+
         return {
-            "explained": result.explained.tolist(), "delta": result.delta.tolist(), "sequence": result.sequences,
-            "relevance": [per_position[i, :n].double().tolist() for i, n in enumerate(result.lengths)],
-            "hypothetical": [result.hypothetical[i, :, :n].double().reshape(-1).tolist()
-                             for i, n in enumerate(result.lengths)],
+            **sequence_rows(result),
             "tokens": result.tokens, "token_relevance": [r.double().tolist() for r in result.token_relevance],
             "special_relevance": result.special_relevance.tolist(), "other_relevance": result.other_relevance.tolist(),
         }
