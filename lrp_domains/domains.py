@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from lrp_domains.errors import InputError
+from lrp_domains.options import Option
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,6 +39,11 @@ if TYPE_CHECKING:
 ENTRY_POINT_GROUP = "lrp_domains.explainers"
 #: Columns every output row starts with.
 COMMON_COLUMNS = ("row", "id")
+#: The column every output row ends with (where the domain does not declare it): ``ok``, or why
+#: the row holds no usable explanation (``non-finite``: NaN or Inf in its output or relevance).
+STATUS = "status"
+OK = "ok"
+NON_FINITE = "non-finite"
 
 
 class Reader(Protocol):
@@ -62,6 +68,9 @@ class DomainExplainer:
     default_composite: ClassVar[str] = "epsilon"
     #: Options a run passes to :meth:`explain_batch`, with their defaults.
     run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": None}
+    #: The type of each option whose default does not say it (:class:`lrp_domains.options.Option`:
+    #: a choice, a minimum); ``target`` and ``batch_size`` are typed for every explainer.
+    option_types: ClassVar[dict[str, Option]] = {}
     #: Output columns after ``row`` and ``id``, in order (``explained`` and ``delta`` first).
     columns: ClassVar[tuple[str, ...]] = ("explained", "delta")
     #: ``"module:function"`` writing this domain's report: ``function(result, out_dir, **kwargs) -> {name: path}``.
@@ -97,7 +106,8 @@ class DomainExplainer:
         raise NotImplementedError
 
     def explain_rows(self, ids: Sequence[str], items: Any, first_row: int = 0, **options: Any) -> pd.DataFrame:
-        """Explain a batch and return its output rows: ``row``, ``id`` and :attr:`columns`."""
+        """Explain a batch and return its output rows: ``row``, ``id``, :attr:`columns` and
+        ``status`` (``ok``, or ``non-finite`` for a row whose numbers hold NaN or Inf)."""
         import pandas as pd
 
         unknown = sorted(set(options) - set(self.run_options))
@@ -110,7 +120,27 @@ class DomainExplainer:
             raise TypeError(f"{type(self).__name__}.result_rows gave columns {list(columns)}, not its declared "
                             f"{list(self.columns)}")
         rows = {"row": list(range(first_row, first_row + len(ids))), "id": list(ids), **columns}
+        finite = [all(_finite(values[i]) for values in columns.values()) for i in range(len(ids))]
+        given = rows.get(STATUS, [OK] * len(ids))
+        rows[STATUS] = [status if good or status != OK else NON_FINITE for status, good in zip(given, finite)]
         return pd.DataFrame(rows)
+
+
+def _finite(value: Any) -> bool:
+    """False for a number, or a list/array of numbers, holding NaN or Inf (other values: True)."""
+    import numpy as np
+
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return True
+    if isinstance(value, (int, float, np.number)):
+        return bool(np.isfinite(value))
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        return True
+    if array.dtype == object:
+        return all(_finite(v) for v in array.ravel())
+    return not np.issubdtype(array.dtype, np.number) or bool(np.isfinite(array).all())
 
 
 _REGISTRY: dict[str, type[DomainExplainer]] = {}

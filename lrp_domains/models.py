@@ -41,6 +41,14 @@ def model_fingerprint(model: nn.Module) -> str:
     return state_dict_sha256(model.state_dict())
 
 
+def first_nonfinite_parameter(model: nn.Module) -> str | None:
+    """The name of the model's first parameter or buffer holding NaN or Inf, or None."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return name
+    return None
+
+
 class UserModel(NamedTuple):
     """A model built from a ``MODULE:FACTORY`` spec, with the gene and class names it came with."""
 
@@ -70,7 +78,12 @@ def load_factory(spec: str) -> Any:
 
 def load_user_model(spec: str, weights: str | Path | None = None) -> UserModel:
     """Build ``MODULE:FACTORY`` and load ``weights`` (safetensors) into it; see the module docstring."""
-    built = load_factory(spec)()
+    factory = load_factory(spec)
+    try:
+        built = factory()
+    except Exception as error:  # the user's code: name it, keep the original as __cause__
+        detail = " ".join(str(error).split())[:400]
+        raise InputError(f"--model {spec}: the factory raised {type(error).__name__}: {detail}") from error
     model, genes, classes = built if isinstance(built, tuple) and len(built) == 3 else (built, None, None)
     if not isinstance(model, nn.Module):
         raise InputError(f"--model {spec}: the factory returned {type(model).__name__}, not a torch.nn.Module (or a "

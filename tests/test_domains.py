@@ -37,7 +37,7 @@ from lrp_domains.run import explain_dataset, read_manifest, read_results
 ROOT = Path(__file__).resolve().parents[1]
 FEATURES = ("sepal", "petal", "stem", "leaf")
 CLASSES = 3
-TABULAR_COLUMNS = ["row", "id", "explained", "delta", "prediction", "relevance"]
+TABULAR_COLUMNS = ["row", "id", "explained", "delta", "prediction", "relevance", "status"]
 
 
 # -- a domain defined entirely in this file ----------------------------------------------------------

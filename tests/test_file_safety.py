@@ -98,8 +98,16 @@ def test_report_writers_replace_a_symlink_not_its_target(tmp_path):
     target = tmp_path / "elsewhere.html"
     target.write_text("keep me")
     (out / "report.html").symlink_to(target)
-    result = run("bio", "sequences", _fasta(tmp_path / "in.fa"), "--out", out, "--model", "models:cnn1d",
-                 "--motifs", "none", "--no-progress")
+    args = ("bio", "sequences", _fasta(tmp_path / "in.fa"), "--out", out, "--model", "models:cnn1d", "--motifs",
+            "none", "--no-progress")
+    refused = run(*args)  # a report.html we did not write (here a symlink): refused, nothing replaced
+    assert refused.exit_code == 2 and "report.html, which lrp-domains did not write" in refused.output
+    assert (out / "report.html").is_symlink() and target.read_text() == "keep me"
+    (out / "report.html").unlink()
+    assert run(*args).exit_code == 0
+    (out / "report.html").unlink()
+    (out / "report.html").symlink_to(target)  # our listed report.html, replaced by a symlink
+    result = run(*args)
     assert result.exit_code == 0, result.output
     assert target.read_text() == "keep me"
     assert not (out / "report.html").is_symlink() and "<html" in (out / "report.html").read_text()
@@ -199,7 +207,8 @@ def test_deeply_nested_json_lines_and_markers(tmp_path):
         reader.read(reader.shards(5)[0])
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "lrp-domains.json").write_text("[" * 1000 + "]" * 1000)
-    OutputFolder(tmp_path / "out", "test").finish()  # an unreadable marker lists nothing of ours
+    with pytest.raises(InputError, match="lrp-domains.json is not an lrp-domains report list"):
+        OutputFolder(tmp_path / "out", "test")  # an unreadable marker is not ours: refused, never replaced
 
 
 def test_finish_never_deletes_through_a_symlinked_folder(tmp_path):

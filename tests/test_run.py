@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["a good film", "bad, boring and long", "I loved it", "not great", "the plot, \"sadly\", drags",
          "fine", "an utter mess", "charming and warm", "so-so", "the best of the year", "dull"]
 TEXT_COLUMNS = ["row", "id", "explained", "delta", "text", "prediction", "target", "tokens", "token_relevance",
-                "special", "words", "word_relevance", "other_relevance", "truncated"]
-SEQUENCE_COLUMNS = ["row", "id", "explained", "delta", "sequence", "relevance", "hypothetical", "concepts"]
-GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "relevance"]
+                "special", "words", "word_relevance", "other_relevance", "truncated", "status"]
+SEQUENCE_COLUMNS = ["row", "id", "explained", "delta", "sequence", "relevance", "hypothetical", "concepts", "status"]
+GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "relevance", "status"]
 
 
 # -- fixtures --------------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_resume_refuses_other_input_or_settings(tmp_path, sequence_explainer):
     before = {f: (out / f).read_bytes() for f in _shard_files(out) + ["manifest.json"]}
     with pytest.raises(ValueError, match=r"settings\.composite: 'genomics' before, 'epsilon' now.*--no-resume"):
         explain_dataset(SequenceExplainer.default(composite="epsilon"), path, out, shard_size=5, progress=False)
-    with pytest.raises(ValueError, match=r"settings\.shard_size: '5' before, '4' now"):
+    with pytest.raises(ValueError, match=r"settings\.shard_size: 5 before, 4 now"):
         explain_dataset(sequence_explainer, path, out, shard_size=4, progress=False)
     with pytest.raises(ValueError, match=r"settings\.options\.rc_average"):
         explain_dataset(sequence_explainer, path, out, shard_size=5, progress=False, rc_average=True)

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from lrp_domains import domains
-from lrp_domains.commands.common import one_line_errors, parse_target
+from lrp_domains.commands.common import one_line_errors
 from lrp_domains.errors import InputError
 
 app = typer.Typer(help="Explain whole files into Parquet shards, resumably, locally or on Ray.", no_args_is_help=True)
@@ -22,20 +22,22 @@ class Engine(str, Enum):
     ray = "ray"
 
 
-def _options(target: str | None, missing: str | None, option: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+def _options(kind: str, target: str | None, missing: str | None, option: list[str]) -> dict[str, Any]:
+    """The run's options from the command line, typed by the explainer that declares them
+    (:mod:`lrp_domains.options`): checked before the model loads or the folder is touched."""
+    from lrp_domains.options import parse_options
+
+    given: dict[str, Any] = {}
     if target is not None:
-        options["target"] = parse_target(target)
+        given["target"] = target
     if missing is not None:
-        options["missing"] = missing
+        given["missing"] = missing
     for item in option:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter(f"--option takes KEY=VALUE, got {item!r}")
-        lowered = value.lower()
-        options[key.replace("-", "_")] = (True if lowered == "true" else False if lowered == "false"
-                                          else int(value) if value.lstrip("-").isdigit() else value)
-    return options
+            raise InputError(f"--option takes KEY=VALUE, got {item!r}")
+        given[key.replace("-", "_")] = value
+    return parse_options(domains.get(kind), given)
 
 
 def _command(kind: str):
@@ -62,7 +64,7 @@ def _command(kind: str):
         from lrp_domains.run.ray_engine import RayWorkersLost
 
         with one_line_errors():
-            options = _options(target, missing, option)
+            options = _options(kind, target, missing, option)
             if weights is not None and model is None:
                 raise InputError("--weights needs --model MODULE:FACTORY")
             if address is not None and engine is not Engine.ray:

@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from lrp_domains.errors import InputError
 
@@ -81,27 +82,57 @@ def prepare_folder(path: str | Path, what: str = "output") -> Path:
 
 
 class OutputFolder:
-    """A folder our reports write into (see the module docstring); call :meth:`finish` at the end."""
+    """A folder our reports write into (see the module docstring); call :meth:`finish` at the end.
+
+    One writer and one kind per folder: the folder's lock (:mod:`lrp_domains.files.lock`) is held
+    from the first file written until :meth:`finish` (or :meth:`close`); a folder holding another
+    kind of report, or a run, is refused; a file we are about to write that exists and is not
+    listed as ours is refused, naming it. The list of files is written as ``"incomplete"`` before
+    the first file and grows before each new name is written, so it always covers every file of
+    ours on disk; :meth:`finish` writes it ``"complete"``. A report killed half-way leaves an
+    incomplete list, and the next report into the folder repairs it: it replaces or deletes every
+    file listed there. Readers refuse an incomplete folder (:func:`read_outputs`).
+    """
 
     def __init__(self, path: str | Path, kind: str) -> None:
         self.root = prepare_folder(path)
         self.kind = kind
         self.written: list[str] = []
-        self.previous = self._previous()
-
-    def _previous(self) -> list[str]:
-        marker = self.root / OUTPUTS_FILE
-        if not marker.is_file() or marker.is_symlink():
-            return []
+        self._lock: contextlib.AbstractContextManager | None = None
+        self._take_lock()
         try:
-            data = json.loads(marker.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return []
-        if not isinstance(data, dict) or data.get("schema") != OUTPUTS_SCHEMA \
-                or not isinstance(data.get("files"), list):
-            return []
-        return [name for name in data["files"]
-                if isinstance(name, str) and self._inside(name) and name.lower().endswith(OUTPUT_SUFFIXES)]
+            refuse_run_folder(self.root, f"a {kind} report")
+            marker = read_marker(self.root)
+            if marker is not None and marker.get("kind") not in (None, kind):
+                raise InputError(f"{self.root} holds a {marker['kind']} report ({OUTPUTS_FILE}); a folder holds one "
+                                 f"kind of output: write the {kind} report into another folder (--out)")
+            self.previous = _our_names(marker, self._inside)
+            self._remove_our_temporaries()
+        except BaseException:
+            self.close()
+            raise
+        self._marked: set[str] | None = None  # names the incomplete marker lists, once written
+
+    def _take_lock(self) -> None:
+        from lrp_domains.files.lock import folder_lock
+
+        self._lock = folder_lock(self.root)
+        self._lock.__enter__()
+
+    def close(self) -> None:
+        """Give the folder's lock back without finishing (the marker stays incomplete)."""
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.__exit__(None, None, None)
+
+    def _remove_our_temporaries(self) -> None:
+        for name in self.previous:
+            if not self._no_symlinked_folder(name):
+                continue
+            target = self.root / name
+            for stale in target.parent.glob(f".{target.name}.*.tmp"):
+                if stale.is_file() and not stale.is_symlink():
+                    stale.unlink()
 
     def _inside(self, name: str) -> bool:
         relative = Path(name)
@@ -116,11 +147,27 @@ class OutputFolder:
                 return False
         return True
 
+    def _write_marker(self, state: str, files: list[str]) -> None:
+        marker = {"schema": OUTPUTS_SCHEMA, "kind": self.kind, "state": state, "files": sorted(set(files))}
+        atomic_write(self.root / OUTPUTS_FILE, json.dumps(marker, indent=1))
+
+    def expect(self, names: list[str]) -> None:
+        """Refuse, before anything is written, names that exist in the folder and are not ours."""
+        foreign = [name for name in names if name not in self.previous and name not in self.written
+                   and ((self.root / name).exists() or (self.root / name).is_symlink())]
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise InputError(f"{self.root} holds {shown}, which lrp-domains did not write (not listed in "
+                             f"{OUTPUTS_FILE}); not replacing them: move them away, or choose another --out")
+
     def path(self, name: str) -> Path:
         """Where to write ``name`` (relative to the folder), registered as ours; sub-folders are
-        made, and a sub-folder that is a symlink is refused."""
+        made, and a sub-folder that is a symlink is refused, as is an existing file that is not ours."""
         if not self._inside(name):
             raise ValueError(f"{name!r} is not a path inside the output folder")
+        if self._lock is None:
+            raise RuntimeError(f"{self.root}: this OutputFolder is finished or closed")
+        self.expect([name])
         target = self.root / name
         current = self.root
         for part in Path(name).parts[:-1]:
@@ -131,6 +178,10 @@ class OutputFolder:
             current.mkdir(exist_ok=True)
         if name not in self.written:
             self.written.append(name)
+        if self._marked is None or name not in self._marked:
+            # Listed before it is written: a kill between the two leaves nothing of ours unlisted.
+            self._marked = set(self.previous) | set(self.written)
+            self._write_marker("incomplete", sorted(self._marked))
         return target
 
     @contextlib.contextmanager
@@ -148,12 +199,69 @@ class OutputFolder:
         return atomic_write(self.path(name), data)
 
     def finish(self) -> Path:
-        """Delete the files an earlier report listed and this one did not write again; list ours."""
-        for name in self.previous:
-            if name in self.written or not self._no_symlinked_folder(name):
-                continue
-            stale = self.root / name
-            if stale.is_symlink() or stale.is_file():
-                stale.unlink()
-        marker = {"schema": OUTPUTS_SCHEMA, "kind": self.kind, "files": sorted(self.written)}
-        return atomic_write(self.root / OUTPUTS_FILE, json.dumps(marker, indent=1))
+        """Delete the files an earlier report listed and this one did not write again; list ours
+        as complete; give the lock back."""
+        try:
+            for name in self.previous:
+                if name in self.written or not self._no_symlinked_folder(name):
+                    continue
+                stale = self.root / name
+                if stale.is_symlink() or stale.is_file():
+                    stale.unlink()
+            self._write_marker("complete", self.written)
+        finally:
+            self.close()
+        return self.root / OUTPUTS_FILE
+
+
+def read_marker(folder: str | Path) -> dict | None:
+    """The report marker (``lrp-domains.json``) of ``folder``; None when there is none; an
+    InputError when a file of that name is not ours (no schema marker, broken, not a file)."""
+    path = Path(folder) / OUTPUTS_FILE
+    if not path.exists() and not path.is_symlink():
+        return None
+    refuse = (f"{path} is not an lrp-domains report list (%s); not replacing it: move it away, or choose another "
+              "--out")
+    if path.is_symlink() or not path.is_file():
+        raise InputError(refuse % "not a regular file")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise InputError(refuse % f"not valid JSON: {type(error).__name__}") from None
+    if not isinstance(data, dict) or data.get("schema") != OUTPUTS_SCHEMA:
+        raise InputError(refuse % f"no schema marker \"{OUTPUTS_SCHEMA}\"")
+    return data
+
+
+def _our_names(marker: dict | None, inside: Any) -> list[str]:
+    if marker is None or not isinstance(marker.get("files"), list):
+        return []
+    return [name for name in marker["files"]
+            if isinstance(name, str) and inside(name) and name.lower().endswith(OUTPUT_SUFFIXES)]
+
+
+def refuse_run_folder(folder: Path, what: str) -> None:
+    """An InputError when ``folder`` holds an lrp-domains run (its ``manifest.json`` carries our run
+    schema): a folder holds one kind of output."""
+    manifest = folder / "manifest.json"
+    if not manifest.is_file() or manifest.is_symlink():
+        return
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return
+    if isinstance(data, dict) and data.get("schema") == "lrp-domains/run":
+        raise InputError(f"{folder} holds an lrp-domains run (manifest.json); a folder holds one kind of output: "
+                         f"write {what} into another folder (--out)")
+
+
+def read_outputs(folder: str | Path) -> dict:
+    """The marker of a finished report folder: an InputError when there is none, or when the report
+    was not written to the end (``"state": "incomplete"``: killed, or stopped by an error)."""
+    marker = read_marker(folder)
+    if marker is None:
+        raise InputError(f"{folder} holds no lrp-domains report ({OUTPUTS_FILE} is missing)")
+    if marker.get("state", "complete") != "complete":
+        raise InputError(f"{folder} holds an incomplete {marker.get('kind', '')} report (it was stopped before the "
+                         "end); write the report again into this folder to repair it")
+    return marker

@@ -13,8 +13,11 @@ runs whose input or settings differ.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lrp_domains.domains import DomainExplainer, Reader, kind_of
+from lrp_domains.core.describe import describe, describe_composite
+from lrp_domains.domains import OK, STATUS, DomainExplainer, Reader, kind_of
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard
-from lrp_domains.models import model_fingerprint
+from lrp_domains.files.lock import folder_lock
+from lrp_domains.files.writing import OUTPUTS_FILE, read_marker
+from lrp_domains.models import first_nonfinite_parameter, model_fingerprint
+from lrp_domains.options import parse_options
 from lrp_domains.run.manifest import (
     MANIFEST,
     differences,
@@ -65,7 +72,7 @@ def settings_of(explainer: DomainExplainer, shard_size: int, column: str, option
     """What must match for two runs to share an output folder (the domain adds its own)."""
     settings = {
         "kind": explainer.kind, "explainer": f"{type(explainer).__module__}.{type(explainer).__qualname__}",
-        "composite": explainer.composite.name, "rules": repr(explainer.composite.rules),
+        "composite": explainer.composite.name, "rules": describe_composite(explainer.composite),
         "model": model_fingerprint(explainer.model), "shard_size": shard_size, "column": column,
         "options": {k: v for k, v in sorted(options.items()) if k != "batch_size"},
     }
@@ -74,7 +81,9 @@ def settings_of(explainer: DomainExplainer, shard_size: int, column: str, option
     if clash:
         raise TypeError(f"{type(explainer).__name__}.settings() may not redefine {clash}: the run sets those")
     settings.update(domain)
-    return settings
+    # As JSON data (tuples become lists, objects their class and parameters), so that the settings
+    # compare equal to the ones another process wrote to the manifest.
+    return json.loads(json.dumps(describe(settings)))
 
 
 class ShardWriter:
@@ -91,24 +100,76 @@ class ShardWriter:
     def write(self, shard: Shard, rows: pd.DataFrame) -> None:
         name = shard_name(shard.index)
         temporary = self.out_dir / (name + ".tmp")
-        # Plain Arrow types, no pandas metadata: shards read back alike from either engine.
-        table = pa.Table.from_pandas(rows, preserve_index=False).replace_schema_metadata(None)
-        pq.write_table(table, temporary)
-        os.replace(temporary, self.out_dir / name)
-        self.manifest["shards"][str(shard.index)] = {"file": name, "rows": len(rows), "start": shard.start}
+        try:
+            # Plain Arrow types, no pandas metadata: shards read back alike from either engine.
+            table = pa.Table.from_pandas(rows, preserve_index=False).replace_schema_metadata(None)
+            pq.write_table(table, temporary)
+            os.replace(temporary, self.out_dir / name)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise storage_error(error, self.out_dir, f"writing {name}") from error
+        entry = {"file": name, "rows": len(rows), "start": shard.start}
+        if STATUS in rows:
+            entry["not_ok"] = int((rows[STATUS] != OK).sum())
+        self.manifest["shards"][str(shard.index)] = entry
         self.manifest["complete"] = len(self.manifest["shards"]) == self.manifest["input"]["shards"]
-        write_manifest(self.out_dir, self.manifest)
+        try:
+            write_manifest(self.out_dir, self.manifest)
+        except OSError as error:
+            raise storage_error(error, self.out_dir, f"writing {MANIFEST}") from error
 
 
-def prepare(explainer: DomainExplainer, reader: Reader, shards: list[Shard], out_dir: str | Path, resume: bool,
-            shard_size: int, column: str, options: dict) -> ShardWriter:
-    """Check or start the manifest (refusing folders that are not ours); clean our stale temporary
-    files; return the writer."""
-    out = Path(out_dir)
+def storage_error(error: OSError, out: Path, doing: str) -> InputError:
+    """A file-system failure (full disk, quota, read-only, no permission) as one line that says
+    what was kept and what to do."""
+    reason = error.strerror or str(error)
+    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some of your quota",
+            errno.EROFS: "choose a folder on a writable file system", errno.EACCES: "choose a folder you can write to",
+            errno.EPERM: "choose a folder you can write to"}.get(error.errno, "check the disk")
+    return InputError(f"{out}: {reason} while {doing}. Finished shards are kept; {hint}, then run the same command "
+                      "again to resume")
+
+
+def _refuse_changed(out: Path, found: list[str]) -> InputError:
+    shown = "; ".join(found[:8]) + (f"; and {len(found) - 8} more" if len(found) > 8 else "")
+    return InputError(f"{out} holds a run with other input or settings; not mixing them. Differences: {shown}. Use "
+                      "another --out for the new run (or --no-resume to replace this run's shards)")
+
+
+def _check_folder(out: Path) -> dict | None:
+    """What can be checked without writing: the folder is a folder, holds no report, and its
+    manifest (if any) is ours. Returns that manifest."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; give a folder (new, or one holding an earlier run to resume)")
-    existing = read_manifest(out) if out.is_dir() else None
-    out.mkdir(parents=True, exist_ok=True)
+    if not out.is_dir():
+        return None
+    marker = read_marker(out)
+    if marker is not None:
+        raise InputError(f"{out} holds a {marker.get('kind', '')} report ({OUTPUTS_FILE}); a folder holds one kind of "
+                         "output: write the run into another folder (--out)")
+    return read_manifest(out)
+
+
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{out}: cannot create this folder ({error.strerror}); choose another --out") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: this folder is not writable; choose another --out")
+
+
+def _changes(existing: dict, fingerprint: dict, settings: dict) -> list[str]:
+    found = differences({"input": existing["input"], "settings": existing["settings"]},
+                        {"input": fingerprint, "settings": settings})
+    return [d for d in found if not d.startswith("input.path")]
+
+
+def prepare(out_dir: str | Path, resume: bool, fingerprint: dict, settings: dict) -> ShardWriter:
+    """Check or start the manifest (refusing folders that are not ours); clean our stale temporary
+    files; return the writer. The caller holds the folder's lock."""
+    out = Path(out_dir)
+    existing = _check_folder(out)
     # Only our own leftovers: the folder may hold the user's files too.
     for stale in [*out.glob("shard-*.parquet.tmp"), *out.glob(f".{MANIFEST}.*.tmp")]:
         if stale.is_symlink() or stale.is_file():
@@ -117,15 +178,10 @@ def prepare(explainer: DomainExplainer, reader: Reader, shards: list[Shard], out
     if taken:
         raise InputError(f"{out} holds folders named like our shards ({', '.join(sorted(taken)[:3])}); move them, "
                          "or choose another --out")
-    fingerprint = dict(file_fingerprint(reader.path), rows=shards[-1].stop, shards=len(shards))
-    settings = settings_of(explainer, shard_size, column, options)
     if existing is not None and resume:
-        found = differences({"input": existing["input"], "settings": existing["settings"]},
-                            {"input": fingerprint, "settings": settings})
-        found = [d for d in found if not d.startswith("input.path")]
+        found = _changes(existing, fingerprint, settings)
         if found:
-            raise InputError(f"{out} holds a run with other input or settings; not mixing them. Differences: "
-                             + "; ".join(found) + ". Use another --out, or --no-resume to start over.")
+            raise _refuse_changed(out, found)
         return ShardWriter(out, existing)
     if existing is not None:  # read_manifest let through only our own shard names
         for entry in existing["shards"].values():
@@ -133,7 +189,10 @@ def prepare(explainer: DomainExplainer, reader: Reader, shards: list[Shard], out
             if old.is_symlink() or old.is_file():
                 old.unlink()
     manifest = new_manifest(fingerprint, settings, _versions())
-    write_manifest(out, manifest)
+    try:
+        write_manifest(out, manifest)
+    except OSError as error:
+        raise storage_error(error, out, f"writing {MANIFEST}") from error
     return ShardWriter(out, manifest)
 
 
@@ -149,18 +208,34 @@ def explain_shard(explainer: DomainExplainer, reader: Reader, shard: Shard, opti
                          "run again with --no-resume (a changed input is a new run)") from error
 
 
+def probe(explainer: DomainExplainer, reader: Reader, shard: Shard, options: dict) -> None:
+    """Explain the input's first item before the folder is touched: the options and the target
+    are checked against the model itself (a class index the model does not have, a target its
+    heads do not offer, an input it cannot take) while nothing is written."""
+    ids, items = reader.read(shard)
+    try:
+        explainer.explain_rows(ids[:1], items[:1], shard.start, **options)
+    except ValueError as error:
+        raise InputError(f"{reader.path.name}, row {shard.start} (id {ids[0]!r}): {error}. Nothing was written") \
+            from error
+    except RuntimeError as error:  # a model that cannot take this input at all
+        first = " ".join(str(error).split())[:300]
+        raise InputError(f"{reader.path.name}, row {shard.start} (id {ids[0]!r}): the model fails on this input "
+                         f"({type(error).__name__}: {first}). Nothing was written; check that --model fits this "
+                         "input") from error
+
+
 def _progress(total: int, done: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=done, desc="explain", unit="item", disable=not enabled, smoothing=0.1)
 
 
-def _check_options(explainer: DomainExplainer, options: dict) -> None:
-    unknown = sorted(set(options) - set(explainer.run_options))
-    if unknown:
-        raise InputError(f"a {explainer.kind} run takes no option {', '.join(map(repr, unknown))}; its options are "
-                         f"{', '.join(sorted(explainer.run_options))}")
-    explainer.check_options(options)
+def _check_options(explainer: DomainExplainer, options: dict) -> dict:
+    """The options converted to their declared types, and checked by the explainer."""
+    parsed = parse_options(explainer, options)
+    explainer.check_options(parsed)
+    return parsed
 
 
 def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, shard_size: int = 1000,
@@ -171,10 +246,16 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
     ``explainer``: any explainer of :mod:`lrp_domains.domains` (or, for ``engine="ray"``,
     preferably a picklable factory returning one, called once per worker). ``options`` go to the
     explainer (its ``run_options``: ``target``, ``batch_size``; sequences: ``center``,
-    ``rc_average``; genes: ``missing``). ``engine="ray"`` runs the same shards on ``num_workers`` Ray
-    actors (joining ``address`` or ``RAY_ADDRESS`` if set, else a local cluster); a lost worker is
-    replaced and its shard re-run (see :mod:`lrp_domains.run.ray_engine`).
-    Returns the manifest's path.
+    ``rc_average``; genes: ``missing``), typed as it declares them (:mod:`lrp_domains.options`).
+    ``engine="ray"`` runs the same shards on ``num_workers`` Ray actors (joining ``address`` or
+    ``RAY_ADDRESS`` if set, else a local cluster); a lost worker is replaced and its shard re-run
+    (see :mod:`lrp_domains.run.ray_engine`).
+
+    Before the folder is touched, the options are checked and the first item is explained (so a
+    target the model does not have is refused while nothing is written). The folder is locked for
+    the run (:mod:`lrp_domains.files.lock`): a second writer is refused. Rows whose output or
+    relevance is not finite get ``status`` ``"non-finite"`` and are counted in one warning; a run
+    where every row is non-finite fails. Returns the manifest's path.
     """
     factory: Callable[[], Any] | None = None
     if callable(explainer) and not isinstance(explainer, DomainExplainer):
@@ -186,31 +267,61 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
 
         require_ray()
     kind = kind_of(explainer)
-    _check_options(explainer, options)
+    options = _check_options(explainer, options)
     if shard_size < 1:
         raise InputError(f"shard_size must be >= 1, got {shard_size}")
+    out = Path(out_dir)
+    existing = _check_folder(out)
     reader = explainer.reader(source, column)
     shards = reader.shards(shard_size)
     if not shards:
         raise InputError(f"{Path(source).name} holds no {explainer.item}s to explain ({kind} run: empty file, or no "
                          "records/rows)")
-    writer = prepare(explainer, reader, shards, out_dir, resume, shard_size, column, options)
-    todo = [shard for shard in shards if not writer.done(shard)]
-    total = shards[-1].stop
-    done_rows = total - sum(s.size for s in todo)
-    with _progress(total, done_rows, progress) as bar:
-        if engine == "local":
-            for shard in todo:
-                writer.write(shard, explain_shard(explainer, reader, shard, options))
-                bar.update(shard.size)
-        else:
-            from lrp_domains.run.ray_engine import run_on_ray
+    fingerprint = dict(file_fingerprint(reader.path), rows=shards[-1].stop, shards=len(shards))
+    settings = settings_of(explainer, shard_size, column, options)
+    if existing is None or not resume:
+        probe(explainer, reader, shards[0], options)
+    elif _changes(existing, fingerprint, settings):  # refused before the folder is touched
+        raise _refuse_changed(out, _changes(existing, fingerprint, settings))
+    # (a run resumed with the same settings had its options and target checked when it started)
+    _make_folder(out)
+    with folder_lock(out):
+        writer = prepare(out, resume, fingerprint, settings)
+        todo = [shard for shard in shards if not writer.done(shard)]
+        total = shards[-1].stop
+        done_rows = total - sum(s.size for s in todo)
+        with _progress(total, done_rows, progress) as bar:
+            if engine == "local":
+                for shard in todo:
+                    writer.write(shard, explain_shard(explainer, reader, shard, options))
+                    bar.update(shard.size)
+            else:
+                from lrp_domains.run.ray_engine import run_on_ray
 
-            work = run_on_ray(factory or (lambda: explainer), reader, column, todo, options, num_workers, address)
-            for shard, rows in work:
-                writer.write(shard, rows)
-                bar.update(shard.size)
-    return Path(out_dir) / MANIFEST
+                work = run_on_ray(factory or (lambda: explainer), reader, column, todo, options, num_workers, address)
+                for shard, rows in work:
+                    writer.write(shard, rows)
+                    bar.update(shard.size)
+        _report_not_ok(writer.manifest, explainer, out)
+    return out / MANIFEST
+
+
+def _report_not_ok(manifest: dict, explainer: DomainExplainer, out: Path) -> None:
+    """One warning counting the rows that are not ``ok``; an error when no row is."""
+    entries = manifest["shards"].values()
+    bad = sum(int(entry.get("not_ok", 0)) for entry in entries)
+    total = sum(int(entry["rows"]) for entry in entries)
+    if not bad:
+        return
+    if bad == total:
+        parameter = first_nonfinite_parameter(explainer.model)
+        why = (f"the model's parameter {parameter} is not finite" if parameter else
+               "check the model and the input's scale")
+        raise InputError(f"{out}: no row could be explained: all {total} rows have a status other than ok (see the "
+                         f"status column: e.g. a non-finite output or relevance); {why}")
+    warnings.warn(f"{out}: {bad} of {total} rows have a status other than ok (their status column says why; e.g. "
+                  "non-finite: NaN or Inf in the output or relevance); they are kept, marked, and left out by the "
+                  "steps that read the run", UserWarning, stacklevel=3)
 
 
 def _manifest_or_error(out_dir: str | Path) -> dict[str, Any]:

@@ -72,14 +72,39 @@ def new_manifest(fingerprint: dict[str, Any], settings: dict[str, Any], versions
             "shards": {}, "complete": False}
 
 
-def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """``"settings.composite: 'genomics' before, 'epsilon' now"`` for each value that differs."""
-    found = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found.extend(differences(a, b, f"{prefix}{key}."))
-        elif a != b:
-            shown = [str(v)[:60] for v in (a, b)]
-            found.append(f"{prefix}{key}: {shown[0]!r} before, {shown[1]!r} now")
+def _shown(value: Any, start: int, width: int = 70) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    if len(text) <= width:
+        return text
+    begin = max(0, min(start - 10, len(text) - width))
+    return ("..." if begin else "") + text[begin:begin + width] + ("..." if begin + width < len(text) else "")
+
+
+def _first_difference(a: str, b: str) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``"settings.composite: 'genomics' before, 'epsilon' now"`` for each value that differs.
+
+    Dicts and lists of equal length are compared entry by entry (``settings.rules.rules[2][1]``),
+    so the path names the part that differs; long values are shown from where they differ."""
+    found: list[str] = []
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old or key not in new:
+                side = "now" if key in new else "before"
+                found.append(f"{path}: only {side} ({_shown(old.get(key, new.get(key)), 0)})")
+            else:
+                found.extend(differences(old[key], new[key], path))
+        return found
+    if isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new)):
+            found.extend(differences(a, b, f"{prefix}[{index}]"))
+        return found
+    if old != new:
+        texts = [json.dumps(v) if not isinstance(v, str) else repr(v) for v in (old, new)]
+        at = _first_difference(*texts)
+        found.append(f"{prefix}: {_shown(old, at)} before, {_shown(new, at)} now")
     return found
