@@ -90,8 +90,13 @@ def run_demo(out: str | Path = "lrp-demo", progress: bool = True) -> Path:
     """Write the demo folder and return the path of its ``index.html``."""
     from rich.console import Console
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    from lrp_domains.files.writing import OutputFolder
+
+    # The demo folder is a report folder like the others: locked, our files listed, nothing of the
+    # user's replaced; its three reports are folders of their own inside it.
+    folder = OutputFolder(out, "demo")
+    folder.expect(["index.html"])
+    out = folder.root
     console = Console()
     page = Page("lrp-domains demo", intro="Layer-wise Relevance Propagation on three default models, offline. "
                                           "Each section links to its full report.")
@@ -103,7 +108,8 @@ def run_demo(out: str | Path = "lrp-demo", progress: bool = True) -> Path:
         if progress:
             console.print(f"[bold]{title}[/bold] ...")
         lines.append(f"{step(out, progress, page.section(title))} ({time.perf_counter() - start:.0f} s)")
-    index = page.write(out / "index.html")
+    index = folder.write_text("index.html", page.render())
+    folder.finish()
     for line in lines:
         console.print(line)
     console.print(f"open {index.resolve()}")

@@ -73,6 +73,8 @@ class DomainExplainer:
     option_types: ClassVar[dict[str, Option]] = {}
     #: Output columns after ``row`` and ``id``, in order (``explained`` and ``delta`` first).
     columns: ClassVar[tuple[str, ...]] = ("explained", "delta")
+    #: Columns whose NaN or Inf marks a row ``non-finite`` (a NaN relevance makes ``delta`` NaN).
+    finite_columns: ClassVar[tuple[str, ...]] = ("explained", "delta")
     #: ``"module:function"`` writing this domain's report: ``function(result, out_dir, **kwargs) -> {name: path}``.
     report: ClassVar[str | None] = None
 
@@ -120,7 +122,8 @@ class DomainExplainer:
             raise TypeError(f"{type(self).__name__}.result_rows gave columns {list(columns)}, not its declared "
                             f"{list(self.columns)}")
         rows = {"row": list(range(first_row, first_row + len(ids))), "id": list(ids), **columns}
-        finite = [all(_finite(values[i]) for values in columns.values()) for i in range(len(ids))]
+        checked = [columns[name] for name in self.finite_columns if name in columns]
+        finite = [all(_finite(values[i]) for values in checked) for i in range(len(ids))]
         given = rows.get(STATUS, [OK] * len(ids))
         rows[STATUS] = [status if good or status != OK else NON_FINITE for status, good in zip(given, finite)]
         return pd.DataFrame(rows)

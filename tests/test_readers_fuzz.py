@@ -745,13 +745,30 @@ def test_output_folder_deletes_only_its_own_listed_files(data, written):
         marker = data.draw(output_markers(str(victim)), label="marker")
         (out / OUTPUTS_FILE).write_bytes(marker)
         valid, parsed_marker = parsed(marker)
+        ours = valid and isinstance(parsed_marker, dict) and parsed_marker.get("schema") == OUTPUTS_SCHEMA
+        if not ours:  # a marker that is not ours is refused, and nothing is touched
+            with pytest.raises(InputError, match=OUTPUTS_FILE):
+                OutputFolder(out, "text")
+            assert victim.read_bytes() == VICTIM and (out / OUTPUTS_FILE).read_bytes() == marker
+            assert all((out / name).read_bytes() == content for name, content in before.items())
+            return
         listed = set()
-        if valid and isinstance(parsed_marker, dict) and parsed_marker.get("schema") == OUTPUTS_SCHEMA \
-                and isinstance(parsed_marker.get("files"), list):
+        if isinstance(parsed_marker.get("files"), list):
             listed = {n for n in parsed_marker["files"] if isinstance(n, str) and n.lower().endswith(OUTPUT_SUFFIXES)}
         report = OutputFolder(out, "text")
+        refused = None
         for name in written:
-            report.write_text(name, "new")
+            try:
+                report.write_text(name, "new")
+            except InputError:  # a file that is there and not listed as ours
+                refused = name
+                break
+        if refused is not None:
+            report.close()
+            assert refused in before and refused not in listed
+            assert victim.read_bytes() == VICTIM
+            assert all((out / name).read_bytes() == content for name, content in before.items())
+            return
         report.finish()
         assert victim.read_bytes() == VICTIM
         for name, content in before.items():

@@ -351,7 +351,7 @@ def test_export_modisco_refuses_what_modisco_cannot_read(tmp_path, sequence_expl
     del manifest["shards"]["1"]
     manifest["complete"] = False
     (tmp_path / "part" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match=r"not complete \(1 of 2 shards\): resume the run first"):
+    with pytest.raises(ValueError, match=r"incomplete run \(1 of 2 shards\); export-modisco reads complete runs only"):
         export_modisco(tmp_path / "part")
     h5ad, _ = _h5ad(tmp_path / "in.h5ad", n=3)
     explain_dataset(gene_explainer, h5ad, tmp_path / "genes", progress=False)

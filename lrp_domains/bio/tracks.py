@@ -323,13 +323,9 @@ class _ShardCache:
 
 
 def _shard_files(out_dir: Path) -> list[Path]:
-    from lrp_domains.run.manifest import read_manifest
+    from lrp_domains.run.manifest import finished_run
 
-    manifest = read_manifest(out_dir)
-    if manifest is None:
-        raise InputError(f"{out_dir}: no manifest.json; not an explain_dataset output folder")
-    entries = sorted(manifest["shards"].values(), key=lambda e: e["start"])
-    return [out_dir / entry["file"] for entry in entries]
+    return finished_run(out_dir, "a bigWig of the run")[1]
 
 
 def run_to_bigwig(out_dir: str | Path, path: str | Path, chrom_sizes: ChromSizes, windows: Mapping[str, Region] |
@@ -353,10 +349,14 @@ def run_to_bigwig(out_dir: str | Path, path: str | Path, chrom_sizes: ChromSizes
     cache = _ShardCache(files)
     entries: list[_Entry] = []
     for shard, file in enumerate(files):
-        table = pq.read_table(file, columns=["id", "relevance"])
+        marked = "status" in pq.read_schema(file).names
+        table = pq.read_table(file, columns=["id", "relevance", *(["status"] if marked else [])])
         ids = table.column("id").to_pylist()
         lengths = pc.list_value_length(table.column("relevance")).to_pylist()
+        usable = table.column("status").to_pylist() if marked else ["ok"] * len(ids)
         for row, (name, region) in enumerate(zip(ids, _regions_of(ids, lengths, windows))):
+            if usable[row] != "ok":  # NaN or Inf: left out of the track
+                continue
             entries.append(_Entry(region.chrom, region.start, region.end, region.strand == "-", name,
                                   lambda shard=shard, row=row: cache.get(shard, row)))
         del table

@@ -111,11 +111,13 @@ def explain_file_command(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Explain every text of a file: token tables (CSV, Parquet), per-text HTML, a corpus summary."""
+    from lrp_domains.files.writing import claim_folder
     from lrp_domains.report.corpus import explain_file
 
     with one_line_errors():
         explainer = _explainer(model, composite)
-        paths = explain_file(explainer, path, out, column=column, target=parse_target(target),
-                             batch_size=batch_size, progress=progress)
+        with claim_folder(out, "text-corpus", ["tokens.csv", "texts.csv", "summary.csv"]):
+            paths = explain_file(explainer, path, out, column=column, target=parse_target(target),
+                                 batch_size=batch_size, progress=progress)
     for name, written in paths.items():
         typer.echo(f"{name}: {written}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,9 +121,22 @@ class OutputFolder:
 
     def close(self) -> None:
         """Give the folder's lock back without finishing (the marker stays incomplete)."""
-        if self._lock is not None:
-            lock, self._lock = self._lock, None
+        lock, self._lock = getattr(self, "_lock", None), None
+        if lock is not None:
             lock.__exit__(None, None, None)
+
+    def __enter__(self) -> OutputFolder:
+        return self
+
+    def __exit__(self, kind: Any, error: Any, trace: Any) -> None:
+        """Finish on success; on an exception give the lock back, leaving the marker incomplete."""
+        if error is None and self._lock is not None:
+            self.finish()
+        else:
+            self.close()
+
+    def __del__(self) -> None:  # a report stopped by an exception never finishes: its lock goes back here
+        self.close()
 
     def _remove_our_temporaries(self) -> None:
         for name in self.previous:
@@ -212,6 +225,38 @@ class OutputFolder:
         finally:
             self.close()
         return self.root / OUTPUTS_FILE
+
+
+@contextlib.contextmanager
+def claim_folder(path: str | Path, kind: str, names: Sequence[str] = ()) -> Iterator[Path]:
+    """Hold a report folder for a whole command, before its work starts: the folder is made and
+    locked (a second writer is refused at once, not after its work), another kind of output is
+    refused, and so are ``names`` the command will write that exist and are not ours. The report
+    writer called inside opens its :class:`OutputFolder` on the same lock. A folder made here that
+    is still empty when the block fails is removed."""
+    path = Path(path)
+    created = not path.exists()
+    try:
+        folder = OutputFolder(path, kind)
+    except BaseException:
+        if created:
+            _remove_if_empty(path)
+        raise
+    try:
+        folder.expect(list(names))
+        yield folder.root
+    except BaseException:
+        folder.close()
+        if created:
+            _remove_if_empty(path)
+        raise
+    folder.close()
+
+
+def _remove_if_empty(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def read_marker(folder: str | Path) -> dict | None:

@@ -15,6 +15,7 @@ import pandas as pd
 
 from lrp_domains.errors import InputError
 from lrp_domains.run.dataset import iter_shards
+from lrp_domains.run.manifest import finished_run
 
 __all__ = ["reference_examples"]
 
@@ -30,7 +31,10 @@ def reference_examples(out_dir: str | Path, top: int = 5, column: str = "concept
     names: dict[int, str] = {}
     totals: np.ndarray | None = None
     seen = False
+    finished_run(out_dir, "reference-examples")
     for shard in iter_shards(out_dir):
+        if "status" in shard:
+            shard = shard[shard["status"] == "ok"]  # rows whose numbers are not finite are left out
         if column not in shard:
             raise InputError(f"{out_dir}: the run has no {column!r} column (run it with --option {column}=LAYER)")
         lists = [value for value in shard[column] if value is not None and len(value)]

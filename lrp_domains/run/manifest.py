@@ -61,6 +61,22 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
     return data
 
 
+def finished_run(out_dir: str | Path, step: str) -> tuple[dict[str, Any], list[Path]]:
+    """The manifest and the shard files (in input order) of a complete run, for a ``step`` that
+    reads it (a bigWig, tfmodisco inputs, reference examples); an InputError for a folder that holds
+    no run, or a run that is not complete (killed, stopped by an error, or still running)."""
+    out = Path(out_dir)
+    manifest = read_manifest(out)
+    if manifest is None:
+        raise InputError(f"no {MANIFEST} in {out}: not an lrp-domains run folder (made by `lrp-domains run KIND`)")
+    if not manifest.get("complete"):
+        done, total = len(manifest["shards"]), manifest["input"]["shards"]
+        raise InputError(f"{out} holds an incomplete run ({done} of {total} shards); {step} reads complete runs only: "
+                         "run the same `lrp-domains run` command again to finish it (finished shards are kept)")
+    entries = sorted(manifest["shards"].values(), key=lambda e: e["start"])
+    return manifest, [out / entry["file"] for entry in entries]
+
+
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
     """Replace the manifest atomically."""
     atomic_write(out_dir / MANIFEST, json.dumps(manifest, indent=1))

@@ -12,10 +12,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lrp_domains.errors import InputError
-from lrp_domains.run.manifest import read_manifest
+from lrp_domains.run.manifest import finished_run
 
 
 def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
@@ -24,32 +25,32 @@ def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
     (hypothetical contributions, N x 4 x L) from the shards of a sequence run in ``out_dir``.
 
     ``prefix`` defaults to ``out_dir/``. The run must be complete and its sequences of one length
-    (tfmodisco-lite needs equal lengths); otherwise a ValueError says what to do. Returns the two
-    paths.
+    (tfmodisco-lite needs equal lengths); otherwise a ValueError says what to do. Rows whose
+    ``status`` is not ``ok`` (NaN or Inf) are left out. Returns the two paths.
     """
     out = Path(out_dir)
-    manifest = read_manifest(out)
-    if manifest is None:
-        raise InputError(f"no manifest.json in {out}: not an explain_dataset output folder")
-    if not manifest.get("complete"):
-        done, total = len(manifest["shards"]), manifest["input"]["shards"]
-        raise InputError(f"{out} is not complete ({done} of {total} shards): resume the run first")
-    files = [out / e["file"] for e in sorted(manifest["shards"].values(), key=lambda e: e["start"])]
+    manifest, files = finished_run(out, "export-modisco")
     names = set(pq.read_schema(files[0]).names)
     if not {"sequence", "hypothetical"} <= names:
         raise InputError(f"{out} holds a {manifest['settings'].get('kind')} run, whose rows have no sequences and "
                          "hypothetical contributions; tfmodisco inputs need a sequence run")
     alphabet = str(manifest["settings"].get("alphabet", "ACGT"))
     lengths: dict[int, str] = {}
+    count = 0
     for path in files:  # first pass: the sequence column only, to size the arrays
-        for seq_id, sequence in zip(*pq.read_table(path, columns=["id", "sequence"]).to_pydict().values()):
-            lengths.setdefault(len(sequence), seq_id)
+        table = pq.read_table(path, columns=["id", "sequence", *(["status"] if "status" in names else [])])
+        for seq_id, sequence, usable in zip(table.column("id").to_pylist(), table.column("sequence").to_pylist(),
+                                            _usable(table)):
+            if usable:
+                lengths.setdefault(len(sequence), seq_id)
+                count += 1
+    if not count:
+        raise InputError(f"{out}: no row of the run has status ok; nothing to export")
     if len(lengths) != 1:
         shown = ", ".join(f"{n} ({seq_id!r})" for n, seq_id in sorted(lengths.items())[:5])
         raise InputError(f"tfmodisco-lite needs sequences of one length; this run has lengths {shown}. "
                          "Explain fixed-size windows (e.g. centred on peak summits) instead")
     (length,) = lengths
-    count = manifest["input"]["rows"]
     prefix = f"{out}/" if prefix is None else str(prefix)
     ohe_path, attr_path = Path(prefix + "ohe.npy"), Path(prefix + "attr.npy")
     ohe_path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +71,13 @@ def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
     return ohe_path, attr_path
 
 
+def _usable(table: pa.Table) -> list[bool]:
+    """Per row: True unless its ``status`` says it holds no usable explanation (NaN or Inf)."""
+    if "status" not in table.column_names:
+        return [True] * table.num_rows
+    return [status == "ok" for status in table.column("status").to_pylist()]
+
+
 def _write_arrays(files: list[Path], temporary: list[Path], header: dict, length: int, dtype: np.dtype | type,
                   count: int, out: Path, alphabet: str) -> None:
     from lrp_domains.bio.sequences import one_hot
@@ -79,10 +87,14 @@ def _write_arrays(files: list[Path], temporary: list[Path], header: dict, length
         for handle in (ohe, attr):
             np.lib.format.write_array_header_1_0(handle, header)
         for path in files:
-            table = pq.read_table(path, columns=["id", "sequence", "hypothetical"]).to_pydict()
-            n = len(table["sequence"])
-            ohe.write(one_hot(table["sequence"], alphabet, ids=table["id"]).numpy().astype(dtype).tobytes())
-            attr.write(np.asarray(table["hypothetical"], dtype=dtype).reshape(n, len(alphabet), length).tobytes())
+            columns = ["id", "sequence", "hypothetical"]
+            marked = "status" in pq.read_schema(path).names
+            table = pq.read_table(path, columns=columns + (["status"] if marked else []))
+            keep = [i for i, usable in enumerate(_usable(table)) if usable]  # rows marked non-finite are left out
+            rows = table.select(columns).take(keep).to_pydict()
+            n = len(rows["sequence"])
+            ohe.write(one_hot(rows["sequence"], alphabet, ids=rows["id"]).numpy().astype(dtype).tobytes())
+            attr.write(np.asarray(rows["hypothetical"], dtype=dtype).reshape(n, len(alphabet), length).tobytes())
             written += n
     if written != count:
         raise InputError(f"{out}: the shards hold {written} rows, the manifest says {count}; rerun with --no-resume")
