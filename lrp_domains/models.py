@@ -41,14 +41,6 @@ def model_fingerprint(model: nn.Module) -> str:
     return state_dict_sha256(model.state_dict())
 
 
-def first_nonfinite_parameter(model: nn.Module) -> str | None:
-    """The name of the model's first parameter or buffer holding NaN or Inf, or None."""
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            return name
-    return None
-
-
 class UserModel(NamedTuple):
     """A model built from a ``MODULE:FACTORY`` spec, with the gene and class names it came with."""
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from lrp_domains.cli import app
@@ -45,3 +46,67 @@ def test_the_command_line_lets_idle_threads_sleep_unless_told_otherwise():
     env["OMP_WAIT_POLICY"] = "ACTIVE"
     assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           check=True).stdout.strip() == "ACTIVE"
+
+
+# -- options mean what they say, and are checked before anything is written -------------------------
+def _fasta(path):
+    from lrp_domains.bio.synthetic import make_dataset, write_fasta
+
+    return write_fasta(path, make_dataset(4, seed=1))
+
+
+def _run(*args):
+    return CliRunner().invoke(app, ["run", *map(str, args), "--no-progress"])
+
+
+def test_boolean_options_read_yes_no_on_off_and_refuse_anything_else(tmp_path):
+    from lrp_domains.run import read_manifest
+
+    fasta = _fasta(tmp_path / "in.fa")
+    for value, expected in (("no", False), ("off", False), ("0", False), ("Yes", True), ("on", True), ("1", True)):
+        out = tmp_path / f"out-{value}"
+        done = _run("sequences", fasta, "--out", out, "--option", f"center={value}", "--option",
+                    f"rc_average={value}")
+        assert done.exit_code == 0, done.output
+        options = read_manifest(out)["settings"]["options"]
+        assert options["center"] is expected and options["rc_average"] is expected
+    refused = _run("sequences", fasta, "--out", tmp_path / "bad", "--option", "center=maybe")
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert "option center='maybe': give true/false (also yes/no, on/off, 1/0)" in refused.output
+    assert not (tmp_path / "bad").exists()
+
+
+def test_center_no_explains_like_no_centering(tmp_path):
+    from lrp_domains.run import read_results
+
+    fasta = _fasta(tmp_path / "in.fa")
+    assert _run("sequences", fasta, "--out", tmp_path / "a").exit_code == 0
+    assert _run("sequences", fasta, "--out", tmp_path / "b", "--option", "center=no").exit_code == 0
+    a, b = read_results(tmp_path / "a"), read_results(tmp_path / "b")
+    assert [list(x) for x in a.relevance] == [list(x) for x in b.relevance]
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("abc", "option batch_size='abc': give an integer >= 1"),
+    ("0", "option batch_size='0': give an integer >= 1"),
+    ("-4", "option batch_size='-4': give an integer >= 1"),
+    ("2.5", "option batch_size='2.5': give an integer >= 1"),
+])
+def test_bad_batch_sizes_are_refused_before_the_folder_exists(tmp_path, value, fragment):
+    done = _run("sequences", _fasta(tmp_path / "in.fa"), "--out", tmp_path / "out", "--option",
+                f"batch_size={value}")
+    assert done.exit_code == 2 and "Traceback" not in done.output and fragment in done.output, done.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_choices_name_the_accepted_values(tmp_path):
+    done = _run("genes", tmp_path / "in.h5ad", "--out", tmp_path / "out", "--missing", "fill")
+    assert done.exit_code == 2 and "option missing='fill': give error or zero" in done.output, done.output
+
+
+def test_a_target_the_model_does_not_have_is_refused_before_the_folder_exists(tmp_path):
+    fasta = _fasta(tmp_path / "in.fa")
+    done = _run("sequences", fasta, "--out", tmp_path / "out", "--target", "7")
+    assert done.exit_code == 2 and "Traceback" not in done.output, done.output
+    assert "in.fa, row 0" in done.output and "7" in done.output and "Nothing was written" in done.output
+    assert not (tmp_path / "out").exists()

@@ -74,14 +74,15 @@ def test_strict_mode_names_each_uncovered_operation():
     message = str(info.value)
     assert "layer_norm in 'norm' (LayerNorm)" in message
     assert "sigmoid in '<model>' (UncoveredNet)" in message
-    assert "softmax in 'softmax' (Softmax)" in message
+    # its output softmax is off the explained path: the logits are explained (tests/test_nonfinite.py)
+    assert "softmax" not in message
     assert "forward" not in model.norm.__dict__
 
 
 def test_without_strict_the_same_list_is_a_warning():
     M.seeded(5)
     model = M.UncoveredNet()
-    with pytest.warns(UserWarning, match="no LRP rule covers: .*layer_norm.*sigmoid.*softmax"):
+    with pytest.warns(UserWarning, match="no LRP rule covers: .*layer_norm.*sigmoid"):
         result = L.explain(model, torch.randn(3, 6), batch_size=1)
     assert result.relevance.shape == (3, 6)
 

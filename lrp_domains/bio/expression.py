@@ -24,6 +24,7 @@ from lrp_domains.core.composite import Composite
 from lrp_domains.core.targets import resolve_targets
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
+from lrp_domains.options import Option
 
 ClassTarget = Union[None, int, str, Sequence[Union[int, str]], np.ndarray, torch.Tensor, Callable]
 
@@ -50,6 +51,7 @@ class ExpressionExplainer(DomainExplainer):
     item: ClassVar[str] = "cell"
     default_composite: ClassVar[str] = "epsilon"
     run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 256, "missing": "error"}
+    option_types: ClassVar[dict[str, Option]] = {"missing": Option("choice", ("error", "zero"))}
     columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "prediction", "target", "relevance")
     report: ClassVar[str] = "lrp_domains.report.genes:write_gene_report"
 
@@ -133,7 +135,26 @@ class ExpressionExplainer(DomainExplainer):
                 f"{int(bad.sum())} values are NaN or infinite, in genes {_few(sorted({self.genes[c] for c in cols}))} "
                 f"of samples {_few([samples[r] for r in dict.fromkeys(rows.tolist())])}"
             )
+        self._check_range(aligned, samples)
         return aligned, samples
+
+    def _check_range(self, values: np.ndarray, samples: Sequence[str]) -> None:
+        """Values the model's dtype cannot hold (1e39 in a float32 model) would become Inf, then NaN
+        relevance: an error naming them, as NaN and Inf in the data are."""
+        dtype = model_dtype(self.model) or torch.get_default_dtype()
+        limit = torch.finfo(dtype).max
+        if limit >= np.finfo(values.dtype).max:
+            return
+        over = np.abs(values) > limit
+        if over.any():
+            rows, cols = np.nonzero(over)
+            name = str(dtype).removeprefix("torch.")
+            raise ValueError(
+                f"{int(over.sum())} values are beyond the range of the model's {name} (|value| > {limit:.3g}), "
+                f"in genes {_few(sorted({self.genes[c] for c in cols}))} of samples "
+                f"{_few([samples[r] for r in dict.fromkeys(rows.tolist())])}; scale the data as the model was trained "
+                "(e.g. log1p of normalised counts)"
+            )
 
     # -- explanation -----------------------------------------------------------------------------
     def explain(self, data: Any, target: ClassTarget = None, layer: str | None = None, batch_size: int = 256,
@@ -155,7 +176,7 @@ class ExpressionExplainer(DomainExplainer):
         return GeneExplanation(
             relevance=pd.DataFrame(result.relevance.double().cpu().numpy(), index=samples, columns=self.genes),
             output=output,
-            prediction=output.idxmax(axis=1),
+            prediction=_predictions(output),
             target=None if target_names is None else pd.Series(target_names, index=samples, name="target"),
             explained=pd.Series(result.explained.double().cpu().numpy(), index=samples, name="explained"),
             delta=pd.Series(result.delta.double().cpu().numpy(), index=samples, name="delta"),
@@ -186,6 +207,12 @@ class ExpressionExplainer(DomainExplainer):
     def settings(self) -> dict[str, Any]:
         """The model's genes and classes."""
         return {"genes": list(self.genes), "classes": self.classes}
+
+
+def _predictions(output: pd.DataFrame) -> pd.Series:
+    """Each sample's highest-scoring class; None where every score is NaN (a model that gave NaN)."""
+    scored = output.notna().any(axis=1)
+    return output.fillna(-np.inf).idxmax(axis=1).astype(object).where(scored, None)
 
 
 def _floats(values: Any) -> np.ndarray:

@@ -44,6 +44,7 @@ from lrp_domains.core.composite import Composite
 from lrp_domains.core.targets import resolve_targets, select_target
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
+from lrp_domains.options import Option
 
 ClassTarget = Union[None, int, str, Sequence[Union[int, str]], np.ndarray, torch.Tensor, Callable]
 
@@ -365,6 +366,7 @@ class GeneTransformerExplainer(DomainExplainer):
     item: ClassVar[str] = "cell"
     default_composite: ClassVar[str] = "attnlrp"
     run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 32, "unknown": "error"}
+    option_types: ClassVar[dict[str, Option]] = {"unknown": Option("choice", ("error", "ignore"))}
     columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "prediction", "target", "relevance")
     report: ClassVar[str] = "lrp_domains.report.genes:write_gene_report"
 

@@ -40,7 +40,8 @@ def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation
 
     Returns a DataFrame with columns id, start, end (0-based, end exclusive), strand (``+``: the
     record's own strand; motif matches report theirs), relevance (summed over the seqlet),
-    sequence, and the threshold used.
+    sequence, and the threshold used. Records whose relevance is NaN or Inf are left out, of the
+    null and of the calls.
     """
     if sign not in ("positive", "negative", "both"):
         raise ValueError(f"sign must be 'positive', 'negative' or 'both', got {sign!r}")
@@ -51,17 +52,23 @@ def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation
     # Per record, no padding: records of any lengths pool into one null.
     scores = [row[:length] for group in groups
               for row, length in zip(group.per_position.double().cpu().numpy(), group.lengths)]
+    # Records with NaN/Inf relevance (a model that gave NaN) are left out: of the null and of the calls.
+    finite = [bool(np.isfinite(row).all()) for row in scores]
     sums = [_window_sums(row[None], window)[0] for row in scores]
     if isinstance(null, str) and null == "shuffle":
         rng = np.random.default_rng(seed)
-        reference = [_window_sums(rng.permutation(row)[None], window)[0] for row in scores]
+        reference = [_window_sums(rng.permutation(row)[None], window)[0] for row, ok in zip(scores, finite) if ok]
     elif isinstance(null, str) and null == "quantile":
-        reference = sums
+        reference = [row for row, ok in zip(sums, finite) if ok]
     elif hasattr(null, "per_position"):
         null_scores = null.per_position.double().cpu().numpy()
-        reference = [_window_sums(row[:length][None], window)[0] for row, length in zip(null_scores, null.lengths)]
+        reference = [_window_sums(row[:length][None], window)[0] for row, length in zip(null_scores, null.lengths)
+                     if np.isfinite(row[:length]).all()]
     else:
         raise ValueError("null must be 'shuffle', 'quantile' or a SequenceExplanation of shuffled sequences")
+    columns = ["id", "start", "end", "strand", "relevance", "sequence", "sign", "threshold"]
+    if not reference or not any(finite):
+        return pd.DataFrame([], columns=columns)
     valid = np.concatenate(reference)
     rows = []
     for direction in (["positive", "negative"] if sign == "both" else [sign]):
@@ -69,6 +76,8 @@ def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation
         threshold = float(np.quantile(factor * valid, 1 - alpha))
         threshold = max(threshold, 0.0)
         for i, name in enumerate(ids):
+            if not finite[i]:
+                continue
             length = lengths[i]
             above = factor * sums[i] > threshold
             for start, end in _runs(above):
@@ -79,7 +88,6 @@ def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation
                              "relevance": float(scores[i][start:end].sum()),
                              "sequence": sequences[i][start:end], "sign": direction,
                              "threshold": factor * threshold})
-    columns = ["id", "start", "end", "strand", "relevance", "sequence", "sign", "threshold"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -28,6 +28,7 @@ from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.files.fasta import FORMATS as FASTA_FORMATS
 from lrp_domains.files.fasta import FastaRecords, check_unique, read_fasta
+from lrp_domains.options import Option
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -183,6 +184,7 @@ class SequenceExplainer(DomainExplainer):
     default_composite: ClassVar[str] = "genomics"
     run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 64, "center": False, "rc_average": False,
                                              "concepts": None}
+    option_types: ClassVar[dict[str, Option]] = {"concepts": Option("text")}
     columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "sequence", "relevance", "hypothetical", "concepts")
     report: ClassVar[str] = "lrp_domains.report.sequences:write_sequence_report"
 

@@ -24,6 +24,7 @@ from lrp_domains.bio.variants import COLUMNS, VariantRecord, explain_variants, p
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard, decode_line, open_binary, require_file, walk_records
+from lrp_domains.options import Option
 
 #: Output columns after ``row`` and ``id`` (``variant_id`` is the VCF's ID column).
 RUN_COLUMNS = tuple("variant_id" if c == "id" else c for c in COLUMNS) + MOTIF_COLUMNS
@@ -79,7 +80,10 @@ class VariantExplainer(DomainExplainer):
     default_composite: ClassVar[str] = "genomics"
     run_options: ClassVar[dict[str, Any]] = {"fasta": None, "window": None, "target": None, "batch_size": 64,
                                              "motifs": "JASPAR2024"}
+    option_types: ClassVar[dict[str, Option]] = {"fasta": Option("text"), "window": Option("int", minimum=1),
+                                                 "motifs": Option("text")}
     columns: ClassVar[tuple[str, ...]] = RUN_COLUMNS
+    finite_columns: ClassVar[tuple[str, ...]] = ("ref_score", "alt_score", "delta_score", "delta_relevance")
 
     def __init__(self, sequences: SequenceExplainer, fasta: str | Path | None = None,
                  window: int | None = None) -> None:

@@ -13,6 +13,7 @@ import typer
 
 from lrp_domains.commands.common import one_line_errors
 from lrp_domains.errors import InputError
+from lrp_domains.files.writing import claim_folder
 
 app = typer.Typer(help="Explain biological models: gene expression (genes), DNA sequences (sequences).",
                   no_args_is_help=True)
@@ -21,6 +22,10 @@ MODEL_HELP = ("MODULE:FACTORY building the model; imports MODULE (from the curre
               "(default: the bundled model).")
 NOISY_LABELS = ("pbmc68k_reduced bulk_labels are noisy: the 'Dendritic' cluster also carries classical-monocyte "
                 "markers (LYZ, S100A8/9), so its top genes overlap the monocytes'.")
+
+
+#: The files of a sequence report that every report writes (claimed before the work starts).
+SEQUENCE_REPORT_FILES = ["report.html", "relevance.parquet", "seqlets.csv", "seqlets.bed", "per_position.tsv"]
 
 
 class Missing(str, Enum):
@@ -80,11 +85,13 @@ def genes_command(
             explainer = ExpressionExplainer(net, genes, classes, composite=composite)
         if loaded.ignored:
             notes.append(f"Columns that are not numbers were ignored (not genes): {', '.join(loaded.ignored)}.")
-        explanation = explainer.explain(loaded.data, target=loaded.labels, progress=progress, missing=missing.value)
-        adata = loaded.data if isinstance(loaded.data, anndata.AnnData) else None
-        written = write_report(explainer, explanation, out, markers=marker_sets, adata=adata,
-                               groupby=label_column if adata is not None and loaded.labels is not None else None,
-                               top=top, notes=notes)
+        with claim_folder(out, "gene-report", ["report.html", "relevance.parquet"]):
+            explanation = explainer.explain(loaded.data, target=loaded.labels, progress=progress,
+                                            missing=missing.value)
+            adata = loaded.data if isinstance(loaded.data, anndata.AnnData) else None
+            written = write_report(explainer, explanation, out, markers=marker_sets, adata=adata,
+                                   groupby=label_column if adata is not None and loaded.labels is not None else None,
+                                   top=top, notes=notes)
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
 
@@ -122,12 +129,13 @@ def sequences_command(
         FastaRecords(path)  # a missing file or an unknown type is named before the model loads
         parsed_target = parse_sequence_target(target)  # a bad --target is named before the model loads
         explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
-        groups = list(explainer.explain_groups(path, target=parsed_target, center=center, rc_average=rc_average,
-                                               progress=progress))
-        seqlets = call_seqlets(groups)
-        if library is not None and len(seqlets):
-            seqlets = annotate_seqlets(seqlets, motifs=library)
-        written = write_report(explainer, groups, out, seqlets=seqlets)
+        with claim_folder(out, "sequence-report", SEQUENCE_REPORT_FILES):
+            groups = list(explainer.explain_groups(path, target=parsed_target, center=center, rc_average=rc_average,
+                                                   progress=progress))
+            seqlets = call_seqlets(groups)
+            if library is not None and len(seqlets):
+                seqlets = annotate_seqlets(seqlets, motifs=library)
+            written = write_report(explainer, groups, out, seqlets=seqlets)
     for name, written_path in written.items():
         typer.echo(f"{name}: {written_path}")
 
@@ -160,9 +168,10 @@ def concepts_command(
         library = None if motifs.lower() == "none" else load_motifs(motifs)
         FastaRecords(path)  # a missing file or an unknown type is named before the model loads
         explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
-        concepts = explain_filters(explainer, path, layer=layer, target=target, top=top, motifs=library,
-                                   examples=examples, batch_size=batch_size)
-        written = write_concepts_report(concepts, out)
+        with claim_folder(out, "concepts-report", ["report.html"]):
+            concepts = explain_filters(explainer, path, layer=layer, target=target, top=top, motifs=library,
+                                       examples=examples, batch_size=batch_size)
+            written = write_concepts_report(concepts, out)
     for name, written_path in written.items():
         typer.echo(f"{name}: {written_path}")
 
@@ -207,9 +216,10 @@ def variants_command(
 
             load_motifs(library)  # a bad library is named before any variant is explained
         explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
+        folder = OutputFolder(out, "variants")  # locked, and checked for what is not ours, before the work
+        folder.expect(["variants.tsv", "report.html"])
         table = explain_variants(explainer, vcf, fasta, window=window, target=target, batch_size=batch_size,
                                  motifs=library, delta_tracks=bigwig)
-        folder = OutputFolder(out, "variants")
         shown = table.drop(columns=["delta_track"]) if bigwig else table
         path = folder.write_text("variants.tsv", shown.to_csv(sep="\t", index=False, float_format="%.6g"))
         if bigwig and (table["status"] == "ok").any():

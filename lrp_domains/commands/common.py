@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 
 import typer
+
+#: File-system failures that are the user's to fix (one line, exit status 2), not bugs.
+STORAGE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -25,6 +29,13 @@ def one_line_errors() -> Iterator[None]:
         yield
     except errors as error:
         typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    except OSError as error:  # the disk, not the input: full, over quota, read-only, not ours to write
+        if error.errno not in STORAGE_ERRORS:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        typer.echo(f"error: {where}{error.strerror}; nothing of what was written before is lost. Free some space or "
+                   "choose another --out, then run the command again", err=True)
         raise typer.Exit(2) from error
 
 

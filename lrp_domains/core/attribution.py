@@ -211,7 +211,11 @@ def explain(
         value 1 (one-hot inputs: every base at every position). Tensor inputs only.
     output:
         ``output(raw, batch) -> (N, ...)``: the tensor of the model's output that targets index
-        (default: the output itself, its ``.logits``, or its first element).
+        (default: the output itself, its ``.logits``, or its first element). When that tensor is
+        the result of a softmax in the model's forward (``torch.softmax``, ``nn.Softmax``...), the
+        softmax's input, the logits, is explained instead, with a warning: relevance of a
+        probability is zero with the softmax held constant. A softmax ``output`` applies itself
+        after the forward is explained as written.
     sources:
         Module names (or module types) whose outputs are where relevance is read: relevance
         stops there and is returned per module in :attr:`Explanation.sources` (an embedding's
@@ -306,6 +310,15 @@ def default_output(raw: Any, batch: Any = None) -> torch.Tensor:
     )
 
 
+def explained_output(scope: Any, raw: Any, batch: Any, output_fn: OutputFn | None) -> torch.Tensor:
+    """The tensor ``output_fn`` (default: :func:`default_output`) picks from the latest forward's
+    ``raw`` output, or, when that tensor is the output of a softmax in the forward, the softmax's
+    input (the logits; see :meth:`~lrp_domains.core.scope.Scope.output_logits`)."""
+    output = (output_fn or default_output)(raw, batch)
+    logits = scope.output_logits(output)
+    return output if logits is None else logits
+
+
 def run_tracked(model: nn.Module, scope: Any, batch: Inputs) -> tuple[Any, list[torch.Tensor], list[str]]:
     """One forward of ``batch`` with its floating-point inputs tracked: ``(raw output, leaves,
     names of the tracked mapping entries)`` (no names for a tensor input)."""
@@ -353,7 +366,7 @@ def read_relevance(scope: Any, leaves: list[torch.Tensor], outputs: torch.Tensor
 
 def _explain_batch(model, scope, batch, target, strict, output_fn) -> Explanation:
     raw, leaves, features = run_tracked(model, scope, batch)
-    output = (output_fn or default_output)(raw, batch)
+    output = explained_output(scope, raw, batch, output_fn)
     scope.check(strict)
     explained, index = select_target(output, target)
     relevance, read, input_grads, _ = read_relevance(scope, leaves, explained.sum(), None)

@@ -20,9 +20,19 @@ class Coverage:
         self._uncovered: dict[tuple[str, str, str], None] = {}
         self._reported: dict[tuple[str, str, str], None] = {}
 
-    def record(self, operation: str, module_name: str = "", module_type: str = "") -> None:
-        """Note an operation on input-dependent tensors that no rule covers."""
-        self._uncovered[(operation, module_name, module_type)] = None
+    def record(self, operation: str, module_name: str = "", module_type: str = "") -> tuple[str, str, str] | None:
+        """Note an operation on input-dependent tensors that no rule covers; returns its key when it
+        is new (for :meth:`discard`), else None."""
+        key = (operation, module_name, module_type)
+        if key in self._uncovered:
+            return None
+        self._uncovered[key] = None
+        return key
+
+    def discard(self, key: tuple[str, str, str]) -> None:
+        """Forget an operation not reported yet (it turned out to be off the explained path)."""
+        if key not in self._reported:
+            self._uncovered.pop(key, None)
 
     @property
     def uncovered(self) -> list[str]:

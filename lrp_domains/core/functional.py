@@ -12,6 +12,10 @@ modules that have a rule) looks at each torch function applied to input-dependen
 - anything else (softmax, exp, normalisation, division by an input-dependent tensor) is
   recorded as *uncovered*: strict mode names it, non-strict mode warns.
 
+The latest softmax of a forward is also remembered (its output and its input, the logits): when
+the model's explained output *is* that softmax's output, ``explain`` explains the logits instead
+(:meth:`~lrp_domains.core.scope.Scope.output_logits`).
+
 "Input-dependent" means "requires grad": inside a scope the model's parameters do not.
 """
 
@@ -37,6 +41,9 @@ PRODUCT_OPS = frozenset({
     "mul", "__mul__", "__rmul__", "multiply", "matmul", "__matmul__", "__rmatmul__", "bmm", "mm",
     "mv", "dot", "inner", "outer", "einsum",
 })
+
+#: Softmax under its torch names (``torch.softmax``, ``F.softmax``, ``Tensor.softmax``, ``nn.Softmax``).
+SOFTMAX_OPS = frozenset({"softmax"})
 
 DIVISION_OPS = frozenset({"div", "__truediv__", "true_divide", "divide", "__itruediv__", "div_"})
 
@@ -164,6 +171,8 @@ class FunctionalRules(TorchFunctionMode):
             return func(*args, **kwargs)
         name = op_name(func)
         handler = self.table.get(name)
+        if name in SOFTMAX_OPS and args and _dependent(args[0]):
+            return self._softmax(func, handler, name, args, kwargs)
         if handler is not None:
             return handler(func, args, kwargs)
         if name in DIVISION_OPS and len(args) > 1 and _dependent(args[1]):
@@ -172,4 +181,13 @@ class FunctionalRules(TorchFunctionMode):
         out = func(*args, **kwargs)
         if name not in PASS_OPS and name not in DIVISION_OPS and _any_dependent(args, kwargs) and _dependent(out):
             self.scope.record_uncovered(name)
+        return out
+
+    def _softmax(self, func: Callable, handler: Callable | None, name: str, args: tuple, kwargs: dict) -> Any:
+        """A softmax as any other call (its rule, else uncovered), remembered with its logits."""
+        out = handler(func, args, kwargs) if handler is not None else func(*args, **kwargs)
+        uncovered = None
+        if handler is None and _dependent(out):
+            uncovered = self.scope.record_uncovered(name)
+        self.scope.record_softmax(out, args[0], uncovered)
         return out

@@ -36,8 +36,8 @@ from lrp_domains.core.attribution import (
     _length,
     _source_names,
     batches,
-    default_output,
     eval_mode,
+    explained_output,
     prepare_inputs,
     read_relevance,
     resolve_composite,
@@ -275,7 +275,7 @@ def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Input
     probe.seen, probe.inputs, probe.stop = [], [], False
     raw, leaves, features = run_tracked(model, scope, batch)
     point = probe.tensor(n)
-    output = (output_fn or default_output)(raw, batch)
+    output = explained_output(scope, raw, batch, output_fn)
     scope.check(strict)
     explained, index = select_target(output, target)
     conditioning = channels is None or bool(channels)
@@ -449,7 +449,7 @@ def layer_relevance(model: nn.Module, inputs: Inputs, layers: Sequence[str], tar
                     probe.seen, probe.stop = [], False
                 raw, leaves, _ = run_tracked(model, scope, batch)
                 points = [probe.tensor(_length(batch)) for probe in probes]
-                explained, _ = select_target((output or default_output)(raw, batch), batch_target)
+                explained, _ = select_target(explained_output(scope, raw, batch, output), batch_target)
                 scope.check(strict)
                 _, _, _, grads = read_relevance(scope, leaves, explained.sum(), None, extra=points)
                 for name, point, grad in zip(layers, points, grads):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -133,6 +134,8 @@ class _ThreadState:
     stack: list = field(default_factory=list)
     depth: int = 0
     first_claimed: bool = False
+    #: The latest softmax of this forward on input-dependent tensors: (output, input, its uncovered key).
+    softmax: tuple | None = None
 
 
 class Scope:
@@ -159,6 +162,7 @@ class Scope:
         table.update(composite.functional)
         self._mode = FunctionalRules(self, table)
         self._active = False
+        self._softmax_warned = False
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Scope:
@@ -212,6 +216,7 @@ class Scope:
         module.__dict__["forward"] = forward
 
     def _restore(self) -> None:
+        self._state().softmax = None
         for module, saved in reversed(self._saved_forwards):
             if saved is _MISSING:
                 module.__dict__.pop("forward", None)
@@ -293,16 +298,44 @@ class Scope:
         stack = self._state().stack
         return bool(stack) and stack[-1][1]
 
-    def record_uncovered(self, operation: str) -> None:
-        """Note an operation on input-dependent tensors that no rule covers (functional mode)."""
+    def record_uncovered(self, operation: str) -> tuple[str, str, str] | None:
+        """Note an operation on input-dependent tensors that no rule covers (functional mode); its
+        coverage key when it is new."""
         stack = self._state().stack
         call = next((entry[0] for entry in reversed(stack) if entry[0] is not None), None)
-        self.coverage.record(operation, call.name if call else "", type(call.module).__name__ if call else "")
+        return self.coverage.record(operation, call.name if call else "", type(call.module).__name__ if call else "")
+
+    def record_softmax(self, output: Any, logits: torch.Tensor, uncovered: tuple[str, str, str] | None) -> None:
+        """Remember the latest softmax of this forward (functional mode): its output, its input and
+        its coverage key if it recorded one. Only the latest is kept: an output softmax is the
+        forward's last, and one input tensor is all it holds on to."""
+        self._state().softmax = (output, logits, uncovered)
+
+    def output_logits(self, output: Any) -> torch.Tensor | None:
+        """The logits when ``output`` (the explained tensor of the latest forward) is the output of
+        the forward's latest softmax, else None; forgets the softmax either way.
+
+        Relevance of a probability is rarely what a user wants: with the softmax held constant it is
+        zero, with its gradient it mixes every class. The logits are explained instead, said once
+        per scope, and the softmax, now off the explained path, is not reported as uncovered."""
+        state = self._state()
+        record, state.softmax = state.softmax, None
+        if record is None or record[0] is not output:
+            return None
+        _, logits, uncovered = record
+        if uncovered is not None:
+            self.coverage.discard(uncovered)
+        if not self._softmax_warned:
+            self._softmax_warned = True
+            warnings.warn("the model's output is a softmax; explaining its input, the logits (relevance of a "
+                          "probability held constant would be zero)", stacklevel=6)  # explain's caller
+        return logits
 
     # -- what callers use ---------------------------------------------------------------------
     def track(self, *inputs: torch.Tensor, batch_size: int | None = None) -> tuple[torch.Tensor, ...]:
         """Register the model inputs of the next forward; returns leaves that require grad
         (see :class:`~lrp_domains.core.tracking.InputTracker`)."""
+        self._state().softmax = None
         return tuple(self.inputs.track(inputs, batch_size))
 
     @property

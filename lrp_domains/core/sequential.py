@@ -90,6 +90,8 @@ def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
             if not isinstance(composite.rule_for(name, module), Pass):
                 return None
             steps.append(_Step("identity", module))
+        elif type(module) is nn.Softmax:
+            return None  # an output softmax: the engine explains its logits (Scope.output_logits) and says so
         else:
             return None
     if steps[0].kind != "linear" and composite.first is not None:

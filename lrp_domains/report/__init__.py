@@ -22,4 +22,11 @@ def write_report(explainer: Any, result: Any, out_dir: str | Path, **kwargs: Any
         raise ValueError(f"the {kind} explainer names no report writer (its class attribute report)")
     module_name, _, function = spec.partition(":")
     writer = getattr(importlib.import_module(module_name), function)
-    return writer(result, out_dir, **kwargs)
+    try:
+        return writer(result, out_dir, **kwargs)
+    except ValueError as error:
+        from lrp_domains.core.finite import NonFiniteOutputs
+
+        if isinstance(error, NonFiniteOutputs):  # every record NaN/Inf: name the model's first non-finite parameter
+            raise error.naming(getattr(explainer, "model", None)) from None
+        raise

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lrp_domains.bio.genes import GeneExplanation
+from lrp_domains.core.finite import NonFiniteOutputs
 from lrp_domains.files.writing import OutputFolder
 from lrp_domains.report.blocks import Page, figure, paragraph, plain_text, table
 
@@ -58,21 +62,58 @@ def _bars(explanation: GeneExplanation, per_class: int = 10):
     return fig
 
 
+def _finite_samples(explanation: GeneExplanation) -> np.ndarray:
+    """Per sample: True where the explained score and every gene's relevance are finite."""
+    return (np.isfinite(explanation.explained.to_numpy(dtype=float))
+            & np.isfinite(explanation.relevance.to_numpy(dtype=float)).all(axis=1))
+
+
+def _samples(explanation: GeneExplanation, keep: np.ndarray) -> GeneExplanation:
+    """The samples where ``keep`` is True."""
+    target = None if explanation.target is None else explanation.target[keep]
+    return dataclasses.replace(
+        explanation, relevance=explanation.relevance[keep], output=explanation.output[keep],
+        prediction=explanation.prediction[keep], target=target, explained=explanation.explained[keep],
+        delta=explanation.delta[keep])
+
+
+def _few(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(map(str, names[:limit]))
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
 def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
                       markers: Mapping[str, Sequence[str]] | None = None, adata: Any = None, groupby: str | None = None,
                       top: int = 50, title: str = "Gene relevance", notes: Sequence[str] = ()) -> dict[str, Path]:
     """Write ``relevance.parquet`` (samples x genes), ``top_genes.csv``, ``heatmap.png``,
     ``bars.png``, ``markers.csv`` (with ``markers``), ``de_overlap.csv`` (with ``adata`` and
-    ``groupby``; needs scanpy) and ``report.html`` with all of it. Returns the paths."""
+    ``groupby``; needs scanpy) and ``report.html`` with all of it. Returns the paths.
+
+    Samples whose explained score or relevance is NaN or Inf are named in a warning and a note
+    and left out of everything but ``relevance.parquet``; when every sample is, a
+    :class:`~lrp_domains.core.finite.NonFiniteOutputs` error is raised before anything is written."""
+    full = explanation
+    finite = _finite_samples(explanation)
+    if len(finite) and not finite.any():
+        raise NonFiniteOutputs(len(finite), "samples")
+    if not finite.all():
+        bad = [str(name) for name in explanation.relevance.index[~finite]]
+        message = (f"{len(bad)} of {len(finite)} samples have a NaN or Inf explained score or relevance: {_few(bad)}; "
+                   "they are left out of the rankings, figures and tables (relevance.parquet keeps them)")
+        warnings.warn(message, stacklevel=3)
+        notes = [*notes, message + "."]
+        explanation = _samples(explanation, finite)
+        if adata is not None:
+            adata = adata[finite]
     folder = OutputFolder(out_dir, "gene-report")
     written: dict[str, Path] = {}
     with folder.atomic("relevance.parquet") as temporary:
-        explanation.relevance.to_parquet(temporary)
+        full.relevance.to_parquet(temporary)
     written["relevance"] = folder.root / "relevance.parquet"
     ranking = explanation.rank_genes("class", top)
     written["top_genes"] = folder.write_text("top_genes.csv", ranking.to_csv(index=False))
 
-    page = Page(title, intro=f"{len(explanation.relevance)} samples x {explanation.relevance.shape[1]} genes, "
+    page = Page(title, intro=f"{len(full.relevance)} samples x {full.relevance.shape[1]} genes, "
                              f"composite {explanation.composite}.")
     summary = page.section("Summary")
     groups = explanation.target if explanation.target is not None else explanation.prediction
@@ -115,7 +156,7 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
             paragraph(f"Overlap of each class's top {top} genes with its top {top} Wilcoxon differentially "
                       "expressed genes (scanpy)."), table(de))
     written["report"] = folder.write_text("report.html", page.render())
-    folder.write_text("summary.json", json.dumps({"samples": len(explanation.relevance),
+    folder.write_text("summary.json", json.dumps({"samples": len(full.relevance),
                                                   "composite": explanation.composite}, indent=1))
     folder.finish()
     return written

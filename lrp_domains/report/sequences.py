@@ -7,6 +7,7 @@ never writes padding: tables are per record, and the tfmodisco arrays are per le
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pandas as pd
 
 from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets, to_bed
 from lrp_domains.bio.sequence_explainer import SequenceExplanation
+from lrp_domains.core.finite import NonFiniteOutputs
 from lrp_domains.files.writing import OutputFolder
 from lrp_domains.report.blocks import Page, logo, paragraph, plain_text, table
 
@@ -29,6 +31,22 @@ def _groups(explanation: SequenceExplanation | Sequence[SequenceExplanation]) ->
     return [group for item in given for group in item.by_length()]
 
 
+def _not_finite(groups: list[SequenceExplanation]) -> list[str]:
+    """The ids of the records whose explained value or relevance is NaN or Inf."""
+    bad = []
+    for group in groups:
+        explained = group.explained.double().cpu().numpy()
+        per_position = group.per_position.double().cpu().numpy()
+        bad += [name for name, value, row, length in zip(group.ids, explained, per_position, group.lengths)
+                if not (np.isfinite(value) and np.isfinite(row[:length]).all())]
+    return bad
+
+
+def _few(names: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(map(str, names[:limit]))
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
+
+
 def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceExplanation], out_dir: str | Path,
                           seqlets: pd.DataFrame | None = None, logos: int = 6, title: str = "Sequence relevance",
                           notes: Sequence[str] = (), motifs: Any = None) -> dict[str, Path]:
@@ -37,15 +55,30 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
     ``per_position.tsv`` (a line per record, as long as the record), ``seqlets.csv`` and
     ``seqlets.bed``, ``logos/*.png`` for the sequences with the largest explained values, and
     ``report.html``. ``seqlets``: from :func:`~lrp_domains.bio.call_seqlets` (called here when
-    None, and annotated with ``motifs`` when given)."""
+    None, and annotated with ``motifs`` when given).
+
+    Records whose explained value or relevance is NaN or Inf are named in a warning and a note,
+    and left out of the seqlets, the summary's ranking, the logos and the tfmodisco arrays (the
+    per-record tables keep them); when every record is, a :class:`~lrp_domains.core.finite.NonFiniteOutputs` error is
+    raised before anything is written."""
     groups = _groups(explanation)
+    records = [(g, k) for g in groups for k in range(len(g))]
+    bad = _not_finite(groups)
+    if records and len(bad) == len(records):
+        raise NonFiniteOutputs(len(records), "sequences")
+    if bad:
+        message = (f"{len(bad)} of {len(records)} sequences have a NaN or Inf explained value or relevance: "
+                   f"{_few(bad)}; they are left out of the seqlets, the ranking, the logos and the tfmodisco "
+                   "arrays (the per-record tables keep them)")
+        warnings.warn(message, stacklevel=3)
+        notes = [*notes, message + "."]
     if seqlets is None:
         seqlets = call_seqlets(groups)
         if motifs is not None and len(seqlets):
             seqlets = annotate_seqlets(seqlets, motifs=motifs)
     folder = OutputFolder(out_dir, "sequence-report")
     written: dict[str, Path] = {}
-    _write_arrays(groups, folder, written)
+    _write_arrays(groups, folder, written, set(bad))
     with folder.atomic("relevance.parquet") as temporary:
         pd.concat([g.to_frame() for g in groups], ignore_index=True).to_parquet(temporary, index=False)
     written["relevance"] = folder.root / "relevance.parquet"
@@ -59,7 +92,6 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
             lines.append("\t".join(f"{v:.6g}" for v in row[:length]))
     written["per_position"] = folder.write_text("per_position.tsv", "\n".join(lines) + "\n")
 
-    records = [(g, k) for g in groups for k in range(len(g))]
     summary = pd.DataFrame({
         "id": [g.ids[k] for g, k in records], "length": [g.lengths[k] for g, k in records],
         "explained": [float(g.explained[k]) for g, k in records],
@@ -68,8 +100,10 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
     })
     counts = seqlets["id"].value_counts() if len(seqlets) else pd.Series(dtype=int)
     summary["seqlets"] = [int(counts.get(name, 0)) for name in summary.id]
-    summary = summary.sort_values("explained", ascending=False)
-    ratio = (summary.delta.abs() / summary.explained.abs().clip(lower=1e-12)).median()
+    left_out = summary.id.isin(set(bad))
+    summary = pd.concat([summary[~left_out].sort_values("explained", ascending=False), summary[left_out]])
+    left_out = summary.id.isin(set(bad))
+    ratio = (summary.delta.abs() / summary.explained.abs().clip(lower=1e-12))[~left_out].median()
     composite = groups[0].composite
     page = Page(title, intro=f"{len(records)} sequences, composite {composite}.")
     section = page.section("Sequences")
@@ -81,7 +115,7 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
                                note=True))
     where = {g.ids[k]: (g, k) for g, k in records}
     with plain_text():
-        for name in summary.id[:logos]:
+        for name in summary.id[~left_out][:logos]:
             group, index = where[name]
             mine = seqlets[seqlets["id"] == name] if len(seqlets) else seqlets
             if len(mine):
@@ -114,13 +148,16 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
     return written
 
 
-def _write_arrays(groups: list[SequenceExplanation], folder: OutputFolder, written: dict[str, Path]) -> None:
-    """tfmodisco-lite's ``ohe.npz``/``attr.npz``: one pair, or one pair per length (no padding)."""
+def _write_arrays(groups: list[SequenceExplanation], folder: OutputFolder, written: dict[str, Path],
+                  left_out: set[str] = frozenset()) -> None:
+    """tfmodisco-lite's ``ohe.npz``/``attr.npz``: one pair, or one pair per length (no padding),
+    without the records in ``left_out`` (NaN or Inf would poison tfmodisco's statistics)."""
     lengths = sorted({length for g in groups for length in g.lengths})
     for group in groups:
+        keep = [k for k, name in enumerate(group.ids) if name not in left_out]
         suffix = "" if len(lengths) == 1 else f"_L{group.lengths[0]}"
         for key, name, values in (("ohe", f"ohe{suffix}.npz", group.onehot), ("attr", f"attr{suffix}.npz",
                                                                                  group.hypothetical)):
             with folder.atomic(name) as temporary, temporary.open("wb") as handle:
-                np.savez_compressed(handle, values.float().cpu().numpy())
+                np.savez_compressed(handle, values[keep].float().cpu().numpy())
             written[key if len(lengths) == 1 else f"{key}{suffix}"] = folder.root / name

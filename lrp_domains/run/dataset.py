@@ -27,12 +27,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lrp_domains.core.describe import describe, describe_composite
+from lrp_domains.core.finite import first_nonfinite_parameter
 from lrp_domains.domains import OK, STATUS, DomainExplainer, Reader, kind_of
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard
 from lrp_domains.files.lock import folder_lock
 from lrp_domains.files.writing import OUTPUTS_FILE, read_marker
-from lrp_domains.models import first_nonfinite_parameter, model_fingerprint
+from lrp_domains.models import model_fingerprint
 from lrp_domains.options import parse_options
 from lrp_domains.run.manifest import (
     MANIFEST,

@@ -91,7 +91,9 @@ def _write_arrays(files: list[Path], temporary: list[Path], header: dict, length
             marked = "status" in pq.read_schema(path).names
             table = pq.read_table(path, columns=columns + (["status"] if marked else []))
             keep = [i for i, usable in enumerate(_usable(table)) if usable]  # rows marked non-finite are left out
-            rows = table.select(columns).take(keep).to_pydict()
+            if not keep:
+                continue
+            rows = table.select(columns).take(pa.array(keep, type=pa.int64())).to_pydict()
             n = len(rows["sequence"])
             ohe.write(one_hot(rows["sequence"], alphabet, ids=rows["id"]).numpy().astype(dtype).tobytes())
             attr.write(np.asarray(rows["hypothetical"], dtype=dtype).reshape(n, len(alphabet), length).tobytes())
