@@ -299,3 +299,34 @@ def test_a_read_only_disk_is_refused_before_the_work(tmp_path, small_disk):
     _one_line(run("run", "sequences", fasta, "--out", disk / "run", "--no-progress"), "choose another --out")
     _one_line(run("bio", "sequences", fasta, "--out", disk / "report", "--motifs", "none", "--no-progress"),
               "Read-only file system")
+
+
+# -- steps that write into a run folder ---------------------------------------------------------------
+def test_steps_never_replace_a_users_file_in_the_run_folder(tmp_path):
+    fasta = _fasta(tmp_path / "in.fa", n=6)
+    out = tmp_path / "run"
+    assert run("run", "sequences", fasta, "--out", out, "--shard-size", "3", "--no-progress").exit_code == 0
+    (out / "ohe.npy").write_text("my array")
+    _one_line(run("run", "export-modisco", out), "ohe.npy exists and was not written by this run")
+    assert (out / "ohe.npy").read_text() == "my array" and not (out / "attr.npy").exists()
+    (out / "ohe.npy").unlink()
+    assert run("run", "export-modisco", out).exit_code == 0
+    assert run("run", "export-modisco", out).exit_code == 0  # our own files: replaced
+    assert read_manifest(out)["outputs"] == ["attr.npy", "ohe.npy"]
+    # a new run in the folder deletes the steps' files made from the old shards, and nothing else
+    (out / "notes.npy").write_text("mine")
+    again = run("run", "sequences", fasta, "--out", out, "--shard-size", "2", "--no-resume", "--no-progress")
+    assert again.exit_code == 0, again.output
+    assert not (out / "ohe.npy").exists() and not (out / "attr.npy").exists()
+    assert (out / "notes.npy").read_text() == "mine"
+
+
+def test_reference_examples_table_given_a_folder_is_one_line(tmp_path):
+    fasta = _fasta(tmp_path / "in.fa", n=4)
+    out = tmp_path / "run"
+    done = run("run", "sequences", fasta, "--out", out, "--option", "concepts=0", "--no-progress")
+    assert done.exit_code == 0, done.output
+    (tmp_path / "folder").mkdir()
+    _one_line(run("run", "reference-examples", out, "--table", tmp_path / "folder"), "is a folder; give a file name")
+    assert run("run", "reference-examples", out).exit_code == 0
+    assert "reference_examples.tsv" in read_manifest(out)["outputs"]

@@ -115,9 +115,13 @@ def reference_examples_command(
     (CRP's relevance maximization), with its share of all relevance, read shard by shard."""
     from lrp_domains.files.writing import atomic_write
     from lrp_domains.run import reference_examples
+    from lrp_domains.run.manifest import step_output
 
     with one_line_errors():
-        found = reference_examples(out, top=top)
         path = table or Path(out) / "reference_examples.tsv"
-        atomic_write(path, found.to_csv(sep="\t", index=False))
+        if path.is_dir():
+            raise InputError(f"--table {path} is a folder; give a file name (e.g. {path / 'reference_examples.tsv'})")
+        found = reference_examples(out, top=top)
+        with step_output(out, path) as target:
+            atomic_write(target, found.to_csv(sep="\t", index=False))
     typer.echo(f"reference examples: {path} ({found.concept.nunique()} concepts, top {top})")

@@ -32,7 +32,7 @@ from lrp_domains.domains import OK, STATUS, DomainExplainer, Reader, kind_of
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard
 from lrp_domains.files.lock import folder_lock
-from lrp_domains.files.writing import OUTPUTS_FILE, read_marker
+from lrp_domains.files.writing import OUTPUT_SUFFIXES, OUTPUTS_FILE, read_marker
 from lrp_domains.models import model_fingerprint
 from lrp_domains.options import parse_options
 from lrp_domains.run.manifest import (
@@ -185,8 +185,11 @@ def prepare(out_dir: str | Path, resume: bool, fingerprint: dict, settings: dict
             raise _refuse_changed(out, found)
         return ShardWriter(out, existing)
     if existing is not None:  # read_manifest let through only our own shard names
-        for entry in existing["shards"].values():
-            old = out / entry["file"]
+        stale = [entry["file"] for entry in existing["shards"].values()]
+        stale += [name for name in existing.get("outputs", []) if isinstance(name, str) and Path(name).name == name
+                  and name.lower().endswith(OUTPUT_SUFFIXES)]  # the steps' files, made from the replaced shards
+        for name in stale:
+            old = out / name
             if old.is_symlink() or old.is_file():
                 old.unlink()
     manifest = new_manifest(fingerprint, settings, _versions())

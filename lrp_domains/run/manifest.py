@@ -8,8 +8,10 @@ are only ever our own names (``shard-00000.parquet``) directly inside the folder
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,35 @@ def finished_run(out_dir: str | Path, step: str) -> tuple[dict[str, Any], list[P
                          "run the same `lrp-domains run` command again to finish it (finished shards are kept)")
     entries = sorted(manifest["shards"].values(), key=lambda e: e["start"])
     return manifest, [out / entry["file"] for entry in entries]
+
+
+@contextlib.contextmanager
+def step_output(out_dir: str | Path, path: str | Path) -> Iterator[Path]:
+    """Where a step writes ``path`` (its result: ``ohe.npy``, ``reference_examples.tsv``...).
+
+    Inside the run folder the step holds the folder's lock, refuses a file of that name that the
+    run did not write (not listed under the manifest's ``outputs``), and lists the file there once
+    written (a new run with ``--no-resume`` deletes it with the shards). A path outside the run
+    folder is the user's explicit choice, written atomically."""
+    from lrp_domains.files.lock import folder_lock
+
+    out, target = Path(out_dir).resolve(), Path(path)
+    if target.is_dir():
+        raise InputError(f"{target} is a folder; give a file name for the step's output")
+    if target.resolve().parent != out:
+        yield target
+        return
+    with folder_lock(out):
+        manifest = read_manifest(out) or {}
+        listed = manifest.get("outputs", [])
+        if (target.exists() or target.is_symlink()) and target.name not in listed:
+            raise InputError(f"{target} exists and was not written by this run (not listed in its {MANIFEST}); not "
+                             "replacing it: move it away, or give the output another name")
+        yield target
+        current = read_manifest(out)  # read again: a nested step may have listed its own file
+        if current is not None and target.name not in current.get("outputs", []):
+            current["outputs"] = sorted({*current.get("outputs", []), target.name})
+            write_manifest(out, current)
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:

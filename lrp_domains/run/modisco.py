@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lrp_domains.errors import InputError
-from lrp_domains.run.manifest import finished_run
+from lrp_domains.run.manifest import finished_run, step_output
 
 
 def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
@@ -57,17 +57,18 @@ def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
     # Written under temporary names and renamed at the end: an interrupted export never leaves
     # (or half-overwrites) files that look complete. Shards are appended to the files in order
     # after a .npy header of the final shape, so memory holds one shard.
-    temporary = [Path(f"{p}.tmp") for p in (ohe_path, attr_path)]
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-              "shape": (count, len(alphabet), length)}
-    try:
-        _write_arrays(files, temporary, header, length, dtype, count, out, alphabet)
-    except BaseException:
-        for path in temporary:
-            path.unlink(missing_ok=True)
-        raise
-    for source, target in zip(temporary, (ohe_path, attr_path)):
-        os.replace(source, target)
+    with step_output(out, ohe_path), step_output(out, attr_path):
+        temporary = [Path(f"{p}.tmp") for p in (ohe_path, attr_path)]
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                  "shape": (count, len(alphabet), length)}
+        try:
+            _write_arrays(files, temporary, header, length, dtype, count, out, alphabet)
+        except BaseException:
+            for path in temporary:
+                path.unlink(missing_ok=True)
+            raise
+        for source, target in zip(temporary, (ohe_path, attr_path)):
+            os.replace(source, target)
     return ohe_path, attr_path
 
 
