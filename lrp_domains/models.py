@@ -9,11 +9,13 @@ problem is an :class:`~lrp_domains.errors.InputError` saying what to do.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
+import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,6 +41,59 @@ def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
 def model_fingerprint(model: nn.Module) -> str:
     """:func:`state_dict_sha256` of a model's parameters and buffers."""
     return state_dict_sha256(model.state_dict())
+
+
+#: Files one of which a folder written by a tokenizer's ``save_pretrained`` holds.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
+
+
+def _looks_local(name: str) -> bool:
+    """Whether ``name`` can only be a path (``./x``, ``/x``, ``~/x``, ``a/b/c``), not a hub name (``org/model``)."""
+    return (name.startswith((".", "~", os.sep, "/")) or os.path.isabs(name) or "\\" in name
+            or name.count("/") > 1)
+
+
+@contextlib.contextmanager
+def pretrained_errors(name: str) -> Iterator[None]:
+    """Loading a transformers model from folder or hub name ``name``: a missing folder, or a name that
+    cannot be loaded (a mistyped folder, a hub name offline), is one InputError saying what to give."""
+    path = Path(name).expanduser()
+    hint = "give a folder written by save_pretrained, or a Hugging Face Hub name (hub names need the network)"
+    if not path.exists() and _looks_local(name):
+        raise InputError(f"{name}: no such folder; {hint}")
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{name}: not a folder; {hint}")
+    try:
+        yield
+    except (OSError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
+        first = " ".join(str(error).split())[:300]
+        if path.is_dir():
+            raise InputError(f"{name}: cannot load the model in this folder ({type(error).__name__}: {first}); "
+                             "give a folder written by save_pretrained (config, weights and tokenizer)") from error
+        raise InputError(f"{name}: no such folder, and no Hugging Face Hub model of that name could be loaded "
+                         f"({type(error).__name__}: {first}); {hint}") from error
+
+
+def pretrained_tokenizer(name: str, loader: Any) -> Any:
+    """``loader.from_pretrained(name)`` (e.g. ``AutoTokenizer``), with an InputError when a local
+    folder holds a model but no tokenizer."""
+    path = Path(name).expanduser()
+    if path.is_dir() and not any((path / file).is_file() for file in TOKENIZER_FILES):
+        raise InputError(f"{name}: the folder holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...); "
+                         "save the model's tokenizer there too: tokenizer.save_pretrained(folder)")
+    try:
+        return loader.from_pretrained(str(path) if path.is_dir() else name)
+    except (TypeError, OSError, ValueError) as error:
+        if isinstance(error, InputError):
+            raise
+        if path.is_dir():
+            raise InputError(f"{name}: the folder's tokenizer cannot be loaded ({type(error).__name__}: "
+                             f"{' '.join(str(error).split())[:300]}); save the model's tokenizer there with "
+                             "tokenizer.save_pretrained(folder)") from error
+        raise
 
 
 class UserModel(NamedTuple):

@@ -323,7 +323,7 @@ def test_registered_and_rows_follow_the_contract(kmer3, tmp_path):
     model = _esm(kmer3, "rotary")
     explainer = TokenSequenceExplainer(model, kmer3)
     rows = explainer.explain_rows(["r1", "r1"], ["ACGTAGGN", "TTAGC"], first_row=3, target=1)
-    assert list(rows.columns) == ["row", "id", *TokenSequenceExplainer.columns]
+    assert list(rows.columns) == ["row", "id", *TokenSequenceExplainer.columns, "status"]
     assert rows.row.tolist() == [3, 4]
     single = explainer.explain(["TTAGC"], target=1)
     assert rows.relevance[1] == pytest.approx(single.per_position[0].tolist(), rel=1e-9, abs=1e-15)

@@ -183,7 +183,7 @@ def test_gene_explanation_tools_work_unchanged(tmp_path):
     again = explainer.explain(adata, target=["A", "B", "A", "C", "B", "A"])
     np.testing.assert_allclose(again.relevance.to_numpy(), result.relevance.to_numpy(), rtol=1e-5, atol=1e-7)
     rows = explainer.explain_rows(list(data.index), data, target="A")
-    assert list(rows.columns) == ["row", "id", *explainer.columns] and len(rows["relevance"][0]) == len(GENES)
+    assert list(rows.columns) == ["row", "id", *explainer.columns, "status"] and len(rows["relevance"][0]) == len(GENES)
     from lrp_domains.report.genes import write_gene_report
 
     written = write_gene_report(result, tmp_path / "report", markers={"A": top_a[:2]})

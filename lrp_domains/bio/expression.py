@@ -168,8 +168,16 @@ class ExpressionExplainer(DomainExplainer):
         values, samples = self.align(data, layer, missing)
         inputs = torch.as_tensor(values, dtype=model_dtype(self.model) or torch.get_default_dtype())
         targets = resolve_targets(target, len(samples), self.classes)
-        result = explain(self.model, inputs, target=targets, composite=self.composite, batch_size=batch_size,
-                         progress=progress, check_delta=False)
+        try:
+            result = explain(self.model, inputs, target=targets, composite=self.composite, batch_size=batch_size,
+                             progress=progress, check_delta=False)
+        except RuntimeError as error:
+            first = next((m for m in self.model.modules() if isinstance(m, nn.Linear)), None)
+            if first is not None and first.in_features != len(self.genes):
+                raise InputError(f"the model takes {first.in_features} inputs (its first Linear layer) but was given "
+                                 f"{len(self.genes)} genes: the gene list (the factory's, or the .json beside the "
+                                 f"weights) must name one gene per model input, in the model's order") from error
+            raise
         classes = self.classes or [str(i) for i in range(result.output.shape[1])]
         output = pd.DataFrame(result.output.double().cpu().numpy(), index=samples, columns=classes)
         target_names = None if result.target is None else [classes[i] for i in result.target.tolist()]

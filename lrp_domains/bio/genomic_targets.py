@@ -113,6 +113,15 @@ class ProfileTarget(GenomicTarget):
     def __init__(self, head: Head = 0, strand: int | None = None, center: bool = False) -> None:
         self.head, self.strand, self.center = head, strand, bool(center)
 
+    def pick(self, raw: Any, batch: Any = None) -> torch.Tensor:
+        """The profile head; a model returning one tensor without positions (a classifier's
+        ``(N, outputs)``) has none: an InputError saying what it offers."""
+        if isinstance(raw, torch.Tensor) and raw.dim() < 3:
+            raise InputError(f"target 'profile' reads a profile head (N, strands, positions), as BPNet/ChromBPNet "
+                             f"return beside their counts; this model returns one tensor {_shape(raw)}: "
+                             f"{_offer(raw)}")
+        return super().pick(raw, batch)
+
     def reduce(self, output: torch.Tensor) -> torch.Tensor:
         """``sum(softmax(p).detach() * p)`` over positions (and strands, jointly, as bpnet-lite
         normalises both strands with one softmax), ``p`` the profile logits ``(N, strands, L)``
@@ -138,6 +147,16 @@ class CountsTarget(GenomicTarget):
 
     def __init__(self, head: Head = 1, index: int | None = None) -> None:
         self.head, self.index = head, index
+
+    def pick(self, raw: Any, batch: Any = None) -> torch.Tensor:
+        """The counts head; a model returning one tensor has none (unless ``head=0`` says that
+        tensor is it): an InputError saying what it offers."""
+        if isinstance(raw, torch.Tensor) and self.head not in (None, 0):
+            offer = ("give 'profile' (its one tensor has positions) or an output index" if raw.dim() >= 3
+                     else _offer(raw))
+            raise InputError(f"target 'counts' reads the counts head of a model returning (profile, counts), as "
+                             f"BPNet/ChromBPNet do; this model returns one tensor {_shape(raw)}: {offer}")
+        return super().pick(raw, batch)
 
     def reduce(self, output: torch.Tensor) -> torch.Tensor:
         """The count output per example: ``(N,)``, ``(N, 1)`` as is, ``(N, k)`` at ``index``."""
@@ -213,6 +232,16 @@ class IndexTarget(GenomicTarget):
             raise InputError(f"target {self.index} is out of range for head {self.head!r} with {flat.shape[1]} values "
                              "per example")
         return flat[:, self.index]
+
+
+def _shape(raw: torch.Tensor) -> str:
+    return "(N, " + ", ".join(str(d) for d in raw.shape[1:]) + ")" if raw.dim() > 1 else "(N,)"
+
+
+def _offer(raw: torch.Tensor) -> str:
+    """What a single-tensor model offers as targets: its output indices."""
+    count = int(torch.tensor(raw.shape[1:]).prod()) if raw.dim() > 1 else 1
+    return "give an output index (0)" if count == 1 else f"give an output index 0..{count - 1}"
 
 
 def _bins(bins: Bins) -> slice | None:

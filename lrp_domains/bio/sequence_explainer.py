@@ -244,7 +244,7 @@ class SequenceExplainer(DomainExplainer):
         if len(names) != len(sequences):
             raise InputError(f"got {len(names)} ids for {len(sequences)} sequences")
         if unique:
-            check_unique(names, "the sequences")
+            check_unique(names, Path(data).name if _looks_like_path(data) else "the sequences")
         return names, sequences, encoded
 
     # -- explaining -------------------------------------------------------------------------
@@ -332,6 +332,12 @@ class SequenceExplainer(DomainExplainer):
             raise
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0][:200]
+            conv = next(((name, m) for name, m in self.model.named_modules() if isinstance(m, nn.Conv1d)), None)
+            if conv is not None and conv[1].in_channels != batch.shape[1]:
+                raise InputError(f"the model expects {conv[1].in_channels} input channels (its first convolution, "
+                                 f"{conv[0]!r}) but the one-hot sequences have {batch.shape[1]}, one per letter of "
+                                 f"the alphabet {self.alphabet}: give a model built for {len(self.alphabet)}-letter "
+                                 f"{self.alphabet} one-hot input") from error
             shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             raise InputError(f"{shown} ({batch.shape[-1]} letters): the model cannot take sequences of this length "
                              f"({first}); give longer sequences or drop these records") from error

@@ -149,11 +149,17 @@ class TokenSequenceExplainer(DomainExplainer):
     @classmethod
     def from_pretrained(cls, folder: str | Path, composite: str | Composite = "attnlrp",
                         **kwargs: Any) -> TokenSequenceExplainer:
-        """A classifier and its tokenizer saved with ``save_pretrained`` (a local folder works offline)."""
+        """A classifier and its tokenizer saved with ``save_pretrained`` (a local folder works offline).
+        ``labels`` and ``strict`` go to the explainer, other keywords to transformers' ``from_pretrained``."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(str(folder), **kwargs).eval()
-        return cls(model, AutoTokenizer.from_pretrained(str(folder)), composite=composite)
+        from lrp_domains.models import pretrained_errors, pretrained_tokenizer
+
+        options = {key: kwargs.pop(key) for key in ("labels", "strict") if key in kwargs}
+        with pretrained_errors(str(folder)):
+            model = AutoModelForSequenceClassification.from_pretrained(str(folder), **kwargs).eval()
+            tokenizer = pretrained_tokenizer(str(folder), AutoTokenizer)
+        return cls(model, tokenizer, composite=composite, **options)
 
     @classmethod
     def from_options(cls, model: str | None = None, weights: str | None = None,
@@ -167,7 +173,12 @@ class TokenSequenceExplainer(DomainExplainer):
                              "writes one)")
         if not Path(model).is_dir():
             raise InputError(f"--model {model}: not a folder; give a folder written by save_pretrained")
-        return cls.from_pretrained(model, composite=composite or cls.default_composite)
+        try:
+            return cls.from_pretrained(model, composite=composite or cls.default_composite)
+        except InputError as error:
+            if not str(error).startswith(f"{model}:"):  # a problem of the model, not of finding it
+                raise
+            raise InputError(f"--model {error}") from error.__cause__
 
     # -- explaining -------------------------------------------------------------------------
     def explain(self, sequences: str | Path | Sequence[str], target: TokenTarget = None, batch_size: int = 16,
@@ -196,7 +207,8 @@ class TokenSequenceExplainer(DomainExplainer):
         if len(names) != len(sequences):
             raise InputError(f"got {len(names)} ids for {len(sequences)} sequences")
         if unique:
-            check_unique(names, "the sequences")
+            from_file = isinstance(data, Path) or (isinstance(data, str) and _looks_like_path(data))
+            check_unique(names, Path(data).name if from_file else "the sequences")
         messages = list(messages) if messages is not None else [repr(n) for n in names]
         limit = self._text.max_length
         texts = []

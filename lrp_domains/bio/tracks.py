@@ -129,14 +129,20 @@ def read_windows_bed(path: str | Path) -> dict[str, Region]:
 
 def load_chrom_sizes(sizes: ChromSizes) -> dict[str, int]:
     """Chromosome sizes from a dict, a ``chrom.sizes`` file (name, length) or a FASTA index
-    ``.fai`` (name, length, ...); plain or gzipped. A FASTA path whose ``.fai`` sits beside it
-    is read through the index."""
+    ``.fai`` (name, length, ...); plain or gzipped. A FASTA path is read through its index (its
+    ``.fai``, else one built outside its folder: :func:`~lrp_domains.bio.variants.open_fasta`)."""
+    if not isinstance(sizes, Mapping):
+        path = Path(sizes)
+        if path.suffix.lower() in (".fa", ".fasta", ".fna") and Path(f"{path}.fai").is_file():
+            sizes = Path(f"{path}.fai")
+        elif path.suffix.lower() in (".fa", ".fasta", ".fna") and path.is_file():
+            from lrp_domains.bio.variants import genome_sizes
+
+            sizes = genome_sizes(path)
     if isinstance(sizes, Mapping):
         result = {str(k): int(v) for k, v in sizes.items()}
     else:
         path = Path(sizes)
-        if path.suffix.lower() in (".fa", ".fasta", ".fna") and Path(f"{path}.fai").is_file():
-            path = Path(f"{path}.fai")
         if not path.is_file():
             raise InputError(f"{path}: no such chromosome sizes file (give a chrom.sizes file, a .fai index or a dict)")
         result = {}

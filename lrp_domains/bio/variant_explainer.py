@@ -107,8 +107,8 @@ class VariantExplainer(DomainExplainer):
     def _fasta(self, fasta: Any) -> Any:
         chosen = fasta if fasta is not None else self.fasta
         if chosen is None:
-            raise InputError("a variants run needs the reference genome: --option fasta=GENOME.fa (indexed with "
-                             "pyfaidx; a .fai is written next to it if missing)")
+            raise InputError("a variants run needs the reference genome: --option fasta=GENOME.fa (its .fai is read "
+                             "if there, else an index is built in ~/.cache/lrp-domains, never beside the genome)")
         return chosen
 
     def check_options(self, options: dict[str, Any]) -> None:

@@ -32,7 +32,13 @@ Status (one per record, ``"ok"`` or why the record was not explained; such rows 
 - ``"too_long"``: REF or ALT is longer than the right part of the window (``window - window // 2``
   bases), so the allele would not fit;
 - ``"ref_mismatch"``: REF differs from the genome at POS (compared case-insensitively; ``N`` in
-  either matches nothing but ``N``).
+  either matches nothing but ``N``);
+- ``"ambiguous_base"``: a window holds a genome letter other than A, C, G, T, N (an IUPAC code
+  such as R or Y), which the one-hot encoding cannot take; a :class:`VariantWarning` names the
+  genome position (``chrom:pos``, 1-based).
+
+A :class:`VariantWarning` also says when variants name chromosomes the genome does not have,
+and suggests the fix when the names differ by a ``chr`` prefix (:func:`chrom_naming_hint`).
 
 Windows are upper-cased (soft-masked genome letters become capitals).
 
@@ -64,17 +70,23 @@ if TYPE_CHECKING:
 
     from lrp_domains.bio.sequence_explainer import SequenceExplainer
 
-__all__ = ["COLUMNS", "STATUSES", "TRACK_COLUMNS", "VariantRecord", "VariantWindows", "aligned_delta",
-           "default_window", "explain_variants", "read_vcf", "variant_windows", "variants_to_bigwig"]
+__all__ = ["COLUMNS", "STATUSES", "TRACK_COLUMNS", "VariantRecord", "VariantWarning", "VariantWindows",
+           "aligned_delta", "chrom_naming_hint", "default_window", "explain_variants", "genome_sizes", "open_fasta",
+           "read_vcf", "variant_windows", "variants_to_bigwig"]
 
 #: Every status a record can get (see the module docstring).
-STATUSES = ("ok", "symbolic", "unknown_chrom", "chrom_end", "too_long", "ref_mismatch")
+STATUSES = ("ok", "symbolic", "unknown_chrom", "chrom_end", "too_long", "ref_mismatch", "ambiguous_base")
 #: The columns of :func:`explain_variants`' table, in order.
 COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "ref_score", "alt_score", "delta_score", "delta_relevance")
 #: The columns ``delta_tracks=True`` adds: the windows' first base (0-based) and the aligned delta.
 TRACK_COLUMNS = ("window_start", "delta_track")
 
 _BASES = frozenset("ACGTN")
+
+
+class VariantWarning(UserWarning):
+    """Variants that could not be explained for a reason in the genome or the naming of chromosomes
+    (the command line prints these as one line each)."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,8 @@ class VariantWindows:
     alt: str = ""
     start: int = -1
     center: int = -1
+    #: Why the windows were not built, for a message (``"chr1:451: 'R'"`` for ``"ambiguous_base"``).
+    detail: str = ""
 
 
 def _is_symbolic(alt: str) -> bool:
@@ -203,6 +217,11 @@ def variant_windows(record: VariantRecord, fasta: pyfaidx.Fasta, window: int) ->
     if ref_window[center:center + len(record.ref)] != record.ref.upper():
         return VariantWindows("ref_mismatch", start=start, center=center)
     right = str(sequence[after:after + refill]).upper() if refill > 0 else ""
+    for offset, window_text in ((start, ref_window), (after, right)):
+        odd = next((i for i, letter in enumerate(window_text) if letter not in _BASES), None)
+        if odd is not None:
+            return VariantWindows("ambiguous_base", start=start, center=center,
+                                  detail=f"{record.chrom}:{offset + odd + 1}: {window_text[odd]!r}")
     alt_window = ref_window[:center] + record.alt.upper() + right
     return VariantWindows("ok", ref_window, alt_window, start, center)
 
@@ -226,7 +245,12 @@ def default_window(explainer: SequenceExplainer) -> int:
 
 def open_fasta(fasta: str | Path | pyfaidx.Fasta) -> tuple[pyfaidx.Fasta, bool]:
     """An indexed genome (``pyfaidx.Fasta``, opened from a path, or as given) and whether it was
-    opened here (then the caller closes it); an InputError for a missing or unindexable file."""
+    opened here (then the caller closes it); an InputError for a missing or unindexable file.
+
+    Nothing is ever written beside the genome, and a user's index is never rewritten: the genome's
+    own ``.fai`` (and ``.gzi`` for bgzip) is read when there, else an index is built once into our
+    cache folder (:func:`index_cache_dir`, keyed by the genome's path, size and modification time),
+    or into a temporary folder when the cache is not writable."""
     import pyfaidx
 
     if isinstance(fasta, pyfaidx.Fasta):
@@ -235,10 +259,82 @@ def open_fasta(fasta: str | Path | pyfaidx.Fasta) -> tuple[pyfaidx.Fasta, bool]:
     if not path.is_file():
         raise InputError(f"{path}: no such FASTA file")
     try:
-        return pyfaidx.Fasta(str(path), as_raw=True, read_ahead=None), True
+        return _open_indexed(path), True
     except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat) as error:
         raise InputError(f"{path.name}: cannot index this FASTA ({error}); give a plain or bgzip-compressed "
                          "FASTA with equal line lengths per record") from error
+    except OSError as error:
+        raise InputError(f"{path}: cannot read this FASTA or index it ({error})") from error
+
+
+def genome_sizes(fasta: str | Path | pyfaidx.Fasta) -> dict[str, int]:
+    """Chromosome lengths of a genome, from its index (:func:`open_fasta`; nothing written beside it)."""
+    genome, opened = open_fasta(fasta)
+    try:
+        return {name: len(genome[name]) for name in genome.keys()}
+    finally:
+        if opened:
+            genome.close()
+
+
+def index_cache_dir() -> Path:
+    """Where genome indexes are built: ``$XDG_CACHE_HOME/lrp-domains/fai`` (``~/.cache`` without the variable)."""
+    import os
+
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "lrp-domains" / "fai"
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
+
+
+def _open_indexed(path: Path) -> pyfaidx.Fasta:
+    import pyfaidx
+
+    bgzf = _is_gzip(path)
+    fai, gzi = Path(f"{path}.fai"), Path(f"{path}.gzi")
+    if fai.is_file() and (not bgzf or gzi.is_file()):  # the user's index: read, never rebuilt
+        return pyfaidx.Fasta(str(path), as_raw=True, read_ahead=None, indexname=str(fai),
+                             gzi_indexname=str(gzi) if bgzf else None, rebuild=False, build_index=False)
+    try:
+        return _open_cached(path, bgzf, index_cache_dir())
+    except OSError:  # the cache is not writable: index into a temporary folder, read, delete
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="lrp-domains-fai-") as folder:
+            return _open_cached(path, bgzf, Path(folder))
+
+
+def _open_cached(path: Path, bgzf: bool, folder: Path) -> pyfaidx.Fasta:
+    """The genome opened with an index in ``folder`` (built there first if missing; pyfaidx reads
+    the index into memory, so the folder may go once this returns)."""
+    import hashlib
+    import os
+    import uuid
+
+    import pyfaidx
+
+    info = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}\0{info.st_size}\0{info.st_mtime_ns}".encode()).hexdigest()[:24]
+    stem = folder / f"{key}-{path.name}"
+    fai, gzi = Path(f"{stem}.fai"), Path(f"{stem}.gzi")
+    if not fai.is_file() or (bgzf and not gzi.is_file()):
+        folder.mkdir(parents=True, exist_ok=True)
+        temporary = folder / f".{key}-{uuid.uuid4().hex}"  # concurrent builders never share a name
+        tmp_fai, tmp_gzi = Path(f"{temporary}.fai"), Path(f"{temporary}.gzi")
+        try:
+            pyfaidx.Faidx(str(path), indexname=str(tmp_fai), gzi_indexname=str(tmp_gzi) if bgzf else None,
+                          rebuild=False).close()
+            if bgzf:
+                os.replace(tmp_gzi, gzi)
+            os.replace(tmp_fai, fai)
+        finally:
+            for leftover in (tmp_fai, tmp_gzi):
+                leftover.unlink(missing_ok=True)
+    return pyfaidx.Fasta(str(path), as_raw=True, read_ahead=None, indexname=str(fai),
+                         gzi_indexname=str(gzi) if bgzf else None, rebuild=False, build_index=False)
 
 
 def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[VariantRecord],
@@ -248,7 +344,8 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
     """One row per variant and ALT allele: both windows explained, the effect in score and relevance.
 
     ``vcf``: a VCF path (see :func:`read_vcf`) or records; ``fasta``: a FASTA path (indexed by
-    ``pyfaidx``, which writes a ``.fai`` next to it if there is none) or an open ``pyfaidx.Fasta``;
+    ``pyfaidx``; its ``.fai`` is read if there, else one is built in our cache folder, never beside
+    the genome: :func:`open_fasta`) or an open ``pyfaidx.Fasta``;
     ``window``: bases per window (default :func:`default_window`); ``target``: the output to
     explain (an index or a callable, as :meth:`SequenceExplainer.explain`); ``batch_size``: variants
     explained together (each brings two windows).
@@ -280,9 +377,15 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
     genome, opened = open_fasta(fasta)
     rows: list[dict[str, Any]] = []
     pending: list[tuple[dict[str, Any], VariantRecord, VariantWindows]] = []
+    ambiguous: list[tuple[VariantRecord, str]] = []
+    unknown: dict[str, None] = {}
     try:
         for record in records:
             windows = variant_windows(record, genome, window)
+            if windows.status == "ambiguous_base":
+                ambiguous.append((record, windows.detail))
+            elif windows.status == "unknown_chrom":
+                unknown[record.chrom] = None
             row = {"chrom": record.chrom, "pos": record.pos, "id": record.id, "ref": record.ref, "alt": record.alt,
                    "status": windows.status, "ref_score": math.nan, "alt_score": math.nan,
                    "delta_score": math.nan, "delta_relevance": math.nan}
@@ -298,9 +401,11 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
                     pending = []
         if pending:
             _explain_pending(explainer, pending, target, batch_size, motifs, delta_tracks)
+        names = list(genome.keys()) if unknown else []
     finally:
         if opened:
             genome.close()
+    _warn_skipped(ambiguous, list(unknown), names)
     columns = list(COLUMNS) + (list(MOTIF_COLUMNS) if motifs is not None else []) + (
         list(TRACK_COLUMNS) if delta_tracks else [])
     table = pd.DataFrame(rows, columns=columns)
@@ -311,6 +416,48 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
     order = sorted(range(len(table)), key=lambda i: (not ok.iloc[i],
                                                      -abs(table["delta_score"].iloc[i]) if ok.iloc[i] else 0.0))
     return table.iloc[order].reset_index(drop=True)
+
+
+def _warn_skipped(ambiguous: list[tuple[VariantRecord, str]], unknown: list[str], genome: list[str]) -> None:
+    """One :class:`VariantWarning` for variants whose window has an IUPAC letter, one for chromosomes
+    the genome does not have."""
+    import warnings
+
+    if ambiguous:
+        record, detail = ambiguous[0]
+        more = f" (and {len(ambiguous) - 1} more variants)" if len(ambiguous) > 1 else ""
+        warnings.warn(f"{detail} in the genome window of variant {record.chrom}:{record.pos} {record.ref}>{record.alt}"
+                      f"{more}: letters other than A, C, G, T, N cannot be one-hot encoded; these variants have status "
+                      "ambiguous_base, the others are explained (replace such letters in the genome with N to "
+                      "explain them)", VariantWarning, stacklevel=3)
+    hint = chrom_naming_hint(unknown, genome)
+    if hint:
+        warnings.warn(hint, VariantWarning, stacklevel=3)
+
+
+def chrom_naming_hint(unknown: list[str], genome: list[str]) -> str | None:
+    """What to say about VCF chromosomes ``unknown`` that the ``genome`` (its sequence names) does
+    not have: a ``chr`` prefix on one side only, or names that simply differ; None when all are known."""
+    if not unknown:
+        return None
+    names = set(genome)
+
+    def counterpart(chrom: str) -> str | None:
+        bare = chrom[3:] if chrom.lower().startswith("chr") else None
+        options = [bare] if bare is not None else [f"chr{chrom}"]
+        options += {"M": ["chrM", "MT"], "MT": ["chrM", "M"], "chrM": ["MT", "M"]}.get(chrom, [])
+        return next((o for o in options if o in names), None)
+
+    def few(items: list[str]) -> str:
+        return ", ".join(items[:3]) + ("..." if len(items) > 3 else "")
+
+    matched = [(chrom, found) for chrom in unknown if (found := counterpart(chrom)) is not None]
+    if matched:
+        return (f"the VCF names chromosomes {few([c for c, _ in matched])}; the genome {few([g for _, g in matched])}: "
+                "rename one of them (add or strip the 'chr' prefix, e.g. bcftools annotate --rename-chrs); "
+                "these variants have status unknown_chrom")
+    return (f"the genome has no chromosome {few(unknown)} (it has {few(list(genome)) or 'no sequences'}): these "
+            "variants have status unknown_chrom; check that the VCF and the genome are the same assembly")
 
 
 def _explain_pending(explainer: SequenceExplainer, pending: list[tuple[dict[str, Any], VariantRecord, VariantWindows]],

@@ -199,8 +199,10 @@ def variants_command(
     prediction and in the relevance of the variant's own bases, and the motif lost or gained at the
     variant, one row per allele in variants.tsv, largest effect first (rows that cannot be
     explained carry a status); report.html with two-row logos of the top variants."""
+    import warnings
+
     from lrp_domains.bio import SequenceExplainer
-    from lrp_domains.bio.variants import explain_variants
+    from lrp_domains.bio.variants import VariantWarning, explain_variants, genome_sizes
     from lrp_domains.files.writing import OutputFolder
 
     with one_line_errors():
@@ -218,15 +220,26 @@ def variants_command(
         explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
         folder = OutputFolder(out, "variants")  # locked, and checked for what is not ours, before the work
         folder.expect(["variants.tsv", "report.html"])
-        table = explain_variants(explainer, vcf, fasta, window=window, target=target, batch_size=batch_size,
-                                 motifs=library, delta_tracks=bigwig)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", VariantWarning)
+            table = explain_variants(explainer, vcf, fasta, window=window, target=target, batch_size=batch_size,
+                                     motifs=library, delta_tracks=bigwig)
+        for caught_warning in caught:  # ours as one line each; any other warning as Python shows it
+            if issubclass(caught_warning.category, VariantWarning):
+                typer.echo(f"warning: {caught_warning.message}", err=True)
+            else:
+                warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
+                                       caught_warning.lineno)
         shown = table.drop(columns=["delta_track"]) if bigwig else table
         path = folder.write_text("variants.tsv", shown.to_csv(sep="\t", index=False, float_format="%.6g"))
         if bigwig and (table["status"] == "ok").any():
             from lrp_domains.bio.variants import variants_to_bigwig
 
             with folder.atomic("delta_relevance.bw") as temporary:
-                variants_to_bigwig(table, temporary, str(fasta) + ".fai")
+                variants_to_bigwig(table, temporary, genome_sizes(fasta))
+        elif bigwig:
+            typer.echo("warning: delta_relevance.bw is not written: no variant was explained (no row has status ok; "
+                       "see the status column of variants.tsv)", err=True)
         if report:
             from lrp_domains.report.variants import write_variant_report
 

@@ -105,9 +105,15 @@ def read_fasta(path: str | Path, unique: bool = True) -> tuple[list[str], list[s
 
 
 def check_unique(ids: Sequence[str], where: str) -> None:
-    """An InputError naming the ids that occur more than once."""
+    """An InputError naming ``where`` (the file) and the ids that occur more than once, each with the
+    numbers (1-based) of its first two records."""
     twice = duplicated_ids(ids)
     if twice:
-        shown = ", ".join(repr(i) for i in twice[:8]) + (f" and {len(twice) - 8} more" if len(twice) > 8 else "")
+        numbers: dict[str, list[int]] = {}
+        for number, name in enumerate(ids, start=1):
+            if len(numbers.setdefault(name, [])) < 2:
+                numbers[name].append(number)
+        shown = ", ".join(f"{i!r} (records {numbers[i][0]} and {numbers[i][1]})" for i in twice[:8]) + (
+            f" and {len(twice) - 8} more" if len(twice) > 8 else "")
         raise InputError(f"{where}: record ids occur more than once: {shown}; make each id unique (results, seqlets "
                          "and logos are named by id)")

@@ -87,6 +87,30 @@ def require_ray() -> None:
             from error
 
 
+#: Seconds to wait for a Ray cluster's address to answer before the run stops.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """An InputError naming ``address`` when nothing accepts a connection there within ``timeout``
+    seconds (``ray.init`` would wait for minutes). ``auto``, ``local`` and addresses without a port
+    are Ray's to resolve."""
+    import socket
+
+    hostport = address.strip().split("://", 1)[-1].rstrip("/")
+    host, sep, port_text = hostport.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        return
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port_text)), timeout=timeout):
+            pass
+    except OSError as error:
+        reason = "timed out" if isinstance(error, socket.timeout) else (error.strerror or str(error))
+        raise InputError(f"--address {address}: no Ray cluster answers there ({reason}); start one with "
+                         "`ray start --head` on that machine, or check the host and port (RAY_ADDRESS too)") from None
+
+
 def run_on_ray(factory: Callable[[], Any], reader: Reader, column: str, shards: list[Shard], options: dict,
                num_workers: int, address: str | None = None) -> Iterator[tuple[Shard, pd.DataFrame]]:
     """Yield ``(shard, rows)`` for every shard, each exactly once, as the actors finish them (not
@@ -98,6 +122,7 @@ def run_on_ray(factory: Callable[[], Any], reader: Reader, column: str, shards: 
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
+            check_reachable(address)
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
             ray.init(num_cpus=max(num_workers, 1), include_dashboard=False, log_to_driver=False,

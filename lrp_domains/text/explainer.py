@@ -24,6 +24,7 @@ from lrp_domains.core.result import Explanation
 from lrp_domains.core.targets import resolve_targets
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
+from lrp_domains.models import pretrained_errors, pretrained_tokenizer
 from lrp_domains.text import composites as _text_composites  # noqa: F401  (registers attnlrp, cp-lrp)
 from lrp_domains.text.result import TextExplanation
 from lrp_domains.text.words import group_words
@@ -41,6 +42,10 @@ class _Encoded:
     special: list[bool]
     token_type_ids: list[int] | None = None
     truncated: int = 0
+
+
+#: Keywords of :meth:`TextExplainer.from_pretrained` that are the explainer's, not transformers'.
+_EXPLAINER_OPTIONS = ("labels", "max_length", "strict", "decoder")
 
 
 def is_causal_lm(model: nn.Module) -> bool:
@@ -118,16 +123,24 @@ class TextExplainer(DomainExplainer):
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str, composite: str | Composite = "attnlrp", **kwargs: Any) -> TextExplainer:
+    def from_pretrained(cls, name_or_path: str | Path, composite: str | Composite = "attnlrp",
+                        **kwargs: Any) -> TextExplainer:
         """Load a classifier or causal LM and its tokenizer with transformers' ``from_pretrained``
-        (a local folder works offline; a hub name needs the network)."""
+        (a local folder works offline; a hub name needs the network).
+
+        The explainer's own options (``labels``, ``max_length``, ``strict``, ``decoder``) go to the
+        explainer; every other keyword goes to transformers' ``from_pretrained`` (e.g. ``revision``)."""
         from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-        config = AutoConfig.from_pretrained(name_or_path)
-        causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
-        loader = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
-        model = loader.from_pretrained(name_or_path, **kwargs).eval()
-        return cls(model, AutoTokenizer.from_pretrained(name_or_path), composite=composite)
+        options = {key: kwargs.pop(key) for key in _EXPLAINER_OPTIONS if key in kwargs}
+        name = str(name_or_path)
+        with pretrained_errors(name):
+            config = AutoConfig.from_pretrained(name)
+            causal = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in (config.architectures or []))
+            loader = AutoModelForCausalLM if causal else AutoModelForSequenceClassification
+            model = loader.from_pretrained(name, **kwargs).eval()
+            tokenizer = pretrained_tokenizer(name, AutoTokenizer)
+        return cls(model, tokenizer, composite=composite, **options)
 
     @classmethod
     def default(cls, composite: str | Composite = "attnlrp", device: str | torch.device | None = None) -> TextExplainer:
@@ -145,7 +158,12 @@ class TextExplainer(DomainExplainer):
             raise InputError("--weights is for MODULE:FACTORY models; a text model folder holds its own weights")
         if model is None:
             return cls.default(composite=composite or cls.default_composite)
-        return cls.from_pretrained(model, composite=composite or cls.default_composite)
+        try:
+            return cls.from_pretrained(model, composite=composite or cls.default_composite)
+        except InputError as error:
+            if not str(error).startswith(f"{model}:"):  # a problem of the model, not of finding it
+                raise
+            raise InputError(f"--model {error}") from error.__cause__
 
     # -- public API --------------------------------------------------------------------------
     def explain(self, text_or_texts: str | Sequence[str], target: TextTarget = None, batch_size: int = 16,
