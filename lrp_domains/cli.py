@@ -34,7 +34,7 @@ def _add_bio_commands() -> None:
 
 
 def _add_run_commands() -> None:
-    from lrp_domains.commands.run import app as run_app
+    from lrp_domains.commands.steps import app as run_app  # the run group, with the steps on finished runs
 
     app.add_typer(run_app, name="run")
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -46,9 +47,22 @@ OK = "ok"
 NON_FINITE = "non-finite"
 
 
+@dataclass(frozen=True)
+class Unusable:
+    """An item a reader found but cannot hand to the model (a genome region running off its
+    chromosome...): its row is written with every column empty and ``status`` set to
+    :attr:`status` (``detail`` says why, in messages)."""
+
+    status: str
+    detail: str = ""
+
+
 class Reader(Protocol):
-    """How a domain reads an input file: ``shards`` indexes it once, ``read`` returns one shard's
-    ids and items (texts, sequences, a cells x genes table...)."""
+    """How a domain reads an input: ``shards`` indexes it once, ``read`` returns one shard's ids
+    and items (texts, sequences, a cells x genes table...; in a list, an item may be
+    :class:`Unusable`). ``path`` names the input in messages; a reader may also have ``source``
+    (what to give ``explainer.reader`` to build it again on another machine; default ``path``) and
+    ``fingerprint()`` (what identifies the input in a run's manifest; default the file's SHA-256)."""
 
     path: Path
 
@@ -116,16 +130,30 @@ class DomainExplainer:
         if unknown:
             raise InputError(f"the {self.kind} explainer takes no option {', '.join(map(repr, unknown))}; its options "
                              f"are {', '.join(sorted(self.run_options))}")
-        result = self.explain_batch(ids, items, first_row=first_row, **options)
-        columns = self.result_rows(result, ids)
-        if list(columns) != list(self.columns):
-            raise TypeError(f"{type(self).__name__}.result_rows gave columns {list(columns)}, not its declared "
-                            f"{list(self.columns)}")
-        rows = {"row": list(range(first_row, first_row + len(ids))), "id": list(ids), **columns}
+        ids = list(ids)
+        unusable = {i: item for i, item in enumerate(items) if isinstance(item, Unusable)} \
+            if isinstance(items, (list, tuple)) else {}
+        usable = [i for i in range(len(ids)) if i not in unusable]
+        columns: dict[str, list] = {name: [None] * len(ids) for name in self.columns}
+        if usable:
+            chosen = items if not unusable else [items[i] for i in usable]
+            result = self.explain_batch([ids[i] for i in usable], chosen, first_row=first_row, **options)
+            found = self.result_rows(result, [ids[i] for i in usable])
+            if list(found) != list(self.columns):
+                raise TypeError(f"{type(self).__name__}.result_rows gave columns {list(found)}, not its declared "
+                                f"{list(self.columns)}")
+            for name, values in found.items():
+                for i, value in zip(usable, values):
+                    columns[name][i] = value
+        if STATUS in columns:
+            for i, item in unusable.items():
+                columns[STATUS][i] = item.status
+        rows = {"row": list(range(first_row, first_row + len(ids))), "id": ids, **columns}
         checked = [columns[name] for name in self.finite_columns if name in columns]
         finite = [all(_finite(values[i]) for values in checked) for i in range(len(ids))]
         given = rows.get(STATUS, [OK] * len(ids))
-        rows[STATUS] = [status if good or status != OK else NON_FINITE for status, good in zip(given, finite)]
+        rows[STATUS] = [unusable[i].status if i in unusable else status if good or status != OK else NON_FINITE
+                        for i, (status, good) in enumerate(zip(given, finite))]
         return pd.DataFrame(rows)
 
 

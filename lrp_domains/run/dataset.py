@@ -281,7 +281,8 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
     if not shards:
         raise InputError(f"{Path(source).name} holds no {explainer.item}s to explain ({kind} run: empty file, or no "
                          "records/rows)")
-    fingerprint = dict(file_fingerprint(reader.path), rows=shards[-1].stop, shards=len(shards))
+    identity = reader.fingerprint() if hasattr(reader, "fingerprint") else file_fingerprint(reader.path)
+    fingerprint = dict(identity, rows=shards[-1].stop, shards=len(shards))
     settings = settings_of(explainer, shard_size, column, options)
     if existing is None or not resume:
         probe(explainer, reader, shards[0], options)

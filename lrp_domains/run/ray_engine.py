@@ -148,7 +148,7 @@ class _Pool:
         # own would send a lost shard back to the same actor, which may never come back.
         self.remote = ray.remote(num_cpus=1, num_gpus=self.need.get("GPU", 0), max_restarts=0,
                                  max_task_retries=0)(_ShardExplainer)
-        self.arguments = (factory, str(reader.path), column, options)
+        self.arguments = (factory, getattr(reader, "source", str(reader.path)), column, options)
         self.size = size
         self.actors: list[Any] = []  # every actor started, to kill them all at the end
         self.alive: set[Any] = set()  # started and not lost
