@@ -95,9 +95,16 @@ class DomainExplainer:
     model: nn.Module
     composite: Composite
 
-    def reader(self, path: str | Path, column: str = "text") -> Reader:
+    def reader(self, path: str | Path, column: str | None = None) -> Reader:
         """A reader of ``path`` for this domain (an InputError for a file type it cannot read)."""
         raise NotImplementedError
+
+    @classmethod
+    def regions_source(cls, regions: str | Path, genome: str | Path | None, width: int | None = None) -> Any:
+        """What :meth:`reader` takes to read windows of ``width`` bases around genome regions (a
+        BED or narrowPeak file) from ``genome`` (``--regions``, ``--genome``, ``--width``; None:
+        the model's input length). Domains whose items are not genome sequences refuse it."""
+        raise InputError(f"a {cls.kind} run does not take --regions")
 
     def explain_batch(self, ids: Sequence[str], items: Any, first_row: int = 0, **options: Any) -> Any:
         """Explain one batch of items (ids name them in messages, with their ``first_row``)."""
@@ -120,6 +127,13 @@ class DomainExplainer:
                      composite: str | None = None) -> DomainExplainer:
         """Build from command-line strings (the default model when ``model`` is None)."""
         raise NotImplementedError
+
+    @classmethod
+    def result_from_rows(cls, rows: pd.DataFrame, settings: dict[str, Any]) -> Any:
+        """A result of this domain rebuilt from a finished run's rows (``status`` ``ok`` only) and its
+        manifest's settings: the inverse of :meth:`result_rows`, for the steps that read a run (its
+        report). Domains without a report need not implement it."""
+        raise NotImplementedError(f"the {cls.kind} explainer cannot rebuild its results from a run's rows")
 
     def explain_rows(self, ids: Sequence[str], items: Any, first_row: int = 0, **options: Any) -> pd.DataFrame:
         """Explain a batch and return its output rows: ``row``, ``id``, :attr:`columns` and

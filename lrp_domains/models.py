@@ -3,8 +3,17 @@
 ``--model MODULE:FACTORY`` *imports that module and runs its code* (as ``python -m`` would, with
 the current folder on the import path), then calls ``FACTORY()`` for a ``torch.nn.Module`` or a
 tuple ``(module, genes, classes)``. ``--weights`` loads a ``.safetensors`` state dict into it
-(never a pickle); a JSON sidecar with the same stem may name ``genes`` and ``classes``. Every
-problem is an :class:`~lrp_domains.errors.InputError` saying what to do.
+(never a pickle); a JSON sidecar with the same stem may name ``genes`` and ``classes``. Weights
+written by ``safetensors.torch.save_model`` (which keeps one name of parameters that share storage,
+as Enformer's aliased submodules do) load too: a key the file lacks is filled from the one it
+aliases in the built model.
+
+``--model model.torch`` (or ``.pt``): a whole model saved with ``torch.save(model, path)``, as
+bpnet-lite's BPNet and ChromBPNet are saved (:func:`load_saved_module`). It is read with
+``torch.load(weights_only=True)`` and an allowlist of the classes such files hold
+(:data:`SAVED_MODULE_CLASSES`); a file holding any other class is refused, never unpickled.
+
+Every problem is an :class:`~lrp_domains.errors.InputError` saying what to do.
 """
 
 from __future__ import annotations
@@ -96,6 +105,127 @@ def pretrained_tokenizer(name: str, loader: Any) -> Any:
         raise
 
 
+#: Suffixes of a whole model saved with ``torch.save(model, path)`` (bpnet-lite writes ``.torch``).
+SAVED_MODULE_SUFFIXES = (".torch", ".pt")
+
+#: The classes (by ``module.name``) a model file saved with ``torch.save`` may hold beyond what
+#: ``weights_only`` always allows (tensors, parameters, containers, numbers): exactly what
+#: bpnet-lite's BPNet and ChromBPNet files hold, as ``fit`` saves them (their training log holds
+#: numpy scalars), and the torch.nn modules they are made of. Nothing else is unpickled.
+SAVED_MODULE_CLASSES = (
+    "bpnetlite.bpnet.BPNet", "bpnetlite.chrombpnet.ChromBPNet", "bpnetlite.chrombpnet._Exp",
+    "bpnetlite.chrombpnet._Log", "bpnetlite.logging.Logger",
+    "torch.nn.modules.conv.Conv1d", "torch.nn.modules.linear.Linear", "torch.nn.modules.activation.ReLU",
+    "torch.nn.modules.container.ModuleList",
+    "numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar", "numpy.dtype",
+)
+
+
+def is_saved_module(spec: str | Path) -> bool:
+    """Whether ``--model`` names a model file saved with ``torch.save`` (by its suffix), not ``MODULE:FACTORY``."""
+    return str(spec).lower().endswith(SAVED_MODULE_SUFFIXES)
+
+
+def _allowed(name: str) -> Any:
+    """The object of allowlisted ``module.name`` (numpy's ``core`` is ``_core`` since numpy 2)."""
+    module_name, _, attribute = name.rpartition(".")
+    for candidate in (module_name, module_name.replace("numpy.core", "numpy._core"),
+                      module_name.replace("numpy._core", "numpy.core")):
+        try:
+            return getattr(importlib.import_module(candidate), attribute)
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def load_saved_module(path: str | Path) -> nn.Module:
+    """A model saved whole with ``torch.save(model, path)`` (bpnet-lite's BPNet or ChromBPNet),
+    returned as saved (on the CPU; training mode and dtype untouched).
+
+    Read with ``torch.load(weights_only=True)`` and the allowlist :data:`SAVED_MODULE_CLASSES`:
+    the classes the file names are read from the pickle without running it first, and a file naming
+    any other class is refused (an InputError naming it), never unpickled."""
+    path = Path(path).expanduser()
+    hint = ("--model takes a bpnet-lite BPNet or ChromBPNet saved with torch.save(model, 'model.torch'), or "
+            "MODULE:FACTORY with --weights (.safetensors) for any other model")
+    if not path.is_file():
+        raise InputError(f"--model {path}: no such file; {hint}")
+    try:
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception as error:  # not a zip written by torch.save, a TorchScript archive, a damaged file
+        detail = " ".join(str(error).split())[:200]
+        raise InputError(f"--model {path.name}: not a model file written by torch.save ({detail}); {hint}") from None
+    refused = sorted(set(named) - set(SAVED_MODULE_CLASSES))
+    if refused:
+        which = "which is" if len(refused) == 1 else "which are"
+        raise InputError(f"--model {path.name}: the file holds {', '.join(refused)}, {which} not loaded (unpickling "
+                         f"could run code; only bpnet-lite's BPNet and ChromBPNet files are): give MODULE:FACTORY "
+                         "building the model and its state dict as .safetensors with --weights")
+    allowed = []
+    for name in sorted(set(named)):
+        found = _allowed(name)
+        if found is None:
+            package = name.split(".")[0]
+            raise InputError(f"--model {path.name}: the file holds {name}, which cannot be imported; install "
+                             f"{'bpnet-lite' if package == 'bpnetlite' else package}")
+        allowed.append((found, name))
+    if "numpy.dtype" in named:  # a numpy scalar's dtype is rebuilt from its class (not seen by the scan)
+        import numpy as np
+
+        allowed += [type(np.dtype(kind)) for kind in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                                                       "uint32", "uint64", "float16", "float32", "float64")]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # the weights-only unpickler refuses what was not allowed, or a damaged file
+        text = str(error)
+        if "WeightsUnpickler error:" in text:  # the reason, without torch's advice to load unsafely
+            text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+        detail = " ".join(text.split())[:300]
+        raise InputError(f"--model {path.name}: cannot be loaded safely ({type(error).__name__}: {detail}); "
+                         f"{hint}") from None
+    if not isinstance(loaded, nn.Module):
+        what = "a state dict" if isinstance(loaded, Mapping) else f"a {type(loaded).__name__}"
+        raise InputError(f"--model {path.name}: the file holds {what}, not a model; give MODULE:FACTORY building the "
+                         "model, with the weights as .safetensors (--weights): safetensors.torch.save_file(state, ...)")
+    return loaded
+
+
+def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:
+    """Load ``state`` into ``model`` strictly, except that a key the state lacks is filled from the
+    one it aliases in ``model`` (parameters and buffers sharing storage, e.g. Enformer's ``_trunk``
+    and ``stem``: ``safetensors.torch.save_model`` keeps one name of each). Every key truly missing
+    or unexpected is named (``where`` says whose weights)."""
+    own = model.state_dict()
+
+    def place(tensor: torch.Tensor) -> tuple | None:
+        if tensor.device.type == "meta" or tensor.numel() == 0:
+            return None
+        return tensor.device, tensor.data_ptr(), tensor.dtype, tuple(tensor.shape), tuple(tensor.stride())
+
+    given = {place(own[key]) for key in state if key in own} - {None}
+    missing, named = [], set()
+    for key in own:  # a tensor with several names that the state lacks is named once (its first name)
+        spot = place(own[key])
+        if key in state or (spot is not None and (spot in given or spot in named)):
+            continue
+        missing.append(key)
+        if spot is not None:
+            named.add(spot)
+    unexpected = [key for key in state if key not in own]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} key(s): {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} key(s): {', '.join(unexpected)}")
+    if problems:
+        raise InputError(f"{where}: {'; '.join(problems)}")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes that differ: every one is named
+        raise InputError(f"{where}: {' '.join(str(error).split())}") from None
+
+
 class UserModel(NamedTuple):
     """A model built from a ``MODULE:FACTORY`` spec, with the gene and class names it came with."""
 
@@ -106,6 +236,10 @@ class UserModel(NamedTuple):
 
 def load_factory(spec: str) -> Any:
     """The callable named by ``MODULE:FACTORY`` (the module is imported: its code runs)."""
+    if is_saved_module(spec):
+        raise InputError(f"--model {spec}: a model saved with torch.save (bpnet-lite's BPNet or ChromBPNet) is taken "
+                         "by the sequence commands (run sequences|variants, bio sequences|variants|concepts); here "
+                         "give MODULE:FACTORY (e.g. mymodels:build)")
     module_name, _, factory_name = spec.partition(":")
     if not module_name or not factory_name:
         raise InputError(f"--model must be MODULE:FACTORY (e.g. mymodels:build), got {spec!r}")
@@ -148,11 +282,7 @@ def load_user_model(spec: str, weights: str | Path | None = None) -> UserModel:
             state = load_file(str(path))
         except Exception as error:  # safetensors raises its own error types for a damaged file
             raise InputError(f"--weights {path.name}: not a readable safetensors file ({error})") from None
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            detail = " ".join(str(error).split())[:400]
-            raise InputError(f"--weights {path.name} do not fit the model built by {spec}: {detail}") from None
+        load_state(model, state, f"--weights {path.name} do not fit the model built by {spec}")
         sidecar = path.with_suffix(".json")
         if sidecar.is_file():
             try:

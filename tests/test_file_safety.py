@@ -38,7 +38,7 @@ def victim(tmp_path):
 
 @pytest.mark.parametrize("manifest", [
     {"shards": {"0": {"file": "../victim.txt"}}, "input": {}, "settings": {}},  # no schema marker
-    {"schema": "lrp-domains/run", "version": 2, "input": {}, "settings": {},
+    {"schema": "lrp-domains/run", "version": 3, "input": {}, "settings": {},
      "shards": {"0": {"file": "../victim.txt"}}},  # our marker, a path that is not ours
     {"name": "my-web-app", "version": "1.0.0"},  # someone else's manifest.json
     "not json {",
@@ -186,8 +186,8 @@ def test_damaged_parquet_pages_and_unusual_values(tmp_path):
 
 
 @pytest.mark.parametrize("content", [
-    '{"schema":"lrp-domains/run","version":2,"input":{},"settings":{},"shards":{"\u00b2":{"file":"shard-00002.parquet"}}}',
-    '{"schema":"lrp-domains/run","version":2,"input":{},"settings":{},"shards":{"' + "1" * 5000 + '":{}}}',
+    '{"schema":"lrp-domains/run","version":3,"input":{},"settings":{},"shards":{"\u00b2":{"file":"shard-00002.parquet"}}}',
+    '{"schema":"lrp-domains/run","version":3,"input":{},"settings":{},"shards":{"' + "1" * 5000 + '":{}}}',
     "[" * 1000 + "]" * 1000,
 ])
 def test_odd_manifests_are_refused_by_name(tmp_path, content):

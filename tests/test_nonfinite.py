@@ -265,25 +265,27 @@ def test_first_nonfinite_parameter_names_parameters_then_buffers():
 def test_gene_report_leaves_out_samples_that_are_not_finite(tmp_path, factories):
     data = _counts_csv(tmp_path, {"s2": "G3", "s5": "G7"})
     out = tmp_path / "o"
-    with pytest.warns(UserWarning, match=r"2 of 9 samples .*NaN or Inf.*: s2, s5"):
+    with pytest.warns(UserWarning, match=r"2 of 9 rows have a status other than ok \(non-finite 2"):
         result = run("bio", "genes", data, "--out", out, "--model", f"{factories}:log_input", "--no-progress",
                      "--top", "5")
     assert result.exit_code == 0, result.output
     top = pd.read_csv(out / "top_genes.csv")
     assert len(top) and np.isfinite(top.mean_relevance).all() and np.isfinite(top.fraction_positive).all()
-    relevance = pd.read_parquet(out / "relevance.parquet")
-    assert len(relevance) == 9 and relevance.loc[["s2", "s5"]].isna().any(axis=1).all()
-    assert np.isfinite(relevance.drop(index=["s2", "s5"]).to_numpy()).all()
+    relevance = pd.read_parquet(out / "relevance.parquet")  # the report: the usable samples
+    assert len(relevance) == 7 and np.isfinite(relevance.to_numpy()).all()
+    rows = read_results(out / "run")  # the run: every sample, the two marked
+    assert rows.set_index("id").status[["s2", "s5"]].tolist() == ["non-finite"] * 2
     page = (out / "report.html").read_text()
-    assert "2 of 9 samples" in page and "s2, s5" in page and ">nan<" not in page.lower()
+    assert "2 cells of the run are left out (status non-finite 2): s2, s5" in page and ">nan<" not in page.lower()
 
 
 def test_genes_command_fails_in_one_line_when_every_output_is_nan(tmp_path, factories):
     out = tmp_path / "o"
     result = run("bio", "genes", _counts_csv(tmp_path), "--out", out, "--model", f"{factories}:nan_weight",
                  "--no-progress")
-    _one_line_error(result, "every output was NaN or Inf", "9 samples", "'0.weight' holds NaN or Inf (1 of 192 values)")
-    assert not out.exists()
+    _one_line_error(result, "every output was NaN or Inf", "all 9 cells",
+                    "'0.weight' holds NaN or Inf (1 of 192 values)")
+    assert not (out / "report.html").exists() and set(read_results(out / "run").status) == {"non-finite"}
 
 
 @pytest.mark.filterwarnings("ignore:no LRP rule covers")
@@ -292,7 +294,7 @@ def test_sequence_report_leaves_out_records_that_are_not_finite(tmp_path, factor
     records["no_a"] = "CGT" * 13
     fasta = _fasta(tmp_path / "in.fa", records)
     out = tmp_path / "o"
-    with pytest.warns(UserWarning, match=r"1 of 5 sequences .*NaN or Inf.*: no_a"):
+    with pytest.warns(UserWarning, match=r"1 of 5 rows have a status other than ok \(non-finite 1"):
         result = run("bio", "sequences", fasta, "--out", out, "--model", f"{factories}:needs_an_a", "--motifs", "none",
                      "--no-progress")
     assert result.exit_code == 0, result.output
@@ -300,9 +302,10 @@ def test_sequence_report_leaves_out_records_that_are_not_finite(tmp_path, factor
     assert logos == ["seq0", "seq1", "seq2", "seq3"]
     seqlets = pd.read_csv(out / "seqlets.csv")
     assert "no_a" not in set(seqlets.id)
-    assert len(pd.read_parquet(out / "relevance.parquet").query("id == 'no_a'")) == 39
+    assert "no_a" not in set(pd.read_parquet(out / "relevance.parquet").id)  # the report shows usable records
+    assert read_results(out / "run").set_index("id").status["no_a"] == "non-finite"  # the run keeps every row
     page = (out / "report.html").read_text()
-    assert "1 of 5 sequences" in page and "no_a" in page
+    assert "1 records of the run are left out (status non-finite 1): no_a" in page
 
 
 def test_seqlets_are_called_over_the_finite_records_only():
@@ -325,9 +328,10 @@ def test_sequences_command_fails_in_one_line_when_every_output_is_nan(tmp_path, 
     fasta = _fasta(tmp_path / "in.fa", {f"seq{i}": _random_dna(40, i) for i in range(3)})
     result = run("bio", "sequences", fasta, "--out", out, "--model", f"{factories}:cnn_nan_weight", "--motifs",
                  "none", "--no-progress")
-    _one_line_error(result, "every output was NaN or Inf", "3 sequences",
+    _one_line_error(result, "every output was NaN or Inf", "all 3 records",
                     "'0.weight' holds NaN or Inf (1 of 160 values)")
-    assert not out.exists()
+    assert not (out / "report.html").exists() and not (out / "lrp-domains.json").exists()  # no report
+    assert set(read_results(out / "run").status) == {"non-finite"}  # the run's rows say what happened
 
 
 # -- C: expression values beyond the model's dtype ------------------------------------------------
@@ -390,4 +394,4 @@ def test_a_run_where_no_row_is_finite_fails_naming_the_parameter(tmp_path, facto
     fasta = _fasta(tmp_path / "in.fa", {f"seq{i}": _random_dna(40, i) for i in range(3)})
     result = run("run", "sequences", fasta, "--out", tmp_path / "run", "--model", f"{factories}:cnn_nan_weight",
                  "--no-progress")
-    _one_line_error(result, "no row could be explained", "all 3 rows", "parameter 0.weight is not finite")
+    _one_line_error(result, "every output was NaN or Inf", "all 3 records", "parameter '0.weight' holds NaN or Inf")

@@ -553,7 +553,7 @@ def manifests(draw: st.DrawFn) -> Any:
     data = {"schema": SCHEMA, "version": VERSION, "input": {"sha256": "0" * 64}, "settings": {"kind": "text"},
             "shards": draw(shard_entries()), "complete": False}
     wrong = {"schema": st.sampled_from([None, "lrp-domains/outputs", "lrp-domains/Run", "webapp", 1]),
-             "version": st.sampled_from([1, 3, "2", None, True, [2]]), "input": JSON, "settings": JSON,
+             "version": st.sampled_from([1, 2, "3", None, True, [3]]), "input": JSON, "settings": JSON,
              "shards": JSON}
     for key, values in wrong.items():
         if draw(st.integers(0, 5)) == 0:
@@ -642,7 +642,7 @@ FOREIGN_MANIFESTS = [
     json.dumps({"schema": SCHEMA, "version": 1, "shards": {"0": {"file": "../victim.txt"}}}).encode(),
     json.dumps({"schema": SCHEMA, "version": VERSION, "input": {}, "settings": {},
                 "shards": {"0": {"file": "shard-00000.parquet"}, "1": {"file": "notes.txt"}}}).encode(),
-    b'{"schema": "lrp-domains/run", "version": 2, "shards": {"0": {"file": "../victim.txt"',
+    b'{"schema": "lrp-domains/run", "version": 3, "shards": {"0": {"file": "../victim.txt"',
     b"\xff\xfe not JSON at all",
 ]
 #: Our own earlier run (another input): its shard files may go, nothing else.

@@ -38,7 +38,7 @@ TEXTS = ["a good film", "bad, boring and long", "I loved it", "not great", "the 
 TEXT_COLUMNS = ["row", "id", "explained", "delta", "text", "prediction", "target", "tokens", "token_relevance",
                 "special", "words", "word_relevance", "other_relevance", "truncated", "status"]
 SEQUENCE_COLUMNS = ["row", "id", "explained", "delta", "sequence", "relevance", "hypothetical", "concepts", "status"]
-GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "relevance", "status"]
+GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "output", "relevance", "status"]
 
 
 # -- fixtures --------------------------------------------------------------------------------------

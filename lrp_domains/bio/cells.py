@@ -43,9 +43,14 @@ def _number(value: str) -> float | None:
 
 @contextlib.contextmanager
 def _h5ad_errors(path: Path, what: str) -> Iterator[None]:
-    """h5py and anndata raise many error types for a damaged file: one InputError naming it."""
+    """h5py and anndata raise many error types for a damaged file: one InputError naming it. Files
+    written by older anndata versions (scanpy's bundled PBMC data) are read without anndata's
+    format warnings, as scanpy itself reads them."""
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="anndata")
+            warnings.filterwarnings("ignore", message=".*without encoding metadata")
+            yield
     except InputError:
         raise
     except Exception as error:
@@ -53,10 +58,26 @@ def _h5ad_errors(path: Path, what: str) -> Iterator[None]:
                          f"({type(error).__name__}: {error})") from None
 
 
-class H5adCells:
-    """Cells of an ``.h5ad`` file, read in backed mode shard by shard."""
+@dataclass
+class LabeledCells:
+    """One shard's cells (a samples x genes table) with each sample's label (the values of the label
+    column a run was given): the items a cells reader returns when it reads a label column."""
 
-    def __init__(self, path: str | Path) -> None:
+    values: pd.DataFrame
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: slice) -> LabeledCells:
+        return LabeledCells(self.values.iloc[index], self.labels[index])
+
+
+class H5adCells:
+    """Cells of an ``.h5ad`` file, read in backed mode shard by shard (with the ``obs`` column
+    ``label_column`` when given: the items are then :class:`LabeledCells`)."""
+
+    def __init__(self, path: str | Path, label_column: str | None = None) -> None:
         self.path = require_file(path, "h5ad")
         import anndata
 
@@ -66,6 +87,10 @@ class H5adCells:
             self.obs_columns = list(map(str, data.obs.columns))
             self.count = data.n_obs
             data.file.close()
+        if label_column is not None and label_column not in self.obs_columns:
+            raise InputError(f"{self.path.name} has no obs column {label_column!r}; its obs columns are "
+                             f"{self.obs_columns}")
+        self.label_column = label_column
 
     def shards(self, shard_size: int) -> list[Shard]:
         return ranges(self.count, shard_size)
@@ -78,8 +103,11 @@ class H5adCells:
             block = data[shard.start:shard.stop].to_memory()
             data.file.close()
             matrix = block.X.toarray() if hasattr(block.X, "toarray") else np.asarray(block.X)
-            return list(map(str, block.obs_names)), pd.DataFrame(matrix, index=block.obs_names,
-                                                                 columns=block.var_names)
+            values = pd.DataFrame(matrix, index=block.obs_names, columns=block.var_names)
+            ids = list(map(str, block.obs_names))
+            if self.label_column is None:
+                return ids, values
+            return ids, LabeledCells(values, block.obs[self.label_column].astype(str).tolist())
 
     def labels(self, column: str) -> list[str]:
         """The ``obs`` column ``column`` as strings."""
@@ -135,8 +163,9 @@ class TableCells:
     def _rows(self, shard: Shard) -> list[tuple[int, dict[str, Any]]]:
         return self.records.read_rows(shard)
 
-    def read(self, shard: Shard) -> tuple[list[str], pd.DataFrame]:
-        """Sample names and a samples x genes table (floats; NaN where empty)."""
+    def read(self, shard: Shard) -> tuple[list[str], pd.DataFrame | LabeledCells]:
+        """Sample names and a samples x genes table (floats; NaN where empty), with the label
+        column's values (:class:`LabeledCells`) when the reader was given one."""
         rows = self._rows(shard)
         ids = [fields[self.sample_column] for _, fields in rows]
         values = np.empty((len(rows), len(self.genes)), dtype=np.float32)
@@ -148,7 +177,10 @@ class TableCells:
                                      f"{fields[gene][:30]!r}, not a number; fix the value, or make it a metadata "
                                      "column (non-numeric in the first rows) ")
                 values[k, j] = number
-        return ids, pd.DataFrame(values, index=ids, columns=self.genes)
+        table = pd.DataFrame(values, index=ids, columns=self.genes)
+        if self.label_column is None:
+            return ids, table
+        return ids, LabeledCells(table, [str(fields[self.label_column]) for _, fields in rows])
 
     def labels(self, column: str) -> list[str]:
         """The column ``column`` (the label column) as strings, in row order."""
@@ -167,11 +199,26 @@ class ExpressionData:
     ignored: list[str]
 
 
+def labeled_target(items: Any, target: Any) -> tuple[Any, Any]:
+    """``(cells, target)`` for an explainer's batch: a :class:`LabeledCells`' labels are the
+    targets (each sample its own label); a target given as well is an InputError."""
+    if not isinstance(items, LabeledCells):
+        return items, target
+    if target is not None:
+        raise InputError("give either --target or a label column (--column), not both")
+    return items.values, list(items.labels)
+
+
+def _values(block: pd.DataFrame | LabeledCells) -> pd.DataFrame:
+    return block.values if isinstance(block, LabeledCells) else block
+
+
 def cells_reader(path: str | Path, label_column: str | None = None) -> H5adCells | TableCells:
-    """The reader for an expression file: ``.h5ad`` or a ``.csv``/``.tsv`` table."""
+    """The reader for an expression file: ``.h5ad`` or a ``.csv``/``.tsv`` table; with
+    ``label_column``, its items are :class:`LabeledCells`."""
     path = require_file(path, "expression")
     suffix = format_of(path, FORMATS, "an expression reader")
-    return H5adCells(path) if suffix == ".h5ad" else TableCells(path, label_column)
+    return H5adCells(path, label_column) if suffix == ".h5ad" else TableCells(path, label_column)
 
 
 def read_expression(path: str | Path, label_column: str | None = None) -> ExpressionData:
@@ -183,7 +230,7 @@ def read_expression(path: str | Path, label_column: str | None = None) -> Expres
         labels = reader.labels(label_column) if label_column is not None else None
         with _h5ad_errors(reader.path, "reading the file"):
             return ExpressionData(anndata.read_h5ad(reader.path), labels, [])
-    blocks = [reader.read(shard)[1] for shard in reader.shards(4096)]
+    blocks = [_values(reader.read(shard)[1]) for shard in reader.shards(4096)]
     if not blocks:
         raise InputError(f"{reader.path.name} has a header but no samples")
     labels = reader.labels(label_column) if label_column is not None else None

@@ -169,6 +169,19 @@ def load_default_data() -> anndata.AnnData:
     return scanpy.datasets.pbmc68k_reduced()
 
 
+def default_data_path() -> Path:
+    """The file :func:`load_default_data` reads: scanpy's bundled ``10x_pbmc68k_reduced.h5ad``
+    (offline), which runs read in backed mode like any ``.h5ad``."""
+    try:
+        import scanpy.datasets
+    except ImportError as err:
+        raise ImportError(_INSTALL_HINT) from err
+    path = Path(scanpy.datasets.__file__).parent / "10x_pbmc68k_reduced.h5ad"
+    if not path.is_file():
+        raise FileNotFoundError(f"scanpy's bundled PBMC data is not at {path}; reinstall scanpy")
+    return path
+
+
 def test_cells() -> list[str]:
     """Names (``obs_names``) of the held-out test cells of the shipped model, in data order."""
     return list(load_sidecar()["split"]["test_cells"])

@@ -18,7 +18,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lrp_domains.bio.genes import GeneExplanation
+from lrp_domains.bio.cells import labeled_target
+from lrp_domains.bio.genes import RUN_COLUMNS as GENE_RUN_COLUMNS
+from lrp_domains.bio.genes import GeneExplanation, explanation_from_rows
 from lrp_domains.core.attribution import explain, model_dtype, resolve_composite
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.targets import resolve_targets
@@ -52,7 +54,7 @@ class ExpressionExplainer(DomainExplainer):
     default_composite: ClassVar[str] = "epsilon"
     run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 256, "missing": "error"}
     option_types: ClassVar[dict[str, Option]] = {"missing": Option("choice", ("error", "zero"))}
-    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "prediction", "target", "relevance")
+    columns: ClassVar[tuple[str, ...]] = GENE_RUN_COLUMNS
     report: ClassVar[str] = "lrp_domains.report.genes:write_gene_report"
 
     def __init__(self, model: nn.Module, genes: Sequence[str], classes: Sequence[str] | None = None,
@@ -77,12 +79,29 @@ class ExpressionExplainer(DomainExplainer):
     @classmethod
     def from_options(cls, model: str | None = None, weights: str | None = None,
                      composite: str | None = None) -> ExpressionExplainer:
-        """The default PBMC classifier, or ``MODULE:FACTORY`` with safetensors ``weights``; the
-        factory (or a JSON sidecar beside the weights) names the genes."""
+        """The explainer ``--model``, ``--weights`` and ``--composite`` name.
+
+        - no ``model``: the default PBMC classifier;
+        - ``model`` a folder saved by scvi-tools (``model.save(FOLDER)``, holding ``model.pt``): its
+          SCANVI's classifier, counts in, genes and classes from the model's own registry
+          (:func:`lrp_domains.bio.scvi_models.read_model_folder`: no pickled code is run, nothing is
+          written there); ``weights`` is refused (the folder holds its own);
+        - ``model`` ``MODULE:FACTORY``: the factory returns ``(module, genes, classes)`` (genes in
+          the module's input order, classes in its output order), or a module alone with
+          safetensors ``weights`` and a JSON sidecar beside them (``W.json`` for
+          ``W.safetensors``) naming ``{"genes": [...], "classes": [...]}``.
+        """
         if model is None:
             if weights is not None:
                 raise InputError("--weights needs --model MODULE:FACTORY (the default model has its own weights)")
             return cls.default(composite=composite or cls.default_composite)
+        from lrp_domains.bio import scvi_models
+
+        if scvi_models.is_model_folder(model):
+            if weights is not None:
+                raise InputError(f"--weights is for --model MODULE:FACTORY; {model} is a model folder, which holds its "
+                                 "own weights (model.pt)")
+            return scvi_models.folder_explainer(model, composite or cls.default_composite)
         from lrp_domains.models import load_user_model
 
         net, genes, classes = load_user_model(model, weights)
@@ -194,23 +213,30 @@ class ExpressionExplainer(DomainExplainer):
 
 
     # -- the contract (runs) ----------------------------------------------------------------
-    def reader(self, path: str | Path, column: str = "text") -> Reader:
+    def reader(self, path: str | Path, column: str | None = None) -> Reader:
         """Cells of ``.h5ad`` (backed mode) or samples of a ``.csv``/``.tsv`` table (see
-        :mod:`lrp_domains.bio.cells`)."""
+        :mod:`lrp_domains.bio.cells`); ``column``: a label column (an obs column, or a column of the
+        table) whose value per sample is the class explained for it."""
         from lrp_domains.bio.cells import cells_reader
 
-        return cells_reader(path)
+        return cells_reader(path, column)
 
     def explain_batch(self, ids: Sequence[str], items: Any, first_row: int = 0, target: ClassTarget = None,
                       batch_size: int = 256, missing: str = "error") -> GeneExplanation:
-        """Explain one shard's cells (a cells x genes table)."""
-        return self.explain(items, target=target, batch_size=batch_size, missing=missing)
+        """Explain one shard's cells (a cells x genes table; with labels, each cell's label)."""
+        data, target = labeled_target(items, target)
+        return self.explain(data, target=target, batch_size=batch_size, missing=missing)
 
     def result_rows(self, result: GeneExplanation, ids: Sequence[str]) -> dict[str, list]:
         """Per cell: prediction, target and the relevance of each model gene (names in the manifest)."""
         from lrp_domains.bio.genes import run_rows
 
         return run_rows(result, len(ids))
+
+    @classmethod
+    def result_from_rows(cls, rows: pd.DataFrame, settings: dict[str, Any]) -> GeneExplanation:
+        """The gene explanation of a run's rows (:func:`~lrp_domains.bio.genes.explanation_from_rows`)."""
+        return explanation_from_rows(rows, settings)
 
     def settings(self) -> dict[str, Any]:
         """The model's genes and classes."""

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from lrp_domains.bio.gene_tokens import SPECIAL_TOKENS, CellSentences, GeneVocabulary, cell_sentences
+from lrp_domains.bio.genes import RUN_COLUMNS as GENE_RUN_COLUMNS
 from lrp_domains.bio.genes import GeneExplanation
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.targets import resolve_targets, select_target
@@ -367,7 +368,7 @@ class GeneTransformerExplainer(DomainExplainer):
     default_composite: ClassVar[str] = "attnlrp"
     run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 32, "unknown": "error"}
     option_types: ClassVar[dict[str, Option]] = {"unknown": Option("choice", ("error", "ignore"))}
-    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "prediction", "target", "relevance")
+    columns: ClassVar[tuple[str, ...]] = GENE_RUN_COLUMNS
     report: ClassVar[str] = "lrp_domains.report.genes:write_gene_report"
 
     def __init__(self, model: nn.Module, vocab: GeneVocabulary, classes: Sequence[str] | None = None,
@@ -461,17 +462,28 @@ class GeneTransformerExplainer(DomainExplainer):
         )
 
     # -- the contract (runs) ----------------------------------------------------------------
-    def reader(self, path: str | Path, column: str = "text") -> Reader:
+    def reader(self, path: str | Path, column: str | None = None) -> Reader:
         """Cells of ``.h5ad`` (backed mode) or samples of a ``.csv``/``.tsv`` table (non-negative
-        expression, see :mod:`lrp_domains.bio.cells`)."""
+        expression, see :mod:`lrp_domains.bio.cells`); ``column``: a label column whose value per
+        cell is the class explained for it."""
         from lrp_domains.bio.cells import cells_reader
 
-        return cells_reader(path)
+        return cells_reader(path, column)
 
     def explain_batch(self, ids: Sequence[str], items: Any, first_row: int = 0, target: ClassTarget = None,
                       batch_size: int = 32, unknown: str = "error") -> GeneExplanation:
-        """Explain one shard's cells (a cells x genes table)."""
-        return self.explain(items, target=target, batch_size=batch_size, unknown=unknown)
+        """Explain one shard's cells (a cells x genes table; with labels, each cell's label)."""
+        from lrp_domains.bio.cells import labeled_target
+
+        data, target = labeled_target(items, target)
+        return self.explain(data, target=target, batch_size=batch_size, unknown=unknown)
+
+    @classmethod
+    def result_from_rows(cls, rows: Any, settings: dict[str, Any]) -> GeneExplanation:
+        """The gene explanation of a run's rows (:func:`~lrp_domains.bio.genes.explanation_from_rows`)."""
+        from lrp_domains.bio.genes import explanation_from_rows
+
+        return explanation_from_rows(rows, settings)
 
     def result_rows(self, result: GeneExplanation, ids: Sequence[str]) -> dict[str, list]:
         """Per cell: prediction, target and the relevance of each vocabulary gene (names in the manifest)."""

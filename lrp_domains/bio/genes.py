@@ -138,8 +138,34 @@ def run_rows(result: GeneExplanation, n: int) -> dict[str, list]:
         "explained": result.explained.to_numpy().tolist(), "delta": result.delta.to_numpy().tolist(),
         "prediction": result.prediction.to_numpy().tolist(),
         "target": [None] * n if result.target is None else result.target.to_numpy().tolist(),
+        "output": [list(values) for values in result.output.to_numpy()],
         "relevance": [list(values) for values in result.relevance.to_numpy()],
     }
+
+
+#: The run columns of a gene explanation (:func:`run_rows`).
+RUN_COLUMNS = ("explained", "delta", "prediction", "target", "output", "relevance")
+
+
+def explanation_from_rows(rows: pd.DataFrame, settings: Mapping[str, Any]) -> GeneExplanation:
+    """The :class:`GeneExplanation` of a run's rows (the inverse of :func:`run_rows`): genes and
+    classes from the run's settings; the targets count as given when the run had a target or a
+    label column."""
+    index = pd.Index([str(i) for i in rows["id"]], name=None)
+    genes = [str(g) for g in settings["genes"]]
+    output = np.stack([np.asarray(v, dtype=np.float64) for v in rows["output"]])
+    classes = settings.get("classes") or [str(i) for i in range(output.shape[1])]
+    targets = rows["target"]
+    given = settings.get("options", {}).get("target") is not None or settings.get("column") is not None
+    return GeneExplanation(
+        relevance=pd.DataFrame(np.stack([np.asarray(v, dtype=np.float64) for v in rows["relevance"]]), index=index,
+                               columns=genes),
+        output=pd.DataFrame(output, index=index, columns=[str(c) for c in classes]),
+        prediction=pd.Series(rows["prediction"].to_numpy(), index=index, name="prediction"),
+        target=None if targets.isna().any() else pd.Series(targets.astype(str).to_numpy(), index=index, name="target"),
+        explained=pd.Series(rows["explained"].to_numpy(np.float64), index=index, name="explained"),
+        delta=pd.Series(rows["delta"].to_numpy(np.float64), index=index, name="delta"),
+        composite=str(settings.get("composite", "")), target_given=given)
 
 
 def _top(group: str, scores: pd.Series, positive: pd.Series, n: int) -> pd.DataFrame:

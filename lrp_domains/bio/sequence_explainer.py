@@ -211,13 +211,20 @@ class SequenceExplainer(DomainExplainer):
     @classmethod
     def from_options(cls, model: str | None = None, weights: str | None = None,
                      composite: str | None = None) -> SequenceExplainer:
-        """The default CNN, or ``MODULE:FACTORY`` with safetensors ``weights``."""
+        """The default CNN, ``MODULE:FACTORY`` with safetensors ``weights``, or a bpnet-lite model
+        saved with ``torch.save`` (``model.torch`` or ``.pt``, see
+        :func:`~lrp_domains.models.load_saved_module`; it holds its weights)."""
         if model is None:
             if weights is not None:
                 raise InputError("--weights needs --model MODULE:FACTORY (the default model has its own weights)")
             return cls.default(composite=composite or cls.default_composite)
-        from lrp_domains.models import load_user_model
+        from lrp_domains.models import is_saved_module, load_saved_module, load_user_model
 
+        if is_saved_module(model):
+            if weights is not None:
+                raise InputError(f"--weights is for MODULE:FACTORY models; --model {Path(model).name} holds its "
+                                 "weights (saved with torch.save): drop --weights")
+            return cls(load_saved_module(model), composite=composite or cls.default_composite)
         return cls(load_user_model(model, weights).model, composite=composite or cls.default_composite)
 
     # -- inputs -----------------------------------------------------------------------------
@@ -343,9 +350,31 @@ class SequenceExplainer(DomainExplainer):
                              f"({first}); give longer sequences or drop these records") from error
 
     # -- the contract (runs) ----------------------------------------------------------------
-    def reader(self, path: str | Path, column: str = "text") -> Reader:
-        """FASTA records (plain or gzipped), see :mod:`lrp_domains.files.fasta`."""
+    def reader(self, path: Any, column: str = "text") -> Reader:
+        """FASTA records (plain or gzipped), see :mod:`lrp_domains.files.fasta`; or windows around
+        genome regions (a :class:`~lrp_domains.bio.regions.GenomeRegions` from
+        :meth:`regions_source`), of the model's input length unless a width is given."""
+        from lrp_domains.bio.regions import GenomeRegions, RegionWindows
+
+        if isinstance(path, GenomeRegions):
+            if path.width is not None:
+                return RegionWindows(path)
+            from lrp_domains.bio.variants import default_window
+
+            try:
+                width = default_window(self)
+            except InputError:
+                width = None  # RegionWindows asks for --width
+            return RegionWindows(path, width)
         return FastaRecords(path, what="a sequence run")
+
+    @classmethod
+    def regions_source(cls, regions: str | Path, genome: str | Path | None, width: int | None = None) -> Any:
+        """Windows of ``width`` bases (default: the model's input length) around the regions of a
+        BED or narrowPeak file, read from ``genome`` (:mod:`lrp_domains.bio.regions`)."""
+        from lrp_domains.bio.regions import genome_regions
+
+        return genome_regions(regions, genome, width)
 
     def explain_batch(self, ids: Sequence[str], items: Sequence[str], first_row: int = 0, target: Any = None,
                       batch_size: int = 64, center: bool = False, rc_average: bool = False,
@@ -361,6 +390,11 @@ class SequenceExplainer(DomainExplainer):
         if concepts is not None:
             result.concepts = self._channel_relevance(result, str(concepts), target, batch_size)
         return result
+
+    @classmethod
+    def result_from_rows(cls, rows: pd.DataFrame, settings: dict[str, Any]) -> SequenceExplanation:
+        """The explanation of a run's rows (:func:`explanation_from_rows`)."""
+        return explanation_from_rows(rows, str(settings.get("alphabet", DNA)), str(settings.get("composite", "")))
 
     def check_options(self, options: dict[str, Any]) -> None:
         """``target`` must be an index or a target text (:func:`parse_sequence_target`);
@@ -418,6 +452,35 @@ def sequence_rows(result: SequenceExplanation) -> dict[str, list]:
         "hypothetical": [result.hypothetical[i, :, :n].double().reshape(-1).tolist()
                          for i, n in enumerate(result.lengths)],
     }
+
+
+def explanation_from_rows(rows: pd.DataFrame, alphabet: str = DNA, composite: str = "") -> SequenceExplanation:
+    """The :class:`SequenceExplanation` of a run's rows (the inverse of :func:`sequence_rows`; rows
+    whose ``status`` is not ``ok`` must be left out first). Records of different lengths are padded
+    together (``by_length()`` takes them apart). The per-position relevance is placed on the
+    observed letter (spread evenly at an unknown position, where there is none), so
+    ``per_position`` and ``relevance`` equal the explanation's; ``output`` holds the explained
+    value (runs do not keep the model's other outputs)."""
+    if not len(rows):
+        raise InputError("no rows to rebuild an explanation from")
+    sequences = [str(s) for s in rows["sequence"]]
+    lengths = [len(s) for s in sequences]
+    width, letters = max(lengths), len(alphabet)
+    onehot = torch.zeros(len(sequences), letters, width)
+    hypothetical = torch.zeros_like(onehot)
+    per_position = torch.zeros(len(sequences), width, dtype=torch.float64)
+    for i, (sequence, values, units) in enumerate(zip(sequences, rows["relevance"], rows["hypothetical"])):
+        onehot[i, :, : lengths[i]] = one_hot(sequence, alphabet, ids=[str(rows["id"].iloc[i])])[0]
+        per_position[i, : lengths[i]] = torch.from_numpy(np.array(values, dtype=np.float64))
+        hypothetical[i, :, : lengths[i]] = torch.from_numpy(np.array(units, dtype=np.float32)).reshape(letters, -1)
+    inside = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).unsqueeze(1)
+    weights = torch.where(onehot.sum(1, keepdim=True) > 0, onehot, inside.float() / letters)
+    channels = (weights.double() * per_position.unsqueeze(1)).float()
+    explained = torch.as_tensor(rows["explained"].to_numpy(np.float64))
+    delta = torch.as_tensor(rows["delta"].to_numpy(np.float64))
+    return SequenceExplanation([str(i) for i in rows["id"]], sequences, onehot, explained.unsqueeze(1).float(),
+                               observed_relevance(onehot, channels), hypothetical, explained, delta, lengths,
+                               alphabet, composite, channels)
 
 
 def _pad_together(groups: list[tuple[list[int], SequenceExplanation]]) -> SequenceExplanation:

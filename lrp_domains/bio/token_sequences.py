@@ -115,6 +115,9 @@ class TokenSequenceExplainer(DomainExplainer):
         ``BertForSequenceClassification``...); explained in eval mode and returned unchanged.
     tokenizer:
         Its fast tokenizer (character offsets), e.g. :func:`~lrp_domains.bio.dna_tokenizers.kmer_tokenizer`.
+        A slow k-mer tokenizer (Nucleotide Transformer's ``EsmTokenizer``) is converted, with a
+        warning, into a fast one giving the same ids
+        (:func:`~lrp_domains.bio.dna_tokenizers.fast_kmer_tokenizer`; the given one is not changed).
     composite:
         ``"attnlrp"`` (default), ``"cp-lrp"`` or a :class:`~lrp_domains.Composite`.
     labels:
@@ -136,6 +139,7 @@ class TokenSequenceExplainer(DomainExplainer):
         from lrp_domains import domains
 
         TextExplainer = domains.get("text")  # noqa: N806  (through the registry: bio does not import text)
+        tokenizer = _fast(tokenizer)
         _check_pair(model, tokenizer)
         self.model = model
         self.tokenizer = tokenizer
@@ -302,9 +306,26 @@ class TokenSequenceExplainer(DomainExplainer):
         return out, (found / alternatives if alternatives else 1.0)
 
     # -- the contract (runs) ----------------------------------------------------------------
-    def reader(self, path: str | Path, column: str = "text") -> Reader:
-        """FASTA records (plain or gzipped), as the one-hot sequence explainer reads them."""
+    def reader(self, path: Any, column: str = "text") -> Reader:
+        """FASTA records (plain or gzipped), as the one-hot sequence explainer reads them; or
+        windows around genome regions (a :class:`~lrp_domains.bio.regions.GenomeRegions` from
+        :meth:`regions_source`), by default as many bases as a k-mer tokenizer fits into the
+        model's tokens (the explainer's or model's ``window`` attribute when set)."""
+        from lrp_domains.bio.regions import GenomeRegions, RegionWindows, token_window
+
+        if isinstance(path, GenomeRegions):
+            given = [getattr(owner, "window", None) for owner in (self, self.model)]
+            width = next((w for w in given if isinstance(w, int) and w > 0), None)
+            return RegionWindows(path, width or token_window(self.tokenizer, self._text.max_length))
         return FastaRecords(path, what="a DNA language model run")
+
+    @classmethod
+    def regions_source(cls, regions: str | Path, genome: str | Path | None, width: int | None = None) -> Any:
+        """Windows of ``width`` bases around the regions of a BED or narrowPeak file, read from
+        ``genome`` (:mod:`lrp_domains.bio.regions`; default width: see :meth:`reader`)."""
+        from lrp_domains.bio.regions import genome_regions
+
+        return genome_regions(regions, genome, width)
 
     def explain_batch(self, ids: Sequence[str], items: Sequence[str], first_row: int = 0, target: TokenTarget = None,
                       batch_size: int = 16) -> TokenSequenceExplanation:
@@ -332,11 +353,32 @@ class TokenSequenceExplainer(DomainExplainer):
         return {"alphabet": self.alphabet, "labels": self.labels, "vocabulary": len(self.tokenizer)}
 
 
+def _fast(tokenizer: Any) -> Any:
+    """``tokenizer`` if it is fast; a slow k-mer tokenizer converted to a fast one with the same ids
+    (one warning says so); else an InputError saying what to give."""
+    if getattr(tokenizer, "is_fast", False) or not hasattr(tokenizer, "get_vocab"):
+        return tokenizer
+    import warnings
+
+    from lrp_domains.bio.dna_tokenizers import fast_kmer_tokenizer
+
+    try:
+        fast = fast_kmer_tokenizer(tokenizer)
+    except InputError as error:
+        raise InputError(f"TokenSequenceExplainer needs a fast tokenizer (character offsets map tokens to bases): "
+                         f"{error}") from None
+    warnings.warn(f"the tokenizer ({type(tokenizer).__name__}) is a slow one, without character offsets: converted "
+                  f"to a fast tokenizer of its vocabulary ({fast.init_kwargs['kmer']}-mers and single bases), which "
+                  "gives the same ids on test sequences", UserWarning, stacklevel=3)
+    return fast
+
+
 def _check_pair(model: nn.Module, tokenizer: Any) -> None:
     """InputErrors for a tokenizer that does not fit the model, or does not read DNA."""
     if not getattr(tokenizer, "is_fast", False):
-        raise InputError("TokenSequenceExplainer needs a fast tokenizer (character offsets map tokens to bases); "
-                         "load it with use_fast=True")
+        raise InputError("TokenSequenceExplainer needs a fast tokenizer (character offsets map tokens to bases): "
+                         "give a transformers PreTrainedTokenizerFast, or save one (tokenizer.json) in the model's "
+                         "folder with tokenizer.save_pretrained(folder)")
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if not isinstance(embeddings, nn.Embedding):
         raise InputError(f"{type(model).__name__} has no token embedding (get_input_embeddings); give a transformers "

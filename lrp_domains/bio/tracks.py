@@ -43,7 +43,7 @@ from lrp_domains.files.formats import open_binary
 from lrp_domains.files.writing import atomic_path
 
 __all__ = [
-    "Region", "load_chrom_sizes", "parse_region", "read_windows_bed", "run_to_bigwig",
+    "Region", "load_chrom_sizes", "parse_region", "read_windows_bed", "run_genome_sizes", "run_to_bigwig",
     "seqlets_to_genome_bed", "to_bigwig",
 ]
 
@@ -311,64 +311,109 @@ def to_bigwig(records: Any, path: str | Path, chrom_sizes: ChromSizes, *,
     return _write_entries(entries, path, sizes, overlap)
 
 
-class _ShardCache:
-    """The relevance of one shard at a time, re-read only when another shard is asked for."""
+class _Spill:
+    """The windows' relevance written once, in run order, to a temporary file (float64), and read
+    back in genome order through a memory map: memory holds one shard while writing, and windows
+    in any order cost one read each (peaks files are often sorted by score, not position)."""
 
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-        self.index = -1
-        self.values: Any = None
+    def __enter__(self) -> _Spill:
+        import tempfile
 
-    def get(self, shard: int, row: int) -> np.ndarray:
-        if shard != self.index:
-            import pandas as pd
+        self.folder = tempfile.TemporaryDirectory(prefix="lrp-domains-bigwig-")
+        self.path = Path(self.folder.name) / "relevance.f64"
+        self.handle = self.path.open("wb")
+        self.size = 0
+        self.map: Any = None
+        return self
 
-            self.values = pd.read_parquet(self.files[shard], columns=["relevance"])["relevance"].to_numpy()
-            self.index = shard
-        return np.asarray(self.values[row], dtype=np.float64)
+    def add(self, values: np.ndarray) -> tuple[int, int]:
+        """Append ``values``; their place (offset, count)."""
+        values = np.ascontiguousarray(values, dtype=np.float64)
+        self.handle.write(values.tobytes())
+        start, self.size = self.size, self.size + len(values)
+        return start, len(values)
+
+    def get(self, start: int, count: int) -> np.ndarray:
+        if self.map is None:
+            self.handle.close()
+            self.map = np.memmap(self.path, dtype=np.float64, mode="r")
+        return np.asarray(self.map[start:start + count])
+
+    def __exit__(self, *exc: object) -> None:
+        self.handle.close()
+        self.map = None
+        self.folder.cleanup()
 
 
-def _shard_files(out_dir: Path) -> list[Path]:
+def _shard_files(out_dir: Path) -> tuple[dict[str, Any], list[Path]]:
     from lrp_domains.run.manifest import finished_run
 
-    return finished_run(out_dir, "a bigWig of the run")[1]
+    return finished_run(out_dir, "a bigWig of the run")
 
 
-def run_to_bigwig(out_dir: str | Path, path: str | Path, chrom_sizes: ChromSizes, windows: Mapping[str, Region] |
-                  str | Path | None = None, overlap: str = "mean") -> Path:
+def run_genome_sizes(manifest: Mapping[str, Any]) -> dict[str, int] | None:
+    """The chromosome sizes of the genome a run's windows were read from (runs made with
+    ``--regions``: its input fingerprint lists the genome's sequences); None for other runs."""
+    genome = manifest.get("input", {}).get("genome")
+    sequences = genome.get("sequences") if isinstance(genome, Mapping) else None
+    return {str(k): int(v) for k, v in sequences.items()} if isinstance(sequences, Mapping) and sequences else None
+
+
+def run_to_bigwig(out_dir: str | Path, path: str | Path, chrom_sizes: ChromSizes | None = None,
+                  windows: Mapping[str, Region] | str | Path | None = None, overlap: str = "mean") -> Path:
     """A finished sequence run of :func:`lrp_domains.run.explain_dataset` as a bigWig of per-base
     relevance, shard by shard.
 
     The records are placed by their ids (:func:`parse_region`) or by ``windows`` (a windows BED
     path or id -> region). A first pass reads each shard's ids and relevance lengths and checks
-    every record; the second reads relevance in genome order, one shard in memory at a time
-    (a run in genome order reads each shard once). Returns the path.
+    every record and keeps its relevance in a temporary file (one shard in memory at a time); the
+    second reads them back in genome order. Rows whose status is not ``ok`` are left out.
+    ``chrom_sizes`` default to the genome of a run made with ``--regions``
+    (:func:`run_genome_sizes`). Returns the path.
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     out_dir = Path(out_dir)
-    sizes = load_chrom_sizes(chrom_sizes)
+    manifest, files = _shard_files(out_dir)
     if windows is not None and not isinstance(windows, Mapping):
         windows = read_windows_bed(windows)
-    files = _shard_files(out_dir)
-    cache = _ShardCache(files)
-    entries: list[_Entry] = []
-    for shard, file in enumerate(files):
-        marked = "status" in pq.read_schema(file).names
-        table = pq.read_table(file, columns=["id", "relevance", *(["status"] if marked else [])])
-        ids = table.column("id").to_pylist()
-        lengths = pc.list_value_length(table.column("relevance")).to_pylist()
-        usable = table.column("status").to_pylist() if marked else ["ok"] * len(ids)
-        for row, (name, region) in enumerate(zip(ids, _regions_of(ids, lengths, windows))):
-            if usable[row] != "ok":  # NaN or Inf: left out of the track
-                continue
-            entries.append(_Entry(region.chrom, region.start, region.end, region.strand == "-", name,
-                                  lambda shard=shard, row=row: cache.get(shard, row)))
-        del table
-    if not entries:
-        raise InputError(f"{out_dir}: the run has no finished shards to write")
-    return _write_entries(entries, path, sizes, overlap)
+    with _Spill() as spill:
+        entries: list[_Entry] = []
+        for file in files:
+            marked = "status" in pq.read_schema(file).names
+            table = pq.read_table(file, columns=["id", "relevance", *(["status"] if marked else [])])
+            ids = table.column("id").to_pylist()
+            lengths = pc.list_value_length(table.column("relevance")).to_pylist()
+            usable = table.column("status").to_pylist() if marked else ["ok"] * len(ids)
+            rows = [row for row in range(len(ids)) if usable[row] == "ok"]  # NaN, Inf, off the genome: left out
+            if windows is None:
+                _check_run_ids(out_dir, [ids[row] for row in rows])
+            relevance = table.column("relevance").combine_chunks()
+            offsets, flat = relevance.offsets.to_numpy(), relevance.values.to_numpy(zero_copy_only=False)
+            for row, name, region in zip(rows, [ids[row] for row in rows], _regions_of(
+                    [ids[row] for row in rows], [lengths[row] for row in rows], windows)):
+                place = spill.add(flat[offsets[row]:offsets[row + 1]])
+                entries.append(_Entry(region.chrom, region.start, region.end, region.strand == "-", name,
+                                      lambda place=place: spill.get(*place)))
+            del table, relevance, flat
+        if not entries:
+            raise InputError(f"{out_dir}: the run has no finished shards to write")
+        if chrom_sizes is None:
+            chrom_sizes = run_genome_sizes(manifest)
+            if chrom_sizes is None:
+                raise InputError(f"{out_dir}: the run was not made from a genome (--regions); give the chromosome "
+                                 "sizes (--genome GENOME.fa or --chrom-sizes FILE)")
+        return _write_entries(entries, path, load_chrom_sizes(chrom_sizes), overlap)
+
+
+def _check_run_ids(out_dir: Path, ids: list[str]) -> None:
+    """An InputError saying how to get coordinates when a run's ids carry none."""
+    for name in ids:
+        if _REGION.match(str(name).strip()) is None:
+            raise InputError(f"{out_dir}: the run's ids carry no genome coordinates (e.g. {name!r}); explain genome "
+                             "windows with `lrp-domains run sequences --regions PEAKS --genome GENOME.fa` (ids "
+                             "chrom:start-end(strand)), or name FASTA records as bedtools getfasta does")
 
 
 def _iter_genome_rows(seqlets: Any, regions: Mapping[str, Region] | None) -> Iterator[tuple]:

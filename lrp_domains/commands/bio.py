@@ -18,12 +18,24 @@ from lrp_domains.files.writing import claim_folder
 app = typer.Typer(help="Explain biological models: gene expression (genes), DNA sequences (sequences).",
                   no_args_is_help=True)
 
-MODEL_HELP = ("MODULE:FACTORY building the model; imports MODULE (from the current folder too) and runs its code "
-              "(default: the bundled model).")
+MODEL_HELP = ("The model: MODULE:FACTORY, FACTORY() returning a torch.nn.Module that takes one-hot sequences "
+              "(N, 4, L) (bpnet-lite, Enformer and Borzoi models are recognised as they are), its weights from "
+              "--weights; imports MODULE (from the current folder too) and runs its code. Or a bpnet-lite BPNet or "
+              "ChromBPNet saved with torch.save (model.torch or .pt; it holds its weights; loaded without running "
+              "code: a file holding any other class is refused). Default: the bundled model.")
+WEIGHTS_HELP = ("Weights for a MODULE:FACTORY model, as a .safetensors state dict (safetensors.torch.save_file, or "
+                "save_model for models with shared weights such as Enformer).")
+GENES_MODEL_HELP = ("The model: MODULE:FACTORY, FACTORY() returning a tuple (module, genes, classes): a "
+                    "torch.nn.Module mapping expression (samples x genes) to class scores, its input genes and its "
+                    "class names; or the module alone, genes and classes then named by a JSON file beside --weights "
+                    "(same name, .json: genes, classes), else genes are the data's columns in order. Imports MODULE "
+                    "(from the current folder too) and runs its code (default: the bundled model).")
 NOISY_LABELS = ("pbmc68k_reduced bulk_labels are noisy: the 'Dendritic' cluster also carries classical-monocyte "
                 "markers (LYZ, S100A8/9), so its top genes overlap the monocytes'.")
 
 
+#: Where a convenience command (bio sequences, bio genes) keeps its run, inside its report folder.
+RUN_FOLDER = "run"
 #: The files of a sequence report that every report writes (claimed before the work starts).
 SEQUENCE_REPORT_FILES = ["report.html", "relevance.parquet", "seqlets.csv", "seqlets.bed", "per_position.tsv"]
 
@@ -37,23 +49,27 @@ class Missing(str, Enum):
 def genes_command(
     data: Path = typer.Argument(None, help=".h5ad or .csv/.tsv (samples x genes); default: the PBMC data."),
     out: Path = typer.Option(..., help="Output folder."),
-    model: str = typer.Option(None, help=MODEL_HELP),
-    weights: Path = typer.Option(None, help="Weights for --model (.safetensors; a .json beside it may name genes)."),
+    model: str = typer.Option(None, help=GENES_MODEL_HELP),
+    weights: Path = typer.Option(None, help="Weights for --model (.safetensors; a JSON file beside it, same name with "
+                                            ".json, may name genes and classes)."),
     label_column: str = typer.Option(None, help="Labels to explain (obs column or CSV column); default: predictions."),
     markers: Path = typer.Option(None, help="JSON mapping each class to its marker genes."),
     composite: str = typer.Option("epsilon", help="Composite name (see the README for why epsilon)."),
     top: int = typer.Option(50, help="Genes per class in the rankings."),
     missing: Missing = typer.Option(Missing.error, help="Model genes absent from the data: error, or zero-fill."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse the finished shards of OUT/run when "
+                                                                   "input and settings are the same (a run of others "
+                                                                   "there is replaced); --no-resume: always replace."),
 ) -> None:
-    """Gene relevance per sample and per class, with figures, marker and DE tables, and an HTML report."""
-    import anndata
-
+    """Gene relevance per sample and per class, with figures, marker and DE tables, and an HTML report:
+    a run into OUT/run (as `lrp-domains run genes`, the same rows), then its report into OUT."""
     from lrp_domains.bio import ExpressionExplainer
-    from lrp_domains.bio.cells import ExpressionData, read_expression
+    from lrp_domains.bio.cells import H5adCells, cells_reader
     from lrp_domains.bio.genes import read_markers
     from lrp_domains.models import load_user_model
-    from lrp_domains.report import write_report
+    from lrp_domains.report.runs import report_run
+    from lrp_domains.run import explain_dataset
 
     notes: list[str] = []
     with one_line_errors():
@@ -62,38 +78,38 @@ def genes_command(
         if model is not None and data is None:
             raise InputError("give DATA (an .h5ad or .csv/.tsv file) when using --model")
         marker_sets = read_markers(markers) if markers is not None else None
+        if data is None:
+            from lrp_domains.bio.default_model import default_data_path
+
+            data, label_column = default_data_path(), label_column or "bulk_labels"
+            notes.append(NOISY_LABELS)
+        reader = cells_reader(data, label_column)  # a missing file or label column is named before the model loads
+        if getattr(reader, "ignored", None):
+            notes.append(f"Columns that are not numbers were ignored (not genes): {', '.join(reader.ignored)}.")
         if model is None:
-            from lrp_domains.bio.default_model import load_default_data, markers_in
+            from lrp_domains.bio.default_model import markers_in
 
             explainer = ExpressionExplainer.default(composite=composite)
-            if data is None:
-                adata = load_default_data()
-                label_column = label_column or "bulk_labels"
-                if label_column not in adata.obs:
-                    raise InputError(f"the PBMC data has no obs column {label_column!r}: {list(adata.obs.columns)}")
-                loaded = ExpressionData(adata, adata.obs[label_column].astype(str).tolist(), [])
-                notes.append(NOISY_LABELS)
-            else:
-                loaded = read_expression(data, label_column)
             marker_sets = marker_sets or markers_in(explainer.genes)
+        elif Path(model).is_dir():  # a model folder (scvi-tools model.save)
+            explainer = ExpressionExplainer.from_options(model, str(weights) if weights else None, composite)
         else:
-            loaded = read_expression(data, label_column)
             net, genes, classes = load_user_model(model, weights)
-            if genes is None:
-                genes = list(map(str, loaded.data.var_names if isinstance(loaded.data, anndata.AnnData)
-                                 else loaded.data.columns))
-            explainer = ExpressionExplainer(net, genes, classes, composite=composite)
-        if loaded.ignored:
-            notes.append(f"Columns that are not numbers were ignored (not genes): {', '.join(loaded.ignored)}.")
+            explainer = ExpressionExplainer(net, genes if genes is not None else reader.genes, classes,
+                                            composite=composite)
         with claim_folder(out, "gene-report", ["report.html", "relevance.parquet"]):
-            explanation = explainer.explain(loaded.data, target=loaded.labels, progress=progress,
-                                            missing=missing.value)
-            adata = loaded.data if isinstance(loaded.data, anndata.AnnData) else None
-            written = write_report(explainer, explanation, out, markers=marker_sets, adata=adata,
-                                   groupby=label_column if adata is not None and loaded.labels is not None else None,
-                                   top=top, notes=notes)
+            explain_dataset(explainer, data, out / RUN_FOLDER, column=label_column, missing=missing.value,
+                            resume=resume, progress=progress, replace_other=True)
+            adata = None
+            if isinstance(reader, H5adCells):  # the differential-expression comparison reads the data itself
+                from lrp_domains.bio.cells import read_expression
+
+                adata = read_expression(data).data
+            written = report_run(out / RUN_FOLDER, out, markers=marker_sets, adata=adata,
+                                 groupby=label_column if adata is not None else None, top=top, notes=notes)
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
+    typer.echo(f"run: {out / RUN_FOLDER}")
 
 
 @app.command("sequences")
@@ -102,7 +118,7 @@ def sequences_command(
                                            "datasets/example_sequences.fa."),
     out: Path = typer.Option(..., help="Output folder."),
     model: str = typer.Option(None, help=MODEL_HELP),
-    weights: Path = typer.Option(None, help="Weights for --model (.safetensors)."),
+    weights: Path = typer.Option(None, help=WEIGHTS_HELP),
     target: str = typer.Option(None, help="What to explain: an output index (default: the prediction / the only "
                                           "output), 'profile' (BPNet profile head, softmax-weighted; 'profile:S' one "
                                           "strand), 'counts', or 'track=12:400-420' / 'track 12, bins 400-420' "
@@ -112,13 +128,20 @@ def sequences_command(
     composite: str = typer.Option("genomics", help="Composite name."),
     motifs: str = typer.Option("JASPAR2024", help="JASPAR release, a JASPAR/MEME file, or 'none'."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse the finished shards of OUT/run when "
+                                                                   "input and settings are the same (a run of others "
+                                                                   "there is replaced); --no-resume: always replace."),
 ) -> None:
-    """Nucleotide relevance, seqlets with JASPAR matches, logos, modisco inputs, and an HTML report."""
-    from lrp_domains.bio import SequenceExplainer, annotate_seqlets, call_seqlets
+    """Nucleotide relevance, seqlets with JASPAR matches, logos, modisco inputs, and an HTML report:
+    a run into OUT/run (as `lrp-domains run sequences`, the same rows), then its report into OUT."""
+    from functools import partial
+
     from lrp_domains.bio.genomic_targets import parse_sequence_target
     from lrp_domains.bio.motifs import load_motifs
-    from lrp_domains.files.fasta import FastaRecords
-    from lrp_domains.report import write_report
+    from lrp_domains.domains import build_explainer
+    from lrp_domains.files.fasta import FastaRecords, check_unique
+    from lrp_domains.report.runs import report_run
+    from lrp_domains.run import explain_dataset
 
     with one_line_errors():
         library = None if motifs.lower() == "none" else load_motifs(motifs)
@@ -126,18 +149,19 @@ def sequences_command(
             from lrp_domains.data import datasets_dir
 
             path = datasets_dir() / "example_sequences.fa"
-        FastaRecords(path)  # a missing file or an unknown type is named before the model loads
-        parsed_target = parse_sequence_target(target)  # a bad --target is named before the model loads
-        explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
+        records = FastaRecords(path)  # a missing file or an unknown type is named before the model loads
+        parse_sequence_target(target)  # a bad --target is named before the model loads
+        # The report names records by id: they must be unique (a run alone allows repeats).
+        check_unique([name for shard in records.shards(4096) for name in records.read(shard)[0]], path.name)
+        factory = partial(build_explainer, "sequences", model, str(weights) if weights else None, composite)
+        options = {"target": target, "center": center, "rc_average": rc_average}
         with claim_folder(out, "sequence-report", SEQUENCE_REPORT_FILES):
-            groups = list(explainer.explain_groups(path, target=parsed_target, center=center, rc_average=rc_average,
-                                                   progress=progress))
-            seqlets = call_seqlets(groups)
-            if library is not None and len(seqlets):
-                seqlets = annotate_seqlets(seqlets, motifs=library)
-            written = write_report(explainer, groups, out, seqlets=seqlets)
+            explain_dataset(factory, path, out / RUN_FOLDER, resume=resume, progress=progress, replace_other=True,
+                            **options)
+            written = report_run(out / RUN_FOLDER, out, motifs=library)
     for name, written_path in written.items():
         typer.echo(f"{name}: {written_path}")
+    typer.echo(f"run: {out / RUN_FOLDER}")
 
 
 @app.command("concepts")
@@ -146,7 +170,7 @@ def concepts_command(
     out: Path = typer.Option(..., help="Output folder."),
     layer: str = typer.Option(None, help="Convolution layer (a name from model.named_modules()); default: the first."),
     model: str = typer.Option(None, help=MODEL_HELP),
-    weights: Path = typer.Option(None, help="Weights for --model (.safetensors)."),
+    weights: Path = typer.Option(None, help=WEIGHTS_HELP),
     target: int = typer.Option(None, help="Output index to explain (default: the prediction / the only output)."),
     top: int = typer.Option(10, help="Filters to describe (largest relevance share first)."),
     composite: str = typer.Option("genomics", help="Composite name."),
@@ -182,7 +206,7 @@ def variants_command(
     fasta: Path = typer.Option(..., help="The reference genome (FASTA, plain or bgzip; indexed with pyfaidx)."),
     out: Path = typer.Option(..., help="Output folder (variants.tsv)."),
     model: str = typer.Option(None, help=MODEL_HELP),
-    weights: Path = typer.Option(None, help="Weights for --model (.safetensors)."),
+    weights: Path = typer.Option(None, help=WEIGHTS_HELP),
     window: int = typer.Option(None, help="Bases per window (default: the model's training length, 200 for the "
                                           "default CNN)."),
     target: int = typer.Option(None, help="Output index to explain (default: the prediction / the only output)."),

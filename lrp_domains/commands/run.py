@@ -40,10 +40,30 @@ def _options(kind: str, target: str | None, missing: str | None, option: list[st
     return parse_options(domains.get(kind), given)
 
 
+def _input(kind: str, source: Path | None, regions: Path | None, genome: Path | None, width: int | None) -> Any:
+    """The run's input: the file, or (``--regions``) what the domain reads genome windows from."""
+    if (source is None) == (regions is None):
+        raise InputError("give the input file, or --regions PEAKS with --genome GENOME.fa (one of them)" if source is
+                         None else f"give the input file ({source}) or --regions ({regions}), not both")
+    if regions is None:
+        if genome is not None or width is not None:
+            raise InputError(f"--{'genome' if genome is not None else 'width'} is for --regions (genome windows)")
+        return source
+    return domains.get(kind).regions_source(regions, genome, width)
+
+
 def _command(kind: str):
     def command(
-        source: Path = typer.Argument(..., help="The input file."),
+        source: Path = typer.Argument(None, help="The input file (or genome regions: --regions and --genome)."),
         out: Path = typer.Option(..., help="Output folder (shards and manifest.json)."),
+        regions: Path = typer.Option(None, help="Genome regions instead of an input file (sequences, dna-lm): BED3, "
+                                                "BED6 or narrowPeak, plain or gzipped; one window per region, centred "
+                                                "on the summit (narrowPeak) or the centre, - strands reverse-"
+                                                "complemented, ids chrom:start-end(strand)."),
+        genome: Path = typer.Option(None, help="With --regions: the genome FASTA (plain or bgzip; indexed without "
+                                               "writing beside it)."),
+        width: int = typer.Option(None, help="With --regions: window width in bases (default: the model's input "
+                                             "length)."),
         model: str = typer.Option(None, help="Model: a folder or hub name (text) or MODULE:FACTORY, which imports "
                                              "that module and runs its code (bio)."),
         weights: Path = typer.Option(None, help="Weights for a MODULE:FACTORY model (.safetensors)."),
@@ -54,7 +74,9 @@ def _command(kind: str):
         num_workers: int = typer.Option(1, help="Ray actors (one model each)."),
         address: str = typer.Option(None, help="Ray cluster to join: HOST:PORT or auto (default: RAY_ADDRESS, "
                                                "else a local cluster)."),
-        column: str = typer.Option("text", help="Text column (.csv/.tsv/.jsonl/.parquet)."),
+        column: str = typer.Option(None, help="text: the text column of .csv/.tsv/.jsonl/.parquet (default text); "
+                                              "genes, gene-transformer: a label column (obs or table column) whose "
+                                              "value per sample is the class explained (default: the prediction)."),
         target: str = typer.Option(None, help="Output to explain: class name or index (default: the prediction)."),
         missing: str = typer.Option(None, help="genes: model genes absent from the data: error, or zero."),
         option: list[str] = typer.Option([], help="Another option of this domain, KEY=VALUE (e.g. center=true)."),
@@ -70,8 +92,9 @@ def _command(kind: str):
             if address is not None and engine is not Engine.ray:
                 raise InputError("--address is for --engine ray")
             factory = partial(domains.build_explainer, kind, model, str(weights) if weights else None, composite)
+            given = _input(kind, source, regions, genome, width)
             try:
-                manifest = explain_dataset(factory, source, out, shard_size=shard_size, resume=resume,
+                manifest = explain_dataset(factory, given, out, shard_size=shard_size, resume=resume,
                                            progress=progress, column=column, engine=engine.value,
                                            num_workers=num_workers, address=address, **options)
             except RayWorkersLost as error:

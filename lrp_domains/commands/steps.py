@@ -3,6 +3,68 @@ shards (the report, seqlets, tracks); each step is a function of the library, ca
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import typer
+
+from lrp_domains.commands.common import one_line_errors
 from lrp_domains.commands.run import app
+from lrp_domains.errors import InputError
 
 __all__ = ["app"]
+
+
+@app.command("bigwig")
+def bigwig_command(
+    run_dir: Path = typer.Argument(..., help="The folder of a finished sequences or dna-lm run."),
+    out: Path = typer.Option(..., help="The bigWig file to write (e.g. relevance.bw)."),
+    genome: Path = typer.Option(None, help="The genome FASTA, for its chromosome sizes (default: the genome of a run "
+                                           "made with --regions)."),
+    chrom_sizes: Path = typer.Option(None, help="Chromosome sizes instead: a chrom.sizes file or a .fai index."),
+) -> None:
+    """Per-base relevance of the observed bases as a bigWig: overlapping windows averaged, minus
+    strands mapped back, rows whose status is not ok left out (the run's ids place the windows)."""
+    from lrp_domains.bio.tracks import run_to_bigwig
+    from lrp_domains.run.manifest import step_output
+
+    with one_line_errors():
+        if genome is not None and chrom_sizes is not None:
+            raise InputError("give --genome or --chrom-sizes, not both")
+        sizes = None
+        if genome is not None:
+            from lrp_domains.bio.variants import genome_sizes
+
+            sizes = genome_sizes(genome)
+        elif chrom_sizes is not None:
+            sizes = chrom_sizes
+        with step_output(run_dir, out) as target:
+            run_to_bigwig(run_dir, target, sizes)
+    typer.echo(f"bigWig: {out}")
+
+
+@app.command("seqlets")
+def seqlets_command(
+    run_dir: Path = typer.Argument(..., help="The folder of a finished sequences or dna-lm run."),
+    out: Path = typer.Option(..., help="The BED file to write (e.g. seqlets.bed)."),
+    motifs: str = typer.Option("none", help="Name each seqlet by its best match: a JASPAR release (JASPAR2024, "
+                                            "offline), a JASPAR or MEME file, or none."),
+    alpha: float = typer.Option(0.01, help="The null's tail probability (seqlet threshold)."),
+) -> None:
+    """Seqlets over the whole run (one null pooled over every record), as BED6: genome coordinates
+    when the ids are regions (--regions runs), else within each record (chrom = the record id)."""
+    from lrp_domains.bio.run_seqlets import ids_are_regions, run_seqlets, write_seqlets_bed
+    from lrp_domains.bio.tracks import run_genome_sizes
+    from lrp_domains.run.manifest import finished_run, step_output
+
+    with one_line_errors():
+        manifest, files = finished_run(run_dir, "seqlets")
+        import pyarrow.parquet as pq
+
+        ids = [name for path in files for name, status in zip(*pq.read_table(path, columns=["id", "status"])
+                                                               .to_pydict().values()) if status == "ok"]
+        seqlets = run_seqlets(run_dir, motifs=motifs, alpha=alpha)
+        genome = ids_are_regions(ids)
+        with step_output(run_dir, out) as target:
+            write_seqlets_bed(seqlets, target, chrom_sizes=run_genome_sizes(manifest), coordinates=genome)
+    where = "genome coordinates" if genome else "record coordinates (the ids carry no genome coordinates)"
+    typer.echo(f"seqlets: {out} ({len(seqlets)} seqlets, {where})")

@@ -27,8 +27,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lrp_domains.core.describe import describe, describe_composite
-from lrp_domains.core.finite import first_nonfinite_parameter
-from lrp_domains.domains import OK, STATUS, DomainExplainer, Reader, kind_of
+from lrp_domains.core.finite import NonFiniteOutputs
+from lrp_domains.domains import NON_FINITE, OK, STATUS, DomainExplainer, Reader, kind_of
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard
 from lrp_domains.files.lock import folder_lock
@@ -69,7 +69,7 @@ def _versions() -> dict[str, str]:
     return found
 
 
-def settings_of(explainer: DomainExplainer, shard_size: int, column: str, options: dict) -> dict[str, Any]:
+def settings_of(explainer: DomainExplainer, shard_size: int, column: str | None, options: dict) -> dict[str, Any]:
     """What must match for two runs to share an output folder (the domain adds its own)."""
     settings = {
         "kind": explainer.kind, "explainer": f"{type(explainer).__module__}.{type(explainer).__qualname__}",
@@ -112,6 +112,8 @@ class ShardWriter:
         entry = {"file": name, "rows": len(rows), "start": shard.start}
         if STATUS in rows:
             entry["not_ok"] = int((rows[STATUS] != OK).sum())
+            if entry["not_ok"]:
+                entry["statuses"] = {str(k): int(v) for k, v in rows[STATUS][rows[STATUS] != OK].value_counts().items()}
         self.manifest["shards"][str(shard.index)] = entry
         self.manifest["complete"] = len(self.manifest["shards"]) == self.manifest["input"]["shards"]
         try:
@@ -131,9 +133,13 @@ def storage_error(error: OSError, out: Path, doing: str) -> InputError:
                       "again to resume")
 
 
+class RunMismatch(InputError):
+    """The output folder holds a run of other input or settings."""
+
+
 def _refuse_changed(out: Path, found: list[str]) -> InputError:
     shown = "; ".join(found[:8]) + (f"; and {len(found) - 8} more" if len(found) > 8 else "")
-    return InputError(f"{out} holds a run with other input or settings; not mixing them. Differences: {shown}. Use "
+    return RunMismatch(f"{out} holds a run with other input or settings; not mixing them. Differences: {shown}. Use "
                       "another --out for the new run (or --no-resume to replace this run's shards)")
 
 
@@ -243,17 +249,20 @@ def _check_options(explainer: DomainExplainer, options: dict) -> dict:
 
 
 def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, shard_size: int = 1000,
-                    resume: bool = True, progress: bool = True, column: str = "text", engine: str = "local",
-                    num_workers: int = 1, address: str | None = None, **options: Any) -> Path:
+                    resume: bool = True, progress: bool = True, column: str | None = None, engine: str = "local",
+                    num_workers: int = 1, address: str | None = None, replace_other: bool = False,
+                    **options: Any) -> Path:
     """Explain every item (text, sequence record, cell...) of ``source`` into Parquet shards in ``out_dir``.
 
     ``explainer``: any explainer of :mod:`lrp_domains.domains` (or, for ``engine="ray"``,
     preferably a picklable factory returning one, called once per worker). ``options`` go to the
     explainer (its ``run_options``: ``target``, ``batch_size``; sequences: ``center``,
     ``rc_average``; genes: ``missing``), typed as it declares them (:mod:`lrp_domains.options`).
-    ``engine="ray"`` runs the same shards on ``num_workers`` Ray actors (joining ``address`` or
-    ``RAY_ADDRESS`` if set, else a local cluster); a lost worker is replaced and its shard re-run
-    (see :mod:`lrp_domains.run.ray_engine`).
+    ``replace_other``: a folder holding a run of other input or settings is started over (with a
+    warning naming the differences) instead of refused; for the convenience commands, whose run
+    lives inside their own report folder. ``engine="ray"`` runs the same shards on ``num_workers``
+    Ray actors (joining ``address`` or ``RAY_ADDRESS`` if set, else a local cluster); a lost worker
+    is replaced and its shard re-run (see :mod:`lrp_domains.run.ray_engine`).
 
     Before the folder is touched, the options are checked and the first item is explained (so a
     target the model does not have is refused while nothing is written). The folder is locked for
@@ -284,10 +293,15 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
     identity = reader.fingerprint() if hasattr(reader, "fingerprint") else file_fingerprint(reader.path)
     fingerprint = dict(identity, rows=shards[-1].stop, shards=len(shards))
     settings = settings_of(explainer, shard_size, column, options)
+    changed = _changes(existing, fingerprint, settings) if existing is not None and resume else []
+    if changed and replace_other:
+        warnings.warn(f"{out} held a run of other input or settings ({'; '.join(changed[:3])}); starting it over",
+                      UserWarning, stacklevel=2)
+        resume = False
     if existing is None or not resume:
         probe(explainer, reader, shards[0], options)
-    elif _changes(existing, fingerprint, settings):  # refused before the folder is touched
-        raise _refuse_changed(out, _changes(existing, fingerprint, settings))
+    elif changed:  # refused before the folder is touched
+        raise _refuse_changed(out, changed)
     # (a run resumed with the same settings had its options and target checked when it started)
     _make_folder(out)
     with folder_lock(out):
@@ -318,15 +332,19 @@ def _report_not_ok(manifest: dict, explainer: DomainExplainer, out: Path) -> Non
     total = sum(int(entry["rows"]) for entry in entries)
     if not bad:
         return
+    statuses: dict[str, int] = {}
+    for entry in entries:
+        for status, count in entry.get("statuses", {}).items():
+            statuses[status] = statuses.get(status, 0) + count
     if bad == total:
-        parameter = first_nonfinite_parameter(explainer.model)
-        why = (f"the model's parameter {parameter} is not finite" if parameter else
-               "check the model and the input's scale")
-        raise InputError(f"{out}: no row could be explained: all {total} rows have a status other than ok (see the "
-                         f"status column: e.g. a non-finite output or relevance); {why}")
-    warnings.warn(f"{out}: {bad} of {total} rows have a status other than ok (their status column says why; e.g. "
-                  "non-finite: NaN or Inf in the output or relevance); they are kept, marked, and left out by the "
-                  "steps that read the run", UserWarning, stacklevel=3)
+        if set(statuses) == {NON_FINITE}:
+            raise NonFiniteOutputs(total, f"{explainer.item}s of {out}").naming(explainer.model)
+        shown = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
+        raise InputError(f"{out}: no row could be explained: all {total} rows have a status other than ok ({shown}; "
+                         "see the status column)")
+    shown = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
+    warnings.warn(f"{out}: {bad} of {total} rows have a status other than ok ({shown}; the status column says which); "
+                  "they are kept, marked, and left out by the steps that read the run", UserWarning, stacklevel=3)
 
 
 def _manifest_or_error(out_dir: str | Path) -> dict[str, Any]:

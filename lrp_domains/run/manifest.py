@@ -20,7 +20,7 @@ from lrp_domains.files.writing import atomic_write
 
 MANIFEST = "manifest.json"
 SCHEMA = "lrp-domains/run"
-VERSION = 2
+VERSION = 3
 SHARD_NAME = re.compile(r"shard-\d{5}\.parquet")
 
 

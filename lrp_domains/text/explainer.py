@@ -58,6 +58,23 @@ def is_causal_lm(model: nn.Module) -> bool:
     return isinstance(model, GenerationMixin) and hasattr(model, "get_output_embeddings")
 
 
+def usable_positions(model: nn.Module) -> int | None:
+    """How many tokens the model's position embeddings take: ``max_position_embeddings``, less the
+    offset of models whose positions start after the padding index (RoBERTa, XLM-R, CamemBERT,
+    MPNet, ESM with learned positions...: position ids run from ``padding_idx + 1``, so
+    ``max_position_embeddings - padding_idx - 1`` tokens fit). Recognised by their learned position
+    embedding having a ``padding_idx``; None when the config names no limit."""
+    config = getattr(model, "config", None)
+    limit = getattr(config, "max_position_embeddings", None)
+    if not isinstance(limit, int):
+        return None
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] == "position_embeddings" and isinstance(module, nn.Embedding) \
+                and module.padding_idx is not None and module.num_embeddings == limit:
+            return limit - module.padding_idx - 1
+    return limit
+
+
 class TextExplainer(DomainExplainer):
     """Explain a transformers model's predictions on text with AttnLRP or CP-LRP.
 
@@ -110,7 +127,7 @@ class TextExplainer(DomainExplainer):
             id2label = getattr(config, "id2label", None) or {}
             labels = [id2label.get(i, str(i)) for i in range(getattr(config, "num_labels", len(id2label)))]
         self.labels = list(labels) if labels is not None else None
-        limits = [getattr(tokenizer, "model_max_length", None), getattr(config, "max_position_embeddings", None),
+        limits = [getattr(tokenizer, "model_max_length", None), usable_positions(model),
                   getattr(config, "n_positions", None), max_length]
         valid = [int(v) for v in limits if isinstance(v, int) and 0 < v < 10**7]
         self.max_length = min(valid) if valid else None
@@ -266,11 +283,12 @@ class TextExplainer(DomainExplainer):
         return {name: value.sum(-1).detach() for name, value in result.sources.items()}, result.output
 
     # -- the contract (runs) -----------------------------------------------------------------
-    def reader(self, path: str | Path, column: str = "text") -> Reader:
-        """Texts of ``.txt``/``.csv``/``.tsv``/``.jsonl``/``.parquet`` (see :mod:`lrp_domains.files.tables`)."""
+    def reader(self, path: str | Path, column: str | None = None) -> Reader:
+        """Texts of ``.txt``/``.csv``/``.tsv``/``.jsonl``/``.parquet`` (see :mod:`lrp_domains.files.tables`);
+        ``column``: the text column (default ``text``)."""
         from lrp_domains.files.tables import TableRecords
 
-        return TableRecords(path, column, what="a text run")
+        return TableRecords(path, column or "text", what="a text run")
 
     def explain_batch(self, ids: Sequence[str], items: Sequence[str], first_row: int = 0,
                       target: TextTarget = None, batch_size: int = 16) -> list[TextExplanation]:
