@@ -129,6 +129,12 @@ class DomainExplainer:
         raise NotImplementedError
 
     @classmethod
+    def report_context(cls, manifest: dict[str, Any]) -> dict[str, Any]:
+        """What this domain's report writer needs beyond the rows, from a finished run's manifest
+        (genes: the input data, for the differential-expression comparison). Default: nothing."""
+        return {}
+
+    @classmethod
     def result_from_rows(cls, rows: pd.DataFrame, settings: dict[str, Any]) -> Any:
         """A result of this domain rebuilt from a finished run's rows (``status`` ``ok`` only) and its
         manifest's settings: the inverse of :meth:`result_rows`, for the steps that read a run (its

@@ -328,9 +328,6 @@ def test_a_slow_kmer_tokenizer_converts_to_a_fast_one_with_the_same_ids(tmp_path
 def test_a_folder_with_a_slow_esm_tokenizer_runs_as_dna_lm(tmp_path):
     import transformers as tf
 
-    from lrp_domains.bio.dna_tokenizers import fast_kmer_tokenizer
-    from lrp_domains.bio.token_sequences import TokenSequenceExplainer
-
     folder = tmp_path / "nt"
     slow = _slow_tokenizer(tmp_path / "vocab", k=3)
     torch.manual_seed(0)
@@ -349,6 +346,9 @@ def test_a_folder_with_a_slow_esm_tokenizer_runs_as_dna_lm(tmp_path):
         _ok(run("run", "dna-lm", fasta, "--model", folder, "--out", tmp_path / "D", "--no-progress"))
     converted = [w for w in caught if "fast tokenizer" in str(w.message)]
     assert len(converted) == 1, [str(w.message) for w in caught]
+    from lrp_domains.bio.dna_tokenizers import fast_kmer_tokenizer
+    from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+
     rows = read_results(tmp_path / "D")
     expected = TokenSequenceExplainer(model, fast_kmer_tokenizer(slow)).explain(sequences)
     np.testing.assert_allclose(rows["explained"], expected.explained.numpy(), rtol=1e-5, atol=1e-7)
@@ -399,16 +399,16 @@ def test_long_text_is_truncated_to_the_positions_after_the_padding_index(arch, t
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     usable = 34 - 1 - 1  # positions start at padding_idx + 1
-    explainer = TextExplainer(model, tokenizer)
-    assert explainer.max_length == usable
-    with pytest.warns(UserWarning, match="truncated"):
-        expected = explainer.explain(LONG_TEXT)
-    assert expected.truncated > 0 and len(expected.tokens) == usable
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = run("text", "explain", LONG_TEXT, "--model", folder, "--format", "json", "--out", tmp_path / "r.json")
     _ok(result)
     assert any("truncated" in str(w.message) for w in caught)
+    explainer = TextExplainer(model, tokenizer)
+    assert explainer.max_length == usable
+    with pytest.warns(UserWarning, match="truncated"):
+        expected = explainer.explain(LONG_TEXT)
+    assert expected.truncated > 0 and len(expected.tokens) == usable
     written = json.loads((tmp_path / "r.json").read_text())
     assert len(written["tokens"]) == usable
     np.testing.assert_allclose([t["relevance"] for t in written["tokens"]], expected.token_relevance.numpy(),

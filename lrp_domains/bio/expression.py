@@ -20,7 +20,7 @@ from torch import nn
 
 from lrp_domains.bio.cells import labeled_target
 from lrp_domains.bio.genes import RUN_COLUMNS as GENE_RUN_COLUMNS
-from lrp_domains.bio.genes import GeneExplanation, explanation_from_rows
+from lrp_domains.bio.genes import GeneExplanation, explanation_from_rows, gene_report_context
 from lrp_domains.core.attribution import explain, model_dtype, resolve_composite
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.targets import resolve_targets
@@ -232,6 +232,12 @@ class ExpressionExplainer(DomainExplainer):
         from lrp_domains.bio.genes import run_rows
 
         return run_rows(result, len(ids))
+
+    @classmethod
+    def report_context(cls, manifest: dict[str, Any]) -> dict[str, Any]:
+        """The run's ``.h5ad`` input (read again, for the report's differential-expression
+        comparison) and its label column; nothing for tables or a moved file."""
+        return gene_report_context(manifest)
 
     @classmethod
     def result_from_rows(cls, rows: pd.DataFrame, settings: dict[str, Any]) -> GeneExplanation:

@@ -479,6 +479,13 @@ class GeneTransformerExplainer(DomainExplainer):
         return self.explain(data, target=target, batch_size=batch_size, unknown=unknown)
 
     @classmethod
+    def report_context(cls, manifest: dict[str, Any]) -> dict[str, Any]:
+        """As the expression explainer's (:func:`~lrp_domains.bio.genes.gene_report_context`)."""
+        from lrp_domains.bio.genes import gene_report_context
+
+        return gene_report_context(manifest)
+
+    @classmethod
     def result_from_rows(cls, rows: Any, settings: dict[str, Any]) -> GeneExplanation:
         """The gene explanation of a run's rows (:func:`~lrp_domains.bio.genes.explanation_from_rows`)."""
         from lrp_domains.bio.genes import explanation_from_rows

@@ -147,6 +147,61 @@ def run_rows(result: GeneExplanation, n: int) -> dict[str, list]:
 RUN_COLUMNS = ("explained", "delta", "prediction", "target", "output", "relevance")
 
 
+def run_to_anndata(run_dir: str | Path, data: str | Path | None = None, key: str = "lrp", n: int = 50) -> Any:
+    """A finished gene run (expression or gene-transformer) as the AnnData of its input: the cells'
+    relevance in ``layers[key]`` (genes the model lacks 0; cells whose status is not ok NaN), the
+    per-class rankings in ``uns[key]`` (over the cells that are ok), and ``obs`` columns
+    ``{key}_prediction``, ``{key}_target``, ``{key}_explained``, ``{key}_delta``, ``{key}_status``.
+    ``data``: the input (default: the file the run read; a table becomes an AnnData)."""
+    import anndata
+
+    from lrp_domains.bio.cells import read_expression
+    from lrp_domains.errors import InputError
+    from lrp_domains.run.manifest import finished_run
+
+    manifest, files = finished_run(run_dir, "the h5ad")
+    settings = manifest["settings"]
+    if "genes" not in settings:
+        raise InputError(f"{run_dir} holds a {settings.get('kind')} run, not a gene run (genes, gene-transformer)")
+    rows = pd.concat([pd.read_parquet(path) for path in files], ignore_index=True)
+    source = Path(data) if data is not None else Path(str(manifest["input"].get("path", "")))
+    if not source.is_file():
+        raise InputError(f"{source}: the run's input is not there; give it with --data")
+    loaded = read_expression(source).data
+    adata = loaded.copy() if isinstance(loaded, anndata.AnnData) else anndata.AnnData(
+        loaded.to_numpy(np.float32), obs=pd.DataFrame(index=loaded.index.astype(str)),
+        var=pd.DataFrame(index=loaded.columns.astype(str)))
+    if list(map(str, adata.obs_names)) != [str(i) for i in rows["id"]]:
+        raise InputError(f"{source}: its cells are not the run's rows (same names, same order); give the run's input")
+    whole = explanation_from_rows(rows, settings)
+    usable = (rows["status"] == "ok").to_numpy() if "status" in rows else np.ones(len(rows), bool)
+    layer = whole.relevance.reindex(columns=list(map(str, adata.var_names)), fill_value=0.0).to_numpy(np.float32)
+    layer[~usable] = np.nan
+    adata.layers[key] = layer
+    ranking = explanation_from_rows(rows[usable].reset_index(drop=True), settings).rank_genes("class", n) \
+        if usable.any() else pd.DataFrame(columns=["group", "rank", "gene", "mean_relevance", "fraction_positive"])
+    adata.uns[key] = {"composite": whole.composite,
+                      "rankings": {column: ranking[column].to_numpy() for column in ranking.columns}}
+    for name, values in (("prediction", whole.prediction), ("target", rows["target"]),
+                         ("explained", whole.explained), ("delta", whole.delta),
+                         ("status", rows.get("status", pd.Series(["ok"] * len(rows))))):
+        adata.obs[f"{key}_{name}"] = np.asarray(values)
+    return adata
+
+
+def gene_report_context(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """For the report of a finished gene run: its ``.h5ad`` input read again (``adata``, for the
+    differential-expression comparison) and the label column (``groupby``) when the run had one;
+    nothing when the input was a table or is no longer where the run read it."""
+    path = Path(str(manifest.get("input", {}).get("path", "")))
+    if path.suffix.lower() != ".h5ad" or not path.is_file():
+        return {}
+    from lrp_domains.bio.cells import read_expression
+
+    column = manifest.get("settings", {}).get("column")
+    return {"adata": read_expression(path).data, "groupby": column}
+
+
 def explanation_from_rows(rows: pd.DataFrame, settings: Mapping[str, Any]) -> GeneExplanation:
     """The :class:`GeneExplanation` of a run's rows (the inverse of :func:`run_rows`): genes and
     classes from the run's settings; the targets count as given when the run had a target or a

@@ -65,7 +65,7 @@ def genes_command(
     """Gene relevance per sample and per class, with figures, marker and DE tables, and an HTML report:
     a run into OUT/run (as `lrp-domains run genes`, the same rows), then its report into OUT."""
     from lrp_domains.bio import ExpressionExplainer
-    from lrp_domains.bio.cells import H5adCells, cells_reader
+    from lrp_domains.bio.cells import cells_reader
     from lrp_domains.bio.genes import read_markers
     from lrp_domains.models import load_user_model
     from lrp_domains.report.runs import report_run
@@ -100,13 +100,8 @@ def genes_command(
         with claim_folder(out, "gene-report", ["report.html", "relevance.parquet"]):
             explain_dataset(explainer, data, out / RUN_FOLDER, column=label_column, missing=missing.value,
                             resume=resume, progress=progress, replace_other=True)
-            adata = None
-            if isinstance(reader, H5adCells):  # the differential-expression comparison reads the data itself
-                from lrp_domains.bio.cells import read_expression
-
-                adata = read_expression(data).data
-            written = report_run(out / RUN_FOLDER, out, markers=marker_sets, adata=adata,
-                                 groupby=label_column if adata is not None else None, top=top, notes=notes)
+            # (an .h5ad input is read again for the differential-expression comparison: report_context)
+            written = report_run(out / RUN_FOLDER, out, markers=marker_sets, top=top, notes=notes)
     for name, path in written.items():
         typer.echo(f"{name}: {path}")
     typer.echo(f"run: {out / RUN_FOLDER}")
@@ -131,6 +126,10 @@ def sequences_command(
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse the finished shards of OUT/run when "
                                                                    "input and settings are the same (a run of others "
                                                                    "there is replaced); --no-resume: always replace."),
+    regions: Path = typer.Option(None, help="Genome regions instead of a FASTA: BED3, BED6 or narrowPeak (windows "
+                                            "centred on the summit or centre; minus strands reverse-complemented)."),
+    genome: Path = typer.Option(None, help="With --regions: the genome FASTA (indexed without writing beside it)."),
+    width: int = typer.Option(None, help="With --regions: window width (default: the model's input length)."),
 ) -> None:
     """Nucleotide relevance, seqlets with JASPAR matches, logos, modisco inputs, and an HTML report:
     a run into OUT/run (as `lrp-domains run sequences`, the same rows), then its report into OUT."""
@@ -138,6 +137,7 @@ def sequences_command(
 
     from lrp_domains.bio.genomic_targets import parse_sequence_target
     from lrp_domains.bio.motifs import load_motifs
+    from lrp_domains.commands.run import run_input
     from lrp_domains.domains import build_explainer
     from lrp_domains.files.fasta import FastaRecords, check_unique
     from lrp_domains.report.runs import report_run
@@ -145,18 +145,20 @@ def sequences_command(
 
     with one_line_errors():
         library = None if motifs.lower() == "none" else load_motifs(motifs)
-        if path is None:
+        if path is None and regions is None:
             from lrp_domains.data import datasets_dir
 
             path = datasets_dir() / "example_sequences.fa"
-        records = FastaRecords(path)  # a missing file or an unknown type is named before the model loads
+        source = run_input("sequences", path, regions, genome, width)
+        if regions is None:
+            records = FastaRecords(path)  # a missing file or an unknown type is named before the model loads
+            # The report names records by id: they must be unique (a run alone allows repeats).
+            check_unique([name for shard in records.shards(4096) for name in records.read(shard)[0]], path.name)
         parse_sequence_target(target)  # a bad --target is named before the model loads
-        # The report names records by id: they must be unique (a run alone allows repeats).
-        check_unique([name for shard in records.shards(4096) for name in records.read(shard)[0]], path.name)
         factory = partial(build_explainer, "sequences", model, str(weights) if weights else None, composite)
         options = {"target": target, "center": center, "rc_average": rc_average}
         with claim_folder(out, "sequence-report", SEQUENCE_REPORT_FILES):
-            explain_dataset(factory, path, out / RUN_FOLDER, resume=resume, progress=progress, replace_other=True,
+            explain_dataset(factory, source, out / RUN_FOLDER, resume=resume, progress=progress, replace_other=True,
                             **options)
             written = report_run(out / RUN_FOLDER, out, motifs=library)
     for name, written_path in written.items():

@@ -40,7 +40,7 @@ def _options(kind: str, target: str | None, missing: str | None, option: list[st
     return parse_options(domains.get(kind), given)
 
 
-def _input(kind: str, source: Path | None, regions: Path | None, genome: Path | None, width: int | None) -> Any:
+def run_input(kind: str, source: Path | None, regions: Path | None, genome: Path | None, width: int | None) -> Any:
     """The run's input: the file, or (``--regions``) what the domain reads genome windows from."""
     if (source is None) == (regions is None):
         raise InputError("give the input file, or --regions PEAKS with --genome GENOME.fa (one of them)" if source is
@@ -92,7 +92,7 @@ def _command(kind: str):
             if address is not None and engine is not Engine.ray:
                 raise InputError("--address is for --engine ray")
             factory = partial(domains.build_explainer, kind, model, str(weights) if weights else None, composite)
-            given = _input(kind, source, regions, genome, width)
+            given = run_input(kind, source, regions, genome, width)
             try:
                 manifest = explain_dataset(factory, given, out, shard_size=shard_size, resume=resume,
                                            progress=progress, column=column, engine=engine.value,

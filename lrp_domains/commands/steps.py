@@ -68,3 +68,58 @@ def seqlets_command(
             write_seqlets_bed(seqlets, target, chrom_sizes=run_genome_sizes(manifest), coordinates=genome)
     where = "genome coordinates" if genome else "record coordinates (the ids carry no genome coordinates)"
     typer.echo(f"seqlets: {out} ({len(seqlets)} seqlets, {where})")
+
+
+@app.command("report")
+def report_command(
+    run_dir: Path = typer.Argument(..., help="The folder of a finished run (a kind with a report: sequences, genes, "
+                                             "gene-transformer, text...)."),
+    out: Path = typer.Option(..., help="The report folder (another folder than the run's)."),
+    motifs: str = typer.Option(None, help="sequences: name seqlets by their best JASPAR match (a release, a "
+                                          "JASPAR/MEME file, or none)."),
+    markers: Path = typer.Option(None, help="genes: JSON mapping each class to its marker genes."),
+    top: int = typer.Option(None, help="genes: genes per class in the rankings."),
+) -> None:
+    """The run's report (the same pages `bio sequences`, `bio genes` and `text explain-file` write),
+    rebuilt from the run's rows; rows whose status is not ok are left out and named."""
+    from lrp_domains.report.runs import report_run
+
+    with one_line_errors():
+        kwargs: dict = {}
+        if motifs is not None and motifs.lower() != "none":
+            from lrp_domains.bio.motifs import load_motifs
+
+            kwargs["motifs"] = load_motifs(motifs)
+        if markers is not None:
+            from lrp_domains.bio.genes import read_markers
+
+            kwargs["markers"] = read_markers(markers)
+        if top is not None:
+            kwargs["top"] = top
+        written = report_run(run_dir, out, **kwargs)
+    for name, path in written.items():
+        typer.echo(f"{name}: {path}")
+
+
+@app.command("h5ad")
+def h5ad_command(
+    run_dir: Path = typer.Argument(..., help="The folder of a finished genes or gene-transformer run."),
+    out: Path = typer.Option(..., help="The .h5ad file to write (e.g. explained.h5ad)."),
+    data: Path = typer.Option(None, help="The run's input (default: the file the run read)."),
+    key: str = typer.Option("lrp", help="Layer and uns key of the relevance."),
+) -> None:
+    """The run's input as AnnData with the gene relevance in layers[KEY], the per-class rankings in
+    uns[KEY] and each cell's prediction, target, explained value, delta and status in obs."""
+    from lrp_domains.bio.genes import run_to_anndata
+    from lrp_domains.run.manifest import step_output
+
+    with one_line_errors():
+        if not out.name.endswith(".h5ad"):
+            raise InputError(f"--out {out}: give a .h5ad file name")
+        adata = run_to_anndata(run_dir, data, key=key)
+        with step_output(run_dir, out) as target:
+            from lrp_domains.files.writing import atomic_path
+
+            with atomic_path(target) as temporary:
+                adata.write_h5ad(temporary)
+    typer.echo(f"h5ad: {out} ({adata.n_obs} cells, layer {key!r})")

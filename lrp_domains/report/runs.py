@@ -52,4 +52,20 @@ def report_run(run_dir: str | Path, out_dir: str | Path, notes: tuple[str, ...] 
         raise InputError(f"{run_dir}: no row of the run has status ok (see its status column); nothing to report")
     result = explainer.result_from_rows(rows, manifest["settings"])
     note = left_out_note(others, explainer.item + "s")
-    return write_report(explainer, result, out_dir, notes=[*notes, *([note] if note else [])], **kwargs)
+    accepted = _parameters(explainer)
+    refused = sorted(name for name in kwargs if name not in accepted)
+    if refused:
+        raise InputError(f"the {kind} report takes no {', '.join(refused)}; it takes {', '.join(sorted(accepted))}")
+    context = {name: value for name, value in explainer.report_context(manifest).items() if name in accepted}
+    return write_report(explainer, result, out_dir, **{**context, **kwargs},
+                        notes=[*notes, *([note] if note else [])])
+
+
+def _parameters(explainer: Any) -> set[str]:
+    """The keyword arguments the domain's report writer takes (besides the result and folder)."""
+    import importlib
+    import inspect
+
+    module, _, function = str(explainer.report).partition(":")
+    writer = getattr(importlib.import_module(module), function)
+    return set(list(inspect.signature(writer).parameters)[2:]) - {"notes"}

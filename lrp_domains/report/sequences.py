@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets, to_bed
+from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets
+from lrp_domains.bio.run_seqlets import write_seqlets_bed
 from lrp_domains.bio.sequence_explainer import SequenceExplanation
 from lrp_domains.core.finite import NonFiniteOutputs
 from lrp_domains.files.writing import OutputFolder
@@ -83,8 +84,8 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
         pd.concat([g.to_frame() for g in groups], ignore_index=True).to_parquet(temporary, index=False)
     written["relevance"] = folder.root / "relevance.parquet"
     written["seqlets"] = folder.write_text("seqlets.csv", seqlets.to_csv(index=False))
-    with folder.atomic("seqlets.bed") as temporary:
-        to_bed(seqlets, temporary)
+    with folder.atomic("seqlets.bed") as temporary:  # genome coordinates when the ids are regions
+        write_seqlets_bed(seqlets, temporary)
     written["bed"] = folder.root / "seqlets.bed"
     lines = []
     for group in groups:

@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 
 from lrp_domains.core.describe import describe, describe_composite
 from lrp_domains.core.finite import NonFiniteOutputs
-from lrp_domains.domains import NON_FINITE, OK, STATUS, DomainExplainer, Reader, kind_of
+from lrp_domains.domains import NON_FINITE, OK, STATUS, DomainExplainer, Reader, Unusable, kind_of
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard
 from lrp_domains.files.lock import folder_lock
@@ -223,15 +223,21 @@ def probe(explainer: DomainExplainer, reader: Reader, shard: Shard, options: dic
     are checked against the model itself (a class index the model does not have, a target its
     heads do not offer, an input it cannot take) while nothing is written."""
     ids, items = reader.read(shard)
+    usable = [i for i, item in enumerate(items) if not isinstance(item, Unusable)] \
+        if isinstance(items, (list, tuple)) else [0]
+    if not usable:  # nothing in the first shard the model can take: its rows will say why
+        return
+    first = usable[0]
     try:
-        explainer.explain_rows(ids[:1], items[:1], shard.start, **options)
+        explainer.explain_rows(ids[first:first + 1], items[first:first + 1], shard.start + first, **options)
     except ValueError as error:
-        raise InputError(f"{reader.path.name}, row {shard.start} (id {ids[0]!r}): {error}. Nothing was written") \
+        raise InputError(f"{reader.path.name}, row {shard.start + first} (id {ids[first]!r}): {error}. Nothing was "
+                         "written") \
             from error
     except RuntimeError as error:  # a model that cannot take this input at all
-        first = " ".join(str(error).split())[:300]
-        raise InputError(f"{reader.path.name}, row {shard.start} (id {ids[0]!r}): the model fails on this input "
-                         f"({type(error).__name__}: {first}). Nothing was written; check that --model fits this "
+        said = " ".join(str(error).split())[:300]
+        raise InputError(f"{reader.path.name}, row {shard.start + first} (id {ids[first]!r}): the model fails on this "
+                         f"input ({type(error).__name__}: {said}). Nothing was written; check that --model fits this "
                          "input") from error
 
 

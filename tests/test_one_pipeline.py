@@ -1,0 +1,122 @@
+"""One pipeline per job: a convenience command (``bio sequences``, ``bio genes``, ``text
+explain-file``, ``bio variants``) is a run plus the steps on it, so it writes the same rows as
+``lrp-domains run KIND``, and every take-away (report, h5ad, tracks) is a step reading the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anndata
+import numpy as np
+import pandas as pd
+import pytest
+from models import EXPRESSION_GENES
+from typer.testing import CliRunner
+
+from lrp_domains.bio.synthetic import make_dataset, write_fasta
+from lrp_domains.cli import app
+from lrp_domains.run import read_results
+
+TESTS = Path(__file__).resolve().parent
+
+
+def run(*args: object):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def _same_rows(a: Path, b: Path) -> None:
+    pd.testing.assert_frame_equal(read_results(a), read_results(b))
+
+
+def _h5ad(path: Path, n: int = 9) -> Path:
+    rng = np.random.default_rng(0)
+    anndata.AnnData(rng.normal(size=(n, len(EXPRESSION_GENES))).astype(np.float32),
+                    obs=pd.DataFrame({"cell_type": list("ABC" * n)[:n]}, index=[f"cell{i}" for i in range(n)]),
+                    var=pd.DataFrame(index=EXPRESSION_GENES)).write_h5ad(path)
+    return path
+
+
+def test_bio_sequences_writes_the_rows_of_run_sequences_and_its_report_reads_them(tmp_path):
+    fasta = write_fasta(tmp_path / "in.fa", make_dataset(7, seed=4))
+    report = run("bio", "sequences", fasta, "--out", tmp_path / "R", "--motifs", "none", "--no-progress")
+    assert report.exit_code == 0, report.output
+    alone = run("run", "sequences", fasta, "--out", tmp_path / "D", "--no-progress")
+    assert alone.exit_code == 0, alone.output
+    _same_rows(tmp_path / "R" / "run", tmp_path / "D")
+    again = run("run", "report", tmp_path / "D", "--out", tmp_path / "R2")
+    assert again.exit_code == 0, again.output
+    for name in ("relevance.parquet", "seqlets.csv", "per_position.tsv"):
+        assert (tmp_path / "R" / name).read_bytes() == (tmp_path / "R2" / name).read_bytes(), name
+    rows = read_results(tmp_path / "D")
+    table = pd.read_parquet(tmp_path / "R" / "relevance.parquet")
+    for record in rows.itertuples():  # the report's relevance is the run's, record by record
+        mine = table[table.id == record.id]
+        np.testing.assert_allclose(mine.relevance.to_numpy(), np.asarray(record.relevance), rtol=1e-6, atol=1e-9)
+    with np.load(tmp_path / "R" / "attr.npz") as attr:
+        expected = np.stack([np.asarray(h, dtype=np.float32).reshape(4, -1) for h in rows.hypothetical])
+        np.testing.assert_allclose(attr["arr_0"], expected, rtol=1e-6, atol=1e-9)
+
+
+def test_a_second_bio_sequences_resumes_and_another_input_replaces_the_run(tmp_path):
+    fasta = write_fasta(tmp_path / "in.fa", make_dataset(4, seed=4))
+    args = ("bio", "sequences", fasta, "--out", tmp_path / "R", "--motifs", "none", "--no-progress")
+    assert run(*args).exit_code == 0
+    shard = tmp_path / "R" / "run" / "shard-00000.parquet"
+    before = shard.stat().st_mtime_ns
+    assert run(*args).exit_code == 0
+    assert shard.stat().st_mtime_ns == before  # resumed: nothing recomputed
+    other = write_fasta(tmp_path / "other.fa", make_dataset(3, seed=9))
+    with pytest.warns(UserWarning, match="held a run of other input or settings"):
+        replaced = run("bio", "sequences", other, "--out", tmp_path / "R", "--motifs", "none", "--no-progress")
+    assert replaced.exit_code == 0, replaced.output
+    assert len(read_results(tmp_path / "R" / "run")) == 3
+    assert len(pd.read_csv(tmp_path / "R" / "per_position.tsv", sep="\t", header=None)) == 3
+
+
+def test_bio_genes_writes_the_rows_of_run_genes_and_the_h5ad_step_reads_them(tmp_path, monkeypatch):
+    monkeypatch.chdir(TESTS)
+    data = _h5ad(tmp_path / "cells.h5ad")
+    model = ("--model", "models:expression_mlp")
+    report = run("bio", "genes", data, *model, "--label-column", "cell_type", "--out", tmp_path / "R",
+                 "--no-progress")
+    assert report.exit_code == 0, report.output
+    alone = run("run", "genes", data, *model, "--column", "cell_type", "--out", tmp_path / "D", "--no-progress")
+    assert alone.exit_code == 0, alone.output
+    _same_rows(tmp_path / "R" / "run", tmp_path / "D")
+    rows = read_results(tmp_path / "D")
+    assert list(rows.target) == list("ABC" * 3)  # each cell explained for its own label
+    relevance = pd.read_parquet(tmp_path / "R" / "relevance.parquet")
+    np.testing.assert_allclose(relevance.to_numpy(), np.stack(rows.relevance.map(np.asarray)), rtol=1e-6)
+    assert (tmp_path / "R" / "de_overlap.csv").exists()  # the .h5ad input, read again: the DE comparison
+    done = run("run", "h5ad", tmp_path / "D", "--out", tmp_path / "explained.h5ad")
+    assert done.exit_code == 0, done.output
+    explained = anndata.read_h5ad(tmp_path / "explained.h5ad")
+    np.testing.assert_allclose(explained.layers["lrp"], np.stack(rows.relevance.map(np.asarray)), rtol=1e-6)
+    assert list(explained.obs["lrp_target"]) == list(rows.target)
+    assert list(explained.obs["lrp_status"]) == ["ok"] * 9
+
+
+def test_run_report_refuses_options_its_report_does_not_take(tmp_path, monkeypatch):
+    monkeypatch.chdir(TESTS)
+    data = _h5ad(tmp_path / "cells.h5ad")
+    assert run("run", "genes", data, "--model", "models:expression_mlp", "--out", tmp_path / "D",
+               "--no-progress").exit_code == 0
+    refused = run("run", "report", tmp_path / "D", "--out", tmp_path / "R", "--motifs", "JASPAR2024")
+    assert refused.exit_code == 2 and "the genes report takes no motifs" in refused.output, refused.output
+    into_run = run("run", "report", tmp_path / "D", "--out", tmp_path / "D")
+    assert into_run.exit_code == 2 and "holds an lrp-domains run" in into_run.output
+
+
+def test_bio_sequences_on_genome_regions_writes_seqlets_in_genome_coordinates(tmp_path):
+    rng = np.random.default_rng(3)
+    chrom = "".join(rng.choice(list("ACGT"), 3000))
+    (tmp_path / "genome.fa").write_text(">chr2\n" + "\n".join(chrom[i:i + 60] for i in range(0, 3000, 60)) + "\n")
+    (tmp_path / "peaks.bed").write_text("chr2\t400\t700\tp1\t0\t+\nchr2\t1500\t1800\tp2\t0\t-\n")
+    done = run("bio", "sequences", "--regions", tmp_path / "peaks.bed", "--genome", tmp_path / "genome.fa",
+               "--out", tmp_path / "R", "--motifs", "none", "--no-progress")
+    assert done.exit_code == 0, done.output
+    rows = read_results(tmp_path / "R" / "run")
+    assert list(rows.id) == ["chr2:450-650(+)", "chr2:1550-1750(-)"]
+    lines = [line.split("\t") for line in (tmp_path / "R" / "seqlets.bed").read_text().splitlines()
+             if not line.startswith(("#", "track"))]
+    assert lines and all(fields[0] == "chr2" and 450 <= int(fields[1]) < int(fields[2]) <= 1750 for fields in lines)
