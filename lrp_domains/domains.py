@@ -139,7 +139,8 @@ class DomainExplainer:
         """A result of this domain rebuilt from a finished run's rows (``status`` ``ok`` only) and its
         manifest's settings: the inverse of :meth:`result_rows`, for the steps that read a run (its
         report). Domains without a report need not implement it."""
-        raise NotImplementedError(f"the {cls.kind} explainer cannot rebuild its results from a run's rows")
+        raise InputError(f"the {cls.kind} explainer cannot rebuild its results from a run's rows (it has no report "
+                         "of a run)")
 
     def explain_rows(self, ids: Sequence[str], items: Any, first_row: int = 0, **options: Any) -> pd.DataFrame:
         """Explain a batch and return its output rows: ``row``, ``id``, :attr:`columns` and

@@ -120,3 +120,45 @@ def test_bio_sequences_on_genome_regions_writes_seqlets_in_genome_coordinates(tm
     lines = [line.split("\t") for line in (tmp_path / "R" / "seqlets.bed").read_text().splitlines()
              if not line.startswith(("#", "track"))]
     assert lines and all(fields[0] == "chr2" and 450 <= int(fields[1]) < int(fields[2]) <= 1750 for fields in lines)
+
+
+def test_text_explain_file_writes_the_rows_of_run_text_and_tables_equal_direct_explanations(tmp_path, model_dir):
+    from lrp_domains.text import TextExplainer
+
+    texts = ["a good film", "bad, boring and long", "I loved it", "not great", "fine"]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    done = run("text", "explain-file", tmp_path / "in.txt", "--out", tmp_path / "R", "--model", model_dir,
+               "--shard-size", "2", "--no-progress")
+    assert done.exit_code == 0, done.output
+    alone = run("run", "text", tmp_path / "in.txt", "--out", tmp_path / "D", "--model", model_dir, "--shard-size", "2",
+                "--no-progress")
+    assert alone.exit_code == 0, alone.output
+    _same_rows(tmp_path / "R" / "run", tmp_path / "D")
+    direct = TextExplainer.from_pretrained(model_dir).explain(texts)
+    tokens = pd.read_csv(tmp_path / "R" / "tokens.csv")
+    for index, result in enumerate(direct):
+        mine = tokens[tokens.text_index == index]
+        assert list(mine.token) == result.tokens and list(mine.start) == [s for s, _ in result.token_spans]
+        np.testing.assert_allclose(mine.relevance, result.token_relevance.double().numpy(), rtol=1e-5, atol=1e-7)
+    assert sorted(p.name for p in (tmp_path / "R" / "html").glob("*.html")) == [f"{i:06d}.html" for i in range(5)]
+    page = run("run", "report", tmp_path / "D", "--out", tmp_path / "P")
+    assert page.exit_code == 0, page.output
+    assert all(word in (tmp_path / "P" / "report.html").read_text() for word in ("loved", "boring"))
+
+
+def test_run_report_of_a_dna_language_model_run(tmp_path):
+    from test_dna_language_models import _esm
+
+    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
+
+    tokenizer = kmer_tokenizer(3)
+    _esm(tokenizer, "rotary").float().save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+    write_fasta(tmp_path / "in.fa", make_dataset(4, seed=3))
+    assert run("run", "dna-lm", tmp_path / "in.fa", "--model", tmp_path / "lm", "--out", tmp_path / "D",
+               "--no-progress").exit_code == 0
+    done = run("run", "report", tmp_path / "D", "--out", tmp_path / "R", "--motifs", "none")
+    assert done.exit_code == 0, done.output
+    rows = read_results(tmp_path / "D")
+    table = pd.read_parquet(tmp_path / "R" / "relevance.parquet")
+    np.testing.assert_allclose(table[table.id == rows.id[0]].relevance, rows.relevance[0], rtol=1e-6, atol=1e-9)

@@ -36,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["a good film", "bad, boring and long", "I loved it", "not great", "the plot, \"sadly\", drags",
          "fine", "an utter mess", "charming and warm", "so-so", "the best of the year", "dull"]
 TEXT_COLUMNS = ["row", "id", "explained", "delta", "text", "prediction", "target", "tokens", "token_relevance",
-                "special", "words", "word_relevance", "other_relevance", "truncated", "status"]
+                "special", "words", "word_relevance", "other_relevance", "truncated", "token_ids", "token_spans",
+                "word_spans", "token_word", "probabilities", "embedding_names", "embedding_relevance", "status"]
 SEQUENCE_COLUMNS = ["row", "id", "explained", "delta", "sequence", "relevance", "hypothetical", "concepts", "status"]
 GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "output", "relevance", "status"]
 

@@ -66,12 +66,15 @@ def test_explain_file_keeps_rows_written_before_a_bad_one(model_dir, tmp_path):
     pd.DataFrame({"text": ["good film", "bad film", "", "nice film"]}).to_csv(lines, index=False)
     out = tmp_path / "out"
     result = run("text", "explain-file", str(lines), "--out", str(out), "--model", model_dir, "--batch-size", "2",
-                 "--no-progress")
+                 "--shard-size", "2", "--no-progress")
     assert result.exit_code == 2
-    assert "texts.csv: row 2 (id '2') is an empty text" in result.output and "the 2 rows before" in result.output
-    kept = pd.read_csv(out / "tokens.csv")
-    assert sorted(kept.text_index.unique()) == [0, 1]
-    assert sorted(pd.read_parquet(out / "tokens.parquet").text_index.unique()) == [0, 1]
+    assert "texts.csv, shard 1" in result.output and "row 2 (id '2') is an empty text" in result.output
+    assert "Finished shards are kept" in result.output
+    from lrp_domains.run import read_results
+
+    kept = read_results(out / "run")  # the rows before it are in the run, which resumes once the row is fixed
+    assert list(kept.row) == [0, 1] and list(kept.text) == ["good film", "bad film"]
+    assert not (out / "tokens.csv").exists()  # tables are made from a complete run only
 
 
 def test_explain_file_missing_column(model_dir, tmp_path):

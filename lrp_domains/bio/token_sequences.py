@@ -348,6 +348,14 @@ class TokenSequenceExplainer(DomainExplainer):
             "special_relevance": result.special_relevance.tolist(), "other_relevance": result.other_relevance.tolist(),
         }
 
+    @classmethod
+    def result_from_rows(cls, rows: Any, settings: dict[str, Any]) -> Any:
+        """The base-level explanation of a run's rows, for the sequence report (the rows hold the
+        same per-base relevance and hypothetical map as a CNN's: :func:`explanation_from_rows`)."""
+        from lrp_domains.bio.sequence_explainer import explanation_from_rows
+
+        return explanation_from_rows(rows, str(settings.get("alphabet", "ACGT")), str(settings.get("composite", "")))
+
     def settings(self) -> dict[str, Any]:
         """The alphabet (rows of the hypothetical map), the labels and the tokenizer's vocabulary size."""
         return {"alphabet": self.alphabet, "labels": self.labels, "vocabulary": len(self.tokenizer)}

@@ -102,22 +102,25 @@ def explain_command(
 @app.command("explain-file")
 def explain_file_command(
     path: Path = typer.Argument(..., help="A .csv, .tsv, .txt (one text per line) or .jsonl file."),
-    out: Path = typer.Option(..., help="Output folder."),
+    out: Path = typer.Option(..., help="Output folder (the tables and pages; the run in OUT/run)."),
     column: str = typer.Option("text", help="The text column (.csv/.tsv/.jsonl)."),
     model: str = typer.Option(None, help="A model folder or hub name (default: the bundled sentiment model)."),
     composite: str = typer.Option("attnlrp", help="attnlrp or cp-lrp."),
     target: str = typer.Option(None, help="Label name or class index (default: each text's prediction)."),
     batch_size: int = typer.Option(16, help="Texts per forward/backward pass."),
+    shard_size: int = typer.Option(1000, help="Texts per shard of the run (OUT/run)."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse the finished shards of OUT/run when "
+                                                                   "input and settings are the same (a run of others "
+                                                                   "there is replaced); --no-resume: always replace."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Explain every text of a file: token tables (CSV, Parquet), per-text HTML, a corpus summary."""
-    from lrp_domains.files.writing import claim_folder
+    """Explain every text of a file: token tables (CSV, Parquet), per-text HTML, a corpus summary:
+    a run into OUT/run (as `lrp-domains run text`, the same rows), then its tables into OUT."""
     from lrp_domains.report.corpus import explain_file
 
     with one_line_errors():
         explainer = _explainer(model, composite)
-        with claim_folder(out, "text-corpus", ["tokens.csv", "texts.csv", "summary.csv"]):
-            paths = explain_file(explainer, path, out, column=column, target=parse_target(target),
-                                 batch_size=batch_size, progress=progress)
+        paths = explain_file(explainer, path, out, column=column, target=parse_target(target),
+                             batch_size=batch_size, progress=progress, shard_size=shard_size, resume=resume)
     for name, written in paths.items():
         typer.echo(f"{name}: {written}")

@@ -26,7 +26,7 @@ from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.models import pretrained_errors, pretrained_tokenizer
 from lrp_domains.text import composites as _text_composites  # noqa: F401  (registers attnlrp, cp-lrp)
-from lrp_domains.text.result import TextExplanation
+from lrp_domains.text.result import TEXT_RUN_COLUMNS, TextExplanation, explanations_from_rows, text_rows
 from lrp_domains.text.words import group_words
 
 TextTarget = Union[None, int, str, Sequence[Union[int, str]], Callable[[torch.Tensor], torch.Tensor]]
@@ -104,9 +104,7 @@ class TextExplainer(DomainExplainer):
     item: ClassVar[str] = "text"
     default_composite: ClassVar[str] = "attnlrp"
     run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 16}
-    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "text", "prediction", "target", "tokens",
-                                          "token_relevance", "special", "words", "word_relevance", "other_relevance",
-                                          "truncated")
+    columns: ClassVar[tuple[str, ...]] = TEXT_RUN_COLUMNS
     report: ClassVar[str] = "lrp_domains.report.text:write_text_report"
     #: Also keep the word embedding's relevance per hidden unit, ``(tokens, hidden)``, in each
     #: result's ``extra["word_embedding_relevance"]`` (the DNA language model explainer reads it).
@@ -300,16 +298,13 @@ class TextExplainer(DomainExplainer):
         return self.explain(list(items), target=target, batch_size=batch_size, ids=names)
 
     def result_rows(self, result: list[TextExplanation], ids: Sequence[str]) -> dict[str, list]:
-        """Output columns, in the order of :attr:`columns` (schema: the README's dataset-scale runs)."""
-        return {
-            "explained": [r.explained for r in result], "delta": [r.delta for r in result],
-            "text": [r.text for r in result], "prediction": [r.prediction for r in result],
-            "target": [r.target for r in result], "tokens": [r.tokens for r in result],
-            "token_relevance": [r.token_relevance.tolist() for r in result], "special": [r.special for r in result],
-            "words": [r.words for r in result], "word_relevance": [r.word_relevance.tolist() for r in result],
-            "other_relevance": [float(sum(v.sum() for v in r.embedding_relevance.values())) for r in result],
-            "truncated": [r.truncated for r in result],
-        }
+        """Output columns, in the order of :attr:`columns` (:func:`~lrp_domains.text.result.text_rows`)."""
+        return text_rows(result)
+
+    @classmethod
+    def result_from_rows(cls, rows: Any, settings: dict[str, Any]) -> list[TextExplanation]:
+        """The explanations of a run's rows (:func:`~lrp_domains.text.result.explanations_from_rows`)."""
+        return explanations_from_rows(rows, str(settings.get("composite", "")))
 
     def settings(self) -> dict[str, Any]:
         """The labels and whether the model is a decoder."""

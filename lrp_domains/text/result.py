@@ -91,3 +91,57 @@ class TextExplanation:
             ],
             "embedding_relevance": {k: v.tolist() for k, v in self.embedding_relevance.items()},
         }
+
+
+#: The run columns of text explanations (:func:`text_rows`): everything :func:`explanations_from_rows`
+#: needs to rebuild them (spans for the pages, the other embeddings' relevance per token).
+TEXT_RUN_COLUMNS = ("explained", "delta", "text", "prediction", "target", "tokens", "token_relevance", "special",
+                    "words", "word_relevance", "other_relevance", "truncated", "token_ids", "token_spans",
+                    "word_spans", "token_word", "probabilities", "embedding_names", "embedding_relevance")
+
+
+def text_rows(results: list[TextExplanation]) -> dict[str, list]:
+    """The run columns of text explanations, one value per text (``probabilities`` as a JSON
+    object: class or token -> probability)."""
+    import json
+
+    return {
+        "explained": [r.explained for r in results], "delta": [r.delta for r in results],
+        "text": [r.text for r in results], "prediction": [r.prediction for r in results],
+        "target": [r.target for r in results], "tokens": [r.tokens for r in results],
+        "token_relevance": [r.token_relevance.tolist() for r in results], "special": [r.special for r in results],
+        "words": [r.words for r in results], "word_relevance": [r.word_relevance.tolist() for r in results],
+        "other_relevance": [float(sum(v.sum() for v in r.embedding_relevance.values())) for r in results],
+        "truncated": [r.truncated for r in results],
+        "token_ids": [list(map(int, r.token_ids)) for r in results],
+        "token_spans": [[list(map(int, span)) for span in r.token_spans] for r in results],
+        "word_spans": [[list(map(int, span)) for span in r.word_spans] for r in results],
+        "token_word": [list(map(int, r.token_word)) for r in results],
+        "probabilities": [json.dumps(r.probabilities) for r in results],
+        "embedding_names": [list(r.embedding_relevance) for r in results],
+        "embedding_relevance": [[v.tolist() for v in r.embedding_relevance.values()] for r in results],
+    }
+
+
+def explanations_from_rows(rows: pd.DataFrame, composite: str = "") -> list[TextExplanation]:
+    """The :class:`TextExplanation` of each of a run's rows (the inverse of :func:`text_rows`)."""
+    import json
+
+    def spans(values: object) -> list[tuple[int, int]]:
+        return [(int(a), int(b)) for a, b in values]
+
+    found = []
+    for row in rows.itertuples(index=False):
+        found.append(TextExplanation(
+            text=str(row.text), tokens=list(row.tokens), token_ids=[int(i) for i in row.token_ids],
+            token_spans=spans(row.token_spans), special=[bool(s) for s in row.special],
+            token_relevance=torch.tensor(list(row.token_relevance), dtype=torch.float64), words=list(row.words),
+            word_spans=spans(row.word_spans),
+            word_relevance=torch.tensor(list(row.word_relevance), dtype=torch.float64),
+            token_word=[int(w) for w in row.token_word],
+            embedding_relevance={str(name): torch.tensor(list(values), dtype=torch.float64)
+                                 for name, values in zip(row.embedding_names, row.embedding_relevance)},
+            prediction=str(row.prediction), probabilities=json.loads(row.probabilities),
+            target=None if row.target is None else str(row.target), explained=float(row.explained),
+            delta=float(row.delta), composite=composite, truncated=int(row.truncated)))
+    return found
