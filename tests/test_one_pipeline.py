@@ -162,3 +162,30 @@ def test_run_report_of_a_dna_language_model_run(tmp_path):
     rows = read_results(tmp_path / "D")
     table = pd.read_parquet(tmp_path / "R" / "relevance.parquet")
     np.testing.assert_allclose(table[table.id == rows.id[0]].relevance, rows.relevance[0], rtol=1e-6, atol=1e-9)
+
+
+def test_bio_variants_writes_the_rows_of_run_variants_and_its_table_is_the_api_table(tmp_path):
+    from lrp_domains.bio import SequenceExplainer
+    from lrp_domains.bio.variants import explain_variants
+
+    rng = np.random.default_rng(1)
+    chrom = "".join(rng.choice(list("ACGT"), 1200))
+    (tmp_path / "genome.fa").write_text(">chr1\n" + "\n".join(chrom[i:i + 60] for i in range(0, 1200, 60)) + "\n")
+    lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    for n, pos in enumerate((300, 450, 600, 750)):
+        lines.append(f"chr1\t{pos}\tv{n}\t{chrom[pos - 1]}\t{'A' if chrom[pos - 1] != 'A' else 'C'}\t.\t.\t.")
+    lines.append("chr9\t100\tnochrom\tA\tC\t.\t.\t.")
+    (tmp_path / "calls.vcf").write_text("\n".join(lines) + "\n")
+    vcf, genome = tmp_path / "calls.vcf", tmp_path / "genome.fa"
+    done = run("bio", "variants", "--vcf", vcf, "--fasta", genome, "--out", tmp_path / "R", "--motifs", "none",
+               "--bigwig", "--top", "2")
+    assert done.exit_code == 0, done.output
+    alone = run("run", "variants", vcf, "--option", f"fasta={genome}", "--option", "motifs=none", "--option",
+                "delta_tracks=yes", "--out", tmp_path / "D", "--no-progress")
+    assert alone.exit_code == 0, alone.output
+    _same_rows(tmp_path / "R" / "run", tmp_path / "D")
+    table = pd.read_csv(tmp_path / "R" / "variants.tsv", sep="\t")
+    api = explain_variants(SequenceExplainer.default(), vcf, genome, motifs=None)
+    assert list(table.id) == list(api.id) and list(table.status) == list(api.status)  # largest effect first
+    np.testing.assert_allclose(table.delta_score, api.delta_score, rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert (tmp_path / "R" / "delta_relevance.bw").exists() and (tmp_path / "R" / "report.html").exists()

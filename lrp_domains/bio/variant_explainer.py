@@ -20,14 +20,28 @@ import pandas as pd
 
 from lrp_domains.bio.sequence_explainer import SequenceExplainer
 from lrp_domains.bio.variant_motifs import MOTIF_COLUMNS
-from lrp_domains.bio.variants import COLUMNS, VariantRecord, explain_variants, parse_vcf_line
+from lrp_domains.bio.variants import COLUMNS, TRACK_COLUMNS, VariantRecord, explain_variants, parse_vcf_line
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard, decode_line, open_binary, require_file, walk_records
 from lrp_domains.options import Option
 
-#: Output columns after ``row`` and ``id`` (``variant_id`` is the VCF's ID column).
-RUN_COLUMNS = tuple("variant_id" if c == "id" else c for c in COLUMNS) + MOTIF_COLUMNS
+#: Output columns after ``row`` and ``id`` (``variant_id`` is the VCF's ID column); the track
+#: columns are empty unless the run has ``delta_tracks``.
+RUN_COLUMNS = tuple("variant_id" if c == "id" else c for c in COLUMNS) + MOTIF_COLUMNS + TRACK_COLUMNS
+
+
+def variants_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """The table :func:`~lrp_domains.bio.explain_variants` returns, from a variants run's rows (any
+    status; ``variant_id`` back to ``id``; in the run's order; the track columns kept only when the
+    run filled them)."""
+    table = rows.drop(columns=[c for c in ("row", "id") if c in rows]).rename(columns={"variant_id": "id"})
+    tracks = "delta_track" in table and table["delta_track"].notna().any()
+    columns = list(COLUMNS) + [c for c in MOTIF_COLUMNS if c in table] + (list(TRACK_COLUMNS) if tracks else [])
+    table = table[columns].reset_index(drop=True)
+    if tracks:
+        table["window_start"] = [None if pd.isna(v) else int(v) for v in table["window_start"]]
+    return table
 
 
 class VcfRecords:
@@ -79,7 +93,7 @@ class VariantExplainer(DomainExplainer):
     item: ClassVar[str] = "variant"
     default_composite: ClassVar[str] = "genomics"
     run_options: ClassVar[dict[str, Any]] = {"fasta": None, "window": None, "target": None, "batch_size": 64,
-                                             "motifs": "JASPAR2024"}
+                                             "motifs": "JASPAR2024", "delta_tracks": False}
     option_types: ClassVar[dict[str, Option]] = {"fasta": Option("text"), "window": Option("int", minimum=1),
                                                  "motifs": Option("text")}
     columns: ClassVar[tuple[str, ...]] = RUN_COLUMNS
@@ -127,22 +141,34 @@ class VariantExplainer(DomainExplainer):
 
     def explain_batch(self, ids: Sequence[str], items: Sequence[VariantRecord], first_row: int = 0,
                       fasta: Any = None, window: int | None = None, target: Any = None, batch_size: int = 64,
-                      motifs: Any = "JASPAR2024") -> pd.DataFrame:
+                      motifs: Any = "JASPAR2024", delta_tracks: bool = False) -> pd.DataFrame:
         """The variants' rows in input order (:func:`~lrp_domains.bio.explain_variants`, unsorted;
-        ``motifs="none"`` leaves the motif columns empty)."""
+        ``motifs="none"`` leaves the motif columns empty; ``delta_tracks`` fills the track columns,
+        for a bigWig of the relevance change)."""
         library = None if motifs is None or str(motifs).lower() == "none" else motifs
         table = explain_variants(self.sequences, list(items), self._fasta(fasta),
                                  window=window if window is not None else self.window, target=target,
-                                 batch_size=batch_size or 64, motifs=library, sort=False)
+                                 batch_size=batch_size or 64, motifs=library, sort=False, delta_tracks=delta_tracks)
         for column in MOTIF_COLUMNS:
             if column not in table:
                 table[column] = "" if column.endswith(("motif", "change")) else float("nan")
+        for column in TRACK_COLUMNS:
+            if column not in table:
+                table[column] = None
         return table
 
     def result_rows(self, result: pd.DataFrame, ids: Sequence[str]) -> dict[str, list]:
         """Per allele: the columns of :func:`~lrp_domains.bio.explain_variants` (``id`` as ``variant_id``)."""
         renamed = result.rename(columns={"id": "variant_id"})
-        return {column: renamed[column].tolist() for column in RUN_COLUMNS}
+        rows = {column: renamed[column].tolist() for column in RUN_COLUMNS}
+        rows["delta_track"] = [None if track is None or (isinstance(track, float) and track != track) else
+                               [float(v) for v in track] for track in rows["delta_track"]]
+        return rows
+
+    @classmethod
+    def result_from_rows(cls, rows: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
+        """The variants table of a run's rows (``variant_id`` back to ``id``; the run's order)."""
+        return variants_table(rows)
 
     def settings(self) -> dict[str, Any]:
         """The alphabet and the window given to the explainer (runs also record their options)."""

@@ -410,8 +410,12 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
         list(TRACK_COLUMNS) if delta_tracks else [])
     table = pd.DataFrame(rows, columns=columns)
     table["pos"] = table["pos"].astype("int64")
-    if not sort:
-        return table
+    return sort_by_effect(table) if sort else table
+
+
+def sort_by_effect(table: pd.DataFrame) -> pd.DataFrame:
+    """The explained variants first, largest ``|delta_score|`` first (ties and the others in their
+    order)."""
     ok = table["status"] == "ok"
     order = sorted(range(len(table)), key=lambda i: (not ok.iloc[i],
                                                      -abs(table["delta_score"].iloc[i]) if ok.iloc[i] else 0.0))

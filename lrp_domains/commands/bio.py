@@ -220,16 +220,22 @@ def variants_command(
     top: int = typer.Option(10, help="Variants shown in the report."),
     bigwig: bool = typer.Option(False, help="Write delta_relevance.bw: each variant's per-base relevance change "
                                             "(alternative minus reference) in genome coordinates."),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse the finished shards of OUT/run when "
+                                                                   "input and settings are the same (a run of others "
+                                                                   "there is replaced); --no-resume: always replace."),
 ) -> None:
     """Each variant's effect: the reference and alternative windows explained, the change in the
     prediction and in the relevance of the variant's own bases, and the motif lost or gained at the
     variant, one row per allele in variants.tsv, largest effect first (rows that cannot be
     explained carry a status); report.html with two-row logos of the top variants."""
     import warnings
+    from functools import partial
 
-    from lrp_domains.bio import SequenceExplainer
-    from lrp_domains.bio.variants import VariantWarning, explain_variants, genome_sizes
+    from lrp_domains.bio.variant_explainer import variants_table
+    from lrp_domains.bio.variants import VariantWarning, genome_sizes, sort_by_effect
+    from lrp_domains.domains import build_explainer
     from lrp_domains.files.writing import OutputFolder
+    from lrp_domains.run import explain_dataset, read_results
 
     with one_line_errors():
         if not vcf.is_file():
@@ -243,20 +249,27 @@ def variants_command(
             from lrp_domains.bio.motifs import load_motifs
 
             load_motifs(library)  # a bad library is named before any variant is explained
-        explainer = SequenceExplainer.from_options(model, str(weights) if weights else None, composite)
+        factory = partial(build_explainer, "variants", model, str(weights) if weights else None, composite)
         folder = OutputFolder(out, "variants")  # locked, and checked for what is not ours, before the work
         folder.expect(["variants.tsv", "report.html"])
+        options = {"fasta": str(fasta), "window": window, "target": target, "batch_size": batch_size,
+                   "motifs": library or "none", "delta_tracks": bigwig}
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", VariantWarning)
-            table = explain_variants(explainer, vcf, fasta, window=window, target=target, batch_size=batch_size,
-                                     motifs=library, delta_tracks=bigwig)
-        for caught_warning in caught:  # ours as one line each; any other warning as Python shows it
+            explain_dataset(factory, vcf, out / RUN_FOLDER, progress=False, resume=resume, replace_other=True,
+                            **options)
+        said: set[str] = set()
+        for caught_warning in caught:  # ours as one line each (once); any other warning as Python shows it
             if issubclass(caught_warning.category, VariantWarning):
-                typer.echo(f"warning: {caught_warning.message}", err=True)
+                if str(caught_warning.message) not in said:
+                    typer.echo(f"warning: {caught_warning.message}", err=True)
+                    said.add(str(caught_warning.message))
             else:
                 warnings.warn_explicit(caught_warning.message, caught_warning.category, caught_warning.filename,
                                        caught_warning.lineno)
-        shown = table.drop(columns=["delta_track"]) if bigwig else table
+        # The steps on the finished run: the table (largest effect first), the track, the report.
+        table = sort_by_effect(variants_table(read_results(out / RUN_FOLDER)))
+        shown = table.drop(columns=["delta_track"], errors="ignore")
         path = folder.write_text("variants.tsv", shown.to_csv(sep="\t", index=False, float_format="%.6g"))
         if bigwig and (table["status"] == "ok").any():
             from lrp_domains.bio.variants import variants_to_bigwig
@@ -269,7 +282,9 @@ def variants_command(
         if report:
             from lrp_domains.report.variants import write_variant_report
 
+            explainer = factory().sequences
             write_variant_report(explainer, table, fasta, out, top=top, window=window, target=target, folder=folder)
         folder.finish()
     counts = table["status"].value_counts().to_dict()
     typer.echo(f"variants: {path} ({len(table)} rows; " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")
+    typer.echo(f"run: {out / RUN_FOLDER}")

@@ -229,7 +229,9 @@ def probe(explainer: DomainExplainer, reader: Reader, shard: Shard, options: dic
         return
     first = usable[0]
     try:
-        explainer.explain_rows(ids[first:first + 1], items[first:first + 1], shard.start + first, **options)
+        with warnings.catch_warnings():  # the run says it again, for every row it concerns
+            warnings.simplefilter("ignore")
+            explainer.explain_rows(ids[first:first + 1], items[first:first + 1], shard.start + first, **options)
     except ValueError as error:
         raise InputError(f"{reader.path.name}, row {shard.start + first} (id {ids[first]!r}): {error}. Nothing was "
                          "written") \
@@ -342,12 +344,8 @@ def _report_not_ok(manifest: dict, explainer: DomainExplainer, out: Path) -> Non
     for entry in entries:
         for status, count in entry.get("statuses", {}).items():
             statuses[status] = statuses.get(status, 0) + count
-    if bad == total:
-        if set(statuses) == {NON_FINITE}:
-            raise NonFiniteOutputs(total, f"{explainer.item}s of {out}").naming(explainer.model)
-        shown = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
-        raise InputError(f"{out}: no row could be explained: all {total} rows have a status other than ok ({shown}; "
-                         "see the status column)")
+    if bad == total and set(statuses) == {NON_FINITE}:  # the model, not the input: nothing usable at all
+        raise NonFiniteOutputs(total, f"{explainer.item}s of {out}").naming(explainer.model)
     shown = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
     warnings.warn(f"{out}: {bad} of {total} rows have a status other than ok ({shown}; the status column says which); "
                   "they are kept, marked, and left out by the steps that read the run", UserWarning, stacklevel=3)
