@@ -87,6 +87,18 @@ def bench_core(
     print_table(run(device=device, repeats=repeats, memory=memory, threads=threads or None), device)
 
 
+@bench_app.command("bpnet-job")
+def bench_bpnet_job(peaks: int = typer.Option(1000, help="Peaks (one 2,114 bp window each).")) -> None:
+    """A bpnet-lite user's job from the command line (peaks + genome + torch.save model -> run,
+    bigWig, seqlets, tfmodisco inputs), each command timed as its own process."""
+    from lrp_domains.bench.measure import reexec_with_passive_threads
+
+    reexec_with_passive_threads()
+    from lrp_domains.bench.bpnet_job import print_table, run
+
+    print_table(run(peaks), peaks)
+
+
 @bench_app.command("text")
 def bench_text(
     device: str = typer.Option("cpu", help="cpu or cuda"),

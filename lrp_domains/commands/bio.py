@@ -25,7 +25,9 @@ MODEL_HELP = ("The model: MODULE:FACTORY, FACTORY() returning a torch.nn.Module 
               "code: a file holding any other class is refused). Default: the bundled model.")
 WEIGHTS_HELP = ("Weights for a MODULE:FACTORY model, as a .safetensors state dict (safetensors.torch.save_file, or "
                 "save_model for models with shared weights such as Enformer).")
-GENES_MODEL_HELP = ("The model: MODULE:FACTORY, FACTORY() returning a tuple (module, genes, classes): a "
+GENES_MODEL_HELP = ("The model: a folder saved by scvi-tools' model.save (a SCANVI: its cell-type classifier, counts "
+                    "in; read without running pickled code, never written to); or MODULE:FACTORY, FACTORY() "
+                    "returning a tuple (module, genes, classes): a "
                     "torch.nn.Module mapping expression (samples x genes) to class scores, its input genes and its "
                     "class names; or the module alone, genes and classes then named by a JSON file beside --weights "
                     "(same name, .json: genes, classes), else genes are the data's columns in order. Imports MODULE "
@@ -67,6 +69,7 @@ def genes_command(
     from lrp_domains.bio import ExpressionExplainer
     from lrp_domains.bio.cells import cells_reader
     from lrp_domains.bio.genes import read_markers
+    from lrp_domains.bio.scvi_models import is_model_folder
     from lrp_domains.models import load_user_model
     from lrp_domains.report.runs import report_run
     from lrp_domains.run import explain_dataset
@@ -91,7 +94,7 @@ def genes_command(
 
             explainer = ExpressionExplainer.default(composite=composite)
             marker_sets = marker_sets or markers_in(explainer.genes)
-        elif Path(model).is_dir():  # a model folder (scvi-tools model.save)
+        elif is_model_folder(model):  # a model folder (scvi-tools model.save), or its model.pt
             explainer = ExpressionExplainer.from_options(model, str(weights) if weights else None, composite)
         else:
             net, genes, classes = load_user_model(model, weights)

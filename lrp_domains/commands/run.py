@@ -64,9 +64,17 @@ def _command(kind: str):
                                                "writing beside it)."),
         width: int = typer.Option(None, help="With --regions: window width in bases (default: the model's input "
                                              "length)."),
-        model: str = typer.Option(None, help="Model: a folder or hub name (text) or MODULE:FACTORY, which imports "
-                                             "that module and runs its code (bio)."),
-        weights: Path = typer.Option(None, help="Weights for a MODULE:FACTORY model (.safetensors)."),
+        model: str = typer.Option(None, help="The model. text, dna-lm: a folder written by save_pretrained, or a hub "
+                                             "name. sequences, variants: a bpnet-lite BPNet or ChromBPNet saved with "
+                                             "torch.save (.torch or .pt; loaded without running code). genes: a "
+                                             "folder saved by scvi-tools' model.save (a SCANVI). gene-transformer: "
+                                             "a folder of TrainedGeneTransformer.save. Or MODULE:FACTORY (imports "
+                                             "MODULE from the current folder and runs its code): FACTORY() returns "
+                                             "a torch.nn.Module (sequences, variants: one-hot (N, 4, L) in), for "
+                                             "genes a tuple (module, genes, classes) or the module with a JSON file "
+                                             "beside --weights naming genes and classes."),
+        weights: Path = typer.Option(None, help="Weights for a MODULE:FACTORY model: a .safetensors state dict "
+                                                "(save_file, or save_model for shared weights such as Enformer)."),
         composite: str = typer.Option(None, help="Composite name (default: the domain's)."),
         shard_size: int = typer.Option(1000, help="Rows per output shard."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip finished shards of a matching run."),
