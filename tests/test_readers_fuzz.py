@@ -94,6 +94,8 @@ def normalized(items: Any) -> list:
     """Items of a shard as a comparable list (rows of a DataFrame as reprs, so NaN equals NaN)."""
     if isinstance(items, pd.DataFrame):
         return [tuple(map(repr, row)) for row in items.to_numpy().tolist()]
+    if hasattr(items, "values") and hasattr(items, "labels"):  # cells with their labels (LabeledCells)
+        return [(row, label) for row, label in zip(normalized(items.values), items.labels)]
     return list(items)
 
 
@@ -512,7 +514,8 @@ def test_expression_table_round_trip(fmt, table, missing, newline, gz):
         for k in (1, 4):
             frames = [reader.read(shard) for shard in reader.shards(k)]
             assert [name for ids, _ in frames for name in ids] == samples
-            np.testing.assert_array_equal(np.concatenate([f.to_numpy() for _, f in frames]), values)
+            np.testing.assert_array_equal(np.concatenate([f.values.to_numpy() for _, f in frames]), values)
+            assert [label for _, f in frames for label in f.labels] == labels  # each row with its label
         assert reader.labels("label") == labels
         whole = read_expression(path, "label")
         assert whole.labels == labels and list(whole.data.columns) == genes
