@@ -86,6 +86,19 @@ def pretrained_errors(name: str) -> Iterator[None]:
                          f"({type(error).__name__}: {first}); {hint}") from error
 
 
+@contextlib.contextmanager
+def as_model_option(name: str) -> Iterator[None]:
+    """Loading ``--model name`` for the command line: an InputError about finding ``name`` (it
+    begins with the name) is said as ``--model name: ...``; a problem of the model itself is
+    left as it is."""
+    try:
+        yield
+    except InputError as error:
+        if not str(error).startswith(f"{name}:"):
+            raise
+        raise InputError(f"--model {error}") from error.__cause__
+
+
 def pretrained_tokenizer(name: str, loader: Any) -> Any:
     """``loader.from_pretrained(name)`` (e.g. ``AutoTokenizer``), with an InputError when a local
     folder holds a model but no tokenizer."""

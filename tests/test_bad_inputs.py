@@ -16,26 +16,14 @@ import pandas as pd
 import pytest
 import text_models as T
 import torch
+from cli_helpers import one_line_error, run
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 import lrp_domains as L
 from lrp_domains.bio import SequenceExplainer, plot_logo
-from lrp_domains.cli import app
 from lrp_domains.files import FastaRecords, TableRecords
 from lrp_domains.run import explain_dataset, read_results
 from lrp_domains.text import TextExplainer
-
-
-def run(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and "error: " in result.output, result.output
-    for fragment in fragments:
-        assert fragment in result.output, (fragment, result.output)
 
 
 def _fasta(path: Path, records: dict[str, str]) -> Path:
@@ -98,7 +86,7 @@ def test_jsonl_problems_name_the_file_and_line(tmp_path, content, fragment, mode
     (tmp_path / "in.jsonl").write_text(content)
     for command in (["text", "explain-file", tmp_path / "in.jsonl", "--out", tmp_path / "o1"],
                     ["run", "text", tmp_path / "in.jsonl", "--out", tmp_path / "o2"]):
-        _one_line_error(run(*command, "--model", model_dir, "--no-progress"), fragment)
+        one_line_error(run(*command, "--model", model_dir, "--no-progress"), fragment)
 
 
 def test_latin1_and_binary_text_files_are_named(tmp_path, model_dir):
@@ -107,7 +95,7 @@ def test_latin1_and_binary_text_files_are_named(tmp_path, model_dir):
     for name, fragment in (("latin.txt", "latin.txt, line 2: byte 0xe8"), ("binary.txt", "binary.txt, line 2")):
         for command in (["text", "explain-file", tmp_path / name, "--out", tmp_path / f"o1-{name}"],
                         ["run", "text", tmp_path / name, "--out", tmp_path / f"o2-{name}"]):
-            _one_line_error(run(*command, "--model", model_dir, "--no-progress"), fragment)
+            one_line_error(run(*command, "--model", model_dir, "--no-progress"), fragment)
         assert not (tmp_path / f"o2-{name}").exists()  # found while indexing, before the run folder is made
 
 
@@ -123,10 +111,10 @@ def test_truncation_names_the_input_row_and_is_recorded(tmp_path, text_explainer
 
 # -- FASTA ---------------------------------------------------------------------------------------
 def test_sequence_files_that_are_missing_unknown_or_upper_case(tmp_path):
-    _one_line_error(run("bio", "sequences", tmp_path / "missing.fa", "--out", tmp_path / "o", "--motifs", "none"),
+    one_line_error(run("bio", "sequences", tmp_path / "missing.fa", "--out", tmp_path / "o", "--motifs", "none"),
                     "no such FASTA file")
     (tmp_path / "x.txt").write_text(">a\nACGT\n")
-    _one_line_error(run("bio", "sequences", tmp_path / "x.txt", "--out", tmp_path / "o", "--motifs", "none"),
+    one_line_error(run("bio", "sequences", tmp_path / "x.txt", "--out", tmp_path / "o", "--motifs", "none"),
                     "x.txt: not a file type")
     upper = tmp_path / "UP.FA.GZ"
     upper.write_bytes(gzip.compress(f">a\n{_random_dna(40)}\n>b\n{_random_dna(40, 1)}\n".encode()))
@@ -138,16 +126,16 @@ def test_sequence_files_that_are_missing_unknown_or_upper_case(tmp_path):
 
 def test_latin1_fasta_and_records_without_bases_are_named(tmp_path):
     (tmp_path / "latin.fa").write_bytes(b">a\nACGT\n>caf\xe9\nACGT\n")
-    _one_line_error(run("bio", "sequences", tmp_path / "latin.fa", "--out", tmp_path / "o", "--motifs", "none"),
+    one_line_error(run("bio", "sequences", tmp_path / "latin.fa", "--out", tmp_path / "o", "--motifs", "none"),
                     "latin.fa, line 3: byte 0xe9")
     _fasta(tmp_path / "empty.fa", {"ok": "ACGTACGT", "nothing": ""})
-    _one_line_error(run("bio", "sequences", tmp_path / "empty.fa", "--out", tmp_path / "o", "--motifs", "none",
+    one_line_error(run("bio", "sequences", tmp_path / "empty.fa", "--out", tmp_path / "o", "--motifs", "none",
                         "--model", "models:cnn1d"), "record 'nothing' has a header but no bases")
 
 
 def test_a_record_shorter_than_the_model_takes_is_named(tmp_path):
     _fasta(tmp_path / "short.fa", {"long_enough": _random_dna(200), "tiny": "ACGTACGTAC"})
-    _one_line_error(run("bio", "sequences", tmp_path / "short.fa", "--out", tmp_path / "o", "--motifs", "none",
+    one_line_error(run("bio", "sequences", tmp_path / "short.fa", "--out", tmp_path / "o", "--motifs", "none",
                         "--no-progress"), "'tiny' (10 letters): the model cannot take sequences of this length")
 
 
@@ -155,7 +143,7 @@ def test_duplicate_fasta_ids_are_refused(tmp_path):
     _fasta(tmp_path / "dup.fa", {"a": _random_dna(40), "b": _random_dna(40, 1)})
     with (tmp_path / "dup.fa").open("a") as handle:
         handle.write(f">a\n{_random_dna(40, 2)}\n")
-    _one_line_error(run("bio", "sequences", tmp_path / "dup.fa", "--out", tmp_path / "o", "--motifs", "none",
+    one_line_error(run("bio", "sequences", tmp_path / "dup.fa", "--out", tmp_path / "o", "--motifs", "none",
                         "--model", "models:cnn1d"), "record ids occur more than once: 'a'")
 
 
@@ -215,7 +203,7 @@ def test_bad_motif_options_fail_before_explaining(tmp_path, motifs, fragment):
     out = tmp_path / "o"
     result = run("bio", "sequences", _fasta(tmp_path / "in.fa", {"a": _random_dna(40)}), "--out", out, "--motifs",
                  tmp_path / motifs if motifs.endswith("jaspar") else motifs)
-    _one_line_error(result, fragment)
+    one_line_error(result, fragment)
     assert not out.exists()
 
 
@@ -229,7 +217,7 @@ def test_bad_marker_files_fail_before_explaining(tmp_path, content, fragment):
     if content is not None:
         markers.write_text(content)
     out = tmp_path / "o"
-    _one_line_error(run("bio", "genes", "--out", out, "--markers", markers, "--no-progress"), fragment)
+    one_line_error(run("bio", "genes", "--out", out, "--markers", markers, "--no-progress"), fragment)
     assert not out.exists()
 
 
@@ -254,7 +242,7 @@ def test_weights_problems_are_one_line_errors(tmp_path):
         (["--model", "models"], "MODULE:FACTORY"),
         (["--model", "no_such_module:f"], "cannot import 'no_such_module'"),
     ]:
-        _one_line_error(run("bio", "genes", data, "--out", tmp_path / "o", *args, "--no-progress"), fragment)
+        one_line_error(run("bio", "genes", data, "--out", tmp_path / "o", *args, "--no-progress"), fragment)
 
 
 def test_a_model_module_in_the_current_folder_is_found(tmp_path, monkeypatch):
@@ -271,7 +259,7 @@ def test_a_model_module_in_the_current_folder_is_found(tmp_path, monkeypatch):
 def test_a_gene_named_twice_in_the_header_is_named(tmp_path):
     path = tmp_path / "dup.csv"
     path.write_text("cell," + ",".join(M.EXPRESSION_GENES) + ",G3\n" + "s0," + ",".join(["1"] * 13) + "\n")
-    _one_line_error(run("bio", "genes", path, "--out", tmp_path / "o", "--model", "models:expression_mlp"),
+    one_line_error(run("bio", "genes", path, "--out", tmp_path / "o", "--model", "models:expression_mlp"),
                     "['G3'] more than once")
 
 
@@ -307,7 +295,7 @@ def test_label_column_works_for_the_bundled_model_on_a_csv(tmp_path):
     assert result.exit_code == 0, result.output
     assert set(pd.read_csv(out / "top_genes.csv").group) == set(frame.cell_type)
     assert "given class (its label)" in (out / "report.html").read_text()
-    _one_line_error(run("bio", "genes", tmp_path / "pbmc.csv", "--out", out, "--label-column", "celltype"),
+    one_line_error(run("bio", "genes", tmp_path / "pbmc.csv", "--out", out, "--label-column", "celltype"),
                     "no column 'celltype'")
 
 
@@ -322,7 +310,7 @@ def test_label_column_works_for_a_user_model_on_h5ad(tmp_path):
                  "--label-column", "kind", "--no-progress", "--top", "3")
     assert result.exit_code == 0, result.output
     assert sorted(set(pd.read_csv(out / "top_genes.csv").group)) == ["A", "B", "C"]
-    _one_line_error(run("bio", "genes", tmp_path / "cells.h5ad", "--out", out, "--model", "models:expression_mlp",
+    one_line_error(run("bio", "genes", tmp_path / "cells.h5ad", "--out", out, "--model", "models:expression_mlp",
                         "--label-column", "nope"), "no obs column 'nope'")
     plain = run("bio", "genes", tmp_path / "cells.h5ad", "--out", tmp_path / "p", "--model", "models:expression_mlp",
                 "--no-progress")

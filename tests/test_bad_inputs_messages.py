@@ -21,23 +21,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from cli_helpers import one_line_error, run
 
-from lrp_domains.cli import app
 from lrp_domains.errors import InputError
 
 pyfaidx = pytest.importorskip("pyfaidx")
-
-
-def run(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and "error: " in result.output, result.output
-    for fragment in fragments:
-        assert fragment in result.output, (fragment, result.output)
 
 
 def _random_dna(n: int, seed: int = 0) -> str:
@@ -199,7 +187,7 @@ def test_a_dna_model_folder_without_a_tokenizer_is_named(tmp_path):
                           num_attention_heads=2, intermediate_size=16, position_embedding_type="rotary")
     tf.EsmForSequenceClassification(config).save_pretrained(tmp_path / "model")  # no tokenizer saved
     _fasta(tmp_path / "in.fa", {"a": _random_dna(20), "b": _random_dna(20, 1)})
-    _one_line_error(run("run", "dna-lm", tmp_path / "in.fa", "--out", tmp_path / "o", "--model", tmp_path / "model",
+    one_line_error(run("run", "dna-lm", tmp_path / "in.fa", "--out", tmp_path / "o", "--model", tmp_path / "model",
                         "--no-progress"), "no tokenizer", "save_pretrained")
     with pytest.raises(InputError, match="no tokenizer"):
         TokenSequenceExplainer.from_pretrained(tmp_path / "model")
@@ -215,7 +203,7 @@ def test_a_genes_model_whose_width_differs_from_its_genes_is_named(tmp_path, mon
     frame.to_csv(tmp_path / "expression.csv")
     for command in (["bio", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o1"],
                     ["run", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o2"]):
-        _one_line_error(run(*command, "--model", f"{name}:build", "--no-progress"), "takes 12 inputs",
+        one_line_error(run(*command, "--model", f"{name}:build", "--no-progress"), "takes 12 inputs",
                         "10 genes")
 
 
@@ -234,7 +222,7 @@ def test_a_ray_address_nobody_listens_on_fails_quickly(tmp_path):
     result = run("run", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o", "--model",
                  "models:expression_mlp", "--engine", "ray", "--address", f"127.0.0.1:{port}", "--no-progress")
     assert time.monotonic() - start < 30
-    _one_line_error(result, f"127.0.0.1:{port}")
+    one_line_error(result, f"127.0.0.1:{port}")
     assert not ray.is_initialized()
 
 
@@ -246,11 +234,11 @@ def test_a_mistyped_text_model_folder_is_named_without_the_network(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     (tmp_path / "in.txt").write_text("good\n")
     for model in ("./no-such-folder", str(tmp_path / "missing")):
-        _one_line_error(run("text", "explain", "good", "--model", model), "no such folder", "network")
-        _one_line_error(run("run", "text", tmp_path / "in.txt", "--out", tmp_path / "o", "--model", model,
+        one_line_error(run("text", "explain", "good", "--model", model), "no such folder", "network")
+        one_line_error(run("run", "text", tmp_path / "in.txt", "--out", tmp_path / "o", "--model", model,
                             "--no-progress"), "no such folder", "network")
     # A name that could be a hub name: offline, the one line says so.
-    _one_line_error(run("text", "explain", "good", "--model", "no-such-model-name"), "no-such-model-name",
+    one_line_error(run("text", "explain", "good", "--model", "no-such-model-name"), "no-such-model-name",
                     "network")
 
 
@@ -296,7 +284,7 @@ def test_a_model_with_five_input_channels_is_told_about_channels(tmp_path, monke
     _fasta(tmp_path / "in.fa", {"a": _random_dna(40), "b": _random_dna(40, 1)})
     result = run("bio", "sequences", tmp_path / "in.fa", "--out", tmp_path / "o", "--model", f"{name}:build",
                  "--motifs", "none", "--no-progress")
-    _one_line_error(result, "5 input channels", "4", "ACGT")
+    one_line_error(result, "5 input channels", "4", "ACGT")
     assert "longer sequences" not in result.output
     from lrp_domains.bio import SequenceExplainer
 
@@ -331,7 +319,7 @@ def test_a_duplicate_fasta_id_names_the_file_and_both_records(tmp_path):
     path = _fasta(tmp_path / "dup.fa", {"a": _random_dna(200), "b": _random_dna(200, 1)})
     with path.open("a") as handle:
         handle.write(f">a\n{_random_dna(200, 2)}\n")
-    _one_line_error(run("bio", "sequences", path, "--out", tmp_path / "o", "--motifs", "none", "--no-progress"),
+    one_line_error(run("bio", "sequences", path, "--out", tmp_path / "o", "--motifs", "none", "--no-progress"),
                     "dup.fa", "'a'", "records 1 and 3")
     with pytest.raises(InputError, match=r"dup\.fa: .*'a' \(records 1 and 3\)"):
         SequenceExplainer.default().explain(path)
@@ -346,7 +334,7 @@ def test_a_factory_that_raises_is_named(tmp_path, monkeypatch, error, shown):
     name = _module(tmp_path, f"raising_models_{error[0]}", f"def build():\n    raise {error}\n", monkeypatch)
     frame = pd.DataFrame(np.ones((3, 12)), columns=M.EXPRESSION_GENES, index=["a", "b", "c"])
     frame.to_csv(tmp_path / "expression.csv")
-    _one_line_error(run("bio", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o", "--model",
+    one_line_error(run("bio", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o", "--model",
                         f"{name}:build", "--no-progress"), f"--model {name}:build: the factory raised {shown}")
     from lrp_domains.models import load_user_model
 
@@ -361,7 +349,7 @@ def test_a_profile_or_counts_target_on_a_model_without_those_heads_is_refused(tm
     _fasta(tmp_path / "in.fa", {"a": _random_dna(200), "b": _random_dna(200, 1)})
     for command in (["bio", "sequences", tmp_path / "in.fa", "--out", tmp_path / "o1", "--motifs", "none"],
                     ["run", "sequences", tmp_path / "in.fa", "--out", tmp_path / "o2"]):
-        _one_line_error(run(*command, "--target", target, "--no-progress"), f"target {target!r}",
+        one_line_error(run(*command, "--target", target, "--no-progress"), f"target {target!r}",
                         "one tensor", "output index")
 
 
@@ -393,6 +381,6 @@ def test_a_plain_gzip_genome_is_refused_in_one_line(tmp_path):
     fasta, vcf = _genome_and_vcf(tmp_path / "genome")
     gz = tmp_path / "genome.fa.gz"
     gz.write_bytes(gzip.compress(fasta.read_bytes()))
-    _one_line_error(run("bio", "variants", "--vcf", vcf, "--fasta", gz, "--out", tmp_path / "o", "--motifs", "none",
+    one_line_error(run("bio", "variants", "--vcf", vcf, "--fasta", gz, "--out", tmp_path / "o", "--motifs", "none",
                         "--no-report"), "genome.fa.gz", "bgzip")
     assert not Path(f"{gz}.fai").exists()

@@ -49,8 +49,9 @@ def test_the_bpnet_lite_job_from_the_command_line(tmp_path):
     # narrowPeak: chrom start end name score strand signal p q summit (summit offset from start)
     peaks = [("chr1", 200, 500, "+", 120), ("chr1", 330, 630, "-", 100), ("chr2", 400, 700, ".", -1),
              ("chr2", 800, 890, "+", 40)]  # the last window runs off chr2's end
-    (tmp_path / "peaks.narrowPeak").write_text("".join(
-        f"{c}\t{s}\t{e}\tpeak{i}\t0\t{strand}\t1\t1\t1\t{summit}\n" for i, (c, s, e, strand, summit) in enumerate(peaks)))
+    lines = [f"{c}\t{s}\t{e}\tpeak{i}\t0\t{strand}\t1\t1\t1\t{summit}\n"
+             for i, (c, s, e, strand, summit) in enumerate(peaks)]
+    (tmp_path / "peaks.narrowPeak").write_text("".join(lines))
     model = tiny_bpnet()
     torch.save(model, tmp_path / "bpnet.torch")
 

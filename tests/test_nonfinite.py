@@ -12,29 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from cli_helpers import one_line_error, run
 from torch import nn
 from torch.nn import functional as F
-from typer.testing import CliRunner
 
 import lrp_domains.bio  # noqa: F401  (registers the genomics composite)
-from lrp_domains.cli import app
 from lrp_domains.core.attribution import explain
 from lrp_domains.core.coverage import LRPCoverageError
 from lrp_domains.core.finite import first_nonfinite_parameter
 from lrp_domains.run import read_results
 
 SOFTMAX_WARNING = "the model's output is a softmax"
-
-
-def run(*args: object):
-    return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and "error: " in result.output, result.output
-    for fragment in fragments:
-        assert fragment in result.output, (fragment, result.output)
 
 
 def _onehot(n: int = 5, length: int = 32, seed: int = 0) -> torch.Tensor:
@@ -283,7 +271,7 @@ def test_genes_command_fails_in_one_line_when_every_output_is_nan(tmp_path, fact
     out = tmp_path / "o"
     result = run("bio", "genes", _counts_csv(tmp_path), "--out", out, "--model", f"{factories}:nan_weight",
                  "--no-progress")
-    _one_line_error(result, "every output was NaN or Inf", "all 9 cells",
+    one_line_error(result, "every output was NaN or Inf", "all 9 cells",
                     "'0.weight' holds NaN or Inf (1 of 192 values)")
     assert not (out / "report.html").exists() and set(read_results(out / "run").status) == {"non-finite"}
 
@@ -328,7 +316,7 @@ def test_sequences_command_fails_in_one_line_when_every_output_is_nan(tmp_path, 
     fasta = _fasta(tmp_path / "in.fa", {f"seq{i}": _random_dna(40, i) for i in range(3)})
     result = run("bio", "sequences", fasta, "--out", out, "--model", f"{factories}:cnn_nan_weight", "--motifs",
                  "none", "--no-progress")
-    _one_line_error(result, "every output was NaN or Inf", "all 3 records",
+    one_line_error(result, "every output was NaN or Inf", "all 3 records",
                     "'0.weight' holds NaN or Inf (1 of 160 values)")
     assert not (out / "report.html").exists() and not (out / "lrp-domains.json").exists()  # no report
     assert set(read_results(out / "run").status) == {"non-finite"}  # the run's rows say what happened
@@ -353,7 +341,7 @@ def test_a_value_beyond_float32_in_an_h5ad_is_refused_as_in_a_csv(tmp_path, comm
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # numpy's overflow in the CSV reader's cast
             result = run(*command, path, "--out", out, "--model", "models:expression_mlp", "--no-progress")
-        _one_line_error(result, "G1", "c3")
+        one_line_error(result, "G1", "c3")
         assert not (out / "report.html").exists() and not list(out.glob("*.parquet"))
 
 
@@ -394,4 +382,4 @@ def test_a_run_where_no_row_is_finite_fails_naming_the_parameter(tmp_path, facto
     fasta = _fasta(tmp_path / "in.fa", {f"seq{i}": _random_dna(40, i) for i in range(3)})
     result = run("run", "sequences", fasta, "--out", tmp_path / "run", "--model", f"{factories}:cnn_nan_weight",
                  "--no-progress")
-    _one_line_error(result, "every output was NaN or Inf", "all 3 records", "parameter '0.weight' holds NaN or Inf")
+    one_line_error(result, "every output was NaN or Inf", "all 3 records", "parameter '0.weight' holds NaN or Inf")

@@ -177,12 +177,10 @@ class TokenSequenceExplainer(DomainExplainer):
                              "writes one)")
         if not Path(model).is_dir():
             raise InputError(f"--model {model}: not a folder; give a folder written by save_pretrained")
-        try:
+        from lrp_domains.models import as_model_option
+
+        with as_model_option(model):
             return cls.from_pretrained(model, composite=composite or cls.default_composite)
-        except InputError as error:
-            if not str(error).startswith(f"{model}:"):  # a problem of the model, not of finding it
-                raise
-            raise InputError(f"--model {error}") from error.__cause__
 
     # -- explaining -------------------------------------------------------------------------
     def explain(self, sequences: str | Path | Sequence[str], target: TokenTarget = None, batch_size: int = 16,

@@ -173,12 +173,10 @@ class TextExplainer(DomainExplainer):
             raise InputError("--weights is for MODULE:FACTORY models; a text model folder holds its own weights")
         if model is None:
             return cls.default(composite=composite or cls.default_composite)
-        try:
+        from lrp_domains.models import as_model_option
+
+        with as_model_option(model):
             return cls.from_pretrained(model, composite=composite or cls.default_composite)
-        except InputError as error:
-            if not str(error).startswith(f"{model}:"):  # a problem of the model, not of finding it
-                raise
-            raise InputError(f"--model {error}") from error.__cause__
 
     # -- public API --------------------------------------------------------------------------
     def explain(self, text_or_texts: str | Sequence[str], target: TextTarget = None, batch_size: int = 16,
