@@ -26,7 +26,7 @@ browser:
 		echo "chromium is not installed (apt-get install chromium): the browser test will be skipped"
 
 test: $(BIN)/.installed browser
-	$(BIN)/ruff check lrp_domains tests text bio
+	$(BIN)/ruff check lrp_domains tests workflows
 	$(BIN)/python -m pytest -q
 
 bench: $(BIN)/.installed

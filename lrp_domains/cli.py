@@ -52,11 +52,11 @@ def demo(
 ) -> None:
     """The demo: text, sequences and genes explained by the default models, in one folder to open."""
     if core:
-        from lrp_domains.demo import run_core_demo
+        from lrp_domains.core_example import run_core_demo
 
         run_core_demo(progress=progress)
         return
-    from lrp_domains.demo_page import run_demo
+    from lrp_domains.demo import run_demo
 
     run_demo(out, progress=progress)
 

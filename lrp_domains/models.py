@@ -239,6 +239,15 @@ def load_state(model: nn.Module, state: Mapping[str, torch.Tensor], where: str) 
         raise InputError(f"{where}: {' '.join(str(error).split())}") from None
 
 
+def read_sidecar(path: str | Path, how_to_make: str) -> dict[str, Any]:
+    """A shipped model's JSON sidecar (what its weights are, how they were trained) as a fresh
+    dict; a FileNotFoundError saying ``how_to_make`` it when it is missing."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; reinstall lrp-domains or make it with `{how_to_make}`")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 class UserModel(NamedTuple):
     """A model built from a ``MODULE:FACTORY`` spec, with the gene and class names it came with."""
 

@@ -63,7 +63,7 @@ def test_tsv_is_read_without_quoting(tmp_path, text_explainer):
 def test_the_sentiment_workflow_reads_gold_labels_as_the_run_reads_texts(tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("sentiment", Path(__file__).parents[1] / "text" /
+    spec = importlib.util.spec_from_file_location("sentiment", Path(__file__).parents[1] / "workflows" / "text" /
                                                   "sentiment_attribution.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -272,7 +272,7 @@ def test_metadata_columns_are_ignored_and_reported(tmp_path):
 
 def test_a_non_numeric_value_in_a_gene_column_is_named(tmp_path):
     """Metadata columns are recognised in the first rows; a gene column with a word later is an error."""
-    from lrp_domains.bio.cells import SCAN_ROWS, read_expression
+    from lrp_domains.bio.cells.readers import SCAN_ROWS, read_expression
 
     rows = ["cell," + ",".join(M.EXPRESSION_GENES)] + [f"s{i}," + ",".join(["1"] * 12) for i in range(SCAN_ROWS + 5)]
     rows[SCAN_ROWS + 3] = "late," + ",".join(["1"] * 5 + ["high"] + ["1"] * 6)
@@ -283,7 +283,7 @@ def test_a_non_numeric_value_in_a_gene_column_is_named(tmp_path):
 
 
 def test_label_column_works_for_the_bundled_model_on_a_csv(tmp_path):
-    from lrp_domains.bio.default_model import load_default_data
+    from lrp_domains.bio.cells.pbmc_mlp import load_default_data
 
     adata = load_default_data()[:40]
     frame = pd.DataFrame(adata.X, index=adata.obs_names, columns=adata.var_names)
@@ -354,7 +354,7 @@ def test_dollar_signs_in_names_are_plotted_as_text(tmp_path):
 # -- the default models are quiet ----------------------------------------------------------------
 def test_the_default_models_explain_without_warnings():
     from lrp_domains.bio import ExpressionExplainer, call_seqlets
-    from lrp_domains.bio.default_model import load_default_data
+    from lrp_domains.bio.cells.pbmc_mlp import load_default_data
     from lrp_domains.data import datasets_dir
 
     with warnings.catch_warnings():

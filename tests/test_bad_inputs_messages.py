@@ -142,7 +142,7 @@ def test_no_fai_appears_beside_a_genome_that_had_none(tmp_path):
 def test_a_bgzipped_genome_gets_no_fai_or_gzi_beside_it(tmp_path):
     from Bio import bgzf
 
-    from lrp_domains.bio.variants import open_fasta
+    from lrp_domains.bio.sequences.genome import open_fasta
 
     folder = tmp_path / "genome"
     folder.mkdir()
@@ -178,8 +178,8 @@ def test_a_dna_model_folder_without_a_tokenizer_is_named(tmp_path):
     pytest.importorskip("transformers")
     import transformers as tf
 
-    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
-    from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+    from lrp_domains.bio.dna_lm.explainer import TokenSequenceExplainer
+    from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
     tokenizer = kmer_tokenizer(3)
     config = tf.EsmConfig(vocab_size=len(tokenizer), max_position_embeddings=40, pad_token_id=tokenizer.pad_token_id,
@@ -253,7 +253,7 @@ def test_explainer_options_of_from_pretrained_reach_the_explainer(model_dir):
 # -- 7. an IUPAC letter in the genome near a variant ----------------------------------------------
 def test_an_iupac_letter_near_one_variant_leaves_the_others_explained(tmp_path):
     from lrp_domains.bio import SequenceExplainer
-    from lrp_domains.bio.variants import explain_variants
+    from lrp_domains.bio.variants.effects import explain_variants
 
     chrom = list(_random_dna(1200, 5))
     chrom[450] = "R"  # inside the window of the variant at 500, far from the one at 900
@@ -295,7 +295,7 @@ def test_a_model_with_five_input_channels_is_told_about_channels(tmp_path, monke
 # -- 9. chromosome names that differ between the VCF and the genome --------------------------------
 def test_a_chr_prefix_mismatch_is_named_once(tmp_path):
     from lrp_domains.bio import SequenceExplainer
-    from lrp_domains.bio.variants import explain_variants
+    from lrp_domains.bio.variants.effects import explain_variants
 
     fasta = _fasta(tmp_path / "genome.fa", {"chr1": _random_dna(600, 1), "chr2": _random_dna(600, 2)})
     vcf = _vcf(tmp_path / "calls.vcf", [("1", 300, "A", "C"), ("2", 300, "A", "G"), ("1", 320, "A", "T")])

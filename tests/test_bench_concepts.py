@@ -14,8 +14,8 @@ from lrp_domains.bench import concepts as B  # noqa: E402
 @pytest.fixture(scope="module")
 def small_library():
     """The 10 planted JASPAR matrices and 20 others (matching against all 879 takes ~0.2 s a PPM)."""
-    from lrp_domains.bio.motifs import load_motifs
-    from lrp_domains.bio.synthetic import MOTIF_IDS
+    from lrp_domains.bench.data.synthetic import MOTIF_IDS
+    from lrp_domains.bio.motifs.seqlets import load_motifs
 
     library = load_motifs("JASPAR2024")
     planted = [m for m in library if m.matrix_id in MOTIF_IDS]
@@ -25,7 +25,7 @@ def small_library():
 
 @pytest.mark.parametrize("layer, channel", [("0", 5), ("4", 41)])
 def test_naive_and_batched_conditional_relevance_agree(layer, channel):
-    from lrp_domains.bio.sequence_model import load_default_sequence_model
+    from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
     from lrp_domains.core.latent import explain_concepts
 
     model = load_default_sequence_model()
@@ -70,8 +70,8 @@ def test_naming_rows(small_library, capsys):
 
 
 def test_weight_ppms_are_the_baselines(small_library):
-    from lrp_domains.bio.filter_concepts import filter_weight_matches, match_ppms
-    from lrp_domains.bio.sequence_model import load_default_sequence_model
+    from lrp_domains.bio.concepts.filters import filter_weight_matches, match_ppms
+    from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
 
     model = load_default_sequence_model()
     ours = match_ppms(B.weight_ppms(model), "ACGT", small_library)

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from lrp_domains.bench import genomics_models as G
-from lrp_domains.bio import profile_model as P
-from lrp_domains.bio.synthetic import make_dataset, motif_ppms
+from lrp_domains.bench.data import profiles as P
+from lrp_domains.bench.data.synthetic import make_dataset, motif_ppms
 from lrp_domains.errors import InputError
 
 
@@ -89,8 +89,8 @@ def test_bpnet_cache_loads_without_retraining(tmp_path):
 
 
 def _token_model(k: int):
-    from lrp_domains.bio.dna_language_model import build_nt_like
-    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
+    from lrp_domains.bench.data.nt_like import build_nt_like
+    from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
     tokenizer = kmer_tokenizer(k)
     model = build_nt_like(tokenizer, hidden_size=16, layers=1, heads=2, seed=3)
@@ -102,7 +102,7 @@ def _token_model(k: int):
 
 @pytest.mark.parametrize("k", [3, 6])
 def test_one_hot_front_end_gives_the_token_models_logits(k):
-    from lrp_domains.bio.dna_language_model import predict
+    from lrp_domains.bench.data.nt_like import predict
 
     model, tokenizer = _token_model(k)
     # 47 bases = 7 * 6 + 5 = 15 * 3 + 2: leftover single-base tokens after the k-mers.
@@ -129,8 +129,8 @@ def test_one_hot_front_end_gives_the_token_models_logits(k):
 
 
 def test_one_hot_front_end_rejects_bad_input():
-    from lrp_domains.bio.dna_language_model import build_nt_like
-    from lrp_domains.bio.dna_tokenizers import bpe_tokenizer
+    from lrp_domains.bench.data.nt_like import build_nt_like
+    from lrp_domains.bio.dna_lm.tokenizers import bpe_tokenizer
 
     tokenizer = bpe_tokenizer(["ACGTACGTAAAACCCGGGTTT"] * 4, vocab_size=40)
     with pytest.raises(InputError, match="k-mer tokenizer"):
@@ -227,7 +227,7 @@ def test_nt_case_rows_cover_every_method_on_a_tiny_token_model():
     assert all(torch.equal(before[n], v) for n, v in model.state_dict().items())
     assert not model.training
     # Our relevance is the TokenSequenceExplainer's, read at the observed bases.
-    from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+    from lrp_domains.bio.dna_lm.explainer import TokenSequenceExplainer
 
     expected = TokenSequenceExplainer(model, tokenizer, composite="attnlrp").explain(
         data.sequences, target=1, hypothetical=False).relevance.sum(1)

@@ -40,7 +40,7 @@ def test_every_model_has_a_float32_and_a_bfloat16_row(rows):
 
 
 def test_the_timed_relevance_is_the_explainers_own():
-    from lrp_domains.bio.sequence_explainer import SequenceExplainer
+    from lrp_domains.bio.sequences.explainer import SequenceExplainer
 
     model, options, length, batch = G.build("enformer", tiny=True)
     sequences = G._random_sequences(batch, length, seed=1)
@@ -53,7 +53,7 @@ def test_the_gradient_is_the_explained_values_gradient():
     model, options, length, batch = G.build("bpnet-counts", tiny=True)
     sequences = G._random_sequences(batch, length, seed=1)
     bench = G._Bench("bpnet-counts", model, options, sequences)
-    from lrp_domains.bio.sequences import one_hot
+    from lrp_domains.bio.sequences.onehot import one_hot
 
     onehot = one_hot(sequences).requires_grad_(True)
     model(onehot)[1].sum().backward()  # BPNet's counts head, by hand
@@ -75,7 +75,7 @@ def test_borzois_gradient_reads_its_tracks_first_output():
     model, options, length, batch = G.build("borzoi", tiny=True)
     sequences = G._random_sequences(batch, length, seed=1)
     bench = G._Bench("borzoi", model, options, sequences)
-    from lrp_domains.bio.sequences import one_hot
+    from lrp_domains.bio.sequences.onehot import one_hot
 
     onehot = one_hot(sequences).requires_grad_(True)
     model(onehot)[:, 0, 0:4].sum().backward()  # track 0, bins 0-4 of (N, tracks, bins)

@@ -1,4 +1,4 @@
-"""The default gene-expression model: an MLP on scanpy's pbmc68k_reduced (weights from bio/train_pbmc.py)."""
+"""The default gene-expression model: an MLP on scanpy's pbmc68k_reduced (weights from workflows/bio/train_pbmc.py)."""
 
 import json
 import sys
@@ -9,7 +9,7 @@ import torch
 
 pytest.importorskip("safetensors")
 
-from lrp_domains.bio import default_model  # noqa: E402
+from lrp_domains.bio.cells import pbmc_mlp as default_model  # noqa: E402
 
 #: Floor on the held-out balanced accuracy. Chance is 0.10 (10 classes) and always predicting the majority
 #: class ("Dendritic") gives 0.10 too. The shipped model's CV estimate inside the training split and its test
@@ -31,7 +31,7 @@ def adata():
 
 @pytest.fixture(scope="module")
 def meta():
-    return default_model.load_sidecar()
+    return default_model.read_sidecar()
 
 
 def _balanced_accuracy(y, pred):
@@ -60,7 +60,7 @@ def test_genes_and_classes_match_the_data(model_genes_classes, adata):
 
 def test_held_out_accuracy_matches_sidecar(model_genes_classes, adata, meta):
     model, genes, classes = model_genes_classes
-    cells = default_model.test_cells()
+    cells = default_model.held_out_cells()
     assert len(cells) == meta["split"]["n_test"] == len(set(cells))
     x, y = default_model.model_inputs(adata, cells)
     assert x.dtype == torch.float32 and x.shape == (len(cells), len(genes))
@@ -79,18 +79,13 @@ def test_held_out_accuracy_matches_sidecar(model_genes_classes, adata, meta):
 
 
 def test_weights_must_match_sidecar(tmp_path, monkeypatch):
-    meta = default_model.load_sidecar()
+    meta = default_model.read_sidecar()
     meta["weights_sha256"] = "0" * 64
     sidecar = tmp_path / "pbmc-mlp.json"
     sidecar.write_text(json.dumps(meta))
-    monkeypatch.setattr(default_model, "SIDECAR_PATH", sidecar)
-    default_model._sidecar_text.cache_clear()
-    try:
-        with pytest.raises(ValueError, match="does not match its sidecar"):
-            default_model.load_default_model()
-    finally:
-        monkeypatch.undo()
-        default_model._sidecar_text.cache_clear()
+    monkeypatch.setattr(default_model, "SIDECAR_PATH", sidecar)  # read afresh each time: no cache to clear
+    with pytest.raises(ValueError, match="does not match its sidecar"):
+        default_model.load_default_model()
 
 
 def test_missing_scanpy_says_what_to_install(monkeypatch):

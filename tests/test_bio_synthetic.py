@@ -1,4 +1,4 @@
-"""The synthetic motif benchmark (``lrp_domains.bio.synthetic``) and the default sequence CNN."""
+"""The synthetic motif benchmark (``lrp_domains.bench.data.synthetic``) and the default sequence CNN."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from lrp_domains.bio import synthetic
-from lrp_domains.bio.synthetic import make_dataset, motif_ppms, read_synthetic_fasta, write_fasta
+from lrp_domains.bench.data import synthetic
+from lrp_domains.bench.data.synthetic import make_dataset, motif_ppms, read_synthetic_fasta, write_fasta
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPLEMENT = str.maketrans("ACGT", "TGCA")
@@ -209,14 +209,14 @@ PLAIN = (nn.Conv1d, nn.BatchNorm1d, nn.ReLU, nn.MaxPool1d, nn.AdaptiveMaxPool1d,
 
 @pytest.fixture(scope="module")
 def model() -> nn.Sequential:
-    from lrp_domains.bio.sequence_model import load_default_sequence_model
+    from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
 
     return load_default_sequence_model()
 
 
 def test_default_model_is_plain_sequential(model):
     from lrp_domains import MergeBatchNorm
-    from lrp_domains.bio.sequence_model import WEIGHTS_PATH, build_cnn
+    from lrp_domains.bio.sequences.synthetic_cnn import WEIGHTS_PATH, build_cnn
 
     assert isinstance(model, nn.Sequential) and not model.training
     assert all(type(m) in PLAIN for m in model), [type(m).__name__ for m in model]
@@ -227,7 +227,7 @@ def test_default_model_is_plain_sequential(model):
 
 
 def test_sidecar(model):
-    from lrp_domains.bio.sequence_model import SIDECAR_PATH, read_sidecar
+    from lrp_domains.bio.sequences.synthetic_cnn import SIDECAR_PATH, read_sidecar
 
     sidecar = read_sidecar()
     assert sidecar == json.loads(SIDECAR_PATH.read_text())
@@ -238,7 +238,8 @@ def test_sidecar(model):
 
 
 def test_benchmark_data_is_the_test_split():
-    from lrp_domains.bio.sequence_model import benchmark_data, read_sidecar
+    from lrp_domains.bench.data.cnn import benchmark_data
+    from lrp_domains.bio.sequences.synthetic_cnn import read_sidecar
 
     split = read_sidecar()["data"]["splits"]["test"]
     full = benchmark_data("test")
@@ -248,7 +249,7 @@ def test_benchmark_data_is_the_test_split():
 
 
 def test_default_model_accuracy(model):
-    from lrp_domains.bio.sequence_model import benchmark_data
+    from lrp_domains.bench.data.cnn import benchmark_data
 
     data = benchmark_data("test", n=500)
     with torch.no_grad():

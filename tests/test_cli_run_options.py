@@ -50,7 +50,7 @@ def test_the_command_line_lets_idle_threads_sleep_unless_told_otherwise():
 
 # -- options mean what they say, and are checked before anything is written -------------------------
 def _fasta(path):
-    from lrp_domains.bio.synthetic import make_dataset, write_fasta
+    from lrp_domains.bench.data.synthetic import make_dataset, write_fasta
 
     return write_fasta(path, make_dataset(4, seed=1))
 

@@ -13,7 +13,7 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "-
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    from lrp_domains.demo_page import run_demo
+    from lrp_domains.demo import run_demo
 
     return run_demo(tmp_path_factory.mktemp("demo"), progress=False)
 

@@ -15,8 +15,8 @@ from torch import nn
 
 import lrp_domains as L
 import lrp_domains.text  # noqa: F401  (registers attnlrp, cp-lrp)
-from lrp_domains.bio.dna_tokenizers import bpe_tokenizer, kmer_tokenizer
-from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+from lrp_domains.bio.dna_lm.explainer import TokenSequenceExplainer
+from lrp_domains.bio.dna_lm.tokenizers import bpe_tokenizer, kmer_tokenizer
 from lrp_domains.errors import InputError
 
 pytest.importorskip("transformers")
@@ -343,7 +343,7 @@ def test_registered_and_rows_follow_the_contract(kmer3, tmp_path):
 
 # -- the workflow -------------------------------------------------------------------------------
 def test_language_model_workflow_trains_caches_and_exports_what_it_explained(tmp_path):
-    """bio/language_model_motifs.py --quick, tiny: the run's tfmodisco export holds the same
+    """workflows/bio/language_model_motifs.py --quick, tiny: the run's tfmodisco export holds the same
     hypothetical contributions as a direct explanation with the cached checkpoint, and the seqlet
     table is the one the report counts."""
     pytest.importorskip("pyjaspar")
@@ -353,7 +353,7 @@ def test_language_model_workflow_trains_caches_and_exports_what_it_explained(tmp
 
     import pandas as pd
 
-    script = Path(__file__).resolve().parents[1] / "bio" / "language_model_motifs.py"
+    script = Path(__file__).resolve().parents[1] / "workflows" / "bio" / "language_model_motifs.py"
     spec = importlib.util.spec_from_file_location("language_model_motifs", script)
     workflow = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(workflow)

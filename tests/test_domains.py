@@ -24,9 +24,9 @@ from torch import nn
 import lrp_domains
 from lrp_domains import domains
 from lrp_domains.bio import SequenceExplainer
-from lrp_domains.bio.sequences import PROTEIN, one_hot, unknown_symbol
-from lrp_domains.core.attribution import resolve_composite
+from lrp_domains.bio.sequences.onehot import PROTEIN, one_hot, unknown_symbol
 from lrp_domains.core.composite import Composite
+from lrp_domains.core.engine.attribution import resolve_composite
 from lrp_domains.domains import DomainExplainer
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard

@@ -246,7 +246,7 @@ def test_whitespace_rows_are_rows_and_any_column_name_is_a_name(tmp_path):
 def test_a_damaged_h5ad_file_is_named(tmp_path):
     import anndata
 
-    from lrp_domains.bio.cells import H5adCells, read_expression
+    from lrp_domains.bio.cells.readers import H5adCells, read_expression
 
     data = anndata.AnnData(np.arange(24, dtype=np.float32).reshape(6, 4),
                            obs=pd.DataFrame({"label": list("abcabc")}, index=[f"c{i}" for i in range(6)]),

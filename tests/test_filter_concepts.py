@@ -1,4 +1,4 @@
-"""Filter concepts (:mod:`lrp_domains.bio.filter_concepts`, ``lrp-domains bio concepts``).
+"""Filter concepts (:mod:`lrp_domains.bio.concepts.filters`, ``lrp-domains bio concepts``).
 
 Independent expectations: a hand-built CNN whose one read-out filter *is* the CTCF motif (its
 weights the log-odds of the CTCF PPM, the other filters small noise, a dense layer that reads only
@@ -21,8 +21,9 @@ from models import assert_unchanged, cnn1d, snapshot
 from torch import nn
 from typer.testing import CliRunner
 
+from lrp_domains.bench.data.synthetic import make_dataset, motif_ppms, write_fasta
 from lrp_domains.bio import SequenceExplainer
-from lrp_domains.bio.filter_concepts import (
+from lrp_domains.bio.concepts.filters import (
     consensus,
     explain_filters,
     filter_weight_matches,
@@ -30,8 +31,7 @@ from lrp_domains.bio.filter_concepts import (
     trimmed,
     weights_to_ppm,
 )
-from lrp_domains.bio.motifs import load_motifs
-from lrp_domains.bio.synthetic import make_dataset, motif_ppms, write_fasta
+from lrp_domains.bio.motifs.seqlets import load_motifs
 from lrp_domains.cli import app
 from lrp_domains.errors import InputError
 from lrp_domains.latent import concept_relevance

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from lrp_domains.bio.synthetic import make_dataset, write_fasta
+from lrp_domains.bench.data.synthetic import make_dataset, write_fasta
 from lrp_domains.cli import app
 from lrp_domains.errors import InputError
 from lrp_domains.files.lock import LOCK_FILE, FolderLocked, folder_lock

@@ -1,4 +1,4 @@
-"""Hidden units of expression models (CRP on genes): lrp_domains.bio.gene_concepts.
+"""Hidden units of expression models (CRP on genes): lrp_domains.bio.concepts.units.
 
 Independent expectations: conservation (every unit's conditional gene relevance, summed over the
 units, is the gene relevance of ExpressionExplainer.explain), a hand-wired MLP whose unit reads two
@@ -16,7 +16,7 @@ from models import EXPRESSION_CLASSES, EXPRESSION_GENES, assert_unchanged, expre
 from torch import nn
 
 from lrp_domains.bio import ExpressionExplainer
-from lrp_domains.bio.gene_concepts import UnitTable, default_layer, hidden_units, write_unit_table
+from lrp_domains.bio.concepts.units import UnitTable, default_layer, hidden_units, write_unit_table
 
 
 def _bias_free(seed: int = 0) -> nn.Sequential:
@@ -238,7 +238,7 @@ def test_write_unit_table_atomically_and_not_through_a_symlink(tmp_path):
 def pbmc():
     pytest.importorskip("scanpy")
     pytest.importorskip("safetensors")
-    from lrp_domains.bio.default_model import load_default_data, markers_in
+    from lrp_domains.bio.cells.pbmc_mlp import load_default_data, markers_in
 
     explainer = ExpressionExplainer.default()
     return explainer, load_default_data(), markers_in(explainer.genes)["CD19+ B"]

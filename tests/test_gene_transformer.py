@@ -12,8 +12,8 @@ import pytest
 import torch
 from models import assert_unchanged, snapshot
 
-from lrp_domains.bio.gene_tokens import GeneVocabulary, cell_sentences, value_bins
-from lrp_domains.bio.gene_transformer import (
+from lrp_domains.bio.cells.gene_tokens import GeneVocabulary, cell_sentences, value_bins
+from lrp_domains.bio.cells.gene_transformer import (
     GeneTransformerExplainer,
     TrainedGeneTransformer,
     build_gene_transformer,

@@ -17,8 +17,8 @@ pyBigWig = pytest.importorskip("pyBigWig")
 
 from lrp_domains import domains  # noqa: E402
 from lrp_domains.bio import SequenceExplainer, SequenceExplanation, call_seqlets  # noqa: E402
-from lrp_domains.bio.regions import GenomeRegions, RegionWindows  # noqa: E402
-from lrp_domains.bio.run_seqlets import RECORD_HEADER, _Null, run_seqlets, write_seqlets_bed  # noqa: E402
+from lrp_domains.bio.motifs.run_seqlets import RECORD_HEADER, _Null, run_seqlets, write_seqlets_bed  # noqa: E402
+from lrp_domains.bio.sequences.regions import GenomeRegions, RegionWindows  # noqa: E402
 from lrp_domains.cli import app  # noqa: E402
 from lrp_domains.domains import Unusable  # noqa: E402
 from lrp_domains.errors import InputError  # noqa: E402
@@ -306,7 +306,7 @@ def test_dna_language_model_journey_from_the_command_line(genome, tmp_path):
     import transformers as tf
 
     import lrp_domains.text  # noqa: F401  (registers attnlrp)
-    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
+    from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
     tokenizer = kmer_tokenizer(3)
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from lrp_domains.bio import SequenceExplainer, counts_target, parse_sequence_target, profile_target, track_target
-from lrp_domains.bio.genomic_targets import CountsTarget, ProfileTarget, TrackTarget, head_output
+from lrp_domains.bio.sequences.targets import CountsTarget, ProfileTarget, TrackTarget, head_output
 from lrp_domains.cli import app
 from lrp_domains.errors import InputError
 
@@ -256,7 +256,7 @@ def test_bias_free_enformer_conserves_relevance():
 
 
 def test_other_composites_name_what_they_do_not_cover_and_leave_the_model_unchanged():
-    from lrp_domains.core.coverage import LRPCoverageError
+    from lrp_domains.core.engine.coverage import LRPCoverageError
 
     model = tiny_enformer()
     before = snapshot(model)
@@ -321,7 +321,7 @@ def test_run_options_take_target_text():
 # -- the new rules, against hand-computed relevance --------------------------------------------------
 def test_layer_norm_rule_holds_the_standard_deviation_constant():
     import lrp_domains as L
-    from lrp_domains.bio.architecture_rules import DetachedStdNorm
+    from lrp_domains.bio.architectures.rules import DetachedStdNorm
 
     g = torch.Generator().manual_seed(8)
     norm = nn.LayerNorm(6).double()

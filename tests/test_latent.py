@@ -17,7 +17,7 @@ from text_reference import tiny_bert
 
 import lrp_domains.text  # noqa: F401  (registers the attnlrp composite)
 from lrp_domains import composites, explain
-from lrp_domains.core.attribution import eval_mode
+from lrp_domains.core.engine.attribution import eval_mode
 from lrp_domains.latent import (
     concept_relevance,
     conditional_relevance,

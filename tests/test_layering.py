@@ -17,7 +17,7 @@ FORBIDDEN = {
 #: bio modules over token models (DNA language models, transformers over genes) run through the text
 #: machinery by design (one engine for text and genomics, issues #14 and #18); nothing else in bio
 #: may import text, and importing lrp_domains.bio loads neither (test below).
-TEXT_BRIDGES = {"bio/token_sequences.py", "bio/gene_transformer.py"}
+TEXT_BRIDGES = {"bio/dna_lm/explainer.py", "bio/cells/gene_transformer.py"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -33,7 +33,7 @@ def _imports(path: Path) -> set[str]:
 def test_packages_import_only_downwards():
     offending = []
     for package, forbidden in FORBIDDEN.items():
-        for path in (PACKAGE / package).glob("*.py"):
+        for path in sorted((PACKAGE / package).rglob("*.py")):  # sub-packages too
             relative = str(path.relative_to(PACKAGE))
             for name in _imports(path):
                 if relative in TEXT_BRIDGES and name.startswith("lrp_domains.text"):
@@ -41,6 +41,43 @@ def test_packages_import_only_downwards():
                 if name.startswith(forbidden):
                     offending.append(f"{relative} imports {name}")
     assert not offending, offending
+
+
+#: Within ``bio``, what each sub-package may import of the others (besides the bio root: its
+#: composites). A new sub-package needs its line here (the test below says so).
+BIO_SUBPACKAGES = {
+    "architectures": set(),
+    "sequences": {"architectures"},
+    "motifs": {"sequences"},
+    "dna_lm": {"sequences"},
+    "variants": {"sequences", "motifs"},
+    "cells": set(),
+    "concepts": {"sequences", "motifs", "cells"},
+}
+#: The most modules a package may hold directly (more: split it into sub-packages).
+MODULES_PER_PACKAGE = 12
+
+
+def test_bio_sub_packages_import_only_what_their_rules_allow():
+    offending = []
+    bio = PACKAGE / "bio"
+    found = {path.name for path in bio.iterdir() if path.is_dir() and (path / "__init__.py").exists()}
+    assert found == set(BIO_SUBPACKAGES), f"a sub-package without a rule: {found ^ set(BIO_SUBPACKAGES)}"
+    for package, allowed in BIO_SUBPACKAGES.items():
+        for path in sorted((bio / package).rglob("*.py")):
+            for name in _imports(path):
+                parts = name.split(".")
+                if name.startswith("lrp_domains.bio.") and len(parts) > 3 and parts[2] != package \
+                        and parts[2] not in allowed:
+                    offending.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    assert not offending, offending
+
+
+def test_no_package_holds_more_than_twelve_modules():
+    crowded = {str(folder.relative_to(PACKAGE.parent)): n for folder in [PACKAGE, *PACKAGE.rglob("*")]
+               if folder.is_dir() and (folder / "__init__.py").exists()
+               and (n := len([p for p in folder.glob("*.py") if p.name != "__init__.py"])) > MODULES_PER_PACKAGE}
+    assert not crowded, crowded
 
 
 def test_importing_bio_loads_neither_the_text_package_nor_transformers():
@@ -61,8 +98,8 @@ def test_importing_the_core_loads_no_domain_library():
 ROOT = PACKAGE.parent
 #: Everything below the command line (packages, modules and the workflow scripts at the repository root).
 BELOW_THE_CLI = ("run", "bench", "report", "evaluate", "core", "text", "bio", "files", "domains.py", "models.py",
-                 "latent.py", "demo_page.py")
-WORKFLOW_SCRIPTS = ("text/*.py", "bio/*.py")
+                 "latent.py", "demo.py")
+WORKFLOW_SCRIPTS = ("workflows/text/*.py", "workflows/bio/*.py")
 #: The run machinery, the readers, the registry and user-model loading: they see the explainer contract only,
 #: never a domain's explainer or the reports.
 CONTRACT_ONLY = ("run", "files", "domains.py", "models.py")

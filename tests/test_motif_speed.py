@@ -1,10 +1,10 @@
 """Motif annotation at NumPy speed, equal to the former Biopython path (issue #17).
 
 ``annotate_seqlets`` now scans all motifs over all seqlets at once and builds the exact score
-distributions with NumPy (``lrp_domains.bio.motif_scores``). These tests hold it to Biopython:
+distributions with NumPy (``lrp_domains.bio.motifs.scores``). These tests hold it to Biopython:
 every score distribution equal element for element to ``Bio.motifs.thresholds.ScoreDistribution``
 (a spread of JASPAR2024 vertebrate motifs over all widths and the ten planted motifs of
-``lrp_domains.bio.synthetic``), the scanner equal to ``pssm.calculate``, and the whole annotation
+``lrp_domains.bench.data.synthetic``), the scanner equal to ``pssm.calculate``, and the whole annotation
 equal to the implementation it replaced (kept below, verbatim, as the reference) on seqlets of
 real explanations.
 """
@@ -18,8 +18,9 @@ import pytest
 pytest.importorskip("Bio")
 pytest.importorskip("pyjaspar")
 
+from lrp_domains.bench.data.synthetic import MOTIF_IDS, make_dataset  # noqa: E402
 from lrp_domains.bio import SequenceExplainer, annotate_seqlets, call_seqlets  # noqa: E402
-from lrp_domains.bio.motif_scores import (  # noqa: E402
+from lrp_domains.bio.motifs.scores import (  # noqa: E402
     ScanTables,
     encode,
     p_value,
@@ -27,8 +28,7 @@ from lrp_domains.bio.motif_scores import (  # noqa: E402
     scan_matrix,
     score_distribution,
 )
-from lrp_domains.bio.motifs import _distribution, _pssm, _scannable, load_motifs  # noqa: E402
-from lrp_domains.bio.synthetic import MOTIF_IDS, make_dataset  # noqa: E402
+from lrp_domains.bio.motifs.seqlets import _distribution, _pssm, _scannable, load_motifs  # noqa: E402
 
 # --- the reference: annotate_seqlets as it was before the NumPy path (Biopython throughout) -----------------
 
@@ -46,7 +46,7 @@ def _reference_distribution(matrix_id, counts_key):
 
 def _reference_p_value(distribution, score):
     # Biopython's reading, from the score's own bin, less the rounding slack of the columns
-    # (lrp_domains.bio.motif_scores.p_value: without it a consensus site's p-value is 0)
+    # (lrp_domains.bio.motifs.scores.p_value: without it a consensus site's p-value is 0)
     columns = distribution.n_points // 10**3
     index = int((score - distribution.min_score) / distribution.step) - (columns + 2) // 2
     return float(np.clip(np.sum(distribution.bg_density[max(index, 0):]), 0.0, 1.0))

@@ -17,9 +17,9 @@ from torch import nn
 from torch.nn import functional as F
 
 import lrp_domains.bio  # noqa: F401  (registers the genomics composite)
-from lrp_domains.core.attribution import explain
-from lrp_domains.core.coverage import LRPCoverageError
-from lrp_domains.core.finite import first_nonfinite_parameter
+from lrp_domains.core.engine.attribution import explain
+from lrp_domains.core.engine.coverage import LRPCoverageError
+from lrp_domains.core.engine.finite import first_nonfinite_parameter
 from lrp_domains.run import read_results
 
 SOFTMAX_WARNING = "the model's output is a softmax"

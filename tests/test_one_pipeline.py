@@ -13,7 +13,7 @@ import pytest
 from models import EXPRESSION_GENES
 from typer.testing import CliRunner
 
-from lrp_domains.bio.synthetic import make_dataset, write_fasta
+from lrp_domains.bench.data.synthetic import make_dataset, write_fasta
 from lrp_domains.cli import app
 from lrp_domains.run import read_results
 
@@ -149,7 +149,7 @@ def test_text_explain_file_writes_the_rows_of_run_text_and_tables_equal_direct_e
 def test_run_report_of_a_dna_language_model_run(tmp_path):
     from test_dna_language_models import _esm
 
-    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
+    from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
     tokenizer = kmer_tokenizer(3)
     _esm(tokenizer, "rotary").float().save_pretrained(tmp_path / "lm")
@@ -166,7 +166,7 @@ def test_run_report_of_a_dna_language_model_run(tmp_path):
 
 def test_bio_variants_writes_the_rows_of_run_variants_and_its_table_is_the_api_table(tmp_path):
     from lrp_domains.bio import SequenceExplainer
-    from lrp_domains.bio.variants import explain_variants
+    from lrp_domains.bio.variants.effects import explain_variants
 
     rng = np.random.default_rng(1)
     chrom = "".join(rng.choice(list("ACGT"), 1200))

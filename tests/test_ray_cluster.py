@@ -32,7 +32,7 @@ import pytest
 ray = pytest.importorskip("ray", reason="the two-node cluster test needs Ray (lrp-domains[distributed])")
 import psutil  # noqa: E402  (Ray ships psutil in ray/thirdparty_files and puts it on sys.path)
 
-from lrp_domains.bio.synthetic import make_dataset, write_fasta  # noqa: E402
+from lrp_domains.bench.data.synthetic import make_dataset, write_fasta  # noqa: E402
 from lrp_domains.domains import build_explainer  # noqa: E402
 from lrp_domains.run import explain_dataset, read_manifest, read_results  # noqa: E402
 

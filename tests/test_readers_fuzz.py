@@ -2,7 +2,7 @@
 
 - Robustness: :class:`~lrp_domains.files.tables.TableRecords` (``.txt``, ``.csv``, ``.tsv``,
   ``.jsonl``, plain and gzipped, and ``.parquet``), :class:`~lrp_domains.files.fasta.FastaRecords`,
-  :class:`~lrp_domains.bio.cells.TableCells` and :class:`~lrp_domains.bio.cells.H5adCells` read
+  :class:`~lrp_domains.bio.cells.readers.TableCells` and :class:`~lrp_domains.bio.cells.readers.H5adCells` read
   random bytes, random text and mutated valid files (bytes inserted, deleted, replaced, truncated;
   quotes, NUL, Latin-1 bytes, CR/LF, blank lines, tabs, ``>`` headers, non-object JSON...) shard
   by shard (``shards(k)``, k in 1..5, every shard read, in any order): each either succeeds, with
@@ -54,7 +54,7 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
 from lrp_domains.bio import SequenceExplainer
-from lrp_domains.bio.cells import H5adCells, TableCells, read_expression
+from lrp_domains.bio.cells.readers import H5adCells, TableCells, read_expression
 from lrp_domains.errors import InputError
 from lrp_domains.files.fasta import FastaRecords, read_fasta
 from lrp_domains.files.tables import TableRecords, read_records

@@ -24,9 +24,9 @@ from Bio import SeqIO
 from models import EXPRESSION_CLASSES, EXPRESSION_GENES, expression_mlp
 from typer.testing import CliRunner
 
+from lrp_domains.bench.data.synthetic import make_dataset, write_fasta
 from lrp_domains.bio import ExpressionExplainer, SequenceExplainer
-from lrp_domains.bio.cells import H5adCells
-from lrp_domains.bio.synthetic import make_dataset, write_fasta
+from lrp_domains.bio.cells.readers import H5adCells
 from lrp_domains.cli import app
 from lrp_domains.files import FastaRecords, TableRecords
 from lrp_domains.run import explain_dataset, export_modisco, iter_shards, read_manifest, read_results

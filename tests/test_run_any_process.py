@@ -25,7 +25,7 @@ from models import EXPRESSION_GENES, expression_mlp
 from typer.testing import CliRunner
 
 from lrp_domains import domains
-from lrp_domains.bio.synthetic import make_dataset, write_fasta
+from lrp_domains.bench.data.synthetic import make_dataset, write_fasta
 from lrp_domains.cli import app
 from lrp_domains.core.composites import epsilon
 from lrp_domains.run import explain_dataset, read_manifest
@@ -62,7 +62,7 @@ def _genes(tmp_path: Path, model_dir: str) -> tuple[list[str], list[str], str]:
 def _gene_transformer(tmp_path: Path, model_dir: str) -> tuple[list[str], list[str], str]:
     from test_gene_transformer import GENES, _data, _explainer
 
-    from lrp_domains.bio.gene_transformer import TrainedGeneTransformer
+    from lrp_domains.bio.cells.gene_transformer import TrainedGeneTransformer
 
     built = _explainer()
     TrainedGeneTransformer(built.model.float(), built.vocab, built.classes).save(tmp_path / "gt")
@@ -89,7 +89,7 @@ def _variants(tmp_path: Path, model_dir: str) -> tuple[list[str], list[str], str
 def _dna_lm(tmp_path: Path, model_dir: str) -> tuple[list[str], list[str], str]:
     from test_dna_language_models import _esm
 
-    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
+    from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
     tokenizer = kmer_tokenizer(3)
     model = _esm(tokenizer, "rotary").float()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from lrp_domains.bench.data.synthetic import make_dataset, write_fasta
 from lrp_domains.bio import SequenceExplainer
-from lrp_domains.bio.synthetic import make_dataset, write_fasta
 from lrp_domains.cli import app
 from lrp_domains.errors import InputError
 from lrp_domains.latent import concept_relevance

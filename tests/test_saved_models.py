@@ -134,7 +134,7 @@ def test_sequences_and_run_take_a_saved_bpnet(tmp_path):
 
 def test_run_and_bio_variants_take_a_saved_chrombpnet(tmp_path):
     pytest.importorskip("pyfaidx")
-    from lrp_domains.bio.variants import explain_variants
+    from lrp_domains.bio.variants.effects import explain_variants
 
     model = tiny_chrombpnet()
     torch.save(model, tmp_path / "chrombpnet.pt")
@@ -305,7 +305,7 @@ TEST_DNA = ["ACGTACGTA", "NACGTNNAC", "ACGTT", "A", "ACGTACGTANACGGT", "TTTTTTTT
 
 @pytest.mark.parametrize("eos", [True, False])
 def test_a_slow_kmer_tokenizer_converts_to_a_fast_one_with_the_same_ids(tmp_path, eos):
-    from lrp_domains.bio.dna_tokenizers import fast_kmer_tokenizer
+    from lrp_domains.bio.dna_lm.tokenizers import fast_kmer_tokenizer
 
     slow = _slow_tokenizer(tmp_path / "t", **({} if eos else {"eos_token": None}))
     assert not slow.is_fast
@@ -346,8 +346,8 @@ def test_a_folder_with_a_slow_esm_tokenizer_runs_as_dna_lm(tmp_path):
         _ok(run("run", "dna-lm", fasta, "--model", folder, "--out", tmp_path / "D", "--no-progress"))
     converted = [w for w in caught if "fast tokenizer" in str(w.message)]
     assert len(converted) == 1, [str(w.message) for w in caught]
-    from lrp_domains.bio.dna_tokenizers import fast_kmer_tokenizer
-    from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+    from lrp_domains.bio.dna_lm.explainer import TokenSequenceExplainer
+    from lrp_domains.bio.dna_lm.tokenizers import fast_kmer_tokenizer
 
     rows = read_results(tmp_path / "D")
     expected = TokenSequenceExplainer(model, fast_kmer_tokenizer(slow)).explain(sequences)
@@ -428,8 +428,8 @@ def test_long_text_is_truncated_to_the_positions_after_the_padding_index(arch, t
 def test_esm_with_learned_positions_names_the_usable_length(tmp_path):
     import transformers as tf
 
-    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
-    from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+    from lrp_domains.bio.dna_lm.explainer import TokenSequenceExplainer
+    from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
     tokenizer = kmer_tokenizer(3)
     torch.manual_seed(0)

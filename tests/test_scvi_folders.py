@@ -20,8 +20,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lrp_domains.bio import scvi_models as S
-from lrp_domains.bio.expression import ExpressionExplainer
+from lrp_domains.bio.cells.expression import ExpressionExplainer
+from lrp_domains.bio.cells import scvi_models as S
 from lrp_domains.cli import app
 from lrp_domains.errors import InputError
 

@@ -13,9 +13,9 @@ from models import assert_unchanged, snapshot
 from torch import nn
 
 from lrp_domains import explain
-from lrp_domains.bio import scvi_models as S
+from lrp_domains.bio.cells import scvi_models as S
 from lrp_domains.core import composites
-from lrp_domains.core.coverage import LRPCoverageError
+from lrp_domains.core.engine.coverage import LRPCoverageError
 from lrp_domains.core.functional import IDENTITY_RULE_OPS
 from lrp_domains.errors import InputError
 

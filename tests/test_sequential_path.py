@@ -1,4 +1,4 @@
-"""The direct MLP path (core/sequential.py) against the general engine, rule by rule."""
+"""The direct MLP path (core/engine/sequential.py) against the general engine, rule by rule."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from torch import nn
 import lrp_domains as L
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.composites import get
+from lrp_domains.core.engine.sequential import plan_for
 from lrp_domains.core.rules import AlphaBeta, Epsilon, Flat, Gamma, WSquare, ZBox, ZPlus
-from lrp_domains.core.sequential import plan_for
 
 
 class General(nn.Sequential):

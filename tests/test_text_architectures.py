@@ -195,7 +195,7 @@ def test_gradient_checkpointing_recomputes_layers_and_gives_the_same_relevance(v
 
 
 def test_a_checkpointed_layer_that_drops_out_itself_stays_in_eval_mode():
-    from lrp_domains.core.attribution import eval_mode
+    from lrp_domains.core.engine.attribution import eval_mode
 
     class Layer(nn.Module):
         def __init__(self, dropout):

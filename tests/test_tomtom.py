@@ -1,4 +1,4 @@
-"""TOMTOM statistics (:mod:`lrp_domains.bio.tomtom`) and ``match_matrix``, against independent
+"""TOMTOM statistics (:mod:`lrp_domains.bio.motifs.tomtom`) and ``match_matrix``, against independent
 expectations.
 
 - An exact brute force, written here from the definition (Gupta et al. 2007; the module
@@ -10,7 +10,7 @@ expectations.
   as TOMTOM does (``tomtom.c`` adds every target's reverse complement to the database before it
   collects the background columns; memelite's ``tomtom`` does the same): a comparison must not
   depend on which strand a motif happens to be written on.
-- The ten planted motifs of :mod:`lrp_domains.bio.synthetic` against JASPAR2024 (pyjaspar,
+- The ten planted motifs of :mod:`lrp_domains.bench.data.synthetic` against JASPAR2024 (pyjaspar,
   offline): each finds its own matrix, and its reverse complement finds it with the same p-value
   on the other strand.
 - Calibration: random Dirichlet PPMs (half with flat flanks) rarely match JASPAR. Measured with
@@ -28,9 +28,9 @@ import itertools
 import numpy as np
 import pytest
 
-from lrp_domains.bio.motifs import load_motifs, match_matrix, motif_ppm
-from lrp_domains.bio.synthetic import MOTIF_IDS, motif_ppms
-from lrp_domains.bio.tomtom import compare_motif, reverse_complement_matrix
+from lrp_domains.bench.data.synthetic import MOTIF_IDS, motif_ppms
+from lrp_domains.bio.motifs.seqlets import load_motifs, match_matrix, motif_ppm
+from lrp_domains.bio.motifs.tomtom import compare_motif, reverse_complement_matrix
 from lrp_domains.errors import InputError
 
 

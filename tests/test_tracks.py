@@ -12,7 +12,7 @@ import torch
 pyBigWig = pytest.importorskip("pyBigWig")
 
 from lrp_domains.bio import SequenceExplainer, SequenceExplanation  # noqa: E402
-from lrp_domains.bio.tracks import (  # noqa: E402
+from lrp_domains.bio.sequences.tracks import (  # noqa: E402
     Region,
     load_chrom_sizes,
     parse_region,

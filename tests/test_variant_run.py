@@ -15,8 +15,8 @@ genome, fasta_path, explainer = base.genome, base.fasta_path, base.explainer
 _variants, _write_vcf = base._variants, base._write_vcf
 
 from lrp_domains import domains  # noqa: E402
-from lrp_domains.bio.variant_explainer import RUN_COLUMNS, VariantExplainer, VcfRecords  # noqa: E402
-from lrp_domains.bio.variants import explain_variants  # noqa: E402
+from lrp_domains.bio.variants.effects import explain_variants  # noqa: E402
+from lrp_domains.bio.variants.explainer import RUN_COLUMNS, VariantExplainer, VcfRecords  # noqa: E402
 from lrp_domains.errors import InputError  # noqa: E402
 from lrp_domains.run import explain_dataset, read_results  # noqa: E402
 
@@ -34,7 +34,7 @@ def test_shards_hold_whole_lines_and_every_allele_once(vcf):
     reader = VcfRecords(vcf)
     shards = reader.shards(3)
     alleles = [r for shard in shards for r in reader.read(shard)[1]]
-    from lrp_domains.bio.variants import read_vcf
+    from lrp_domains.bio.variants.effects import read_vcf
 
     assert alleles == list(read_vcf(vcf))  # in order, none lost or repeated
     assert [s.start for s in shards] == [0] + [s.stop for s in shards[:-1]]

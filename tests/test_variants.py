@@ -12,17 +12,17 @@ import pytest
 
 pyfaidx = pytest.importorskip("pyfaidx")
 
-from lrp_domains.bio.sequence_explainer import SequenceExplainer  # noqa: E402
-from lrp_domains.bio.synthetic import motif_ppms  # noqa: E402
-from lrp_domains.bio.variant_motifs import MOTIF_COLUMNS  # noqa: E402
-from lrp_domains.bio.variants import (  # noqa: E402
+from lrp_domains.bench.data.synthetic import motif_ppms  # noqa: E402
+from lrp_domains.bio.sequences.explainer import SequenceExplainer  # noqa: E402
+from lrp_domains.bio.sequences.genome import default_window  # noqa: E402
+from lrp_domains.bio.variants.effects import (  # noqa: E402
     COLUMNS,
     VariantRecord,
-    default_window,
     explain_variants,
     read_vcf,
     variant_windows,
 )
+from lrp_domains.bio.variants.motifs import MOTIF_COLUMNS  # noqa: E402
 from lrp_domains.errors import InputError  # noqa: E402
 
 WINDOW = 200
@@ -282,7 +282,7 @@ def test_breaking_ctcf_loses_ctcf_and_a_far_snv_names_nothing(table):
 
 
 def test_motif_change_follows_the_reference_motif_at_its_site():
-    from lrp_domains.bio.variant_motifs import motif_change
+    from lrp_domains.bio.variants.motifs import motif_change
 
     assert motif_change("CTCF", 1e-9, math.nan, "") == "lost"  # nothing left to match at the site
     assert motif_change("CTCF", 1e-9, 5e-2, "CTCFL") == "lost"  # a paralog names the broken site: still lost
@@ -296,7 +296,7 @@ def test_motif_change_follows_the_reference_motif_at_its_site():
 
 # -- delta tracks -----------------------------------------------------------------------------------
 def test_aligned_delta_by_hand():
-    from lrp_domains.bio.variants import aligned_delta
+    from lrp_domains.bio.variants.effects import aligned_delta
 
     ref = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     alt = np.array([1.5, 2.0, 10.0, 20.0, 7.0, 9.0])
@@ -313,7 +313,7 @@ def test_aligned_delta_by_hand():
 
 def test_delta_tracks_sum_to_delta_relevance_and_read_back_from_bigwig(genome, fasta_path, explainer, tmp_path):
     pyBigWig = pytest.importorskip("pyBigWig")
-    from lrp_domains.bio.variants import TRACK_COLUMNS, variants_to_bigwig
+    from lrp_domains.bio.variants.effects import TRACK_COLUMNS, variants_to_bigwig
 
     vcf = _write_vcf(tmp_path / "calls.vcf", _variants(genome))
     tracked = explain_variants(explainer, vcf, fasta_path, motifs=None, delta_tracks=True)
@@ -356,9 +356,9 @@ def test_cli_report_shows_the_top_variants_as_two_row_logos_and_writes_the_track
 
 def test_a_dna_language_model_explains_variants_too(genome, fasta_path, fasta, tmp_path):
     pytest.importorskip("transformers")
-    from lrp_domains.bio.dna_language_model import build_nt_like
-    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
-    from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+    from lrp_domains.bench.data.nt_like import build_nt_like
+    from lrp_domains.bio.dna_lm.explainer import TokenSequenceExplainer
+    from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
     tokenizer = kmer_tokenizer(6, model_max_length=40)
     explainer = TokenSequenceExplainer(build_nt_like(tokenizer, max_tokens=40), tokenizer)

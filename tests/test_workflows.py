@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lrp_domains.bio.synthetic import motif_ppms, read_synthetic_fasta
+from lrp_domains.bench.data.synthetic import motif_ppms, read_synthetic_fasta
 from lrp_domains.data import datasets_dir, example_sentences
 from lrp_domains.text import TextExplainer
 
@@ -32,7 +32,7 @@ def test_sentiment_attribution_matches_direct_explanations(tmp_path):
     pd.DataFrame({"text": sentences, "label": [1 - i % 2 for i in range(len(sentences))]}).to_csv(
         data, sep="\t", index=False)
     out = tmp_path / "out"
-    written = _script("text/sentiment_attribution.py").main(["--data", str(data), "--out", str(out),
+    written = _script("workflows/text/sentiment_attribution.py").main(["--data", str(data), "--out", str(out),
                                                              "--shard-size", "5"])
     explainer = TextExplainer.default()
     direct = explainer.explain(sentences)
@@ -53,14 +53,15 @@ def test_sentiment_attribution_matches_direct_explanations(tmp_path):
     shards = sorted((out / "run").glob("shard-*.parquet"))
     assert len(shards) == 4
     stamps = [p.stat().st_mtime_ns for p in shards]
-    _script("text/sentiment_attribution.py").main(["--data", str(data), "--out", str(out), "--shard-size", "5"])
+    _script("workflows/text/sentiment_attribution.py").main(["--data", str(data), "--out", str(out), "--shard-size",
+                                                             "5"])
     assert [p.stat().st_mtime_ns for p in shards] == stamps
 
 
 def test_motif_report_recovery_recomputed(tmp_path):
     pytest.importorskip("pyjaspar")
     fasta = datasets_dir() / "example_sequences.fa"
-    written = _script("bio/motif_report.py").main([str(fasta), "--out", str(tmp_path)])
+    written = _script("workflows/bio/motif_report.py").main([str(fasta), "--out", str(tmp_path)])
     seqlets = pd.read_csv(written["seqlets"], keep_default_na=False, na_values=[""])
     positive = seqlets[seqlets.sign == "positive"]
     # motif table = counts of best matches among positive seqlets
@@ -87,11 +88,11 @@ def test_motif_report_recovery_recomputed(tmp_path):
 
 def test_gene_importance_rankings_recomputed(tmp_path):
     pytest.importorskip("scanpy")
-    from lrp_domains.bio.default_model import load_default_data, markers_in, test_cells
+    from lrp_domains.bio.cells.pbmc_mlp import held_out_cells, load_default_data, markers_in
 
-    written = _script("bio/gene_importance.py").main(["--out", str(tmp_path), "--top", "10"])
+    written = _script("workflows/bio/gene_importance.py").main(["--out", str(tmp_path), "--top", "10"])
     relevance = pd.read_parquet(written["relevance"])
-    cells = test_cells()
+    cells = held_out_cells()
     assert list(relevance.index) == cells
     labels = load_default_data()[cells].obs["bulk_labels"].astype(str)
     flagged = pd.read_csv(written["top10_markers"])
@@ -107,14 +108,14 @@ def test_gene_importance_rankings_recomputed(tmp_path):
     assert not others or (layer[others].to_numpy() == 0).all()
 
 
-# -- bio/modisco_motifs.py: everything but the modisco program itself (not a dependency) ---------------
+# -- workflows/bio/modisco_motifs.py: everything but the modisco program itself (not a dependency) ---------------
 def _planted(ppm: np.ndarray, left: int, right: int) -> np.ndarray:
     return np.vstack([np.full((left, 4), 0.25), ppm, np.full((right, 4), 0.25)])
 
 
 def test_modisco_pattern_matching_on_hand_made_patterns(tmp_path):
     h5py = pytest.importorskip("h5py")
-    script = _script("bio/modisco_motifs.py")
+    script = _script("workflows/bio/modisco_motifs.py")
     known = script.known_motifs(None)
     assert len(known) == 10 and all(np.allclose(p.sum(1), 1) for p in known.values())
     ctcf, rest = known["MA0139.2 CTCF"], known["MA0138.3 REST"]
@@ -139,7 +140,7 @@ def test_modisco_pattern_matching_on_hand_made_patterns(tmp_path):
 
 
 def test_known_motifs_from_a_jaspar_file(tmp_path):
-    script = _script("bio/modisco_motifs.py")
+    script = _script("workflows/bio/modisco_motifs.py")
     path = tmp_path / "one.jaspar"
     path.write_text(">MA9999.1 TOY\nA [ 8 0 0 ]\nC [ 0 4 0 ]\nG [ 0 4 0 ]\nT [ 0 0 8 ]\n")
     (name, ppm), = script.known_motifs(str(path)).items()
@@ -152,19 +153,19 @@ def test_modisco_workflow_without_modisco_says_what_to_run(tmp_path, monkeypatch
 
     monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(SystemExit, match=r"(?s)pip install modisco-lite.*modisco motifs -s .*ohe.npy -a .*attr.npy"):
-        _script("bio/modisco_motifs.py").main(["--out", str(tmp_path), "--n", "20"])
+        _script("workflows/bio/modisco_motifs.py").main(["--out", str(tmp_path), "--n", "20"])
     assert np.load(tmp_path / "ohe.npy").shape == (20, 4, 200)
     assert np.load(tmp_path / "attr.npy").shape == (20, 4, 200)
 
 
-# -- bio/single_cell_models.py: scANVI and the gene transformer, quick settings ----------------------
+# -- workflows/bio/single_cell_models.py: scANVI and the gene transformer, quick settings ----------------------
 def test_single_cell_models_reports_recomputed_from_the_saved_models(tmp_path):
     pytest.importorskip("scvi")
-    from lrp_domains.bio import scvi_models
-    from lrp_domains.bio.default_model import load_default_data, markers_in
-    from lrp_domains.bio.gene_transformer import TrainedGeneTransformer
+    from lrp_domains.bio.cells.gene_transformer import TrainedGeneTransformer
+    from lrp_domains.bio.cells.pbmc_mlp import load_default_data, markers_in
+    from lrp_domains.bio.cells import scvi_models
 
-    results = _script("bio/single_cell_models.py").main(["--out", str(tmp_path), "--quick", "--top", "10"])
+    results = _script("workflows/bio/single_cell_models.py").main(["--out", str(tmp_path), "--quick", "--top", "10"])
     adata = load_default_data()
     for name in ("scanvi", "gene-transformer"):
         stored = anndata.read_h5ad(results[name]["h5ad"])

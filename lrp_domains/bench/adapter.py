@@ -60,9 +60,9 @@ def run(n: int = 500, batch_size: int = 64, repeats: int = 7, threads: int | Non
 
 def _measure(n: int, batch_size: int, repeats: int) -> list[dict]:
     import lrp_domains as L
+    from lrp_domains.bench.data.synthetic import make_dataset
     from lrp_domains.bench.measure import interleaved_times
     from lrp_domains.bio import SequenceExplainer
-    from lrp_domains.bio.synthetic import make_dataset
     from lrp_domains.evaluate import gradient_x_input
 
     model = residual_cnn()

@@ -12,10 +12,10 @@ against the budget of 64 gradients (one per channel), and per channel. Reference
 tensor hook (:func:`naive_conditional`).
 
 **Motif naming.** On ``n`` positive test sequences: the 64 first-layer filter concepts
-(:func:`~lrp_domains.bio.filter_concepts.explain_filters`, ``top=None``) and the common baseline,
-the filters' weights read as PPMs (:func:`~lrp_domains.bio.filter_concepts.filter_weight_matches`),
+(:func:`~lrp_domains.bio.concepts.filters.explain_filters`, ``top=None``) and the common baseline,
+the filters' weights read as PPMs (:func:`~lrp_domains.bio.concepts.filters.filter_weight_matches`),
 each matched to JASPAR 2024 CORE vertebrates (TOMTOM statistics, E <= 0.05). Counted: the planted
-motifs (:data:`~lrp_domains.bio.synthetic.JASPAR_COUNTS`, 10) named exactly (a filter's best match
+motifs (:data:`~lrp_domains.bench.data.synthetic.JASPAR_COUNTS`, 10) named exactly (a filter's best match
 has the planted name, case-insensitive) and the planted TF families named (JASPAR's ``tf_family``;
 CTCF and YY1 share one, so 9), and how many filters match anything. Chance control: the same
 matching on the same PPMs with their columns shuffled (seeded; ``shuffles`` times, averaged).
@@ -38,7 +38,7 @@ COST_LAYERS = ("0", "4")
 def positive_batch(n: int, whole: bool = False) -> torch.Tensor:
     """The first ``n`` positive sequences of the synthetic test split, ``(n, 4, 200)`` (``whole``:
     all of them)."""
-    from lrp_domains.bio.sequence_model import benchmark_data
+    from lrp_domains.bench.data.cnn import benchmark_data
 
     data = benchmark_data("test")
     onehot = data.onehot[data.labels == 1]
@@ -53,7 +53,7 @@ def naive_conditional(model: torch.nn.Module, inputs: torch.Tensor, layer: str, 
                       target: Any = None, composite: Any = "genomics") -> torch.Tensor:
     """``(N, len(channels), *input_shape)``: one full LRP pass per channel, the gradient arriving at
     ``layer``'s output zeroed outside the channel by a tensor hook (the naive way to condition)."""
-    from lrp_domains.core.attribution import explain
+    from lrp_domains.core.engine.attribution import explain
 
     module = dict(model.named_modules())[layer]
     out = []
@@ -84,7 +84,7 @@ def cost_methods(model: torch.nn.Module, inputs: torch.Tensor, layer: str, compo
                  ) -> dict[str, Callable[[], object]]:
     """The timed callables of one layer: gradient, one LRP pass, all channels conditioned, naive."""
     from lrp_domains import evaluate as E
-    from lrp_domains.core.attribution import explain
+    from lrp_domains.core.engine.attribution import explain
     from lrp_domains.core.latent import explain_concepts
 
     channels = dict(model.named_modules())[layer].out_channels
@@ -106,7 +106,7 @@ def run_cost(batch: int = 64, repeats: int = 5, naive_repeats: int = 3, layers: 
     pass, ``naive_repeats`` times (after at most one untimed turn), its ratio to the gradient of
     those same turns, and ``naive_vs_lrp``: its time over ``channels`` LRP passes of those turns."""
     from lrp_domains.bench.measure import interleaved_times
-    from lrp_domains.bio.sequence_model import load_default_sequence_model
+    from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
 
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     if threads:
@@ -139,7 +139,7 @@ def _families(library: list) -> dict[str, set[str]]:
 
 def _named(frame, library: list) -> dict[str, Any]:
     """Planted motifs and families named by the ``best_match`` / ``match_id`` columns of ``frame``."""
-    from lrp_domains.bio.synthetic import JASPAR_COUNTS
+    from lrp_domains.bench.data.synthetic import JASPAR_COUNTS
 
     families = _families(library)
     planted = {name.upper(): matrix_id for matrix_id, (name, _) in JASPAR_COUNTS.items()}
@@ -157,17 +157,17 @@ def _named(frame, library: list) -> dict[str, Any]:
 
 
 def concept_ppms(concepts) -> list[np.ndarray | None]:
-    """The PPMs :func:`~lrp_domains.bio.filter_concepts.explain_filters` matched, in its frame's order
+    """The PPMs :func:`~lrp_domains.bio.concepts.filters.explain_filters` matched, in its frame's order
     (None where a filter had no seqlets)."""
-    from lrp_domains.bio.filter_concepts import trimmed
+    from lrp_domains.bio.concepts.filters import trimmed
 
     return [trimmed(concepts.ppm[c], np.abs(concepts.cwm[c]).sum(0)) if n else None
             for c, n in zip(concepts.frame["concept"], concepts.frame["seqlets"])]
 
 
 def weight_ppms(model: torch.nn.Module, layer: str = "0") -> list[np.ndarray]:
-    """The PPMs :func:`~lrp_domains.bio.filter_concepts.filter_weight_matches` matches."""
-    from lrp_domains.bio.filter_concepts import trimmed, weights_to_ppm
+    """The PPMs :func:`~lrp_domains.bio.concepts.filters.filter_weight_matches` matches."""
+    from lrp_domains.bio.concepts.filters import trimmed, weights_to_ppm
 
     values = dict(model.named_modules())[layer].weight.detach().double().cpu().numpy()
     return [trimmed(weights_to_ppm(w), np.abs(w - w.mean(0, keepdims=True)).sum(0)) for w in values]
@@ -180,7 +180,7 @@ def shuffled(ppms: list[np.ndarray | None], seed: int) -> list[np.ndarray | None
 
 
 def _chance(ppms: list, library: list, shuffles: int, seed: int) -> tuple[dict[str, Any], float]:
-    from lrp_domains.bio.filter_concepts import match_ppms
+    from lrp_domains.bio.concepts.filters import match_ppms
 
     counts, seconds = [], 0.0
     for k in range(shuffles):
@@ -200,8 +200,8 @@ def run_naming(n: int = 500, shuffles: int = 3, seed: int = 0, motifs: Any = "JA
     """Rows for filter concepts and the weights baseline: planted motifs and families named, by the
     method and by its column-shuffled PPMs; filters matched; seconds (whole method, matching)."""
     from lrp_domains.bio import SequenceExplainer
-    from lrp_domains.bio.filter_concepts import explain_filters, filter_weight_matches, match_ppms
-    from lrp_domains.bio.motifs import load_motifs
+    from lrp_domains.bio.concepts.filters import explain_filters, filter_weight_matches, match_ppms
+    from lrp_domains.bio.motifs.seqlets import load_motifs
 
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     if threads:

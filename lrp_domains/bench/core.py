@@ -20,8 +20,8 @@ from torch import nn
 
 from lrp_domains.bench.flops import lower_bound
 from lrp_domains.bench.measure import interleaved_times, peak_bytes, peak_bytes_here
-from lrp_domains.core.attribution import explain
 from lrp_domains.core.composites import get
+from lrp_domains.core.engine.attribution import explain
 
 CASES = {
     "cnn": ("3 conv + BatchNorm, one-hot N=64 x 4 x 1000", ["epsilon", "epsilon-gamma-box"]),

@@ -72,7 +72,7 @@ def run(methods: tuple[str, ...] | None = None, seed: int = 0, repeats: int = 5)
     """Measure every method; returns the rows and the per-class marker table of the best composite."""
     import warnings
 
-    from lrp_domains.bio.default_model import load_default_data, load_default_model, markers_in
+    from lrp_domains.bio.cells.pbmc_mlp import load_default_data, load_default_model, markers_in
 
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     adata = load_default_data()

@@ -1,11 +1,11 @@
 """``lrp-domains bench genes --models scanvi``: which genes drive scANVI's cell-type prediction, by method.
 
-A small scANVI (:func:`lrp_domains.bio.scvi_models.train_scanvi`: 10 latent dimensions, 128 hidden
+A small scANVI (:func:`lrp_domains.bio.cells.scvi_models.train_scanvi`: 10 latent dimensions, 128 hidden
 units, 100 epochs, CPU) is trained on the counts of ``pbmc68k_reduced``
-(:func:`~lrp_domains.bio.scvi_models.pbmc_counts`) with the default MLP's held-out test cells
+(:func:`~lrp_domains.bio.cells.scvi_models.pbmc_counts`) with the default MLP's held-out test cells
 unlabelled, and cached under ``cache_dir`` so re-runs do not retrain. On the held-out cells
 (``cells="held-out"``, default) or all 700 (``cells="all"``), each method explains the true
-class's logit of :func:`~lrp_domains.bio.scvi_models.scanvi_classifier` (counts in), then, as in
+class's logit of :func:`~lrp_domains.bio.cells.scvi_models.scanvi_classifier` (counts in), then, as in
 :mod:`lrp_domains.bench.genes`:
 
 - markers@20 / markers@50: share of each class's canonical markers (those among the 765 genes) in
@@ -67,7 +67,7 @@ def attributions(model: torch.nn.Module, values: torch.Tensor, target: torch.Ten
     in gradients (forward + backward passes per cell)."""
     from lrp_domains import evaluate as E
     from lrp_domains import explain
-    from lrp_domains.bio.scvi_models import scanvi_composite
+    from lrp_domains.bio.cells.scvi_models import scanvi_composite
 
     found: dict[str, tuple[Callable[[], torch.Tensor], int]] = {}
     for name in composites:
@@ -97,15 +97,15 @@ def run(cache_dir: str | Path | None = None, cells: str = "held-out", methods: t
     its own); None keeps torch's setting."""
     import scanpy as sc
 
-    from lrp_domains.bio.default_model import markers_in, test_cells
-    from lrp_domains.bio.scvi_models import classes_of, genes_of, load_or_train, pbmc_counts, scanvi_classifier
+    from lrp_domains.bio.cells.pbmc_mlp import held_out_cells, markers_in
+    from lrp_domains.bio.cells.scvi_models import classes_of, genes_of, load_or_train, pbmc_counts, scanvi_classifier
 
     if cells not in ("held-out", "all"):
         raise ValueError(f"cells must be 'held-out' or 'all', got {cells!r}")
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     original = sc.datasets.pbmc68k_reduced()
     counts = pbmc_counts(original)
-    held_out = test_cells()
+    held_out = held_out_cells()
     path = _cache_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), TRAIN, held_out)
     scanvi = load_or_train(path, counts, held_out=held_out, **TRAIN)
     model = scanvi_classifier(scanvi).eval()

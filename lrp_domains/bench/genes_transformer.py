@@ -1,6 +1,6 @@
 """``lrp-domains bench genes``, gene-transformer rows: a tiny Geneformer-style BERT on PBMCs, by method.
 
-The model (:func:`lrp_domains.bio.gene_transformer.train_gene_transformer`, trained once on
+The model (:func:`lrp_domains.bio.cells.gene_transformer.train_gene_transformer`, trained once on
 ``pbmc68k_reduced`` and cached under ``cache_dir``) reads each cell as ``[CLS]`` plus its top
 ``max_genes`` genes by median-normalised expression. For each method, relevance of every gene
 token for each cell's true class (``bulk_labels``) on all 700 cells, then as in
@@ -18,7 +18,7 @@ token for each cell's true class (``bulk_labels``) on all 700 cells, then as in
   gradients (forward + backward passes per cell).
 
 Methods: ``attnlrp`` and ``cp-lrp`` (token relevance: all of a token's embeddings, see
-:mod:`lrp_domains.bio.gene_transformer`), ``attnlrp (gene embedding)`` (the same pass, gene
+:mod:`lrp_domains.bio.cells.gene_transformer`), ``attnlrp (gene embedding)`` (the same pass, gene
 embedding only), gradient x input and integrated gradients on the gene embeddings
 (:mod:`lrp_domains.evaluate.text`, zero-embedding baseline), random.
 """
@@ -45,8 +45,8 @@ def load_or_train(cache_dir: str | Path = DEFAULT_CACHE, seed: int = 0, max_gene
                   log: Callable[[str], None] | None = None, values: bool = False):
     """The PBMC gene transformer from ``cache_dir`` (trained and saved there on the first call);
     ``values``: the scGPT-style variant with value-bin embeddings."""
-    from lrp_domains.bio.default_model import load_default_data
-    from lrp_domains.bio.gene_transformer import TrainedGeneTransformer, train_gene_transformer
+    from lrp_domains.bio.cells.gene_transformer import TrainedGeneTransformer, train_gene_transformer
+    from lrp_domains.bio.cells.pbmc_mlp import load_default_data
 
     folder = Path(cache_dir) / f"pbmc-gene-transformer-g{max_genes}-e{epochs}-s{seed}{'-values' if values else ''}"
     if (folder / "model.json").is_file():
@@ -61,7 +61,7 @@ def load_or_train(cache_dir: str | Path = DEFAULT_CACHE, seed: int = 0, max_gene
 
 def _remove(sentences, removed: torch.Tensor):
     """``sentences`` without the removed tokens: the others move up (rank order kept), padding at the end."""
-    from lrp_domains.bio.gene_tokens import CellSentences
+    from lrp_domains.bio.cells.gene_tokens import CellSentences
 
     keep = sentences.attention_mask.bool() & ~removed
     order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)
@@ -81,8 +81,8 @@ def run(cache_dir: str | Path = DEFAULT_CACHE, seed: int = 0, repeats: int = 2, 
     import warnings
 
     from lrp_domains.bench.genes import _class_tops, de_tops
-    from lrp_domains.bio.default_model import load_default_data, markers_in
-    from lrp_domains.bio.gene_transformer import GeneTransformerExplainer, predict, tokens_to_genes
+    from lrp_domains.bio.cells.gene_transformer import GeneTransformerExplainer, predict, tokens_to_genes
+    from lrp_domains.bio.cells.pbmc_mlp import load_default_data, markers_in
     from lrp_domains.evaluate import text as T
 
     warnings.filterwarnings("ignore", message="some explanations lost or gained")

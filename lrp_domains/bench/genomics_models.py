@@ -1,21 +1,21 @@
 """``lrp-domains bench genomics-models``: our LRP next to the genomics peers, on planted-motif ground truth.
 
-Two models trained here on the synthetic planted-motif data (:mod:`lrp_domains.bio.synthetic`), on CPU,
+Two models trained here on the synthetic planted-motif data (:mod:`lrp_domains.bench.data.synthetic`), on CPU,
 cached as safetensors so re-runs do not retrain:
 
 - **NT-like**: a tiny Nucleotide-Transformer-like ``EsmForSequenceClassification`` on non-overlapping
-  k-mer tokens (:func:`lrp_domains.bio.dna_language_model.train_dna_language_model`; k = 3, and data
+  k-mer tokens (:func:`lrp_domains.bench.data.nt_like.train_dna_language_model`; k = 3, and data
   planted with three long motifs, CTCF, REST and NFKB1: with all ten motifs, or 6-mers, the tiny
   transformer trained from scratch on CPU stayed near chance), explained target: the logit of class 1
   (motif planted).
 - **BPNet-like**: a small bpnet-lite ``BPNet`` on synthetic stranded read profiles
-  (:mod:`lrp_domains.bio.profile_model`), explained targets: the profile target (softmax-weighted
+  (:mod:`lrp_domains.bench.data.profiles`), explained targets: the profile target (softmax-weighted
   profile logits, softmax held constant, Avsec et al. 2021; logits mean-centred as in bpnet-lite's
   ``ProfileWrapper``, whose softmax DeepLiftShap does not hold constant but treats with the rescale
   rule) and the counts head.
 
 Methods: our composites (NT-like: ``attnlrp``, ``cp-lrp`` through
-:class:`~lrp_domains.bio.token_sequences.TokenSequenceExplainer`; BPNet: ``genomics``, ``epsilon``
+:class:`~lrp_domains.bio.dna_lm.explainer.TokenSequenceExplainer`; BPNet: ``genomics``, ``epsilon``
 through the core ``explain``), gradient x input, integrated gradients (zero baseline, midpoint rule),
 ISM, and tangermeme's ``deep_lift_shap`` (dinucleotide-shuffled references, 20 per sequence, the
 field's defaults; for BPNet through bpnet-lite's ``ProfileWrapper``/``CountWrapper`` and
@@ -106,8 +106,8 @@ def bpnet_model(cache_dir: Path, settings: dict, log: Callable[[str], None] = pr
     and its record (settings, training, held-out fit)."""
     from safetensors.torch import load_file, save_file
 
-    from lrp_domains.bio.profile_model import build_profile_model, make_profile_data, train_profile_model
-    from lrp_domains.bio.synthetic import make_dataset
+    from lrp_domains.bench.data.profiles import build_profile_model, make_profile_data, train_profile_model
+    from lrp_domains.bench.data.synthetic import make_dataset
 
     stem = Path(cache_dir) / f"bpnet-{_key(settings)}"
     weights, record_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
@@ -137,9 +137,9 @@ def nt_model(cache_dir: Path, settings: dict, log: Callable[[str], None] = print
     from safetensors.torch import load_file, save_file
     from transformers import EsmConfig, EsmForSequenceClassification
 
-    from lrp_domains.bio.dna_language_model import accuracy, train_dna_language_model
-    from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
-    from lrp_domains.bio.synthetic import make_dataset
+    from lrp_domains.bench.data.nt_like import accuracy, train_dna_language_model
+    from lrp_domains.bench.data.synthetic import make_dataset
+    from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
     stem = Path(cache_dir) / f"nt-{_key(settings)}"
     weights, record_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
@@ -170,7 +170,7 @@ def nt_model(cache_dir: Path, settings: dict, log: Callable[[str], None] = print
 
 class OneHotKmerModel(nn.Module):
     """A k-mer token classifier (``EsmForSequenceClassification`` with a
-    :func:`~lrp_domains.bio.dna_tokenizers.kmer_tokenizer`) as a model of one-hot DNA ``(N, 4, L)``:
+    :func:`~lrp_domains.bio.dna_lm.tokenizers.kmer_tokenizer`) as a model of one-hot DNA ``(N, 4, L)``:
     ``<cls>``, then the non-overlapping k-mers, then the ``L mod k`` leftover bases as single-base
     tokens, exactly as the tokenizer reads an ``ACGT`` string; returns the logits ``(N, classes)``.
 
@@ -185,7 +185,8 @@ class OneHotKmerModel(nn.Module):
         super().__init__()
         k = int(tokenizer.init_kwargs.get("kmer", 0))
         if k < 1:
-            raise InputError("OneHotKmerModel needs a k-mer tokenizer (lrp_domains.bio.dna_tokenizers.kmer_tokenizer)")
+            raise InputError("OneHotKmerModel needs a k-mer tokenizer "
+                             "(lrp_domains.bio.dna_lm.tokenizers.kmer_tokenizer)")
         vocab = tokenizer.get_vocab()
         self.model, self.k = model, k
         kmers = sorted((word for word in vocab if len(word) == k and set(word) <= set("ACGT")), key=vocab.get)
@@ -225,7 +226,7 @@ class OneHotKmerModel(nn.Module):
 
 class HeadModel(nn.Module):
     """A multi-head model reduced to one explained value ``(N, 1)`` by a target callable (e.g.
-    :func:`~lrp_domains.bio.genomic_targets.profile_target`), for the one-output baselines."""
+    :func:`~lrp_domains.bio.sequences.targets.profile_target`), for the one-output baselines."""
 
     def __init__(self, model: nn.Module, target: Callable[[Any], torch.Tensor]) -> None:
         super().__init__()
@@ -298,7 +299,7 @@ def bpnet_cases(model: nn.Module, onehot: torch.Tensor, truth: torch.Tensor, ig_
     import lrp_domains.bio  # noqa: F401  (registers the genomics composite)
     from lrp_domains import evaluate as E
     from lrp_domains import explain
-    from lrp_domains.bio.genomic_targets import counts_target, profile_target
+    from lrp_domains.bio.sequences.targets import counts_target, profile_target
 
     cases = []
     # center=True: the mean-centred logits bpnet-lite's ProfileWrapper explains (for DeepLiftShap), for every method.
@@ -340,9 +341,9 @@ def nt_case(model: nn.Module, tokenizer: Any, onehot: torch.Tensor, sequences: l
     ours: tuple[str, ...] = ()
     notes: dict[str, str] = {}
     try:
-        from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+        from lrp_domains.bio.dna_lm.explainer import TokenSequenceExplainer
     except ImportError:
-        notes["ours"] = "lrp_domains.bio.token_sequences is missing: no rows for our composites"
+        notes["ours"] = "lrp_domains.bio.dna_lm.explainer is missing: no rows for our composites"
     else:
         for composite in ("attnlrp", "cp-lrp"):
             explainer = TokenSequenceExplainer(model, tokenizer, composite=composite)
@@ -428,7 +429,7 @@ def run(n: int = 400, quick: bool = False, cache_dir: Path | None = None, models
         log: Callable[[str], None] = print) -> dict:
     """Train or load the models, build the cases on the positive sequences among ``n`` test sequences,
     score them; returns ``{"rows", "verdicts", "models", "missing", "threads"}``."""
-    from lrp_domains.bio.synthetic import make_dataset
+    from lrp_domains.bench.data.synthetic import make_dataset
 
     if n < 2:
         raise InputError(f"--n must be at least 2 (half of the test sequences are positive), got {n}")

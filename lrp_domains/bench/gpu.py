@@ -125,7 +125,7 @@ def _word_embedding(model: nn.Module) -> str:
 def lrp_relevance(model: nn.Module, ids: torch.Tensor, composite: str) -> torch.Tensor:
     """Our relevance of each token for the predicted next-token logit, ``(N, T)``: ``explain`` with
     the relevance read at the embeddings (as ``TextExplainer.explain_next_token``)."""
-    from lrp_domains.core.attribution import explain
+    from lrp_domains.core.engine.attribution import explain
 
     result = explain(model, {"input_ids": ids}, composite=composite, sources=nn.Embedding, output=last_logits,
                      check_delta=False)
@@ -135,8 +135,8 @@ def lrp_relevance(model: nn.Module, ids: torch.Tensor, composite: str) -> torch.
 def scope_relevance(model: nn.Module, ids: torch.Tensor, composite: str) -> torch.Tensor:
     """As :func:`lrp_relevance`, in a scope entered directly so that the model keeps its training
     mode (the probe for gradient checkpointing: ``explain`` switches to eval mode)."""
-    from lrp_domains.core.attribution import read_relevance, resolve_composite, run_tracked
-    from lrp_domains.core.targets import select_target
+    from lrp_domains.core.engine.attribution import read_relevance, resolve_composite, run_tracked
+    from lrp_domains.core.engine.targets import select_target
 
     names = [name for name, module in model.named_modules() if isinstance(module, nn.Embedding)]
     with torch.enable_grad(), resolve_composite(composite).context(model) as scope:
@@ -352,7 +352,7 @@ def longest_fitting(try_length: Callable[[int], bool], start: int, cap: int, max
 
 # -- the decoder part -----------------------------------------------------------------------------
 def _attention_inside(model: nn.Module, composite: str) -> str:
-    from lrp_domains.core.attribution import resolve_composite
+    from lrp_domains.core.engine.attribution import resolve_composite
 
     with resolve_composite(composite).context(model):
         return str(model.config._attn_implementation)
@@ -576,7 +576,7 @@ def sequence_rows(device: torch.device, batch: int, dtypes: Sequence[torch.dtype
     """The default sequence CNN: forward, gradient x input and the genomics composite through
     ``SequenceExplainer`` (one-hot on the host in, per-position relevance out) on ``batch``
     synthetic 200-bp sequences, per dtype."""
-    from lrp_domains.bio.synthetic import make_dataset
+    from lrp_domains.bench.data.synthetic import make_dataset
 
     onehot = make_dataset(batch, seed=3).onehot
     rows, relevance = [], {}
@@ -593,7 +593,7 @@ def sequence_rows(device: torch.device, batch: int, dtypes: Sequence[torch.dtype
 def _sequences(device: torch.device, dtype: torch.dtype, onehot: torch.Tensor,
                repeats: int) -> tuple[list[dict[str, Any]], torch.Tensor]:
     from lrp_domains.bio import SequenceExplainer
-    from lrp_domains.bio.sequence_model import load_default_sequence_model
+    from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
 
     model = load_default_sequence_model(device).to(dtype).requires_grad_(False)
     explainer = SequenceExplainer(model)

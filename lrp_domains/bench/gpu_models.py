@@ -55,7 +55,7 @@ def build(name: str, tiny: bool) -> tuple[nn.Module, dict[str, Any], int, int]:
     if name.startswith("bpnet"):
         from bpnetlite.bpnet import BPNet
 
-        from lrp_domains.bio.genomic_targets import counts_target, profile_target
+        from lrp_domains.bio.sequences.targets import counts_target, profile_target
 
         model = BPNet(n_filters=8 if tiny else 64, n_layers=2 if tiny else 8, n_outputs=2, n_control_tracks=0,
                       verbose=False).eval()
@@ -64,7 +64,7 @@ def build(name: str, tiny: bool) -> tuple[nn.Module, dict[str, Any], int, int]:
     if name == "enformer":
         from enformer_pytorch import Enformer
 
-        from lrp_domains.bio.genomic_targets import track_target
+        from lrp_domains.bio.sequences.targets import track_target
 
         if tiny:
             model = Enformer.from_hparams(dim=24, depth=1, heads=2, attn_dim_key=4, num_downsamples=3,
@@ -80,7 +80,7 @@ def build(name: str, tiny: bool) -> tuple[nn.Module, dict[str, Any], int, int]:
         from borzoi_pytorch import Borzoi
         from borzoi_pytorch.config_borzoi import BorzoiConfig
 
-        from lrp_domains.bio.genomic_targets import track_target
+        from lrp_domains.bio.sequences.targets import track_target
 
         if tiny:
             config = BorzoiConfig(dim=16, depth=1, heads=2, attn_dim_key=4, attn_dim_value=8, bins_to_return=4,
@@ -95,8 +95,8 @@ def build(name: str, tiny: bool) -> tuple[nn.Module, dict[str, Any], int, int]:
         # Borzoi's output is (N, tracks, bins): said here, as the plain gradient reads the target directly
         return model, {"target": track_target(0, bins=bins, layout="NCL")}, length, 2 if tiny else 4
     if name == "nt":
-        from lrp_domains.bio.dna_language_model import build_nt_like
-        from lrp_domains.bio.dna_tokenizers import kmer_tokenizer
+        from lrp_domains.bench.data.nt_like import build_nt_like
+        from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
         tokens = 16 if tiny else 999
         tokenizer = kmer_tokenizer(6, model_max_length=tokens + 1)
@@ -113,12 +113,12 @@ class _Bench:
         self.name, self.model, self.sequences = name, model, sequences
         self.options = dict(options)
         if name == "nt":
-            from lrp_domains.bio.token_sequences import TokenSequenceExplainer
+            from lrp_domains.bio.dna_lm.explainer import TokenSequenceExplainer
 
             self.tokenizer = self.options.pop("tokenizer")
             self.explainer = TokenSequenceExplainer(model, self.tokenizer, composite="attnlrp")
         else:
-            from lrp_domains.bio.sequence_explainer import SequenceExplainer
+            from lrp_domains.bio.sequences.explainer import SequenceExplainer
 
             self.target = self.options.pop("target")
             self.explainer = SequenceExplainer(model, **self.options)
@@ -133,7 +133,7 @@ class _Bench:
 
     def gradient(self) -> torch.Tensor:
         """A plain gradient of the same explained value (one-hot input, or token embeddings)."""
-        from lrp_domains.core.attribution import model_dtype
+        from lrp_domains.core.engine.attribution import model_dtype
 
         device = next(self.model.parameters()).device
         dtype = model_dtype(self.model) or torch.float32
@@ -145,7 +145,7 @@ class _Bench:
             value = logits.gather(1, logits.detach().argmax(1, keepdim=True)).sum()
             (grad,) = torch.autograd.grad(value, embeddings)
             return grad
-        from lrp_domains.bio.sequences import one_hot
+        from lrp_domains.bio.sequences.onehot import one_hot
 
         onehot = one_hot(self.sequences).to(device, dtype).requires_grad_(True)
         value = self.target(self.explainer.runner(onehot)).sum()

@@ -1,7 +1,7 @@
 """``lrp-domains bench motifs``: seqlets per second annotated against all of JASPAR2024 vertebrates.
 
 Seqlets come from real explanations: the default CNN on synthetic sequences
-(``lrp_domains.bio.synthetic``, JASPAR motifs planted in random DNA), seqlets of both signs
+(``lrp_domains.bench.data.synthetic``, JASPAR motifs planted in random DNA), seqlets of both signs
 (:func:`~lrp_domains.bio.call_seqlets`), repeated in order when there are fewer than asked for.
 Each is annotated against the 879 JASPAR2024 CORE vertebrate motifs (both strands, the 5 best
 candidates get exact p-values), two ways, in one run:
@@ -33,8 +33,8 @@ import pandas as pd
 
 def bench_seqlets(n_seqlets: int, seed: int = 0) -> pd.DataFrame:
     """``n_seqlets`` seqlets of the default CNN's explanations of synthetic sequences."""
+    from lrp_domains.bench.data.synthetic import make_dataset
     from lrp_domains.bio import SequenceExplainer, call_seqlets
-    from lrp_domains.bio.synthetic import make_dataset
 
     data = make_dataset(max(50, min(n_seqlets, 2000)), seed=seed)
     explanation = SequenceExplainer.default().explain(list(data.sequences), ids=list(data.ids))
@@ -51,7 +51,7 @@ def biopython_annotate(seqlets: pd.DataFrame, library: list, cache: dict, candid
     distributions kept in ``cache``; returns the table and the seconds of each distribution built."""
     from Bio.Seq import Seq
 
-    from lrp_domains.bio.motifs import _best_site, _pssm, _scannable
+    from lrp_domains.bio.motifs.seqlets import _best_site, _pssm, _scannable
 
     built = []
 
@@ -104,7 +104,7 @@ def biopython_annotate(seqlets: pd.DataFrame, library: list, cache: dict, candid
 
 
 def _clear_caches() -> None:
-    from lrp_domains.bio import motifs as M
+    from lrp_domains.bio.motifs import seqlets as M
 
     for cached in (M._pssm, M._distribution, M._library_tables):
         cached.cache_clear()
@@ -114,7 +114,7 @@ def run(n_seqlets: int = 2000, repeats: int = 3, old_seqlets: int = 20, release:
     """Rows per method: seqlets timed, warm seconds per seqlet, seqlets per second, warm-up
     seconds, whether the two tables agree (on the Biopython sample)."""
     from lrp_domains.bio import annotate_seqlets
-    from lrp_domains.bio import motifs as M
+    from lrp_domains.bio.motifs import seqlets as M
 
     library = M.load_motifs(release)  # pyjaspar's database read once, outside every timing
     seqlets = bench_seqlets(n_seqlets)

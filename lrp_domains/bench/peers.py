@@ -51,8 +51,9 @@ def run(n: int = 400, references: int = 20, seed: int = 0) -> list[dict]:
 
     from lrp_domains import evaluate as E
     from lrp_domains import explain
+    from lrp_domains.bench.data.cnn import benchmark_data
     from lrp_domains.bench.measure import interleaved_times
-    from lrp_domains.bio.sequence_model import benchmark_data, load_default_sequence_model
+    from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
 
     warnings.filterwarnings("ignore")
     model = load_default_sequence_model()

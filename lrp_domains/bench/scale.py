@@ -1,6 +1,6 @@
 """``lrp-domains bench scale``: dataset-scale throughput and memory of ``explain_dataset``.
 
-Input: synthetic FASTA (``lrp_domains.bio.synthetic``, 200 bp) explained by the default sequence
+Input: synthetic FASTA (``lrp_domains.bench.data.synthetic``, 200 bp) explained by the default sequence
 CNN, or SST-2 dev sentences (repeated to the size asked) explained by the default sentiment model.
 Throughput: items per second of whole runs (indexing, reading, explaining, writing Parquet and
 the manifest) of the local engine (all threads, and 1 thread) and of the Ray engine with 1 and 2
@@ -28,7 +28,7 @@ from typing import Any
 def write_input(kind: str, n: int, path: Path) -> Path:
     """An input file of ``n`` items for ``kind`` (``sequences`` or ``text``)."""
     if kind == "sequences":
-        from lrp_domains.bio.synthetic import make_dataset, write_fasta
+        from lrp_domains.bench.data.synthetic import make_dataset, write_fasta
 
         return write_fasta(path.with_suffix(".fa"), make_dataset(n, seed=11))
     from lrp_domains.bench.text_faithfulness import sst2_dev

@@ -1,6 +1,6 @@
 """``lrp-domains bench sequences``: attributions against planted-motif ground truth.
 
-The default CNN and held-out synthetic sequences (``lrp_domains.bio.synthetic``: JASPAR motifs
+The default CNN and held-out synthetic sequences (``lrp_domains.bench.data.synthetic``: JASPAR motifs
 planted in random DNA, Koo & Ploenzke 2021). For each positive test sequence, the position
 scores of a method are compared with the ground truth (positions whose generating motif column
 carries more than 0.1 bit): AUROC and AUPR per sequence, averaged. Position score = the relevance
@@ -68,8 +68,9 @@ def methods(model, onehot: torch.Tensor, target, batch_size: int = 128) -> dict[
 
 def run(n: int = 1000, include_ism: bool = True, threads: int | None = None, repeats: int = 10) -> list[dict]:
     """Rows: method, mean AUROC, mean AUPR, seconds, cost in gradients."""
+    from lrp_domains.bench.data.cnn import benchmark_data
     from lrp_domains.bench.measure import interleaved_times
-    from lrp_domains.bio.sequence_model import benchmark_data, load_default_sequence_model
+    from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
     from lrp_domains.evaluate import aupr, auroc
 
     warnings.filterwarnings("ignore", message="some explanations lost or gained")

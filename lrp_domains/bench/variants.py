@@ -1,6 +1,6 @@
 """``lrp-domains bench variants``: do motif-breaking variants rank first, and is the lost motif named?
 
-The genome and the variants come from :func:`lrp_domains.bio.variant_benchmark.make_variant_benchmark`
+The genome and the variants come from :func:`lrp_domains.bench.data.variants.make_variant_benchmark`
 (random chromosomes with planted JASPAR motifs; per motif one ``break`` SNV at its most informative
 core base, one ``flank`` SNV 1-5 bases outside it and one ``far`` SNV more than half a window from
 every motif). :func:`~lrp_domains.bio.explain_variants` explains both windows of every variant with
@@ -14,7 +14,7 @@ the default CNN; the same windows also get in-silico mutagenesis (ISM,
 - **mean |effect| per category**: ``far`` should be near zero;
 - **named**: among ``break`` variants, the fraction whose ``ref_motif`` (the strongest seqlet
   overlapping the variant in the REF window, best JASPAR2024 match,
-  :mod:`lrp_domains.bio.variant_motifs`) is the planted motif by name (``exact``), shares its JASPAR
+  :mod:`lrp_domains.bio.variants.motifs`) is the planted motif by name (``exact``), shares its JASPAR
   TF family (``family``: JASPAR holds paralogues such as CEBPE for CEBPB, ELK3 for ELK1), or is
   the planted motif when the library is the ten synthetic motifs only (``planted lib``); ``lost``:
   the fraction with ``motif_change == "lost"``; ``far named``: how often a ``far`` variant's REF
@@ -48,24 +48,24 @@ CHROM_LENGTH = 6000
 
 def benchmark(out_dir: str | Path, n: int, seed: int = 0) -> Any:
     """The bench's genome and variants with ``n`` planted motifs (``3 n`` variants) in ``out_dir``."""
-    from lrp_domains.bio.variant_benchmark import make_variant_benchmark
+    from lrp_domains.bench.data.variants import make_variant_benchmark
 
     return make_variant_benchmark(out_dir, n_chroms=-(-n // MOTIFS_PER_CHROM), chrom_length=CHROM_LENGTH,
                                   n_motifs=n, seed=seed)
 
 
 def planted_library(release: str = "JASPAR2024") -> list:
-    """The JASPAR motifs of :data:`lrp_domains.bio.synthetic.MOTIF_IDS` (all ten synthetic motifs, the
+    """The JASPAR motifs of :data:`lrp_domains.bench.data.synthetic.MOTIF_IDS` (all ten synthetic motifs, the
     planted ones and their decoys) from ``release``, as :func:`~lrp_domains.bio.annotate_seqlets` takes them."""
-    from lrp_domains.bio.motifs import load_motifs
-    from lrp_domains.bio.synthetic import MOTIF_IDS
+    from lrp_domains.bench.data.synthetic import MOTIF_IDS
+    from lrp_domains.bio.motifs.seqlets import load_motifs
 
     return [m for m in load_motifs(release) if m.matrix_id in MOTIF_IDS]
 
 
 def families(release: str = "JASPAR2024") -> dict[str, set[str]]:
     """JASPAR name -> its TF families (pyjaspar's ``tf_family``; a name in several matrices gets all)."""
-    from lrp_domains.bio.motifs import load_motifs
+    from lrp_domains.bio.motifs.seqlets import load_motifs
 
     found: dict[str, set[str]] = {}
     for motif in load_motifs(release):
@@ -87,7 +87,7 @@ def labelled(table: pd.DataFrame, bench: Any) -> pd.DataFrame:
 
 def aurocs(scores: np.ndarray, category: np.ndarray) -> tuple[float, float]:
     """AUROC of ``|scores|`` for ``break`` against ``flank`` + ``far``, and against ``far`` alone."""
-    from lrp_domains.bio.sequence_model import auroc
+    from lrp_domains.evaluate.ground_truth import roc_auc as auroc
 
     size = np.abs(np.asarray(scores, dtype=np.float64))
     positive = category == "break"
@@ -120,12 +120,12 @@ def naming(table: pd.DataFrame, family_of: dict[str, set[str]] | None = None) ->
 def ism_windows(model: torch.nn.Module, bench: Any, batch_size: int = 128) -> tuple[pd.DataFrame, list]:
     """ISM on the benchmark's windows: per variant ``id`` and ``ism`` (the REF window's ISM value at
     the variant base), and per variant both windows' ISM scores as
-    :func:`~lrp_domains.bio.variant_motifs.variant_motifs` reads them (for naming)."""
+    :func:`~lrp_domains.bio.variants.motifs.variant_motifs` reads them (for naming)."""
     import pyfaidx
 
-    from lrp_domains.bio.sequences import one_hot
-    from lrp_domains.bio.variant_motifs import allele_windows
-    from lrp_domains.bio.variants import read_vcf, variant_windows
+    from lrp_domains.bio.sequences.onehot import one_hot
+    from lrp_domains.bio.variants.effects import read_vcf, variant_windows
+    from lrp_domains.bio.variants.motifs import allele_windows
     from lrp_domains.evaluate.baselines import ism
 
     with pyfaidx.Fasta(str(bench.fasta), as_raw=True) as genome:
@@ -143,7 +143,7 @@ def ism_windows(model: torch.nn.Module, bench: Any, batch_size: int = 128) -> tu
 
 def ism_named(scores: pd.DataFrame, pairs: list, motifs: Any) -> pd.DataFrame:
     """``scores`` (from :func:`ism_windows`) with the motif columns named from ISM's scores against ``motifs``."""
-    from lrp_domains.bio.variant_motifs import variant_motifs
+    from lrp_domains.bio.variants.motifs import variant_motifs
 
     return pd.concat([scores.reset_index(drop=True), pd.DataFrame(variant_motifs(pairs, motifs))], axis=1)
 
@@ -153,8 +153,8 @@ def _cost_functions(bench: Any, explainers: dict[str, Any], model: torch.nn.Modu
     the REF windows, and the plain gradient of every window (both alleles)."""
     import pyfaidx
 
-    from lrp_domains.bio.sequences import one_hot
-    from lrp_domains.bio.variants import explain_variants, read_vcf, variant_windows
+    from lrp_domains.bio.sequences.onehot import one_hot
+    from lrp_domains.bio.variants.effects import explain_variants, read_vcf, variant_windows
     from lrp_domains.evaluate.baselines import gradient, ism
 
     with pyfaidx.Fasta(str(bench.fasta), as_raw=True) as genome:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lrp_domains.bio.architecture_rules import DetachedStdNorm, elementwise_activation
+from lrp_domains.bio.architectures.rules import DetachedStdNorm, elementwise_activation
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.composites import CONV, DENSE, register
 from lrp_domains.core.functional import pass_handler, stop_handler
@@ -23,7 +23,7 @@ def genomics(gamma: float = 0.25, epsilon: float = 1e-6, softmax: str = "detach"
     sequences``; see the README).
 
     For the published profile and hybrid architectures (bpnet-lite, Enformer, Borzoi; see
-    :mod:`lrp_domains.bio.architecture_rules`): LayerNorm with its standard deviation held
+    :mod:`lrp_domains.bio.architectures.rules`): LayerNorm with its standard deviation held
     constant (AttnLRP, Sec. 3.3.2), softmax detached in attention and attention pooling (CP-LRP,
     Ali et al. 2022), the identity rule on their custom elementwise modules (Enformer's GELU,
     ChromBPNet's exp/log). ``softmax="gradient"`` treats softmax as AttnLRP does instead (see

@@ -67,9 +67,9 @@ def genes_command(
     """Gene relevance per sample and per class, with figures, marker and DE tables, and an HTML report:
     a run into OUT/run (as `lrp-domains run genes`, the same rows), then its report into OUT."""
     from lrp_domains.bio import ExpressionExplainer
-    from lrp_domains.bio.cells import cells_reader
-    from lrp_domains.bio.genes import read_markers
-    from lrp_domains.bio.scvi_models import is_model_folder
+    from lrp_domains.bio.cells.genes import read_markers
+    from lrp_domains.bio.cells.readers import cells_reader
+    from lrp_domains.bio.cells.scvi_models import is_model_folder
     from lrp_domains.models import load_user_model
     from lrp_domains.report.runs import report_run
     from lrp_domains.run import explain_dataset
@@ -82,7 +82,7 @@ def genes_command(
             raise InputError("give DATA (an .h5ad or .csv/.tsv file) when using --model")
         marker_sets = read_markers(markers) if markers is not None else None
         if data is None:
-            from lrp_domains.bio.default_model import default_data_path
+            from lrp_domains.bio.cells.pbmc_mlp import default_data_path
 
             data, label_column = default_data_path(), label_column or "bulk_labels"
             notes.append(NOISY_LABELS)
@@ -90,7 +90,7 @@ def genes_command(
         if getattr(reader, "ignored", None):
             notes.append(f"Columns that are not numbers were ignored (not genes): {', '.join(reader.ignored)}.")
         if model is None:
-            from lrp_domains.bio.default_model import markers_in
+            from lrp_domains.bio.cells.pbmc_mlp import markers_in
 
             explainer = ExpressionExplainer.default(composite=composite)
             marker_sets = marker_sets or markers_in(explainer.genes)
@@ -138,8 +138,8 @@ def sequences_command(
     a run into OUT/run (as `lrp-domains run sequences`, the same rows), then its report into OUT."""
     from functools import partial
 
-    from lrp_domains.bio.genomic_targets import parse_sequence_target
-    from lrp_domains.bio.motifs import load_motifs
+    from lrp_domains.bio.motifs.seqlets import load_motifs
+    from lrp_domains.bio.sequences.targets import parse_sequence_target
     from lrp_domains.commands.run import run_input
     from lrp_domains.domains import build_explainer
     from lrp_domains.files.fasta import FastaRecords, check_unique
@@ -186,8 +186,8 @@ def concepts_command(
     """What the filters of a convolution layer carry: relevance share, conditional seqlets, CWM,
     best JASPAR match, logo and reference sequences per filter (Concept Relevance Propagation)."""
     from lrp_domains.bio import SequenceExplainer
-    from lrp_domains.bio.filter_concepts import explain_filters
-    from lrp_domains.bio.motifs import load_motifs
+    from lrp_domains.bio.concepts.filters import explain_filters
+    from lrp_domains.bio.motifs.seqlets import load_motifs
     from lrp_domains.files.fasta import FastaRecords
     from lrp_domains.report.concepts import write_concepts_report
 
@@ -234,8 +234,9 @@ def variants_command(
     import warnings
     from functools import partial
 
-    from lrp_domains.bio.variant_explainer import variants_table
-    from lrp_domains.bio.variants import VariantWarning, genome_sizes, sort_by_effect
+    from lrp_domains.bio.sequences.genome import genome_sizes
+    from lrp_domains.bio.variants.effects import VariantWarning, sort_by_effect
+    from lrp_domains.bio.variants.explainer import variants_table
     from lrp_domains.domains import build_explainer
     from lrp_domains.files.writing import OutputFolder
     from lrp_domains.run import explain_dataset, read_results
@@ -249,7 +250,7 @@ def variants_command(
             raise InputError("--batch-size and --window must be >= 1, --top >= 0")
         library = None if motifs.lower() == "none" else motifs
         if library is not None:
-            from lrp_domains.bio.motifs import load_motifs
+            from lrp_domains.bio.motifs.seqlets import load_motifs
 
             load_motifs(library)  # a bad library is named before any variant is explained
         factory = partial(build_explainer, "variants", model, str(weights) if weights else None, composite)
@@ -275,7 +276,7 @@ def variants_command(
         shown = table.drop(columns=["delta_track"], errors="ignore")
         path = folder.write_text("variants.tsv", shown.to_csv(sep="\t", index=False, float_format="%.6g"))
         if bigwig and (table["status"] == "ok").any():
-            from lrp_domains.bio.variants import variants_to_bigwig
+            from lrp_domains.bio.variants.effects import variants_to_bigwig
 
             with folder.atomic("delta_relevance.bw") as temporary:
                 variants_to_bigwig(table, temporary, genome_sizes(fasta))

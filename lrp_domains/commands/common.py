@@ -16,7 +16,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Library errors that are the user's to fix: printed as one line, exit status 2.
 
     Read when a command runs (the core, and with it torch, is not imported for ``--help``)."""
-    from lrp_domains.core.coverage import LRPCoverageError
+    from lrp_domains.core.engine.coverage import LRPCoverageError
 
     return (ValueError, FileNotFoundError, ImportError, LRPCoverageError)
 

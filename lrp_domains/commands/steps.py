@@ -24,7 +24,7 @@ def bigwig_command(
 ) -> None:
     """Per-base relevance of the observed bases as a bigWig: overlapping windows averaged, minus
     strands mapped back, rows whose status is not ok left out (the run's ids place the windows)."""
-    from lrp_domains.bio.tracks import run_to_bigwig
+    from lrp_domains.bio.sequences.tracks import run_to_bigwig
     from lrp_domains.run.manifest import step_output
 
     with one_line_errors():
@@ -32,7 +32,7 @@ def bigwig_command(
             raise InputError("give --genome or --chrom-sizes, not both")
         sizes = None
         if genome is not None:
-            from lrp_domains.bio.variants import genome_sizes
+            from lrp_domains.bio.sequences.genome import genome_sizes
 
             sizes = genome_sizes(genome)
         elif chrom_sizes is not None:
@@ -52,8 +52,8 @@ def seqlets_command(
 ) -> None:
     """Seqlets over the whole run (one null pooled over every record), as BED6: genome coordinates
     when the ids are regions (--regions runs), else within each record (chrom = the record id)."""
-    from lrp_domains.bio.run_seqlets import ids_are_regions, run_seqlets, write_seqlets_bed
-    from lrp_domains.bio.tracks import run_genome_sizes
+    from lrp_domains.bio.motifs.run_seqlets import ids_are_regions, run_seqlets, write_seqlets_bed
+    from lrp_domains.bio.sequences.tracks import run_genome_sizes
     from lrp_domains.run.manifest import finished_run, step_output
 
     with one_line_errors():
@@ -87,11 +87,11 @@ def report_command(
     with one_line_errors():
         kwargs: dict = {}
         if motifs is not None and motifs.lower() != "none":
-            from lrp_domains.bio.motifs import load_motifs
+            from lrp_domains.bio.motifs.seqlets import load_motifs
 
             kwargs["motifs"] = load_motifs(motifs)
         if markers is not None:
-            from lrp_domains.bio.genes import read_markers
+            from lrp_domains.bio.cells.genes import read_markers
 
             kwargs["markers"] = read_markers(markers)
         if top is not None:
@@ -110,7 +110,7 @@ def h5ad_command(
 ) -> None:
     """The run's input as AnnData with the gene relevance in layers[KEY], the per-class rankings in
     uns[KEY] and each cell's prediction, target, explained value, delta and status in obs."""
-    from lrp_domains.bio.genes import run_to_anndata
+    from lrp_domains.bio.cells.genes import run_to_anndata
     from lrp_domains.run.manifest import step_output
 
     with one_line_errors():

@@ -12,7 +12,7 @@ from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.rules import Epsilon, Identity, Pass, Rule
 
 if TYPE_CHECKING:
-    from lrp_domains.core.scope import Scope
+    from lrp_domains.core.engine.scope import Scope
 
 #: A rule key: a module type, a tuple of types, a module name, or a predicate ``module -> bool``.
 LayerKey = Union[type, tuple, str, Callable[[nn.Module], bool]]
@@ -106,6 +106,6 @@ class Composite:
 
     def context(self, model: nn.Module) -> Scope:
         """Apply this composite to ``model`` inside a ``with`` block (see :class:`Scope`)."""
-        from lrp_domains.core.scope import Scope
+        from lrp_domains.core.engine.scope import Scope
 
         return Scope(model, self)

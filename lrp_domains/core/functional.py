@@ -14,7 +14,7 @@ modules that have a rule) looks at each torch function applied to input-dependen
 
 The latest softmax of a forward is also remembered (its output and its input, the logits): when
 the model's explained output *is* that softmax's output, ``explain`` explains the logits instead
-(:meth:`~lrp_domains.core.scope.Scope.output_logits`).
+(:meth:`~lrp_domains.core.engine.scope.Scope.output_logits`).
 
 "Input-dependent" means "requires grad": inside a scope the model's parameters do not.
 """
@@ -30,11 +30,12 @@ from torch.overrides import TorchFunctionMode
 from lrp_domains.core.gradients import epsilon_grad, identity_rule, scale_grad
 
 if TYPE_CHECKING:
-    from lrp_domains.core.scope import Scope
+    from lrp_domains.core.engine.scope import Scope
 
 IDENTITY_RULE_OPS = frozenset({
     "gelu", "silu", "tanh", "elu", "selu", "celu", "softplus", "mish", "hardswish",
-    "log1p",  # elementwise monotone, f(0) = 0: the identity rule (scvi-tools encoders, lrp_domains.bio.scvi_models)
+    # elementwise monotone, f(0) = 0: the identity rule (scvi-tools encoders, lrp_domains.bio.cells.scvi_models)
+    "log1p",
 })
 
 PRODUCT_OPS = frozenset({
@@ -158,7 +159,7 @@ def default_table() -> dict[str, Callable]:
 
 
 class FunctionalRules(TorchFunctionMode):
-    """The torch-function mode a :class:`~lrp_domains.core.scope.Scope` runs a model's forward in."""
+    """The torch-function mode a :class:`~lrp_domains.core.engine.scope.Scope` runs a model's forward in."""
 
     def __init__(self, scope: Scope, table: dict[str, Callable]) -> None:
         super().__init__()

@@ -29,7 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrp_domains.core.attribution import (
+from lrp_domains.core.composite import Composite
+from lrp_domains.core.engine.attribution import (
     Inputs,
     OutputFn,
     Sources,
@@ -43,8 +44,7 @@ from lrp_domains.core.attribution import (
     resolve_composite,
     run_tracked,
 )
-from lrp_domains.core.composite import Composite
-from lrp_domains.core.targets import Target, resolve_targets, select_target
+from lrp_domains.core.engine.targets import Target, resolve_targets, select_target
 
 __all__ = ["Concepts", "concept_relevance", "conditional_relevance", "explain_concepts", "layer_relevance"]
 

@@ -19,7 +19,7 @@ from lrp_domains.core.layers import AffineOps
 from lrp_domains.core.stabilize import safe_divide, stabilize, stabilize_signed
 
 if TYPE_CHECKING:
-    from lrp_domains.core.scope import ModuleCall
+    from lrp_domains.core.engine.scope import ModuleCall
 
 __all__ = [
     "AlphaBeta", "Epsilon", "Flat", "Gamma", "Identity", "LayerRule", "Pass", "Rule", "Stop",

@@ -14,9 +14,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lrp_domains.core.attribution import batches, eval_mode, prepare_inputs
-from lrp_domains.core.result import Explanation
-from lrp_domains.core.targets import Target, resolve_targets, select_target
+from lrp_domains.core.engine.attribution import batches, eval_mode, prepare_inputs
+from lrp_domains.core.engine.result import Explanation
+from lrp_domains.core.engine.targets import Target, resolve_targets, select_target
 
 #: ``fn(model, batch, target_batch) -> (attribution, output, index, explained)``
 BatchAttribution = Callable[[nn.Module, torch.Tensor, object], tuple]

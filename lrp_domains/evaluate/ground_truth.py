@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
 
@@ -11,18 +14,27 @@ def _per_example(relevance: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Te
     return relevance.reshape(len(relevance), -1).double(), truth.reshape(len(truth), -1).bool()
 
 
+def roc_auc(scores: Any, labels: Any) -> float:
+    """The area under the ROC curve of ``scores`` for binary ``labels`` (the Mann-Whitney U
+    statistic: the probability that a positive outranks a negative, ties counting half); NaN when
+    one class is absent. Arrays or tensors, any shape (flattened)."""
+    values = torch.as_tensor(np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores,
+                                        dtype=np.float64)).reshape(-1)
+    truth = torch.as_tensor(np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
+                            ).reshape(-1).bool()
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+    if positives == 0 or negatives == 0:
+        return float("nan")
+    ranks = _average_ranks(values)
+    return float((ranks[truth].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
 def auroc(relevance: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     """Per example, the probability that a true feature outranks a false one (ties count half):
-    the area under the ROC curve. NaN for examples whose mask is all true or all false."""
+    the area under the ROC curve (:func:`roc_auc`). NaN for examples whose mask is all true or all
+    false."""
     scores, labels = _per_example(relevance, truth)
-    result = torch.full((len(scores),), float("nan"), dtype=torch.float64)
-    for i, (s, y) in enumerate(zip(scores, labels)):
-        positives, negatives = int(y.sum()), int((~y).sum())
-        if positives == 0 or negatives == 0:
-            continue
-        ranks = _average_ranks(s)
-        result[i] = (ranks[y].sum() - positives * (positives + 1) / 2) / (positives * negatives)
-    return result
+    return torch.tensor([roc_auc(s, y) for s, y in zip(scores, labels)], dtype=torch.float64)
 
 
 def aupr(relevance: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lrp_domains.core.attribution import eval_mode
+from lrp_domains.core.engine.attribution import eval_mode
 
 
 @dataclass

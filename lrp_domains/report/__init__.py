@@ -25,7 +25,7 @@ def write_report(explainer: Any, result: Any, out_dir: str | Path, **kwargs: Any
     try:
         return writer(result, out_dir, **kwargs)
     except ValueError as error:
-        from lrp_domains.core.finite import NonFiniteOutputs
+        from lrp_domains.core.engine.finite import NonFiniteOutputs
 
         if isinstance(error, NonFiniteOutputs):  # every record NaN/Inf: name the model's first non-finite parameter
             raise error.naming(getattr(explainer, "model", None)) from None

@@ -210,7 +210,7 @@ def logo(explanation: Any, index: int, start: int | None = None, end: int | None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lrp_domains.bio.motifs import plot_logo
+    from lrp_domains.bio.motifs.seqlets import plot_logo
 
     width = (end or explanation.lengths[index]) - (start or 0)
     with plain_text():

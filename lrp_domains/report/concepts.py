@@ -1,5 +1,5 @@
 """The filter-concept report: ``concepts.tsv``, conditional seqlets, CWM/PPM arrays, a logo per
-filter and one page (see :mod:`lrp_domains.bio.filter_concepts`)."""
+filter and one page (see :mod:`lrp_domains.bio.concepts.filters`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from lrp_domains.bio.filter_concepts import FilterConcepts
+from lrp_domains.bio.concepts.filters import FilterConcepts
 from lrp_domains.files.writing import OutputFolder
 from lrp_domains.report.blocks import Page, figure, paragraph, plain_text, table
 

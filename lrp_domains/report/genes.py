@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lrp_domains.bio.genes import GeneExplanation
-from lrp_domains.core.finite import NonFiniteOutputs
+from lrp_domains.bio.cells.genes import GeneExplanation
+from lrp_domains.core.engine.finite import NonFiniteOutputs
 from lrp_domains.files.writing import OutputFolder
 from lrp_domains.report.blocks import Page, figure, paragraph, plain_text, table
 
@@ -91,7 +91,7 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
 
     Samples whose explained score or relevance is NaN or Inf are named in a warning and a note
     and left out of everything but ``relevance.parquet``; when every sample is, a
-    :class:`~lrp_domains.core.finite.NonFiniteOutputs` error is raised before anything is written."""
+    :class:`~lrp_domains.core.engine.finite.NonFiniteOutputs` error is raised before anything is written."""
     full = explanation
     finite = _finite_samples(explanation)
     if len(finite) and not finite.any():

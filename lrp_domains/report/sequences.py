@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lrp_domains.bio.motifs import annotate_seqlets, call_seqlets
-from lrp_domains.bio.run_seqlets import write_seqlets_bed
-from lrp_domains.bio.sequence_explainer import SequenceExplanation
-from lrp_domains.core.finite import NonFiniteOutputs
+from lrp_domains.bio.motifs.run_seqlets import write_seqlets_bed
+from lrp_domains.bio.motifs.seqlets import annotate_seqlets, call_seqlets
+from lrp_domains.bio.sequences.explainer import SequenceExplanation
+from lrp_domains.core.engine.finite import NonFiniteOutputs
 from lrp_domains.files.writing import OutputFolder
 from lrp_domains.report.blocks import Page, logo, paragraph, plain_text, table
 
@@ -60,8 +60,9 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
 
     Records whose explained value or relevance is NaN or Inf are named in a warning and a note,
     and left out of the seqlets, the summary's ranking, the logos and the tfmodisco arrays (the
-    per-record tables keep them); when every record is, a :class:`~lrp_domains.core.finite.NonFiniteOutputs` error is
-    raised before anything is written."""
+    per-record tables keep them); when every record is, a
+    :class:`~lrp_domains.core.engine.finite.NonFiniteOutputs` error is raised before anything is
+    written."""
     groups = _groups(explanation)
     records = [(g, k) for g in groups for k in range(len(g))]
     bad = _not_finite(groups)
@@ -135,7 +136,7 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
         shown = seqlets.drop(columns=[c for c in ("threshold", "motifs_scanned") if c in seqlets]).copy()
         threshold = float(seqlets["threshold"].iloc[0]) if "threshold" in seqlets else float("nan")
         motif_section.add(paragraph(f"{len(seqlets)} seqlets: windows whose relevance exceeds the 99% quantile of a "
-                                    f"position-shuffled null ({threshold:.3g}; see lrp_domains.bio.motifs)."),
+                                    f"position-shuffled null ({threshold:.3g}; see lrp_domains.bio.motifs.seqlets)."),
                           table(shown, max_rows=40))
         if "motif_name" in seqlets:
             matched = seqlets[seqlets.motif_name.fillna("") != ""].motif_name.value_counts()

@@ -43,7 +43,7 @@ def two_row_logo(explanation: Any, center: int, ref: str, alt: str, flank: int =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lrp_domains.bio.motifs import plot_logo
+    from lrp_domains.bio.motifs.seqlets import plot_logo
 
     length = explanation.lengths[0]
     start = max(0, center - flank)
@@ -72,7 +72,8 @@ def write_variant_report(explainer: Any, variants: pd.DataFrame, fasta: Any, out
     into ``out_dir`` (or into ``folder``, an open :class:`OutputFolder` the caller finishes).
     ``explainer``, ``fasta``, ``window`` and ``target`` as given to
     :func:`~lrp_domains.bio.explain_variants`."""
-    from lrp_domains.bio.variants import VariantRecord, default_window, open_fasta, variant_windows
+    from lrp_domains.bio.sequences.genome import default_window, open_fasta
+    from lrp_domains.bio.variants.effects import VariantRecord, variant_windows
 
     own = folder is None
     folder = folder or OutputFolder(out_dir, "variant-report")
@@ -85,7 +86,7 @@ def write_variant_report(explainer: Any, variants: pd.DataFrame, fasta: Any, out
     section.add(paragraph("delta_score: the alternative window's explained output minus the reference window's. "
                           "delta_relevance: the relevance of ALT's bases minus REF's. Motifs: the best JASPAR match "
                           "of the strongest seqlet at the variant in each window; the change says what became of "
-                          "the reference motif at its site (lrp_domains.bio.variant_motifs)."),
+                          "the reference motif at its site (lrp_domains.bio.variants.motifs)."),
                 table(shown[[c for c in SHOWN_COLUMNS if c in shown]], max_rows=max(1, top)))
     logos = page.section("Logos")
     written: dict[str, Path] = {}

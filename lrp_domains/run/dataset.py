@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from lrp_domains.core.describe import describe, describe_composite
-from lrp_domains.core.finite import NonFiniteOutputs
+from lrp_domains.core.engine.finite import NonFiniteOutputs
 from lrp_domains.domains import NON_FINITE, OK, STATUS, DomainExplainer, Reader, Unusable, kind_of
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard

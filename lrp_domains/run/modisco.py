@@ -81,7 +81,7 @@ def _usable(table: pa.Table) -> list[bool]:
 
 def _write_arrays(files: list[Path], temporary: list[Path], header: dict, length: int, dtype: np.dtype | type,
                   count: int, out: Path, alphabet: str) -> None:
-    from lrp_domains.bio.sequences import one_hot
+    from lrp_domains.bio.sequences.onehot import one_hot
 
     written = 0
     with temporary[0].open("wb") as ohe, temporary[1].open("wb") as attr:

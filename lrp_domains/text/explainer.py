@@ -1,6 +1,6 @@
 """``TextExplainer``: relevance of tokens and words for Hugging Face classifiers and decoders.
 
-Texts are tokenized and padded per batch; :func:`lrp_domains.core.attribution.explain_batches`
+Texts are tokenized and padded per batch; :func:`lrp_domains.core.engine.attribution.explain_batches`
 runs the forward and backward passes, reading relevance at every ``nn.Embedding`` output (word,
 position and token-type embeddings); the word embedding's relevance summed over the hidden size
 is each token's relevance, and tokens are grouped into words by character offsets.
@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrp_domains.core.attribution import explain, explain_batches, model_device, resolve_composite
 from lrp_domains.core.composite import Composite
-from lrp_domains.core.result import Explanation
-from lrp_domains.core.targets import resolve_targets
+from lrp_domains.core.engine.attribution import explain, explain_batches, model_device, resolve_composite
+from lrp_domains.core.engine.result import Explanation
+from lrp_domains.core.engine.targets import resolve_targets
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.models import pretrained_errors, pretrained_tokenizer

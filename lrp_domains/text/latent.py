@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from lrp_domains.core.attribution import default_output, eval_mode, model_device
+from lrp_domains.core.engine.attribution import default_output, eval_mode, model_device
+from lrp_domains.core.engine.targets import resolve_targets, select_target
 from lrp_domains.core.latent import layer_relevance
-from lrp_domains.core.targets import resolve_targets, select_target
 from lrp_domains.text.explainer import TextExplainer, TextTarget, _as_list, _Encoded, _last_position
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ from lrp_domains.core.gradients import identity_rule
 from lrp_domains.core.rules import Rule, single_input
 
 if TYPE_CHECKING:
-    from lrp_domains.core.scope import ModuleCall
+    from lrp_domains.core.engine.scope import ModuleCall
 
 #: Attribute set on activation outputs that may gate a product (``act(gate) * up``).
 GATE_TAG = "_lrp_domains_gate"

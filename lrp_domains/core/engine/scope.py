@@ -1,0 +1,348 @@
+"""The scoped engine: a composite applied to one model instance, undone on exit.
+
+Inside ``with composite.context(model) as scope:`` every submodule of ``model`` that has a rule
+computes its forward through that rule (per-instance ``forward`` attributes, no class-level or
+process-wide patch), parameters do not require grad, and functional calls in ``forward`` run
+under :class:`~lrp_domains.core.functional.FunctionalRules`. On exit, also after an exception,
+each module gets back exactly the ``forward`` attribute it had (or none) and each parameter its
+``requires_grad`` flag. The model's outputs inside equal those outside: rules change only the
+backward pass (a merged BatchNorm changes outputs by rounding only).
+
+A scope has three parts: this lifecycle and call stack; :class:`~lrp_domains.core.engine.coverage.Coverage`
+(operations without a rule); :class:`~lrp_domains.core.engine.tracking.InputTracker` (where relevance is
+read). Rules see none of them: a rule gets a :class:`ModuleCall`, the module as a rule needs it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from lrp_domains.core.canonizers import MergeBatchNorm
+from lrp_domains.core.engine.coverage import Coverage, LRPCoverageError
+from lrp_domains.core.engine.tracking import InputTracker
+from lrp_domains.core.functional import FunctionalRules, default_table
+from lrp_domains.core.layers import AffineOps, affine_ops
+from lrp_domains.core.rules import Rule
+
+if TYPE_CHECKING:
+    from lrp_domains.core.composite import Composite
+
+__all__ = ["LRPCoverageError", "ModuleCall", "Scope", "covered", "current_scope"]
+
+_MISSING = object()
+_SCOPES = threading.local()
+
+
+def _active_scopes() -> list:
+    stack = getattr(_SCOPES, "stack", None)
+    if stack is None:
+        stack = _SCOPES.stack = []
+    return stack
+
+
+def current_scope() -> Scope | None:
+    """The scope whose model is running a forward in this thread (innermost), if any."""
+    stack = _active_scopes()
+    return stack[-1] if stack else None
+
+
+@contextlib.contextmanager
+def covered() -> Iterator[None]:
+    """A region whose torch calls a rule has taken care of (no functional rules, no coverage
+    reports), in the scope running in this thread; nothing outside a scope."""
+    scope = current_scope()
+    with scope.covered() if scope is not None else contextlib.nullcontext():
+        yield
+
+
+@dataclass
+class ModuleCall:
+    """One module as a rule sees it: its original forward, functional form and parameters, and
+    (for input-layer rules) where it may write relevance directly."""
+
+    module: nn.Module
+    name: str
+    original: Callable
+    merged_with: nn.Module | None = None
+    _inputs: InputTracker | None = field(default=None, repr=False)
+    #: The rule this module ran with in its latest call (the composite's ``first`` rule where it
+    #: claimed the input).
+    applied: Rule | None = field(default=None, repr=False)
+
+    @functools.cached_property
+    def ops(self) -> AffineOps | None:
+        """The module as an affine layer (None when it is not one); built on first use."""
+        return affine_ops(self.module)
+
+    @property
+    def merged(self) -> bool:
+        """True while a BatchNorm is merged into this layer (the norm is in eval mode)."""
+        return self.merged_with is not None and not self.merged_with.training
+
+    def params(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Weight and bias (merged with the following BatchNorm where one is), detached."""
+        if self.merged:
+            return MergeBatchNorm.merged_parameters(self.module, self.merged_with)
+        bias = getattr(self.module, "bias", None)
+        return self.module.weight.detach(), None if bias is None else bias.detach()
+
+    def compute(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's output for ``x`` with :meth:`params` (merged or not)."""
+        if self.ops is None:
+            return self.original(x)
+        return self.ops.forward(x, *self.params())
+
+    def describe(self) -> str:
+        """``'features.0' (Conv1d)`` for messages."""
+        return f"'{self.name or '<model>'}' ({type(self.module).__name__})"
+
+    def input_layer(self, x: torch.Tensor) -> tuple[torch.Tensor | None, Callable[[torch.Tensor], None] | None]:
+        """For a rule that writes relevance directly: the anchor collecting the relevance of input
+        ``x`` and where to file hypothetical contributions; ``(None, None)`` when ``x`` is not a
+        tracked model input (the rule then expresses its relevance as ``x * g``)."""
+        if self._inputs is None:
+            return None, None
+        anchor = self._inputs.anchor_for(x, self.describe())
+        return anchor, None if anchor is None else self._inputs.recorder(anchor)
+
+
+class _MergedNorm(Rule):
+    """A BatchNorm merged into the layer before it: passes its input through (eval mode)."""
+
+    def __init__(self, fallback: Rule | None) -> None:
+        self.fallback = fallback
+
+    def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        if not call.module.training:
+            return args[0]
+        if self.fallback is None:
+            return call.original(*args, **kwargs)
+        return self.fallback(call, args, kwargs)
+
+
+@dataclass
+class _ThreadState:
+    stack: list = field(default_factory=list)
+    depth: int = 0
+    first_claimed: bool = False
+    #: The latest softmax of this forward on input-dependent tensors: (output, input, its uncovered key).
+    softmax: tuple | None = None
+
+
+class Scope:
+    """A composite applied to a model; use as a context manager (``composite.context(model)``).
+
+    ``coverage`` holds the operations without a rule, ``inputs`` where relevance is read
+    (:meth:`track` registers the inputs of the next forward).
+    """
+
+    def __init__(self, model: nn.Module, composite: Composite) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.composite = composite
+        self.calls: dict[int, ModuleCall] = {}
+        self.coverage = Coverage()
+        self.inputs = InputTracker()
+        self._saved_forwards: list[tuple[nn.Module, Any]] = []
+        self._saved_flags: list[tuple[nn.Parameter, bool]] = []
+        self._merged: dict[int, nn.Module] = {}
+        self._undo: list[Callable[[], None]] = []
+        self._local = threading.local()
+        table = default_table()
+        table.update(composite.functional)
+        self._mode = FunctionalRules(self, table)
+        self._active = False
+        self._softmax_warned = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> Scope:
+        if self._active:
+            raise RuntimeError("this scope is already active; create a new one with composite.context(model)")
+        try:
+            self._apply()
+        except BaseException:
+            self._restore()
+            raise
+        self._active = True
+        return self
+
+    def __exit__(self, *exc: object) -> bool:
+        self._restore()
+        self._active = False
+        return False
+
+    def _apply(self) -> None:
+        for canonizer in self.composite.canonizers:
+            undo = canonizer.apply(self.model, self)
+            if undo is not None:
+                self._undo.append(undo)
+        norms = {id(norm) for norm in self._merged.values()}
+        last = None
+        if self.composite.last is not None:
+            last = next((m for _, m in reversed(list(self.model.named_modules())) if affine_ops(m) is not None), None)
+        for name, module in self.model.named_modules():
+            rule = self.composite.last if module is last else self.composite.rule_for(name, module)
+            if id(module) in norms:
+                rule = _MergedNorm(rule)
+            self._install(name, module, rule, self._merged.get(id(module)))
+        for param in self.model.parameters():
+            self._saved_flags.append((param, param.requires_grad))
+            param.requires_grad_(False)
+
+    def _install(self, name: str, module: nn.Module, rule: Rule | None, merged_with: nn.Module | None) -> None:
+        original = module.forward
+        call = ModuleCall(module, name, original, merged_with, self.inputs)
+        self.calls[id(module)] = call
+        is_root = module is self.model
+
+        def forward(*args: Any, **kwargs: Any) -> Any:
+            return self._run(call, rule, is_root, args, kwargs)
+
+        # inspect.signature(module.forward) follows __wrapped__: code that reads the forward's
+        # signature (transformers does) sees the original one.
+        forward.__wrapped__ = original
+        self._saved_forwards.append((module, module.__dict__.get("forward", _MISSING)))
+        # An instance attribute shadows the class's forward for this instance only.
+        module.__dict__["forward"] = forward
+
+    def _restore(self) -> None:
+        self._state().softmax = None
+        for module, saved in reversed(self._saved_forwards):
+            if saved is _MISSING:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = saved
+        self._saved_forwards.clear()
+        for param, flag in self._saved_flags:
+            param.requires_grad_(flag)
+        self._saved_flags.clear()
+        errors = []
+        while self._undo:
+            try:
+                self._undo.pop()()
+            except Exception as error:  # undo the rest before reporting
+                errors.append(error)
+        if errors:
+            raise errors[0]
+
+    def merge(self, layer: nn.Module, norm: nn.Module) -> None:
+        """Compute ``layer`` with ``norm`` merged into it, for this scope (used by canonizers)."""
+        self._merged[id(layer)] = norm
+
+    # -- running a module ------------------------------------------------------------------
+    def _state(self) -> _ThreadState:
+        state = getattr(self._local, "state", None)
+        if state is None:
+            state = self._local.state = _ThreadState()
+        return state
+
+    def _run(self, call: ModuleCall, rule: Rule | None, is_root: bool, args: tuple, kwargs: dict) -> Any:
+        state = self._state()
+        outermost = state.depth == 0
+        if outermost:
+            state.first_claimed = False
+            self._mode.__enter__()
+            _active_scopes().append(self)
+        state.depth += 1
+        if self.composite.first is not None and call.ops is not None and self._claims_first(args):
+            rule = self.composite.first
+        call.applied = rule
+        # Functional calls are ours to rule only where no enclosing module has a rule.
+        active = rule is None and (not state.stack or state.stack[-1][1])
+        state.stack.append((call, active))
+        try:
+            output = call.original(*args, **kwargs) if rule is None else rule(call, args, kwargs)
+            if call.name in self.inputs.source_names:
+                with self.covered():
+                    output = self.inputs.source_output(call.name, output)
+            return output
+        finally:
+            state.stack.pop()
+            state.depth -= 1
+            if outermost:
+                _active_scopes().pop()
+                self._mode.__exit__(None, None, None)
+
+    def _claims_first(self, args: tuple) -> bool:
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        if self.inputs.leaves:
+            return x is not None and self.inputs.input_of(x) is not None
+        state = self._state()
+        if state.first_claimed:
+            return False
+        state.first_claimed = True
+        return True
+
+    @contextlib.contextmanager
+    def covered(self) -> Iterator[None]:
+        """A region whose torch calls a rule has taken care of (no functional rules, no reports)."""
+        stack = self._state().stack
+        stack.append((None, False))
+        try:
+            yield
+        finally:
+            stack.pop()
+
+    def functional_active(self) -> bool:
+        """True while the innermost running module has no rule of its own (its ops are ours)."""
+        stack = self._state().stack
+        return bool(stack) and stack[-1][1]
+
+    def record_uncovered(self, operation: str) -> tuple[str, str, str] | None:
+        """Note an operation on input-dependent tensors that no rule covers (functional mode); its
+        coverage key when it is new."""
+        stack = self._state().stack
+        call = next((entry[0] for entry in reversed(stack) if entry[0] is not None), None)
+        return self.coverage.record(operation, call.name if call else "", type(call.module).__name__ if call else "")
+
+    def record_softmax(self, output: Any, logits: torch.Tensor, uncovered: tuple[str, str, str] | None) -> None:
+        """Remember the latest softmax of this forward (functional mode): its output, its input and
+        its coverage key if it recorded one. Only the latest is kept: an output softmax is the
+        forward's last, and one input tensor is all it holds on to."""
+        self._state().softmax = (output, logits, uncovered)
+
+    def output_logits(self, output: Any) -> torch.Tensor | None:
+        """The logits when ``output`` (the explained tensor of the latest forward) is the output of
+        the forward's latest softmax, else None; forgets the softmax either way.
+
+        Relevance of a probability is rarely what a user wants: with the softmax held constant it is
+        zero, with its gradient it mixes every class. The logits are explained instead, said once
+        per scope, and the softmax, now off the explained path, is not reported as uncovered."""
+        state = self._state()
+        record, state.softmax = state.softmax, None
+        if record is None or record[0] is not output:
+            return None
+        _, logits, uncovered = record
+        if uncovered is not None:
+            self.coverage.discard(uncovered)
+        if not self._softmax_warned:
+            self._softmax_warned = True
+            warnings.warn("the model's output is a softmax; explaining its input, the logits (relevance of a "
+                          "probability held constant would be zero)", stacklevel=6)  # explain's caller
+        return logits
+
+    # -- what callers use ---------------------------------------------------------------------
+    def track(self, *inputs: torch.Tensor, batch_size: int | None = None) -> tuple[torch.Tensor, ...]:
+        """Register the model inputs of the next forward; returns leaves that require grad
+        (see :class:`~lrp_domains.core.engine.tracking.InputTracker`)."""
+        self._state().softmax = None
+        return tuple(self.inputs.track(inputs, batch_size))
+
+    @property
+    def uncovered(self) -> list[str]:
+        """Operations without a rule seen so far, as ``"softmax in 'attn' (Attention)"``."""
+        return self.coverage.uncovered
+
+    def check(self, strict: bool) -> None:
+        """Raise (strict) or warn about operations without a rule seen in this scope."""
+        self.coverage.check(strict)

@@ -1,0 +1,183 @@
+"""A direct path for the commonest small model: an ``nn.Sequential`` of plain ``Linear`` layers,
+ReLUs and shape-only modules (an MLP), with any composite whose rules are epsilon, LRP-0 or layer
+rules (z+, gamma, alpha-beta, z-box...).
+
+For such a model the engine's per-module machinery (per-instance forwards, the functional rules'
+``TorchFunctionMode``, autograd Functions per layer) is pure overhead: the same rules are evaluated
+here layer by layer, forward then backward, by the same rule code (``Rule.backward`` on the same
+``_Layer`` a scope would build, the epsilon factor ``z / stab(z)`` of :class:`~lrp_domains.core.
+gradients.EpsilonGrad`), without autograd. Results equal the general path's (tested); the model is
+only read. Anything else (hooks on a module, a patched ``forward``, subclasses, BatchNorm, other
+modules, sources, a custom ``output``) goes through the general engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from lrp_domains.core.composite import Composite
+from lrp_domains.core.engine.result import Explanation
+from lrp_domains.core.engine.targets import select_target
+from lrp_domains.core.layers import AffineOps, affine_ops
+from lrp_domains.core.rules import Epsilon, Identity, LayerRule, Pass, Rule, _Layer
+
+__all__ = ["SequentialPlan", "plan_for"]
+
+_SHAPE_ONLY = (nn.Dropout, nn.Identity, nn.Flatten)
+
+
+@dataclass
+class _Step:
+    kind: str  # "linear", "relu", "flatten", "identity"
+    module: nn.Module
+    rule: Rule | None = None
+    ops: AffineOps | None = None
+
+
+def _hooked(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or getattr(module, "_backward_pre_hooks", None) or "forward" in module.__dict__)
+
+
+def _global_hooks() -> bool:
+    from torch.nn.modules import module as torch_module
+
+    return any(getattr(torch_module, name, None) for name in (
+        "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
+        "_global_backward_pre_hooks"))
+
+
+def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
+    """A plan when ``model`` is such an MLP for ``composite`` (module docstring), else None."""
+    if type(model) is not nn.Sequential or _hooked(model) or _global_hooks() or len(model) == 0:
+        return None
+    if any(type(c).__name__ != "MergeBatchNorm" for c in composite.canonizers):
+        return None
+    linears = [m for m in model if type(m) is nn.Linear]
+    if not linears:
+        return None
+    steps = []
+    for index, module in enumerate(model):
+        if _hooked(module) or any(True for _ in module.children()):
+            return None
+        name = str(index)
+        if type(module) is nn.Linear:
+            if module is linears[0] and composite.first is not None:
+                rule = composite.first
+            elif module is linears[-1] and composite.last is not None:
+                rule = composite.last
+            else:
+                rule = composite.rule_for(name, module)
+            if not (rule is None or isinstance(rule, (Pass, Epsilon, LayerRule))):
+                return None
+            if isinstance(rule, LayerRule) and rule.writes_relevance and module is not linears[0]:
+                return None  # an input-layer rule inside the network: the engine's fallback handles it
+            steps.append(_Step("linear", module, rule, affine_ops(module)))
+        elif type(module) is nn.ReLU:
+            if not isinstance(composite.rule_for(name, module), (Pass, Identity)):
+                return None
+            steps.append(_Step("relu", module))
+        elif type(module) is nn.Flatten:
+            if not isinstance(composite.rule_for(name, module), Pass):
+                return None
+            steps.append(_Step("flatten", module))
+        elif type(module) in _SHAPE_ONLY:
+            if not isinstance(composite.rule_for(name, module), Pass):
+                return None
+            steps.append(_Step("identity", module))
+        elif type(module) is nn.Softmax:
+            return None  # an output softmax: the engine explains its logits (Scope.output_logits) and says so
+        else:
+            return None
+    if steps[0].kind != "linear" and composite.first is not None:
+        return None  # the first rule needs the input layer to come first
+    return SequentialPlan(steps)
+
+
+@dataclass
+class SequentialPlan:
+    """The steps of one MLP and how each passes relevance back."""
+
+    steps: list[_Step]
+
+    def explain_batch(self, x: torch.Tensor, target: torch.Tensor | Callable | None,
+                      hypothetical: bool = False) -> Explanation:
+        """One batch, as :func:`lrp_domains.core.engine.attribution.explain_batches` would give it."""
+        saved: list = []  # per step: (input, z) for linear layers, the input of a ReLU, the shape before a flatten
+        with torch.no_grad():
+            h = x
+            for step in self.steps:
+                if step.kind == "linear":
+                    z = F.linear(h, step.module.weight, step.module.bias)
+                    saved.append((h, z))
+                    h = z
+                elif step.kind == "relu":
+                    saved.append(h)
+                    h = torch.relu(h)
+                elif step.kind == "flatten":
+                    saved.append(tuple(h.shape))
+                    h = step.module(h)
+                else:
+                    saved.append(None)
+        output = h
+        explained, index, grad = _seed(output, target)
+        written = None
+        units = None
+        with torch.no_grad():
+            for position in range(len(self.steps) - 1, -1, -1):
+                step, kept = self.steps[position], saved[position]
+                saved[position] = None  # freed as the backward passes it, as autograd frees its buffers
+                if step.kind == "relu":  # ReLU's own gradient (its rule passes it)
+                    grad = torch.ops.aten.threshold_backward(grad, kept, 0.0)
+                elif step.kind == "flatten":
+                    grad = grad.reshape(kept)
+                elif step.kind == "linear":
+                    h, z = kept
+                    grad, written, units = _linear_backward(step, h, z, grad, position == 0 and hypothetical)
+        relevance = x * grad if grad is not None else torch.zeros_like(x)
+        if written is not None:
+            relevance = relevance + written.reshape(x.shape)
+        hypo = None
+        if hypothetical:
+            hypo = (grad.clone() if grad is not None else torch.zeros_like(x))
+            if units is not None:
+                hypo = hypo + units.reshape(x.shape).to(hypo.dtype)
+        return Explanation.build(relevance, output.detach(), index, explained.detach(), hypo, {})
+
+
+def _seed(output: torch.Tensor, target: torch.Tensor | Callable | None
+          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """The explained values, their indices, and d(explained)/d(output) (the relevance seed)."""
+    if callable(target):
+        leaf = output.detach().requires_grad_(True)
+        with torch.enable_grad():
+            explained, index = select_target(leaf, target)
+            (grad,) = torch.autograd.grad(explained.sum(), leaf, allow_unused=True)
+        return explained.detach(), index, grad if grad is not None else torch.zeros_like(output)
+    explained, index = select_target(output, target)
+    grad = torch.zeros_like(output).reshape(output.shape[0], -1)
+    grad.scatter_(1, index[:, None], 1.0)
+    return explained, index, grad.reshape(output.shape)
+
+
+def _linear_backward(step: _Step, x: torch.Tensor, z: torch.Tensor, grad: torch.Tensor, record: bool
+                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """``(gradient at the input, relevance written directly, hypothetical units)`` of one layer."""
+    rule, weight, bias = step.rule, step.module.weight.detach(), step.module.bias
+    bias = None if bias is None else bias.detach()
+    if isinstance(rule, LayerRule):
+        layer = _Layer(step.ops, x, z, weight, bias, grad)
+        result = rule.backward(layer)
+        if rule.writes_relevance:
+            units = rule.unit_relevance(layer, result) if record else None
+            return None, result, units
+        return result, None, None
+    if isinstance(rule, Epsilon) and rule.epsilon > 0:
+        # as EpsilonGrad: g z / stab(z) = g - eps g / (|z| + eps)
+        grad = torch.addcdiv(grad, grad, z.abs().add_(rule.epsilon), value=-rule.epsilon)
+    return grad @ weight, None, None
