@@ -44,6 +44,7 @@ def run_core_demo(progress: bool = True) -> None:
     from rich.table import Table
 
     console = Console()
+    console.soft_wrap = not console.is_terminal  # piped: whole lines, never wrapped at 80 columns
     with console.status("training a small MLP on a planted rule", spinner="dots") if progress else _null():
         model, x, y = train_model()
     with torch.no_grad():

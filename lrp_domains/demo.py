@@ -21,6 +21,12 @@ NOISY_LABELS = ("pbmc68k_reduced's bulk_labels are noisy: the 'Dendritic' cluste
                 "markers (LYZ, S100A8/9), so those genes do not separate monocytes from it.")
 
 
+NONE_FOUND = "none in the top 20"
+NO_MARKER = "no marker in the model's genes"
+MARKER_COLUMNS = ("markers: the class's known markers among the model's 765 genes; found_genes: those among its "
+                  "top 20; absent_genes: known markers the model lacks (not in its input genes, so never ranked).")
+
+
 def _text(out: Path, progress: bool, section: Section) -> str:
     from lrp_domains.data import example_sentences
     from lrp_domains.report.text import write_text_report
@@ -64,24 +70,29 @@ def _sequences(out: Path, progress: bool, section: Section) -> str:
 
 def _genes(out: Path, progress: bool, section: Section) -> str:
     from lrp_domains.bio import ExpressionExplainer
-    from lrp_domains.bio.cells.pbmc_mlp import load_default_data, markers_in
+    from lrp_domains.bio.cells.pbmc_mlp import PBMC_MARKERS, load_default_data
     from lrp_domains.report.genes import write_gene_report
 
     adata = load_default_data()
     explainer = ExpressionExplainer.default()
     explanation = explainer.explain(adata, target=adata.obs["bulk_labels"].astype(str).tolist(), progress=progress)
-    markers = markers_in(explainer.genes)
-    written = write_gene_report(explanation, out / "genes", markers=markers, adata=adata, groupby="bulk_labels",
+    # every known marker: those the model lacks (CD14, ...) are named on the page, not dropped unsaid
+    written = write_gene_report(explanation, out / "genes", markers=PBMC_MARKERS, adata=adata, groupby="bulk_labels",
                                 title="Genes: PBMC cell types (epsilon rule)", notes=[NOISY_LABELS])
-    overlap = pd.read_csv(written["markers"])
+    overlap = pd.read_csv(written["markers"], keep_default_na=False, na_values={"recall": ["", "nan"]})
     at20 = overlap[overlap.k == 20]
+    shown = at20[["class", "markers", "found", "found_genes", "absent_genes"]].copy()
+    shown["found_genes"] = [genes or (NONE_FOUND if n else NO_MARKER)
+                            for genes, n in zip(shown.found_genes, shown.markers)]
+    shown["absent_genes"] = shown.absent_genes.str.replace(",", ", ").replace("", "\u2013")
     recall = at20.found.sum() / max(at20.markers.sum(), 1)
     section.add(paragraph(f"The default PBMC classifier (MLP, held-out accuracy 0.852) on 700 real cells of "
                           f"scanpy's pbmc68k_reduced, each explained for its own label: {recall:.0%} of the known "
                           "markers are among their class's top 20 genes."),
                 paragraph(NOISY_LABELS, note=True),
                 image(written["heatmap"], "Mean relevance of each class's top genes"),
-                table(at20[["class", "markers", "found", "found_genes"]], caption="known markers in the top 20"),
+                table(shown, caption="known markers in the top 20"),
+                paragraph(MARKER_COLUMNS, note=True),
                 link("genes/report.html", "All classes, bar charts, marker and differential-expression tables"))
     return f"genes: 700 cells x 765 genes, {recall:.0%} of known markers in their class's top 20"
 
@@ -98,6 +109,7 @@ def run_demo(out: str | Path = "lrp-demo", progress: bool = True) -> Path:
     folder.expect(["index.html"])
     out = folder.root
     console = Console()
+    console.soft_wrap = not console.is_terminal  # piped: whole lines, never wrapped at 80 columns
     page = Page("lrp-domains demo", intro="Layer-wise Relevance Propagation on three default models, offline. "
                                           "Each section links to its full report.")
     steps: list[tuple[str, Callable[[Path, bool, Section], str]]] = [

@@ -42,7 +42,7 @@ def test_bounds_by_hand():
 
 
 def test_adapter_bench_runs_and_reports_every_method():
-    from lrp_domains.bench.adapter import run
+    from lrp_domains.bench.engine.adapter import run
 
     rows = run(n=16, batch_size=8, repeats=1, threads=1)
     methods = {row["method"] for row in rows}
@@ -50,3 +50,48 @@ def test_adapter_bench_runs_and_reports_every_method():
             "adapter, string input", "adapter, center", "adapter, rc_average"} == methods
     assert {row["composite"] for row in rows} == {"epsilon", "genomics"}
     assert all(row["ratio"] > 0 for row in rows)
+
+
+def test_each_rule_declares_its_cost_and_an_undeclared_one_is_named():
+    from lrp_domains.bio.architectures.rules import DetachedStdNorm
+    from lrp_domains.core import rules as R
+    from lrp_domains.text import rules as text_rules
+
+    model, x = _mlp(), torch.randn(5, 10)
+    f1, f2 = 5 * 10 * 16, 5 * 16 * 3
+    declared = [R.Pass(), R.Identity(), R.Stop(), R.Uniform(), R.Epsilon(), R.ZPlus(), R.AlphaBeta(), R.Gamma(),
+                R.ZBox(0.0, 1.0), R.WSquare(), R.Flat(), text_rules.LayerNormRule(), text_rules.ActivationRule(),
+                text_rules.ComposedActivationRule(), DetachedStdNorm()]
+    for rule in declared:
+        assert isinstance(rule.macs(True), int) and isinstance(rule.macs(False), int), rule
+    # today's numbers, asked of the rules: epsilon 2, z+ 3 or 5, alpha-beta and gamma 4 or 9, z-box 3, w^2 and flat 2
+    assert [(r.macs(True), r.macs(False)) for r in (R.Epsilon(), R.ZPlus(), R.AlphaBeta(), R.Gamma(), R.ZBox(0, 1),
+                                                    R.WSquare(), R.Flat())] == \
+        [(2, 2), (3, 5), (4, 9), (4, 9), (3, 3), (2, 2), (2, 2)]
+
+    class Mine(R.Rule):
+        def __call__(self, call, args, kwargs):
+            return call.original(*args, **kwargs)
+
+    class Sharper(R.Epsilon):
+        """Another formula than epsilon's: it does not inherit epsilon's cost."""
+
+        def __call__(self, call, args, kwargs):
+            return super().__call__(call, args, kwargs) * 1.0
+
+    class Cheaper(R.ZPlus):
+        def backward(self, layer):
+            return super().backward(layer)
+
+    for rule, name in ((Mine(), "Mine"), (Sharper(), "Sharper"), (Cheaper(), "Cheaper")):
+        with pytest.raises(TypeError, match=f"{name}.*declares no cost"):
+            lower_bound(model, x, Composite({nn.Linear: rule}))
+
+    class Declared(Mine):
+        cost = 3
+
+    assert lower_bound(model, x, Composite({nn.Linear: Declared()})) == pytest.approx(1.5)
+    # a subclass that keeps the formula keeps the cost
+    assert lower_bound(model, x, Composite({nn.Linear: type("Mild", (R.Epsilon,), {})(0.1)})) == pytest.approx(1.0)
+    assert lower_bound(model, x, Composite({nn.Linear: Declared()}, last=R.Epsilon())) == \
+        pytest.approx((3 * f1 + 2 * f2) / (2 * (f1 + f2)))

@@ -6,9 +6,11 @@ import warnings
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("pyjaspar")
 
-from lrp_domains.bench import concepts as B  # noqa: E402
+from lrp_domains.bench.genomics import concepts as B  # noqa: E402
 
 
 @pytest.fixture(scope="module")

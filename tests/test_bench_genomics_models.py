@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from lrp_domains.bench import genomics_models as G
 from lrp_domains.bench.data import profiles as P
 from lrp_domains.bench.data.synthetic import make_dataset, motif_ppms
+from lrp_domains.bench.genomics import models as G
 from lrp_domains.errors import InputError
 
 

@@ -6,11 +6,13 @@ import math
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("transformers")
 
 import lrp_domains as L  # noqa: E402
 import lrp_domains.text  # noqa: E402,F401  (registers attnlrp and cp-lrp)
-from lrp_domains.bench import gpu as G  # noqa: E402
+from lrp_domains.bench.gpu import decoders as G  # noqa: E402
 
 SHAPES = ("1b (tiny)", "8b (tiny)")
 METHODS = (G.GRADIENT, *G.COMPOSITES)

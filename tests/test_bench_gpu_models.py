@@ -12,7 +12,8 @@ pytest.importorskip("enformer_pytorch")
 pytest.importorskip("borzoi_pytorch")
 pytest.importorskip("transformers")
 
-from lrp_domains.bench import gpu_models as G  # noqa: E402
+from lrp_domains.bench.gpu import models as G  # noqa: E402
+from lrp_domains.bench.measure import correlation  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def test_the_gradient_is_the_explained_values_gradient():
 def test_correlation_by_hand():
     a, b = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 7.0])
     # centred: (-1, 0, 1) and (-7/3, -1/3, 8/3); dot 5, norms sqrt(2) and sqrt(114/9)
-    assert math.isclose(G._correlation(a, b), 5 / math.sqrt(2 * 114 / 9), rel_tol=1e-12)
+    assert math.isclose(correlation(a, b), 5 / math.sqrt(2 * 114 / 9), rel_tol=1e-12)
 
 
 def test_a_full_run_measures_a_gpu_only():

@@ -6,7 +6,8 @@ import pytest
 
 sync_api = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")
+pytestmark = [pytest.mark.browser,
+              pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")]
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 
@@ -69,3 +70,15 @@ def test_html_in_a_text_is_shown_never_run(browser, tmp_path):
     assert page.locator("script").count() == 0 and page.locator("section img").count() == 0
     shown = page.locator(".lrp-text").first.inner_text()
     assert "<script>" in shown and "<img" in shown
+
+
+def test_pages_fit_a_normal_window(demo, browser):
+    """Long lists (the genes page's shared_genes) wrap: no page is wider than a 1,280 px window."""
+    for path in (demo, *(demo.parent / name / "report.html" for name in ("text", "sequences", "genes"))):
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(path.resolve().as_uri())
+        page.wait_for_load_state("load")
+        width = page.evaluate("document.body.scrollWidth")
+        assert width <= 1200, f"{path.relative_to(demo.parent)} is {width} px wide"
+        assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+        page.close()

@@ -265,6 +265,7 @@ def test_tabular_resume_recomputes_only_missing_shards(tmp_path, monkeypatch):
     assert read_manifest(out)["complete"]
 
 
+@pytest.mark.cluster
 def test_tabular_ray_engine_equals_local_engine(tmp_path):
     pytest.importorskip("ray.data")
     import ray.cloudpickle

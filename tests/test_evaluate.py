@@ -153,3 +153,52 @@ def test_position_groups_of_one_hot_sequences():
     positions = torch.arange(6).expand(2, 4, 6).reshape(2, -1)
     per_position = E.group_relevance(relevance.reshape(2, -1), positions)
     torch.testing.assert_close(per_position, relevance.sum(1))
+
+
+class _Keyword(nn.Module):
+    """A model of keyword inputs: floating-point ``x`` and an integer ``mask``; a softplus hidden layer."""
+
+    def __init__(self):
+        super().__init__()
+        M.seeded(4)
+        self.hidden = nn.Linear(6, 8).double()
+        self.act = nn.Softplus()
+        self.head = nn.Linear(8, 3).double()
+
+    def forward(self, x, mask):
+        return {"scores": self.head(self.act(self.hidden(x * mask)))}
+
+
+def test_gradient_baselines_take_explains_hooks(x):
+    model = _Keyword()
+    mask = torch.ones(5, 6, dtype=torch.long)
+    output = lambda raw, batch: raw["scores"]  # noqa: E731
+    labels = ["a", "b", "c"]
+    # keyword inputs: relevance of the floating-point ones, the integer mask passes through
+    gxi = E.gradient_x_input(model, {"x": x, "mask": mask}, "b", output=output, labels=labels)
+    plain = E.gradient_x_input(lambda_model(model, mask), x, 1)
+    assert set(gxi.relevance) == {"x"}
+    torch.testing.assert_close(gxi.relevance["x"], plain.relevance)
+    torch.testing.assert_close(gxi.delta, plain.delta)
+    assert gxi.target.tolist() == [1] * 5
+    # sources: relevance read at a module's output (the head is linear after it: IG = gradient x input)
+    hidden = model.act(model.hidden(x)).detach()
+    at = E.gradient_x_input(model, {"x": x, "mask": mask}, 2, output=output, sources=["act"])
+    torch.testing.assert_close(at.sources["act"], hidden * model.head.weight[2].detach())
+    torch.testing.assert_close(at.relevance["x"], torch.zeros_like(x))  # relevance stops at the source
+    ig = E.integrated_gradients(model, {"x": x, "mask": mask}, 2, output=output, sources=[nn.Softplus], steps=3)
+    torch.testing.assert_close(ig.sources["act"], at.sources["act"])
+    grad = E.gradient(model, {"x": x, "mask": mask}, 2, output=output, sources=["act"])
+    torch.testing.assert_close(grad.sources["act"], model.head.weight[2].detach().expand(5, -1))
+
+
+def lambda_model(model, mask):
+    class Bound(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(x, mask[: len(x)])["scores"]
+
+    return Bound()

@@ -79,3 +79,54 @@ def test_token_curves_never_touch_special_tokens_or_padding(setup):
     logits = curve(lambda ids: E.predict(model, encoded, ids), encoded.input_ids, relevance, replace,
                    valid=valid, protected=protected, fractions=(0.0, 1.0))
     torch.testing.assert_close(logits[:, 0], E.predict(model, encoded))
+
+
+def _old_embedding_attributions(model, encoded, target, steps, batch_size):
+    """The text baselines as they were written before they were calls of the tensor baselines:
+    ``inputs_embeds`` scaled by hand, the gradient of the target logit."""
+
+    def grad_at(words, inputs, chosen, scale):
+        leaf = (words * scale).detach().requires_grad_(True)
+        logits = model(inputs_embeds=leaf, **inputs).logits
+        return torch.autograd.grad(logits.gather(1, chosen[:, None]).sum(), leaf)[0]
+
+    parts = {"gxi": [], "ig": []}
+    width = encoded.input_ids.shape[1]
+    with torch.enable_grad():
+        for start in range(0, len(encoded), batch_size):
+            rows = encoded.rows(start, min(start + batch_size, len(encoded)))
+            inputs = rows.model_inputs(torch.device("cpu"))
+            ids = inputs.pop("input_ids")
+            chosen = target[start:start + len(rows)]
+            with torch.no_grad():
+                words = model.get_input_embeddings()(ids)
+            pad = (0, width - ids.shape[1])
+            parts["gxi"].append(torch.nn.functional.pad((words * grad_at(words, inputs, chosen, 1.0)).sum(-1), pad))
+            total = 0.0
+            for k in range(steps):
+                total = total + grad_at(words, inputs, chosen, (k + 0.5) / steps)
+            parts["ig"].append(torch.nn.functional.pad((words * total / steps).sum(-1), pad))
+    return {key: torch.cat(value).detach().double() for key, value in parts.items()}
+
+
+def test_text_baselines_are_the_tensor_baselines_on_the_word_embeddings(setup):
+    import inspect
+
+    from lrp_domains import evaluate as baselines
+
+    model, _, encoded, target = setup
+    old = _old_embedding_attributions(model.eval(), encoded, target, steps=6, batch_size=2)
+    gxi = E.gradient_x_input(model, encoded, target, batch_size=2)
+    ig = E.integrated_gradients(model, encoded, target, steps=6, batch_size=2)
+    assert torch.equal(gxi, old["gxi"])  # the same operations: the same numbers
+    assert torch.equal(ig, old["ig"])
+    # each caller keeps its number of steps: 25 for texts (the text benchmark's), 32 for tensors
+    assert inspect.signature(E.integrated_gradients).parameters["steps"].default == 25
+    assert inspect.signature(baselines.integrated_gradients).parameters["steps"].default == 32
+    # the same numbers as the tensor baselines with the word embedding as the source
+    rows = encoded.rows(0, 2)
+    word = "bert.embeddings.word_embeddings"
+    shared = baselines.integrated_gradients(model, rows.model_inputs(torch.device("cpu")), target[:2], steps=6,
+                                            sources=[word])
+    width = rows.input_ids.shape[1]
+    torch.testing.assert_close(shared.sources[word].sum(-1).double(), ig[:2, :width])

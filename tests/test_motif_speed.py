@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow
+
 pytest.importorskip("Bio")
 pytest.importorskip("pyjaspar")
 

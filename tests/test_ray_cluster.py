@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.cluster
+
 ray = pytest.importorskip("ray", reason="the two-node cluster test needs Ray (lrp-domains[distributed])")
 import psutil  # noqa: E402  (Ray ships psutil in ray/thirdparty_files and puts it on sys.path)
 

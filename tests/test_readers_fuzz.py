@@ -63,6 +63,8 @@ from lrp_domains.run import explain_dataset, read_manifest, read_results
 from lrp_domains.run.manifest import SCHEMA, VERSION, shard_name
 from lrp_domains.text import TextExplainer
 
+pytestmark = pytest.mark.fuzz
+
 FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.data_too_large])
 ROUND_TRIP = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])

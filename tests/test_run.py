@@ -419,6 +419,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sequence_expla
 
 
 # -- Ray ------------------------------------------------------------------------------------------
+@pytest.mark.cluster
 def test_ray_engine_equals_local_engine(tmp_path):
     pytest.importorskip("ray.data")
     from functools import partial
@@ -437,6 +438,7 @@ def test_ray_engine_equals_local_engine(tmp_path):
     pd.testing.assert_frame_equal(read_results(tmp_path / "ray"), read_results(tmp_path / "local"))
 
 
+@pytest.mark.cluster
 def test_ray_engine_reports_bad_input_as_the_local_engine_does(tmp_path):
     pytest.importorskip("ray.data")
     from functools import partial

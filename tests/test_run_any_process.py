@@ -30,6 +30,8 @@ from lrp_domains.cli import app
 from lrp_domains.core.composites import epsilon
 from lrp_domains.run import explain_dataset, read_manifest
 
+pytestmark = pytest.mark.slow
+
 TESTS = Path(__file__).resolve().parent
 TEXTS = ["a good film", "bad, boring and long", "I loved it", "not great", "charming", "dull"]
 

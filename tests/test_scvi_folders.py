@@ -20,10 +20,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lrp_domains.bio.cells.expression import ExpressionExplainer
 from lrp_domains.bio.cells import scvi_models as S
+from lrp_domains.bio.cells.expression import ExpressionExplainer
 from lrp_domains.cli import app
 from lrp_domains.errors import InputError
+
+pytestmark = pytest.mark.training
 
 CLASSES = ("alpha", "beta", "gamma")
 ROOT = Path(__file__).resolve().parents[1]

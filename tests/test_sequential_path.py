@@ -89,3 +89,41 @@ def test_model_is_only_read():
     L.explain(fast, torch.randn(3, 12, dtype=torch.float64), check_delta=False)
     assert all(torch.equal(before[k], v) for k, v in fast.state_dict().items())
     assert flags == [p.requires_grad for p in fast.parameters()] and fast.training
+
+
+def test_a_rule_subclass_with_another_formula_takes_the_general_engine():
+    from lrp_domains.core.gradients import scale_grad
+    from lrp_domains.core.rules import Pass
+
+    class Doubled(Epsilon):
+        """Epsilon's output, twice its gradient: not epsilon's formula."""
+
+        def __call__(self, call, args, kwargs):
+            return scale_grad(super().__call__(call, args, kwargs), 2.0)
+
+    class Halved(Pass):
+        def __call__(self, call, args, kwargs):
+            return scale_grad(call.original(*args, **kwargs), 0.5)
+
+    class Mild(Epsilon):
+        """Epsilon with another default: the same formula, the direct path."""
+
+        def __init__(self):
+            super().__init__(0.01)
+
+    class MyZPlus(ZPlus):
+        def backward(self, layer):  # a layer rule's formula is its backward: the direct path evaluates it
+            return 3.0 * super().backward(layer)
+
+    fast, general = _pair()
+    x = torch.randn(7, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    for composite, direct in ((Composite({nn.Linear: Doubled()}), False),
+                              (Composite({nn.Linear: Epsilon(), nn.ReLU: Halved()}), False),
+                              (Composite({nn.Linear: Mild()}), True), (Composite({nn.Linear: MyZPlus()}), True)):
+        assert (plan_for(fast, composite) is not None) == direct, composite
+        a = L.explain(fast, x, 2, composite, check_delta=False)
+        b = L.explain(general, x, 2, composite, check_delta=False)
+        torch.testing.assert_close(a.relevance, b.relevance, rtol=1e-10, atol=1e-12)
+    doubled = L.explain(fast, x, 2, Composite({nn.Linear: Doubled()}), check_delta=False)
+    plain = L.explain(fast, x, 2, Composite({nn.Linear: Epsilon()}), check_delta=False)
+    torch.testing.assert_close(doubled.relevance, 8 * plain.relevance)  # three layers, each doubling

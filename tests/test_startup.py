@@ -11,6 +11,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 #: Libraries no help screen needs (each takes from a tenth of a second to seconds to import).
 HEAVY = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy", "scipy", "scanpy", "anndata", "Bio",
          "pyarrow", "matplotlib", "jinja2", "ray")
@@ -90,7 +92,7 @@ def test_the_api_works_through_the_lazy_package():
 
 
 def test_the_startup_bench_lists_its_commands_with_targets(tmp_path):
-    from lrp_domains.bench import startup
+    from lrp_domains.bench.runs import startup
 
     cases = startup.cases(tmp_path)
     names = [case["name"] for case in cases]

@@ -372,3 +372,34 @@ def test_report_figures_are_embedded_pngs(bert):
     assert _label("bert.encoder.layer.3") == "layer 3"
     assert _label("model.layers.1.self_attn.o_proj") == "layer 1"
     assert _label("bert.embeddings") == "embeddings"
+
+
+def test_decoder_targets_come_from_the_explainers_one_resolver(llama, monkeypatch):
+    import inspect
+
+    import lrp_domains.text.latent as latent
+
+    assert not re.search(r"explainer\._\w+", inspect.getsource(latent))  # no private explainer calls
+    prompts = TEXTS[:2]
+    for target in ("▁Paris", 7, ["▁Paris", 7], None):
+        explained = llama.explain_next_token(prompts, target=target)
+        flows = layer_flow(llama, prompts, target=target)
+        assert [f.target for f in flows] == [e.target for e in explained]
+        assert [f.explained for f in flows] == pytest.approx([e.explained for e in explained], abs=1e-10)
+    calls = []
+    resolve = TextExplainer.resolve_targets
+
+    def spy(self, target, n):
+        calls.append(target)
+        return resolve(self, target, n)
+
+    monkeypatch.setattr(TextExplainer, "resolve_targets", spy)
+    layer_flow(llama, prompts, target=["▁Paris", 7])
+    head_relevance(llama, prompts, target=7)
+    assert calls == [["▁Paris", 7], 7]
+    monkeypatch.undo()
+    for broken, message in (([None, 7], "for every prompt, or for none"), ([7], "got 1 targets for 2 prompts")):
+        with pytest.raises(ValueError, match=message):
+            llama.explain_next_token(prompts, target=broken)
+        with pytest.raises(ValueError, match=message):
+            layer_flow(llama, prompts, target=broken)

@@ -33,6 +33,8 @@ from lrp_domains.bio.motifs.seqlets import load_motifs, match_matrix, motif_ppm
 from lrp_domains.bio.motifs.tomtom import compare_motif, reverse_complement_matrix
 from lrp_domains.errors import InputError
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def jaspar():

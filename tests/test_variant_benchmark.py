@@ -12,7 +12,7 @@ import torch
 
 from lrp_domains.bench.data.synthetic import MOTIF_IDS, make_dataset, motif_ppms
 from lrp_domains.bench.data.variants import DETECTED_MOTIF_IDS, make_variant_benchmark
-from lrp_domains.bench.variants import aurocs, category_means, labelled, naming, planted_library
+from lrp_domains.bench.genomics.variants import aurocs, category_means, labelled, naming, planted_library
 from lrp_domains.bio import SequenceExplainer, explain_variants, read_vcf
 from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
 from lrp_domains.errors import InputError

@@ -278,7 +278,7 @@ def test_breaking_ctcf_loses_ctcf_and_a_far_snv_names_nothing(table):
     assert row["ref_motif"] == "CTCF" and row["ref_motif_p"] <= 1e-3
     assert row["motif_change"] in ("lost", "weakened")
     far = table[table["id"] == "far"].iloc[0]
-    assert far["ref_motif"] == "" and far["alt_motif"] == "" and far["motif_change"] == ""
+    assert far["ref_motif"] == "" and far["alt_motif"] == "" and far["motif_change"] == "none"
 
 
 def test_motif_change_follows_the_reference_motif_at_its_site():
@@ -287,11 +287,11 @@ def test_motif_change_follows_the_reference_motif_at_its_site():
     assert motif_change("CTCF", 1e-9, math.nan, "") == "lost"  # nothing left to match at the site
     assert motif_change("CTCF", 1e-9, 5e-2, "CTCFL") == "lost"  # a paralog names the broken site: still lost
     assert motif_change("CTCF", 0.0, 2e-6, "CTCFL") == "weakened"  # a perfect match's p underflows to 0
-    assert motif_change("CTCF", 1e-6, 2e-6, "") == ""
+    assert motif_change("CTCF", 1e-6, 2e-6, "") == "kept"
     assert motif_change("CTCF", 1e-6, 2e-6, "REST") == "changed"
     assert motif_change("CTCF", 1e-5, 1e-7, "CTCF") == "strengthened"
     assert motif_change("", math.nan, math.nan, "REST") == "gained"
-    assert motif_change("", math.nan, math.nan, "") == ""
+    assert motif_change("", math.nan, math.nan, "") == "none"
 
 
 # -- delta tracks -----------------------------------------------------------------------------------

@@ -15,6 +15,8 @@ from lrp_domains.bench.data.synthetic import motif_ppms, read_synthetic_fasta
 from lrp_domains.data import datasets_dir, example_sentences
 from lrp_domains.text import TextExplainer
 
+pytestmark = pytest.mark.workflow
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -161,9 +163,9 @@ def test_modisco_workflow_without_modisco_says_what_to_run(tmp_path, monkeypatch
 # -- workflows/bio/single_cell_models.py: scANVI and the gene transformer, quick settings ----------------------
 def test_single_cell_models_reports_recomputed_from_the_saved_models(tmp_path):
     pytest.importorskip("scvi")
+    from lrp_domains.bio.cells import scvi_models
     from lrp_domains.bio.cells.gene_transformer import TrainedGeneTransformer
     from lrp_domains.bio.cells.pbmc_mlp import load_default_data, markers_in
-    from lrp_domains.bio.cells import scvi_models
 
     results = _script("workflows/bio/single_cell_models.py").main(["--out", str(tmp_path), "--quick", "--top", "10"])
     adata = load_default_data()

@@ -18,8 +18,11 @@ ZBox (first layer)                3 F    ``W+ low`` and ``W- high`` are one exam
 WSquare, Flat                     2 F    the forward and ``(W^2)^T s`` (the ``W^2 1`` is free)
 ================================  =====  ======================================================
 
-A BatchNorm merged into the layer before it costs nothing; an unmerged one is elementwise. The
-bound of a composite is the sum over layers divided by the gradient's ``2 F_total``.
+Each rule declares its number (:meth:`lrp_domains.core.rules.Rule.macs`, from its ``cost``), so
+this table is read off the rules; a layer without a rule costs a gradient's 2 F, and a rule that
+declares no cost is a TypeError naming it. A BatchNorm merged into the layer before it costs
+nothing; an unmerged one is elementwise. The bound of a composite is the sum over layers divided
+by the gradient's ``2 F_total``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from torch import nn
 
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.layers import affine_ops
-from lrp_domains.core.rules import AlphaBeta, Flat, Gamma, WSquare, ZBox, ZPlus
 
 __all__ = ["layer_macs", "lower_bound"]
 
@@ -69,15 +71,13 @@ def layer_macs(model: nn.Module, inputs: torch.Tensor) -> list[dict[str, Any]]:
 
 
 def _factor(rule: Any, nonnegative: bool) -> int:
-    if isinstance(rule, ZBox):
-        return 3
-    if isinstance(rule, (WSquare, Flat)):
+    """The rule's own cost in units of the layer's forward; a gradient's 2 without a rule."""
+    if rule is None:
         return 2
-    if isinstance(rule, ZPlus):
-        return 3 if nonnegative else 5
-    if isinstance(rule, (AlphaBeta, Gamma)):
-        return 4 if nonnegative else 9
-    return 2
+    macs = getattr(rule, "macs", None)
+    if macs is None:
+        raise TypeError(f"{type(rule).__qualname__} declares no cost: it is not a lrp_domains Rule with a cost")
+    return macs(nonnegative)
 
 
 def lower_bound(model: nn.Module, inputs: torch.Tensor, composite: Composite) -> float:

@@ -90,10 +90,11 @@ def genes_command(
         if getattr(reader, "ignored", None):
             notes.append(f"Columns that are not numbers were ignored (not genes): {', '.join(reader.ignored)}.")
         if model is None:
-            from lrp_domains.bio.cells.pbmc_mlp import markers_in
+            from lrp_domains.bio.cells.pbmc_mlp import PBMC_MARKERS
 
             explainer = ExpressionExplainer.default(composite=composite)
-            marker_sets = marker_sets or markers_in(explainer.genes)
+            # all known markers: the report names those the model lacks (CD14, ...) instead of dropping them unsaid
+            marker_sets = marker_sets or PBMC_MARKERS
         elif is_model_folder(model):  # a model folder (scvi-tools model.save), or its model.pt
             explainer = ExpressionExplainer.from_options(model, str(weights) if weights else None, composite)
         else:

@@ -22,9 +22,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 @contextlib.contextmanager
-def one_line_errors() -> Iterator[None]:
-    """Turn the library's errors about input and options into ``error: ...`` and exit status 2."""
-    errors = user_errors()
+def one_line_errors(*also: type[BaseException]) -> Iterator[None]:
+    """Turn the library's errors about input and options (and those of the types ``also``) into
+    ``error: ...`` and exit status 2."""
+    errors = user_errors() + also
     try:
         yield
     except errors as error:

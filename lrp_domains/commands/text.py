@@ -51,6 +51,7 @@ def render_terminal(result, level: Level) -> None:
         cursor = end
     line.append(result.text[cursor:])
     console = Console()
+    console.soft_wrap = not console.is_terminal  # piped: whole lines, never wrapped at 80 columns
     probabilities = ", ".join(f"{k} {v:.3f}" for k, v in result.probabilities.items())
     console.print(f"prediction: [bold]{result.prediction}[/bold] ({probabilities}); explained: {result.target}; "
                   f"{result.composite}")

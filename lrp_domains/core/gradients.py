@@ -30,8 +30,13 @@ class EpsilonGrad(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # noqa: D102
         (z,) = ctx.saved_tensors
-        # grad * z / stab(z) = grad * |z| / (|z| + eps) = grad - eps * grad / (|z| + eps)
-        return torch.addcdiv(grad, grad, z.abs().add_(ctx.epsilon), value=-ctx.epsilon), None
+        return epsilon_scale(grad, z, ctx.epsilon), None
+
+
+def epsilon_scale(grad: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """``grad * z / stab(z)``: the LRP-epsilon modification of the gradient at a layer output ``z``."""
+    # grad * z / stab(z) = grad * |z| / (|z| + eps) = grad - eps * grad / (|z| + eps)
+    return torch.addcdiv(grad, grad, z.abs().add_(epsilon), value=-epsilon)
 
 
 class IdentityRuleGrad(torch.autograd.Function):

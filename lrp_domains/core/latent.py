@@ -213,7 +213,7 @@ def _input_layer_conditional(scope: Any, probe: _Probe, point: torch.Tensor, gra
     output channel (its denominators and ``s`` are elementwise in the output), so the rule run on
     the layer restricted to channel ``c`` (weights ``W[c]``, ``z[c]``, ``g[c]``) gives exactly the
     relevance conditioned on ``c``, at ``1/C`` of the layer's backward. None when this does not apply."""
-    from lrp_domains.core.rules import Epsilon, LayerRule, Pass, _Layer
+    from lrp_domains.core.rules import _Layer
 
     call = scope.calls.get(id(probe.module))
     leaves = scope.inputs.leaves
@@ -224,8 +224,8 @@ def _input_layer_conditional(scope: Any, probe: _Probe, point: torch.Tensor, gra
         return None
     features = 1 if call.ops.feature_dim == 1 else point.dim() - 1
     rule = call.applied
-    if axis != features or not (rule is None or isinstance(rule, (Pass, Epsilon, LayerRule))):
-        return None
+    if axis != features or not (rule is None or getattr(rule, "affine_backward", None) is not None):
+        return None  # a rule without a direct form (Rule.affine_backward)
     weight, bias = call.params()
     x = x.detach()
     z = point.detach()
@@ -235,13 +235,11 @@ def _input_layer_conditional(scope: Any, probe: _Probe, point: torch.Tensor, gra
             w = weight.narrow(0, channel, 1)
             b = None if bias is None else bias.narrow(0, channel, 1)
             z_c, g_c = z.narrow(axis, channel, 1), grad.narrow(axis, channel, 1)
-            if isinstance(rule, LayerRule):
-                result = rule.backward(_Layer(call.ops, x, z_c, w, b, g_c))
-                relevance = result.reshape(x.shape) if rule.writes_relevance else x * result
-            else:
-                if isinstance(rule, Epsilon) and rule.epsilon > 0:  # g z / stab(z), as EpsilonGrad
-                    g_c = torch.addcdiv(g_c, g_c, z_c.abs().add(rule.epsilon), value=-rule.epsilon)
+            if rule is None:  # the plain gradient
                 relevance = x * call.ops.vjp(x, w, g_c)
+            else:
+                result = rule.affine_backward(_Layer(call.ops, x, z_c, w, b, g_c))
+                relevance = result.reshape(x.shape) if rule.writes_relevance else x * result
             found.append(relevance)
     return torch.stack(found, 1)
 

@@ -10,11 +10,12 @@ layer input is ``x * g_in`` (rules of that form), or is written directly (``ZBox
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Union
 
 import torch
+from torch import nn
 
-from lrp_domains.core.gradients import epsilon_grad, identity_rule, scale_grad
+from lrp_domains.core.gradients import epsilon_grad, epsilon_scale, identity_rule, scale_grad
 from lrp_domains.core.layers import AffineOps
 from lrp_domains.core.stabilize import safe_divide, stabilize, stabilize_signed
 
@@ -27,11 +28,71 @@ __all__ = [
 ]
 
 
+#: A rule's cost: one number, or ``(input >= 0, input of both signs)``; None: not declared.
+Cost = Union[int, tuple[int, int], None]
+
+
 class Rule:
-    """Base class: ``rule(call, args, kwargs)`` runs the module's forward with the rule attached."""
+    """Base class: ``rule(call, args, kwargs)`` runs the module's forward with the rule attached.
+
+    What a rule declares about its own formula, asked by whoever needs it (never read off its class):
+
+    - :attr:`cost` (read through :meth:`macs`): multiply-accumulates of the module's forward and
+      the rule's backward together, in units of the module's forward ``F``. The plain gradient is
+      2 (the forward and one transposed product); a rule that runs one more layer forward adds 1.
+      ``lrp_domains.bench.flops`` sums it over a model's affine layers.
+    - :attr:`affine_backward`: the rule's backward through an affine layer evaluated directly, on a
+      ``_Layer`` (see :class:`LayerRule`), or None where the rule has no such form; the direct MLP
+      path (``core/engine/sequential.py``) runs rules that have one, the general engine all others.
+    - :meth:`passes_gradient`: whether the rule keeps a module's own gradient (so the direct path
+      may use that gradient).
+    - :attr:`writes_relevance`: whether the rule gives zero-valued inputs relevance (input layers).
+
+    These belong to the formula: a subclass that writes another ``__call__`` (or, for a layer
+    rule, another ``backward``) does not inherit its parent's cost, and one that writes another
+    ``__call__`` does not inherit its direct backward or ``passes_gradient`` (it takes the general
+    engine), unless it declares its own.
+    """
+
+    #: Multiply-accumulates of forward and backward in units of the module's forward (see above).
+    cost: ClassVar[Cost] = None
+    #: ``affine_backward(layer)``: the modified input gradient (or, when :attr:`writes_relevance`,
+    #: the input relevance) through an affine layer, exactly as ``__call__`` gives it; None: none.
+    affine_backward: ClassVar[Any] = None
+    #: Whether the rule gives zero-valued inputs relevance, written directly (input-layer rules).
+    writes_relevance: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if ("__call__" in own or "backward" in own) and "cost" not in own:
+            cls.cost = None
+        if "__call__" in own:
+            if "affine_backward" not in own:
+                cls.affine_backward = None
+            if "passes_gradient" not in own:
+                cls.passes_gradient = Rule.passes_gradient
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         raise NotImplementedError
+
+    def macs(self, nonnegative: bool) -> int:
+        """This rule's :attr:`cost` on a layer whose input is non-negative (``nonnegative``) or of
+        both signs; a TypeError naming the rule when it declares none."""
+        cost = self.cost
+        if cost is None:
+            raise TypeError(
+                f"{type(self).__qualname__} declares no cost: give the class a cost attribute (multiply-"
+                "accumulates of forward and backward in units of the layer's forward: 2 for a gradient's, "
+                "or a pair (input >= 0, input of both signs))"
+            )
+        if isinstance(cost, tuple):
+            return int(cost[0] if nonnegative else cost[1])
+        return int(cost)
+
+    def passes_gradient(self, module: nn.Module) -> bool:
+        """Whether the rule's backward through ``module`` is the module's own gradient."""
+        return False
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
@@ -57,8 +118,18 @@ class Pass(Rule):
     identity rule's ``f(x)/x``), max-pooling (relevance to the winners), ``Identity``.
     """
 
+    cost = 2  # the forward and the module's own backward: the gradient
+
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         return call.original(*args, **kwargs)
+
+    def affine_backward(self, layer: _Layer) -> torch.Tensor:
+        """The plain gradient: ``W^T g``."""
+        return layer.vjp(layer.weight, layer.grad)
+
+    def passes_gradient(self, module: nn.Module) -> bool:
+        """Always: the rule is the module's own gradient."""
+        return True
 
 
 class Identity(Rule):
@@ -68,9 +139,15 @@ class Identity(Rule):
     and the like: the modified gradient is ``f(x) / x`` instead of ``f'(x)``.
     """
 
+    cost = 2  # the forward (and the ratio f(x) / x), an elementwise product in the backward
+
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         x = single_input(call, args, kwargs)
         return identity_rule(x, call.original)
+
+    def passes_gradient(self, module: nn.Module) -> bool:
+        """For a ReLU: ``relu(x) / x`` is its gradient (1 above zero, 0 elsewhere)."""
+        return type(module) is nn.ReLU
 
 
 class Stop(Rule):
@@ -79,6 +156,8 @@ class Stop(Rule):
     CP-LRP (Ali et al. 2022, "XAI for Transformers: better explanations through conservative
     propagation", Sec. 3) detaches the attention probabilities this way.
     """
+
+    cost = 1  # the forward only: nothing passes back
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         return call.original(*args, **kwargs).detach()
@@ -90,6 +169,8 @@ class Uniform(Rule):
     AttnLRP (Achtibat et al. 2024), Prop. 3.3, for ``Q K^T``, ``A V`` and gated products
     ``act(gate) * up``: the gradient into each input-dependent operand is scaled by ``1/k``.
     """
+
+    cost = 2  # the forward and the module's own backward, scaled (elementwise)
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         dependent = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
@@ -109,6 +190,8 @@ class Epsilon(Rule):
     Eq. 56): the plain gradient, with no extra operation.
     """
 
+    cost = 2  # the forward and the module's own backward, with an elementwise scale: a gradient's
+
     def __init__(self, epsilon: float = 1e-6) -> None:
         if epsilon < 0:
             raise ValueError(f"epsilon must be >= 0, got {epsilon}")
@@ -121,6 +204,11 @@ class Epsilon(Rule):
             z = call.original(*args, **kwargs)
         # epsilon = 0 is LRP-0, whose modified gradient is the plain gradient.
         return epsilon_grad(z, self.epsilon) if self.epsilon > 0 else z
+
+    def affine_backward(self, layer: _Layer) -> torch.Tensor:
+        """``W^T (g z / stab(z))``, the scale of :class:`~lrp_domains.core.gradients.EpsilonGrad`."""
+        grad = epsilon_scale(layer.grad, layer.z, self.epsilon) if self.epsilon > 0 else layer.grad
+        return layer.vjp(layer.weight, grad)
 
 
 def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
@@ -179,10 +267,12 @@ class LayerRule(Rule):
     temporaries never pile up across layers.
     """
 
-    writes_relevance = False
-
     def backward(self, layer: _Layer) -> torch.Tensor:
         raise NotImplementedError
+
+    def affine_backward(self, layer: _Layer) -> torch.Tensor:
+        """:meth:`backward` itself."""
+        return self.backward(layer)
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         x = single_input(call, args, kwargs)
@@ -236,6 +326,8 @@ class ZPlus(LayerRule):
     ReLU) the ``x-`` term vanishes and is skipped: one extra layer forward.
     """
 
+    cost = (3, 5)  # + W+ x+ (input >= 0); else W+ x+ and W- x-, W+^T s and W-^T s
+
     def __init__(self, stabilizer: float = 1e-6) -> None:
         self.stabilizer = float(stabilizer)
 
@@ -257,6 +349,8 @@ class AlphaBeta(LayerRule):
     ``R- = x+ * W-^T s- + x- * W+^T s-`` with ``s- = R / stab(W- x+ + W+ x- + b-)``. Requires
     ``alpha - beta = 1`` and both ``>= 0``.
     """
+
+    cost = (4, 9)  # + W+ x, W+^T s+ and W-^T s- (input >= 0); else four forwards, four products
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> None:
         if alpha < 0 or beta < 0:
@@ -304,6 +398,8 @@ class Gamma(LayerRule):
     ``W+ x + b+`` is computed (``W- x + b- = z - W+ x - b+``): one extra layer forward.
     """
 
+    cost = (4, 9)  # as AlphaBeta: + W+ x and two products (input >= 0); else four and four
+
     def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6) -> None:
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
@@ -346,6 +442,7 @@ class ZBox(LayerRule):
     """
 
     writes_relevance = True
+    cost = 3  # W+ low and W- high are one example each (free); W^T s and W+^T s
 
     def __init__(self, low: float | torch.Tensor, high: float | torch.Tensor, stabilizer: float = 1e-6) -> None:
         self.low, self.high, self.stabilizer = low, high, float(stabilizer)
@@ -383,6 +480,7 @@ class WSquare(LayerRule):
     """
 
     writes_relevance = True
+    cost = 2  # the forward and (W^2)^T s (W^2 1 is one example: free)
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
         self.stabilizer = float(stabilizer)

@@ -5,99 +5,244 @@
 sequences) and ``random_attribution``. Each returns an :class:`~lrp_domains.Explanation` whose
 ``delta`` is the explained value minus the summed attribution (for integrated gradients with a
 zero-output baseline it measures the completeness error).
+
+The gradient methods take ``explain``'s hooks: keyword inputs (a mapping, ``model(**inputs)``:
+attribution for its floating-point entries, token ids and masks pass through), ``output`` (which
+tensor of the model's output is explained), ``sources`` (modules whose outputs are where
+attribution is read, e.g. a token model's word embedding: :attr:`Explanation.sources`) and
+targets by index, name (``labels``), per example or callable. The token baselines of
+:mod:`lrp_domains.evaluate.text` are these, read at the word embedding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from lrp_domains.core.engine.attribution import batches, eval_mode, prepare_inputs
+from lrp_domains.core.engine.attribution import (
+    Inputs,
+    OutputFn,
+    Sources,
+    _source_names,
+    batches,
+    default_output,
+    eval_mode,
+    prepare_inputs,
+)
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.targets import Target, resolve_targets, select_target
 
-#: ``fn(model, batch, target_batch) -> (attribution, output, index, explained)``
-BatchAttribution = Callable[[nn.Module, torch.Tensor, object], tuple]
+#: ``fn(model, batch, target_batch) -> Explanation`` of one batch.
+BatchAttribution = Callable[[nn.Module, Inputs, object], Explanation]
 
 
-def _run(model: nn.Module, inputs: torch.Tensor, target: Target, batch_size: int | None,
-         device: torch.device | str | None, progress: bool, fn: BatchAttribution, name: str) -> Explanation:
+def _run(model: nn.Module, inputs: Inputs, target: Target, batch_size: int | None,
+         device: torch.device | str | None, progress: bool, fn: BatchAttribution, name: str,
+         labels: Sequence[str] | None = None, keywords: bool = False) -> Explanation:
+    """The batching loop: ``fn`` per batch in eval mode with gradients on; the result on the
+    inputs' device. ``keywords``: ``fn`` takes mappings of keyword inputs too."""
     data = prepare_inputs(model, inputs, device)
-    if not isinstance(data, torch.Tensor):
+    if not keywords and not isinstance(data, torch.Tensor):
         raise TypeError(f"{name} takes tensor inputs")
-    n = data.shape[0]
-    parts = []
-    work = batches(data, resolve_targets(target, n), batch_size)
+    n = next(iter(data.values())).shape[0] if isinstance(data, Mapping) else data.shape[0]
+    work = batches(data, resolve_targets(target, n, labels), batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         work = tqdm(work, desc=name, unit="batch", total=-(-n // (batch_size or n)))
     with eval_mode(model), torch.enable_grad():
-        for batch, batch_target in work:
-            parts.append(fn(model, batch, batch_target))
-    relevance, output, index, explained = (
-        None if parts[0][i] is None else torch.cat([p[i] for p in parts]) for i in range(4)
-    )
-    home = inputs.device if isinstance(inputs, torch.Tensor) else relevance.device
-    relevance = relevance.to(home)
-    delta = explained.to(home) - relevance.reshape(n, -1).sum(1).to(explained.dtype)
-    return Explanation(relevance, output, index, explained, delta)
+        result = Explanation.concatenate([fn(model, batch, batch_target) for batch, batch_target in work])
+    return result.to(inputs.device) if isinstance(inputs, torch.Tensor) else result
 
 
-def _gradient_batch(model: nn.Module, batch: torch.Tensor, target) -> tuple:
-    leaf = batch.detach().requires_grad_(True)
-    output = model(leaf)
-    explained, index = select_target(output, target)
-    (grad,) = torch.autograd.grad(explained.sum(), leaf)
-    return grad, output.detach(), index, explained.detach()
+class _SourceOutputs:
+    """Forward hooks that replace each source module's output by a leaf, where the gradient is read.
+
+    ``path`` None: the leaf holds the output itself, and the outputs are recorded (``seen``, per
+    module one per call); ``path = (alpha, baseline)``: the leaf is the point ``alpha`` of the
+    straight path from ``baseline`` to the recorded output (integrated gradients)."""
+
+    def __init__(self, model: nn.Module, names: list[str]) -> None:
+        self.model, self.names = model, names
+        self.path: tuple[float, float | torch.Tensor] | None = None
+        self.seen: dict[str, list[torch.Tensor]] = {}
+        self.leaves: dict[str, list[torch.Tensor]] = {}
+
+    @contextlib.contextmanager
+    def hooked(self) -> Iterator[_SourceOutputs]:
+        modules = dict(self.model.named_modules())
+        handles = [modules[name].register_forward_hook(self._hook(name)) for name in self.names]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def forward(self, path: tuple[float, float | torch.Tensor] | None) -> None:
+        """Before a forward: record the outputs (None; clears what was recorded) or read a path point."""
+        self.path, self.leaves = path, {}
+        if path is None:
+            self.seen = {}
+
+    def _hook(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: tuple, out: object) -> torch.Tensor:
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"sources: module {name!r} returns {type(out).__name__}, not a tensor")
+            calls = self.leaves.setdefault(name, [])
+            if self.path is None:
+                value = out.detach()
+                self.seen.setdefault(name, []).append(value)
+            else:
+                alpha, baseline = self.path
+                actual = self.seen[name][len(calls)]
+                reference = _reference(baseline, actual)
+                value = reference + alpha * (actual - reference)
+            leaf = value.detach().requires_grad_(True) if torch.is_grad_enabled() else value
+            calls.append(leaf)
+            return leaf
+
+        return hook
+
+    def flat(self) -> list[tuple[str, torch.Tensor]]:
+        """The latest forward's leaves, ``(module name, leaf)`` in call order per module."""
+        return [(name, leaf) for name in self.names for leaf in self.leaves.get(name, [])]
 
 
-def gradient(model: nn.Module, inputs: torch.Tensor, target: Target = None, *, batch_size: int | None = None,
-             device: torch.device | str | None = None, progress: bool = False) -> Explanation:
-    """The plain gradient of the explained output (saliency, Simonyan et al. 2014)."""
-    return _run(model, inputs, target, batch_size, device, progress, _gradient_batch, "gradient")
+def _reference(baseline: float | torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    return torch.as_tensor(baseline, dtype=value.dtype, device=value.device).expand_as(value)
 
 
-def gradient_x_input(model: nn.Module, inputs: torch.Tensor, target: Target = None, *,
+def _features(batch: Inputs) -> tuple[list[str], list[torch.Tensor]]:
+    """The attributed inputs: the floating-point entries of keyword inputs, or the tensor itself."""
+    if isinstance(batch, Mapping):
+        keys = [key for key, value in batch.items() if value.is_floating_point()]
+        return keys, [batch[key] for key in keys]
+    return [], [batch]
+
+
+def _forward(model: nn.Module, batch: Inputs, keys: list[str], values: list[torch.Tensor],
+             output_fn: OutputFn | None) -> torch.Tensor:
+    raw = model(**{**batch, **dict(zip(keys, values))}) if isinstance(batch, Mapping) else model(values[0])
+    return (output_fn or default_output)(raw, batch)
+
+
+def _gradients(explained: torch.Tensor, wrt: list[torch.Tensor]) -> list[torch.Tensor]:
+    """d(sum of explained)/d(each of ``wrt``); zeros for tensors the output does not depend on."""
+    if not wrt:
+        raise ValueError("nothing to attribute: the inputs have no floating-point entry (token ids?) and no "
+                         "sources are given; pass sources=[the embedding module's name]")
+    if explained.requires_grad:
+        grads = torch.autograd.grad(explained.sum(), wrt, allow_unused=True)
+    else:
+        grads = [None] * len(wrt)
+    return [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
+
+
+def _assemble(batch: Inputs, keys: list[str], per_input: list[torch.Tensor],
+              per_call: list[tuple[str, torch.Tensor]]) -> tuple[object, dict[str, torch.Tensor]]:
+    """The relevance in the inputs' structure and per source module (summed over its calls)."""
+    relevance = dict(zip(keys, per_input)) if isinstance(batch, Mapping) else per_input[0]
+    read: dict[str, torch.Tensor] = {}
+    for name, value in per_call:
+        read[name] = read[name] + value if name in read else value
+    return relevance, read
+
+
+def _gradient_method(times_input: bool, output_fn: OutputFn | None, names: list[str]) -> BatchAttribution:
+    """The batch function of the gradient (``times_input``: gradient x input) with the hooks."""
+
+    def batch_fn(model: nn.Module, batch: Inputs, target: object) -> Explanation:
+        keys, values = _features(batch)
+        leaves = [v.detach().requires_grad_(True) for v in values]
+        sources = _SourceOutputs(model, names)
+        with sources.hooked():
+            sources.forward(None)
+            output = _forward(model, batch, keys, leaves, output_fn)
+            explained, index = select_target(output, target)
+            calls = sources.flat()
+            grads = _gradients(explained, leaves + [leaf for _, leaf in calls])
+        at_inputs, at_sources = grads[:len(leaves)], grads[len(leaves):]
+        if times_input:
+            at_inputs = [v * g for v, g in zip(values, at_inputs)]
+            at_sources = [leaf.detach() * g for (_, leaf), g in zip(calls, at_sources)]
+        relevance, read = _assemble(batch, keys, at_inputs, [(n, g) for (n, _), g in zip(calls, at_sources)])
+        return Explanation.build(relevance, output.detach(), index, explained.detach(), None, read)
+
+    return batch_fn
+
+
+def gradient(model: nn.Module, inputs: Inputs, target: Target = None, *, batch_size: int | None = None,
+             device: torch.device | str | None = None, progress: bool = False, output: OutputFn | None = None,
+             sources: Sources = None, labels: Sequence[str] | None = None) -> Explanation:
+    """The plain gradient of the explained output (saliency, Simonyan et al. 2014). ``inputs``,
+    ``target``, ``output``, ``sources`` and ``labels`` as for :func:`lrp_domains.explain`; the
+    gradient at each source module's output is in :attr:`Explanation.sources`."""
+    fn = _gradient_method(False, output, _source_names(model, sources))
+    return _run(model, inputs, target, batch_size, device, progress, fn, "gradient", labels, keywords=True)
+
+
+def gradient_x_input(model: nn.Module, inputs: Inputs, target: Target = None, *,
                      batch_size: int | None = None, device: torch.device | str | None = None,
-                     progress: bool = False) -> Explanation:
-    """Input times gradient (Shrikumar et al. 2016)."""
+                     progress: bool = False, output: OutputFn | None = None, sources: Sources = None,
+                     labels: Sequence[str] | None = None) -> Explanation:
+    """Input times gradient (Shrikumar et al. 2016); with ``sources``, each source module's output
+    times the gradient there (a token model's word embedding: :mod:`lrp_domains.evaluate.text`).
+    Hooks as for :func:`lrp_domains.explain`."""
+    fn = _gradient_method(True, output, _source_names(model, sources))
+    return _run(model, inputs, target, batch_size, device, progress, fn, "gradient x input", labels, keywords=True)
 
-    def batch_fn(model, batch, target):
-        grad, output, index, explained = _gradient_batch(model, batch, target)
-        return batch * grad, output, index, explained
 
-    return _run(model, inputs, target, batch_size, device, progress, batch_fn, "gradient x input")
-
-
-def integrated_gradients(model: nn.Module, inputs: torch.Tensor, target: Target = None, *,
+def integrated_gradients(model: nn.Module, inputs: Inputs, target: Target = None, *,
                          baseline: float | torch.Tensor = 0.0, steps: int = 32, batch_size: int | None = None,
-                         device: torch.device | str | None = None, progress: bool = False) -> Explanation:
+                         device: torch.device | str | None = None, progress: bool = False,
+                         output: OutputFn | None = None, sources: Sources = None,
+                         labels: Sequence[str] | None = None) -> Explanation:
     """Integrated gradients (Sundararajan et al. 2017), midpoint Riemann sum with ``steps``
     points on the straight path from ``baseline`` to the input; ``steps`` forward and backward
-    passes per batch. The target index is fixed at the input's (argmax at the input)."""
+    passes per batch (and one forward at the input). The target index is fixed at the input's
+    (argmax at the input).
+
+    Hooks as for :func:`lrp_domains.explain`. With ``sources`` the path runs in each source
+    module's output (from ``baseline`` to its output at the input), together with the
+    floating-point inputs; ``baseline`` (a number, or a tensor broadcast to each) applies to all."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
+    names, output_fn = _source_names(model, sources), output
 
-    def batch_fn(model, batch, target):
-        reference = torch.as_tensor(baseline, dtype=batch.dtype, device=batch.device).expand_as(batch)
-        with torch.no_grad():
-            output = model(batch)
-        _, index = select_target(output, target)
-        fixed = index if index is not None else target
-        total = torch.zeros_like(batch)
-        for k in range(steps):
-            alpha = (k + 0.5) / steps
-            point = (reference + alpha * (batch - reference)).detach().requires_grad_(True)
-            explained, _ = select_target(model(point), fixed)
-            (grad,) = torch.autograd.grad(explained.sum(), point)
-            total += grad
+    def batch_fn(model: nn.Module, batch: Inputs, target: object) -> Explanation:
+        keys, values = _features(batch)
+        references = [_reference(baseline, v) for v in values]
+        tracked = _SourceOutputs(model, names)
+        with tracked.hooked():
+            with torch.no_grad():
+                tracked.forward(None)  # at the input: the target index and each source's output
+                output = _forward(model, batch, keys, values, output_fn)
+            _, index = select_target(output, target)
+            fixed = index if index is not None else target
+            calls = tracked.flat()
+            totals = [torch.zeros_like(v) for v in values] + [torch.zeros_like(leaf) for _, leaf in calls]
+            for k in range(steps):
+                alpha = (k + 0.5) / steps
+                points = [(r + alpha * (v - r)).detach().requires_grad_(True) for r, v in zip(references, values)]
+                tracked.forward((alpha, baseline))
+                explained, _ = select_target(_forward(model, batch, keys, points, output_fn), fixed)
+                grads = _gradients(explained, points + [leaf for _, leaf in tracked.flat()])
+                for total, grad in zip(totals, grads):
+                    total += grad
         explained, _ = select_target(output, fixed)
-        return (batch - reference) * total / steps, output, index, explained
+        at_inputs = [(v - r) * total / steps for v, r, total in zip(values, references, totals)]
+        at_sources = []
+        for (name, actual), total in zip(calls, totals[len(values):]):
+            reference = _reference(baseline, actual)
+            at_sources.append((name, (actual - reference) * total / steps))
+        relevance, read = _assemble(batch, keys, at_inputs, at_sources)
+        return Explanation.build(relevance, output, index, explained, None, read)
 
-    return _run(model, inputs, target, batch_size, device, progress, batch_fn, "integrated gradients")
+    return _run(model, inputs, target, batch_size, device, progress, batch_fn, "integrated gradients", labels,
+                keywords=True)
 
 
 def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = None, *, baseline: float = 0.0,
@@ -120,14 +265,14 @@ def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = None, *, 
                     occluded = flat.clone()
                     occluded[:, j] = baseline
                     scores[:, j] = explained - select_target(model(occluded.reshape(batch.shape)), fixed)[0]
-                return scores.reshape(batch.shape), output, index, explained
+                return Explanation.build(scores.reshape(batch.shape), output, index, explained)
             relevance = torch.zeros_like(batch)
             for j in range(batch.shape[dim]):
                 occluded = batch.clone()
                 occluded.select(dim, j).fill_(baseline)
                 drop = explained - select_target(model(occluded), fixed)[0]
                 relevance.select(dim, j).copy_(_spread(drop, batch.select(dim, j) != 0))
-        return relevance, output, index, explained
+        return Explanation.build(relevance, output, index, explained)
 
     return _run(model, inputs, target, batch_size, device, progress, batch_fn, "occlusion")
 
@@ -164,7 +309,7 @@ def ism(model: nn.Module, inputs: torch.Tensor, target: Target = None, *, batch_
                     effects.append(torch.where(changed, score, torch.full_like(score, float("nan"))))
                 mean = torch.stack(effects, 1).nanmean(1)
                 relevance[:, :, position] = _spread(explained - mean, batch[:, :, position] != 0)
-        return relevance, output, index, explained
+        return Explanation.build(relevance, output, index, explained)
 
     return _run(model, inputs, target, batch_size, device, progress, batch_fn, "ism")
 
@@ -180,6 +325,6 @@ def random_attribution(model: nn.Module, inputs: torch.Tensor, target: Target = 
             output = model(batch)
             explained, index = select_target(output, target)
         noise = torch.randn(batch.shape, generator=generator, dtype=torch.float64).to(batch)
-        return noise, output, index, explained
+        return Explanation.build(noise, output, index, explained)
 
     return _run(model, inputs, target, batch_size, device, progress, batch_fn, "random")

@@ -5,8 +5,9 @@ by ``[UNK]`` (Ali et al. 2022), or another id of the caller's choice. Methods, a
 target class per text and the same tokenization:
 
 - ``attnlrp``, ``cp-lrp``: :meth:`lrp_domains.text.TextExplainer.attribute`;
-- ``gradient x input`` and ``integrated gradients`` on the word embeddings (``inputs_embeds``;
-  integrated gradients from a zero embedding);
+- ``gradient x input`` and ``integrated gradients`` on the word embeddings: the tensor baselines
+  of :mod:`lrp_domains.evaluate.baselines` with the word embedding module as the source
+  (integrated gradients from a zero embedding);
 - ``attention rollout`` (Abnar & Zuidema 2020): head-averaged attention plus identity, rows
   normalised, multiplied over layers; the first token's row;
 - ``random``.
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from lrp_domains.core.engine.attribution import eval_mode
+from lrp_domains.evaluate import baselines
 
 
 @dataclass
@@ -91,45 +93,42 @@ def predict(model: nn.Module, encoded: EncodedTexts, input_ids: torch.Tensor | N
     return torch.cat(parts)
 
 
-def _embedding_gradient(model: nn.Module, rows: EncodedTexts, target: torch.Tensor,
-                        scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Word embeddings (times ``scale``) and the gradient of the target logit with respect to them."""
+def _word_embedding(model: nn.Module) -> str:
+    """The name of the model's word embedding module (``get_input_embeddings``)."""
+    embeddings = model.get_input_embeddings()
+    for name, module in model.named_modules():
+        if module is embeddings:
+            return name
+    raise ValueError(f"{type(model).__name__}.get_input_embeddings() is not one of the model's modules")
+
+
+def _on_word_embeddings(method: Callable, model: nn.Module, encoded: EncodedTexts, target: torch.Tensor,
+                        batch_size: int, **options: object) -> torch.Tensor:
+    """``method`` (a gradient baseline of :mod:`lrp_domains.evaluate.baselines`) read at the word
+    embedding's output, summed over the hidden dimension, per batch of texts: ``(N, T)``."""
     device = next(model.parameters()).device
-    inputs = rows.model_inputs(device)
-    ids = inputs.pop("input_ids")
-    with torch.no_grad():
-        words = model.get_input_embeddings()(ids)
-    leaf = (words * scale).detach().requires_grad_(True)
-    logits = _logits(model, inputs_embeds=leaf, **inputs)
-    (grad,) = torch.autograd.grad(logits.gather(1, target.to(device)[:, None]).sum(), leaf)
-    return words, grad
+    word = _word_embedding(model)
+    parts = []
+    for start, rows in _batches(encoded, batch_size):
+        result = method(model, rows.model_inputs(device), target[start:start + len(rows)], sources=[word], **options)
+        parts.append(_pad_to(result.sources[word].sum(-1).detach().double().cpu(), encoded.input_ids.shape[1]))
+    return torch.cat(parts)
 
 
 def gradient_x_input(model: nn.Module, encoded: EncodedTexts, target: torch.Tensor,
                      batch_size: int = 16) -> torch.Tensor:
-    """Word embedding x gradient, summed over the hidden dimension: ``(N, T)``."""
-    parts = []
-    with eval_mode(model), torch.enable_grad():
-        for start, rows in _batches(encoded, batch_size):
-            words, grad = _embedding_gradient(model, rows, target[start:start + len(rows)])
-            parts.append(_pad_to((words * grad).sum(-1).detach().double().cpu(), encoded.input_ids.shape[1]))
-    return torch.cat(parts)
+    """Word embedding x gradient, summed over the hidden dimension: ``(N, T)``
+    (:func:`lrp_domains.evaluate.gradient_x_input` with the word embedding as the source)."""
+    return _on_word_embeddings(baselines.gradient_x_input, model, encoded, target, batch_size)
 
 
 def integrated_gradients(model: nn.Module, encoded: EncodedTexts, target: torch.Tensor, steps: int = 25,
                          batch_size: int = 16) -> torch.Tensor:
     """Integrated gradients on the word embeddings from a zero embedding (midpoint rule, ``steps``
-    forward and backward passes), summed over the hidden dimension: ``(N, T)``."""
-    parts = []
-    with eval_mode(model), torch.enable_grad():
-        for start, rows in _batches(encoded, batch_size):
-            total, words = 0.0, None
-            for k in range(steps):
-                words, grad = _embedding_gradient(model, rows, target[start:start + len(rows)], (k + 0.5) / steps)
-                total = total + grad
-            relevance = (words * total / steps).sum(-1)
-            parts.append(_pad_to(relevance.detach().double().cpu(), encoded.input_ids.shape[1]))
-    return torch.cat(parts)
+    forward and backward passes), summed over the hidden dimension: ``(N, T)``
+    (:func:`lrp_domains.evaluate.integrated_gradients` with the word embedding as the source; 25
+    steps here, as the text benchmark has always run, where the tensor function's default is 32)."""
+    return _on_word_embeddings(baselines.integrated_gradients, model, encoded, target, batch_size, steps=steps)
 
 
 @contextlib.contextmanager

@@ -110,18 +110,48 @@ def raw(fragment: str) -> Markup:
     return Markup(fragment)
 
 
+#: Shown for a missing number (NaN) in a table: a dash, never ``nan``.
+MISSING = "\u2013"
+
+
+def is_p_column(name: Any) -> bool:
+    """Whether a column holds p-, q- or E-values (``p``, ``*_p``, ``p_value``, ``*_e``, ...): shown in
+    :func:`format_p`'s significant digits rather than fixed decimals (``0.000``)."""
+    name = str(name).lower()
+    return name in ("p", "q", "e", "pvalue", "qvalue", "evalue") or name.endswith(
+        ("_p", "_q", "_e", "p_value", "q_value", "e_value", "_pvalue", "_qvalue", "_evalue"))
+
+
+def format_p(value: float) -> str:
+    """A p-value readable at any size: ``3.2e-06``, ``0.012``, ``0.5``; an exact 0 (below double
+    precision) as ``< 1e-300``; NaN as a dash."""
+    if value != value:
+        return MISSING
+    if value == 0:
+        return "< 1e-300"
+    return f"{value:.2g}"
+
+
+def _text_cell(value: Any) -> str:
+    """A text cell, escaped; a comma-separated list (gene names) may wrap after each comma."""
+    return html.escape(str(value)).replace(",", ",<wbr>")
+
+
 def table(frame: pd.DataFrame, max_rows: int = 50, digits: int = 3, caption: str = "") -> Markup:
-    """A DataFrame as an HTML table (values escaped, floats rounded), at most ``max_rows`` rows."""
+    """A DataFrame as an HTML table (values escaped, floats rounded, p-value columns in significant
+    digits, NaN as a dash, comma-separated lists wrapping after their commas), at most ``max_rows`` rows."""
     shown = frame.head(max_rows)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    head = "".join(f"<th>{html.escape(str(c)).replace('_', '_<wbr>')}</th>" for c in shown.columns)
+    p_columns = [is_p_column(c) for c in shown.columns]
     body = []
     for _, row in shown.iterrows():
         cells = []
-        for value in row:
+        for value, p_column in zip(row, p_columns):
             if isinstance(value, float):
-                cells.append(f"<td>{value:.{digits}f}</td>")
+                text = format_p(value) if p_column else MISSING if value != value else f"{value:.{digits}f}"
+                cells.append(f"<td>{text}</td>")
             else:
-                cells.append(f'<td class="text">{html.escape(str(value))}</td>')
+                cells.append(f'<td class="text">{_text_cell(value)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = f'<p class="note">{len(frame) - max_rows} more rows in the CSV.</p>' if len(frame) > max_rows else ""
     title = f"<caption>{html.escape(caption)}</caption>" if caption else ""

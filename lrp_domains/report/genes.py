@@ -146,9 +146,14 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
     if markers:
         overlap = explanation.marker_overlap(markers)
         written["markers"] = folder.write_text("markers.csv", overlap.to_csv(index=False))
+        absent = {row["class"]: row["absent_genes"] for _, row in overlap.drop_duplicates("class").iterrows()
+                  if row["absent_genes"]}
+        lacking = [paragraph("Known markers not among the model's genes, left out of the recall (absent_genes): "
+                             + "; ".join(f"{cls}: {genes.replace(',', ', ')}" for cls, genes in absent.items())
+                             + ".", note=True)] if absent else []
         page.section("Known markers").add(
             paragraph("Share of each class's known marker genes (those the model has) in its top 20 and top 50."),
-            table(overlap))
+            *lacking, table(overlap))
     if adata is not None and groupby is not None:
         de = explanation.compare_with_de(adata, groupby, n=top)
         written["de"] = folder.write_text("de_overlap.csv", de.to_csv(index=False))

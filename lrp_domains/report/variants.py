@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from lrp_domains.files.writing import OutputFolder
-from lrp_domains.report.blocks import Page, figure, paragraph, plain_text, table
+from lrp_domains.report.blocks import Page, figure, format_p, paragraph, plain_text, table
 
 SHOWN_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "delta_score", "delta_relevance", "ref_motif", "ref_motif_p",
                  "alt_motif", "alt_motif_p", "motif_change")
@@ -27,9 +27,9 @@ def _motif_text(row: pd.Series) -> str:
         return "no motif named at the variant"
 
     def p(value: float) -> str:
-        return "none" if not isinstance(value, float) or math.isnan(value) else f"p {value:.1e}"
+        return "none" if not isinstance(value, float) or math.isnan(value) else f"p {format_p(value)}"
 
-    change = row["motif_change"] or "kept"
+    change = row["motif_change"]  # one of motifs.MOTIF_CHANGES, as in variants.tsv
     return (f"{row['ref_motif'] or 'no motif'} ({p(row['ref_motif_p'])}) -> {row['alt_motif'] or 'no motif'} "
             f"({p(row['alt_motif_p'])}): {change}")
 
@@ -86,7 +86,9 @@ def write_variant_report(explainer: Any, variants: pd.DataFrame, fasta: Any, out
     section.add(paragraph("delta_score: the alternative window's explained output minus the reference window's. "
                           "delta_relevance: the relevance of ALT's bases minus REF's. Motifs: the best JASPAR match "
                           "of the strongest seqlet at the variant in each window; the change says what became of "
-                          "the reference motif at its site (lrp_domains.bio.variants.motifs)."),
+                          "the reference motif at its site: lost, weakened, strengthened, changed, gained, kept (still "
+                          "there, about as strong) or none (no motif named in either window; "
+                          "lrp_domains.bio.variants.motifs). p-values are exact PSSM match p-values."),
                 table(shown[[c for c in SHOWN_COLUMNS if c in shown]], max_rows=max(1, top)))
     logos = page.section("Logos")
     written: dict[str, Path] = {}

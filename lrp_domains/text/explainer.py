@@ -193,9 +193,9 @@ class TextExplainer(DomainExplainer):
             return self.explain_next_token(text_or_texts, target=target, batch_size=batch_size, progress=progress,
                                            ids=ids)
         texts, single = _as_list(text_or_texts)
-        encoded = self._encode_all(texts, ids)
-        targets = resolve_targets(target, len(texts), self.labels or None)
-        results = self._run(encoded, targets, batch_size, progress, None, self._classifier_info)
+        encoded = self.encode(texts, ids)
+        targets, output = self.resolve_targets(target, len(texts))
+        results = self._run(encoded, targets, batch_size, progress, output, self._classifier_info)
         return results[0] if single else results
 
     def explain_next_token(self, prompt: str | Sequence[str], target: int | str | None | Sequence = None,
@@ -204,23 +204,40 @@ class TextExplainer(DomainExplainer):
         """Relevance of the prompt's tokens for the logit of the next token (causal LMs).
 
         ``target``: None (the most likely next token), a token string (one token of the
-        vocabulary, e.g. ``" Paris"`` or ``"ĠParis"``) or a token id; or one per prompt.
+        vocabulary, e.g. ``" Paris"`` or ``"ĠParis"``) or a token id; or one per prompt; or a
+        callable on the next-token logits (see :meth:`resolve_targets`).
         """
         self._require_decoder("explain_next_token")
         prompts, single = _as_list(prompt)
-        encoded = self._encode_all(prompts, ids)
-        if target is None or isinstance(target, (int, str)):
-            chosen = [target] * len(prompts)
-        else:
-            chosen = list(target)
-            if len(chosen) != len(prompts):
-                raise ValueError(f"got {len(chosen)} targets for {len(prompts)} prompts")
-        targets = None if all(t is None for t in chosen) else \
-            resolve_targets([self._token_id(t) if t is not None else -1 for t in chosen], len(prompts))
-        if targets is not None and bool((targets < 0).any()):
-            raise ValueError("give a target for every prompt, or for none (None: the most likely next token)")
-        results = self._run(encoded, targets, batch_size, progress, _last_position, self._next_token_info)
+        encoded = self.encode(prompts, ids)
+        targets, output = self.resolve_targets(target, len(prompts))
+        results = self._run(encoded, targets, batch_size, progress, output, self._next_token_info)
         return results[0] if single else results
+
+    def resolve_targets(self, target: TextTarget, n: int) -> tuple[torch.Tensor | Callable | None, Callable | None]:
+        """What each of ``n`` texts explains, as :meth:`explain` and :meth:`explain_next_token`
+        read ``target``: ``(targets, output)`` for :func:`~lrp_domains.core.engine.attribution.explain`,
+        ``targets`` None, a callable or ``n`` indices, and ``output`` the hook that picks the explained
+        logits (None: the model's logits).
+
+        Classifiers: None (the predicted class), a label name, a class index, one of those per text,
+        or a callable on the logits. Causal LMs, the next token after each prompt (the logits at its
+        last token): None (the most likely one), a token string (one token of the vocabulary) or id,
+        one per prompt (all or none None), or a callable on the next-token logits."""
+        if not self.is_decoder:
+            return resolve_targets(target, n, self.labels or None), None
+        if target is None or callable(target):
+            return target, _last_position
+        if hasattr(target, "tolist") and not isinstance(target, (str, int)):
+            target = target.tolist()
+        chosen = [target] * n if isinstance(target, (int, str)) else list(target)
+        if len(chosen) != n:
+            raise ValueError(f"got {len(chosen)} targets for {n} prompts")
+        if all(t is None for t in chosen):
+            return None, _last_position
+        if any(t is None for t in chosen):
+            raise ValueError("give a target for every prompt, or for none (None: the most likely next token)")
+        return resolve_targets([self._token_id(t) for t in chosen], n), _last_position
 
     def explain_continuation(self, prompt: str, continuation: str) -> TextExplanation:
         """Relevance of every token for the summed log-probability of ``continuation`` after
@@ -309,7 +326,9 @@ class TextExplainer(DomainExplainer):
         return {"labels": self.labels, "decoder": self.is_decoder}
 
     # -- encoding ----------------------------------------------------------------------------
-    def _encode_all(self, texts: list[str], ids: Sequence[str] | None) -> list[_Encoded]:
+    def encode(self, texts: list[str], ids: Sequence[str] | None = None) -> list[_Encoded]:
+        """The texts tokenized as they are explained (special tokens; truncated to
+        :attr:`max_length` with a warning); ``ids`` name them in messages (default: positions)."""
         names = [f"text {i}" for i in range(len(texts))] if ids is None else [str(i) for i in ids]
         if len(names) != len(texts):
             raise ValueError(f"got {len(names)} ids for {len(texts)} texts")
@@ -361,7 +380,9 @@ class TextExplainer(DomainExplainer):
     def _sources(self) -> tuple[type, ...]:
         return (nn.Embedding,)
 
-    def _batch(self, batch: list[_Encoded], device: torch.device) -> dict[str, torch.Tensor]:
+    def model_inputs(self, batch: list[_Encoded], device: torch.device) -> dict[str, torch.Tensor]:
+        """The model's keyword inputs for encoded texts (:meth:`encode`), padded on the right to the
+        longest: ``input_ids``, ``attention_mask`` and, where the model takes them, ``token_type_ids``."""
         width = max(len(e.ids) for e in batch)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = np.full((len(batch), width), pad, dtype=np.int64)
@@ -383,7 +404,7 @@ class TextExplainer(DomainExplainer):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         device = model_device(self.model)
         batches = [
-            (self._batch(encoded[start:start + batch_size], device),
+            (self.model_inputs(encoded[start:start + batch_size], device),
              targets[start:start + batch_size] if isinstance(targets, torch.Tensor) else targets)
             for start in range(0, len(encoded), batch_size)
         ]
@@ -453,7 +474,8 @@ class TextExplainer(DomainExplainer):
         for i in range(len(batch)):
             top = probabilities[i].topk(5)
             info.append({
-                "prediction": tokens(int(predicted[i])), "target": tokens(int(part.target[i])),
+                "prediction": tokens(int(predicted[i])),
+                "target": None if part.target is None else tokens(int(part.target[i])),  # None: a callable
                 "probabilities": {tokens(int(t)): float(p) for p, t in zip(top.values, top.indices)},
             })
         return info

@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from lrp_domains.core.engine.attribution import default_output, eval_mode, model_device
-from lrp_domains.core.engine.targets import resolve_targets, select_target
+from lrp_domains.core.engine.targets import select_target
 from lrp_domains.core.latent import layer_relevance
-from lrp_domains.text.explainer import TextExplainer, TextTarget, _as_list, _Encoded, _last_position
+from lrp_domains.text.explainer import TextExplainer, TextTarget, _as_list, _Encoded
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -240,8 +240,8 @@ def residual_stream(explainer: TextExplainer, text: str = "Hello world") -> list
     that outputs the embeddings (``"<first block> (input)"`` where no module does) and each
     transformer block."""
     blocks = _blocks(explainer.model)
-    encoded = explainer._encode_all([text], None)
-    embedding = _embedding_output(explainer.model, explainer._batch(encoded, model_device(explainer.model)),
+    encoded = explainer.encode([text])
+    embedding = _embedding_output(explainer.model, explainer.model_inputs(encoded, model_device(explainer.model)),
                                   blocks[0])
     return _stream_names(embedding, blocks)
 
@@ -249,20 +249,14 @@ def residual_stream(explainer: TextExplainer, text: str = "Hello world") -> list
 # -- running ------------------------------------------------------------------------------------
 def _targets(explainer: TextExplainer, n: int, target: TextTarget
              ) -> tuple[torch.Tensor | Callable | None, Callable | None, Callable[[int | None], str | int | None]]:
-    """Resolved targets, the output function and how an explained index is named, as
-    :meth:`TextExplainer.explain` (classifiers) or :meth:`~TextExplainer.explain_next_token` (LMs)."""
+    """Resolved targets, the output function (:meth:`TextExplainer.resolve_targets`, as
+    :meth:`~TextExplainer.explain` and :meth:`~TextExplainer.explain_next_token` resolve them) and
+    how an explained index is named."""
+    resolved, output = explainer.resolve_targets(target, n)
     if explainer.is_decoder:
-        if target is None or callable(target):
-            resolved = target
-        else:
-            chosen = [target] * n if isinstance(target, (int, str)) else list(target)
-            if len(chosen) != n:
-                raise ValueError(f"got {len(chosen)} targets for {n} prompts")
-            resolved = resolve_targets([explainer._token_id(t) for t in chosen], n)
-        return resolved, _last_position, lambda i: None if i is None else explainer.tokenizer.convert_ids_to_tokens(i)
+        return resolved, output, lambda i: None if i is None else explainer.tokenizer.convert_ids_to_tokens(i)
     labels = explainer.labels or None
-    resolved = resolve_targets(target, n, labels)
-    return resolved, None, lambda i: None if i is None else (labels[i] if labels and i < len(labels) else i)
+    return resolved, output, lambda i: None if i is None else (labels[i] if labels and i < len(labels) else i)
 
 
 @dataclass
@@ -282,13 +276,13 @@ def _run(explainer: TextExplainer, texts: list[str], target: TextTarget, batch_s
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = explainer.model
-    encoded = explainer._encode_all(texts, None)
+    encoded = explainer.encode(texts)
     targets, output_fn, name = _targets(explainer, len(texts), target)
     device = model_device(model)
     chosen: tuple[list[str], list[str]] | None = None
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
-        inputs = explainer._batch(chunk, device)
+        inputs = explainer.model_inputs(chunk, device)
         part = targets[start:start + batch_size] if isinstance(targets, torch.Tensor) else targets
         if chosen is None:
             chosen = points({key: value[:1] for key, value in inputs.items()})

@@ -27,6 +27,8 @@ class LayerNormRule(Rule):
     affine map. The forward is the module's own, unchanged.
     """
 
+    cost = 2  # the forward and a backward of the gradient's size (elementwise, as the norm's own)
+
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         x = single_input(call, args, kwargs)
         module = call.module
@@ -87,6 +89,8 @@ class ActivationRule(Rule):
     (``act(gate) * up``) treats it as a constant: all relevance goes to ``up``.
     """
 
+    cost = 2  # the forward (and the ratio f(x) / x), an elementwise product in the backward
+
     def __init__(self, tag_gate: bool = False) -> None:
         self.tag_gate = tag_gate
 
@@ -119,6 +123,10 @@ class ComposedActivationRule(Rule):
     rule ``R_inner = R_y`` (AttnLRP, Achtibat et al. 2024, Sec. 3.3.1): the modified gradient is
     ``g_y * y / z`` with ``z = inner(x)``. The output is the module's own forward, unchanged.
     """
+
+    #: The module's forward twice (``inner`` under its rule, the whole without gradient) and
+    #: ``inner``'s transposed product.
+    cost = 3
 
     def __init__(self, inner: str = "dense") -> None:
         self.inner = inner

@@ -44,8 +44,8 @@ def _report(explanation: Any, adata: Any, out: Path, title: str, top: int) -> di
 
 def run_scanvi(adata: Any, out: Path, quick: bool, top: int) -> dict[str, Any]:
     """Train scANVI (or load it from ``out/model``), explain the held-out cells, write the report."""
-    from lrp_domains.bio.cells.pbmc_mlp import held_out_cells
     from lrp_domains.bio.cells import scvi_models
+    from lrp_domains.bio.cells.pbmc_mlp import held_out_cells
 
     counts = scvi_models.pbmc_counts(adata)
     held_out = held_out_cells()

@@ -44,6 +44,8 @@ class DetachedStdNorm(Rule):
     is the module's own output, unchanged.
     """
 
+    cost = 2  # the forward and a backward of the gradient's size (elementwise)
+
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         x = single_input(call, args, kwargs)
         module = call.module

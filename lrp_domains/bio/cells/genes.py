@@ -57,20 +57,34 @@ class GeneExplanation:
         return pd.concat(frames, ignore_index=True)
 
     def marker_overlap(self, markers: Mapping[str, Iterable[str]], k: Sequence[int] = (20, 50)) -> pd.DataFrame:
-        """Recall of known marker genes in each class's top ``k`` (classes and markers absent
-        from the explanation are reported with ``present = 0`` and left out of the recall)."""
+        """Recall of known marker genes in each class's top ``k``.
+
+        Columns: ``class, k``; ``markers`` (the class's markers among the model's genes), ``found``
+        and ``found_genes`` (those in its top ``k``), ``recall`` (NaN for a class with no marker
+        in the model's genes or no explained sample), ``absent_genes`` (its markers the model
+        lacks: left out of the recall, comma-separated) and ``explained_samples``. Markers the
+        model lacks are named in one warning."""
         rows = []
         genes = set(self.genes)
+        absent_all: dict[str, None] = {}
         for cls, listed in markers.items():
+            listed = list(listed)
             present = [g for g in listed if g in genes]
+            absent = [g for g in listed if g not in genes]
+            absent_all.update(dict.fromkeys(absent))
             for top in k:
                 ranked = self._class_top(cls, top)
                 found = [g for g in present if g in ranked]
                 rows.append({
                     "class": cls, "k": top, "markers": len(present), "found": len(found),
                     "recall": len(found) / len(present) if present and ranked else np.nan,
-                    "found_genes": ",".join(found), "explained_samples": int((self._groups() == cls).sum()),
+                    "found_genes": ",".join(found), "absent_genes": ",".join(absent),
+                    "explained_samples": int((self._groups() == cls).sum()),
                 })
+        if absent_all:
+            some = "1 marker gene is" if len(absent_all) == 1 else f"{len(absent_all)} marker genes are"
+            warnings.warn(f"{some} not among the model's {len(genes)} genes and left out of the marker recall: "
+                          f"{', '.join(absent_all)}", stacklevel=2)
         return pd.DataFrame(rows)
 
     def _class_top(self, cls: str, n: int) -> list[str]:

@@ -535,6 +535,8 @@ class ConstantStdNorm(Rule):
     Sec. 3.2; as for LayerNorm in AttnLRP): ``y = (x - mean(x)) / std(x)`` with ``std`` detached,
     so the norm is linear in ``x`` and the centring (a linear map) keeps its gradient."""
 
+    cost = 2  # the forward and a backward of the gradient's size (elementwise)
+
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:  # noqa: D102
         module = call.module
         x = single_input(call, args, kwargs)

@@ -17,7 +17,12 @@ best matched by a paralog's motif (a CTCF core broken reads as CTCFL):
 - ``"changed"``: it matches about as well, and the alternative window's strongest seqlet at the
   variant names another motif;
 - ``"gained"``: no motif named in the reference window, one in the alternative window;
-- ``""``: no motif on either side, or the same motif about as strong.
+- ``"kept"``: the reference motif still matches at its site about as well (within a factor 10 of
+  its p-value), and the alternative window names the same motif or none;
+- ``"none"``: no motif named in either window.
+
+These are all the values of an explained variant (status ``"ok"``); the column is empty only for
+variants that were not explained (another status) and for runs without a motif library.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ import pandas as pd
 MOTIF_COLUMNS = ("ref_motif", "ref_motif_p", "alt_motif", "alt_motif_p", "motif_change")
 #: A match is named when its p-value is at most this (annotate_seqlets' default).
 MAX_P = 1e-3
+#: Every value of ``motif_change`` for an explained variant (module docstring).
+MOTIF_CHANGES = ("lost", "weakened", "strengthened", "changed", "gained", "kept", "none")
 
 
 @dataclass
@@ -69,7 +76,7 @@ def motif_change(ref_motif: str, ref_p: float, site_p: float, alt_motif: str, ma
     window, ``site_p`` the same motif's p-value over the same bases of the alternative window,
     ``alt_motif`` the alternative window's named motif."""
     if not ref_motif:
-        return "gained" if alt_motif else ""
+        return "gained" if alt_motif else "none"
     if not site_p <= max_p:  # NaN too: nothing left to match at the site
         return "lost"
     if math.isfinite(ref_p):
@@ -79,7 +86,7 @@ def motif_change(ref_motif: str, ref_p: float, site_p: float, alt_motif: str, ma
             return "weakened"
         if ratio <= -1:
             return "strengthened"
-    return "changed" if alt_motif and alt_motif != ref_motif else ""
+    return "changed" if alt_motif and alt_motif != ref_motif else "kept"
 
 
 def site_p_values(sites: pd.DataFrame, library: list, motifs: Any = None) -> list[float]:

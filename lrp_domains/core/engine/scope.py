@@ -118,6 +118,8 @@ class ModuleCall:
 class _MergedNorm(Rule):
     """A BatchNorm merged into the layer before it: passes its input through (eval mode)."""
 
+    cost = 0  # merged into the layer before it: nothing of its own
+
     def __init__(self, fallback: Rule | None) -> None:
         self.fallback = fallback
 

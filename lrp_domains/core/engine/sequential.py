@@ -1,14 +1,16 @@
 """A direct path for the commonest small model: an ``nn.Sequential`` of plain ``Linear`` layers,
-ReLUs and shape-only modules (an MLP), with any composite whose rules are epsilon, LRP-0 or layer
-rules (z+, gamma, alpha-beta, z-box...).
+ReLUs and shape-only modules (an MLP), with any composite whose rules say how to evaluate
+themselves directly: epsilon, LRP-0, layer rules (z+, gamma, alpha-beta, z-box...) on the linear
+layers (:attr:`Rule.affine_backward <lrp_domains.core.rules.Rule>`), rules that keep the gradient
+on the ReLUs and shape-only modules (:meth:`Rule.passes_gradient <lrp_domains.core.rules.Rule>`).
 
 For such a model the engine's per-module machinery (per-instance forwards, the functional rules'
 ``TorchFunctionMode``, autograd Functions per layer) is pure overhead: the same rules are evaluated
-here layer by layer, forward then backward, by the same rule code (``Rule.backward`` on the same
-``_Layer`` a scope would build, the epsilon factor ``z / stab(z)`` of :class:`~lrp_domains.core.
-gradients.EpsilonGrad`), without autograd. Results equal the general path's (tested); the model is
-only read. Anything else (hooks on a module, a patched ``forward``, subclasses, BatchNorm, other
-modules, sources, a custom ``output``) goes through the general engine.
+here layer by layer, forward then backward, by the same rule code (``rule.affine_backward`` on the
+same ``_Layer`` a scope would build), without autograd. Results equal the general path's (tested);
+the model is only read. Anything else (hooks on a module, a patched ``forward``, subclasses,
+BatchNorm, other modules, rules without a direct form, sources, a custom ``output``) goes through
+the general engine.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.targets import select_target
 from lrp_domains.core.layers import AffineOps, affine_ops
-from lrp_domains.core.rules import Epsilon, Identity, LayerRule, Pass, Rule, _Layer
+from lrp_domains.core.rules import Rule, _Layer
 
 __all__ = ["SequentialPlan", "plan_for"]
 
@@ -73,21 +75,21 @@ def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
                 rule = composite.last
             else:
                 rule = composite.rule_for(name, module)
-            if not (rule is None or isinstance(rule, (Pass, Epsilon, LayerRule))):
-                return None
-            if isinstance(rule, LayerRule) and rule.writes_relevance and module is not linears[0]:
+            if rule is not None and getattr(rule, "affine_backward", None) is None:
+                return None  # the rule has no direct form: the general engine runs its __call__
+            if rule is not None and rule.writes_relevance and module is not linears[0]:
                 return None  # an input-layer rule inside the network: the engine's fallback handles it
             steps.append(_Step("linear", module, rule, affine_ops(module)))
         elif type(module) is nn.ReLU:
-            if not isinstance(composite.rule_for(name, module), (Pass, Identity)):
+            if not _passes_gradient(composite.rule_for(name, module), module):
                 return None
             steps.append(_Step("relu", module))
         elif type(module) is nn.Flatten:
-            if not isinstance(composite.rule_for(name, module), Pass):
+            if not _passes_gradient(composite.rule_for(name, module), module):
                 return None
             steps.append(_Step("flatten", module))
         elif type(module) in _SHAPE_ONLY:
-            if not isinstance(composite.rule_for(name, module), Pass):
+            if not _passes_gradient(composite.rule_for(name, module), module):
                 return None
             steps.append(_Step("identity", module))
         elif type(module) is nn.Softmax:
@@ -97,6 +99,10 @@ def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
     if steps[0].kind != "linear" and composite.first is not None:
         return None  # the first rule needs the input layer to come first
     return SequentialPlan(steps)
+
+
+def _passes_gradient(rule: Rule | None, module: nn.Module) -> bool:
+    return isinstance(rule, Rule) and rule.passes_gradient(module)
 
 
 @dataclass
@@ -169,15 +175,12 @@ def _linear_backward(step: _Step, x: torch.Tensor, z: torch.Tensor, grad: torch.
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``(gradient at the input, relevance written directly, hypothetical units)`` of one layer."""
     rule, weight, bias = step.rule, step.module.weight.detach(), step.module.bias
+    if rule is None:  # no rule: the plain gradient
+        return grad @ weight, None, None
     bias = None if bias is None else bias.detach()
-    if isinstance(rule, LayerRule):
-        layer = _Layer(step.ops, x, z, weight, bias, grad)
-        result = rule.backward(layer)
-        if rule.writes_relevance:
-            units = rule.unit_relevance(layer, result) if record else None
-            return None, result, units
-        return result, None, None
-    if isinstance(rule, Epsilon) and rule.epsilon > 0:
-        # as EpsilonGrad: g z / stab(z) = g - eps g / (|z| + eps)
-        grad = torch.addcdiv(grad, grad, z.abs().add_(rule.epsilon), value=-rule.epsilon)
-    return grad @ weight, None, None
+    layer = _Layer(step.ops, x, z, weight, bias, grad)
+    result = rule.affine_backward(layer)
+    if rule.writes_relevance:
+        units = rule.unit_relevance(layer, result) if record else None
+        return None, result, units
+    return result, None, None

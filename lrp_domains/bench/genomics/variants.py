@@ -40,6 +40,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lrp_domains.errors import InputError
+
 #: Planted motifs per chromosome in the bench's genomes (the chromosomes grow in number with ``n``).
 MOTIFS_PER_CHROM = 20
 #: Bases per chromosome (room for :data:`MOTIFS_PER_CHROM` motifs with a far variant between each two).
@@ -177,6 +179,8 @@ def run(n: int = 120, seed: int = 0, repeats: int = 3, quick: bool = False, thre
     """The benchmark with ``n`` planted motifs (``3 n`` variants): a row per method (AUROCs, mean
     |effect| per category, naming, cost in gradients) and the run's settings. ``quick``: 30 motifs,
     one timed repeat."""
+    if n < 1 or repeats < 1:
+        raise InputError("--n and --repeats must be at least 1")
     from lrp_domains.bench.measure import interleaved_times
     from lrp_domains.bio import SequenceExplainer, explain_variants
 
@@ -258,5 +262,5 @@ def print_table(result: dict[str, Any]) -> None:
     Console(width=200).print(table)
 
 
-if __name__ == "__main__":  # python -m lrp_domains.bench.variants
+if __name__ == "__main__":  # python -m lrp_domains.bench.genomics.variants
     print_table(run())

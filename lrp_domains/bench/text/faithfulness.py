@@ -21,10 +21,11 @@ from pathlib import Path
 
 import torch
 
+from lrp_domains.bench.methods import select
 from lrp_domains.evaluate import abpc, area, au_mse, curve
 from lrp_domains.evaluate import text as T
 
-METHODS = ("attnlrp", "cp-lrp", "gradient x input", "integrated gradients", "attention rollout", "random")
+METHODS = select("attnlrp", "cp-lrp", "gradient x input", "integrated gradients", "attention rollout", "random")
 
 
 def sst2_dev(data_dir: str | Path | None = None, hub: bool = False) -> tuple[list[str], torch.Tensor]:

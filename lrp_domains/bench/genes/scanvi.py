@@ -6,7 +6,7 @@ units, 100 epochs, CPU) is trained on the counts of ``pbmc68k_reduced``
 unlabelled, and cached under ``cache_dir`` so re-runs do not retrain. On the held-out cells
 (``cells="held-out"``, default) or all 700 (``cells="all"``), each method explains the true
 class's logit of :func:`~lrp_domains.bio.cells.scvi_models.scanvi_classifier` (counts in), then, as in
-:mod:`lrp_domains.bench.genes`:
+:mod:`lrp_domains.bench.genes.mlp`:
 
 - markers@20 / markers@50: share of each class's canonical markers (those among the 765 genes) in
   its top 20 / 50 genes by mean relevance over the class's cells, averaged over classes;
@@ -26,7 +26,6 @@ class's logit of :func:`~lrp_domains.bio.cells.scvi_models.scanvi_classifier` (c
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable
@@ -36,20 +35,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lrp_domains.bench.genes import de_tops
+from lrp_domains.bench.cache import cache_dir as bench_cache
+from lrp_domains.bench.genes.mlp import de_tops
+from lrp_domains.bench.methods import gradients, select
 from lrp_domains.evaluate import area, curve
 
-COMPOSITES = ("epsilon", "epsilon-gamma", "zplus", "alpha2beta1")
-BASELINES = ("gradient x input", "integrated gradients", "integrated gradients, 8 steps", "expression value", "random")
+COMPOSITES = select("epsilon", "epsilon-gamma", "zplus", "alpha2beta1")
+BASELINES = select("gradient x input", "integrated gradients", "integrated gradients, 8 steps", "expression value",
+                   "random")
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 IG_STEPS = 32
 IG_FEW_STEPS = 8
 TRAIN = {"n_latent": 10, "n_hidden": 128, "n_layers": 1, "max_epochs": 100, "seed": 0}
-
-
-def default_cache_dir() -> Path:
-    """Where the trained scANVI is cached: ``$LRP_DOMAINS_CACHE`` or ``~/.cache/lrp-domains``."""
-    return Path(os.environ.get("LRP_DOMAINS_CACHE", Path.home() / ".cache" / "lrp-domains"))
 
 
 def _cache_path(cache_dir: Path, settings: dict, held_out: list[str]) -> Path:
@@ -73,14 +70,17 @@ def attributions(model: torch.nn.Module, values: torch.Tensor, target: torch.Ten
     for name in composites:
         composite = scanvi_composite(name)
         found[name] = (lambda c=composite: explain(model, values, target, c, batch_size=256, strict=True,
-                                                   check_delta=False).relevance, 1)
-    found["gradient x input"] = (lambda: E.gradient_x_input(model, values, target, batch_size=256).relevance, 1)
+                                                   check_delta=False).relevance, gradients(name))
+    found["gradient x input"] = (lambda: E.gradient_x_input(model, values, target, batch_size=256).relevance,
+                                 gradients("gradient x input"))
     found["integrated gradients"] = (lambda: E.integrated_gradients(model, values, target, steps=IG_STEPS,
-                                                                    batch_size=256).relevance, IG_STEPS)
+                                                                    batch_size=256).relevance,
+                                    gradients("integrated gradients", IG_STEPS))
     found["integrated gradients, 8 steps"] = (lambda: E.integrated_gradients(model, values, target, steps=IG_FEW_STEPS,
-                                                                             batch_size=256).relevance, IG_FEW_STEPS)
-    found["expression value"] = (lambda: torch.log1p(values), 0)
-    found["random"] = (lambda: E.random_attribution(model, values, target).relevance, 0)
+                                                                             batch_size=256).relevance,
+                                             gradients("integrated gradients, 8 steps"))
+    found["expression value"] = (lambda: torch.log1p(values), gradients("expression value"))
+    found["random"] = (lambda: E.random_attribution(model, values, target).relevance, gradients("random"))
     return found
 
 
@@ -106,7 +106,7 @@ def run(cache_dir: str | Path | None = None, cells: str = "held-out", methods: t
     original = sc.datasets.pbmc68k_reduced()
     counts = pbmc_counts(original)
     held_out = held_out_cells()
-    path = _cache_path(Path(cache_dir) if cache_dir is not None else default_cache_dir(), TRAIN, held_out)
+    path = _cache_path(Path(cache_dir) if cache_dir is not None else bench_cache(), TRAIN, held_out)
     scanvi = load_or_train(path, counts, held_out=held_out, **TRAIN)
     model = scanvi_classifier(scanvi).eval()
     genes, classes = genes_of(scanvi), classes_of(scanvi)

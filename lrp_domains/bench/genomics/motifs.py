@@ -178,5 +178,5 @@ def print_table(rows: list[dict]) -> None:
     Console().print(table)
 
 
-if __name__ == "__main__":  # python -m lrp_domains.bench.motifs
+if __name__ == "__main__":  # python -m lrp_domains.bench.genomics.motifs
     print_table(run())

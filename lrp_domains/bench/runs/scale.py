@@ -25,13 +25,22 @@ from pathlib import Path
 from typing import Any
 
 
+def ray_missing() -> str | None:
+    """None when Ray Data imports, else what to install."""
+    try:
+        import ray.data  # noqa: F401
+    except ImportError:
+        return 'bench scale needs Ray Data: pip install "lrp-domains[distributed]"'
+    return None
+
+
 def write_input(kind: str, n: int, path: Path) -> Path:
     """An input file of ``n`` items for ``kind`` (``sequences`` or ``text``)."""
     if kind == "sequences":
         from lrp_domains.bench.data.synthetic import make_dataset, write_fasta
 
         return write_fasta(path.with_suffix(".fa"), make_dataset(n, seed=11))
-    from lrp_domains.bench.text_faithfulness import sst2_dev
+    from lrp_domains.bench.text.faithfulness import sst2_dev
 
     sentences, _ = sst2_dev()
     lines = [sentences[i % len(sentences)] for i in range(n)]
@@ -94,7 +103,7 @@ def _single_thread(fn: Any) -> float:
 
 def peak_of_run(kind: str, n: int, shard_size: int) -> dict[str, float]:
     """In this process: build the explainer and the input, then run locally; peak RSS above the start."""
-    from lrp_domains.bench.measure import _status_kib
+    from lrp_domains.bench.measure import status_kib
     from lrp_domains.domains import build_explainer
     from lrp_domains.run import explain_dataset
 
@@ -103,9 +112,9 @@ def peak_of_run(kind: str, n: int, shard_size: int) -> dict[str, float]:
         source = write_input(kind, n, Path(folder) / "input")
         with open("/proc/self/clear_refs", "w") as refs:
             refs.write("5")  # reset the high-water mark: measure the run, not the imports and the model
-        base = _status_kib("VmRSS")
+        base = status_kib("VmRSS")
         explain_dataset(explainer, source, Path(folder) / "out", shard_size=shard_size, progress=False)
-        return {"peak_mib": (_status_kib("VmHWM") - base) / 1024, "input_mib": source.stat().st_size / 2**20}
+        return {"peak_mib": (status_kib("VmHWM") - base) / 1024, "input_mib": source.stat().st_size / 2**20}
 
 
 def peak_in_fresh_process(kind: str, n: int, shard_size: int) -> dict[str, float]:

@@ -16,8 +16,10 @@ from collections.abc import Callable
 import torch
 
 from lrp_domains.bench.measure import interleaved_times, peak_bytes, peak_bytes_here
+from lrp_domains.bench.methods import select
 
-METHODS = ("gradient x input", "attnlrp", "cp-lrp")
+COMPOSITES = select("attnlrp", "cp-lrp")
+METHODS = select("gradient x input", *COMPOSITES)
 
 
 def setup(device: str = "cpu"):
@@ -48,14 +50,17 @@ def methods(model, tokenizer, labels, sentences) -> dict[str, Callable[[], objec
         return (leaf.detach() * grad).sum(-1).cpu()
 
     found: dict[str, Callable[[], object]] = {"gradient x input": gradient_x_input}
-    for name in ("attnlrp", "cp-lrp"):
+    for name in COMPOSITES:
         explainer = TextExplainer(model, tokenizer, composite=name, labels=labels)
         found[name] = lambda explainer=explainer: explainer.explain(sentences, batch_size=16)
     return found
 
 
-def run(device: str = "cpu", repeats: int = 10, memory: bool = True) -> list[dict]:
-    """Rows: method, milliseconds per batch, sentences per second, time and memory ratios."""
+def run(device: str = "cpu", repeats: int = 10, memory: bool = True, threads: int | None = None) -> list[dict]:
+    """Rows: method, milliseconds per batch, sentences per second, time and memory ratios (``threads``: torch's
+    threads, for the memory probes too)."""
+    if threads:
+        torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     model, tokenizer, labels, sentences = setup(device)
     tokens = tokenizer(sentences, padding=True, return_tensors="pt")["input_ids"].shape[1]

@@ -4,7 +4,7 @@ The model (:func:`lrp_domains.bio.cells.gene_transformer.train_gene_transformer`
 ``pbmc68k_reduced`` and cached under ``cache_dir``) reads each cell as ``[CLS]`` plus its top
 ``max_genes`` genes by median-normalised expression. For each method, relevance of every gene
 token for each cell's true class (``bulk_labels``) on all 700 cells, then as in
-:mod:`lrp_domains.bench.genes`:
+:mod:`lrp_domains.bench.genes.mlp`:
 
 - markers@20 / markers@50: recall of the canonical PBMC markers in each class's top genes (mean
   relevance over the class's cells; genes outside a cell's sentence count 0), averaged over classes;
@@ -25,7 +25,6 @@ embedding only), gradient x input and integrated gradients on the gene embedding
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,21 +33,24 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lrp_domains.bench.cache import cache_dir as bench_cache
+from lrp_domains.bench.methods import gradients, select
 from lrp_domains.evaluate import area, curve
 
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
-METHODS = ("attnlrp", "cp-lrp", "attnlrp (gene embedding)", "gradient x input", "integrated gradients", "random")
-DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "lrp-domains"
+METHODS = select("attnlrp", "cp-lrp", "attnlrp (gene embedding)", "gradient x input", "integrated gradients", "random")
 
 
-def load_or_train(cache_dir: str | Path = DEFAULT_CACHE, seed: int = 0, max_genes: int = 128, epochs: int = 30,
+def load_or_train(cache_dir: str | Path | None = None, seed: int = 0, max_genes: int = 128, epochs: int = 30,
                   log: Callable[[str], None] | None = None, values: bool = False):
-    """The PBMC gene transformer from ``cache_dir`` (trained and saved there on the first call);
-    ``values``: the scGPT-style variant with value-bin embeddings."""
+    """The PBMC gene transformer from ``cache_dir`` (default: the benches' cache folder,
+    :func:`lrp_domains.bench.cache.cache_dir`; trained and saved there on the first call); ``values``:
+    the scGPT-style variant with value-bin embeddings."""
     from lrp_domains.bio.cells.gene_transformer import TrainedGeneTransformer, train_gene_transformer
     from lrp_domains.bio.cells.pbmc_mlp import load_default_data
 
-    folder = Path(cache_dir) / f"pbmc-gene-transformer-g{max_genes}-e{epochs}-s{seed}{'-values' if values else ''}"
+    root = Path(cache_dir) if cache_dir is not None else bench_cache()
+    folder = root / f"pbmc-gene-transformer-g{max_genes}-e{epochs}-s{seed}{'-values' if values else ''}"
     if (folder / "model.json").is_file():
         return TrainedGeneTransformer.load(folder)
     if log is not None:
@@ -70,7 +72,7 @@ def _remove(sentences, removed: torch.Tensor):
     return CellSentences(ids, keep.gather(1, order).long(), values, sentences.truncated)
 
 
-def run(cache_dir: str | Path = DEFAULT_CACHE, seed: int = 0, repeats: int = 2, ig_steps: int = 32,
+def run(cache_dir: str | Path | None = None, seed: int = 0, repeats: int = 2, ig_steps: int = 32,
         batch_size: int = 64, max_genes: int = 128, epochs: int = 30,
         log: Callable[[str], None] | None = None, values: bool = False) -> list[dict]:
     """Measure every method on the cached (or freshly trained) gene transformer; one row per method
@@ -80,7 +82,7 @@ def run(cache_dir: str | Path = DEFAULT_CACHE, seed: int = 0, repeats: int = 2, 
     gradients of :mod:`lrp_domains.evaluate.text` do not pass value bins)."""
     import warnings
 
-    from lrp_domains.bench.genes import _class_tops, de_tops
+    from lrp_domains.bench.genes.mlp import _class_tops, de_tops
     from lrp_domains.bio.cells.gene_transformer import GeneTransformerExplainer, predict, tokens_to_genes
     from lrp_domains.bio.cells.pbmc_mlp import load_default_data, markers_in
     from lrp_domains.evaluate import text as T
@@ -109,8 +111,7 @@ def run(cache_dir: str | Path = DEFAULT_CACHE, seed: int = 0, repeats: int = 2, 
         found["integrated gradients"] = lambda: {"integrated gradients": T.integrated_gradients(
             model, encoded, target, steps=ig_steps, batch_size=batch_size)}
     found["random"] = lambda: {"random": T.random_tokens(encoded, seed=seed + 1)}
-    cost = {"attnlrp": 1, "cp-lrp": 1, "attnlrp (gene embedding)": 1, "gradient x input": 1,
-            "integrated gradients": ig_steps, "random": 0}
+    cost = {name: gradients(name, ig_steps) for name in METHODS}
     seconds: dict[str, float] = {}
     scores: dict[str, torch.Tensor] = {}
     for _ in range(repeats):  # interleaved: A B A B
@@ -191,7 +192,7 @@ if __name__ == "__main__":
     import argparse
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cache-dir", default=str(DEFAULT_CACHE))
+    parser.add_argument("--cache-dir", default=None, help="default: the benches' cache folder")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--values", action="store_true", help="the scGPT-style variant (value-bin embeddings)")

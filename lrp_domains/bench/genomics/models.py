@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import statistics
 import time
@@ -61,6 +60,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lrp_domains.bench.cache import cache_dir as bench_cache
 from lrp_domains.errors import InputError
 
 #: Seeds of the data sets (train, validation, test), apart from the default CNN's.
@@ -85,12 +85,6 @@ SETTINGS = {
 
 #: Methods timed once (their single call already takes many gradients' time).
 EXPENSIVE = ("integrated gradients", "ism", "deep_lift_shap")
-
-
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/lrp-domains/genomics-models`` (``~/.cache`` without the variable)."""
-    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(root) / "lrp-domains" / "genomics-models"
 
 
 def _key(settings: dict) -> str:
@@ -438,7 +432,7 @@ def run(n: int = 400, quick: bool = False, cache_dir: Path | None = None, models
         raise InputError(f"unknown models {sorted(unknown)}; choose from nt, bpnet")
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     settings = SETTINGS["quick" if quick else "full"]
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache_dir = Path(cache_dir) if cache_dir is not None else bench_cache("genomics-models")
 
     def positives(motif_ids: list[str] | None):
         test = make_dataset(n, seed=SEEDS["test"], motif_ids=motif_ids)

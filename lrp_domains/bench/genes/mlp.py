@@ -29,10 +29,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lrp_domains.bench.methods import select
 from lrp_domains.evaluate import area, curve
 
-COMPOSITES = ("epsilon", "epsilon-gamma", "zplus", "alpha2beta1")
-BASELINES = ("gradient x input", "integrated gradients", "expression value", "random")
+COMPOSITES = select("epsilon", "epsilon-gamma", "zplus", "alpha2beta1")
+BASELINES = select("gradient x input", "integrated gradients", "expression value", "random")
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 

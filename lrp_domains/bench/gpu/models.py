@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
 import warnings
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
+
+from lrp_domains.bench.measure import correlation, timed_call
 
 MODELS = ("bpnet-profile", "bpnet-counts", "enformer", "borzoi", "nt")
 
@@ -170,31 +170,7 @@ def keep_rotary_tables(model: nn.Module) -> nn.Module:
     return model
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float, Any]:
-    """Seconds, peak GPU memory in MiB (NaN on a CPU) and the result of one call."""
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    start = time.perf_counter()
-    result = fn()
-    _sync(device)
-    seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
-    return seconds, peak, result
-
-
-def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.double().flatten(), b.double().flatten()
-    a, b = a - a.mean(), b - b.mean()
-    return float((a @ b) / (a.norm() * b.norm()).clamp_min(1e-300))
-
-
-def measure(name: str, device: torch.device, tiny: bool, repeats: int) -> list[dict[str, Any]]:
+def model_rows(name: str, device: torch.device, tiny: bool, repeats: int) -> list[dict[str, Any]]:
     """The rows of one model: float32 and bfloat16 on ``device`` (module docstring)."""
     model, options, length, batch = build(name, tiny)
     sequences = _random_sequences(batch, length, seed=1)
@@ -217,9 +193,9 @@ def measure(name: str, device: torch.device, tiny: bool, repeats: int) -> list[d
         relevance = gradient_values = None
         for _ in range(repeats):
             for method, fn in (("lrp", bench.explain), ("gradient", bench.gradient)):
-                seconds, peak, result = _timed(fn, device)
+                seconds, peak, result = timed_call(fn, device, above_start=False)
                 times[method].append(seconds)
-                peaks[method] = peak
+                peaks[method] = peak / 2**20  # MiB, all the model holds (NaN on a CPU)
                 if method == "lrp":
                     relevance = result
                 else:
@@ -234,9 +210,9 @@ def measure(name: str, device: torch.device, tiny: bool, repeats: int) -> list[d
             scale = reference.abs().max().clamp_min(1e-30)
             row["vs_cpu"] = float((relevance[:2] - reference).abs().max() / scale)
         else:
-            row["corr_fp32"] = _correlation(relevance, float32)
+            row["corr_fp32"] = correlation(relevance, float32)
             # the plain gradient's own agreement: how far the bf16 model itself is from the fp32 one
-            row["gradient_corr_fp32"] = _correlation(gradient_values, float32_gradient)
+            row["gradient_corr_fp32"] = correlation(gradient_values, float32_gradient)
         rows.append(row)
         del model, bench
     return rows
@@ -254,7 +230,7 @@ def run(device: str | None = None, tiny: bool = False, models: tuple[str, ...] =
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     rows = []
     for name in models:
-        rows += measure(name, chosen, tiny, repeats or (2 if tiny else 5))
+        rows += model_rows(name, chosen, tiny, repeats or (2 if tiny else 5))
     where = torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else "cpu"
     for row in rows:
         row["device"] = where

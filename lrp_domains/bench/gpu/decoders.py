@@ -34,9 +34,7 @@ row confirms).
 from __future__ import annotations
 
 import contextlib
-import gc
 import math
-import statistics
 import sys
 import time
 import warnings
@@ -45,6 +43,9 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from lrp_domains.bench.measure import NAN, correlation, fits, free, measure
+from lrp_domains.bench.methods import select
 
 _LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
@@ -68,7 +69,7 @@ TINY_SHAPES: dict[str, dict[str, Any]] = {
 }
 LENGTHS = (1024, 4096, 8192)
 TINY_LENGTHS = (32, 64)
-COMPOSITES = ("attnlrp", "cp-lrp")
+COMPOSITES = select("attnlrp", "cp-lrp")
 GRADIENT = "gradient"
 VIA_EXPLAIN = "explain()"
 VIA_PROBE = "scope, train mode"
@@ -76,8 +77,6 @@ VIA_TRAIN = "train mode"
 NO_CHECKPOINTING = ("explain() runs the model in eval mode and transformers checkpoints a layer only in training "
                     "mode (GradientCheckpointingLayer: gradient_checkpointing and self.training): nothing recomputed")
 NO_CUDA = "no CUDA device: run with --tiny to check the bench on CPU"
-OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-NAN = float("nan")
 
 
 class NoCudaError(RuntimeError):
@@ -214,89 +213,7 @@ def decoder_methods(model: nn.Module, ids: torch.Tensor, checkpointed: bool,
     return found
 
 
-# -- measuring ------------------------------------------------------------------------------------
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _free(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _call(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
-    """Seconds and peak bytes above what was allocated before (NaN off CUDA) of one call."""
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    start = time.perf_counter()
-    out = fn()
-    _sync(device)
-    seconds = time.perf_counter() - start
-    peak = float(torch.cuda.max_memory_allocated(device) - base) if device.type == "cuda" else NAN
-    del out
-    return seconds, peak
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """``torch.OutOfMemoryError``, or the RuntimeErrors that CUDA libraries raise when an allocation
-    of their own fails near the memory limit (cuBLAS handles, kernels' workspaces)."""
-    if isinstance(error, OOM):
-        return True
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text)
-
-
-def _attempt(fn: Callable[[], object], device: torch.device) -> tuple[float, float] | None:
-    """:func:`_call`, or None (memory freed) when ``fn`` runs out of device memory."""
-    failed = False
-    try:
-        return _call(fn, device)
-    except RuntimeError as error:  # torch.OutOfMemoryError is a RuntimeError
-        if not is_out_of_memory(error):
-            raise
-        failed = True  # free outside the except block: its traceback holds the frames' tensors
-    if failed:
-        _free(device)
-    return None
-
-
-def fits(fn: Callable[[], object], device: torch.device) -> bool:
-    """Run ``fn`` once; False (memory freed) when it runs out of device memory."""
-    return _attempt(fn, device) is not None
-
-
-def measure(methods: dict[Any, Callable[[], object]], device: torch.device, repeats: int = 5,
-            warmup: int = 1) -> dict[Any, dict[str, Any]]:
-    """Median seconds and largest peak bytes per method, timed in turns (A B C A B C ...), CUDA
-    synchronised. A method that runs out of memory is left out of the turns from then on and
-    reported as such (``note``)."""
-    results: dict[Any, dict[str, Any]] = {}
-    running = {}
-    for key, fn in methods.items():
-        if all(fits(fn, device) for _ in range(warmup)):
-            running[key] = fn
-        else:
-            results[key] = {"seconds": NAN, "peak": NAN, "note": "out of memory"}
-    samples: dict[Any, list[tuple[float, float]]] = {key: [] for key in running}
-    for _ in range(repeats):
-        for key, fn in list(running.items()):
-            sample = _attempt(fn, device)
-            if sample is None:
-                del running[key], samples[key]
-                results[key] = {"seconds": NAN, "peak": NAN, "note": "out of memory (after its warm-up)"}
-            else:
-                samples[key].append(sample)
-    for key, values in samples.items():
-        peaks = [peak for _, peak in values]
-        results[key] = {"seconds": statistics.median(s for s, _ in values),
-                        "peak": max(peaks) if device.type == "cuda" else NAN, "note": ""}
-    return {key: results[key] for key in methods if key in results}
-
-
+# -- the longest context that fits (timing in turns, out of memory: bench.measure) ----------------
 def longest_fitting(try_length: Callable[[int], bool], start: int, cap: int, max_seconds: float,
                     bisections: int = 3, step: int = 256) -> dict[str, Any]:
     """The longest length at which ``try_length(n)`` (True: it ran) succeeds: doubling from
@@ -363,12 +280,6 @@ def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
-def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a.detach().double().cpu().reshape(-1), b.detach().double().cpu().reshape(-1)
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / (a.norm() * b.norm()).clamp_min(1e-300))
-
-
 def _random_ids(model: nn.Module, length: int, device: torch.device, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(model.config.vocab_size, (1, length), generator=generator).to(device)
@@ -389,7 +300,7 @@ def decoder_rows(name: str, shape: dict[str, Any], device: torch.device, lengths
                                      16 if tiny else 256, explain_checkpoints, log)
     finally:
         del model
-        _free(device)
+        free(device)
     return rows
 
 
@@ -456,7 +367,7 @@ def decoder_measurements(model: nn.Module, label: str, device: torch.device, len
                     f"{_number(rows[-1]['time_ratio'], 2, 'x')} time, {_number(rows[-1]['memory_ratio'], 2, 'x')} "
                     f"memory {rows[-1]['note'][:40]}")
         del ids
-        _free(device)
+        free(device)
     return rows
 
 
@@ -482,7 +393,7 @@ def decoder_searches(model: nn.Module, label: str, device: torch.device, start: 
                 rows.append({**row, **longest_fitting(try_length, start, cap, max_seconds, step=step)})
                 log(f"    longest {rows[-1]['longest']} tokens, first failed {rows[-1]['failed']}, stopped by "
                     f"{rows[-1]['stopped']} ({rows[-1]['seconds']:.0f} s)")
-                _free(device)
+                free(device)
     for row in rows:
         base = next(r for r in rows if r["method"] == GRADIENT and r["checkpointing"] == row["checkpointing"])
         row["longest_ratio"] = row["longest"] / base["longest"] if base["longest"] else NAN
@@ -532,7 +443,7 @@ def sentiment_rows(device: torch.device, batch: int, dtypes: Sequence[torch.dtyp
         found, relevance[dtype] = _sentiment(device, dtype, sentences, repeats)
         _log_throughput(found, log)
         rows += found
-        _free(device)
+        free(device)
     _add_correlation(rows, relevance)
     return rows
 
@@ -585,7 +496,7 @@ def sequence_rows(device: torch.device, batch: int, dtypes: Sequence[torch.dtype
         found, relevance[dtype] = _sequences(device, dtype, onehot, repeats)
         _log_throughput(found, log)
         rows += found
-        _free(device)
+        free(device)
     _add_correlation(rows, relevance)
     return rows
 
@@ -633,7 +544,7 @@ def _add_correlation(rows: list[dict[str, Any]], relevance: dict[torch.dtype, An
     for row in rows:
         if row["explained"] and isinstance(reference, torch.Tensor) \
                 and isinstance(relevance[getattr(torch, row["dtype"])], torch.Tensor):
-            row["correlation"] = _correlation(relevance[getattr(torch, row["dtype"])], reference)
+            row["correlation"] = correlation(relevance[getattr(torch, row["dtype"])], reference)
 
 
 # -- the bench --------------------------------------------------------------------------------------

@@ -35,14 +35,6 @@ def _shuffled_references(onehot: torch.Tensor, count: int, seed: int) -> torch.T
     return torch.stack(copies)
 
 
-def _correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    a = a.reshape(len(a), -1).double()
-    b = b.reshape(len(b), -1).double()
-    a = a - a.mean(1, keepdim=True)
-    b = b - b.mean(1, keepdim=True)
-    return (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1)).clamp_min(1e-30)
-
-
 def run(n: int = 400, references: int = 20, seed: int = 0) -> list[dict]:
     """Rows: method, correlation with ours, AUROC, seconds, cost in gradients (or the error)."""
     import copy
@@ -52,7 +44,7 @@ def run(n: int = 400, references: int = 20, seed: int = 0) -> list[dict]:
     from lrp_domains import evaluate as E
     from lrp_domains import explain
     from lrp_domains.bench.data.cnn import benchmark_data
-    from lrp_domains.bench.measure import interleaved_times
+    from lrp_domains.bench.measure import interleaved_times, row_correlations
     from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
 
     warnings.filterwarnings("ignore")
@@ -127,7 +119,7 @@ def run(n: int = 400, references: int = 20, seed: int = 0) -> list[dict]:
     base = times["gradient x input"]
     for row in rows:
         if "seconds" in row:
-            row["correlation"] = float(_correlation(results[row["method"]] * onehot, reference * onehot).mean())
+            row["correlation"] = float(row_correlations(results[row["method"]] * onehot, reference * onehot).mean())
             row["cost"] = row["seconds"] / base
     return rows
 
