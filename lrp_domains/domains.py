@@ -169,7 +169,7 @@ class DomainExplainer:
         if STATUS in columns:
             for i, item in unusable.items():
                 columns[STATUS][i] = item.status
-        rows = {"row": list(range(first_row, first_row + len(ids))), "id": ids, **columns}
+        rows: dict[str, list[Any]] = {"row": list(range(first_row, first_row + len(ids))), "id": ids, **columns}
         checked = [columns[name] for name in self.finite_columns if name in columns]
         finite = [all(_finite(values[i]) for values in checked) for i in range(len(ids))]
         given = rows.get(STATUS, [OK] * len(ids))

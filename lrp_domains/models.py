@@ -24,7 +24,7 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -174,7 +174,7 @@ def load_saved_module(path: str | Path) -> nn.Module:
         raise InputError(f"--model {path.name}: the file holds {', '.join(refused)}, {which} not loaded (unpickling "
                          f"could run code; only bpnet-lite's BPNet and ChromBPNet files are): give MODULE:FACTORY "
                          "building the model and its state dict as .safetensors with --weights")
-    allowed = []
+    allowed: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
     for name in sorted(set(named)):
         found = _allowed(name)
         if found is None:

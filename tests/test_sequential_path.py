@@ -127,3 +127,20 @@ def test_a_rule_subclass_with_another_formula_takes_the_general_engine():
     doubled = L.explain(fast, x, 2, Composite({nn.Linear: Doubled()}), check_delta=False)
     plain = L.explain(fast, x, 2, Composite({nn.Linear: Epsilon()}), check_delta=False)
     torch.testing.assert_close(doubled.relevance, 8 * plain.relevance)  # three layers, each doubling
+
+
+def test_an_input_layer_rule_after_a_flatten_takes_the_general_engine():
+    """Flatten first, then a Linear whose rule writes input relevance directly (w-square): the
+    direct path has no input gradient to give it, so it is not used; the result is the engine's."""
+    from lrp_domains.core.composite import Composite
+    from lrp_domains.core.engine.attribution import explain
+    from lrp_domains.core.engine.sequential import plan_for
+    from lrp_domains.core.rules import Epsilon, WSquare
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    composite = Composite({"1": WSquare(), nn.Linear: Epsilon()})
+    assert plan_for(model, composite) is None
+    x = torch.randn(3, 2, 3, dtype=torch.float64)
+    result = explain(model, x, composite=composite)
+    assert result.relevance.shape == x.shape and torch.isfinite(result.relevance).all()

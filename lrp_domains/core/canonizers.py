@@ -7,19 +7,22 @@ returned callable on exit (also after an exception), in reverse order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard, Union
 
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lrp_domains.core.layers import parameters_of
+
 if TYPE_CHECKING:
     from lrp_domains.core.engine.scope import Scope
 
 MERGEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+Mergeable = Union[nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d]
 
 
-def _features(layer: nn.Module) -> int:
+def _features(layer: Mergeable) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
 
@@ -57,11 +60,11 @@ class MergeBatchNorm:
                     continue
                 children = list(module.children())
                 for layer, norm in zip(children, children[1:]):
-                    if isinstance(layer, MERGEABLE) and self._compatible(layer, norm):
+                    if isinstance(layer, MERGEABLE) and self._mergeable_norm(norm, layer):
                         found.append((layer, norm))
         for layer_name, norm_name in self.pairs:
             layer, norm = model.get_submodule(layer_name), model.get_submodule(norm_name)
-            if not isinstance(layer, MERGEABLE) or not self._compatible(layer, norm):
+            if not isinstance(layer, MERGEABLE) or not self._mergeable_norm(norm, layer):
                 raise ValueError(
                     f"cannot merge '{norm_name}' ({type(norm).__name__}) into '{layer_name}' "
                     f"({type(layer).__name__}): need a Linear/Conv followed by a BatchNorm with "
@@ -71,7 +74,7 @@ class MergeBatchNorm:
         return found
 
     @staticmethod
-    def _compatible(layer: nn.Module, norm: nn.Module) -> bool:
+    def _mergeable_norm(norm: nn.Module, layer: Mergeable) -> TypeGuard[_BatchNorm]:
         return (
             isinstance(norm, _BatchNorm)
             and norm.running_var is not None
@@ -81,13 +84,16 @@ class MergeBatchNorm:
     @staticmethod
     def merged_parameters(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of ``norm(layer(x))`` as one affine layer (running statistics)."""
-        weight = layer.weight.detach()
-        scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
+        weight, layer_bias = parameters_of(layer)
+        weight = weight.detach()
+        running_var, running_mean = norm.running_var, norm.running_mean
+        assert running_var is not None and running_mean is not None  # merged only with running statistics
+        scale = torch.rsqrt(running_var.detach() + norm.eps)
         if norm.weight is not None:
             scale = scale * norm.weight.detach()
-        shift = -norm.running_mean.detach() * scale
+        shift = -running_mean.detach() * scale
         if norm.bias is not None:
             shift = shift + norm.bias.detach()
-        bias = shift if layer.bias is None else layer.bias.detach() * scale + shift
+        bias = shift if layer_bias is None else layer_bias.detach() * scale + shift
         shape = (-1,) + (1,) * (weight.dim() - 1)
         return weight * scale.to(weight.dtype).reshape(shape), bias.to(weight.dtype)

@@ -22,7 +22,7 @@ layer* (a hook stops it there) on the batch replicated once per channel, and one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,7 +183,7 @@ def _replicate(batch: Inputs, copies: int) -> Inputs:
     def repeat(t: torch.Tensor) -> torch.Tensor:
         return t.repeat(copies, *([1] * (t.dim() - 1)))
 
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):
         return {key: repeat(value) for key, value in batch.items()}
     return repeat(batch)
 
@@ -251,10 +251,10 @@ def _retained_conditional(scope: Any, point: torch.Tensor, grad: torch.Tensor, a
     if not channels:
         return None
     leaves = list(scope.inputs.leaves)
-    found = []
+    found: list[Any] = []  # a tensor or a dict of tensors per channel (_structure)
     for number, channel in enumerate(channels):
         seed = torch.zeros_like(grad)
-        index = [slice(None)] * grad.dim()
+        index: list[slice | int] = [slice(None)] * grad.dim()
         index[axis] = channel
         seed[tuple(index)] = grad[tuple(index)]
         relevance, read, _, _ = read_relevance(scope, leaves, point, seed, retain_graph=number < len(channels) - 1)
@@ -320,7 +320,7 @@ def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Input
         leaves = scope.inputs.leaves
         rel, rd, _, _ = read_relevance(scope, list(leaves), replicated, seed)
         pieces.append(_map(_structure(rel, rd, features, mapping), lambda v, k=copies: _split_copies(v, k)))
-    conditional = None
+    conditional: torch.Tensor | dict[str, torch.Tensor] | None = None
     if pieces:
         if isinstance(pieces[0], dict):
             conditional = {key: torch.cat([p[key] for p in pieces], 1) for key in pieces[0]}
@@ -396,7 +396,7 @@ def explain_concepts(
             return {key: torch.cat([v[key] for v in values]) for key in values[0]}
         return torch.cat(values)
 
-    targets_out = None if parts[0][4] is None else torch.cat([p[4] for p in parts])
+    targets_out = cat([p[4] for p in parts])
     return Concepts(layer, channel_axis, channel_relevance, list(chosen or []), cat([p[1] for p in parts]),
                     cat([p[2] for p in parts]), torch.cat([p[3] for p in parts]), targets_out)
 
@@ -411,12 +411,12 @@ def concept_relevance(model: nn.Module, inputs: Inputs, layer: str, target: Targ
 
 def conditional_relevance(model: nn.Module, inputs: Inputs, layer: str, channels: Sequence[int] | None,
                           target: Target = None, composite: str | Composite | None = None,
-                          **options: Any) -> torch.Tensor | dict[str, torch.Tensor]:
+                          **options: Any) -> torch.Tensor | dict[str, torch.Tensor] | None:
     """``(N, len(channels), *input_shape)`` input relevance conditioned on each channel of
     ``layer`` (CRP, Achtibat et al. 2023, Eq. 6: relevance seeded at the layer only where the
     channel is); summed over all channels it is the input relevance through the layer
-    (:attr:`Concepts.delta` checks it). Channels are batched (``channel_batch``); ``None``: all.
-    Options as for :func:`explain_concepts`."""
+    (:attr:`Concepts.delta` checks it). Channels are batched (``channel_batch``); ``None``: all
+    (none, ``[]``: None). Options as for :func:`explain_concepts`."""
     return explain_concepts(model, inputs, layer, channels, target, composite, **options).conditional
 
 

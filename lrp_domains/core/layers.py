@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -91,13 +92,16 @@ def _conv_vjp(module: nn.modules.conv._ConvNd) -> InputVJP | None:
     """Transposed convolution through ``aten.convolution_backward`` (input gradient only)."""
     if module.padding_mode != "zeros":
         return None
-    padding = module.padding
-    if padding == "valid":
+    padding: tuple[int, ...]
+    if not isinstance(module.padding, str):
+        padding = module.padding
+    elif module.padding == "valid":
         padding = (0,) * len(module.kernel_size)
-    elif padding == "same":
-        padding = _same_padding(module)
-        if padding is None:
+    else:  # "same": the only other string nn.Conv accepts
+        same = _same_padding(module)
+        if same is None:
             return None
+        padding = same
     stride, dilation, groups = list(module.stride), list(module.dilation), module.groups
     output_padding = [0] * len(module.kernel_size)
 
@@ -109,6 +113,13 @@ def _conv_vjp(module: nn.modules.conv._ConvNd) -> InputVJP | None:
         return grad_input
 
     return vjp
+
+
+def parameters_of(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The weight and bias (None where it has none) of an affine layer, as the module holds them."""
+    weight, bias = module.weight, getattr(module, "bias", None)
+    assert isinstance(weight, torch.Tensor)
+    return weight, bias
 
 
 def affine_ops(module: nn.Module) -> AffineOps | None:
@@ -129,9 +140,11 @@ def affine_ops(module: nn.Module) -> AffineOps | None:
         return AffineOps(conv_forward, direct, feature_dim=1 if module.groups == 1 else None)
     if isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         transpose = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}[len(module.kernel_size)]
+        # _ConvNd types padding as str | tuple; transposed convolutions only take numbers.
+        padding = cast("tuple[int, ...]", module.padding)
 
         def transpose_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-            return transpose(x, weight, bias, module.stride, module.padding, module.output_padding,
+            return transpose(x, weight, bias, module.stride, padding, module.output_padding,
                              module.groups, module.dilation)
 
         return AffineOps(transpose_forward, _autograd_vjp(transpose_forward))

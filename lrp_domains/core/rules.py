@@ -10,7 +10,7 @@ layer input is ``x * g_in`` (rules of that form), or is written directly (``ZBox
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Union, overload
 
 import torch
 from torch import nn
@@ -68,10 +68,9 @@ class Rule:
         if ("__call__" in own or "backward" in own) and "cost" not in own:
             cls.cost = None
         if "__call__" in own:
-            if "affine_backward" not in own:
-                cls.affine_backward = None
-            if "passes_gradient" not in own:
-                cls.passes_gradient = Rule.passes_gradient
+            for name in ("affine_backward", "passes_gradient"):  # Rule's own: no direct form, no gradient
+                if name not in own:
+                    setattr(cls, name, vars(Rule)[name])
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         raise NotImplementedError
@@ -211,10 +210,18 @@ class Epsilon(Rule):
         return layer.vjp(layer.weight, grad)
 
 
+@overload
+def _pos(t: torch.Tensor) -> torch.Tensor: ...
+@overload
+def _pos(t: torch.Tensor | None) -> torch.Tensor | None: ...
 def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.clamp(min=0)
 
 
+@overload
+def _neg(t: torch.Tensor) -> torch.Tensor: ...
+@overload
+def _neg(t: torch.Tensor | None) -> torch.Tensor | None: ...
 def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.clamp(max=0)
 

@@ -12,11 +12,12 @@ and line.
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Union
 
 from lrp_domains.errors import InputError
 
@@ -67,7 +68,11 @@ def is_gzip(path: Path) -> bool:
         return handle.read(2) == GZIP_MAGIC
 
 
-def open_binary(path: Path) -> BinaryIO:
+#: An open binary file: ``open(path, "rb")``'s, or a gzip stream (``open_binary``).
+BinaryHandle = Union[BinaryIO, io.BufferedIOBase]
+
+
+def open_binary(path: Path) -> io.BufferedIOBase:
     """The file's bytes, decompressed when it is gzipped (by content, not by name)."""
     if is_gzip(path):
         return gzip.open(path, "rb")
@@ -100,7 +105,7 @@ class RawRecord:
 GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
 
 
-def _lines(handle: BinaryIO, path: Path) -> Iterator[bytes]:
+def _lines(handle: BinaryHandle, path: Path) -> Iterator[bytes]:
     """The handle's lines; a damaged gzip stream is an InputError naming the file."""
     try:
         yield from handle
@@ -108,7 +113,7 @@ def _lines(handle: BinaryIO, path: Path) -> Iterator[bytes]:
         raise InputError(f"{path.name}: a damaged gzip file ({error}); download or compress it again") from None
 
 
-def walk_records(handle: BinaryIO, mode: str, path: Path, offset: int = 0, line: int = 1) -> Iterator[RawRecord]:
+def walk_records(handle: BinaryHandle, mode: str, path: Path, offset: int = 0, line: int = 1) -> Iterator[RawRecord]:
     """The records of ``handle`` from byte ``offset`` (which is line number ``line``) on.
 
     ``mode``: ``"line"`` (each line that is not blank), ``"row"`` (each line that is not empty: a

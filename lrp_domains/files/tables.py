@@ -126,6 +126,7 @@ class TableRecords:
         if self.format == ".parquet":
             return self._parquet_rows(shard)
         rows = []
+        header = self.header if self.header is not None else []  # csv and tsv files always have one
         for record in read_shard_records(self.path, _MODES[self.format], shard):
             if self.format == ".txt":
                 text = decode_line(record.lines[0], self.path, record.line)
@@ -134,10 +135,10 @@ class TableRecords:
                 rows.append((record.line, self._json(record.lines[0], record.line)))
             else:
                 values = self._fields(record.lines, record.line)
-                if len(values) != len(self.header):
+                if len(values) != len(header):
                     raise InputError(f"{self.where(shard.start + len(rows), record.line)}: {len(values)} fields where "
-                                     f"the header has {len(self.header)}; fix or drop that row")
-                rows.append((record.line, dict(zip(self.header, values))))
+                                     f"the header has {len(header)}; fix or drop that row")
+                rows.append((record.line, dict(zip(header, values))))
         return rows
 
     def _json(self, raw: bytes, line: int) -> dict[str, Any]:
@@ -154,7 +155,8 @@ class TableRecords:
 
     def _parquet_rows(self, shard: Shard) -> list[tuple[int, dict[str, Any]]]:
         handle = self._parquet()
-        groups, first, skip = [], 0, 0
+        groups: list[int] = []
+        first, skip = 0, 0
         for group in range(handle.num_row_groups):  # only the row groups that hold the shard
             size = handle.metadata.row_group(group).num_rows
             if first < shard.stop and first + size > shard.start:
@@ -162,6 +164,7 @@ class TableRecords:
                     skip = shard.start - first
                 groups.append(group)
             first += size
+        assert self.header is not None  # a Parquet file's: its schema's names
         columns = None if self.column is None else [c for c in (self.column, "id") if c in self.header]
         try:
             table = handle.read_row_groups(groups, columns=columns).slice(skip, shard.size)

@@ -30,7 +30,6 @@ def reference_examples(out_dir: str | Path, top: int = 5, column: str = "concept
     best_rows: np.ndarray | None = None
     names: dict[int, str] = {}
     totals: np.ndarray | None = None
-    seen = False
     finished_run(out_dir, "reference-examples")
     for shard in iter_shards(out_dir):
         if "status" in shard:
@@ -47,7 +46,6 @@ def reference_examples(out_dir: str | Path, top: int = 5, column: str = "concept
         names.update(zip(rows.tolist(), shard["id"].astype(str).tolist()))
         if best_values is not None and values.shape[1] != best_values.shape[1]:
             raise InputError(f"{out_dir}: shards have {best_values.shape[1]} and {values.shape[1]} concepts")
-        seen = True
         totals = values.sum(0) if totals is None else totals + values.sum(0)
         candidates = values if best_values is None else np.concatenate([best_values, values])
         candidate_rows = np.broadcast_to(rows[:, None], values.shape) if best_rows is None else \
@@ -57,7 +55,7 @@ def reference_examples(out_dir: str | Path, top: int = 5, column: str = "concept
         best_rows = np.take_along_axis(candidate_rows, keep, 0)
         kept = set(best_rows.ravel().tolist())
         names = {row: name for row, name in names.items() if row in kept}
-    if not seen:
+    if best_values is None or best_rows is None or totals is None:  # no shard had values
         raise InputError(f"{out_dir}: no record has {column} values (run with --option {column}=LAYER)")
     share = totals / totals.sum() if totals.sum() != 0 else np.zeros_like(totals)
     records = []

@@ -126,9 +126,11 @@ def storage_error(error: OSError, out: Path, doing: str) -> InputError:
     """A file-system failure (full disk, quota, read-only, no permission) as one line that says
     what was kept and what to do."""
     reason = error.strerror or str(error)
-    hint = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some of your quota",
-            errno.EROFS: "choose a folder on a writable file system", errno.EACCES: "choose a folder you can write to",
-            errno.EPERM: "choose a folder you can write to"}.get(error.errno, "check the disk")
+    hints: dict[int | None, str] = {  # errno is None for errors raised without one
+        errno.ENOSPC: "free some space", errno.EDQUOT: "free some of your quota",
+        errno.EROFS: "choose a folder on a writable file system", errno.EACCES: "choose a folder you can write to",
+        errno.EPERM: "choose a folder you can write to"}
+    hint = hints.get(error.errno, "check the disk")
     return InputError(f"{out}: {reason} while {doing}. Finished shards are kept; {hint}, then run the same command "
                       "again to resume")
 
@@ -191,10 +193,10 @@ def prepare(out_dir: str | Path, resume: bool, fingerprint: dict, settings: dict
             raise _refuse_changed(out, found)
         return ShardWriter(out, existing)
     if existing is not None:  # read_manifest let through only our own shard names
-        stale = [entry["file"] for entry in existing["shards"].values()]
-        stale += [name for name in existing.get("outputs", []) if isinstance(name, str) and Path(name).name == name
+        replaced = [entry["file"] for entry in existing["shards"].values()]
+        replaced += [name for name in existing.get("outputs", []) if isinstance(name, str) and Path(name).name == name
                   and name.lower().endswith(OUTPUT_SUFFIXES)]  # the steps' files, made from the replaced shards
-        for name in stale:
+        for name in replaced:
             old = out / name
             if old.is_symlink() or old.is_file():
                 old.unlink()

@@ -51,7 +51,7 @@ class RayWorkersLost(RuntimeError):
 class _ShardExplainer:
     """A Ray actor: loads the explainer once, then explains one shard per call."""
 
-    def __init__(self, factory: Callable[[], Any], path: str, column: str, options: dict) -> None:
+    def __init__(self, factory: Callable[[], Any], path: str, column: str | None, options: dict) -> None:
         # An exception here would reach the driver only as text (Ray's ActorDiedError): keep it
         # for ``ready`` to raise, which hands the driver the exception itself.
         self.failed: BaseException | None = None
@@ -111,7 +111,7 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                          "`ray start --head` on that machine, or check the host and port (RAY_ADDRESS too)") from None
 
 
-def run_on_ray(factory: Callable[[], Any], reader: Reader, column: str, shards: list[Shard], options: dict,
+def run_on_ray(factory: Callable[[], Any], reader: Reader, column: str | None, shards: list[Shard], options: dict,
                num_workers: int, address: str | None = None) -> Iterator[tuple[Shard, pd.DataFrame]]:
     """Yield ``(shard, rows)`` for every shard, each exactly once, as the actors finish them (not
     necessarily in input order); raise :class:`RayWorkersLost` when the cluster cannot finish."""
@@ -139,15 +139,17 @@ def run_on_ray(factory: Callable[[], Any], reader: Reader, column: str, shards: 
 class _Pool:
     """The driver's side: actors, the queue of shards, and what to do when an actor is lost."""
 
-    def __init__(self, factory: Callable[[], Any], reader: Reader, column: str, options: dict, size: int) -> None:
+    def __init__(self, factory: Callable[[], Any], reader: Reader, column: str | None, options: dict, size: int
+                 ) -> None:
         import ray
         import torch
 
         self.need = {"CPU": 1.0, **({"GPU": 1.0} if torch.cuda.is_available() else {})}
         # Restarts and task retries are ours (a fresh actor, the shard to another actor): Ray's
         # own would send a lost shard back to the same actor, which may never come back.
-        self.remote = ray.remote(num_cpus=1, num_gpus=self.need.get("GPU", 0), max_restarts=0,
-                                 max_task_retries=0)(_ShardExplainer)
+        # An ActorClass (Any: ray's annotations type ray.remote(...)(cls) as a plain function).
+        self.remote: Any = ray.remote(num_cpus=1, num_gpus=self.need.get("GPU", 0), max_restarts=0,
+                                      max_task_retries=0)(_ShardExplainer)
         self.arguments = (factory, getattr(reader, "source", str(reader.path)), column, options)
         self.size = size
         self.actors: list[Any] = []  # every actor started, to kill them all at the end

@@ -254,7 +254,7 @@ def explain_batches(model: nn.Module, data: Iterable[tuple[Inputs, torch.Tensor 
         from tqdm.auto import tqdm
 
         data = tqdm(data, desc="explain", unit="batch", total=total)
-    parts = []
+    parts: list[Explanation] = []
     data = iter(data)
     first = next(data, None)
     if first is None:
@@ -263,6 +263,7 @@ def explain_batches(model: nn.Module, data: Iterable[tuple[Inputs, torch.Tensor 
         else None
     if plan is not None:  # an MLP: the same rules, evaluated layer by layer without the scope's machinery
         for batch, batch_target in itertools.chain([first], data):
+            assert isinstance(batch, torch.Tensor)  # a plan is made for tensor inputs only (as the first batch)
             parts.append(plan.explain_batch(batch, batch_target, hypothetical))
     else:
         with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
@@ -282,7 +283,7 @@ def _source_names(model: nn.Module, sources: Sources) -> list[str]:
     if isinstance(sources, type):
         sources = (sources,)
     modules = dict(model.named_modules())
-    names = []
+    names: list[str] = []
     for item in sources:
         if isinstance(item, type):
             names.extend(name for name, module in modules.items() if isinstance(module, item))
@@ -343,7 +344,8 @@ def read_relevance(scope: Any, leaves: list[torch.Tensor], outputs: torch.Tensor
     wrt = leaves + [a for a in anchors if a is not None] + [leaf for _, leaf in source_leaves] + list(extra)
     if outputs.requires_grad and wrt:
         seed = torch.ones_like(outputs) if grad_outputs is None else grad_outputs
-        grads = list(torch.autograd.grad(outputs, wrt, seed, allow_unused=True, retain_graph=retain_graph))
+        grads: list[torch.Tensor | None] = list(
+            torch.autograd.grad(outputs, wrt, seed, allow_unused=True, retain_graph=retain_graph))
     else:  # every path was stopped (or the output ignores the input): no relevance arrives
         grads = [None] * len(wrt)
     input_grads, rest = grads[:len(leaves)], grads[len(leaves):]

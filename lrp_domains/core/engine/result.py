@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
@@ -74,7 +74,7 @@ class Explanation:
         if len(parts) == 1:
             return parts[0]
 
-        def cat(values: list) -> object:
+        def cat(values: list) -> Any:  # a tensor, a dict of tensors or None, as the field holds
             if values[0] is None:
                 return None
             if isinstance(values[0], Mapping):
@@ -86,7 +86,7 @@ class Explanation:
 
     def to(self, device: torch.device | str) -> Explanation:
         """The same explanation with relevance, hypothetical contributions and sources on ``device``."""
-        def move(value: object) -> object:
+        def move(value: Any) -> Any:  # a tensor, a dict of tensors or None: the same kind
             if isinstance(value, Mapping):
                 return {key: v.to(device) for key, v in value.items()}
             return value.to(device) if isinstance(value, torch.Tensor) else value

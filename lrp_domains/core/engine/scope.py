@@ -21,16 +21,17 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.engine.coverage import Coverage, LRPCoverageError
 from lrp_domains.core.engine.tracking import InputTracker
 from lrp_domains.core.functional import FunctionalRules, default_table
-from lrp_domains.core.layers import AffineOps, affine_ops
+from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
 from lrp_domains.core.rules import Rule
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class ModuleCall:
     module: nn.Module
     name: str
     original: Callable
-    merged_with: nn.Module | None = None
+    merged_with: _BatchNorm | None = None
     _inputs: InputTracker | None = field(default=None, repr=False)
     #: The rule this module ran with in its latest call (the composite's ``first`` rule where it
     #: claimed the input).
@@ -90,10 +91,11 @@ class ModuleCall:
 
     def params(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Weight and bias (merged with the following BatchNorm where one is), detached."""
-        if self.merged:
-            return MergeBatchNorm.merged_parameters(self.module, self.merged_with)
-        bias = getattr(self.module, "bias", None)
-        return self.module.weight.detach(), None if bias is None else bias.detach()
+        norm = self.merged_with
+        if norm is not None and not norm.training:  # self.merged, spelled out for the type checker
+            return MergeBatchNorm.merged_parameters(self.module, norm)
+        weight, bias = parameters_of(self.module)
+        return weight.detach(), None if bias is None else bias.detach()
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's output for ``x`` with :meth:`params` (merged or not)."""
@@ -157,7 +159,7 @@ class Scope:
         self.inputs = InputTracker()
         self._saved_forwards: list[tuple[nn.Module, Any]] = []
         self._saved_flags: list[tuple[nn.Parameter, bool]] = []
-        self._merged: dict[int, nn.Module] = {}
+        self._merged: dict[int, _BatchNorm] = {}
         self._undo: list[Callable[[], None]] = []
         self._local = threading.local()
         table = default_table()
@@ -178,7 +180,7 @@ class Scope:
         self._active = True
         return self
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(self, *exc: object) -> Literal[False]:
         self._restore()
         self._active = False
         return False
@@ -201,7 +203,7 @@ class Scope:
             self._saved_flags.append((param, param.requires_grad))
             param.requires_grad_(False)
 
-    def _install(self, name: str, module: nn.Module, rule: Rule | None, merged_with: nn.Module | None) -> None:
+    def _install(self, name: str, module: nn.Module, rule: Rule | None, merged_with: _BatchNorm | None) -> None:
         original = module.forward
         call = ModuleCall(module, name, original, merged_with, self.inputs)
         self.calls[id(module)] = call
@@ -212,7 +214,7 @@ class Scope:
 
         # inspect.signature(module.forward) follows __wrapped__: code that reads the forward's
         # signature (transformers does) sees the original one.
-        forward.__wrapped__ = original
+        forward.__dict__["__wrapped__"] = original
         self._saved_forwards.append((module, module.__dict__.get("forward", _MISSING)))
         # An instance attribute shadows the class's forward for this instance only.
         module.__dict__["forward"] = forward
@@ -237,7 +239,7 @@ class Scope:
         if errors:
             raise errors[0]
 
-    def merge(self, layer: nn.Module, norm: nn.Module) -> None:
+    def merge(self, layer: nn.Module, norm: _BatchNorm) -> None:
         """Compute ``layer`` with ``norm`` merged into it, for this scope (used by canonizers)."""
         self._merged[id(layer)] = norm
 

@@ -25,8 +25,8 @@ from torch.nn import functional as F
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.targets import select_target
-from lrp_domains.core.layers import AffineOps, affine_ops
-from lrp_domains.core.rules import Rule, _Layer
+from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
+from lrp_domains.core.rules import LayerRule, Rule, _Layer
 
 __all__ = ["SequentialPlan", "plan_for"]
 
@@ -69,6 +69,7 @@ def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
             return None
         name = str(index)
         if type(module) is nn.Linear:
+            rule: Rule | None
             if module is linears[0] and composite.first is not None:
                 rule = composite.first
             elif module is linears[-1] and composite.last is not None:
@@ -77,8 +78,8 @@ def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
                 rule = composite.rule_for(name, module)
             if rule is not None and getattr(rule, "affine_backward", None) is None:
                 return None  # the rule has no direct form: the general engine runs its __call__
-            if rule is not None and rule.writes_relevance and module is not linears[0]:
-                return None  # an input-layer rule inside the network: the engine's fallback handles it
+            if rule is not None and rule.writes_relevance and (module is not linears[0] or steps):
+                return None  # an input-layer rule not on the model's input: the general engine handles it
             steps.append(_Step("linear", module, rule, affine_ops(module)))
         elif type(module) is nn.ReLU:
             if not _passes_gradient(composite.rule_for(name, module), module):
@@ -119,7 +120,7 @@ class SequentialPlan:
             h = x
             for step in self.steps:
                 if step.kind == "linear":
-                    z = F.linear(h, step.module.weight, step.module.bias)
+                    z = F.linear(h, *parameters_of(step.module))
                     saved.append((h, z))
                     h = z
                 elif step.kind == "relu":
@@ -131,6 +132,7 @@ class SequentialPlan:
                 else:
                     saved.append(None)
         output = h
+        grad: torch.Tensor | None  # None below a layer that writes its input relevance directly
         explained, index, grad = _seed(output, target)
         written = None
         units = None
@@ -141,8 +143,10 @@ class SequentialPlan:
                 if step.kind == "relu":  # ReLU's own gradient (its rule passes it)
                     grad = torch.ops.aten.threshold_backward(grad, kept, 0.0)
                 elif step.kind == "flatten":
+                    assert grad is not None  # a Flatten below a layer that writes relevance: not supported here
                     grad = grad.reshape(kept)
                 elif step.kind == "linear":
+                    assert grad is not None  # only the first Linear writes relevance directly (plan_for)
                     h, z = kept
                     grad, written, units = _linear_backward(step, h, z, grad, position == 0 and hypothetical)
         relevance = x * grad if grad is not None else torch.zeros_like(x)
@@ -166,6 +170,7 @@ def _seed(output: torch.Tensor, target: torch.Tensor | Callable | None
             (grad,) = torch.autograd.grad(explained.sum(), leaf, allow_unused=True)
         return explained.detach(), index, grad if grad is not None else torch.zeros_like(output)
     explained, index = select_target(output, target)
+    assert index is not None  # every target but a callable has an index
     grad = torch.zeros_like(output).reshape(output.shape[0], -1)
     grad.scatter_(1, index[:, None], 1.0)
     return explained, index, grad.reshape(output.shape)
@@ -174,13 +179,18 @@ def _seed(output: torch.Tensor, target: torch.Tensor | Callable | None
 def _linear_backward(step: _Step, x: torch.Tensor, z: torch.Tensor, grad: torch.Tensor, record: bool
                      ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``(gradient at the input, relevance written directly, hypothetical units)`` of one layer."""
-    rule, weight, bias = step.rule, step.module.weight.detach(), step.module.bias
+    rule, (weight, bias) = step.rule, parameters_of(step.module)
+    weight = weight.detach()
     if rule is None:  # no rule: the plain gradient
         return grad @ weight, None, None
     bias = None if bias is None else bias.detach()
+    assert step.ops is not None  # a Linear's
     layer = _Layer(step.ops, x, z, weight, bias, grad)
     result = rule.affine_backward(layer)
     if rule.writes_relevance:
-        units = rule.unit_relevance(layer, result) if record else None
+        units = None
+        if record:
+            assert isinstance(rule, LayerRule)  # what writes relevance directly: a layer rule
+            units = rule.unit_relevance(layer, result)
         return None, result, units
     return result, None, None
