@@ -63,7 +63,7 @@ def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
     linears = [m for m in model if type(m) is nn.Linear]
     if not linears:
         return None
-    steps = []
+    steps: list[_Step] = []
     for index, module in enumerate(model):
         if _hooked(module) or any(True for _ in module.children()):
             return None
