@@ -86,6 +86,13 @@ def pretrained_errors(name: str) -> Iterator[None]:
                          f"({type(error).__name__}: {first}); {hint}") from error
 
 
+def refuse_weights(weights: object, holder: str) -> None:
+    """An InputError when ``--weights`` is given for a model whose ``holder`` (a folder, a saved
+    file) holds its own weights."""
+    if weights is not None:
+        raise InputError(f"--weights is for MODULE:FACTORY models; {holder} holds its own weights")
+
+
 @contextlib.contextmanager
 def as_model_option(name: str) -> Iterator[None]:
     """Loading ``--model name`` for the command line: an InputError about finding ``name`` (it

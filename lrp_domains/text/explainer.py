@@ -169,11 +169,11 @@ class TextExplainer(DomainExplainer):
     def from_options(cls, model: str | None = None, weights: str | None = None,
                      composite: str | None = None) -> TextExplainer:
         """The default sentiment model, or a model folder or hub name (``--model``)."""
-        if weights is not None:
-            raise InputError("--weights is for MODULE:FACTORY models; a text model folder holds its own weights")
+        from lrp_domains.models import as_model_option, refuse_weights
+
+        refuse_weights(weights, "a text model folder")
         if model is None:
             return cls.default(composite=composite or cls.default_composite)
-        from lrp_domains.models import as_model_option
 
         with as_model_option(model):
             return cls.from_pretrained(model, composite=composite or cls.default_composite)

@@ -392,8 +392,9 @@ class GeneTransformerExplainer(DomainExplainer):
     def from_options(cls, model: str | None = None, weights: str | None = None,
                      composite: str | None = None) -> GeneTransformerExplainer:
         """A gene transformer saved by :meth:`TrainedGeneTransformer.save` (``--model FOLDER``)."""
-        if weights is not None:
-            raise InputError("--weights is not used by gene transformers: their folder holds the weights")
+        from lrp_domains.models import refuse_weights
+
+        refuse_weights(weights, "a gene transformer's folder")
         if model is None:
             raise InputError("no default gene transformer ships with lrp-domains: give --model FOLDER, a folder "
                              "written by TrainedGeneTransformer.save (e.g. the cache of `lrp-domains bench genes`)")

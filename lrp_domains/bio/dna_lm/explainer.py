@@ -169,16 +169,15 @@ class TokenSequenceExplainer(DomainExplainer):
     def from_options(cls, model: str | None = None, weights: str | None = None,
                      composite: str | None = None) -> TokenSequenceExplainer:
         """A model folder (``--model``, written by ``save_pretrained``: config, safetensors weights, tokenizer)."""
-        if weights is not None:
-            raise InputError("--weights is for MODULE:FACTORY models; a DNA language model folder holds its weights")
+        from lrp_domains.models import as_model_option, refuse_weights
+
+        refuse_weights(weights, "a DNA language model folder")
         if model is None:
             raise InputError("the dna-lm explainer has no default model: give --model FOLDER, a transformers "
                              "classifier and its tokenizer saved with save_pretrained "
                              "(workflows/bio/language_model_motifs.py writes one)")
         if not Path(model).is_dir():
             raise InputError(f"--model {model}: not a folder; give a folder written by save_pretrained")
-        from lrp_domains.models import as_model_option
-
         with as_model_option(model):
             return cls.from_pretrained(model, composite=composite or cls.default_composite)
 
