@@ -39,8 +39,16 @@ _LAZY: dict[str, str | None] = {
 }
 
 __all__ = [
-    "BASE_RULES", "Composite", "Explanation", "LRPCoverageError", "MergeBatchNorm", "Scope",
-    "__version__", "composites", "explain", "rules",
+    "BASE_RULES",
+    "Composite",
+    "Explanation",
+    "LRPCoverageError",
+    "MergeBatchNorm",
+    "Scope",
+    "__version__",
+    "composites",
+    "explain",
+    "rules",
 ]
 
 if TYPE_CHECKING:
@@ -60,8 +68,11 @@ def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     source = _LAZY[name]
-    value = importlib.import_module(f"{__name__}.{name}") if source is None \
+    value = (
+        importlib.import_module(f"{__name__}.{name}")
+        if source is None
         else getattr(importlib.import_module(source), name)
+    )
     globals()[name] = value  # later look-ups skip this function
     return value
 

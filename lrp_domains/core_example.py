@@ -49,8 +49,9 @@ def run_core_demo(progress: bool = True) -> None:
         model, x, y = train_model()
     with torch.no_grad():
         accuracy = (model(x).argmax(1) == y).float().mean().item()
-    console.print(f"[bold]lrp-domains core demo[/bold]: label = sign(2 x0 - 1.5 x3 + x5); "
-                  f"held-out accuracy {accuracy:.3f}")
+    console.print(
+        f"[bold]lrp-domains core demo[/bold]: label = sign(2 x0 - 1.5 x3 + x5); held-out accuracy {accuracy:.3f}"
+    )
 
     composites = ("epsilon", "zplus", "alpha2beta1")
     results = {name: explain(model, x, composite=name, batch_size=128) for name in composites}
@@ -63,8 +64,7 @@ def run_core_demo(progress: bool = True) -> None:
     for i, feature in enumerate(FEATURES):
         weight = f"{WEIGHTS[i]:+.1f}" if i in WEIGHTS else ""
         table.add_row(feature, weight, *(f"{shares[name][i]:.0%}" for name in composites))
-    table.add_row("x0+x3+x5", "", *(f"{shares[name][list(WEIGHTS)].sum():.0%}" for name in composites),
-                  style="bold")
+    table.add_row("x0+x3+x5", "", *(f"{shares[name][list(WEIGHTS)].sum():.0%}" for name in composites), style="bold")
     console.print(table)
 
     result = results["epsilon"]

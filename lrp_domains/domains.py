@@ -123,8 +123,9 @@ class DomainExplainer:
         use; runs call it before the first item is explained."""
 
     @classmethod
-    def from_options(cls, model: str | None = None, weights: str | None = None,
-                     composite: str | None = None) -> DomainExplainer:
+    def from_options(
+        cls, model: str | None = None, weights: str | None = None, composite: str | None = None
+    ) -> DomainExplainer:
         """Build from command-line strings (the default model when ``model`` is None)."""
         raise NotImplementedError
 
@@ -139,8 +140,9 @@ class DomainExplainer:
         """A result of this domain rebuilt from a finished run's rows (``status`` ``ok`` only) and its
         manifest's settings: the inverse of :meth:`result_rows`, for the steps that read a run (its
         report). Domains without a report need not implement it."""
-        raise InputError(f"the {cls.kind} explainer cannot rebuild its results from a run's rows (it has no report "
-                         "of a run)")
+        raise InputError(
+            f"the {cls.kind} explainer cannot rebuild its results from a run's rows (it has no report of a run)"
+        )
 
     def explain_rows(self, ids: Sequence[str], items: Any, first_row: int = 0, **options: Any) -> pd.DataFrame:
         """Explain a batch and return its output rows: ``row``, ``id``, :attr:`columns` and
@@ -149,11 +151,16 @@ class DomainExplainer:
 
         unknown = sorted(set(options) - set(self.run_options))
         if unknown:
-            raise InputError(f"the {self.kind} explainer takes no option {', '.join(map(repr, unknown))}; its options "
-                             f"are {', '.join(sorted(self.run_options))}")
+            raise InputError(
+                f"the {self.kind} explainer takes no option {', '.join(map(repr, unknown))}; its options "
+                f"are {', '.join(sorted(self.run_options))}"
+            )
         ids = list(ids)
-        unusable = {i: item for i, item in enumerate(items) if isinstance(item, Unusable)} \
-            if isinstance(items, (list, tuple)) else {}
+        unusable = (
+            {i: item for i, item in enumerate(items) if isinstance(item, Unusable)}
+            if isinstance(items, (list, tuple))
+            else {}
+        )
         usable = [i for i in range(len(ids)) if i not in unusable]
         columns: dict[str, list] = {name: [None] * len(ids) for name in self.columns}
         if usable:
@@ -161,8 +168,10 @@ class DomainExplainer:
             result = self.explain_batch([ids[i] for i in usable], chosen, first_row=first_row, **options)
             found = self.result_rows(result, [ids[i] for i in usable])
             if list(found) != list(self.columns):
-                raise TypeError(f"{type(self).__name__}.result_rows gave columns {list(found)}, not its declared "
-                                f"{list(self.columns)}")
+                raise TypeError(
+                    f"{type(self).__name__}.result_rows gave columns {list(found)}, not its declared "
+                    f"{list(self.columns)}"
+                )
             for name, values in found.items():
                 for i, value in zip(usable, values):
                     columns[name][i] = value
@@ -173,8 +182,10 @@ class DomainExplainer:
         checked = [columns[name] for name in self.finite_columns if name in columns]
         finite = [all(_finite(values[i]) for values in checked) for i in range(len(ids))]
         given = rows.get(STATUS, [OK] * len(ids))
-        rows[STATUS] = [unusable[i].status if i in unusable else status if good or status != OK else NON_FINITE
-                        for i, (status, good) in enumerate(zip(given, finite))]
+        rows[STATUS] = [
+            unusable[i].status if i in unusable else status if good or status != OK else NON_FINITE
+            for i, (status, good) in enumerate(zip(given, finite))
+        ]
         return pd.DataFrame(rows)
 
 
@@ -225,8 +236,10 @@ def get(kind: str) -> type[DomainExplainer]:
         try:
             loaded = point.load()
         except ImportError as error:
-            raise ImportError(f"the {kind!r} explainer ({point.value}) needs packages that are not installed "
-                              f"({error}); install its extra (pip install \"lrp-domains[all]\")") from error
+            raise ImportError(
+                f"the {kind!r} explainer ({point.value}) needs packages that are not installed "
+                f'({error}); install its extra (pip install "lrp-domains[all]")'
+            ) from error
         register(loaded)
     return _REGISTRY[kind]
 
@@ -234,13 +247,16 @@ def get(kind: str) -> type[DomainExplainer]:
 def kind_of(explainer: Any) -> str:
     """The kind of an explainer object; a TypeError naming what is missing otherwise."""
     if not isinstance(explainer, DomainExplainer) or not explainer.kind:
-        raise TypeError(f"expected an explainer that fulfils the DomainExplainer contract (lrp_domains.domains), got "
-                        f"{type(explainer).__name__}")
+        raise TypeError(
+            f"expected an explainer that fulfils the DomainExplainer contract (lrp_domains.domains), got "
+            f"{type(explainer).__name__}"
+        )
     return explainer.kind
 
 
-def build_explainer(kind: str, model: str | None = None, weights: str | None = None,
-                    composite: str | None = None) -> DomainExplainer:
+def build_explainer(
+    kind: str, model: str | None = None, weights: str | None = None, composite: str | None = None
+) -> DomainExplainer:
     """An explainer of ``kind`` from command-line strings (module-level and picklable through
     ``functools.partial``, so Ray workers can rebuild it)."""
     return get(kind).from_options(model=model, weights=weights, composite=composite)

@@ -53,14 +53,20 @@ def model_fingerprint(model: nn.Module) -> str:
 
 
 #: Files one of which a folder written by a tokenizer's ``save_pretrained`` holds.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "tokenizer.model",
-                   "spiece.model", "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 
 
 def _looks_local(name: str) -> bool:
     """Whether ``name`` can only be a path (``./x``, ``/x``, ``~/x``, ``a/b/c``), not a hub name (``org/model``)."""
-    return (name.startswith((".", "~", os.sep, "/")) or os.path.isabs(name) or "\\" in name
-            or name.count("/") > 1)
+    return name.startswith((".", "~", os.sep, "/")) or os.path.isabs(name) or "\\" in name or name.count("/") > 1
 
 
 @contextlib.contextmanager
@@ -80,10 +86,14 @@ def pretrained_errors(name: str) -> Iterator[None]:
             raise
         first = " ".join(str(error).split())[:300]
         if path.is_dir():
-            raise InputError(f"{name}: cannot load the model in this folder ({type(error).__name__}: {first}); "
-                             "give a folder written by save_pretrained (config, weights and tokenizer)") from error
-        raise InputError(f"{name}: no such folder, and no Hugging Face Hub model of that name could be loaded "
-                         f"({type(error).__name__}: {first}); {hint}") from error
+            raise InputError(
+                f"{name}: cannot load the model in this folder ({type(error).__name__}: {first}); "
+                "give a folder written by save_pretrained (config, weights and tokenizer)"
+            ) from error
+        raise InputError(
+            f"{name}: no such folder, and no Hugging Face Hub model of that name could be loaded "
+            f"({type(error).__name__}: {first}); {hint}"
+        ) from error
 
 
 def refuse_weights(weights: object, holder: str) -> None:
@@ -111,17 +121,21 @@ def pretrained_tokenizer(name: str, loader: Any) -> Any:
     folder holds a model but no tokenizer."""
     path = Path(name).expanduser()
     if path.is_dir() and not any((path / file).is_file() for file in TOKENIZER_FILES):
-        raise InputError(f"{name}: the folder holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...); "
-                         "save the model's tokenizer there too: tokenizer.save_pretrained(folder)")
+        raise InputError(
+            f"{name}: the folder holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:3])}, ...); "
+            "save the model's tokenizer there too: tokenizer.save_pretrained(folder)"
+        )
     try:
         return loader.from_pretrained(str(path) if path.is_dir() else name)
     except (TypeError, OSError, ValueError) as error:
         if isinstance(error, InputError):
             raise
         if path.is_dir():
-            raise InputError(f"{name}: the folder's tokenizer cannot be loaded ({type(error).__name__}: "
-                             f"{' '.join(str(error).split())[:300]}); save the model's tokenizer there with "
-                             "tokenizer.save_pretrained(folder)") from error
+            raise InputError(
+                f"{name}: the folder's tokenizer cannot be loaded ({type(error).__name__}: "
+                f"{' '.join(str(error).split())[:300]}); save the model's tokenizer there with "
+                "tokenizer.save_pretrained(folder)"
+            ) from error
         raise
 
 
@@ -133,11 +147,18 @@ SAVED_MODULE_SUFFIXES = (".torch", ".pt")
 #: bpnet-lite's BPNet and ChromBPNet files hold, as ``fit`` saves them (their training log holds
 #: numpy scalars), and the torch.nn modules they are made of. Nothing else is unpickled.
 SAVED_MODULE_CLASSES = (
-    "bpnetlite.bpnet.BPNet", "bpnetlite.chrombpnet.ChromBPNet", "bpnetlite.chrombpnet._Exp",
-    "bpnetlite.chrombpnet._Log", "bpnetlite.logging.Logger",
-    "torch.nn.modules.conv.Conv1d", "torch.nn.modules.linear.Linear", "torch.nn.modules.activation.ReLU",
+    "bpnetlite.bpnet.BPNet",
+    "bpnetlite.chrombpnet.ChromBPNet",
+    "bpnetlite.chrombpnet._Exp",
+    "bpnetlite.chrombpnet._Log",
+    "bpnetlite.logging.Logger",
+    "torch.nn.modules.conv.Conv1d",
+    "torch.nn.modules.linear.Linear",
+    "torch.nn.modules.activation.ReLU",
     "torch.nn.modules.container.ModuleList",
-    "numpy._core.multiarray.scalar", "numpy.core.multiarray.scalar", "numpy.dtype",
+    "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray.scalar",
+    "numpy.dtype",
 )
 
 
@@ -149,8 +170,11 @@ def is_saved_module(spec: str | Path) -> bool:
 def _allowed(name: str) -> Any:
     """The object of allowlisted ``module.name`` (numpy's ``core`` is ``_core`` since numpy 2)."""
     module_name, _, attribute = name.rpartition(".")
-    for candidate in (module_name, module_name.replace("numpy.core", "numpy._core"),
-                      module_name.replace("numpy._core", "numpy.core")):
+    for candidate in (
+        module_name,
+        module_name.replace("numpy.core", "numpy._core"),
+        module_name.replace("numpy._core", "numpy.core"),
+    ):
         try:
             return getattr(importlib.import_module(candidate), attribute)
         except (ImportError, AttributeError):
@@ -166,8 +190,10 @@ def load_saved_module(path: str | Path) -> nn.Module:
     the classes the file names are read from the pickle without running it first, and a file naming
     any other class is refused (an InputError naming it), never unpickled."""
     path = Path(path).expanduser()
-    hint = ("--model takes a bpnet-lite BPNet or ChromBPNet saved with torch.save(model, 'model.torch'), or "
-            "MODULE:FACTORY with --weights (.safetensors) for any other model")
+    hint = (
+        "--model takes a bpnet-lite BPNet or ChromBPNet saved with torch.save(model, 'model.torch'), or "
+        "MODULE:FACTORY with --weights (.safetensors) for any other model"
+    )
     if not path.is_file():
         raise InputError(f"--model {path}: no such file; {hint}")
     try:
@@ -178,22 +204,41 @@ def load_saved_module(path: str | Path) -> nn.Module:
     refused = sorted(set(named) - set(SAVED_MODULE_CLASSES))
     if refused:
         which = "which is" if len(refused) == 1 else "which are"
-        raise InputError(f"--model {path.name}: the file holds {', '.join(refused)}, {which} not loaded (unpickling "
-                         f"could run code; only bpnet-lite's BPNet and ChromBPNet files are): give MODULE:FACTORY "
-                         "building the model and its state dict as .safetensors with --weights")
+        raise InputError(
+            f"--model {path.name}: the file holds {', '.join(refused)}, {which} not loaded (unpickling "
+            f"could run code; only bpnet-lite's BPNet and ChromBPNet files are): give MODULE:FACTORY "
+            "building the model and its state dict as .safetensors with --weights"
+        )
     allowed: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = []
     for name in sorted(set(named)):
         found = _allowed(name)
         if found is None:
             package = name.split(".")[0]
-            raise InputError(f"--model {path.name}: the file holds {name}, which cannot be imported; install "
-                             f"{'bpnet-lite' if package == 'bpnetlite' else package}")
+            raise InputError(
+                f"--model {path.name}: the file holds {name}, which cannot be imported; install "
+                f"{'bpnet-lite' if package == 'bpnetlite' else package}"
+            )
         allowed.append((found, name))
     if "numpy.dtype" in named:  # a numpy scalar's dtype is rebuilt from its class (not seen by the scan)
         import numpy as np
 
-        allowed += [type(np.dtype(kind)) for kind in ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16",
-                                                       "uint32", "uint64", "float16", "float32", "float64")]
+        allowed += [
+            type(np.dtype(kind))
+            for kind in (
+                "bool",
+                "int8",
+                "int16",
+                "int32",
+                "int64",
+                "uint8",
+                "uint16",
+                "uint32",
+                "uint64",
+                "float16",
+                "float32",
+                "float64",
+            )
+        ]
     try:
         with torch.serialization.safe_globals(allowed):
             loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -202,12 +247,15 @@ def load_saved_module(path: str | Path) -> nn.Module:
         if "WeightsUnpickler error:" in text:  # the reason, without torch's advice to load unsafely
             text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
         detail = " ".join(text.split())[:300]
-        raise InputError(f"--model {path.name}: cannot be loaded safely ({type(error).__name__}: {detail}); "
-                         f"{hint}") from None
+        raise InputError(
+            f"--model {path.name}: cannot be loaded safely ({type(error).__name__}: {detail}); {hint}"
+        ) from None
     if not isinstance(loaded, nn.Module):
         what = "a state dict" if isinstance(loaded, Mapping) else f"a {type(loaded).__name__}"
-        raise InputError(f"--model {path.name}: the file holds {what}, not a model; give MODULE:FACTORY building the "
-                         "model, with the weights as .safetensors (--weights): safetensors.torch.save_file(state, ...)")
+        raise InputError(
+            f"--model {path.name}: the file holds {what}, not a model; give MODULE:FACTORY building the "
+            "model, with the weights as .safetensors (--weights): safetensors.torch.save_file(state, ...)"
+        )
     return loaded
 
 
@@ -266,9 +314,11 @@ class UserModel(NamedTuple):
 def load_factory(spec: str) -> Any:
     """The callable named by ``MODULE:FACTORY`` (the module is imported: its code runs)."""
     if is_saved_module(spec):
-        raise InputError(f"--model {spec}: a model saved with torch.save (bpnet-lite's BPNet or ChromBPNet) is taken "
-                         "by the sequence commands (run sequences|variants, bio sequences|variants|concepts); here "
-                         "give MODULE:FACTORY (e.g. mymodels:build)")
+        raise InputError(
+            f"--model {spec}: a model saved with torch.save (bpnet-lite's BPNet or ChromBPNet) is taken "
+            "by the sequence commands (run sequences|variants, bio sequences|variants|concepts); here "
+            "give MODULE:FACTORY (e.g. mymodels:build)"
+        )
     module_name, _, factory_name = spec.partition(":")
     if not module_name or not factory_name:
         raise InputError(f"--model must be MODULE:FACTORY (e.g. mymodels:build), got {spec!r}")
@@ -278,8 +328,10 @@ def load_factory(spec: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise InputError(f"--model {spec}: cannot import {module_name!r} ({error}); run from the folder that holds "
-                         f"{module_name.replace('.', '/')}.py or add its folder to PYTHONPATH") from None
+        raise InputError(
+            f"--model {spec}: cannot import {module_name!r} ({error}); run from the folder that holds "
+            f"{module_name.replace('.', '/')}.py or add its folder to PYTHONPATH"
+        ) from None
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise InputError(f"--model {spec}: module {module_name!r} has no function {factory_name!r}")
@@ -296,13 +348,17 @@ def load_user_model(spec: str, weights: str | Path | None = None) -> UserModel:
         raise InputError(f"--model {spec}: the factory raised {type(error).__name__}: {detail}") from error
     model, genes, classes = built if isinstance(built, tuple) and len(built) == 3 else (built, None, None)
     if not isinstance(model, nn.Module):
-        raise InputError(f"--model {spec}: the factory returned {type(model).__name__}, not a torch.nn.Module (or a "
-                         "tuple (module, genes, classes))")
+        raise InputError(
+            f"--model {spec}: the factory returned {type(model).__name__}, not a torch.nn.Module (or a "
+            "tuple (module, genes, classes))"
+        )
     if weights is not None:
         path = Path(weights)
         if not path.name.lower().endswith(".safetensors"):
-            raise InputError(f"--weights {path.name}: give a .safetensors file (pickled checkpoints are not loaded: "
-                             "they can run code); convert with safetensors.torch.save_file(model.state_dict(), ...)")
+            raise InputError(
+                f"--weights {path.name}: give a .safetensors file (pickled checkpoints are not loaded: "
+                "they can run code); convert with safetensors.torch.save_file(model.state_dict(), ...)"
+            )
         if not path.is_file():
             raise InputError(f"--weights: no such file: {path}")
         from safetensors.torch import load_file
@@ -320,5 +376,8 @@ def load_user_model(spec: str, weights: str | Path | None = None) -> UserModel:
                 raise InputError(f"{sidecar.name} (beside the weights) is not valid JSON ({error})") from None
             if isinstance(meta, dict):
                 genes, classes = meta.get("genes", genes), meta.get("classes", classes)
-    return UserModel(model.eval(), None if genes is None else [str(g) for g in genes],
-                     None if classes is None else [str(c) for c in classes])
+    return UserModel(
+        model.eval(),
+        None if genes is None else [str(g) for g in genes],
+        None if classes is None else [str(c) for c in classes],
+    )

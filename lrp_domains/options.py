@@ -130,6 +130,7 @@ def parse_options(explainer: Any, given: Mapping[str, Any]) -> dict[str, Any]:
     unknown = sorted(set(given) - set(known))
     if unknown:
         kind = getattr(explainer, "kind", "this")
-        raise InputError(f"a {kind} run takes no option {', '.join(map(repr, unknown))}; its options are "
-                         f"{', '.join(sorted(known))}")
+        raise InputError(
+            f"a {kind} run takes no option {', '.join(map(repr, unknown))}; its options are {', '.join(sorted(known))}"
+        )
     return {name: option_type(explainer, name).parse(name, value) for name, value in given.items()}

@@ -17,6 +17,17 @@ from lrp_domains.core.rules import (
 )
 
 __all__ = [
-    "AlphaBeta", "Epsilon", "Flat", "Gamma", "Identity", "LayerRule", "Pass", "Rule", "Stop",
-    "Uniform", "WSquare", "ZBox", "ZPlus",
+    "AlphaBeta",
+    "Epsilon",
+    "Flat",
+    "Gamma",
+    "Identity",
+    "LayerRule",
+    "Pass",
+    "Rule",
+    "Stop",
+    "Uniform",
+    "WSquare",
+    "ZBox",
+    "ZPlus",
 ]

@@ -18,7 +18,10 @@ def seeded(seed: int = 0) -> torch.Generator:
 def mlp(n_in: int = 10, hidden: int = 16, n_out: int = 3, bias: bool = True, act: type = nn.ReLU) -> nn.Sequential:
     """Two hidden layers."""
     return nn.Sequential(
-        nn.Linear(n_in, hidden, bias=bias), act(), nn.Linear(hidden, hidden, bias=bias), act(),
+        nn.Linear(n_in, hidden, bias=bias),
+        act(),
+        nn.Linear(hidden, hidden, bias=bias),
+        act(),
         nn.Linear(hidden, n_out, bias=bias),
     )
 
@@ -27,9 +30,18 @@ def cnn1d(channels: int = 4, n_out: int = 2, batchnorm: bool = True, bias: bool 
     """A one-hot sequence CNN: conv, BatchNorm, ReLU, max-pool, conv, average pool, dense."""
     norm = (lambda c: nn.BatchNorm1d(c)) if batchnorm else (lambda c: nn.Identity())
     return nn.Sequential(
-        nn.Conv1d(channels, 8, 5, padding=2, bias=bias), norm(8), nn.ReLU(), nn.MaxPool1d(2),
-        nn.Conv1d(8, 8, 3, padding=1, bias=bias), norm(8), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
-        nn.Flatten(), nn.Linear(8, 8, bias=bias), nn.ReLU(), nn.Linear(8, n_out, bias=bias),
+        nn.Conv1d(channels, 8, 5, padding=2, bias=bias),
+        norm(8),
+        nn.ReLU(),
+        nn.MaxPool1d(2),
+        nn.Conv1d(8, 8, 3, padding=1, bias=bias),
+        norm(8),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(8, 8, bias=bias),
+        nn.ReLU(),
+        nn.Linear(8, n_out, bias=bias),
     )
 
 
@@ -37,9 +49,16 @@ def cnn2d(n_out: int = 3, batchnorm: bool = True) -> nn.Sequential:
     """An image CNN on (3, 8, 8)."""
     norm = (lambda c: nn.BatchNorm2d(c)) if batchnorm else (lambda c: nn.Identity())
     return nn.Sequential(
-        nn.Conv2d(3, 6, 3, padding=1), norm(6), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 6, 3, padding=1), norm(6), nn.ReLU(), nn.AvgPool2d(2),
-        nn.Flatten(), nn.Linear(6 * 2 * 2, n_out),
+        nn.Conv2d(3, 6, 3, padding=1),
+        norm(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 6, 3, padding=1),
+        norm(6),
+        nn.ReLU(),
+        nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(6 * 2 * 2, n_out),
     )
 
 
@@ -196,11 +215,23 @@ def expression_mlp() -> tuple[nn.Module, list[str], list[str]]:
 
 
 #: Every per-module hook dict, and the global ones, that explaining must leave as it found them.
-MODULE_HOOKS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
-                "_forward_hooks_with_kwargs", "_forward_pre_hooks_with_kwargs", "_forward_hooks_always_called",
-                "_state_dict_hooks", "_load_state_dict_pre_hooks")
-GLOBAL_HOOKS = ("_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-                "_global_backward_pre_hooks")
+MODULE_HOOKS = (
+    "_forward_hooks",
+    "_forward_pre_hooks",
+    "_backward_hooks",
+    "_backward_pre_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+    "_state_dict_hooks",
+    "_load_state_dict_pre_hooks",
+)
+GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
 
 
 def snapshot(model: nn.Module) -> dict:

@@ -74,8 +74,8 @@ def zbox(W, b, x, R, low, high):
 
 
 def wsquare(W, b, x, R):
-    W2 = W ** 2
-    den = W2.sum(1) + (0 if b is None else b ** 2)
+    W2 = W**2
+    den = W2.sum(1) + (0 if b is None else b**2)
     return W2.T @ (R / stab(den))
 
 
@@ -116,5 +116,6 @@ def connectivity(layer, input_shape):
         return torch.ones_like(layer.weight.detach().double())
     ones = torch.ones_like(layer.weight.detach().double())
     fn = {1: F.conv1d, 2: F.conv2d}[ones.dim() - 2]
-    return dense_matrix(lambda v: fn(v, ones, None, layer.stride, layer.padding, layer.dilation, layer.groups),
-                        input_shape)
+    return dense_matrix(
+        lambda v: fn(v, ones, None, layer.stride, layer.padding, layer.dilation, layer.groups), input_shape
+    )

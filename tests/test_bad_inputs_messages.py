@@ -37,7 +37,7 @@ def _fasta(path: Path, records: dict[str, str], width: int = 60) -> Path:
         for name, sequence in records.items():
             handle.write(f">{name}\n")
             for i in range(0, len(sequence), width):
-                handle.write(sequence[i:i + width] + "\n")
+                handle.write(sequence[i : i + width] + "\n")
     return path
 
 
@@ -74,21 +74,37 @@ CHROM = _random_dna(1000, 11)
 def _genome_and_vcf(folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     fasta = _fasta(folder / "genome.fa", {"chr1": CHROM})
-    vcf = _vcf(folder.parent / f"{folder.name}.vcf", [("chr1", 500, CHROM[499], _other(CHROM[499])),
-                                                      ("chr1", 520, CHROM[519], _other(CHROM[519]))])
+    vcf = _vcf(
+        folder.parent / f"{folder.name}.vcf",
+        [("chr1", 500, CHROM[499], _other(CHROM[499])), ("chr1", 520, CHROM[519], _other(CHROM[519]))],
+    )
     return fasta, vcf
 
 
 def _variant_commands(vcf: Path, fasta: Path, out: Path) -> list[list[object]]:
-    return [["bio", "variants", "--vcf", vcf, "--fasta", fasta, "--out", out / "bio", "--motifs", "none",
-             "--no-report"],
-            ["run", "variants", vcf, "--out", out / "run", "--option", f"fasta={fasta}", "--option", "motifs=none",
-             "--no-progress"]]
+    return [
+        ["bio", "variants", "--vcf", vcf, "--fasta", fasta, "--out", out / "bio", "--motifs", "none", "--no-report"],
+        [
+            "run",
+            "variants",
+            vcf,
+            "--out",
+            out / "run",
+            "--option",
+            f"fasta={fasta}",
+            "--option",
+            "motifs=none",
+            "--no-progress",
+        ],
+    ]
 
 
 #: Root without the capabilities that let it write into any folder (setpriv, util-linux).
-_NO_OVERRIDE = ["setpriv", "--inh-caps=-dac_override,-dac_read_search,-fowner",
-                "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+_NO_OVERRIDE = [
+    "setpriv",
+    "--inh-caps=-dac_override,-dac_read_search,-fowner",
+    "--bounding-set=-dac_override,-dac_read_search,-fowner",
+]
 
 
 def test_a_genome_in_a_read_only_folder_is_read_without_writing_an_index(tmp_path):
@@ -106,15 +122,21 @@ def test_a_genome_in_a_read_only_folder_is_read_without_writing_an_index(tmp_pat
         else:  # root: chmod alone does not stop it; run the commands as root without those capabilities
             if shutil.which("setpriv") is None:
                 pytest.skip("running as root, where chmod does not make a folder read-only, and without setpriv")
-            code = ("import sys; from typer.testing import CliRunner; from lrp_domains.cli import app; "
-                    "import os; assert not os.access(sys.argv[1], os.W_OK), 'still writable'; "
-                    "results = [CliRunner().invoke(app, c) for c in eval(sys.argv[2])]; "
-                    "print([(r.exit_code, r.output[-300:]) for r in results]); "
-                    "sys.exit(max(r.exit_code for r in results))")
+            code = (
+                "import sys; from typer.testing import CliRunner; from lrp_domains.cli import app; "
+                "import os; assert not os.access(sys.argv[1], os.W_OK), 'still writable'; "
+                "results = [CliRunner().invoke(app, c) for c in eval(sys.argv[2])]; "
+                "print([(r.exit_code, r.output[-300:]) for r in results]); "
+                "sys.exit(max(r.exit_code for r in results))"
+            )
             commands = [[str(a) for a in c] for c in _variant_commands(vcf, fasta, tmp_path / "out")]
-            done = subprocess.run([*_NO_OVERRIDE, sys.executable, "-c", code, str(folder), repr(commands)],
-                                  capture_output=True, text=True, timeout=300,
-                                  env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+            done = subprocess.run(
+                [*_NO_OVERRIDE, sys.executable, "-c", code, str(folder), repr(commands)],
+                capture_output=True,
+                text=True,
+                timeout=300,
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+            )
             if "still writable" in done.stderr or "setpriv:" in done.stderr:
                 pytest.skip(f"running as root, and setpriv cannot drop the override: {done.stderr[-200:]}")
             assert done.returncode == 0, done.stdout + done.stderr
@@ -182,29 +204,49 @@ def test_a_dna_model_folder_without_a_tokenizer_is_named(tmp_path):
     from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
 
     tokenizer = kmer_tokenizer(3)
-    config = tf.EsmConfig(vocab_size=len(tokenizer), max_position_embeddings=40, pad_token_id=tokenizer.pad_token_id,
-                          mask_token_id=tokenizer.mask_token_id, num_labels=2, hidden_size=8, num_hidden_layers=1,
-                          num_attention_heads=2, intermediate_size=16, position_embedding_type="rotary")
+    config = tf.EsmConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=40,
+        pad_token_id=tokenizer.pad_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+        num_labels=2,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        position_embedding_type="rotary",
+    )
     tf.EsmForSequenceClassification(config).save_pretrained(tmp_path / "model")  # no tokenizer saved
     _fasta(tmp_path / "in.fa", {"a": _random_dna(20), "b": _random_dna(20, 1)})
-    one_line_error(run("run", "dna-lm", tmp_path / "in.fa", "--out", tmp_path / "o", "--model", tmp_path / "model",
-                        "--no-progress"), "no tokenizer", "save_pretrained")
+    one_line_error(
+        run(
+            "run", "dna-lm", tmp_path / "in.fa", "--out", tmp_path / "o", "--model", tmp_path / "model", "--no-progress"
+        ),
+        "no tokenizer",
+        "save_pretrained",
+    )
     with pytest.raises(InputError, match="no tokenizer"):
         TokenSequenceExplainer.from_pretrained(tmp_path / "model")
 
 
 # -- 3. a gene list that does not fit the model's input ------------------------------------------
 def test_a_genes_model_whose_width_differs_from_its_genes_is_named(tmp_path, monkeypatch):
-    name = _module(tmp_path, "narrow_gene_models", "import models\n\ndef build():\n"
-                   "    model, genes, classes = models.expression_mlp()\n    return model, genes[:10], classes\n",
-                   monkeypatch)
-    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(6, 12)), columns=M.EXPRESSION_GENES,
-                         index=[f"s{i}" for i in range(6)])
+    name = _module(
+        tmp_path,
+        "narrow_gene_models",
+        "import models\n\ndef build():\n"
+        "    model, genes, classes = models.expression_mlp()\n    return model, genes[:10], classes\n",
+        monkeypatch,
+    )
+    frame = pd.DataFrame(
+        np.random.default_rng(0).normal(size=(6, 12)), columns=M.EXPRESSION_GENES, index=[f"s{i}" for i in range(6)]
+    )
     frame.to_csv(tmp_path / "expression.csv")
-    for command in (["bio", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o1"],
-                    ["run", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o2"]):
-        one_line_error(run(*command, "--model", f"{name}:build", "--no-progress"), "takes 12 inputs",
-                        "10 genes")
+    for command in (
+        ["bio", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o1"],
+        ["run", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o2"],
+    ):
+        one_line_error(run(*command, "--model", f"{name}:build", "--no-progress"), "takes 12 inputs", "10 genes")
 
 
 # -- 4. a Ray address nobody listens on ----------------------------------------------------------
@@ -215,12 +257,25 @@ def test_a_ray_address_nobody_listens_on_fails_quickly(tmp_path):
     with socket.socket() as probe:  # a free port: bound, then released, nobody listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(3, 12)), columns=M.EXPRESSION_GENES,
-                         index=[f"s{i}" for i in range(3)])
+    frame = pd.DataFrame(
+        np.random.default_rng(0).normal(size=(3, 12)), columns=M.EXPRESSION_GENES, index=[f"s{i}" for i in range(3)]
+    )
     frame.to_csv(tmp_path / "expression.csv")
     start = time.monotonic()
-    result = run("run", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o", "--model",
-                 "models:expression_mlp", "--engine", "ray", "--address", f"127.0.0.1:{port}", "--no-progress")
+    result = run(
+        "run",
+        "genes",
+        tmp_path / "expression.csv",
+        "--out",
+        tmp_path / "o",
+        "--model",
+        "models:expression_mlp",
+        "--engine",
+        "ray",
+        "--address",
+        f"127.0.0.1:{port}",
+        "--no-progress",
+    )
     assert time.monotonic() - start < 30
     one_line_error(result, f"127.0.0.1:{port}")
     assert not ray.is_initialized()
@@ -235,11 +290,13 @@ def test_a_mistyped_text_model_folder_is_named_without_the_network(tmp_path, mon
     (tmp_path / "in.txt").write_text("good\n")
     for model in ("./no-such-folder", str(tmp_path / "missing")):
         one_line_error(run("text", "explain", "good", "--model", model), "no such folder", "network")
-        one_line_error(run("run", "text", tmp_path / "in.txt", "--out", tmp_path / "o", "--model", model,
-                            "--no-progress"), "no such folder", "network")
+        one_line_error(
+            run("run", "text", tmp_path / "in.txt", "--out", tmp_path / "o", "--model", model, "--no-progress"),
+            "no such folder",
+            "network",
+        )
     # A name that could be a hub name: offline, the one line says so.
-    one_line_error(run("text", "explain", "good", "--model", "no-such-model-name"), "no-such-model-name",
-                    "network")
+    one_line_error(run("text", "explain", "good", "--model", "no-such-model-name"), "no-such-model-name", "network")
 
 
 def test_explainer_options_of_from_pretrained_reach_the_explainer(model_dir):
@@ -259,18 +316,31 @@ def test_an_iupac_letter_near_one_variant_leaves_the_others_explained(tmp_path):
     chrom[450] = "R"  # inside the window of the variant at 500, far from the one at 900
     chrom = "".join(chrom)
     fasta = _fasta(tmp_path / "genome.fa", {"chr1": chrom})
-    vcf = _vcf(tmp_path / "calls.vcf", [("chr1", 500, chrom[499], _other(chrom[499])),
-                                        ("chr1", 900, chrom[899], _other(chrom[899]))])
+    vcf = _vcf(
+        tmp_path / "calls.vcf",
+        [("chr1", 500, chrom[499], _other(chrom[499])), ("chr1", 900, chrom[899], _other(chrom[899]))],
+    )
     with pytest.warns(UserWarning, match="chr1:451"):
         table = explain_variants(SequenceExplainer.default(), vcf, fasta, motifs=None, sort=False)
     assert list(table.status) == ["ambiguous_base", "ok"]
     assert np.isfinite(table.delta_score[1]) and np.isnan(table.delta_score[0])
-    result = run("bio", "variants", "--vcf", vcf, "--fasta", fasta, "--out", tmp_path / "o", "--motifs", "none",
-                 "--no-report")
+    result = run(
+        "bio", "variants", "--vcf", vcf, "--fasta", fasta, "--out", tmp_path / "o", "--motifs", "none", "--no-report"
+    )
     assert result.exit_code == 0, result.output
     assert "chr1:451" in result.output
-    result = run("run", "variants", vcf, "--out", tmp_path / "r", "--option", f"fasta={fasta}", "--option",
-                 "motifs=none", "--no-progress")
+    result = run(
+        "run",
+        "variants",
+        vcf,
+        "--out",
+        tmp_path / "r",
+        "--option",
+        f"fasta={fasta}",
+        "--option",
+        "motifs=none",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     from lrp_domains.run import read_results
 
@@ -279,11 +349,25 @@ def test_an_iupac_letter_near_one_variant_leaves_the_others_explained(tmp_path):
 
 # -- 8. a sequence model with the wrong number of channels ----------------------------------------
 def test_a_model_with_five_input_channels_is_told_about_channels(tmp_path, monkeypatch):
-    name = _module(tmp_path, "five_channel_models", "import models\n\ndef build():\n"
-                   "    return models.cnn1d(channels=5)\n", monkeypatch)
+    name = _module(
+        tmp_path,
+        "five_channel_models",
+        "import models\n\ndef build():\n    return models.cnn1d(channels=5)\n",
+        monkeypatch,
+    )
     _fasta(tmp_path / "in.fa", {"a": _random_dna(40), "b": _random_dna(40, 1)})
-    result = run("bio", "sequences", tmp_path / "in.fa", "--out", tmp_path / "o", "--model", f"{name}:build",
-                 "--motifs", "none", "--no-progress")
+    result = run(
+        "bio",
+        "sequences",
+        tmp_path / "in.fa",
+        "--out",
+        tmp_path / "o",
+        "--model",
+        f"{name}:build",
+        "--motifs",
+        "none",
+        "--no-progress",
+    )
     one_line_error(result, "5 input channels", "4", "ACGT")
     assert "longer sequences" not in result.output
     from lrp_domains.bio import SequenceExplainer
@@ -304,8 +388,20 @@ def test_a_chr_prefix_mismatch_is_named_once(tmp_path):
     assert set(table.status) == {"unknown_chrom"}
     assert len([w for w in caught if "rename" in str(w.message)]) == 1
     assert "chr1" in str(caught[0].message) and "1, 2" in str(caught[0].message)
-    result = run("bio", "variants", "--vcf", vcf, "--fasta", fasta, "--out", tmp_path / "o", "--motifs", "none",
-                 "--no-report", "--bigwig")
+    result = run(
+        "bio",
+        "variants",
+        "--vcf",
+        vcf,
+        "--fasta",
+        fasta,
+        "--out",
+        tmp_path / "o",
+        "--motifs",
+        "none",
+        "--no-report",
+        "--bigwig",
+    )
     assert result.exit_code == 0, result.output
     assert result.output.count("rename one of them") == 1 and "chr1" in result.output
     assert "delta_relevance.bw" in result.output and "no variant" in result.output
@@ -319,8 +415,12 @@ def test_a_duplicate_fasta_id_names_the_file_and_both_records(tmp_path):
     path = _fasta(tmp_path / "dup.fa", {"a": _random_dna(200), "b": _random_dna(200, 1)})
     with path.open("a") as handle:
         handle.write(f">a\n{_random_dna(200, 2)}\n")
-    one_line_error(run("bio", "sequences", path, "--out", tmp_path / "o", "--motifs", "none", "--no-progress"),
-                    "dup.fa", "'a'", "records 1 and 3")
+    one_line_error(
+        run("bio", "sequences", path, "--out", tmp_path / "o", "--motifs", "none", "--no-progress"),
+        "dup.fa",
+        "'a'",
+        "records 1 and 3",
+    )
     with pytest.raises(InputError, match=r"dup\.fa: .*'a' \(records 1 and 3\)"):
         SequenceExplainer.default().explain(path)
     with pytest.raises(InputError, match=r"dup\.fa: .*'a' \(records 1 and 3\)"):
@@ -328,14 +428,26 @@ def test_a_duplicate_fasta_id_names_the_file_and_both_records(tmp_path):
 
 
 # -- 11. a factory that raises ----------------------------------------------------------------------
-@pytest.mark.parametrize("error, shown", [("RuntimeError('boom')", "RuntimeError: boom"),
-                                          ("ValueError('bad size')", "ValueError: bad size")])
+@pytest.mark.parametrize(
+    "error, shown", [("RuntimeError('boom')", "RuntimeError: boom"), ("ValueError('bad size')", "ValueError: bad size")]
+)
 def test_a_factory_that_raises_is_named(tmp_path, monkeypatch, error, shown):
     name = _module(tmp_path, f"raising_models_{error[0]}", f"def build():\n    raise {error}\n", monkeypatch)
     frame = pd.DataFrame(np.ones((3, 12)), columns=M.EXPRESSION_GENES, index=["a", "b", "c"])
     frame.to_csv(tmp_path / "expression.csv")
-    one_line_error(run("bio", "genes", tmp_path / "expression.csv", "--out", tmp_path / "o", "--model",
-                        f"{name}:build", "--no-progress"), f"--model {name}:build: the factory raised {shown}")
+    one_line_error(
+        run(
+            "bio",
+            "genes",
+            tmp_path / "expression.csv",
+            "--out",
+            tmp_path / "o",
+            "--model",
+            f"{name}:build",
+            "--no-progress",
+        ),
+        f"--model {name}:build: the factory raised {shown}",
+    )
     from lrp_domains.models import load_user_model
 
     with pytest.raises(InputError) as caught:
@@ -347,10 +459,13 @@ def test_a_factory_that_raises_is_named(tmp_path, monkeypatch, error, shown):
 @pytest.mark.parametrize("target", ["profile", "counts"])
 def test_a_profile_or_counts_target_on_a_model_without_those_heads_is_refused(tmp_path, target):
     _fasta(tmp_path / "in.fa", {"a": _random_dna(200), "b": _random_dna(200, 1)})
-    for command in (["bio", "sequences", tmp_path / "in.fa", "--out", tmp_path / "o1", "--motifs", "none"],
-                    ["run", "sequences", tmp_path / "in.fa", "--out", tmp_path / "o2"]):
-        one_line_error(run(*command, "--target", target, "--no-progress"), f"target {target!r}",
-                        "one tensor", "output index")
+    for command in (
+        ["bio", "sequences", tmp_path / "in.fa", "--out", tmp_path / "o1", "--motifs", "none"],
+        ["run", "sequences", tmp_path / "in.fa", "--out", tmp_path / "o2"],
+    ):
+        one_line_error(
+            run(*command, "--target", target, "--no-progress"), f"target {target!r}", "one tensor", "output index"
+        )
 
 
 def test_profile_and_counts_targets_still_read_a_profile_model():
@@ -381,6 +496,9 @@ def test_a_plain_gzip_genome_is_refused_in_one_line(tmp_path):
     fasta, vcf = _genome_and_vcf(tmp_path / "genome")
     gz = tmp_path / "genome.fa.gz"
     gz.write_bytes(gzip.compress(fasta.read_bytes()))
-    one_line_error(run("bio", "variants", "--vcf", vcf, "--fasta", gz, "--out", tmp_path / "o", "--motifs", "none",
-                        "--no-report"), "genome.fa.gz", "bgzip")
+    one_line_error(
+        run("bio", "variants", "--vcf", vcf, "--fasta", gz, "--out", tmp_path / "o", "--motifs", "none", "--no-report"),
+        "genome.fa.gz",
+        "bgzip",
+    )
     assert not Path(f"{gz}.fai").exists()

@@ -46,8 +46,15 @@ def test_adapter_bench_runs_and_reports_every_method():
 
     rows = run(n=16, batch_size=8, repeats=1, threads=1)
     methods = {row["method"] for row in rows}
-    assert {"gradient x input", "engine", "engine + hypothetical", "adapter, one-hot input",
-            "adapter, string input", "adapter, center", "adapter, rc_average"} == methods
+    assert {
+        "gradient x input",
+        "engine",
+        "engine + hypothetical",
+        "adapter, one-hot input",
+        "adapter, string input",
+        "adapter, center",
+        "adapter, rc_average",
+    } == methods
     assert {row["composite"] for row in rows} == {"epsilon", "genomics"}
     assert all(row["ratio"] > 0 for row in rows)
 
@@ -59,15 +66,30 @@ def test_each_rule_declares_its_cost_and_an_undeclared_one_is_named():
 
     model, x = _mlp(), torch.randn(5, 10)
     f1, f2 = 5 * 10 * 16, 5 * 16 * 3
-    declared = [R.Pass(), R.Identity(), R.Stop(), R.Uniform(), R.Epsilon(), R.ZPlus(), R.AlphaBeta(), R.Gamma(),
-                R.ZBox(0.0, 1.0), R.WSquare(), R.Flat(), text_rules.LayerNormRule(), text_rules.ActivationRule(),
-                text_rules.ComposedActivationRule(), DetachedStdNorm()]
+    declared = [
+        R.Pass(),
+        R.Identity(),
+        R.Stop(),
+        R.Uniform(),
+        R.Epsilon(),
+        R.ZPlus(),
+        R.AlphaBeta(),
+        R.Gamma(),
+        R.ZBox(0.0, 1.0),
+        R.WSquare(),
+        R.Flat(),
+        text_rules.LayerNormRule(),
+        text_rules.ActivationRule(),
+        text_rules.ComposedActivationRule(),
+        DetachedStdNorm(),
+    ]
     for rule in declared:
         assert isinstance(rule.macs(True), int) and isinstance(rule.macs(False), int), rule
     # today's numbers, asked of the rules: epsilon 2, z+ 3 or 5, alpha-beta and gamma 4 or 9, z-box 3, w^2 and flat 2
-    assert [(r.macs(True), r.macs(False)) for r in (R.Epsilon(), R.ZPlus(), R.AlphaBeta(), R.Gamma(), R.ZBox(0, 1),
-                                                    R.WSquare(), R.Flat())] == \
-        [(2, 2), (3, 5), (4, 9), (4, 9), (3, 3), (2, 2), (2, 2)]
+    assert [
+        (r.macs(True), r.macs(False))
+        for r in (R.Epsilon(), R.ZPlus(), R.AlphaBeta(), R.Gamma(), R.ZBox(0, 1), R.WSquare(), R.Flat())
+    ] == [(2, 2), (3, 5), (4, 9), (4, 9), (3, 3), (2, 2), (2, 2)]
 
     class Mine(R.Rule):
         def __call__(self, call, args, kwargs):
@@ -93,5 +115,6 @@ def test_each_rule_declares_its_cost_and_an_undeclared_one_is_named():
     assert lower_bound(model, x, Composite({nn.Linear: Declared()})) == pytest.approx(1.5)
     # a subclass that keeps the formula keeps the cost
     assert lower_bound(model, x, Composite({nn.Linear: type("Mild", (R.Epsilon,), {})(0.1)})) == pytest.approx(1.0)
-    assert lower_bound(model, x, Composite({nn.Linear: Declared()}, last=R.Epsilon())) == \
-        pytest.approx((3 * f1 + 2 * f2) / (2 * (f1 + f2)))
+    assert lower_bound(model, x, Composite({nn.Linear: Declared()}, last=R.Epsilon())) == pytest.approx(
+        (3 * f1 + 2 * f2) / (2 * (f1 + f2))
+    )

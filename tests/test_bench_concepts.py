@@ -116,6 +116,7 @@ def test_cli_lists_the_command():
 
 def _cost_rows():
     common = {"layer": "0", "budget": 64, "batch": 8, "channels": 64, "repeats": 1}
-    return [{**common, "method": method, "ms": ratio, "ratio": ratio, "per_channel": ratio / 64}
-            for method, ratio in ((B.GRADIENT, 1.0), (B.CONDITIONAL, 2.0),
-                                  (B.NAIVE, 70.0))]
+    return [
+        {**common, "method": method, "ms": ratio, "ratio": ratio, "per_channel": ratio / 64}
+        for method, ratio in ((B.GRADIENT, 1.0), (B.CONDITIONAL, 2.0), (B.NAIVE, 70.0))
+    ]

@@ -50,7 +50,7 @@ def test_profile_counts_are_seeded_poisson_and_truth_follows_signal_kinds():
         for site in planted:
             if site.motif_id == kind:
                 width = motif_ppms([kind])[kind][1].shape[1]
-                expected[site.start:site.start + width] = data.truth[i, site.start:site.start + width]
+                expected[site.start : site.start + width] = data.truth[i, site.start : site.start + width]
         assert torch.equal(truth[i], expected)
     with pytest.raises(InputError, match="unknown signal motifs"):
         P.profile_intensity(data, signal_motifs=("MA9999.1",))
@@ -178,9 +178,11 @@ def test_scores_against_hand_computed_auroc_and_aupr():
 
 
 def test_verdict_compares_the_best_of_ours_with_deep_lift_shap():
-    rows = [{"case": "c", "method": "ours: a", "AUROC": 0.80, "cost": 1.0},
-            {"case": "c", "method": "ours: b", "AUROC": 0.90, "cost": 2.0},
-            {"case": "c", "method": "deep_lift_shap", "AUROC": 0.85, "cost": 40.0}]
+    rows = [
+        {"case": "c", "method": "ours: a", "AUROC": 0.80, "cost": 1.0},
+        {"case": "c", "method": "ours: b", "AUROC": 0.90, "cost": 2.0},
+        {"case": "c", "method": "deep_lift_shap", "AUROC": 0.85, "cost": 40.0},
+    ]
     found = G.verdict(rows, ("ours: a", "ours: b"))
     assert found["ours"] == "ours: b" and found["AUROC difference"] == pytest.approx(0.05)
     assert found["cost ratio"] == pytest.approx(0.05) and found["met"]
@@ -201,15 +203,19 @@ def test_command_runs_on_tiny_settings(tmp_path):
 
     threads = torch.get_num_threads()
     try:
-        result = CliRunner().invoke(app, ["bench", "genomics-models", "--quick", "--n", "8", "--cache-dir",
-                                          str(tmp_path), "--models", "bpnet"])
+        result = CliRunner().invoke(
+            app, ["bench", "genomics-models", "--quick", "--n", "8", "--cache-dir", str(tmp_path), "--models", "bpnet"]
+        )
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     for case in ("BPNet-like, profile", "BPNet-like, counts"):
-        assert re.search(rf"{case}: ours: (genomics|epsilon) vs deep_lift_shap: AUROC [+-]\d\.\d{{3}} \(paired "
-                         r"s\.e\. \d\.\d{3}\), cost "
-                         r"\d+\.\d{3}x DeepLiftShap's -> target (met|NOT met)", result.output), result.output
+        assert re.search(
+            rf"{case}: ours: (genomics|epsilon) vs deep_lift_shap: AUROC [+-]\d\.\d{{3}} \(paired "
+            r"s\.e\. \d\.\d{3}\), cost "
+            r"\d+\.\d{3}x DeepLiftShap's -> target (met|NOT met)",
+            result.output,
+        ), result.output
     assert "training the BPNet-like model" in result.output
     bad = CliRunner().invoke(app, ["bench", "genomics-models", "--n", "1", "--cache-dir", str(tmp_path)])
     assert bad.exit_code == 2 and "--n must be at least 2" in bad.output
@@ -221,14 +227,23 @@ def test_nt_case_rows_cover_every_method_on_a_tiny_token_model():
     before = {name: value.clone() for name, value in model.state_dict().items()}
     case = G.nt_case(model, tokenizer, data.onehot, data.sequences, data.truth, ig_steps=2, shuffles=2, fit={})
     rows = G.score_case(case, repeats=1)
-    assert [row["method"] for row in rows] == ["ours: attnlrp", "ours: cp-lrp", "gradient x input",
-                                               "integrated gradients", "ism", "deep_lift_shap"]
+    assert [row["method"] for row in rows] == [
+        "ours: attnlrp",
+        "ours: cp-lrp",
+        "gradient x input",
+        "integrated gradients",
+        "ism",
+        "deep_lift_shap",
+    ]
     assert all(0.0 <= row["AUROC"] <= 1.0 and row["cost"] > 0 for row in rows)
     assert all(torch.equal(before[n], v) for n, v in model.state_dict().items())
     assert not model.training
     # Our relevance is the TokenSequenceExplainer's, read at the observed bases.
     from lrp_domains.bio.dna_lm.explainer import TokenSequenceExplainer
 
-    expected = TokenSequenceExplainer(model, tokenizer, composite="attnlrp").explain(
-        data.sequences, target=1, hypothetical=False).relevance.sum(1)
+    expected = (
+        TokenSequenceExplainer(model, tokenizer, composite="attnlrp")
+        .explain(data.sequences, target=1, hypothetical=False)
+        .relevance.sum(1)
+    )
     torch.testing.assert_close(case.methods["ours: attnlrp"](), expected)

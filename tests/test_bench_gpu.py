@@ -47,8 +47,12 @@ def test_every_decoder_row_is_measured(rows):
         for length in G.TINY_LENGTHS:
             for checkpointed in (False, True):
                 for method in METHODS:
-                    found = [r for r in decoder if (r["model"], r["tokens"], r["checkpointing"], r["method"])
-                             == (shape, length, checkpointed, method)]
+                    found = [
+                        r
+                        for r in decoder
+                        if (r["model"], r["tokens"], r["checkpointing"], r["method"])
+                        == (shape, length, checkpointed, method)
+                    ]
                     measured = [r for r in found if r["measured"]]
                     assert len(measured) == 1, (shape, length, checkpointed, method, found)
                     row = measured[0]
@@ -65,8 +69,11 @@ def test_every_search_reaches_its_cap_on_a_cpu(rows):
     for shape in SHAPES:
         for checkpointed in (False, True):
             for method in METHODS:
-                found = {r["via"]: r for r in longest
-                         if (r["model"], r["checkpointing"], r["method"]) == (shape, checkpointed, method)}
+                found = {
+                    r["via"]: r
+                    for r in longest
+                    if (r["model"], r["checkpointing"], r["method"]) == (shape, checkpointed, method)
+                }
                 (row,) = found.values()
                 assert row["longest"] == 256 and row["stopped"] == "cap" and row["failed"] is None, row
                 assert _finite_positive(row["longest_ratio"]) and _finite_positive(row["seconds"])
@@ -106,16 +113,23 @@ def test_the_bench_explains_what_explain_explains(composite, one_thread):
     ids = torch.randint(model.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         target = int(model(ids).logits[0, -1].argmax())
-    expected = L.explain(model, {"input_ids": ids, "attention_mask": torch.ones_like(ids)}, target=target,
-                         composite=composite, sources=["model.embed_tokens"],
-                         output=lambda raw, batch: raw.logits[:, -1], check_delta=False)
+    expected = L.explain(
+        model,
+        {"input_ids": ids, "attention_mask": torch.ones_like(ids)},
+        target=target,
+        composite=composite,
+        sources=["model.embed_tokens"],
+        output=lambda raw, batch: raw.logits[:, -1],
+        check_delta=False,
+    )
     methods = G.decoder_methods(model, ids, checkpointed=False)
     ours = methods[(composite, G.VIA_EXPLAIN)]()
     torch.testing.assert_close(ours, expected.sources["model.embed_tokens"].sum(-1), rtol=1e-5, atol=1e-6)
 
     seen = {}
-    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, out: seen.setdefault("e", out)
-                                                              .requires_grad_(True))
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda m, i, out: seen.setdefault("e", out).requires_grad_(True)
+    )
     try:
         with torch.enable_grad():
             logit = model(ids).logits[0, -1, target]

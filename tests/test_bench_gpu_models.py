@@ -32,8 +32,9 @@ def test_every_model_has_a_float32_and_a_bfloat16_row(rows):
         if row["note"]:  # only Borzoi: its own forward is float32-only (its relative positions)
             assert row["model"] == "borzoi" and row["dtype"] == "bfloat16" and "forward fails" in row["note"]
             continue
-        assert row["lrp_s"] > 0 and row["gradient_s"] > 0 and math.isclose(row["ratio"], row["lrp_s"] /
-                                                                            row["gradient_s"])
+        assert (
+            row["lrp_s"] > 0 and row["gradient_s"] > 0 and math.isclose(row["ratio"], row["lrp_s"] / row["gradient_s"])
+        )
         if row["dtype"] == "float32":  # the same device: the batch's first two equal a separate explanation
             assert row["vs_cpu"] < 1e-5
         else:

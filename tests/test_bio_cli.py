@@ -28,9 +28,27 @@ def test_user_model_csv_labels_and_markers(tmp_path):
     markers = tmp_path / "markers.json"
     markers.write_text(json.dumps({"A": ["G1", "G2"], "B": ["G3"]}))
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["bio", "genes", str(_data(tmp_path)), "--out", str(out), "--model",
-                                      "models:expression_mlp", "--weights", str(weights), "--label-column", "cell_type",
-                                      "--markers", str(markers), "--no-progress", "--top", "5"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bio",
+            "genes",
+            str(_data(tmp_path)),
+            "--out",
+            str(out),
+            "--model",
+            "models:expression_mlp",
+            "--weights",
+            str(weights),
+            "--label-column",
+            "cell_type",
+            "--markers",
+            str(markers),
+            "--no-progress",
+            "--top",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     relevance = pd.read_parquet(out / "relevance.parquet")
     assert relevance.shape == (30, 12) and list(relevance.columns) == M.EXPRESSION_GENES
@@ -43,8 +61,20 @@ def test_user_model_csv_labels_and_markers(tmp_path):
 def test_pickled_weights_are_refused(tmp_path):
     bad = tmp_path / "mlp.pt"
     bad.write_bytes(b"not read")
-    result = CliRunner().invoke(app, ["bio", "genes", str(_data(tmp_path)), "--out", str(tmp_path / "o"),
-                                      "--model", "models:expression_mlp", "--weights", str(bad)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bio",
+            "genes",
+            str(_data(tmp_path)),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            "models:expression_mlp",
+            "--weights",
+            str(bad),
+        ],
+    )
     assert result.exit_code != 0 and "safetensors" in result.output
 
 
@@ -52,12 +82,27 @@ def test_missing_genes_are_a_clear_error(tmp_path):
     path = _data(tmp_path, labels=False)
     frame = pd.read_csv(path, index_col=0).drop(columns=["G4"])
     frame.to_csv(path)
-    result = CliRunner().invoke(app, ["bio", "genes", str(path), "--out", str(tmp_path / "o"),
-                                      "--model", "models:expression_mlp", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        ["bio", "genes", str(path), "--out", str(tmp_path / "o"), "--model", "models:expression_mlp", "--no-progress"],
+    )
     assert result.exit_code == 2
     assert "1 of the model's 12 genes are not in the data: G4" in result.output and "--missing zero" in result.output
-    filled = CliRunner().invoke(app, ["bio", "genes", str(path), "--out", str(tmp_path / "o"),
-                                      "--model", "models:expression_mlp", "--no-progress", "--missing", "zero"])
+    filled = CliRunner().invoke(
+        app,
+        [
+            "bio",
+            "genes",
+            str(path),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            "models:expression_mlp",
+            "--no-progress",
+            "--missing",
+            "zero",
+        ],
+    )
     assert filled.exit_code == 0, filled.output
     relevance = pd.read_parquet(tmp_path / "o" / "relevance.parquet")
     assert (relevance["G4"] == 0).all() and (relevance.drop(columns="G4").abs().sum(axis=1) > 0).all()
@@ -68,8 +113,24 @@ def test_sequences_command_with_a_user_model(tmp_path):
     fasta = tmp_path / "in.fa"
     fasta.write_text("".join(f">seq{i}\n{''.join(rng.choice(list('ACGT'), 64))}\n" for i in range(5)))
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["bio", "sequences", str(fasta), "--out", str(out), "--model", "models:cnn1d",
-                                      "--target", "1", "--motifs", "none", "--no-progress", "--rc-average"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bio",
+            "sequences",
+            str(fasta),
+            "--out",
+            str(out),
+            "--model",
+            "models:cnn1d",
+            "--target",
+            "1",
+            "--motifs",
+            "none",
+            "--no-progress",
+            "--rc-average",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert np.load(out / "attr.npz")["arr_0"].shape == (5, 4, 64)
     table = pd.read_parquet(out / "relevance.parquet")
@@ -81,8 +142,21 @@ def test_sequences_command_with_a_user_model(tmp_path):
 def test_sequences_command_names_a_bad_base(tmp_path):
     fasta = tmp_path / "bad.fa"
     fasta.write_text(">ok\nACGTACGT\n>broken\nACGRACGT\n")
-    result = CliRunner().invoke(app, ["bio", "sequences", str(fasta), "--out", str(tmp_path / "o"),
-                                      "--model", "models:cnn1d", "--motifs", "none", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bio",
+            "sequences",
+            str(fasta),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            "models:cnn1d",
+            "--motifs",
+            "none",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 2
     assert "broken: 'R' at position 4 is an IUPAC ambiguity code" in result.output
 

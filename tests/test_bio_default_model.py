@@ -42,7 +42,8 @@ def test_model_loads_offline(model_genes_classes, meta):
     model, genes, classes = model_genes_classes
     assert not model.training
     assert [type(m).__name__ for m in model] == ["Linear", "ReLU"] * (len(meta["architecture"]["sizes"]) - 2) + [
-        "Linear"]
+        "Linear"
+    ]
     assert [m.in_features for m in model if isinstance(m, torch.nn.Linear)] == meta["architecture"]["sizes"][:-1]
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert len(genes) == 765 and len(classes) == 10
@@ -105,8 +106,25 @@ def test_markers_in_keeps_only_model_genes(model_genes_classes):
     assert kept and all(g in present for markers in kept.values() for g in markers)
     for cls, markers in kept.items():  # order and membership follow PBMC_MARKERS
         assert markers == [g for g in default_model.PBMC_MARKERS[cls] if g in present]
-    for expected in ["LYZ", "S100A8", "S100A9", "MS4A1", "CD79A", "CD79B", "NKG7", "GNLY", "CD8A", "CD8B",
-                     "FCER1A", "CST3", "CD3E", "IL7R", "CCR7", "CD4", "FCGR3A"]:
+    for expected in [
+        "LYZ",
+        "S100A8",
+        "S100A9",
+        "MS4A1",
+        "CD79A",
+        "CD79B",
+        "NKG7",
+        "GNLY",
+        "CD8A",
+        "CD8B",
+        "FCER1A",
+        "CST3",
+        "CD3E",
+        "IL7R",
+        "CCR7",
+        "CD4",
+        "FCGR3A",
+    ]:
         assert any(expected in markers for markers in kept.values()), expected
     assert "CD14" not in kept["CD14+ Monocyte"] and "CD14" in default_model.PBMC_MARKERS["CD14+ Monocyte"]
     assert default_model.markers_in(["LYZ", "NOT_A_GENE"]) == {"CD14+ Monocyte": ["LYZ"]}

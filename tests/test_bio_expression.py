@@ -70,8 +70,9 @@ def test_arrays_must_follow_the_model_order(explainer, values):
 
 
 def test_anndata_layers_and_sparse_matrices(explainer, values):
-    adata = ad.AnnData(X=np.zeros_like(values), obs=pd.DataFrame(index=[f"c{i}" for i in range(8)]),
-                       var=pd.DataFrame(index=GENES))
+    adata = ad.AnnData(
+        X=np.zeros_like(values), obs=pd.DataFrame(index=[f"c{i}" for i in range(8)]), var=pd.DataFrame(index=GENES)
+    )
     adata.layers["scaled"] = sparse.csr_matrix(values)
     from_layer = explainer.explain(adata, layer="scaled")
     frame = pd.DataFrame(values, columns=GENES, index=adata.obs_names)
@@ -140,8 +141,9 @@ def test_compare_with_de_finds_a_planted_gene():
     with torch.no_grad():
         model[0].weight.copy_(weight)
         model[0].bias.zero_()
-    adata = ad.AnnData(X=values, obs=pd.DataFrame({"group": groups}, index=[f"c{i}" for i in range(60)]),
-                       var=pd.DataFrame(index=GENES))
+    adata = ad.AnnData(
+        X=values, obs=pd.DataFrame({"group": groups}, index=[f"c{i}" for i in range(60)]), var=pd.DataFrame(index=GENES)
+    )
     result = ExpressionExplainer(model, GENES, CLASSES, composite="epsilon").explain(adata, target=list(groups))
     table = result.compare_with_de(adata, "group", n=3)
     a = table[table["class"] == "A"].iloc[0]

@@ -72,7 +72,7 @@ def _motif_model(consensus: str) -> nn.Sequential:
 def _planted(consensus, n=6, length=80, at=30, seed=0):
     rng = np.random.default_rng(seed)
     sequences = ["".join(rng.choice(list("ACGT"), length)) for _ in range(n)]
-    return [s[:at] + consensus + s[at + len(consensus):] for s in sequences]
+    return [s[:at] + consensus + s[at + len(consensus) :] for s in sequences]
 
 
 @pytest.fixture(scope="module")

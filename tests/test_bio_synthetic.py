@@ -24,8 +24,12 @@ def data() -> synthetic.SyntheticDataset:
 
 def _same(a: synthetic.SyntheticDataset, b: synthetic.SyntheticDataset) -> bool:
     return (
-        torch.equal(a.onehot, b.onehot) and torch.equal(a.labels, b.labels) and torch.equal(a.pwm, b.pwm)
-        and torch.equal(a.truth, b.truth) and a.placements == b.placements and a.sequences == b.sequences
+        torch.equal(a.onehot, b.onehot)
+        and torch.equal(a.labels, b.labels)
+        and torch.equal(a.pwm, b.pwm)
+        and torch.equal(a.truth, b.truth)
+        and a.placements == b.placements
+        and a.sequences == b.sequences
         and a.ids == b.ids
     )
 
@@ -88,7 +92,7 @@ def test_placements_are_inside_and_disjoint(data):
             assert ppms[p.motif_id][0] == p.name and p.strand in "+-"
             width = ppms[p.motif_id][1].shape[1]
             assert 0 <= p.start and p.start + width <= 200
-            covered[p.start:p.start + width] += 1
+            covered[p.start : p.start + width] += 1
         assert covered.max() <= 1
         assert [p.start for p in planted] == sorted(p.start for p in planted)
 
@@ -102,7 +106,7 @@ def test_pwm_is_background_or_oriented_ppm(data):
             ppm = ppms[p.motif_id][1]
             # minus strand: rows reversed (A<->T, C<->G in ACGT order) and columns reversed
             columns = ppm if p.strand == "+" else ppm[::-1, ::-1]
-            expected[i, :, p.start:p.start + ppm.shape[1]] = columns
+            expected[i, :, p.start : p.start + ppm.shape[1]] = columns
     np.testing.assert_allclose(pwm, expected, atol=1e-7)
     np.testing.assert_allclose(pwm.sum(1), 1.0, atol=1e-6)
 
@@ -117,7 +121,7 @@ def test_truth_recomputed_from_pwm_and_from_placements(data):
             informative = _bits(ppms[p.motif_id][1]) > 0.1
             if p.strand == "-":
                 informative = informative[::-1]
-            from_placements[i, p.start:p.start + len(informative)] = informative
+            from_placements[i, p.start : p.start + len(informative)] = informative
     assert np.array_equal(from_placements, data.truth.numpy())
 
 
@@ -133,7 +137,7 @@ def test_minus_strand_bases_are_reverse_complement_samples():
             ppm = ppms[p.motif_id][1]
             if (ppm * np.log2(ppm / ppm[::-1, ::-1])).sum() < 5:  # KL(PPM || reverse complement), bits
                 continue
-            segment = sequence[p.start:p.start + ppm.shape[1]]
+            segment = sequence[p.start : p.start + ppm.shape[1]]
             minus_read = segment.translate(COMPLEMENT)[::-1]
 
             def loglik(s, ppm=ppm):
@@ -203,8 +207,17 @@ def test_example_fasta_is_the_documented_call():
 #: below it, so that only broken weights, a changed generator or a clearly worse retrained model fail.
 ACCURACY_FLOOR = 0.80
 
-PLAIN = (nn.Conv1d, nn.BatchNorm1d, nn.ReLU, nn.MaxPool1d, nn.AdaptiveMaxPool1d, nn.AdaptiveAvgPool1d, nn.Flatten,
-         nn.Linear, nn.Dropout)
+PLAIN = (
+    nn.Conv1d,
+    nn.BatchNorm1d,
+    nn.ReLU,
+    nn.MaxPool1d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveAvgPool1d,
+    nn.Flatten,
+    nn.Linear,
+    nn.Dropout,
+)
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +247,10 @@ def test_sidecar(model):
     assert [m["id"] for m in sidecar["data"]["motifs"]] == synthetic.MOTIF_IDS
     assert sidecar["architecture"] == repr(model)
     assert {s: sidecar["data"]["splits"][s]["seed"] for s in ("train", "validation", "test")} == {
-        "train": 1, "validation": 2, "test": 3}
+        "train": 1,
+        "validation": 2,
+        "test": 3,
+    }
 
 
 def test_benchmark_data_is_the_test_split():

@@ -15,8 +15,9 @@ from lrp_domains.cli import app
 def test_address_needs_the_ray_engine(tmp_path):
     fasta = tmp_path / "in.fa"
     fasta.write_text(">a\nACGTACGTACGTACGTACGT\n")
-    done = CliRunner().invoke(app, ["run", "sequences", str(fasta), "--out", str(tmp_path / "out"),
-                                    "--address", "auto", "--no-progress"])
+    done = CliRunner().invoke(
+        app, ["run", "sequences", str(fasta), "--out", str(tmp_path / "out"), "--address", "auto", "--no-progress"]
+    )
     assert done.exit_code == 2 and "error: --address is for --engine ray" in done.output
     assert not (tmp_path / "out").exists()
 
@@ -25,14 +26,29 @@ def test_lost_ray_workers_end_in_one_line(tmp_path, monkeypatch):
     from lrp_domains.run import ray_engine
 
     def lost(*args, **kwargs):
-        raise ray_engine.RayWorkersLost("the Ray cluster has no node left for a worker. Finished shards are kept: "
-                                        "run the same command again with --resume")
+        raise ray_engine.RayWorkersLost(
+            "the Ray cluster has no node left for a worker. Finished shards are kept: "
+            "run the same command again with --resume"
+        )
 
     monkeypatch.setattr("lrp_domains.run.explain_dataset", lost)
     fasta = tmp_path / "in.fa"
     fasta.write_text(">a\nACGTACGTACGTACGTACGT\n")
-    done = CliRunner().invoke(app, ["run", "sequences", str(fasta), "--out", str(tmp_path / "out"), "--engine", "ray",
-                                    "--address", "127.0.0.1:1", "--no-progress"])
+    done = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "sequences",
+            str(fasta),
+            "--out",
+            str(tmp_path / "out"),
+            "--engine",
+            "ray",
+            "--address",
+            "127.0.0.1:1",
+            "--no-progress",
+        ],
+    )
     assert done.exit_code == 1
     assert done.output.strip().splitlines()[-1].startswith("error: the Ray cluster has no node left")
     assert "Traceback" not in done.output
@@ -41,11 +57,15 @@ def test_lost_ray_workers_end_in_one_line(tmp_path, monkeypatch):
 def test_the_command_line_lets_idle_threads_sleep_unless_told_otherwise():
     code = "import os, lrp_domains.cli; print(os.environ['OMP_WAIT_POLICY'])"
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip() == "PASSIVE"
+    assert (
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+        == "PASSIVE"
+    )
     env["OMP_WAIT_POLICY"] = "ACTIVE"
-    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          check=True).stdout.strip() == "ACTIVE"
+    assert (
+        subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip()
+        == "ACTIVE"
+    )
 
 
 # -- options mean what they say, and are checked before anything is written -------------------------
@@ -65,8 +85,7 @@ def test_boolean_options_read_yes_no_on_off_and_refuse_anything_else(tmp_path):
     fasta = _fasta(tmp_path / "in.fa")
     for value, expected in (("no", False), ("off", False), ("0", False), ("Yes", True), ("on", True), ("1", True)):
         out = tmp_path / f"out-{value}"
-        done = _run("sequences", fasta, "--out", out, "--option", f"center={value}", "--option",
-                    f"rc_average={value}")
+        done = _run("sequences", fasta, "--out", out, "--option", f"center={value}", "--option", f"rc_average={value}")
         assert done.exit_code == 0, done.output
         options = read_manifest(out)["settings"]["options"]
         assert options["center"] is expected and options["rc_average"] is expected
@@ -86,15 +105,17 @@ def test_center_no_explains_like_no_centering(tmp_path):
     assert [list(x) for x in a.relevance] == [list(x) for x in b.relevance]
 
 
-@pytest.mark.parametrize("value, fragment", [
-    ("abc", "option batch_size='abc': give an integer >= 1"),
-    ("0", "option batch_size='0': give an integer >= 1"),
-    ("-4", "option batch_size='-4': give an integer >= 1"),
-    ("2.5", "option batch_size='2.5': give an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        ("abc", "option batch_size='abc': give an integer >= 1"),
+        ("0", "option batch_size='0': give an integer >= 1"),
+        ("-4", "option batch_size='-4': give an integer >= 1"),
+        ("2.5", "option batch_size='2.5': give an integer >= 1"),
+    ],
+)
 def test_bad_batch_sizes_are_refused_before_the_folder_exists(tmp_path, value, fragment):
-    done = _run("sequences", _fasta(tmp_path / "in.fa"), "--out", tmp_path / "out", "--option",
-                f"batch_size={value}")
+    done = _run("sequences", _fasta(tmp_path / "in.fa"), "--out", tmp_path / "out", "--option", f"batch_size={value}")
     assert done.exit_code == 2 and "Traceback" not in done.output and fragment in done.output, done.output
     assert not (tmp_path / "out").exists()
 

@@ -21,8 +21,14 @@ from lrp_domains.errors import InputError
 
 pytest.importorskip("transformers")
 
-SMALL = dict(hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+SMALL = dict(
+    hidden_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=32,
+    hidden_dropout_prob=0.0,
+    attention_probs_dropout_prob=0.0,
+)
 
 
 def _random_dna(n: int, length: int, seed: int, n_rate: float = 0.0) -> list[str]:
@@ -40,11 +46,18 @@ def _esm(tokenizer, position: str, seed: int = 0):
     import transformers as tf
 
     torch.manual_seed(seed)
-    config = tf.EsmConfig(vocab_size=len(tokenizer), max_position_embeddings=80, position_embedding_type=position,
-                          pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id,
-                          token_dropout=position == "absolute", emb_layer_norm_before=position == "absolute",
-                          num_labels=2,
-                          initializer_range=0.2, **SMALL)
+    config = tf.EsmConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=80,
+        position_embedding_type=position,
+        pad_token_id=tokenizer.pad_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+        token_dropout=position == "absolute",
+        emb_layer_norm_before=position == "absolute",
+        num_labels=2,
+        initializer_range=0.2,
+        **SMALL,
+    )
     return tf.EsmForSequenceClassification(config).double().eval()
 
 
@@ -52,8 +65,14 @@ def _bert(tokenizer, seed: int = 0):
     import transformers as tf
 
     torch.manual_seed(seed)
-    config = tf.BertConfig(vocab_size=len(tokenizer), max_position_embeddings=80, pad_token_id=tokenizer.pad_token_id,
-                           num_labels=2, initializer_range=0.2, **SMALL)
+    config = tf.BertConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=80,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=2,
+        initializer_range=0.2,
+        **SMALL,
+    )
     return tf.BertForSequenceClassification(config).double().eval()
 
 
@@ -85,7 +104,7 @@ def _nt_split(sequence: str, k: int) -> list[tuple[int, int]]:
     that does not start a full k-mer (or is not ACGT) alone."""
     spans, p = [], 0
     while p < len(sequence):
-        if all(c in "ACGT" for c in sequence[p:p + k]) and p + k <= len(sequence):
+        if all(c in "ACGT" for c in sequence[p : p + k]) and p + k <= len(sequence):
             spans.append((p, p + k))
             p += k
         else:
@@ -97,7 +116,7 @@ def _nt_split(sequence: str, k: int) -> list[tuple[int, int]]:
 @pytest.mark.parametrize("k", [3, 6])
 def test_kmer_tokenizer_splits_like_nucleotide_transformer(k):
     tokenizer = kmer_tokenizer(k)
-    assert len(tokenizer) == 4 + 4 ** k + 5
+    assert len(tokenizer) == 4 + 4**k + 5
     assert set("".join(p) for p in itertools.product("ACGT", repeat=k)) <= set(tokenizer.get_vocab())
     for sequence in _random_dna(5, 23, seed=k, n_rate=0.1) + ["A", "NNACGTACGTACGTAC"]:
         enc = tokenizer(sequence, return_offsets_mapping=True, return_special_tokens_mask=True)
@@ -172,7 +191,7 @@ def test_bases_sum_to_their_token_and_everything_to_the_explained_value(case, km
                     assert float(observed["ACGT".index(sequence[p])]) == float(per_position[p])
                     assert int((observed != 0).sum()) <= 1
         assert float(result.special_relevance[i]) == pytest.approx(specials, rel=1e-12, abs=1e-15)
-        assert bool((result.per_position[i, len(sequence):] == 0).all())
+        assert bool((result.per_position[i, len(sequence) :] == 0).all())
         total = float(result.per_position[i].sum() + result.special_relevance[i] + result.other_relevance[i])
         assert total + float(result.delta[i]) == pytest.approx(float(result.explained[i]), rel=1e-9, abs=1e-12)
     if case == "esm-rotary":
@@ -191,13 +210,15 @@ def test_hypothetical_is_the_gradient_at_the_token_embedding_times_the_substitut
     embedding = model.get_input_embeddings()
     weight = embedding.weight.detach()
     vocab = tokenizer.get_vocab()
-    batch = tokenizer(sequences, padding=True, return_tensors="pt", return_offsets_mapping=True,
-                      return_token_type_ids=False)
+    batch = tokenizer(
+        sequences, padding=True, return_tensors="pt", return_offsets_mapping=True, return_token_type_ids=False
+    )
     offsets = batch.pop("offset_mapping")
     leaves = []
     with L.composites.get("attnlrp").context(model):
-        handle = embedding.register_forward_hook(lambda m, a, out: leaves.append(out.detach().requires_grad_()) or
-                                                 leaves[-1])
+        handle = embedding.register_forward_hook(
+            lambda m, a, out: leaves.append(out.detach().requires_grad_()) or leaves[-1]
+        )
         try:
             logits = model(**batch).logits
         finally:
@@ -211,7 +232,7 @@ def test_hypothetical_is_the_gradient_at_the_token_embedding_times_the_substitut
             token = sequence[start:end]
             for p in range(start, end):
                 for b, letter in enumerate("ACGT"):
-                    changed = token[:p - start] + letter + token[p - start + 1:]
+                    changed = token[: p - start] + letter + token[p - start + 1 :]
                     if changed == token:
                         expected = float(gradient[i, t] @ weight[ids[t]]) / (end - start)
                     elif changed in vocab:
@@ -245,7 +266,8 @@ def test_cp_lrp_conserves_on_a_bias_free_model(case, kmer3, bpe):
             if name.endswith("bias"):
                 param.zero_()
     result = TokenSequenceExplainer(model, tokenizer, composite="cp-lrp", strict=True).explain(
-        SEQUENCES, target=lambda out: out[:, 1])
+        SEQUENCES, target=lambda out: out[:, 1]
+    )
     total = result.channel_relevance.sum((1, 2)) + result.special_relevance + result.other_relevance
     torch.testing.assert_close(total, result.explained, rtol=1e-6, atol=1e-12)
     assert bool((result.delta.abs() < 1e-6 * result.explained.abs().clamp_min(1e-12)).all())
@@ -271,7 +293,7 @@ def test_seqlets_land_on_the_planted_motif_and_match_it():
     model = _esm(tokenizer, "rotary", seed=3)
     consensus = "CCGCGCCCCCTGGTGGC"  # CTCF (MA0139) core
     background = _random_dna(4, 120, seed=11)
-    sequences = [s[:42] + consensus + s[42 + len(consensus):] for s in background]
+    sequences = [s[:42] + consensus + s[42 + len(consensus) :] for s in background]
     keep = set()
     for sequence in sequences:
         enc = tokenizer(sequence, return_offsets_mapping=True)
@@ -286,8 +308,8 @@ def test_seqlets_land_on_the_planted_motif_and_match_it():
     assert len(seqlets) >= len(sequences) // 2
     for row in seqlets.itertuples():
         i = result.ids.index(row.id)
-        assert row.sequence == result.sequences[i][row.start:row.end]
-        assert float(row.relevance) == pytest.approx(float(result.per_position[i, row.start:row.end].sum()), rel=1e-6)
+        assert row.sequence == result.sequences[i][row.start : row.end]
+        assert float(row.relevance) == pytest.approx(float(result.per_position[i, row.start : row.end].sum()), rel=1e-6)
         assert row.end > 36 and row.start < 42 + len(consensus) + 6  # within the tokens around the site
     annotated = annotate_seqlets(seqlets, motifs="JASPAR2024")
     names = annotated.motif_name.fillna("").str.upper()
@@ -357,8 +379,21 @@ def test_language_model_workflow_trains_caches_and_exports_what_it_explained(tmp
     spec = importlib.util.spec_from_file_location("language_model_motifs", script)
     workflow = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(workflow)
-    args = ["--quick", "--train", "300", "--epochs", "1", "--test", "16", "--modisco", "", "--logos", "1",
-            "--checkpoint", str(tmp_path / "model")]
+    args = [
+        "--quick",
+        "--train",
+        "300",
+        "--epochs",
+        "1",
+        "--test",
+        "16",
+        "--modisco",
+        "",
+        "--logos",
+        "1",
+        "--checkpoint",
+        str(tmp_path / "model"),
+    ]
     written = workflow.main(["--out", str(tmp_path / "first"), *args])
     assert (tmp_path / "model" / "model.safetensors").exists()
     again = workflow.main(["--out", str(tmp_path / "second"), *args])  # loads the checkpoint

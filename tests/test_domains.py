@@ -58,8 +58,9 @@ class FeatureRows:
         self.features = tuple(features)
         missing = [f for f in self.features if f not in (self.records.header or [])]
         if missing:
-            raise InputError(f"{self.path.name} has no feature column(s) {missing}; its columns are "
-                             f"{self.records.header}")
+            raise InputError(
+                f"{self.path.name} has no feature column(s) {missing}; its columns are {self.records.header}"
+            )
 
     def shards(self, shard_size: int) -> list[Shard]:
         return self.records.shards(shard_size)
@@ -80,8 +81,9 @@ class TabularExplainer(DomainExplainer):
     run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 64}
     columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "prediction", "relevance")
 
-    def __init__(self, model: nn.Module, features: Sequence[str] = FEATURES,
-                 composite: str | Composite = "epsilon") -> None:
+    def __init__(
+        self, model: nn.Module, features: Sequence[str] = FEATURES, composite: str | Composite = "epsilon"
+    ) -> None:
         self.model = model
         self.features = tuple(features)
         self.composite = resolve_composite(composite)
@@ -89,21 +91,26 @@ class TabularExplainer(DomainExplainer):
     def reader(self, path: str | Path, column: str = "text") -> FeatureRows:
         return FeatureRows(path, self.features)
 
-    def explain_batch(self, ids: Sequence[str], items: torch.Tensor, first_row: int = 0, target: Any = None,
-                      batch_size: int = 64) -> lrp_domains.Explanation:
+    def explain_batch(
+        self, ids: Sequence[str], items: torch.Tensor, first_row: int = 0, target: Any = None, batch_size: int = 64
+    ) -> lrp_domains.Explanation:
         return lrp_domains.explain(self.model, items, target=target, composite=self.composite, batch_size=batch_size)
 
     def result_rows(self, result: lrp_domains.Explanation, ids: Sequence[str]) -> dict[str, list]:
-        return {"explained": result.explained.double().tolist(), "delta": result.delta.double().tolist(),
-                "prediction": result.output.argmax(1).tolist(),
-                "relevance": [row.tolist() for row in result.relevance.double()]}
+        return {
+            "explained": result.explained.double().tolist(),
+            "delta": result.delta.double().tolist(),
+            "prediction": result.output.argmax(1).tolist(),
+            "relevance": [row.tolist() for row in result.relevance.double()],
+        }
 
     def settings(self) -> dict[str, Any]:
         return {"features": list(self.features)}
 
     @classmethod
-    def from_options(cls, model: str | None = None, weights: str | None = None,
-                     composite: str | None = None) -> TabularExplainer:
+    def from_options(
+        cls, model: str | None = None, weights: str | None = None, composite: str | None = None
+    ) -> TabularExplainer:
         if model is None:
             if weights is not None:
                 raise InputError("--weights needs --model MODULE:FACTORY")
@@ -184,8 +191,11 @@ def test_unknown_option_names_the_domains_options(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before anything was written
     reader = explainer.reader(path)
     ids, items = reader.read(reader.shards(10)[0])
-    with pytest.raises(ValueError, match=r"the tabular explainer takes no option 'center'; its options are "
-                                         r"batch_size, target"):
+    with pytest.raises(
+        ValueError,
+        match=r"the tabular explainer takes no option 'center'; its options are "
+        r"batch_size, target",
+    ):
         explainer.explain_rows(ids, items, 0, center=True)
 
 
@@ -259,8 +269,9 @@ def test_tabular_resume_recomputes_only_missing_shards(tmp_path, monkeypatch):
     (out / "manifest.json").write_text(json.dumps(manifest))
     explain_dataset(explainer, path, out, shard_size=5, progress=False)
     assert calls == [10]
-    assert {f: (out / f).stat().st_mtime_ns for f in _shard_files(out) if f != "shard-00002.parquet"} == \
-        {f: t for f, t in times.items() if f != "shard-00002.parquet"}
+    assert {f: (out / f).stat().st_mtime_ns for f in _shard_files(out) if f != "shard-00002.parquet"} == {
+        f: t for f, t in times.items() if f != "shard-00002.parquet"
+    }
     pd.testing.assert_frame_equal(read_results(out), first)
     assert read_manifest(out)["complete"]
 
@@ -276,8 +287,9 @@ def test_tabular_ray_engine_equals_local_engine(tmp_path):
     ray.cloudpickle.register_pickle_by_value(module)
     try:
         explain_dataset(make_tabular_explainer, path, tmp_path / "local", shard_size=4, progress=False)
-        explain_dataset(make_tabular_explainer, path, tmp_path / "ray", shard_size=4, progress=False, engine="ray",
-                        num_workers=2)
+        explain_dataset(
+            make_tabular_explainer, path, tmp_path / "ray", shard_size=4, progress=False, engine="ray", num_workers=2
+        )
     finally:
         ray.cloudpickle.unregister_pickle_by_value(module)
     local, distributed = read_manifest(tmp_path / "local"), read_manifest(tmp_path / "ray")
@@ -294,8 +306,13 @@ def protein_model() -> nn.Module:
     """A tiny bias-free float64 CNN over the 20 amino acids."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(5)
-        return nn.Sequential(nn.Conv1d(len(PROTEIN), 6, 3, padding=1, bias=False), nn.ReLU(),
-                             nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(6, 3, bias=False)).double()
+        return nn.Sequential(
+            nn.Conv1d(len(PROTEIN), 6, 3, padding=1, bias=False),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(6, 3, bias=False),
+        ).double()
 
 
 @pytest.fixture(scope="module")
@@ -328,8 +345,11 @@ def test_an_alphabet_with_n_and_x_keeps_both_letters():
 
 @pytest.mark.parametrize("letter", ["B", "Z", "J", "U", "O", "*", "-", "1"])
 def test_protein_letters_outside_the_alphabet_are_named_with_their_position(letter):
-    with pytest.raises(ValueError, match=rf"p7: '{re.escape(letter)}' at position 4 is not in the alphabet "
-                                         rf"{PROTEIN} \(nor the unknown symbol X\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"p7: '{re.escape(letter)}' at position 4 is not in the alphabet "
+        rf"{PROTEIN} \(nor the unknown symbol X\)",
+    ):
         one_hot(f"MNK{letter}A", PROTEIN, ids=["p7"])
 
 
@@ -357,23 +377,26 @@ def test_protein_relevance_is_on_the_observed_letter_and_conserves(protein_expla
 
 def test_protein_fasta_file_equals_the_strings(tmp_path, protein_explainer):
     path = tmp_path / "proteins.fa"
-    path.write_text("".join(f">{name} a protein\n{sequence[:6]}\n{sequence[6:]}\n"
-                            for name, sequence in PROTEINS.items()))
+    path.write_text(
+        "".join(f">{name} a protein\n{sequence[:6]}\n{sequence[6:]}\n" for name, sequence in PROTEINS.items())
+    )
     from_file = protein_explainer.explain(path)
     from_strings = protein_explainer.explain(list(PROTEINS.values()), ids=list(PROTEINS))
     assert from_file.ids == list(PROTEINS) and from_file.sequences == list(PROTEINS.values())
     assert from_file.lengths == [10, 10, 10, 11] and from_file.relevance.shape == (4, 20, 11)
     for name in ("relevance", "per_position", "explained", "delta"):
         torch.testing.assert_close(getattr(from_file, name), getattr(from_strings, name), rtol=0, atol=0)
-    torch.testing.assert_close(from_file.relevance.sum((1, 2)) + from_file.delta, from_file.explained, rtol=0,
-                               atol=1e-6)
+    torch.testing.assert_close(
+        from_file.relevance.sum((1, 2)) + from_file.delta, from_file.explained, rtol=0, atol=1e-6
+    )
     # a protein run: the alphabet is recorded, the rows are the direct per-position relevance
     explain_dataset(protein_explainer, path, tmp_path / "out", shard_size=3, progress=False)
     rows = read_results(tmp_path / "out")
     assert read_manifest(tmp_path / "out")["settings"]["alphabet"] == PROTEIN
     for i, values in enumerate(rows.relevance):
-        np.testing.assert_allclose(values, from_file.per_position[i, :from_file.lengths[i]].numpy(), rtol=0,
-                                   atol=1e-12)
+        np.testing.assert_allclose(
+            values, from_file.per_position[i, : from_file.lengths[i]].numpy(), rtol=0, atol=1e-12
+        )
     bad = tmp_path / "bad.fa"
     bad.write_text(">ok\nMNKA\n>odd\nMNBA\n")
     with pytest.raises(ValueError, match="odd: 'B' at position 3 is not in the alphabet"):
@@ -414,8 +437,11 @@ def _name_uses(source: str, where: str) -> tuple[list[str], list[str]]:
             parts = [node.subject]
         elif isinstance(node, ast.Dict):
             parts = [key for key in node.keys if key is not None]
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
-                and node.func.attr in ("get", "startswith", "endswith", "__contains__"):
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("get", "startswith", "endswith", "__contains__")
+        ):
             parts = node.args
         else:
             continue
@@ -441,16 +467,19 @@ def test_no_dispatch_on_class_names():
             choices += found[0]
             unexplained += found[1]
     assert not choices, "behaviour chosen by a class name:\n" + "\n".join(sorted(choices))
-    assert not unexplained, "class names used outside messages (add to MESSAGE_ONLY if only worded):\n" + \
-        "\n".join(unexplained)
+    assert not unexplained, "class names used outside messages (add to MESSAGE_ONLY if only worded):\n" + "\n".join(
+        unexplained
+    )
 
 
 def test_the_class_name_scan_catches_dispatch():
     """The scan itself: a comparison, a lookup and an unexplained use are found; messages are not."""
-    code = ('if type(explainer).__name__ == "TextExplainer":\n    pass\n'
-            "writer = WRITERS[type(explainer).__name__]\n"
-            "name = explainer.__class__.__qualname__\n"
-            'raise TypeError(f"not {type(explainer).__name__}")\n')
+    code = (
+        'if type(explainer).__name__ == "TextExplainer":\n    pass\n'
+        "writer = WRITERS[type(explainer).__name__]\n"
+        "name = explainer.__class__.__qualname__\n"
+        'raise TypeError(f"not {type(explainer).__name__}")\n'
+    )
     choices, unexplained = _name_uses(code, "run/fake.py")
     assert sorted(int(c.split(":")[1]) for c in choices) == [1, 3]
     assert sorted(int(u.split(":")[1]) for u in unexplained) == [1, 3, 4]

@@ -98,12 +98,14 @@ def test_curve_and_summaries_by_hand():
     assert E.area(morf, fractions).item() == pytest.approx((10 + 3) / 4 + (3 + 0) / 4)
     assert E.aopc(morf).item() == pytest.approx((0 + 7 + 10) / 3)
     assert E.abpc(morf, lerf, fractions).item() == pytest.approx(2.0)
-    perturbed = E.curve(lambda v: torch.stack([v.sum(1), v.mean(1)], 1), inputs, relevance, replace,
-                        order="lerf", fractions=fractions)
+    perturbed = E.curve(
+        lambda v: torch.stack([v.sum(1), v.mean(1)], 1), inputs, relevance, replace, order="lerf", fractions=fractions
+    )
     original = torch.tensor([[10.0, 2.5]])
-    expected = [0.0, ((7 - 10) ** 2 + (1.75 - 2.5) ** 2) / 2, (10 ** 2 + 2.5 ** 2) / 2]
+    expected = [0.0, ((7 - 10) ** 2 + (1.75 - 2.5) ** 2) / 2, (10**2 + 2.5**2) / 2]
     assert E.au_mse(perturbed, original, fractions).item() == pytest.approx(
-        (expected[0] + expected[1]) / 4 + (expected[1] + expected[2]) / 4)
+        (expected[0] + expected[1]) / 4 + (expected[1] + expected[2]) / 4
+    )
 
 
 def _brute_auroc(scores, labels):

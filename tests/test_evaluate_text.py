@@ -36,9 +36,9 @@ def test_gradient_x_input_by_hand(setup):
     relevance = E.gradient_x_input(model, encoded, target, batch_size=5)
     i = 2
     n = int(encoded.attention_mask[i].sum())
-    ids = encoded.input_ids[i:i + 1, :n]
+    ids = encoded.input_ids[i : i + 1, :n]
     words = model.get_input_embeddings()(ids).detach().requires_grad_(True)
-    logit = model(inputs_embeds=words, token_type_ids=encoded.token_type_ids[i:i + 1, :n]).logits[0, target[i]]
+    logit = model(inputs_embeds=words, token_type_ids=encoded.token_type_ids[i : i + 1, :n]).logits[0, target[i]]
     (grad,) = torch.autograd.grad(logit, words)
     torch.testing.assert_close(relevance[i, :n], (words * grad).sum(-1)[0].detach())
 
@@ -50,8 +50,11 @@ def test_integrated_gradients_are_complete_against_a_zero_embedding(setup):
     with torch.no_grad():
         words = model.get_input_embeddings()(rows.input_ids)
         full = model(inputs_embeds=words, attention_mask=rows.attention_mask, token_type_ids=rows.token_type_ids)
-        empty = model(inputs_embeds=torch.zeros_like(words), attention_mask=rows.attention_mask,
-                      token_type_ids=rows.token_type_ids)
+        empty = model(
+            inputs_embeds=torch.zeros_like(words),
+            attention_mask=rows.attention_mask,
+            token_type_ids=rows.token_type_ids,
+        )
     difference = (full.logits - empty.logits).gather(1, target[:, None])[:, 0]
     torch.testing.assert_close(relevance.sum(1), difference.double(), rtol=2e-3, atol=1e-4)
 
@@ -76,8 +79,15 @@ def test_token_curves_never_touch_special_tokens_or_padding(setup):
         assert torch.equal(ids[protected | ~valid], encoded.input_ids[protected | ~valid])
     everything = removal_masks(relevance, 1.0, valid=valid, protected=protected)
     assert bool((everything == (valid & ~protected)).all())
-    logits = curve(lambda ids: E.predict(model, encoded, ids), encoded.input_ids, relevance, replace,
-                   valid=valid, protected=protected, fractions=(0.0, 1.0))
+    logits = curve(
+        lambda ids: E.predict(model, encoded, ids),
+        encoded.input_ids,
+        relevance,
+        replace,
+        valid=valid,
+        protected=protected,
+        fractions=(0.0, 1.0),
+    )
     torch.testing.assert_close(logits[:, 0], E.predict(model, encoded))
 
 
@@ -97,7 +107,7 @@ def _old_embedding_attributions(model, encoded, target, steps, batch_size):
             rows = encoded.rows(start, min(start + batch_size, len(encoded)))
             inputs = rows.model_inputs(torch.device("cpu"))
             ids = inputs.pop("input_ids")
-            chosen = target[start:start + len(rows)]
+            chosen = target[start : start + len(rows)]
             with torch.no_grad():
                 words = model.get_input_embeddings()(ids)
             pad = (0, width - ids.shape[1])
@@ -126,7 +136,8 @@ def test_text_baselines_are_the_tensor_baselines_on_the_word_embeddings(setup):
     # the same numbers as the tensor baselines with the word embedding as the source
     rows = encoded.rows(0, 2)
     word = "bert.embeddings.word_embeddings"
-    shared = baselines.integrated_gradients(model, rows.model_inputs(torch.device("cpu")), target[:2], steps=6,
-                                            sources=[word])
+    shared = baselines.integrated_gradients(
+        model, rows.model_inputs(torch.device("cpu")), target[:2], steps=6, sources=[word]
+    )
     width = rows.input_ids.shape[1]
     torch.testing.assert_close(shared.sources[word].sum(-1).double(), ig[:2, :width])

@@ -36,13 +36,21 @@ def victim(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("manifest", [
-    {"shards": {"0": {"file": "../victim.txt"}}, "input": {}, "settings": {}},  # no schema marker
-    {"schema": "lrp-domains/run", "version": 3, "input": {}, "settings": {},
-     "shards": {"0": {"file": "../victim.txt"}}},  # our marker, a path that is not ours
-    {"name": "my-web-app", "version": "1.0.0"},  # someone else's manifest.json
-    "not json {",
-])
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"shards": {"0": {"file": "../victim.txt"}}, "input": {}, "settings": {}},  # no schema marker
+        {
+            "schema": "lrp-domains/run",
+            "version": 3,
+            "input": {},
+            "settings": {},
+            "shards": {"0": {"file": "../victim.txt"}},
+        },  # our marker, a path that is not ours
+        {"name": "my-web-app", "version": "1.0.0"},  # someone else's manifest.json
+        "not json {",
+    ],
+)
 @pytest.mark.parametrize("resume", ["--resume", "--no-resume"])
 def test_a_foreign_manifest_is_refused_and_nothing_is_deleted(tmp_path, victim, manifest, resume):
     out = tmp_path / "out"
@@ -50,8 +58,19 @@ def test_a_foreign_manifest_is_refused_and_nothing_is_deleted(tmp_path, victim, 
     text = manifest if isinstance(manifest, str) else json.dumps(manifest)
     (out / "manifest.json").write_text(text)
     (out / "mine.parquet").write_text("the user's")
-    result = run("run", "sequences", _fasta(tmp_path / "in.fa"), "--out", out, "--model", "models:cnn1d",
-                 "--composite", "epsilon", resume, "--no-progress")
+    result = run(
+        "run",
+        "sequences",
+        _fasta(tmp_path / "in.fa"),
+        "--out",
+        out,
+        "--model",
+        "models:cnn1d",
+        "--composite",
+        "epsilon",
+        resume,
+        "--no-progress",
+    )
     assert result.exit_code == 2, result.output
     assert "manifest.json" in result.output and ("another --out" in result.output or "another folder" in result.output)
     assert "Traceback" not in result.output
@@ -79,8 +98,9 @@ def test_no_resume_deletes_only_our_shards(tmp_path):
     explain_dataset(explainer, path, out, shard_size=3, progress=False)
     (out / "shard-notes.txt").write_text("user")
     (out / "results.parquet").write_text("user")
-    explain_dataset(explainer, _fasta(tmp_path / "other.fa", n=2, seed=1), out, shard_size=3, resume=False,
-                    progress=False)
+    explain_dataset(
+        explainer, _fasta(tmp_path / "other.fa", n=2, seed=1), out, shard_size=3, resume=False, progress=False
+    )
     assert sorted(p.name for p in out.glob("shard-*.parquet")) == ["shard-00000.parquet"]
     assert (out / "shard-notes.txt").read_text() == "user" and (out / "results.parquet").read_text() == "user"
 
@@ -98,8 +118,18 @@ def test_report_writers_replace_a_symlink_not_its_target(tmp_path):
     target = tmp_path / "elsewhere.html"
     target.write_text("keep me")
     (out / "report.html").symlink_to(target)
-    args = ("bio", "sequences", _fasta(tmp_path / "in.fa"), "--out", out, "--model", "models:cnn1d", "--motifs",
-            "none", "--no-progress")
+    args = (
+        "bio",
+        "sequences",
+        _fasta(tmp_path / "in.fa"),
+        "--out",
+        out,
+        "--model",
+        "models:cnn1d",
+        "--motifs",
+        "none",
+        "--no-progress",
+    )
     refused = run(*args)  # a report.html we did not write (here a symlink): refused, nothing replaced
     assert refused.exit_code == 2 and "report.html, which lrp-domains did not write" in refused.output
     assert (out / "report.html").is_symlink() and target.read_text() == "keep me"
@@ -127,13 +157,33 @@ def test_a_symlinked_subfolder_is_not_written_through(tmp_path):
 
 def test_sequence_reports_clear_their_own_stale_logos_only(tmp_path):
     out = tmp_path / "out"
-    first = run("bio", "sequences", _fasta(tmp_path / "a.fa", n=5, seed=1), "--out", out, "--model", "models:cnn1d",
-                "--motifs", "none", "--no-progress")
+    first = run(
+        "bio",
+        "sequences",
+        _fasta(tmp_path / "a.fa", n=5, seed=1),
+        "--out",
+        out,
+        "--model",
+        "models:cnn1d",
+        "--motifs",
+        "none",
+        "--no-progress",
+    )
     assert first.exit_code == 0, first.output
     assert len(list((out / "logos").glob("*.png"))) == 5
     (out / "logos" / "my-figure.png").write_bytes(b"user")
-    second = run("bio", "sequences", _fasta(tmp_path / "b.fa", n=2, seed=2), "--out", out, "--model",
-                 "models:cnn1d", "--motifs", "none", "--no-progress")
+    second = run(
+        "bio",
+        "sequences",
+        _fasta(tmp_path / "b.fa", n=2, seed=2),
+        "--out",
+        out,
+        "--model",
+        "models:cnn1d",
+        "--motifs",
+        "none",
+        "--no-progress",
+    )
     assert second.exit_code == 0, second.output
     logos = sorted(p.name for p in (out / "logos").glob("*.png"))
     assert logos == ["my-figure.png", "r2_0.png", "r2_1.png"]
@@ -144,8 +194,12 @@ def test_explain_file_clears_stale_pages_of_an_earlier_run(tmp_path, model_dir):
     out = tmp_path / "out"
     (tmp_path / "four.txt").write_text("a good film\na bad film\nfine\ndull\n")
     (tmp_path / "two.txt").write_text("great acting\nweak plot\n")
-    assert run("text", "explain-file", tmp_path / "four.txt", "--out", out, "--model", model_dir,
-               "--no-progress").exit_code == 0
+    assert (
+        run(
+            "text", "explain-file", tmp_path / "four.txt", "--out", out, "--model", model_dir, "--no-progress"
+        ).exit_code
+        == 0
+    )
     (out / "html" / "notes.html").write_text("user")
     result = run("text", "explain-file", tmp_path / "two.txt", "--out", out, "--model", model_dir, "--no-progress")
     assert result.exit_code == 0, result.output
@@ -161,8 +215,11 @@ def test_a_damaged_gzip_file_is_named(tmp_path):
     (tmp_path / "t.txt.gz").write_bytes(data[: len(data) // 2])
     (tmp_path / "m.fa").write_bytes(b"\x1f\x8b")
     (tmp_path / "c.tsv.gz").write_bytes(data[:-8] + b"\0" * 4 + data[-4:])
-    for reader in (lambda: TableRecords(tmp_path / "t.txt.gz").shards(1), lambda: FastaRecords(tmp_path / "m.fa")
-                   .shards(1), lambda: TableRecords(tmp_path / "c.tsv.gz").shards(1)):
+    for reader in (
+        lambda: TableRecords(tmp_path / "t.txt.gz").shards(1),
+        lambda: FastaRecords(tmp_path / "m.fa").shards(1),
+        lambda: TableRecords(tmp_path / "c.tsv.gz").shards(1),
+    ):
         with pytest.raises(InputError, match="a damaged gzip file"):
             reader()
 
@@ -185,11 +242,14 @@ def test_damaged_parquet_pages_and_unusual_values(tmp_path):
     assert reader.read(reader.shards(1)[0])[1] == ["[b'x']"]
 
 
-@pytest.mark.parametrize("content", [
-    '{"schema":"lrp-domains/run","version":3,"input":{},"settings":{},"shards":{"\u00b2":{"file":"shard-00002.parquet"}}}',
-    '{"schema":"lrp-domains/run","version":3,"input":{},"settings":{},"shards":{"' + "1" * 5000 + '":{}}}',
-    "[" * 1000 + "]" * 1000,
-])
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"schema":"lrp-domains/run","version":3,"input":{},"settings":{},"shards":{"\u00b2":{"file":"shard-00002.parquet"}}}',
+        '{"schema":"lrp-domains/run","version":3,"input":{},"settings":{},"shards":{"' + "1" * 5000 + '":{}}}',
+        "[" * 1000 + "]" * 1000,
+    ],
+)
 def test_odd_manifests_are_refused_by_name(tmp_path, content):
     from lrp_domains.run import read_manifest
 
@@ -228,8 +288,9 @@ def test_a_folder_named_like_a_shard_is_refused(tmp_path):
     out = tmp_path / "out"
     (out / "shard-00000.parquet").mkdir(parents=True)
     with pytest.raises(InputError, match="folders named like our shards"):
-        explain_dataset(SequenceExplainer(T_cnn(), composite="epsilon"), _fasta(tmp_path / "in.fa"), out,
-                        progress=False)
+        explain_dataset(
+            SequenceExplainer(T_cnn(), composite="epsilon"), _fasta(tmp_path / "in.fa"), out, progress=False
+        )
 
 
 def test_whitespace_rows_are_rows_and_any_column_name_is_a_name(tmp_path):
@@ -248,9 +309,11 @@ def test_a_damaged_h5ad_file_is_named(tmp_path):
 
     from lrp_domains.bio.cells.readers import H5adCells, read_expression
 
-    data = anndata.AnnData(np.arange(24, dtype=np.float32).reshape(6, 4),
-                           obs=pd.DataFrame({"label": list("abcabc")}, index=[f"c{i}" for i in range(6)]),
-                           var=pd.DataFrame(index=[f"G{i}" for i in range(4)]))
+    data = anndata.AnnData(
+        np.arange(24, dtype=np.float32).reshape(6, 4),
+        obs=pd.DataFrame({"label": list("abcabc")}, index=[f"c{i}" for i in range(6)]),
+        var=pd.DataFrame(index=[f"G{i}" for i in range(4)]),
+    )
     data.write_h5ad(tmp_path / "ok.h5ad")
     whole = (tmp_path / "ok.h5ad").read_bytes()
     (tmp_path / "cut.h5ad").write_bytes(whole[: len(whole) // 3])

@@ -82,8 +82,7 @@ def ctcf_ids(jaspar):
 def planted():
     """Sequences of 100 bases with one CTCF site each, on the forward strand (the filter reads
     that strand only)."""
-    data = make_dataset(60, length=100, seed=1, positive_fraction=1.0, motifs_per_sequence=(1, 1),
-                        motif_ids=[CTCF])
+    data = make_dataset(60, length=100, seed=1, positive_fraction=1.0, motifs_per_sequence=(1, 1), motif_ids=[CTCF])
     keep = [i for i, placed in enumerate(data.placements) if placed[0].strand == "+"]
     assert len(keep) >= 15
     return data.subset(keep)
@@ -114,8 +113,10 @@ def test_conditional_seqlets_sit_on_the_planted_sites(ctcf_concepts, planted):
     sites = {name: (placed[0].start, placed[0].start + width) for name, placed in zip(planted.ids, planted.placements)}
     seqlets = ctcf_concepts.seqlet_table
     mine = seqlets[seqlets["concept"] == K]
-    on_site = [start < sites[name][1] and sites[name][0] < end
-               for name, start, end in zip(mine["id"], mine["start"], mine["end"])]
+    on_site = [
+        start < sites[name][1] and sites[name][0] < end
+        for name, start, end in zip(mine["id"], mine["start"], mine["end"])
+    ]
     assert len(mine) and np.mean(on_site) >= 0.9, mine
     assert mine["id"].nunique() >= 0.8 * len(planted)
     row = ctcf_concepts.frame.set_index("concept").loc[K]
@@ -157,9 +158,9 @@ def test_weights_to_ppm_scales_the_largest_weight_to_four():
     weights[3, 2] = -1.0
     ppm = weights_to_ppm(weights)
     np.testing.assert_allclose(ppm.sum(0), 1.0)
-    np.testing.assert_allclose(ppm[:, 0], np.array([1, np.e ** 4, 1, 1]) / (3 + np.e ** 4))
+    np.testing.assert_allclose(ppm[:, 0], np.array([1, np.e**4, 1, 1]) / (3 + np.e**4))
     np.testing.assert_allclose(ppm[:, 1], 0.25)
-    np.testing.assert_allclose(ppm[:, 2], np.array([1, 1, 1, np.e ** -2]) / (3 + np.e ** -2))
+    np.testing.assert_allclose(ppm[:, 2], np.array([1, 1, 1, np.e**-2]) / (3 + np.e**-2))
     np.testing.assert_allclose(weights_to_ppm(np.zeros((4, 2))), 0.25)
 
 
@@ -172,10 +173,9 @@ def test_trimmed_keeps_first_to_last_strong_column():
 
 
 def test_consensus_letters_and_weak_columns():
-    matrix = np.array([[0.0, 1.0, 0.0, 0.1, 0.0],
-                       [0.0, 0.0, 0.0, 0.0, 0.0],
-                       [0.05, 0.0, 0.0, 0.0, 0.9],
-                       [0.0, 0.0, 0.1, 0.0, 0.0]])
+    matrix = np.array(
+        [[0.0, 1.0, 0.0, 0.1, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0], [0.05, 0.0, 0.0, 0.0, 0.9], [0.0, 0.0, 0.1, 0.0, 0.0]]
+    )
     assert consensus(matrix, ALPHABET) == "ANNG"  # the weak first column is stripped
     assert consensus(np.zeros((4, 3)), ALPHABET) == ""
 
@@ -188,8 +188,7 @@ def test_channel_relevance_is_the_cores_and_examples_are_its_top_rows(layer, com
     model = cnn1d()
     data = make_dataset(12, length=40, seed=0, motifs_per_sequence=(1, 1))
     explainer = SequenceExplainer(model, composite=composite)
-    concepts = explain_filters(explainer, data.sequences, ids=data.ids, layer=layer, top=None, motifs=None,
-                               examples=3)
+    concepts = explain_filters(explainer, data.sequences, ids=data.ids, layer=layer, top=None, motifs=None, examples=3)
     reference = concept_relevance(model, data.onehot, layer, composite=explainer.composite).double().numpy()
     assert concepts.channel_relevance.shape == (12, 8)
     np.testing.assert_allclose(concepts.channel_relevance, reference, rtol=1e-6, atol=1e-9)
@@ -203,8 +202,13 @@ def test_channel_relevance_is_the_cores_and_examples_are_its_top_rows(layer, com
         listed = [index[name] for name in examples.split(",")]
         assert len(set(listed)) == 3, examples
         # the three largest values of the column, largest first (ties in any order)
-        np.testing.assert_allclose(reference[listed, concept], np.sort(reference[:, concept])[::-1][:3], rtol=1e-6,
-                                   atol=1e-9, err_msg=str(concept))
+        np.testing.assert_allclose(
+            reference[listed, concept],
+            np.sort(reference[:, concept])[::-1][:3],
+            rtol=1e-6,
+            atol=1e-9,
+            err_msg=str(concept),
+        )
     assert frame["best_match"].eq("").all() and frame["match_e"].isna().all()  # motifs=None: no matching
 
 
@@ -283,8 +287,11 @@ def test_the_model_is_unchanged(small, jaspar):
     assert model.training and not model[4].weight.requires_grad
 
 
-@pytest.mark.parametrize("options", [{"target": 5}, {"width": 50}, {"layer": "nope"}],
-                         ids=["target-inside-the-pass", "width-after-the-pass", "layer-before"])
+@pytest.mark.parametrize(
+    "options",
+    [{"target": 5}, {"width": 50}, {"layer": "nope"}],
+    ids=["target-inside-the-pass", "width-after-the-pass", "layer-before"],
+)
 def test_the_model_is_unchanged_after_an_error(small, options):
     model = _trained_model()
     before = snapshot(model)
@@ -345,8 +352,11 @@ def _one_line_error(result, *fragments: str) -> None:
 
 def test_cli_errors_are_one_line(fasta, tmp_path):
     _one_line_error(run("bio", "concepts", tmp_path / "missing.fa", "--out", tmp_path / "a"), "missing.fa")
-    _one_line_error(run("bio", "concepts", fasta, "--out", tmp_path / "b", "--layer", "nope", "--motifs", "none"),
-                    "nope", "convolutions")
+    _one_line_error(
+        run("bio", "concepts", fasta, "--out", tmp_path / "b", "--layer", "nope", "--motifs", "none"),
+        "nope",
+        "convolutions",
+    )
     _one_line_error(run("bio", "concepts", fasta, "--out", tmp_path / "c", "--top", 0), "--top")
 
 

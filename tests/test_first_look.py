@@ -44,8 +44,8 @@ def test_the_demo_marker_table_says_what_a_class_without_a_marker_found_has(tmp_
     with pytest.warns(UserWarning, match="not among the model's 765 genes.*CD14"):  # said once, named on the page
         _genes(tmp_path, False, page.section("Genes"))
     index = page.render().replace("<wbr>", "")
-    body = index[index.index("known markers in the top 20"):]
-    body = body[:body.index("</table>")]
+    body = index[index.index("known markers in the top 20") :]
+    body = body[: body.index("</table>")]
     assert "nan" not in body.lower()
     # the naive CD4 T cells' markers are not in their top 20: said in words
     assert NONE_FOUND in body and "absent_genes" in body and "CD14" in body
@@ -88,14 +88,20 @@ def test_the_variant_report_says_the_value_of_the_table():
 def test_p_values_are_shown_in_significant_digits():
     from lrp_domains.report.variants import _motif_text
 
-    frame = pd.DataFrame({"ref_motif_p": [3.2e-6, 0.012, 0.0, math.nan], "match_p": [1e-10, 0.5, 1.0, 2e-4],
-                          "delta_score": [0.0000012, 1.5, 2.0, 3.0]})
+    frame = pd.DataFrame(
+        {
+            "ref_motif_p": [3.2e-6, 0.012, 0.0, math.nan],
+            "match_p": [1e-10, 0.5, 1.0, 2e-4],
+            "delta_score": [0.0000012, 1.5, 2.0, 3.0],
+        }
+    )
     shown = table(frame)
     for text in ("3.2e-06", "0.012", "1e-10", "0.5", "0.0002", "< 1e-300"):
         assert f"<td>{text}</td>" in shown
     assert "<td>0.000</td>" in shown  # other numbers keep their fixed decimals
-    row = pd.Series({"ref_motif": "CTCF", "ref_motif_p": 3.2e-6, "alt_motif": "", "alt_motif_p": math.nan,
-                     "motif_change": "lost"})
+    row = pd.Series(
+        {"ref_motif": "CTCF", "ref_motif_p": 3.2e-6, "alt_motif": "", "alt_motif_p": math.nan, "motif_change": "lost"}
+    )
     assert _motif_text(row) == "CTCF (p 3.2e-06) -> no motif (none): lost"
 
 
@@ -126,11 +132,18 @@ def test_the_gene_report_notes_the_markers_the_model_lacks(tmp_path):
 
 # -- 6. piped output keeps its lines whole -------------------------------------------------------------------
 def test_piped_command_output_is_not_wrapped_at_80_columns(model_dir):
-    text = ("This film is a wonderfully strange, sprawling and generous piece of work that rewards patience with "
-            "unexpected warmth and a closing scene nobody who sees it will forget")
+    text = (
+        "This film is a wonderfully strange, sprawling and generous piece of work that rewards patience with "
+        "unexpected warmth and a closing scene nobody who sees it will forget"
+    )
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "FORCE_COLOR", "TTY_COMPATIBLE")}
-    done = subprocess.run([sys.executable, "-m", "lrp_domains", "text", "explain", text, "--model", model_dir],
-                          capture_output=True, text=True, env=env, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "lrp_domains", "text", "explain", text, "--model", model_dir],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert text in lines  # the text on one line, not broken at 80 columns

@@ -49,8 +49,14 @@ def _one_line(result, *fragments: str) -> None:
 
 def _python(script: str, *args: str) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(TESTS))
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script), *args], env=env, cwd=TESTS,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        env=env,
+        cwd=TESTS,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
@@ -82,8 +88,10 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
             with folder_lock(out):
                 pass
         fasta = _fasta(tmp_path / "in.fa", n=4)
-        for command in (["run", "sequences", fasta, "--out", out], ["bio", "sequences", fasta, "--out", out,
-                                                                      "--motifs", "none"]):
+        for command in (
+            ["run", "sequences", fasta, "--out", out],
+            ["bio", "sequences", fasta, "--out", out, "--motifs", "none"],
+        ):
             _one_line(run(*command, "--no-progress"), f"is being written by process {holder.pid}", "one writer")
         assert sorted(p.name for p in out.iterdir()) == [LOCK_FILE]  # nothing else was written
     finally:
@@ -130,8 +138,19 @@ def test_two_runs_on_one_folder_never_mix(tmp_path):
     out = tmp_path / "out"
     first = _python(SLOW_RUN, str(fasta), str(out))
     _wait_for(out / "shard-00000.parquet", first)
-    second = run("run", "sequences", fasta, "--out", out, "--shard-size", "3", "--no-resume", "--composite",
-                 "epsilon", "--no-progress")
+    second = run(
+        "run",
+        "sequences",
+        fasta,
+        "--out",
+        out,
+        "--shard-size",
+        "3",
+        "--no-resume",
+        "--composite",
+        "epsilon",
+        "--no-progress",
+    )
     _one_line(second, f"is being written by process {first.pid}")
     assert first.wait(timeout=300) == 0, first.communicate()
     manifest = read_manifest(out)
@@ -168,8 +187,7 @@ def test_a_report_never_replaces_the_users_own_files(tmp_path):
     out.mkdir()
     (out / "report.html").write_text("my notes")
     (out / "seqlets.csv").write_text("my table")
-    done = run("bio", "sequences", _fasta(tmp_path / "in.fa", n=3), "--out", out, "--motifs", "none",
-               "--no-progress")
+    done = run("bio", "sequences", _fasta(tmp_path / "in.fa", n=3), "--out", out, "--motifs", "none", "--no-progress")
     _one_line(done, "report.html", "seqlets.csv", "lrp-domains did not write")
     assert (out / "report.html").read_text() == "my notes" and (out / "seqlets.csv").read_text() == "my table"
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "seqlets.csv"]  # no marker, no lock left
@@ -191,8 +209,10 @@ def test_another_kind_of_output_is_refused_and_nothing_is_deleted(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in report.iterdir()} == before
     runs = tmp_path / "run"
     assert run("run", "sequences", fasta, "--out", runs, "--no-progress").exit_code == 0
-    _one_line(run("bio", "sequences", fasta, "--out", runs, "--motifs", "none", "--no-progress"),
-              "holds an lrp-domains run (manifest.json)")
+    _one_line(
+        run("bio", "sequences", fasta, "--out", runs, "--motifs", "none", "--no-progress"),
+        "holds an lrp-domains run (manifest.json)",
+    )
 
 
 KILLED_REPORT = """
@@ -234,8 +254,9 @@ def test_a_killed_report_is_marked_incomplete_and_the_next_one_repairs_it(tmp_pa
     logos = sorted(p.name for p in (out / "logos").glob("*.png"))
     assert len(logos) == 3 and "mine.png" in logos and all(n.startswith("b_") for n in logos if n != "mine.png")
     assert not list(out.rglob("*.tmp"))
-    assert set(repaired["files"]) == {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()
-                                      and p.parts[len(out.parts)] != "run"} - {OUTPUTS_FILE, "logos/mine.png"}
+    assert set(repaired["files"]) == {
+        str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parts[len(out.parts)] != "run"
+    } - {OUTPUTS_FILE, "logos/mine.png"}
 
 
 def test_the_marker_lists_a_file_before_it_is_written(tmp_path):
@@ -254,11 +275,14 @@ def small_disk(tmp_path):
     """A 96 KiB tmpfs; yields (its path, a function remounting it with another size or read-only)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True,
-                             text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'}): a full and a "
-                    "read-only disk need one (run the tests as root, as CI does)")
+        pytest.skip(
+            f"cannot mount a tmpfs here ({mounted.stderr.strip() or 'mount failed'}): a full and a "
+            "read-only disk need one (run the tests as root, as CI does)"
+        )
 
     def remount(options: str) -> None:
         subprocess.run(["mount", "-o", f"remount,{options}", str(disk)], check=True)
@@ -287,8 +311,16 @@ def test_a_full_disk_ends_in_one_line_and_the_run_resumes_after(tmp_path, small_
 
 def test_a_report_on_a_full_disk_ends_in_one_line(tmp_path, small_disk):
     disk, _ = small_disk
-    done = run("bio", "sequences", _fasta(tmp_path / "in.fa", n=40), "--out", disk / "report", "--motifs", "none",
-               "--no-progress")
+    done = run(
+        "bio",
+        "sequences",
+        _fasta(tmp_path / "in.fa", n=40),
+        "--out",
+        disk / "report",
+        "--motifs",
+        "none",
+        "--no-progress",
+    )
     _one_line(done, "No space left on device")
 
 
@@ -297,8 +329,10 @@ def test_a_read_only_disk_is_refused_before_the_work(tmp_path, small_disk):
     remount("ro")
     fasta = _fasta(tmp_path / "in.fa", n=4)
     _one_line(run("run", "sequences", fasta, "--out", disk / "run", "--no-progress"), "choose another --out")
-    _one_line(run("bio", "sequences", fasta, "--out", disk / "report", "--motifs", "none", "--no-progress"),
-              "Read-only file system")
+    _one_line(
+        run("bio", "sequences", fasta, "--out", disk / "report", "--motifs", "none", "--no-progress"),
+        "Read-only file system",
+    )
 
 
 # -- steps that write into a run folder ---------------------------------------------------------------

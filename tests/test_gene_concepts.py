@@ -45,13 +45,13 @@ def test_units_sum_to_the_explainers_gene_relevance(bias):
     assert table.layer == "1" and table.at == "output"
     assert table.gene_relevance.shape == (16, 12) and table.channel_relevance.shape == (20, 16)
     assert list(table.gene_relevance.columns) == EXPRESSION_GENES
-    np.testing.assert_allclose(table.gene_relevance.sum(0).to_numpy(), reference.mean(0).to_numpy(), rtol=0,
-                               atol=1e-6)
+    np.testing.assert_allclose(table.gene_relevance.sum(0).to_numpy(), reference.mean(0).to_numpy(), rtol=0, atol=1e-6)
     # per cell: a table of one cell holds that cell's conditional relevances
     for name in ["cell0", "cell7", "cell19"]:
         single = hidden_units(explainer, data.loc[[name]])
-        np.testing.assert_allclose(single.gene_relevance.sum(0).to_numpy(), reference.loc[name].to_numpy(), rtol=0,
-                                   atol=1e-6)
+        np.testing.assert_allclose(
+            single.gene_relevance.sum(0).to_numpy(), reference.loc[name].to_numpy(), rtol=0, atol=1e-6
+        )
     assert table.frame["share"].sum() == pytest.approx(1.0, abs=1e-9)
     if not bias:
         # bias-free epsilon: the layer's unit relevances hold the explained logit
@@ -65,10 +65,12 @@ def test_a_subset_of_units_and_chunking_change_nothing():
     few = hidden_units(explainer, data, top_units=3, batch_size=4)
     assert few.units == full.units[:3]
     assert list(full.frame["share"]) == sorted(full.frame["share"], reverse=True)
-    np.testing.assert_allclose(few.gene_relevance.to_numpy(), full.gene_relevance.loc[few.units].to_numpy(), rtol=0,
-                               atol=1e-10)
-    np.testing.assert_allclose(few.served_gene_relevance.to_numpy(),
-                               full.served_gene_relevance.loc[few.units].to_numpy(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        few.gene_relevance.to_numpy(), full.gene_relevance.loc[few.units].to_numpy(), rtol=0, atol=1e-10
+    )
+    np.testing.assert_allclose(
+        few.served_gene_relevance.to_numpy(), full.served_gene_relevance.loc[few.units].to_numpy(), rtol=0, atol=1e-10
+    )
     pd.testing.assert_frame_equal(few.frame, full.frame.head(3))
     chosen = hidden_units(explainer, data, units=[5, 2])
     assert sorted(chosen.units) == [2, 5]
@@ -79,13 +81,13 @@ def test_a_subset_of_units_and_chunking_change_nothing():
 def _wired() -> tuple[nn.Sequential, pd.DataFrame, list[str]]:
     genes = [f"G{i}" for i in range(6)]
     first = torch.zeros(4, 6, dtype=torch.float64)
-    first[0, [0, 2]] = 1.0    # unit 0 reads G0, G2
-    first[1, [3, 5]] = 1.0    # unit 1 reads G3, G5
-    first[2, 1], first[2, 4] = 1.5, 1.0   # unit 2 reads G1 (more) and G4
-    first[3] = 0.2            # unit 3 reads every gene a little
+    first[0, [0, 2]] = 1.0  # unit 0 reads G0, G2
+    first[1, [3, 5]] = 1.0  # unit 1 reads G3, G5
+    first[2, 1], first[2, 4] = 1.5, 1.0  # unit 2 reads G1 (more) and G4
+    first[3] = 0.2  # unit 3 reads every gene a little
     second = torch.zeros(3, 4, dtype=torch.float64)
-    second[0, 0] = second[1, 1] = second[2, 2] = 1.0   # unit k feeds class k only, for k < 3
-    second[:, 3] = 0.3        # unit 3 feeds every class
+    second[0, 0] = second[1, 1] = second[2, 2] = 1.0  # unit k feeds class k only, for k < 3
+    second[:, 3] = 0.3  # unit 3 feeds every class
     model = nn.Sequential(nn.Linear(6, 4, bias=False), nn.ReLU(), nn.Linear(4, 3, bias=False)).double()
     with torch.no_grad():
         model[0].weight.copy_(first)
@@ -102,9 +104,9 @@ def test_a_wired_unit_names_its_genes_and_its_class(genes_from):
     explainer = ExpressionExplainer(model, list(data.columns), ["A", "B", "C"])
     table = hidden_units(explainer, data, target=labels, top_genes=2, genes_from=genes_from)
     row = table.frame.set_index("unit").loc[2]
-    assert row["top_genes"] == "G1, G4"   # G1 has the larger weight
+    assert row["top_genes"] == "G1, G4"  # G1 has the larger weight
     assert row["classes"] == "C"
-    assert row["low_genes"] == ""         # the inputs are positive
+    assert row["low_genes"] == ""  # the inputs are positive
     # it carries relevance only in cells explained as C, and reads nothing but G1 and G4
     in_c = np.array(labels) == "C"
     assert (table.channel_relevance[2].to_numpy()[~in_c] == 0).all()
@@ -209,8 +211,9 @@ def test_default_layer_rule():
     data = _cells(5)
     table = hidden_units(explainer, data)
     assert (table.layer, table.at) == ("head", "input") and table.gene_relevance.shape == (8, 12)
-    np.testing.assert_allclose(table.gene_relevance.sum(0).to_numpy(),
-                               explainer.explain(data).relevance.mean(0).to_numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        table.gene_relevance.sum(0).to_numpy(), explainer.explain(data).relevance.mean(0).to_numpy(), rtol=0, atol=1e-6
+    )
     # any module can be named
     named = hidden_units(ExpressionExplainer(_bias_free(), EXPRESSION_GENES), data, layer="0")
     assert named.layer == "0" and named.channel_relevance.shape == (5, 16)

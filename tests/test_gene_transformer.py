@@ -32,13 +32,28 @@ def _data(n: int = 6, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(values, index=[f"cell{i}" for i in range(n)], columns=GENES)
 
 
-def _explainer(values: bool = False, composite: str = "attnlrp", max_genes: int = 8, bias: bool = True,
-               strict: bool = True) -> GeneTransformerExplainer:
+def _explainer(
+    values: bool = False, composite: str = "attnlrp", max_genes: int = 8, bias: bool = True, strict: bool = True
+) -> GeneTransformerExplainer:
     torch.manual_seed(0)
     data = _data()
     vocab = GeneVocabulary.fit(data.to_numpy(), GENES)
-    model = build_gene_transformer(vocab, len(CLASSES), values=values, max_genes=max_genes, hidden=16, layers=2,
-                                   heads=2, intermediate=32, n_bins=4, classes=CLASSES).double().eval()
+    model = (
+        build_gene_transformer(
+            vocab,
+            len(CLASSES),
+            values=values,
+            max_genes=max_genes,
+            hidden=16,
+            layers=2,
+            heads=2,
+            intermediate=32,
+            n_bins=4,
+            classes=CLASSES,
+        )
+        .double()
+        .eval()
+    )
     with torch.no_grad():
         for param in model.parameters():  # larger weights than BERT's init, so relevance is not all at [CLS]
             param.mul_(3.0)
@@ -57,8 +72,11 @@ def test_ranking_uses_geneformer_median_normalisation():
     sentences = cell_sentences(train, vocab, max_genes=None)
     # cell 0: A .5, B .667, D 1.333 -> D B A (by raw values it would be A D B); C not expressed
     # cell 1: A 1, C 1.5, D .667 -> C A D; cell 2: A 1.5, B 1.333, C .5 -> A B C
-    assert [vocab.tokens(row[m.bool()].tolist()) for row, m in zip(sentences.input_ids, sentences.attention_mask)] \
-        == [["[CLS]", "D", "B", "A"], ["[CLS]", "C", "A", "D"], ["[CLS]", "A", "B", "C"]]
+    assert [vocab.tokens(row[m.bool()].tolist()) for row, m in zip(sentences.input_ids, sentences.attention_mask)] == [
+        ["[CLS]", "D", "B", "A"],
+        ["[CLS]", "C", "A", "D"],
+        ["[CLS]", "A", "B", "C"],
+    ]
     short = cell_sentences(train, vocab, max_genes=2)
     assert vocab.tokens(short.input_ids[0].tolist()) == ["[CLS]", "D", "B"]
     assert short.truncated.tolist() == [1, 1, 1]
@@ -176,8 +194,9 @@ def test_gene_explanation_tools_work_unchanged(tmp_path):
     markers = result.marker_overlap({"A": top_a[:2] + ["NOT_A_GENE"]}, k=(3,))
     assert markers["recall"].iloc[0] == 1.0
     # float64: in float32 the exact ties of genes seen in one cell (normalised value 1) break differently
-    adata = ad.AnnData(data.to_numpy(dtype=np.float64), obs=pd.DataFrame(index=data.index),
-                       var=pd.DataFrame(index=GENES))
+    adata = ad.AnnData(
+        data.to_numpy(dtype=np.float64), obs=pd.DataFrame(index=data.index), var=pd.DataFrame(index=GENES)
+    )
     result.to_anndata(adata)
     np.testing.assert_allclose(adata.layers["lrp"], result.relevance.to_numpy(), rtol=1e-6)
     again = explainer.explain(adata, target=["A", "B", "A", "C", "B", "A"])

@@ -48,10 +48,11 @@ def genome(tmp_path_factory):
     sequences = {name: "".join(rng.choice(list("ACGT"), size=size)) for name, size in SIZES.items()}
     path = tmp_path_factory.mktemp("genome") / "genome.fa"
     text = sequences["chr1"][:100] + sequences["chr1"][100:160].lower() + sequences["chr1"][160:]
-    lines = [">chr1\n" + "\n".join(text[i:i + 60] for i in range(0, len(text), 60))]
+    lines = [">chr1\n" + "\n".join(text[i : i + 60] for i in range(0, len(text), 60))]
     for name in ("chr2", "chr10"):
-        lines.append(f">{name} a description\n" + "\n".join(sequences[name][i:i + 60]
-                                                             for i in range(0, SIZES[name], 60)))
+        lines.append(
+            f">{name} a description\n" + "\n".join(sequences[name][i : i + 60] for i in range(0, SIZES[name], 60))
+        )
     path.write_text("\n".join(lines) + "\n")
     return path, sequences
 
@@ -74,13 +75,15 @@ def _read_all(reader):
 def test_windows_of_bed3_bed6_and_narrowpeak(genome, explainer, tmp_path, gzipped):
     path, sequences = genome
     peaks = tmp_path / ("peaks.narrowPeak" + (".gz" if gzipped else ""))
-    text = ("track name=peaks\nbrowser position chr1:1-100\n# a comment\n\n"
-            "chr1\t400\t700\tp1\t0\t.\t1\t1\t1\t120\n"      # summit 520: window 420-620
-            "chr1\t500\t900\tp2\t0\t-\t1\t1\t1\t-1\n"       # no summit: centre 700, minus strand
-            "chr10\t1000\t1300\tp3\t0\t+\t1\t1\t1\t50\n"    # summit 1050: 950-1150
-            "chr2\t1900\t2000\tp4\t0\t+\t1\t1\t1\t90\n"     # 1890-2090: runs off chr2's end
-            "chr1\t0\t50\tp5\t0\t+\t1\t1\t1\t5\n"           # -95-105: runs off chr1's start
-            "chrUn\t10\t300\tp6\t0\t+\t1\t1\t1\t10\n")      # a chromosome the genome lacks
+    text = (
+        "track name=peaks\nbrowser position chr1:1-100\n# a comment\n\n"
+        "chr1\t400\t700\tp1\t0\t.\t1\t1\t1\t120\n"  # summit 520: window 420-620
+        "chr1\t500\t900\tp2\t0\t-\t1\t1\t1\t-1\n"  # no summit: centre 700, minus strand
+        "chr10\t1000\t1300\tp3\t0\t+\t1\t1\t1\t50\n"  # summit 1050: 950-1150
+        "chr2\t1900\t2000\tp4\t0\t+\t1\t1\t1\t90\n"  # 1890-2090: runs off chr2's end
+        "chr1\t0\t50\tp5\t0\t+\t1\t1\t1\t5\n"  # -95-105: runs off chr1's start
+        "chrUn\t10\t300\tp6\t0\t+\t1\t1\t1\t10\n"
+    )  # a chromosome the genome lacks
     if gzipped:
         peaks.write_bytes(gzip.compress(text.encode()))
     else:
@@ -89,8 +92,14 @@ def test_windows_of_bed3_bed6_and_narrowpeak(genome, explainer, tmp_path, gzippe
     reader = explainer.reader(source)
     assert reader.width == 200 and reader.source == GenomeRegions(str(peaks), str(path), 200)
     ids, items = _read_all(reader)
-    assert ids == ["chr1:420-620(+)", "chr1:600-800(-)", "chr10:950-1150(+)", "chr2:1890-2090(+)",
-                   "chr1:-95-105(+)", "chrUn:-80-120(+)"]
+    assert ids == [
+        "chr1:420-620(+)",
+        "chr1:600-800(-)",
+        "chr10:950-1150(+)",
+        "chr2:1890-2090(+)",
+        "chr1:-95-105(+)",
+        "chrUn:-80-120(+)",
+    ]
     assert items[0] == sequences["chr1"][420:620]
     assert items[1] == _revcomp(sequences["chr1"][600:800])
     assert items[2] == sequences["chr10"][950:1150]
@@ -114,8 +123,9 @@ def test_windows_of_bed3_bed6_and_narrowpeak(genome, explainer, tmp_path, gzippe
     direct = explainer.explain(items[:3], ids=ids[:3])
     for i in range(3):
         np.testing.assert_allclose(rows.relevance[i], direct.per_position[i].double().numpy(), rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(rows.hypothetical[i], direct.hypothetical[i].double().reshape(-1).numpy(),
-                                   rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(
+            rows.hypothetical[i], direct.hypothetical[i].double().reshape(-1).numpy(), rtol=1e-5, atol=1e-7
+        )
     assert rows.explained[:3].tolist() == pytest.approx(direct.explained.tolist(), rel=1e-6)
 
     # The fingerprint: the BED's hash, the genome by name, size and sequences (never hashed), the width.
@@ -151,15 +161,18 @@ def test_bad_peak_lines_and_refusals(genome, explainer, tmp_path):
     with pytest.raises(InputError, match="give --width"):
         RegionWindows(GenomeRegions(str(peak), str(path)))
     runner = CliRunner()
-    both = runner.invoke(app, ["run", "sequences", str(peak), "--regions", str(peak), "--genome", str(path),
-                               "--out", str(tmp_path / "o")])
+    both = runner.invoke(
+        app,
+        ["run", "sequences", str(peak), "--regions", str(peak), "--genome", str(path), "--out", str(tmp_path / "o")],
+    )
     assert both.exit_code == 2 and "not both" in both.output
     neither = runner.invoke(app, ["run", "sequences", "--out", str(tmp_path / "o")])
     assert neither.exit_code == 2 and "--regions PEAKS" in neither.output
     alone = runner.invoke(app, ["run", "sequences", str(peak), "--genome", str(path), "--out", str(tmp_path / "o")])
     assert alone.exit_code == 2 and "--genome is for --regions" in alone.output
-    text = runner.invoke(app, ["run", "text", "--regions", str(peak), "--genome", str(path), "--out",
-                               str(tmp_path / "o")])
+    text = runner.invoke(
+        app, ["run", "text", "--regions", str(peak), "--genome", str(path), "--out", str(tmp_path / "o")]
+    )
     assert text.exit_code == 2 and "a text run does not take --regions" in text.output
     assert not (tmp_path / "o").exists()
 
@@ -184,8 +197,8 @@ def _expected_track(rows: pd.DataFrame) -> dict[str, tuple[np.ndarray, np.ndarra
         chrom, start, end, strand = REGION.match(name).groups()
         values = np.asarray(values)[::-1] if strand == "-" else np.asarray(values)
         sums, counts = tracks[chrom]
-        sums[int(start):int(end)] += values
-        counts[int(start):int(end)] += 1
+        sums[int(start) : int(end)] += values
+        counts[int(start) : int(end)] += 1
     return tracks
 
 
@@ -194,11 +207,20 @@ def _explanation(rows: pd.DataFrame) -> SequenceExplanation:
     n, width = len(rows), max(len(s) for s in rows["sequence"])
     channels = torch.zeros(n, 4, width, dtype=torch.float64)
     for i, values in enumerate(rows["relevance"]):
-        channels[i, 0, :len(values)] = torch.as_tensor(np.array(values, dtype=np.float64))
+        channels[i, 0, : len(values)] = torch.as_tensor(np.array(values, dtype=np.float64))
     zeros = torch.zeros(n, dtype=torch.float64)
-    return SequenceExplanation(rows["id"].tolist(), rows["sequence"].tolist(), torch.zeros(n, 4, width), zeros,
-                               channels, channels, zeros, zeros, [len(s) for s in rows["sequence"]],
-                               channel_relevance=channels)
+    return SequenceExplanation(
+        rows["id"].tolist(),
+        rows["sequence"].tolist(),
+        torch.zeros(n, 4, width),
+        zeros,
+        channels,
+        channels,
+        zeros,
+        zeros,
+        [len(s) for s in rows["sequence"]],
+        channel_relevance=channels,
+    )
 
 
 def _journey(tmp_path, genome, kind: str, extra: list[str]):
@@ -206,16 +228,30 @@ def _journey(tmp_path, genome, kind: str, extra: list[str]):
     returns the run folder and its ok rows after checking the bigWig and the BED."""
     path, _ = genome
     peaks = tmp_path / "peaks.narrowPeak"
-    peaks.write_text("chr1\t400\t700\tp1\t0\t.\t5\t1\t1\t120\n"
-                     "chr1\t450\t650\tp2\t0\t-\t5\t1\t1\t-1\n"     # overlaps p1 on the other strand
-                     "chr10\t1000\t1300\tp3\t0\t+\t5\t1\t1\t50\n"
-                     "chr2\t1950\t2000\tp4\t0\t+\t5\t1\t1\t40\n"   # off the chromosome's end
-                     "chrUn\t10\t300\tp5\t0\t+\t5\t1\t1\t10\n"     # not in the genome
-                     "chr2\t100\t400\tp6\t0\t-\t5\t1\t1\t200\n")
+    peaks.write_text(
+        "chr1\t400\t700\tp1\t0\t.\t5\t1\t1\t120\n"
+        "chr1\t450\t650\tp2\t0\t-\t5\t1\t1\t-1\n"  # overlaps p1 on the other strand
+        "chr10\t1000\t1300\tp3\t0\t+\t5\t1\t1\t50\n"
+        "chr2\t1950\t2000\tp4\t0\t+\t5\t1\t1\t40\n"  # off the chromosome's end
+        "chrUn\t10\t300\tp5\t0\t+\t5\t1\t1\t10\n"  # not in the genome
+        "chr2\t100\t400\tp6\t0\t-\t5\t1\t1\t200\n"
+    )
     out = tmp_path / "D"
     runner = CliRunner()
-    command = ["run", kind, "--regions", str(peaks), "--genome", str(path), "--out", str(out), "--shard-size", "2",
-               "--no-progress", *extra]
+    command = [
+        "run",
+        kind,
+        "--regions",
+        str(peaks),
+        "--genome",
+        str(path),
+        "--out",
+        str(out),
+        "--shard-size",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
     done = runner.invoke(app, command)
     assert done.exit_code == 0, done.output
     rows = read_results(out)
@@ -243,8 +279,9 @@ def _journey(tmp_path, genome, kind: str, extra: list[str]):
     pd.testing.assert_frame_equal(record, call_seqlets(_explanation(ok)))
     seqlets = runner.invoke(app, ["run", "seqlets", str(out), "--out", str(tmp_path / "s.bed"), "--motifs", "none"])
     assert seqlets.exit_code == 0 and "genome coordinates" in seqlets.output, seqlets.output
-    bed = pd.read_csv(tmp_path / "s.bed", sep="\t", header=None, names=["chrom", "start", "end", "name", "score",
-                                                                        "strand"])
+    bed = pd.read_csv(
+        tmp_path / "s.bed", sep="\t", header=None, names=["chrom", "start", "end", "name", "score", "strand"]
+    )
     expected = []
     for name, start, end, relevance in zip(record.id, record.start, record.end, record.relevance):
         chrom, begin, finish, strand = REGION.match(name).groups()
@@ -284,8 +321,18 @@ def test_a_run_without_coordinates_gets_record_coordinates_and_a_bigwig_refusal(
     explain_dataset(SequenceExplainer.default(), fasta, tmp_path / "D", shard_size=2, progress=False)
     runner = CliRunner()
     (tmp_path / "chrom.sizes").write_text("chr1\t1000\n")
-    refused = runner.invoke(app, ["run", "bigwig", str(tmp_path / "D"), "--out", str(tmp_path / "r.bw"),
-                                  "--chrom-sizes", str(tmp_path / "chrom.sizes")])
+    refused = runner.invoke(
+        app,
+        [
+            "run",
+            "bigwig",
+            str(tmp_path / "D"),
+            "--out",
+            str(tmp_path / "r.bw"),
+            "--chrom-sizes",
+            str(tmp_path / "chrom.sizes"),
+        ],
+    )
     assert refused.exit_code == 2 and "ids carry no genome coordinates" in refused.output
     assert "--regions" in refused.output and not (tmp_path / "r.bw").exists()
     done = runner.invoke(app, ["run", "seqlets", str(tmp_path / "D"), "--out", str(tmp_path / "s.bed")])
@@ -294,8 +341,9 @@ def test_a_run_without_coordinates_gets_record_coordinates_and_a_bigwig_refusal(
     assert lines[0] == RECORD_HEADER
     seqlets = run_seqlets(tmp_path / "D")
     assert len(lines) == len(seqlets) + 1 > 1
-    assert [line.split("\t")[:3] for line in lines[1:]] == [[i, str(s), str(e)] for i, s, e in
-                                                           zip(seqlets.id, seqlets.start, seqlets.end)]
+    assert [line.split("\t")[:3] for line in lines[1:]] == [
+        [i, str(s), str(e)] for i, s, e in zip(seqlets.id, seqlets.start, seqlets.end)
+    ]
     # call_seqlets' frame works too (the sequence report writes its BED with it).
     write_seqlets_bed(seqlets, tmp_path / "again.bed")
     assert (tmp_path / "again.bed").read_text() == (tmp_path / "s.bed").read_text()
@@ -310,10 +358,21 @@ def test_dna_language_model_journey_from_the_command_line(genome, tmp_path):
 
     tokenizer = kmer_tokenizer(3)
     torch.manual_seed(0)
-    config = tf.EsmConfig(vocab_size=len(tokenizer), max_position_embeddings=80, position_embedding_type="rotary",
-                          pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id, num_labels=2,
-                          initializer_range=0.2, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = tf.EsmConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=80,
+        position_embedding_type="rotary",
+        pad_token_id=tokenizer.pad_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+        num_labels=2,
+        initializer_range=0.2,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     folder = tmp_path / "model"
     tf.EsmForSequenceClassification(config).eval().save_pretrained(folder)
     tokenizer.save_pretrained(folder)

@@ -47,8 +47,15 @@ def tiny_bpnet(controls: int = 2, outputs: int = 2, biases: bool = True) -> nn.M
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = BPNet(n_filters=8, n_layers=2, n_outputs=outputs, n_control_tracks=controls,
-                      profile_output_bias=biases, count_output_bias=biases, verbose=False)
+        model = BPNet(
+            n_filters=8,
+            n_layers=2,
+            n_outputs=outputs,
+            n_control_tracks=controls,
+            profile_output_bias=biases,
+            count_output_bias=biases,
+            verbose=False,
+        )
     return (model if biases else _without_biases(model)).eval()
 
 
@@ -61,8 +68,15 @@ def tiny_chrombpnet(biases: bool = True) -> nn.Module:
         torch.manual_seed(2)
         from bpnetlite.bpnet import BPNet
 
-        accessibility = BPNet(n_filters=8, n_layers=2, n_outputs=1, n_control_tracks=0, verbose=False,
-                              profile_output_bias=biases, count_output_bias=biases)
+        accessibility = BPNet(
+            n_filters=8,
+            n_layers=2,
+            n_outputs=1,
+            n_control_tracks=0,
+            verbose=False,
+            profile_output_bias=biases,
+            count_output_bias=biases,
+        )
         accessibility = accessibility if biases else _without_biases(accessibility)
     return ChromBPNet(bias_model, accessibility).eval()
 
@@ -72,8 +86,16 @@ def tiny_enformer(biases: bool = True) -> nn.Module:
 
     with torch.random.fork_rng():
         torch.manual_seed(3)
-        model = Enformer.from_hparams(dim=24, depth=1, heads=2, attn_dim_key=4, num_downsamples=3, dim_divisible_by=4,
-                                      target_length=4, output_heads=dict(human=5, mouse=3)).eval()
+        model = Enformer.from_hparams(
+            dim=24,
+            depth=1,
+            heads=2,
+            attn_dim_key=4,
+            num_downsamples=3,
+            dim_divisible_by=4,
+            target_length=4,
+            output_heads=dict(human=5, mouse=3),
+        ).eval()
         with torch.no_grad():  # Enformer zero-initialises the attention output: give it weights
             for module in model.modules():
                 if isinstance(module, nn.Linear) and not module.weight.any():
@@ -93,8 +115,17 @@ def borzoi():
 
     with torch.random.fork_rng():
         torch.manual_seed(4)
-        model = Borzoi(BorzoiConfig(dim=16, depth=1, heads=2, attn_dim_key=4, attn_dim_value=8, bins_to_return=4,
-                                    return_center_bins_only=True)).eval()
+        model = Borzoi(
+            BorzoiConfig(
+                dim=16,
+                depth=1,
+                heads=2,
+                attn_dim_key=4,
+                attn_dim_value=8,
+                bins_to_return=4,
+                return_center_bins_only=True,
+            )
+        ).eval()
         model.set_track_subset(list(range(8)))
         with torch.no_grad():
             for module in model.modules():
@@ -145,14 +176,20 @@ def test_targets_pick_heads_of_tuples_and_dicts():
         counts_target(head=2)((profile, counts))
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("profile", ProfileTarget(0, None)), ("profile:1", ProfileTarget(0, 1)), ("Profile strand=0 head=2",
-                                                                              ProfileTarget(2, 0)),
-    ("counts", CountsTarget(1)), ("counts:0 head=3", CountsTarget(3, 0)),
-    ("track 12, bins 400-420", TrackTarget(12, (400, 420))), ("track=12:400-420", TrackTarget(12, (400, 420))),
-    ("track=3,5", TrackTarget([3, 5])), ("tracks 3,5 bins 0-10 head=human layout=NCL",
-                                          TrackTarget([3, 5], (0, 10), "human", "NCL")),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("profile", ProfileTarget(0, None)),
+        ("profile:1", ProfileTarget(0, 1)),
+        ("Profile strand=0 head=2", ProfileTarget(2, 0)),
+        ("counts", CountsTarget(1)),
+        ("counts:0 head=3", CountsTarget(3, 0)),
+        ("track 12, bins 400-420", TrackTarget(12, (400, 420))),
+        ("track=12:400-420", TrackTarget(12, (400, 420))),
+        ("track=3,5", TrackTarget([3, 5])),
+        ("tracks 3,5 bins 0-10 head=human layout=NCL", TrackTarget([3, 5], (0, 10), "human", "NCL")),
+    ],
+)
 def test_parse_sequence_target(text, expected):
     assert repr(parse_sequence_target(text)) == repr(expected)
 
@@ -163,9 +200,15 @@ def test_parse_sequence_target_integers_and_errors():
     torch.testing.assert_close(parse_sequence_target("5 head=mouse")(heads), heads["mouse"].reshape(2, -1)[:, 5])
     with pytest.raises(InputError, match="out of range for head 'mouse' with 6 values"):
         parse_sequence_target("6 head=mouse")(heads)
-    for bad, message in [("bogus", "not understood"), ("track", "not understood"), ("track=1:5-2", "start < end"),
-                         ("profile layout=NCL", "does not apply"), ("", "empty"), ("track=1 layout=XYZ", "layout"),
-                         ("3 strand=1", "does not apply")]:
+    for bad, message in [
+        ("bogus", "not understood"),
+        ("track", "not understood"),
+        ("track=1:5-2", "start < end"),
+        ("profile layout=NCL", "does not apply"),
+        ("", "empty"),
+        ("track=1 layout=XYZ", "layout"),
+        ("3 strand=1", "does not apply"),
+    ]:
         with pytest.raises(InputError, match=message):
             parse_sequence_target(bad)
 
@@ -261,8 +304,9 @@ def test_other_composites_name_what_they_do_not_cover_and_leave_the_model_unchan
     model = tiny_enformer()
     before = snapshot(model)
     with pytest.raises(LRPCoverageError, match="softmax.*AttentionPool|AttentionPool.*softmax"):
-        SequenceExplainer(model, composite="epsilon", strict=True).explain(onehot(1, 64, 5),
-                                                                          target="track=0 head=human")
+        SequenceExplainer(model, composite="epsilon", strict=True).explain(
+            onehot(1, 64, 5), target="track=0 head=human"
+        )
     assert_unchanged(before, snapshot(model))
 
 
@@ -292,17 +336,49 @@ def test_sequences_command_target_profile(tmp_path):
     fasta = tmp_path / "in.fa"
     fasta.write_text("".join(f">s{i}\n{''.join(row)}\n" for i, row in enumerate(letters)))
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["bio", "sequences", str(fasta), "--out", str(out), "--model",
-                                      "test_genomics_architectures:tiny_bpnet", "--target", "profile", "--motifs",
-                                      "none", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "bio",
+            "sequences",
+            str(fasta),
+            "--out",
+            str(out),
+            "--model",
+            "test_genomics_architectures:tiny_bpnet",
+            "--target",
+            "profile",
+            "--motifs",
+            "none",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(out / "relevance.parquet")
     expected = SequenceExplainer(tiny_bpnet()).explain(x, target=profile_target())
-    np.testing.assert_allclose(table.groupby("id", sort=True)["relevance"].sum().to_numpy(),
-                               expected.per_position.sum(1).numpy(), rtol=1e-4, atol=1e-6)
-    bad = CliRunner().invoke(app, ["bio", "sequences", str(fasta), "--out", str(tmp_path / "o"), "--model",
-                                   "test_genomics_architectures:tiny_bpnet", "--target", "track=1:9-3", "--motifs",
-                                   "none", "--no-progress"])
+    np.testing.assert_allclose(
+        table.groupby("id", sort=True)["relevance"].sum().to_numpy(),
+        expected.per_position.sum(1).numpy(),
+        rtol=1e-4,
+        atol=1e-6,
+    )
+    bad = CliRunner().invoke(
+        app,
+        [
+            "bio",
+            "sequences",
+            str(fasta),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            "test_genomics_architectures:tiny_bpnet",
+            "--target",
+            "track=1:9-3",
+            "--motifs",
+            "none",
+            "--no-progress",
+        ],
+    )
     assert bad.exit_code != 0 and "start < end" in bad.output
 
 
@@ -329,8 +405,9 @@ def test_layer_norm_rule_holds_the_standard_deviation_constant():
         norm.weight.copy_(torch.rand(6, generator=g, dtype=torch.double) + 0.5)
         norm.bias.copy_(torch.randn(6, generator=g, dtype=torch.double))
     x, c = torch.randn(3, 6, generator=g, dtype=torch.double), torch.randn(6, generator=g, dtype=torch.double)
-    result = L.explain(norm, x, target=lambda out: out @ c, composite=L.Composite({nn.LayerNorm: DetachedStdNorm()}),
-                       strict=True)
+    result = L.explain(
+        norm, x, target=lambda out: out @ c, composite=L.Composite({nn.LayerNorm: DetachedStdNorm()}), strict=True
+    )
     std = torch.sqrt(x.var(1, unbiased=False, keepdim=True) + norm.eps)
     scaled = norm.weight.detach() * c / std  # the gradient of the linear map (x - mean) / std * w
     torch.testing.assert_close(result.relevance, x * (scaled - scaled.mean(1, keepdim=True)))

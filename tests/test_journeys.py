@@ -39,25 +39,48 @@ def run(*args: object):
 def _genome(path: Path) -> dict[str, str]:
     rng = np.random.default_rng(7)
     chroms = {"chr1": "".join(rng.choice(list("ACGT"), 1500)), "chr2": "".join(rng.choice(list("ACGT"), 900))}
-    path.write_text("".join(f">{name}\n" + "\n".join(seq[i:i + 70] for i in range(0, len(seq), 70)) + "\n"
-                            for name, seq in chroms.items()))
+    path.write_text(
+        "".join(
+            f">{name}\n" + "\n".join(seq[i : i + 70] for i in range(0, len(seq), 70)) + "\n"
+            for name, seq in chroms.items()
+        )
+    )
     return chroms
 
 
 def test_the_bpnet_lite_job_from_the_command_line(tmp_path):
     chroms = _genome(tmp_path / "genome.fa")
     # narrowPeak: chrom start end name score strand signal p q summit (summit offset from start)
-    peaks = [("chr1", 200, 500, "+", 120), ("chr1", 330, 630, "-", 100), ("chr2", 400, 700, ".", -1),
-             ("chr2", 800, 890, "+", 40)]  # the last window runs off chr2's end
-    lines = [f"{c}\t{s}\t{e}\tpeak{i}\t0\t{strand}\t1\t1\t1\t{summit}\n"
-             for i, (c, s, e, strand, summit) in enumerate(peaks)]
+    peaks = [
+        ("chr1", 200, 500, "+", 120),
+        ("chr1", 330, 630, "-", 100),
+        ("chr2", 400, 700, ".", -1),
+        ("chr2", 800, 890, "+", 40),
+    ]  # the last window runs off chr2's end
+    lines = [
+        f"{c}\t{s}\t{e}\tpeak{i}\t0\t{strand}\t1\t1\t1\t{summit}\n" for i, (c, s, e, strand, summit) in enumerate(peaks)
+    ]
     (tmp_path / "peaks.narrowPeak").write_text("".join(lines))
     model = tiny_bpnet()
     torch.save(model, tmp_path / "bpnet.torch")
 
-    run("run", "sequences", "--regions", tmp_path / "peaks.narrowPeak", "--genome", tmp_path / "genome.fa",
-        "--width", WIDTH, "--model", tmp_path / "bpnet.torch", "--target", "counts", "--out", tmp_path / "run",
-        "--no-progress")
+    run(
+        "run",
+        "sequences",
+        "--regions",
+        tmp_path / "peaks.narrowPeak",
+        "--genome",
+        tmp_path / "genome.fa",
+        "--width",
+        WIDTH,
+        "--model",
+        tmp_path / "bpnet.torch",
+        "--target",
+        "counts",
+        "--out",
+        tmp_path / "run",
+        "--no-progress",
+    )
     run("run", "bigwig", tmp_path / "run", "--out", tmp_path / "relevance.bw")
     run("run", "seqlets", tmp_path / "run", "--out", tmp_path / "seqlets.bed", "--motifs", "none")
     run("run", "export-modisco", tmp_path / "run")
@@ -69,8 +92,9 @@ def test_the_bpnet_lite_job_from_the_command_line(tmp_path):
 
     # the Python API on the same windows, cut from the genome here
     windows = [("chr1", 240, 400, "+"), ("chr1", 350, 510, "-"), ("chr2", 470, 630, ".")]
-    sequences = [chroms[c][s:e] if strand != "-" else reverse_complement_text(chroms[c][s:e])
-                 for c, s, e, strand in windows]
+    sequences = [
+        chroms[c][s:e] if strand != "-" else reverse_complement_text(chroms[c][s:e]) for c, s, e, strand in windows
+    ]
     direct = SequenceExplainer(tiny_bpnet()).explain(sequences, target=counts_target())
     for k in range(3):
         np.testing.assert_allclose(rows.relevance[k], direct.per_position[k].numpy(), rtol=1e-4, atol=1e-6)
@@ -91,8 +115,11 @@ def test_the_bpnet_lite_job_from_the_command_line(tmp_path):
             assert not got[~covered].any()
 
     # the seqlets: BED6 in genome coordinates, inside their windows and chromosomes
-    lines = [line.split("\t") for line in (tmp_path / "seqlets.bed").read_text().splitlines()
-             if not line.startswith(("#", "track"))]
+    lines = [
+        line.split("\t")
+        for line in (tmp_path / "seqlets.bed").read_text().splitlines()
+        if not line.startswith(("#", "track"))
+    ]
     for chrom, start, end, _, _, _ in lines:
         assert chrom in chroms and 0 <= int(start) < int(end) <= len(chroms[chrom])
         assert any(c == chrom and s <= int(start) and int(end) <= e for c, s, e, _ in windows)

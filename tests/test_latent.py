@@ -38,6 +38,7 @@ def _hand_masked(model, x, layer, channel, axis, composite="epsilon"):
             index[axis] = channel
             keep[tuple(index)] = grad[tuple(index)]
             return keep
+
         out.register_hook(hook)
 
     handle = module.register_forward_hook(mask_grad)
@@ -109,8 +110,9 @@ def test_first_layer_filters_equal_hand_masked_and_sum_to_input_relevance(name):
     composite = composites.get(name, low=0.0, high=1.0) if name == "epsilon-gamma-box" else _composite(name)
     result = explain_concepts(model, x, "0", None, composite=composite)
     for channel in (0, 5):
-        torch.testing.assert_close(result.conditional[:, channel], _hand_masked(model, x, "0", channel, 1, composite),
-                                   rtol=0, atol=1e-10)
+        torch.testing.assert_close(
+            result.conditional[:, channel], _hand_masked(model, x, "0", channel, 1, composite), rtol=0, atol=1e-10
+        )
     assert result.delta.abs().max() < 1e-8
 
 
@@ -121,8 +123,9 @@ def test_first_dense_layer_of_signed_inputs(name):
     x = torch.randn(6, 10, dtype=torch.float64)
     result = explain_concepts(model, x, "0", None, composite=name)
     for channel in (2, 11):
-        torch.testing.assert_close(result.conditional[:, channel], _hand_masked(model, x, "0", channel, 1, name),
-                                   rtol=0, atol=1e-10)
+        torch.testing.assert_close(
+            result.conditional[:, channel], _hand_masked(model, x, "0", channel, 1, name), rtol=0, atol=1e-10
+        )
     assert result.delta.abs().max() < 1e-8
 
 
@@ -154,8 +157,9 @@ def test_tiny_bert_conditional_over_hidden_units_sums_to_input_relevance():
     seeded(5)
     embeds = torch.randn(2, 6, 32, dtype=torch.float64)
     inputs = {"inputs_embeds": embeds, "attention_mask": torch.ones(2, 6, dtype=torch.long)}
-    result = explain_concepts(model, inputs, "bert.encoder.layer.0", None, composite="attnlrp", channel_axis=-1,
-                              channel_batch=11)
+    result = explain_concepts(
+        model, inputs, "bert.encoder.layer.0", None, composite="attnlrp", channel_axis=-1, channel_batch=11
+    )
     conditional = result.conditional["inputs_embeds"]
     assert conditional.shape == (2, 32, 6, 32)
     torch.testing.assert_close(conditional.sum(1), result.relevance["inputs_embeds"], rtol=0, atol=1e-6)

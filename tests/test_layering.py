@@ -7,8 +7,16 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lrp_domains"
 FORBIDDEN = {
-    "core": ("lrp_domains.text", "lrp_domains.bio", "lrp_domains.report", "lrp_domains.evaluate", "transformers",
-             "Bio", "anndata", "scanpy"),
+    "core": (
+        "lrp_domains.text",
+        "lrp_domains.bio",
+        "lrp_domains.report",
+        "lrp_domains.evaluate",
+        "transformers",
+        "Bio",
+        "anndata",
+        "scanpy",
+    ),
     "text": ("lrp_domains.bio", "lrp_domains.report", "lrp_domains.commands", "lrp_domains.bench"),
     "bio": ("lrp_domains.text", "lrp_domains.report", "lrp_domains.commands", "lrp_domains.bench"),
 }
@@ -67,29 +75,38 @@ def test_bio_sub_packages_import_only_what_their_rules_allow():
         for path in sorted((bio / package).rglob("*.py")):
             for name in _imports(path):
                 parts = name.split(".")
-                if name.startswith("lrp_domains.bio.") and len(parts) > 3 and parts[2] != package \
-                        and parts[2] not in allowed:
+                if (
+                    name.startswith("lrp_domains.bio.")
+                    and len(parts) > 3
+                    and parts[2] != package
+                    and parts[2] not in allowed
+                ):
                     offending.append(f"{path.relative_to(PACKAGE)} imports {name}")
     assert not offending, offending
 
 
 def test_no_package_holds_more_than_twelve_modules():
-    crowded = {str(folder.relative_to(PACKAGE.parent)): n for folder in [PACKAGE, *PACKAGE.rglob("*")]
-               if folder.is_dir() and (folder / "__init__.py").exists()
-               and (n := len([p for p in folder.glob("*.py") if p.name != "__init__.py"])) > MODULES_PER_PACKAGE}
+    crowded = {
+        str(folder.relative_to(PACKAGE.parent)): n
+        for folder in [PACKAGE, *PACKAGE.rglob("*")]
+        if folder.is_dir()
+        and (folder / "__init__.py").exists()
+        and (n := len([p for p in folder.glob("*.py") if p.name != "__init__.py"])) > MODULES_PER_PACKAGE
+    }
     assert not crowded, crowded
 
 
 def test_importing_bio_loads_neither_the_text_package_nor_transformers():
-    code = ("import sys, lrp_domains.bio; "
-            "print([m for m in ('lrp_domains.text', 'transformers') if m in sys.modules])")
+    code = "import sys, lrp_domains.bio; print([m for m in ('lrp_domains.text', 'transformers') if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
 
 def test_importing_the_core_loads_no_domain_library():
-    code = ("import sys, lrp_domains.core, lrp_domains; "
-            "print([m for m in ('transformers', 'pandas', 'Bio', 'anndata', 'scanpy') if m in sys.modules])")
+    code = (
+        "import sys, lrp_domains.core, lrp_domains; "
+        "print([m for m in ('transformers', 'pandas', 'Bio', 'anndata', 'scanpy') if m in sys.modules])"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
 
@@ -97,8 +114,20 @@ def test_importing_the_core_loads_no_domain_library():
 # -- the command line is the top layer -------------------------------------------------------------
 ROOT = PACKAGE.parent
 #: Everything below the command line (packages, modules and the workflow scripts at the repository root).
-BELOW_THE_CLI = ("run", "bench", "report", "evaluate", "core", "text", "bio", "files", "domains.py", "models.py",
-                 "latent.py", "demo.py")
+BELOW_THE_CLI = (
+    "run",
+    "bench",
+    "report",
+    "evaluate",
+    "core",
+    "text",
+    "bio",
+    "files",
+    "domains.py",
+    "models.py",
+    "latent.py",
+    "demo.py",
+)
 WORKFLOW_SCRIPTS = ("workflows/text/*.py", "workflows/bio/*.py")
 #: The run machinery, the readers, the registry and user-model loading: they see the explainer contract only,
 #: never a domain's explainer or the reports.
@@ -123,12 +152,16 @@ def imported_modules(source: str, module: str = "", is_package: bool = False) ->
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
-            base = package[:len(package) - node.level + 1] if node.level else []
+            base = package[: len(package) - node.level + 1] if node.level else []
             parent = ".".join(base + ([node.module] if node.module else []))
             names.add(parent)
             names.update(f"{parent}.{alias.name}" for alias in node.names if alias.name != "*")
-        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
-                and isinstance(node.args[0].value, str):
+        elif (
+            isinstance(node, ast.Call)
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
             func = node.func
             called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
             if called in ("import_module", "__import__"):
@@ -157,12 +190,19 @@ def _offending(paths: list[Path], forbidden: tuple[str, ...]) -> list[str]:
 
 
 def test_the_import_scan_sees_every_way_to_import():
-    source = ("import lrp_domains.commands.run\n"
-              "def late():\n    from lrp_domains import commands\n    from ..commands import bio\n"
-              "    from . import common\n    importlib.import_module('lrp_domains.text')\n")
+    source = (
+        "import lrp_domains.commands.run\n"
+        "def late():\n    from lrp_domains import commands\n    from ..commands import bio\n"
+        "    from . import common\n    importlib.import_module('lrp_domains.text')\n"
+    )
     names = imported_modules(source, "lrp_domains.run.dataset")
-    assert {"lrp_domains.commands.run", "lrp_domains.commands", "lrp_domains.commands.bio",
-            "lrp_domains.run.common", "lrp_domains.text"} <= names
+    assert {
+        "lrp_domains.commands.run",
+        "lrp_domains.commands",
+        "lrp_domains.commands.bio",
+        "lrp_domains.run.common",
+        "lrp_domains.text",
+    } <= names
     assert "lrp_domains.commands.text" in imported_modules("from .text import app", "lrp_domains.commands", True)
 
 

@@ -51,20 +51,22 @@ def _reference_p_value(distribution, score):
     # (lrp_domains.bio.motifs.scores.p_value: without it a consensus site's p-value is 0)
     columns = distribution.n_points // 10**3
     index = int((score - distribution.min_score) / distribution.step) - (columns + 2) // 2
-    return float(np.clip(np.sum(distribution.bg_density[max(index, 0):]), 0.0, 1.0))
+    return float(np.clip(np.sum(distribution.bg_density[max(index, 0) :]), 0.0, 1.0))
 
 
 def _reference_best_site(pssm, sequence):
     forward = np.atleast_1d(np.nan_to_num(np.asarray(pssm.calculate(sequence), dtype=float), nan=-np.inf))
-    reverse = np.atleast_1d(np.nan_to_num(np.asarray(pssm.reverse_complement().calculate(sequence), dtype=float),
-                                          nan=-np.inf))
+    reverse = np.atleast_1d(
+        np.nan_to_num(np.asarray(pssm.reverse_complement().calculate(sequence), dtype=float), nan=-np.inf)
+    )
     strand, scores = ("+", forward) if forward.max() >= reverse.max() else ("-", reverse)
     position = int(scores.argmax())
     return float(scores[position]), strand, position
 
 
-def reference_annotate_seqlets(seqlets, motifs="JASPAR2024", collection="CORE", tax_group="vertebrates",
-                               max_p=1e-3, candidates=5):
+def reference_annotate_seqlets(
+    seqlets, motifs="JASPAR2024", collection="CORE", tax_group="vertebrates", max_p=1e-3, candidates=5
+):
     from Bio.Seq import Seq
 
     library = load_motifs(motifs, collection, tax_group)
@@ -94,13 +96,29 @@ def reference_annotate_seqlets(seqlets, motifs="JASPAR2024", collection="CORE", 
             if best is None or p_value < best[0]:
                 best = (p_value, score, strand, position, matrix_id, name)
         if best is None:
-            rows.append({"motif_id": "", "motif_name": "", "match_score": np.nan, "match_p": np.nan,
-                         "match_strand": "", "match_start": np.nan})
+            rows.append(
+                {
+                    "motif_id": "",
+                    "motif_name": "",
+                    "match_score": np.nan,
+                    "match_p": np.nan,
+                    "match_strand": "",
+                    "match_start": np.nan,
+                }
+            )
             continue
         p_value, score, strand, position, matrix_id, name = best
         matched = p_value <= max_p
-        rows.append({"motif_id": matrix_id if matched else "", "motif_name": name if matched else "",
-                     "match_score": score, "match_p": p_value, "match_strand": strand, "match_start": position})
+        rows.append(
+            {
+                "motif_id": matrix_id if matched else "",
+                "motif_name": name if matched else "",
+                "match_score": score,
+                "match_p": p_value,
+                "match_strand": strand,
+                "match_start": position,
+            }
+        )
     result = pd.concat([seqlets.copy(), pd.DataFrame(rows, index=seqlets.index)], axis=1)
     result["motifs_scanned"] = len(prepared)
     return result
@@ -180,8 +198,10 @@ def test_score_distribution_clips_like_biopython():
     """A one-column motif (every bin shift at the ends of the range) and a non-uniform background."""
     from Bio.motifs.matrix import FrequencyPositionMatrix
 
-    for counts in ({"A": [9], "C": [0], "G": [1], "T": [0]},
-                   {"A": [3, 0, 5], "C": [0, 8, 1], "G": [1, 0, 1], "T": [0, 1, 1]}):
+    for counts in (
+        {"A": [9], "C": [0], "G": [1], "T": [0]},
+        {"A": [3, 0, 5], "C": [0, 8, 1], "G": [1, 0, 1], "T": [0, 1, 1]},
+    ):
         pssm = FrequencyPositionMatrix("ACGT", counts).normalize(pseudocounts=0.5).log_odds()
         for background in (None, {"A": 0.3, "C": 0.2, "G": 0.2, "T": 0.3}):
             for precision in (10, 10**3):
@@ -205,8 +225,10 @@ def test_scanner_equals_biopython_calculate(jaspar):
     """Random sequences with N (1 to 60 bases, and one of 5,000), in chunks, and with work arrays
     so small that sequences go one at a time and windows in stretches."""
     rng = np.random.default_rng(0)
-    sequences = ["".join(rng.choice(list("ACGTN"), size=n, p=[0.24, 0.24, 0.24, 0.24, 0.04]))
-                 for n in list(rng.integers(1, 60, size=40)) + [5000]]
+    sequences = [
+        "".join(rng.choice(list("ACGTN"), size=n, p=[0.24, 0.24, 0.24, 0.24, 0.04]))
+        for n in list(rng.integers(1, 60, size=40)) + [5000]
+    ]
     motifs = _sample(jaspar)
     pssms = [_pssm(m.matrix_id, _key(m)) for m in motifs]
     tables = ScanTables([(scan_matrix(p), scan_matrix(p)[::-1, ::-1]) for p in pssms])
@@ -236,10 +258,15 @@ def test_annotation_equals_the_biopython_path(seqlets, jaspar):
     # a small library given as motifs, fewer motifs than candidates, and other max_p/candidates
     small = [m for m in jaspar if m.matrix_id in MOTIF_IDS][:3]
     part = seqlets.iloc[:40]
-    for kwargs in ({"motifs": small}, {"motifs": small, "candidates": 0}, {"candidates": 1, "max_p": 1e-5},
-                   {"candidates": 8}):
-        pd.testing.assert_frame_equal(annotate_seqlets(part, **kwargs), reference_annotate_seqlets(part, **kwargs),
-                                      check_exact=True)
+    for kwargs in (
+        {"motifs": small},
+        {"motifs": small, "candidates": 0},
+        {"candidates": 1, "max_p": 1e-5},
+        {"candidates": 8},
+    ):
+        pd.testing.assert_frame_equal(
+            annotate_seqlets(part, **kwargs), reference_annotate_seqlets(part, **kwargs), check_exact=True
+        )
     # every distribution the reference built (one per candidate motif), equal bin for bin
     built = {motif.matrix_id: motif for motif in jaspar}
     assert _reference_distribution.cache_info().currsize > 100

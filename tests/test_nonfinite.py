@@ -99,8 +99,9 @@ def test_an_output_softmax_is_explained_through_its_logits(composite, how):
 def test_strict_mode_accepts_an_output_softmax_and_still_names_one_inside():
     x = _onehot()
     with pytest.warns(UserWarning, match=SOFTMAX_WARNING):
-        explain(EndsInSoftmax(M.cnn1d(batchnorm=False), "torch"), x, composite="epsilon", strict=True,
-                check_delta=False)
+        explain(
+            EndsInSoftmax(M.cnn1d(batchnorm=False), "torch"), x, composite="epsilon", strict=True, check_delta=False
+        )
     with pytest.raises(LRPCoverageError, match="softmax"):
         explain(AttentionPooling(), x, composite="epsilon", strict=True, check_delta=False)
 
@@ -124,8 +125,9 @@ def test_a_softmax_inside_the_model_or_in_the_output_hook_is_left_alone():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         inside = explain(model, x, composite="genomics", check_delta=False)
-        hooked = explain(model, x, composite="genomics", check_delta=False,
-                         output=lambda raw, batch: torch.softmax(raw, -1))
+        hooked = explain(
+            model, x, composite="genomics", check_delta=False, output=lambda raw, batch: torch.softmax(raw, -1)
+        )
     assert not _softmax_warnings(caught)
     assert inside.relevance.abs().sum() > 0
     with torch.no_grad():
@@ -160,8 +162,9 @@ def test_run_sequences_explains_the_logits_of_a_softmax_model(tmp_path, monkeypa
     (tmp_path / "softmax_models.py").write_text(SOFTMAX_FACTORY)
     monkeypatch.chdir(tmp_path)
     fasta = _fasta(tmp_path / "in.fa", {f"seq{i}": _random_dna(40, i) for i in range(4)})
-    result = run("run", "sequences", fasta, "--out", tmp_path / "out", "--model", "softmax_models:factory",
-                 "--no-progress")
+    result = run(
+        "run", "sequences", fasta, "--out", tmp_path / "out", "--model", "softmax_models:factory", "--no-progress"
+    )
     assert result.exit_code == 0, result.output
     rows = read_results(tmp_path / "out")
     assert len(rows) == 4
@@ -232,8 +235,9 @@ def factories(tmp_path, monkeypatch):
 
 def _counts_csv(tmp_path: Path, negative: dict[str, str] | None = None) -> Path:
     rng = np.random.default_rng(0)
-    frame = pd.DataFrame(np.abs(rng.normal(size=(9, 12))), columns=M.EXPRESSION_GENES,
-                         index=[f"s{i}" for i in range(9)])
+    frame = pd.DataFrame(
+        np.abs(rng.normal(size=(9, 12))), columns=M.EXPRESSION_GENES, index=[f"s{i}" for i in range(9)]
+    )
     for sample, gene in (negative or {}).items():
         frame.loc[sample, gene] = -2.0
     frame.to_csv(tmp_path / "counts.csv")
@@ -254,8 +258,9 @@ def test_gene_report_leaves_out_samples_that_are_not_finite(tmp_path, factories)
     data = _counts_csv(tmp_path, {"s2": "G3", "s5": "G7"})
     out = tmp_path / "o"
     with pytest.warns(UserWarning, match=r"2 of 9 rows have a status other than ok \(non-finite 2"):
-        result = run("bio", "genes", data, "--out", out, "--model", f"{factories}:log_input", "--no-progress",
-                     "--top", "5")
+        result = run(
+            "bio", "genes", data, "--out", out, "--model", f"{factories}:log_input", "--no-progress", "--top", "5"
+        )
     assert result.exit_code == 0, result.output
     top = pd.read_csv(out / "top_genes.csv")
     assert len(top) and np.isfinite(top.mean_relevance).all() and np.isfinite(top.fraction_positive).all()
@@ -269,10 +274,12 @@ def test_gene_report_leaves_out_samples_that_are_not_finite(tmp_path, factories)
 
 def test_genes_command_fails_in_one_line_when_every_output_is_nan(tmp_path, factories):
     out = tmp_path / "o"
-    result = run("bio", "genes", _counts_csv(tmp_path), "--out", out, "--model", f"{factories}:nan_weight",
-                 "--no-progress")
-    one_line_error(result, "every output was NaN or Inf", "all 9 cells",
-                    "'0.weight' holds NaN or Inf (1 of 192 values)")
+    result = run(
+        "bio", "genes", _counts_csv(tmp_path), "--out", out, "--model", f"{factories}:nan_weight", "--no-progress"
+    )
+    one_line_error(
+        result, "every output was NaN or Inf", "all 9 cells", "'0.weight' holds NaN or Inf (1 of 192 values)"
+    )
     assert not (out / "report.html").exists() and set(read_results(out / "run").status) == {"non-finite"}
 
 
@@ -283,8 +290,18 @@ def test_sequence_report_leaves_out_records_that_are_not_finite(tmp_path, factor
     fasta = _fasta(tmp_path / "in.fa", records)
     out = tmp_path / "o"
     with pytest.warns(UserWarning, match=r"1 of 5 rows have a status other than ok \(non-finite 1"):
-        result = run("bio", "sequences", fasta, "--out", out, "--model", f"{factories}:needs_an_a", "--motifs", "none",
-                     "--no-progress")
+        result = run(
+            "bio",
+            "sequences",
+            fasta,
+            "--out",
+            out,
+            "--model",
+            f"{factories}:needs_an_a",
+            "--motifs",
+            "none",
+            "--no-progress",
+        )
     assert result.exit_code == 0, result.output
     logos = sorted(p.stem for p in (out / "logos").glob("*.png"))
     assert logos == ["seq0", "seq1", "seq2", "seq3"]
@@ -314,10 +331,21 @@ def test_seqlets_are_called_over_the_finite_records_only():
 def test_sequences_command_fails_in_one_line_when_every_output_is_nan(tmp_path, factories):
     out = tmp_path / "o"
     fasta = _fasta(tmp_path / "in.fa", {f"seq{i}": _random_dna(40, i) for i in range(3)})
-    result = run("bio", "sequences", fasta, "--out", out, "--model", f"{factories}:cnn_nan_weight", "--motifs",
-                 "none", "--no-progress")
-    one_line_error(result, "every output was NaN or Inf", "all 3 records",
-                    "'0.weight' holds NaN or Inf (1 of 160 values)")
+    result = run(
+        "bio",
+        "sequences",
+        fasta,
+        "--out",
+        out,
+        "--model",
+        f"{factories}:cnn_nan_weight",
+        "--motifs",
+        "none",
+        "--no-progress",
+    )
+    one_line_error(
+        result, "every output was NaN or Inf", "all 3 records", "'0.weight' holds NaN or Inf (1 of 160 values)"
+    )
     assert not (out / "report.html").exists() and not (out / "lrp-domains.json").exists()  # no report
     assert set(read_results(out / "run").status) == {"non-finite"}  # the run's rows say what happened
 
@@ -328,8 +356,9 @@ def _big_value_files(tmp_path: Path) -> tuple[Path, Path]:
     frame = pd.DataFrame(rng.normal(size=(9, 12)), columns=M.EXPRESSION_GENES, index=[f"c{i}" for i in range(9)])
     frame.loc["c3", "G1"] = 1e39
     frame.to_csv(tmp_path / "big.csv")
-    anndata.AnnData(frame.to_numpy(), obs=pd.DataFrame(index=frame.index),
-                    var=pd.DataFrame(index=frame.columns)).write_h5ad(tmp_path / "big.h5ad")
+    anndata.AnnData(
+        frame.to_numpy(), obs=pd.DataFrame(index=frame.index), var=pd.DataFrame(index=frame.columns)
+    ).write_h5ad(tmp_path / "big.h5ad")
     return tmp_path / "big.csv", tmp_path / "big.h5ad"
 
 
@@ -367,8 +396,18 @@ def test_a_run_marks_non_finite_rows_and_counts_them_in_one_warning(tmp_path, fa
     fasta = _fasta(tmp_path / "in.fa", records)
     out = tmp_path / "run"
     with pytest.warns(UserWarning, match=r"1 of 5 rows have a status other than ok") as caught:
-        result = run("run", "sequences", fasta, "--out", out, "--model", f"{factories}:needs_an_a", "--shard-size",
-                     "2", "--no-progress")
+        result = run(
+            "run",
+            "sequences",
+            fasta,
+            "--out",
+            out,
+            "--model",
+            f"{factories}:needs_an_a",
+            "--shard-size",
+            "2",
+            "--no-progress",
+        )
     assert result.exit_code == 0, result.output
     assert len([w for w in caught if "status other than ok" in str(w.message)]) == 1
     rows = read_results(out)
@@ -380,6 +419,7 @@ def test_a_run_marks_non_finite_rows_and_counts_them_in_one_warning(tmp_path, fa
 
 def test_a_run_where_no_row_is_finite_fails_naming_the_parameter(tmp_path, factories):
     fasta = _fasta(tmp_path / "in.fa", {f"seq{i}": _random_dna(40, i) for i in range(3)})
-    result = run("run", "sequences", fasta, "--out", tmp_path / "run", "--model", f"{factories}:cnn_nan_weight",
-                 "--no-progress")
+    result = run(
+        "run", "sequences", fasta, "--out", tmp_path / "run", "--model", f"{factories}:cnn_nan_weight", "--no-progress"
+    )
     one_line_error(result, "every output was NaN or Inf", "all 3 records", "parameter '0.weight' holds NaN or Inf")

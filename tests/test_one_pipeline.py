@@ -30,9 +30,11 @@ def _same_rows(a: Path, b: Path) -> None:
 
 def _h5ad(path: Path, n: int = 9) -> Path:
     rng = np.random.default_rng(0)
-    anndata.AnnData(rng.normal(size=(n, len(EXPRESSION_GENES))).astype(np.float32),
-                    obs=pd.DataFrame({"cell_type": list("ABC" * n)[:n]}, index=[f"cell{i}" for i in range(n)]),
-                    var=pd.DataFrame(index=EXPRESSION_GENES)).write_h5ad(path)
+    anndata.AnnData(
+        rng.normal(size=(n, len(EXPRESSION_GENES))).astype(np.float32),
+        obs=pd.DataFrame({"cell_type": list("ABC" * n)[:n]}, index=[f"cell{i}" for i in range(n)]),
+        var=pd.DataFrame(index=EXPRESSION_GENES),
+    ).write_h5ad(path)
     return path
 
 
@@ -77,8 +79,7 @@ def test_bio_genes_writes_the_rows_of_run_genes_and_the_h5ad_step_reads_them(tmp
     monkeypatch.chdir(TESTS)
     data = _h5ad(tmp_path / "cells.h5ad")
     model = ("--model", "models:expression_mlp")
-    report = run("bio", "genes", data, *model, "--label-column", "cell_type", "--out", tmp_path / "R",
-                 "--no-progress")
+    report = run("bio", "genes", data, *model, "--label-column", "cell_type", "--out", tmp_path / "R", "--no-progress")
     assert report.exit_code == 0, report.output
     alone = run("run", "genes", data, *model, "--column", "cell_type", "--out", tmp_path / "D", "--no-progress")
     assert alone.exit_code == 0, alone.output
@@ -99,8 +100,12 @@ def test_bio_genes_writes_the_rows_of_run_genes_and_the_h5ad_step_reads_them(tmp
 def test_run_report_refuses_options_its_report_does_not_take(tmp_path, monkeypatch):
     monkeypatch.chdir(TESTS)
     data = _h5ad(tmp_path / "cells.h5ad")
-    assert run("run", "genes", data, "--model", "models:expression_mlp", "--out", tmp_path / "D",
-               "--no-progress").exit_code == 0
+    assert (
+        run(
+            "run", "genes", data, "--model", "models:expression_mlp", "--out", tmp_path / "D", "--no-progress"
+        ).exit_code
+        == 0
+    )
     refused = run("run", "report", tmp_path / "D", "--out", tmp_path / "R", "--motifs", "JASPAR2024")
     assert refused.exit_code == 2 and "the genes report takes no motifs" in refused.output, refused.output
     into_run = run("run", "report", tmp_path / "D", "--out", tmp_path / "D")
@@ -110,15 +115,29 @@ def test_run_report_refuses_options_its_report_does_not_take(tmp_path, monkeypat
 def test_bio_sequences_on_genome_regions_writes_seqlets_in_genome_coordinates(tmp_path):
     rng = np.random.default_rng(3)
     chrom = "".join(rng.choice(list("ACGT"), 3000))
-    (tmp_path / "genome.fa").write_text(">chr2\n" + "\n".join(chrom[i:i + 60] for i in range(0, 3000, 60)) + "\n")
+    (tmp_path / "genome.fa").write_text(">chr2\n" + "\n".join(chrom[i : i + 60] for i in range(0, 3000, 60)) + "\n")
     (tmp_path / "peaks.bed").write_text("chr2\t400\t700\tp1\t0\t+\nchr2\t1500\t1800\tp2\t0\t-\n")
-    done = run("bio", "sequences", "--regions", tmp_path / "peaks.bed", "--genome", tmp_path / "genome.fa",
-               "--out", tmp_path / "R", "--motifs", "none", "--no-progress")
+    done = run(
+        "bio",
+        "sequences",
+        "--regions",
+        tmp_path / "peaks.bed",
+        "--genome",
+        tmp_path / "genome.fa",
+        "--out",
+        tmp_path / "R",
+        "--motifs",
+        "none",
+        "--no-progress",
+    )
     assert done.exit_code == 0, done.output
     rows = read_results(tmp_path / "R" / "run")
     assert list(rows.id) == ["chr2:450-650(+)", "chr2:1550-1750(-)"]
-    lines = [line.split("\t") for line in (tmp_path / "R" / "seqlets.bed").read_text().splitlines()
-             if not line.startswith(("#", "track"))]
+    lines = [
+        line.split("\t")
+        for line in (tmp_path / "R" / "seqlets.bed").read_text().splitlines()
+        if not line.startswith(("#", "track"))
+    ]
     assert lines and all(fields[0] == "chr2" and 450 <= int(fields[1]) < int(fields[2]) <= 1750 for fields in lines)
 
 
@@ -127,11 +146,31 @@ def test_text_explain_file_writes_the_rows_of_run_text_and_tables_equal_direct_e
 
     texts = ["a good film", "bad, boring and long", "I loved it", "not great", "fine"]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
-    done = run("text", "explain-file", tmp_path / "in.txt", "--out", tmp_path / "R", "--model", model_dir,
-               "--shard-size", "2", "--no-progress")
+    done = run(
+        "text",
+        "explain-file",
+        tmp_path / "in.txt",
+        "--out",
+        tmp_path / "R",
+        "--model",
+        model_dir,
+        "--shard-size",
+        "2",
+        "--no-progress",
+    )
     assert done.exit_code == 0, done.output
-    alone = run("run", "text", tmp_path / "in.txt", "--out", tmp_path / "D", "--model", model_dir, "--shard-size", "2",
-                "--no-progress")
+    alone = run(
+        "run",
+        "text",
+        tmp_path / "in.txt",
+        "--out",
+        tmp_path / "D",
+        "--model",
+        model_dir,
+        "--shard-size",
+        "2",
+        "--no-progress",
+    )
     assert alone.exit_code == 0, alone.output
     _same_rows(tmp_path / "R" / "run", tmp_path / "D")
     direct = TextExplainer.from_pretrained(model_dir).explain(texts)
@@ -155,8 +194,12 @@ def test_run_report_of_a_dna_language_model_run(tmp_path):
     _esm(tokenizer, "rotary").float().save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
     write_fasta(tmp_path / "in.fa", make_dataset(4, seed=3))
-    assert run("run", "dna-lm", tmp_path / "in.fa", "--model", tmp_path / "lm", "--out", tmp_path / "D",
-               "--no-progress").exit_code == 0
+    assert (
+        run(
+            "run", "dna-lm", tmp_path / "in.fa", "--model", tmp_path / "lm", "--out", tmp_path / "D", "--no-progress"
+        ).exit_code
+        == 0
+    )
     done = run("run", "report", tmp_path / "D", "--out", tmp_path / "R", "--motifs", "none")
     assert done.exit_code == 0, done.output
     rows = read_results(tmp_path / "D")
@@ -170,18 +213,43 @@ def test_bio_variants_writes_the_rows_of_run_variants_and_its_table_is_the_api_t
 
     rng = np.random.default_rng(1)
     chrom = "".join(rng.choice(list("ACGT"), 1200))
-    (tmp_path / "genome.fa").write_text(">chr1\n" + "\n".join(chrom[i:i + 60] for i in range(0, 1200, 60)) + "\n")
+    (tmp_path / "genome.fa").write_text(">chr1\n" + "\n".join(chrom[i : i + 60] for i in range(0, 1200, 60)) + "\n")
     lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
     for n, pos in enumerate((300, 450, 600, 750)):
         lines.append(f"chr1\t{pos}\tv{n}\t{chrom[pos - 1]}\t{'A' if chrom[pos - 1] != 'A' else 'C'}\t.\t.\t.")
     lines.append("chr9\t100\tnochrom\tA\tC\t.\t.\t.")
     (tmp_path / "calls.vcf").write_text("\n".join(lines) + "\n")
     vcf, genome = tmp_path / "calls.vcf", tmp_path / "genome.fa"
-    done = run("bio", "variants", "--vcf", vcf, "--fasta", genome, "--out", tmp_path / "R", "--motifs", "none",
-               "--bigwig", "--top", "2")
+    done = run(
+        "bio",
+        "variants",
+        "--vcf",
+        vcf,
+        "--fasta",
+        genome,
+        "--out",
+        tmp_path / "R",
+        "--motifs",
+        "none",
+        "--bigwig",
+        "--top",
+        "2",
+    )
     assert done.exit_code == 0, done.output
-    alone = run("run", "variants", vcf, "--option", f"fasta={genome}", "--option", "motifs=none", "--option",
-                "delta_tracks=yes", "--out", tmp_path / "D", "--no-progress")
+    alone = run(
+        "run",
+        "variants",
+        vcf,
+        "--option",
+        f"fasta={genome}",
+        "--option",
+        "motifs=none",
+        "--option",
+        "delta_tracks=yes",
+        "--out",
+        tmp_path / "D",
+        "--no-progress",
+    )
     assert alone.exit_code == 0, alone.output
     _same_rows(tmp_path / "R" / "run", tmp_path / "D")
     table = pd.read_csv(tmp_path / "R" / "variants.tsv", sep="\t")

@@ -98,8 +98,9 @@ def _ours(root: Path) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if any(str(root) in part for part in process.info["cmdline"] or []) \
-                    or process.environ().get(MARKER) == str(root):
+            if any(str(root) in part for part in process.info["cmdline"] or []) or process.environ().get(MARKER) == str(
+                root
+            ):
                 found.append(process)
     return found
 
@@ -121,27 +122,61 @@ class Cluster:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         # A token only these processes know (no ~/.ray/auth_token is read or written).
-        self.env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
-                        RAY_USAGE_STATS_ENABLED="0", OMP_NUM_THREADS="1", **{MARKER: str(root)})
+        self.env = dict(
+            os.environ,
+            RAY_AUTH_MODE="token",
+            RAY_AUTH_TOKEN=secrets.token_hex(32),
+            RAY_USAGE_STATS_ENABLED="0",
+            OMP_NUM_THREADS="1",
+            **{MARKER: str(root)},
+        )
         self.env.pop("RAY_ADDRESS", None)
-        self.head = self._start("head", "--head", f"--port={self.port}", f"--num-cpus={head_cpus}",
-                                '--resources={"head": 1}', "--include-dashboard=false",
-                                # a dead node is declared so after ~1.5 s, not Ray's ~15 s: a quick test
-                                '--system-config={"health_check_period_ms": 500, "health_check_timeout_ms": 500, '
-                                '"health_check_failure_threshold": 3}')
+        self.head = self._start(
+            "head",
+            "--head",
+            f"--port={self.port}",
+            f"--num-cpus={head_cpus}",
+            '--resources={"head": 1}',
+            "--include-dashboard=false",
+            # a dead node is declared so after ~1.5 s, not Ray's ~15 s: a quick test
+            '--system-config={"health_check_period_ms": 500, "health_check_timeout_ms": 500, '
+            '"health_check_failure_threshold": 3}',
+        )
         self._wait_for_head()
-        self.worker = self._start("worker", f"--address={self.address}", "--num-cpus=1",
-                                  '--resources={"worker": 1}')
+        self.worker = self._start("worker", f"--address={self.address}", "--num-cpus=1", '--resources={"worker": 1}')
 
     def _start(self, name: str, *args: str) -> subprocess.Popen:
-        ports = [f"--{option}={_free_port()}" for option in (
-            "node-manager-port", "object-manager-port", "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
-            "runtime-env-agent-port", "metrics-export-port")]  # two nodes on one machine: no default port twice
+        ports = [
+            f"--{option}={_free_port()}"
+            for option in (
+                "node-manager-port",
+                "object-manager-port",
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "runtime-env-agent-port",
+                "metrics-export-port",
+            )
+        ]  # two nodes on one machine: no default port twice
         log = (self.root / f"{name}.log").open("w")
         return subprocess.Popen(
-            [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", f"--temp-dir={self.root / name}",
-             "--object-store-memory=80000000", "--disable-usage-stats", *ports, *args],
-            env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "ray.scripts.scripts",
+                "start",
+                "--block",
+                f"--temp-dir={self.root / name}",
+                "--object-store-memory=80000000",
+                "--disable-usage-stats",
+                *ports,
+                *args,
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def _wait_for_head(self) -> None:
         deadline = time.time() + 60
@@ -234,10 +269,8 @@ def _assert_equal_rows(got: pd.DataFrame, expected: pd.DataFrame) -> None:
             assert list(got[column]) == list(expected[column]), column
 
 
-@pytest.mark.parametrize("head_cpus, outcome", [(1, FINISHED), (0, STOPPED)],
-                         ids=["head-takes-over", "no-node-left"])
-def test_ray_run_survives_losing_a_node_and_resumes_to_the_local_result(tmp_path, cluster_factory, head_cpus,
-                                                                         outcome):
+@pytest.mark.parametrize("head_cpus, outcome", [(1, FINISHED), (0, STOPPED)], ids=["head-takes-over", "no-node-left"])
+def test_ray_run_survives_losing_a_node_and_resumes_to_the_local_result(tmp_path, cluster_factory, head_cpus, outcome):
     source = write_fasta(tmp_path / "in.fa", make_dataset(N, seed=11))
     reference = tmp_path / "local"
     explain_dataset(build_explainer("sequences"), source, reference, shard_size=SHARD_SIZE, progress=False)
@@ -248,9 +281,21 @@ def test_ray_run_survives_losing_a_node_and_resumes_to_the_local_result(tmp_path
     (tmp_path / "driver.py").write_text(textwrap.dedent(DRIVER))
     began = time.time()
     with (tmp_path / "driver.log").open("w") as log:  # a file, not a pipe that could fill up
-        driver = subprocess.Popen([sys.executable, str(tmp_path / "driver.py"), str(source), str(out),
-                                   cluster.address, str(SHARD_SIZE), str(STOPPED)],
-                                  env=cluster.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        driver = subprocess.Popen(
+            [
+                sys.executable,
+                str(tmp_path / "driver.py"),
+                str(source),
+                str(out),
+                cluster.address,
+                str(SHARD_SIZE),
+                str(STOPPED),
+            ],
+            env=cluster.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
     def output() -> str:
         return (tmp_path / "driver.log").read_text(errors="replace")
@@ -273,9 +318,11 @@ def test_ray_run_survives_losing_a_node_and_resumes_to_the_local_result(tmp_path
             driver.wait()
     stderr = output()
     after = read_manifest(out)
-    print(f"head CPUs {head_cpus}: killed the second node ({len(killed)} processes) at {killed_at:.1f} s, after "
-          f"{before} of {SHARDS} shards; the driver ended with status {driver.returncode} after "
-          f"{time.time() - began:.1f} s, {len(after['shards'])} shards written")
+    print(
+        f"head CPUs {head_cpus}: killed the second node ({len(killed)} processes) at {killed_at:.1f} s, after "
+        f"{before} of {SHARDS} shards; the driver ended with status {driver.returncode} after "
+        f"{time.time() - began:.1f} s, {len(after['shards'])} shards written"
+    )
     if outcome == FINISHED:
         assert driver.returncode == FINISHED, stderr
         assert after["complete"] and len(after["shards"]) == SHARDS

@@ -65,11 +65,13 @@ from lrp_domains.text import TextExplainer
 
 pytestmark = pytest.mark.fuzz
 
-FUZZ = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                       HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 ROUND_TRIP = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-RUNS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                       HealthCheck.data_too_large])
+RUNS = settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 SHARD_SIZES = st.integers(1, 5)
 VICTIM = b"the user's precious file\n"
 USER_FILE = b"notes the user keeps in the output folder\n"
@@ -153,9 +155,42 @@ def not_gzip(data: bytes) -> bytes:
 CHARS = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 TEXTS = st.text(CHARS, max_size=24)
 #: Bytes that break readers in interesting ways.
-TOKENS = [b'"', b'""', b'"a', b"\x00", b"\xe9", b"\xff", b"\xc3", b"\xef\xbb\xbf", b"\r\n", b"\r", b"\n", b"\n\n",
-          b"\n \n", b"\t", b",", b";", b">", b">\n", b"> \n", b">x\n", b"\n>", b"{", b"}", b"[1]\n", b"null\n",
-          b'"text"', b'{"text": null}\n', b'{"id": 1}\n', b"\\", b" ", b"NA", b"1e999", b"-", b"N"]
+TOKENS = [
+    b'"',
+    b'""',
+    b'"a',
+    b"\x00",
+    b"\xe9",
+    b"\xff",
+    b"\xc3",
+    b"\xef\xbb\xbf",
+    b"\r\n",
+    b"\r",
+    b"\n",
+    b"\n\n",
+    b"\n \n",
+    b"\t",
+    b",",
+    b";",
+    b">",
+    b">\n",
+    b"> \n",
+    b">x\n",
+    b"\n>",
+    b"{",
+    b"}",
+    b"[1]\n",
+    b"null\n",
+    b'"text"',
+    b'{"text": null}\n',
+    b'{"id": 1}\n',
+    b"\\",
+    b" ",
+    b"NA",
+    b"1e999",
+    b"-",
+    b"N",
+]
 
 
 @st.composite
@@ -170,13 +205,13 @@ def mutations(draw: st.DrawFn, valid: st.SearchStrategy[bytes]) -> bytes:
         elif edit == "token":
             data[at:at] = draw(st.sampled_from(TOKENS))
         elif edit == "delete":
-            del data[at:at + draw(st.integers(1, 16))]
+            del data[at : at + draw(st.integers(1, 16))]
         elif edit == "replace" and at < len(data):
             data[at] = draw(st.integers(0, 255))
         elif edit == "truncate":
             del data[at:]
         elif edit == "repeat":
-            data[at:at] = data[at:at + draw(st.integers(1, 40))]
+            data[at:at] = data[at : at + draw(st.integers(1, 40))]
     return bytes(data)
 
 
@@ -187,7 +222,9 @@ def bad_bytes(valid: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
         st.binary(max_size=200),
         st.text(max_size=120).map(lambda t: t.encode("utf-8", "surrogatepass")),
         st.text(st.characters(max_codepoint=255), max_size=120).map(lambda t: t.encode("latin-1")),
-        mutations(valid), mutations(valid), mutations(valid),
+        mutations(valid),
+        mutations(valid),
+        mutations(valid),
     ).map(not_gzip)
 
 
@@ -214,7 +251,7 @@ def fasta_bytes(records: list[tuple[str, str, str]], width: int, newline: str, b
     lines = []
     for name, description, sequence in records:
         lines.append(f">{name} {description}" if description else f">{name}")
-        lines.extend(sequence[i:i + width] for i in range(0, len(sequence), width))
+        lines.extend(sequence[i : i + width] for i in range(0, len(sequence), width))
         if blank:
             lines.append("")
     return newline.join(lines).encode("utf-8") + newline.encode()
@@ -226,8 +263,9 @@ TSV_FIELD = st.text(st.characters(exclude_categories=("Cs",), exclude_characters
 
 
 #: Texts a text run explains (not blank: a blank text is an InputError of the explainer).
-RUN_TEXTS = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00\t\n\r"), min_size=1,
-                    max_size=12).filter(str.strip)
+RUN_TEXTS = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00\t\n\r"), min_size=1, max_size=12
+).filter(str.strip)
 
 
 @st.composite
@@ -254,8 +292,9 @@ def valid_txt(draw: st.DrawFn, fields: st.SearchStrategy[str] = TSV_FIELD, min_s
 def valid_jsonl(draw: st.DrawFn, fields: st.SearchStrategy[str] = TEXTS, min_size: int = 0) -> bytes:
     values = st.one_of(fields, st.integers(), st.none(), st.lists(st.integers(), max_size=2))
     texts = values if min_size == 0 else fields  # min_size: runnable, every row has a text
-    rows = draw(st.lists(st.fixed_dictionaries({"text": texts}, optional={"id": values}), min_size=min_size,
-                         max_size=5))
+    rows = draw(
+        st.lists(st.fixed_dictionaries({"text": texts}, optional={"id": values}), min_size=min_size, max_size=5)
+    )
     return "".join(json.dumps(row, ensure_ascii=draw(st.booleans())) + "\n" for row in rows).encode("utf-8")
 
 
@@ -283,8 +322,9 @@ def expression_table(draw: st.DrawFn) -> tuple[list[str], list[str], np.ndarray,
     """Sample names, gene names, values (NaN for missing), labels and a metadata column."""
     samples = [f"s{i}" for i in range(draw(st.integers(1, 6)))]
     genes = [f"G{j}" for j in range(draw(st.integers(1, 4)))]
-    values = np.array([[draw(st.one_of(NUMBERS, st.just(float("nan")))) for _ in genes] for _ in samples],
-                      dtype=np.float32)
+    values = np.array(
+        [[draw(st.one_of(NUMBERS, st.just(float("nan")))) for _ in genes] for _ in samples], dtype=np.float32
+    )
     labels = [draw(st.sampled_from(["T cell", "B cell", "0"])) for _ in samples]
     batches = [draw(st.sampled_from(["batch a", "b2", "donor,7"])) for _ in samples]
     return samples, genes, values, labels, batches
@@ -297,8 +337,10 @@ def number_text(value: float, missing: str) -> str:
 def expression_bytes(fmt: str, table: tuple, missing: str, newline: str) -> bytes:
     samples, genes, values, labels, batches = table
     header = ["sample", *genes, "label", "batch"]
-    rows = [[name, *(number_text(v, missing) for v in row), label, batch]
-            for name, row, label, batch in zip(samples, values, labels, batches)]
+    rows = [
+        [name, *(number_text(v, missing) for v in row), label, batch]
+        for name, row, label, batch in zip(samples, values, labels, batches)
+    ]
     if fmt == ".csv":
         return csv_bytes(header, rows, newline)
     return tsv_bytes(header, rows, newline)
@@ -310,16 +352,22 @@ def valid_expression(draw: st.DrawFn, fmt: str) -> bytes:
 
 
 VALID_TABLES = {".txt": valid_txt(), ".csv": valid_csv(), ".tsv": valid_tsv(), ".jsonl": valid_jsonl()}
-RUNNABLE_TABLES = {".txt": valid_txt(RUN_TEXTS, 1), ".csv": valid_csv(RUN_TEXTS, 1), ".tsv": valid_tsv(RUN_TEXTS, 1),
-                   ".jsonl": valid_jsonl(RUN_TEXTS, 1)}
+RUNNABLE_TABLES = {
+    ".txt": valid_txt(RUN_TEXTS, 1),
+    ".csv": valid_csv(RUN_TEXTS, 1),
+    ".tsv": valid_tsv(RUN_TEXTS, 1),
+    ".jsonl": valid_jsonl(RUN_TEXTS, 1),
+}
 
 
 @functools.cache
 def h5ad_bytes() -> bytes:
     with folder() as tmp:
-        data = anndata.AnnData(np.arange(24, dtype=np.float32).reshape(6, 4),
-                               obs=pd.DataFrame({"label": list("abcabc")}, index=[f"c{i}" for i in range(6)]),
-                               var=pd.DataFrame(index=[f"G{j}" for j in range(4)]))
+        data = anndata.AnnData(
+            np.arange(24, dtype=np.float32).reshape(6, 4),
+            obs=pd.DataFrame({"label": list("abcabc")}, index=[f"c{i}" for i in range(6)]),
+            var=pd.DataFrame(index=[f"G{j}" for j in range(4)]),
+        )
         data.write_h5ad(tmp / "cells.h5ad")
         return (tmp / "cells.h5ad").read_bytes()
 
@@ -347,23 +395,34 @@ def parquet_table(kind: str, values: list) -> pa.Table:
 
 PARQUET_COLUMNS = st.one_of(
     st.tuples(st.just("string"), st.lists(st.one_of(TEXTS, st.none()), max_size=6)),
-    st.tuples(st.just("int"), st.lists(st.one_of(st.integers(-2**62, 2**62), st.none()), max_size=6)),
+    st.tuples(st.just("int"), st.lists(st.one_of(st.integers(-(2**62), 2**62), st.none()), max_size=6)),
     st.tuples(st.just("float"), st.lists(st.floats(), max_size=6)),
     st.tuples(st.just("list"), st.lists(st.lists(st.integers(-9, 9), max_size=3), max_size=6)),
 )
 
 
 @FUZZ
-@given(damage=st.sampled_from(["random", "truncate", "append", "pages", "valid"]), random=st.binary(max_size=300),
-       at=st.integers(0, 10**6), column=PARQUET_COLUMNS, group=st.integers(1, 4), k=SHARD_SIZES)
+@given(
+    damage=st.sampled_from(["random", "truncate", "append", "pages", "valid"]),
+    random=st.binary(max_size=300),
+    at=st.integers(0, 10**6),
+    column=PARQUET_COLUMNS,
+    group=st.integers(1, 4),
+    k=SHARD_SIZES,
+)
 def test_parquet_read_bad_input_or_name_the_file(damage, random, at, column, group, k):
     """Random bytes, a truncated file, junk after the footer, damaged data pages (footer intact)."""
     sink = pa.BufferOutputStream()
     pq.write_table(parquet_table(*column), sink, row_group_size=group)
     valid = sink.getvalue().to_pybytes()
     pages = valid[:4] + random[:36].ljust(36, b"\xab") + valid[40:]
-    content = {"random": random, "truncate": valid[:at % len(valid)], "append": valid + random + b"x",
-               "pages": pages, "valid": valid}[damage]
+    content = {
+        "random": random,
+        "truncate": valid[: at % len(valid)],
+        "append": valid + random + b"x",
+        "pages": pages,
+        "valid": valid,
+    }[damage]
     with folder() as tmp:
         path = write(tmp / "in.parquet", content)
         result = check_reader(path, TableRecords, k)
@@ -410,14 +469,18 @@ def test_expression_tables_read_bad_input_or_name_the_file(fmt, data, gz, k, lab
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::RuntimeWarning")
 @FUZZ
-@given(damage=st.sampled_from(["random", "truncate", "valid"]), random=st.binary(max_size=300),
-       at=st.integers(0, 10**6), k=SHARD_SIZES)
+@given(
+    damage=st.sampled_from(["random", "truncate", "valid"]),
+    random=st.binary(max_size=300),
+    at=st.integers(0, 10**6),
+    k=SHARD_SIZES,
+)
 def test_h5ad_read_bad_input_or_name_the_file(damage, random, at, k):
     """Excluded: bytes changed inside a valid h5ad. Some make ``read``/``read_expression`` raise
     h5py/anndata errors (library bug, reported), and some crash HDF5 itself (a segmentation fault
     that would take the whole test session down)."""
     valid = h5ad_bytes()
-    content = {"random": random, "truncate": valid[:at % len(valid)], "valid": valid}[damage]
+    content = {"random": random, "truncate": valid[: at % len(valid)], "valid": valid}[damage]
     with folder() as tmp:
         path = write(tmp / "cells.h5ad", content)
         check_reader(path, H5adCells, k)
@@ -433,11 +496,12 @@ def check_texts(path: Path, ids: list[str], texts: list[str], column: str = "tex
 
 
 @ROUND_TRIP
-@given(texts=st.lists(TEXTS, max_size=8), ids=st.lists(FIELD, min_size=8, max_size=8), newline=NEWLINES,
-       gz=st.booleans())
+@given(
+    texts=st.lists(TEXTS, max_size=8), ids=st.lists(FIELD, min_size=8, max_size=8), newline=NEWLINES, gz=st.booleans()
+)
 def test_csv_round_trip(texts, ids, newline, gz):
     """RFC 4180 as Python writes it: embedded line breaks, commas and quotes; one row per record."""
-    ids = ids[:len(texts)]
+    ids = ids[: len(texts)]
     with folder() as tmp:
         path = write(tmp / "in.csv", csv_bytes(["id", "text"], [list(r) for r in zip(ids, texts)], newline), gz)
         check_texts(path, ids, texts)
@@ -455,8 +519,12 @@ def test_tsv_round_trip(texts, newline, gz):
 
 
 @ROUND_TRIP
-@given(texts=st.lists(TSV_FIELD.filter(lambda t: t.encode().strip()), max_size=8), newline=NEWLINES,
-       blank=st.booleans(), gz=st.booleans())
+@given(
+    texts=st.lists(TSV_FIELD.filter(lambda t: t.encode().strip()), max_size=8),
+    newline=NEWLINES,
+    blank=st.booleans(),
+    gz=st.booleans(),
+)
 def test_txt_round_trip(texts, newline, blank, gz):
     """A record per non-blank line, the line itself (its own spaces kept); blank lines are no rows."""
     gap = newline if blank else ""
@@ -466,8 +534,12 @@ def test_txt_round_trip(texts, newline, blank, gz):
 
 
 @ROUND_TRIP
-@given(rows=st.lists(st.tuples(st.one_of(FIELD, st.integers()), st.text(max_size=20)), max_size=8),
-       ascii_only=st.booleans(), blank=st.booleans(), gz=st.booleans())
+@given(
+    rows=st.lists(st.tuples(st.one_of(FIELD, st.integers()), st.text(max_size=20)), max_size=8),
+    ascii_only=st.booleans(),
+    blank=st.booleans(),
+    gz=st.booleans(),
+)
 def test_jsonl_round_trip(rows, ascii_only, blank, gz):
     """A JSON object per line (escaped line breaks, NUL and non-ASCII included)."""
     lines = [json.dumps({"id": i, "text": t}, ensure_ascii=ascii_only) + ("\n\n" if blank else "\n") for i, t in rows]
@@ -481,14 +553,18 @@ def test_jsonl_round_trip(rows, ascii_only, blank, gz):
 def test_parquet_round_trip(rows, group):
     with folder() as tmp:
         path = tmp / "in.parquet"
-        pq.write_table(pa.table({"id": [i for i, _ in rows], "text": [t for _, t in rows]}), path,
-                       row_group_size=group)
+        pq.write_table(pa.table({"id": [i for i, _ in rows], "text": [t for _, t in rows]}), path, row_group_size=group)
         check_texts(path, [i for i, _ in rows], [t for _, t in rows])
 
 
 @ROUND_TRIP
-@given(records=fasta_records(min_size=1, unique=True), width=st.integers(1, 30), newline=NEWLINES,
-       blank=st.booleans(), gz=st.booleans())
+@given(
+    records=fasta_records(min_size=1, unique=True),
+    width=st.integers(1, 30),
+    newline=NEWLINES,
+    blank=st.booleans(),
+    gz=st.booleans(),
+)
 def test_fasta_round_trip(records, width, newline, blank, gz):
     """Ids, descriptions and sequences exactly, whatever the wrapping, line endings and shards."""
     ids, sequences = [r[0] for r in records], [r[2] for r in records]
@@ -497,15 +573,21 @@ def test_fasta_round_trip(records, width, newline, blank, gz):
         for k in (1, 2, 5):
             assert read_all(FastaRecords(path), k) == (ids, sequences)
         assert read_all(FastaRecords(path), 1, backwards=True) == (ids, sequences)
-        assert [(r.id, r.description, r.sequence) for r in FastaRecords(path)] == \
-            [(name, description.strip(), bases) for name, description, bases in records]
+        assert [(r.id, r.description, r.sequence) for r in FastaRecords(path)] == [
+            (name, description.strip(), bases) for name, description, bases in records
+        ]
         assert read_fasta(path) == (ids, sequences)
 
 
 @pytest.mark.filterwarnings("ignore:.*ignored.*:UserWarning")
 @ROUND_TRIP
-@given(fmt=st.sampled_from([".csv", ".tsv"]), table=expression_table(), missing=st.sampled_from(["", "NA", "nan"]),
-       newline=NEWLINES, gz=st.booleans())
+@given(
+    fmt=st.sampled_from([".csv", ".tsv"]),
+    table=expression_table(),
+    missing=st.sampled_from(["", "NA", "nan"]),
+    newline=NEWLINES,
+    gz=st.booleans(),
+)
 def test_expression_table_round_trip(fmt, table, missing, newline, gz):
     """Genes are the numeric columns, ``batch`` is metadata, values come back as written."""
     samples, genes, values, labels, _ = table
@@ -531,12 +613,25 @@ def int_safe(key: str) -> bool:
 
 
 KEYS = st.text(max_size=8).filter(int_safe)
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
-                    max_leaves=8)
-FOREIGN_FILES = ["../victim.txt", "/tmp/victim.txt", "shard-00000.parquet/../../victim.txt", "shard-0.parquet",
-                 "shard-00000.parquet ", "SHARD-00000.parquet", "shard-00000.parquet.tmp", "sub/shard-00000.parquet",
-                 "shard-\u0660\u0660\u0660\u0660\u0660.parquet", "shard-123456.parquet", "", "manifest.json"]
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(KEYS, inner, max_size=3),
+    max_leaves=8,
+)
+FOREIGN_FILES = [
+    "../victim.txt",
+    "/tmp/victim.txt",
+    "shard-00000.parquet/../../victim.txt",
+    "shard-0.parquet",
+    "shard-00000.parquet ",
+    "SHARD-00000.parquet",
+    "shard-00000.parquet.tmp",
+    "sub/shard-00000.parquet",
+    "shard-\u0660\u0660\u0660\u0660\u0660.parquet",
+    "shard-123456.parquet",
+    "",
+    "manifest.json",
+]
 
 
 @st.composite
@@ -555,11 +650,21 @@ def shard_entries(draw: st.DrawFn) -> dict:
 @st.composite
 def manifests(draw: st.DrawFn) -> Any:
     """Near-valid manifests: each field right most of the time, wrong sometimes."""
-    data = {"schema": SCHEMA, "version": VERSION, "input": {"sha256": "0" * 64}, "settings": {"kind": "text"},
-            "shards": draw(shard_entries()), "complete": False}
-    wrong = {"schema": st.sampled_from([None, "lrp-domains/outputs", "lrp-domains/Run", "webapp", 1]),
-             "version": st.sampled_from([1, 2, "3", None, True, [3]]), "input": JSON, "settings": JSON,
-             "shards": JSON}
+    data = {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "input": {"sha256": "0" * 64},
+        "settings": {"kind": "text"},
+        "shards": draw(shard_entries()),
+        "complete": False,
+    }
+    wrong = {
+        "schema": st.sampled_from([None, "lrp-domains/outputs", "lrp-domains/Run", "webapp", 1]),
+        "version": st.sampled_from([1, 2, "3", None, True, [3]]),
+        "input": JSON,
+        "settings": JSON,
+        "shards": JSON,
+    }
     for key, values in wrong.items():
         if draw(st.integers(0, 5)) == 0:
             if draw(st.booleans()):
@@ -576,8 +681,13 @@ def ours(data: Any) -> bool:
     shards = data.get("shards")
     if not all(isinstance(x, dict) for x in (shards, data.get("input"), data.get("settings"))):
         return False
-    return all(isinstance(entry, dict) and key.isdigit() and entry.get("file") == shard_name(int(key))
-               and len(entry["file"]) == len("shard-00000.parquet") for key, entry in shards.items())
+    return all(
+        isinstance(entry, dict)
+        and key.isdigit()
+        and entry.get("file") == shard_name(int(key))
+        and len(entry["file"]) == len("shard-00000.parquet")
+        for key, entry in shards.items()
+    )
 
 
 def parsed(content: bytes) -> tuple[bool, Any]:
@@ -624,8 +734,9 @@ def test_read_manifest_accepts_only_our_manifests(content):
 
 
 def test_read_manifest_refuses_what_is_not_a_regular_file(tmp_path):
-    (tmp_path / "victim.json").write_text(json.dumps({"schema": SCHEMA, "version": VERSION, "input": {},
-                                                      "settings": {}, "shards": {}}))
+    (tmp_path / "victim.json").write_text(
+        json.dumps({"schema": SCHEMA, "version": VERSION, "input": {}, "settings": {}, "shards": {}})
+    )
     link, dangling, directory = tmp_path / "link", tmp_path / "dangling", tmp_path / "directory"
     for out in (link, dangling, directory):
         out.mkdir()
@@ -642,17 +753,32 @@ def test_read_manifest_refuses_what_is_not_a_regular_file(tmp_path):
 # -- 4. file safety ---------------------------------------------------------------------------------------
 FOREIGN_MANIFESTS = [
     json.dumps({"name": "my web app", "icons": [], "shards": {"0": {"file": "../victim.txt"}}}).encode(),
-    json.dumps({"schema": SCHEMA, "version": VERSION, "input": {}, "settings": {},
-                "shards": {"0": {"file": "../victim.txt"}}}).encode(),
+    json.dumps(
+        {"schema": SCHEMA, "version": VERSION, "input": {}, "settings": {}, "shards": {"0": {"file": "../victim.txt"}}}
+    ).encode(),
     json.dumps({"schema": SCHEMA, "version": 1, "shards": {"0": {"file": "../victim.txt"}}}).encode(),
-    json.dumps({"schema": SCHEMA, "version": VERSION, "input": {}, "settings": {},
-                "shards": {"0": {"file": "shard-00000.parquet"}, "1": {"file": "notes.txt"}}}).encode(),
+    json.dumps(
+        {
+            "schema": SCHEMA,
+            "version": VERSION,
+            "input": {},
+            "settings": {},
+            "shards": {"0": {"file": "shard-00000.parquet"}, "1": {"file": "notes.txt"}},
+        }
+    ).encode(),
     b'{"schema": "lrp-domains/run", "version": 3, "shards": {"0": {"file": "../victim.txt"',
     b"\xff\xfe not JSON at all",
 ]
 #: Our own earlier run (another input): its shard files may go, nothing else.
-OUR_MANIFEST = json.dumps({"schema": SCHEMA, "version": VERSION, "input": {"sha256": "0" * 64}, "settings": {},
-                           "shards": {"0": {"file": "shard-00000.parquet", "rows": 1, "start": 0}}}).encode()
+OUR_MANIFEST = json.dumps(
+    {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "input": {"sha256": "0" * 64},
+        "settings": {},
+        "shards": {"0": {"file": "shard-00000.parquet", "rows": 1, "start": 0}},
+    }
+).encode()
 PLANTED = st.one_of(st.sampled_from([None, OUR_MANIFEST]), st.sampled_from(["symlink", *FOREIGN_MANIFESTS]))
 LINKS = ["shard-00000.parquet", "shard-00001.parquet.tmp", f".manifest.json.{os.getpid()}.tmp"]
 
@@ -660,8 +786,9 @@ LINKS = ["shard-00000.parquet", "shard-00001.parquet.tmp", f".manifest.json.{os.
 @functools.cache
 def sequence_explainer() -> SequenceExplainer:
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 3, padding=1), torch.nn.AdaptiveMaxPool1d(1),
-                                torch.nn.Flatten(), torch.nn.Linear(2, 1))
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(4, 2, 3, padding=1), torch.nn.AdaptiveMaxPool1d(1), torch.nn.Flatten(), torch.nn.Linear(2, 1)
+    )
     return SequenceExplainer(model, composite="epsilon")
 
 
@@ -670,8 +797,9 @@ def text_explainer() -> TextExplainer:
     return TextExplainer(T.encoder("bert", num_labels=2), T.wordpiece_tokenizer(), labels=["negative", "positive"])
 
 
-def check_run_is_safe(explainer: Any, name: str, content: bytes, planted: bytes | str | None, links: bool, k: int,
-                      resume: bool) -> None:
+def check_run_is_safe(
+    explainer: Any, name: str, content: bytes, planted: bytes | str | None, links: bool, k: int, resume: bool
+) -> None:
     """Run ``explain_dataset`` into a folder with a user's file, maybe a planted manifest and
     symlinks to a file outside; whatever happens, those files are unchanged."""
     with folder() as tmp:
@@ -697,8 +825,11 @@ def check_run_is_safe(explainer: Any, name: str, content: bytes, planted: bytes 
         assert (out / "notes.txt").read_bytes() == USER_FILE
         if planted == "symlink" or planted in FOREIGN_MANIFESTS:
             assert not succeeded
-            assert (out / "manifest.json").is_symlink() if planted == "symlink" else \
-                (out / "manifest.json").read_bytes() == planted
+            assert (
+                (out / "manifest.json").is_symlink()
+                if planted == "symlink"
+                else (out / "manifest.json").read_bytes() == planted
+            )
         if succeeded:
             shards = explainer.reader(source).shards(k)
             assert len(read_results(out)) == shards[-1].stop
@@ -706,32 +837,67 @@ def check_run_is_safe(explainer: Any, name: str, content: bytes, planted: bytes 
 
 
 @RUNS
-@given(content=st.one_of(valid_fasta(), bad_bytes(valid_fasta())), planted=PLANTED, links=st.booleans(), k=SHARD_SIZES,
-       resume=st.booleans())
+@given(
+    content=st.one_of(valid_fasta(), bad_bytes(valid_fasta())),
+    planted=PLANTED,
+    links=st.booleans(),
+    k=SHARD_SIZES,
+    resume=st.booleans(),
+)
 def test_sequence_run_leaves_other_files_alone(content, planted, links, k, resume):
     check_run_is_safe(sequence_explainer(), "in.fa", content, planted, links, k, resume)
 
 
 @RUNS
-@given(data=st.data(), fmt=st.sampled_from([".txt", ".csv", ".tsv", ".jsonl"]), planted=PLANTED,
-       links=st.booleans(), k=SHARD_SIZES, resume=st.booleans())
+@given(
+    data=st.data(),
+    fmt=st.sampled_from([".txt", ".csv", ".tsv", ".jsonl"]),
+    planted=PLANTED,
+    links=st.booleans(),
+    k=SHARD_SIZES,
+    resume=st.booleans(),
+)
 def test_text_run_leaves_other_files_alone(data, fmt, planted, links, k, resume):
     content = data.draw(st.one_of(RUNNABLE_TABLES[fmt], bad_bytes(RUNNABLE_TABLES[fmt])), label="content")
     check_run_is_safe(text_explainer(), f"in{fmt}", content, planted, links, k, resume)
 
 
-OUTPUT_NAMES = ["../victim.txt", "/ABSOLUTE/victim.txt", "sub/../../victim.txt", "notes.md", "notes.txt", "old.png",
-                "old/logo.png", "report.html", "", ".", "..", OUTPUTS_FILE, "old", "a\x00b.png"]
+OUTPUT_NAMES = [
+    "../victim.txt",
+    "/ABSOLUTE/victim.txt",
+    "sub/../../victim.txt",
+    "notes.md",
+    "notes.txt",
+    "old.png",
+    "old/logo.png",
+    "report.html",
+    "",
+    ".",
+    "..",
+    OUTPUTS_FILE,
+    "old",
+    "a\x00b.png",
+]
 
 
 @st.composite
 def output_markers(draw: st.DrawFn, victim: str) -> bytes:
-    names = [n.replace("/ABSOLUTE/victim.txt", victim) for n in draw(st.lists(st.sampled_from(OUTPUT_NAMES)
-                                                                              | st.text(max_size=10), max_size=6))]
-    marker = {"schema": draw(st.sampled_from([OUTPUTS_SCHEMA, OUTPUTS_SCHEMA, "lrp-domains/run", None])),
-              "kind": "text", "files": draw(st.sampled_from([names, names, {"0": names}, None]))}
-    return draw(st.one_of(st.just(json.dumps(marker).encode()), mutations(st.just(json.dumps(marker).encode())),
-                          st.binary(max_size=40)))
+    names = [
+        n.replace("/ABSOLUTE/victim.txt", victim)
+        for n in draw(st.lists(st.sampled_from(OUTPUT_NAMES) | st.text(max_size=10), max_size=6))
+    ]
+    marker = {
+        "schema": draw(st.sampled_from([OUTPUTS_SCHEMA, OUTPUTS_SCHEMA, "lrp-domains/run", None])),
+        "kind": "text",
+        "files": draw(st.sampled_from([names, names, {"0": names}, None])),
+    }
+    return draw(
+        st.one_of(
+            st.just(json.dumps(marker).encode()),
+            mutations(st.just(json.dumps(marker).encode())),
+            st.binary(max_size=40),
+        )
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -743,8 +909,13 @@ def test_output_folder_deletes_only_its_own_listed_files(data, written):
         victim, out = tmp / "victim.txt", tmp / "out"
         victim.write_bytes(VICTIM)
         (out / "old").mkdir(parents=True)
-        before = {"notes.txt": USER_FILE, "notes.md": USER_FILE, "old.png": b"png", "old/logo.png": b"png",
-                  "report.html": b"<html>"}
+        before = {
+            "notes.txt": USER_FILE,
+            "notes.md": USER_FILE,
+            "old.png": b"png",
+            "old/logo.png": b"png",
+            "report.html": b"<html>",
+        }
         for name, content in before.items():
             (out / name).write_bytes(content)
         marker = data.draw(output_markers(str(victim)), label="marker")

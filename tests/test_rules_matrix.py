@@ -114,8 +114,9 @@ def test_hypothetical_contributions_on_one_hot_input():
     x = nn.functional.one_hot(torch.randint(4, (3, 12), generator=g), 4).permute(0, 2, 1).double()
     plain = L.explain(model, x, target=1, composite="epsilon", hypothetical=True)
     torch.testing.assert_close(plain.relevance, x * plain.hypothetical)
-    box = L.explain(model, x, target=1, composite=L.composites.get("epsilon-gamma-box", low=0.0, high=1.0),
-                    hypothetical=True)
+    box = L.explain(
+        model, x, target=1, composite=L.composites.get("epsilon-gamma-box", low=0.0, high=1.0), hypothetical=True
+    )
     observed = x.bool()
     torch.testing.assert_close(box.relevance[observed], box.hypothetical[observed])
     W, b = ref.layer_as_matrix(layer, (4, 12))
@@ -124,6 +125,7 @@ def test_hypothetical_contributions_on_one_hot_input():
     upper = L.explain(nn.Sequential(*list(model)[1:]), hidden, target=1, composite="epsilon")
     for i in range(len(x)):
         flat = x[i].reshape(-1)
-        s = upper.relevance[i].reshape(-1) / ref.stab(W @ flat - ref.pos(W) @ torch.zeros_like(flat)
-                                                       - ref.neg(W) @ torch.ones_like(flat))
+        s = upper.relevance[i].reshape(-1) / ref.stab(
+            W @ flat - ref.pos(W) @ torch.zeros_like(flat) - ref.neg(W) @ torch.ones_like(flat)
+        )
         torch.testing.assert_close(box.hypothetical[i], (ref.pos(W).T @ s).reshape(4, 12), rtol=1e-9, atol=1e-12)

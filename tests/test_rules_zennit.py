@@ -17,8 +17,12 @@ LAYERS = {
     "Conv2d": lambda bias: nn.Conv2d(3, 4, 3, bias=bias),
 }
 RULES = {
-    "Epsilon": (R.Epsilon(1e-6), False), "ZPlus": (R.ZPlus(), False), "AlphaBeta": (R.AlphaBeta(2, 1), False),
-    "Gamma": (R.Gamma(0.25), False), "ZBox": (R.ZBox(-3.0, 3.0), True), "WSquare": (R.WSquare(), True),
+    "Epsilon": (R.Epsilon(1e-6), False),
+    "ZPlus": (R.ZPlus(), False),
+    "AlphaBeta": (R.AlphaBeta(2, 1), False),
+    "Gamma": (R.Gamma(0.25), False),
+    "ZBox": (R.ZBox(-3.0, 3.0), True),
+    "WSquare": (R.WSquare(), True),
     "Flat": (R.Flat(), True),
 }
 
@@ -52,11 +56,20 @@ def test_single_layer_rules_match_zennit(zennit, rule_name, layer_name, bias):
 
 def _cnn(data):
     model = nn.Sequential(
-        nn.Conv1d(4, 16, 9, padding=4), nn.BatchNorm1d(16), nn.ReLU(), nn.MaxPool1d(4),
-        nn.Conv1d(16, 16, 5, padding=2), nn.BatchNorm1d(16), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
-        nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2),
+        nn.Conv1d(4, 16, 9, padding=4),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.MaxPool1d(4),
+        nn.Conv1d(16, 16, 5, padding=2),
+        nn.BatchNorm1d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(1),
+        nn.Flatten(),
+        nn.Linear(16, 8),
+        nn.ReLU(),
+        nn.Linear(8, 2),
     ).double()
-    model.load_state_dict({k[len("cnn.state."):]: v for k, v in data.items() if k.startswith("cnn.state.")})
+    model.load_state_dict({k[len("cnn.state.") :]: v for k, v in data.items() if k.startswith("cnn.state.")})
     return model.eval()
 
 

@@ -33,11 +33,43 @@ from lrp_domains.run import explain_dataset, export_modisco, iter_shards, read_m
 from lrp_domains.text import TextExplainer
 
 ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["a good film", "bad, boring and long", "I loved it", "not great", "the plot, \"sadly\", drags",
-         "fine", "an utter mess", "charming and warm", "so-so", "the best of the year", "dull"]
-TEXT_COLUMNS = ["row", "id", "explained", "delta", "text", "prediction", "target", "tokens", "token_relevance",
-                "special", "words", "word_relevance", "other_relevance", "truncated", "token_ids", "token_spans",
-                "word_spans", "token_word", "probabilities", "embedding_names", "embedding_relevance", "status"]
+TEXTS = [
+    "a good film",
+    "bad, boring and long",
+    "I loved it",
+    "not great",
+    'the plot, "sadly", drags',
+    "fine",
+    "an utter mess",
+    "charming and warm",
+    "so-so",
+    "the best of the year",
+    "dull",
+]
+TEXT_COLUMNS = [
+    "row",
+    "id",
+    "explained",
+    "delta",
+    "text",
+    "prediction",
+    "target",
+    "tokens",
+    "token_relevance",
+    "special",
+    "words",
+    "word_relevance",
+    "other_relevance",
+    "truncated",
+    "token_ids",
+    "token_spans",
+    "word_spans",
+    "token_word",
+    "probabilities",
+    "embedding_names",
+    "embedding_relevance",
+    "status",
+]
 SEQUENCE_COLUMNS = ["row", "id", "explained", "delta", "sequence", "relevance", "hypothetical", "concepts", "status"]
 GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "output", "relevance", "status"]
 
@@ -66,9 +98,11 @@ def _fasta(path: Path, n: int = 30, line_width: int = 60, seed: int = 3) -> Path
 def _h5ad(path: Path, n: int = 23) -> tuple[Path, anndata.AnnData]:
     rng = np.random.default_rng(0)
     genes = list(reversed(EXPRESSION_GENES)) + ["EXTRA"]  # other order, one gene the model does not use
-    data = anndata.AnnData(rng.normal(size=(n, len(genes))).astype(np.float32),
-                           obs=pd.DataFrame(index=[f"cell{i}" for i in range(n)]),
-                           var=pd.DataFrame(index=genes))
+    data = anndata.AnnData(
+        rng.normal(size=(n, len(genes))).astype(np.float32),
+        obs=pd.DataFrame(index=[f"cell{i}" for i in range(n)]),
+        var=pd.DataFrame(index=genes),
+    )
     data.write_h5ad(path)
     return path, data
 
@@ -92,8 +126,13 @@ def test_text_sources_read_every_row_once_in_order(tmp_path, shard_size):
     (tmp_path / "in.tsv").write_text("id\ttext\tlabel\n" + "".join(f"r{i}\t{t}\t{i}\n" for i, t in enumerate(TEXTS)))
     frame.to_json(tmp_path / "in.jsonl", orient="records", lines=True)
     pq.write_table(pa.Table.from_pandas(frame[["text", "label"]]), tmp_path / "in.parquet", row_group_size=3)
-    for name, expected_ids in [("in.txt", None), ("in.csv", list(frame.id)), ("in.tsv", list(frame.id)),
-                               ("in.jsonl", list(frame.id)), ("in.parquet", None)]:
+    for name, expected_ids in [
+        ("in.txt", None),
+        ("in.csv", list(frame.id)),
+        ("in.tsv", list(frame.id)),
+        ("in.jsonl", list(frame.id)),
+        ("in.parquet", None),
+    ]:
         reader = TableRecords(tmp_path / name)
         shards = reader.shards(shard_size)
         assert shards[-1].stop == len(TEXTS)
@@ -145,12 +184,15 @@ def test_bad_inputs_say_what_is_wrong(tmp_path):
         TableRecords(tmp_path / "in.csv", column="review").shards(0)
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("in.jsonl", '{"text": "fine"}\n\n{"text": "ok"}\nnot json\n', r", line 4: not valid JSON"),
-    ("in.jsonl", '{"text": "fine"}\n{"label": 1}\n', r", row 1 \(line 2\): has no key 'text'"),
-    ("in.jsonl", '{"text": "fine"}\n{"text": null}\n', r", row 1 \(line 2\): is null"),
-    ("in.csv", "label,text\n1,fine\n0\n", r", row 1 \(line 3\): 1 fields where the header has 2"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("in.jsonl", '{"text": "fine"}\n\n{"text": "ok"}\nnot json\n', r", line 4: not valid JSON"),
+        ("in.jsonl", '{"text": "fine"}\n{"label": 1}\n', r", row 1 \(line 2\): has no key 'text'"),
+        ("in.jsonl", '{"text": "fine"}\n{"text": null}\n', r", row 1 \(line 2\): is null"),
+        ("in.csv", "label,text\n1,fine\n0\n", r", row 1 \(line 3\): 1 fields where the header has 2"),
+    ],
+)
 def test_broken_rows_are_named(tmp_path, name, content, message):
     (tmp_path / name).write_text(content)
     reader = TableRecords(tmp_path / name)
@@ -170,8 +212,11 @@ def test_null_parquet_value_is_named(tmp_path):
 def test_bad_row_error_names_its_shard_and_keeps_finished_shards(tmp_path, text_explainer):
     pd.DataFrame({"text": ["good", "bad", "fine", "", "ok"]}).to_csv(tmp_path / "in.csv", index=False)
     out = tmp_path / "out"
-    with pytest.raises(ValueError, match=r"in.csv, shard 1 \(rows 2 to 3, ids '2' to '3'\): row 3 \(id '3'\) "
-                                         r"is an empty text.*Finished shards are kept"):
+    with pytest.raises(
+        ValueError,
+        match=r"in.csv, shard 1 \(rows 2 to 3, ids '2' to '3'\): row 3 \(id '3'\) "
+        r"is an empty text.*Finished shards are kept",
+    ):
         explain_dataset(text_explainer, tmp_path / "in.csv", out, shard_size=2, progress=False)
     assert _shard_files(out) == ["shard-00000.parquet"]
     assert read_results(out).text.tolist() == ["good", "bad"]
@@ -184,8 +229,7 @@ def _shard_files(out: Path) -> list[str]:
 
 def test_text_run_equals_direct_explanation(tmp_path, text_explainer):
     (tmp_path / "in.txt").write_text("\n".join(TEXTS) + "\n")
-    manifest_path = explain_dataset(text_explainer, tmp_path / "in.txt", tmp_path / "out", shard_size=4,
-                                    progress=False)
+    manifest_path = explain_dataset(text_explainer, tmp_path / "in.txt", tmp_path / "out", shard_size=4, progress=False)
     out = tmp_path / "out"
     assert _shard_files(out) == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
     manifest = json.loads(manifest_path.read_text())
@@ -202,8 +246,9 @@ def test_text_run_equals_direct_explanation(tmp_path, text_explainer):
         np.testing.assert_allclose(row.token_relevance, expected.token_relevance.numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(row.word_relevance, expected.word_relevance.numpy(), rtol=1e-10, atol=1e-12)
         # conservation holds for every stored row: tokens + other embeddings = explained output
-        assert np.sum(row.token_relevance) + row.other_relevance == pytest.approx(row.explained - row.delta,
-                                                                                  rel=1e-6, abs=1e-9)
+        assert np.sum(row.token_relevance) + row.other_relevance == pytest.approx(
+            row.explained - row.delta, rel=1e-6, abs=1e-9
+        )
     assert sum(len(s) for s in iter_shards(out)) == len(TEXTS)
 
 
@@ -454,8 +499,7 @@ def test_ray_engine_reports_bad_input_as_the_local_engine_does(tmp_path):
     messages = []
     for engine, out in (("local", "local"), ("ray", "ray")):
         with pytest.raises(ValueError) as caught:
-            explain_dataset(factory, path, tmp_path / out, shard_size=4, progress=False, engine=engine,
-                            num_workers=2)
+            explain_dataset(factory, path, tmp_path / out, shard_size=4, progress=False, engine=engine, num_workers=2)
         messages.append(str(caught.value))
         # whatever was finished before the error is complete and listed
         assert len(read_results(tmp_path / out)) == 4 * len(read_manifest(tmp_path / out)["shards"])
@@ -467,28 +511,58 @@ def test_ray_engine_reports_bad_input_as_the_local_engine_does(tmp_path):
 def test_cli_run_sequences_and_resume(tmp_path):
     path = _fasta(tmp_path / "in.fa", n=12)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["run", "sequences", str(path), "--out", str(out), "--shard-size", "5",
-                                      "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["run", "sequences", str(path), "--out", str(out), "--shard-size", "5", "--no-progress"]
+    )
     assert result.exit_code == 0, result.output
     assert "12 rows in 3 shards" in result.output
     assert len(read_results(out)) == 12
-    result = CliRunner().invoke(app, ["run", "sequences", str(path), "--out", str(out), "--shard-size", "5",
-                                      "--composite", "epsilon", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "sequences",
+            str(path),
+            "--out",
+            str(out),
+            "--shard-size",
+            "5",
+            "--composite",
+            "epsilon",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 2 and "settings.composite" in result.output
 
 
 def test_cli_run_genes_with_user_model(tmp_path):
     path, data = _h5ad(tmp_path / "in.h5ad", n=9)
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["run", "genes", str(path), "--out", str(out), "--model", "models:expression_mlp",
-                                      "--shard-size", "4", "--target", "B", "--no-progress"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "genes",
+            str(path),
+            "--out",
+            str(out),
+            "--model",
+            "models:expression_mlp",
+            "--shard-size",
+            "4",
+            "--target",
+            "B",
+            "--no-progress",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = read_results(out)
     assert list(rows.target) == ["B"] * 9
     model, genes, classes = expression_mlp()
     expected = ExpressionExplainer(model, genes, classes).explain(data, target="B")
-    np.testing.assert_allclose(np.stack(rows.relevance.map(np.asarray).to_list()),
-                               expected.relevance[genes].to_numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        np.stack(rows.relevance.map(np.asarray).to_list()), expected.relevance[genes].to_numpy(), rtol=1e-5, atol=1e-7
+    )
 
 
 def test_cli_run_genes_missing_genes_error_or_zero(tmp_path):
@@ -506,24 +580,30 @@ def test_cli_run_genes_missing_genes_error_or_zero(tmp_path):
     data.X[:, list(data.var_names).index(EXPRESSION_GENES[0])] = 0
     model, genes, classes = expression_mlp()
     expected = ExpressionExplainer(model, genes, classes).explain(data)
-    np.testing.assert_allclose(np.stack(read_results(tmp_path / "b").relevance.map(np.asarray).to_list()),
-                               expected.relevance[genes].to_numpy(), rtol=1e-5, atol=1e-7)
-    wrong_kind = CliRunner().invoke(app, ["run", "sequences", str(_fasta(tmp_path / "in.fa", n=2)), "--out",
-                                          str(tmp_path / "c"), "--missing", "zero"])
+    np.testing.assert_allclose(
+        np.stack(read_results(tmp_path / "b").relevance.map(np.asarray).to_list()),
+        expected.relevance[genes].to_numpy(),
+        rtol=1e-5,
+        atol=1e-7,
+    )
+    wrong_kind = CliRunner().invoke(
+        app,
+        ["run", "sequences", str(_fasta(tmp_path / "in.fa", n=2)), "--out", str(tmp_path / "c"), "--missing", "zero"],
+    )
     assert wrong_kind.exit_code == 2 and "a sequences run takes no option 'missing'" in wrong_kind.output
 
 
 def test_cli_run_on_ray_without_ray_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     path = _fasta(tmp_path / "in.fa", n=2)
-    result = CliRunner().invoke(app, ["run", "sequences", str(path), "--out", str(tmp_path / "out"),
-                                      "--engine", "ray"])
+    result = CliRunner().invoke(app, ["run", "sequences", str(path), "--out", str(tmp_path / "out"), "--engine", "ray"])
     assert result.exit_code == 2 and 'pip install "ray[data]"' in result.output
     assert not (tmp_path / "out").exists()
 
 
 def test_cli_run_text_reports_a_missing_column(tmp_path):
     pd.DataFrame({"review": TEXTS}).to_csv(tmp_path / "in.csv", index=False)
-    result = CliRunner().invoke(app, ["run", "text", str(tmp_path / "in.csv"), "--out", str(tmp_path / "out"),
-                                      "--no-progress"])
+    result = CliRunner().invoke(
+        app, ["run", "text", str(tmp_path / "in.csv"), "--out", str(tmp_path / "out"), "--no-progress"]
+    )
     assert result.exit_code == 2 and "no column 'text'" in result.output and "--column" in result.output

@@ -51,14 +51,19 @@ def _genes(tmp_path: Path, model_dir: str) -> tuple[list[str], list[str], str]:
     from safetensors.torch import save_file
 
     rng = np.random.default_rng(0)
-    anndata.AnnData(rng.normal(size=(7, len(EXPRESSION_GENES))).astype(np.float32),
-                    obs=pd.DataFrame(index=[f"cell{i}" for i in range(7)]),
-                    var=pd.DataFrame(index=EXPRESSION_GENES)).write_h5ad(tmp_path / "in.h5ad")
+    anndata.AnnData(
+        rng.normal(size=(7, len(EXPRESSION_GENES))).astype(np.float32),
+        obs=pd.DataFrame(index=[f"cell{i}" for i in range(7)]),
+        var=pd.DataFrame(index=EXPRESSION_GENES),
+    ).write_h5ad(tmp_path / "in.h5ad")
     model, _, _ = expression_mlp()
     state = {name: value + 0.01 for name, value in model.state_dict().items()}  # other weights, same model
     save_file(state, tmp_path / "other.safetensors")
-    return ([str(tmp_path / "in.h5ad"), "--model", "models:expression_mlp"],
-            ["--weights", str(tmp_path / "other.safetensors")], "settings.model: ")
+    return (
+        [str(tmp_path / "in.h5ad"), "--model", "models:expression_mlp"],
+        ["--weights", str(tmp_path / "other.safetensors")],
+        "settings.model: ",
+    )
 
 
 def _gene_transformer(tmp_path: Path, model_dir: str) -> tuple[list[str], list[str], str]:
@@ -69,23 +74,30 @@ def _gene_transformer(tmp_path: Path, model_dir: str) -> tuple[list[str], list[s
     built = _explainer()
     TrainedGeneTransformer(built.model.float(), built.vocab, built.classes).save(tmp_path / "gt")
     data = _data(7)
-    anndata.AnnData(data.to_numpy(np.float32), obs=pd.DataFrame(index=data.index),
-                    var=pd.DataFrame(index=GENES)).write_h5ad(tmp_path / "in.h5ad")
-    return ([str(tmp_path / "in.h5ad"), "--model", str(tmp_path / "gt")], ["--composite", "cp-lrp"],
-            "settings.composite: 'attnlrp' before, 'cp-lrp' now")
+    anndata.AnnData(
+        data.to_numpy(np.float32), obs=pd.DataFrame(index=data.index), var=pd.DataFrame(index=GENES)
+    ).write_h5ad(tmp_path / "in.h5ad")
+    return (
+        [str(tmp_path / "in.h5ad"), "--model", str(tmp_path / "gt")],
+        ["--composite", "cp-lrp"],
+        "settings.composite: 'attnlrp' before, 'cp-lrp' now",
+    )
 
 
 def _variants(tmp_path: Path, model_dir: str) -> tuple[list[str], list[str], str]:
     rng = np.random.default_rng(1)
     chrom = "".join(rng.choice(list("ACGT"), 1200))
-    (tmp_path / "genome.fa").write_text(">chr1\n" + "\n".join(chrom[i:i + 60] for i in range(0, 1200, 60)) + "\n")
+    (tmp_path / "genome.fa").write_text(">chr1\n" + "\n".join(chrom[i : i + 60] for i in range(0, 1200, 60)) + "\n")
     lines = ["##fileformat=VCFv4.2", "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
     for n, pos in enumerate((300, 450, 600, 750, 900)):
         ref = chrom[pos - 1]
         lines.append(f"chr1\t{pos}\tv{n}\t{ref}\t{'A' if ref != 'A' else 'C'}\t.\t.\t.")
     (tmp_path / "calls.vcf").write_text("\n".join(lines) + "\n")
-    return ([str(tmp_path / "calls.vcf"), "--option", f"fasta={tmp_path / 'genome.fa'}", "--option", "motifs=none"],
-            ["--composite", "epsilon"], "settings.composite: 'genomics' before, 'epsilon' now")
+    return (
+        [str(tmp_path / "calls.vcf"), "--option", f"fasta={tmp_path / 'genome.fa'}", "--option", "motifs=none"],
+        ["--composite", "epsilon"],
+        "settings.composite: 'genomics' before, 'epsilon' now",
+    )
 
 
 def _dna_lm(tmp_path: Path, model_dir: str) -> tuple[list[str], list[str], str]:
@@ -98,12 +110,21 @@ def _dna_lm(tmp_path: Path, model_dir: str) -> tuple[list[str], list[str], str]:
     model.save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
     write_fasta(tmp_path / "in.fa", make_dataset(7, seed=3))
-    return ([str(tmp_path / "in.fa"), "--model", str(tmp_path / "lm")], ["--composite", "cp-lrp"],
-            "settings.composite: 'attnlrp' before, 'cp-lrp' now")
+    return (
+        [str(tmp_path / "in.fa"), "--model", str(tmp_path / "lm")],
+        ["--composite", "cp-lrp"],
+        "settings.composite: 'attnlrp' before, 'cp-lrp' now",
+    )
 
 
-CASES = {"text": _text, "sequences": _sequences, "genes": _genes, "gene-transformer": _gene_transformer,
-         "variants": _variants, "dna-lm": _dna_lm}
+CASES = {
+    "text": _text,
+    "sequences": _sequences,
+    "genes": _genes,
+    "gene-transformer": _gene_transformer,
+    "variants": _variants,
+    "dna-lm": _dna_lm,
+}
 
 
 def test_every_built_in_kind_has_a_case():
@@ -127,10 +148,15 @@ def test_the_same_command_in_a_new_process_recomputes_nothing(kind, tmp_path, mo
     json.dumps(manifest["settings"])  # plain JSON data, nothing process-bound
     assert " at 0x" not in json.dumps(manifest["settings"])
     before, manifest_bytes = _snapshot(out), (out / "manifest.json").read_bytes()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-               HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    again = subprocess.run([sys.executable, "-m", "lrp_domains", *command], cwd=TESTS, env=env, capture_output=True,
-                           text=True, timeout=300)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        HF_HUB_OFFLINE="1",
+        OMP_NUM_THREADS="1",
+    )
+    again = subprocess.run(
+        [sys.executable, "-m", "lrp_domains", *command], cwd=TESTS, env=env, capture_output=True, text=True, timeout=300
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert _snapshot(out) == before and (out / "manifest.json").read_bytes() == manifest_bytes
     refused = CliRunner().invoke(app, [*command, *change])
@@ -144,11 +170,13 @@ def test_another_epsilon_is_another_run_and_the_message_names_it(tmp_path):
 
     path = write_fasta(tmp_path / "in.fa", make_dataset(5, seed=1))
     model = SequenceExplainer.default().model
-    explain_dataset(SequenceExplainer(model, composite=epsilon(1e-6)), path, tmp_path / "out", shard_size=2,
-                    progress=False)
+    explain_dataset(
+        SequenceExplainer(model, composite=epsilon(1e-6)), path, tmp_path / "out", shard_size=2, progress=False
+    )
     with pytest.raises(ValueError) as refused:
-        explain_dataset(SequenceExplainer(model, composite=epsilon(1e-3)), path, tmp_path / "out", shard_size=2,
-                        progress=False)
+        explain_dataset(
+            SequenceExplainer(model, composite=epsilon(1e-3)), path, tmp_path / "out", shard_size=2, progress=False
+        )
     assert "epsilon: 1e-06 before, 0.001 now" in str(refused.value)
     changed = SequenceExplainer(copy.deepcopy(model), composite=epsilon(1e-6))
     with torch.no_grad():

@@ -63,8 +63,21 @@ def test_unknown_layer_is_refused_before_anything_is_written(tmp_path, explainer
 def test_cli_reference_examples(tmp_path):
     path = _fasta(tmp_path / "in.fa", n=12)
     runner = CliRunner()
-    done = runner.invoke(app, ["run", "sequences", str(path), "--out", str(tmp_path / "out"), "--shard-size", "5",
-                               "--option", "concepts=0", "--no-progress"])
+    done = runner.invoke(
+        app,
+        [
+            "run",
+            "sequences",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+            "--shard-size",
+            "5",
+            "--option",
+            "concepts=0",
+            "--no-progress",
+        ],
+    )
     assert done.exit_code == 0, done.output
     done = runner.invoke(app, ["run", "reference-examples", str(tmp_path / "out"), "--top", "2"])
     assert done.exit_code == 0, done.output

@@ -98,8 +98,15 @@ def test_a_bpnet_trained_and_saved_by_bpnet_lite_loads(tmp_path, monkeypatch):
     data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y, torch.ones(8)), batch_size=8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model.fit(data, torch.optim.Adam(model.parameters()), X_valid=x, y_valid=y, max_epochs=1, device="cpu",
-                  dtype="float32")
+        model.fit(
+            data,
+            torch.optim.Adam(model.parameters()),
+            X_valid=x,
+            y_valid=y,
+            max_epochs=1,
+            device="cpu",
+            dtype="float32",
+        )
     loaded = load_saved_module(tmp_path / "tiny.final.torch")
     _same_state(loaded, model)
     assert loaded.logger.data["Epoch"] == [0]
@@ -112,19 +119,50 @@ def test_sequences_and_run_take_a_saved_bpnet(tmp_path):
     fasta = _fasta(tmp_path / "in.fa", _letters(x))
     explainer = SequenceExplainer(tiny_bpnet())
     # bio sequences --target profile
-    _ok(run("bio", "sequences", fasta, "--out", tmp_path / "report", "--model", tmp_path / "bpnet.torch", "--target",
-            "profile", "--motifs", "none", "--no-progress"))
+    _ok(
+        run(
+            "bio",
+            "sequences",
+            fasta,
+            "--out",
+            tmp_path / "report",
+            "--model",
+            tmp_path / "bpnet.torch",
+            "--target",
+            "profile",
+            "--motifs",
+            "none",
+            "--no-progress",
+        )
+    )
     table = pd.read_parquet(tmp_path / "report" / "relevance.parquet")
     expected = explainer.explain(x, target=profile_target())
-    np.testing.assert_allclose(table.groupby("id", sort=True)["relevance"].sum().to_numpy(),
-                               expected.per_position.sum(1).numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        table.groupby("id", sort=True)["relevance"].sum().to_numpy(),
+        expected.per_position.sum(1).numpy(),
+        rtol=1e-4,
+        atol=1e-6,
+    )
     # run sequences --target counts
-    _ok(run("run", "sequences", fasta, "--out", tmp_path / "run", "--model", tmp_path / "bpnet.torch", "--target",
-            "counts", "--no-progress"))
+    _ok(
+        run(
+            "run",
+            "sequences",
+            fasta,
+            "--out",
+            tmp_path / "run",
+            "--model",
+            tmp_path / "bpnet.torch",
+            "--target",
+            "counts",
+            "--no-progress",
+        )
+    )
     rows = read_results(tmp_path / "run")
     expected = explainer.explain(x, target=counts_target())
-    np.testing.assert_allclose(np.stack(rows["relevance"].to_list()), expected.per_position.numpy(), rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(rows["relevance"].to_list()), expected.per_position.numpy(), rtol=1e-4, atol=1e-6
+    )
     np.testing.assert_allclose(rows["explained"], expected.explained.numpy(), rtol=1e-5)
     # the SequenceExplainer's own loader: the model unchanged
     loaded = SequenceExplainer.from_options(str(tmp_path / "bpnet.torch"))
@@ -141,21 +179,57 @@ def test_run_and_bio_variants_take_a_saved_chrombpnet(tmp_path):
     rng = np.random.default_rng(3)
     genome = "".join(rng.choice(list("ACGT"), 600))
     fasta = tmp_path / "genome.fa"
-    fasta.write_text(">chr1\n" + "\n".join(genome[i:i + 60] for i in range(0, 600, 60)) + "\n")
+    fasta.write_text(">chr1\n" + "\n".join(genome[i : i + 60] for i in range(0, 600, 60)) + "\n")
     other = {b: next(c for c in "ACGT" if c != b) for b in "ACGT"}
     vcf = tmp_path / "calls.vcf"
-    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + "".join(
-        f"chr1\t{p}\tv{p}\t{genome[p - 1]}\t{other[genome[p - 1]]}\t.\tPASS\t.\n" for p in (280, 300, 333)))
-    expected = explain_variants(SequenceExplainer(tiny_chrombpnet()), vcf, fasta, window=BPNET_LENGTH, target=None,
-                                motifs=None, sort=False)
-    _ok(run("run", "variants", vcf, "--out", tmp_path / "run", "--model", tmp_path / "chrombpnet.pt", "--option",
-            f"fasta={fasta}", "--option", f"window={BPNET_LENGTH}", "--option", "motifs=none", "--no-progress"))
+    vcf.write_text(
+        "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        + "".join(f"chr1\t{p}\tv{p}\t{genome[p - 1]}\t{other[genome[p - 1]]}\t.\tPASS\t.\n" for p in (280, 300, 333))
+    )
+    expected = explain_variants(
+        SequenceExplainer(tiny_chrombpnet()), vcf, fasta, window=BPNET_LENGTH, target=None, motifs=None, sort=False
+    )
+    _ok(
+        run(
+            "run",
+            "variants",
+            vcf,
+            "--out",
+            tmp_path / "run",
+            "--model",
+            tmp_path / "chrombpnet.pt",
+            "--option",
+            f"fasta={fasta}",
+            "--option",
+            f"window={BPNET_LENGTH}",
+            "--option",
+            "motifs=none",
+            "--no-progress",
+        )
+    )
     rows = read_results(tmp_path / "run")
     assert (rows["status"] == "ok").all()
     np.testing.assert_allclose(rows["delta_score"], expected["delta_score"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(rows["delta_relevance"], expected["delta_relevance"], rtol=1e-4, atol=1e-6)
-    _ok(run("bio", "variants", "--vcf", vcf, "--fasta", fasta, "--out", tmp_path / "bio", "--model",
-            tmp_path / "chrombpnet.pt", "--window", BPNET_LENGTH, "--motifs", "none", "--no-report"))
+    _ok(
+        run(
+            "bio",
+            "variants",
+            "--vcf",
+            vcf,
+            "--fasta",
+            fasta,
+            "--out",
+            tmp_path / "bio",
+            "--model",
+            tmp_path / "chrombpnet.pt",
+            "--window",
+            BPNET_LENGTH,
+            "--motifs",
+            "none",
+            "--no-report",
+        )
+    )
     table = pd.read_csv(tmp_path / "bio" / "variants.tsv", sep="\t").set_index("id").loc[expected["id"]]
     np.testing.assert_allclose(table["delta_score"], expected["delta_score"], rtol=1e-4, atol=1e-5)
 
@@ -187,9 +261,19 @@ def test_a_file_holding_any_other_class_is_refused_in_one_line_and_never_unpickl
     torch.save(nn.Sequential(nn.Conv1d(4, 2, 3), nn.Flatten()), tmp_path / "other.pt")
     with pytest.raises(InputError, match=r"torch\.nn\.modules\.container\.Sequential"):
         load_saved_module(tmp_path / "other.pt")
-    line = _one_line_error(run("run", "sequences", _fasta(tmp_path / "in.fa", ["ACGT" * 40]), "--out",
-                               tmp_path / "out", "--model", tmp_path / "evil.torch", "--no-progress"),
-                           "test_saved_models._touch")
+    line = _one_line_error(
+        run(
+            "run",
+            "sequences",
+            _fasta(tmp_path / "in.fa", ["ACGT" * 40]),
+            "--out",
+            tmp_path / "out",
+            "--model",
+            tmp_path / "evil.torch",
+            "--no-progress",
+        ),
+        "test_saved_models._touch",
+    )
     assert "evil.torch" in line and not marker.exists() and not (tmp_path / "out").exists()
     torch.save(tiny_bpnet().state_dict(), tmp_path / "state.pt")  # a state dict, not a model
     with pytest.raises(InputError, match="state dict"):
@@ -204,10 +288,17 @@ def test_a_file_holding_any_other_class_is_refused_in_one_line_and_never_unpickl
 def test_weights_with_a_saved_module_are_refused(tmp_path):
     torch.save(tiny_bpnet(), tmp_path / "bpnet.torch")
     fasta = _fasta(tmp_path / "in.fa", _letters(onehot(1, BPNET_LENGTH, 2)))
-    for command in (["run", "sequences", fasta, "--out", tmp_path / "a"],
-                    ["bio", "sequences", fasta, "--out", tmp_path / "b", "--motifs", "none"]):
-        _one_line_error(run(*command, "--model", tmp_path / "bpnet.torch", "--weights", tmp_path / "w.safetensors",
-                            "--no-progress"), "--weights", "holds its weights")
+    for command in (
+        ["run", "sequences", fasta, "--out", tmp_path / "a"],
+        ["bio", "sequences", fasta, "--out", tmp_path / "b", "--motifs", "none"],
+    ):
+        _one_line_error(
+            run(
+                *command, "--model", tmp_path / "bpnet.torch", "--weights", tmp_path / "w.safetensors", "--no-progress"
+            ),
+            "--weights",
+            "holds its weights",
+        )
     with pytest.raises(InputError, match="holds its weights"):
         SequenceExplainer.from_options(str(tmp_path / "bpnet.torch"), str(tmp_path / "w.safetensors"))
     from lrp_domains.models import load_user_model
@@ -244,16 +335,31 @@ def test_enformer_weights_written_by_save_model_load_through_the_cli(tmp_path, m
     x = onehot(3, 64, 9)
     fasta = _fasta(tmp_path / "in.fa", _letters(x))
     target = "track=2:1-3 head=human"
-    _ok(run("run", "sequences", fasta, "--out", tmp_path / "run", "--model", "saved_enformer_factory:build",
-            "--weights", "enformer.safetensors", "--target", target, "--no-progress"))
+    _ok(
+        run(
+            "run",
+            "sequences",
+            fasta,
+            "--out",
+            tmp_path / "run",
+            "--model",
+            "saved_enformer_factory:build",
+            "--weights",
+            "enformer.safetensors",
+            "--target",
+            target,
+            "--no-progress",
+        )
+    )
     rows = read_results(tmp_path / "run")
     expected = SequenceExplainer(model).explain(x, target=target)
     with torch.no_grad():
         outputs = model(x.transpose(1, 2))["human"][:, 1:3, 2].sum(1)
     np.testing.assert_allclose(rows["explained"], outputs.double().numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(rows["explained"], expected.explained.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(np.stack(rows["relevance"].to_list()), expected.per_position.numpy(), rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(rows["relevance"].to_list()), expected.per_position.numpy(), rtol=1e-4, atol=1e-6
+    )
     from lrp_domains.models import load_user_model
 
     loaded = load_user_model("saved_enformer_factory:build", tmp_path / "enformer.safetensors").model
@@ -288,8 +394,11 @@ def test_every_truly_missing_key_is_named_and_no_aliased_one(tmp_path, monkeypat
 # -- 3. a transformers folder with a slow k-mer tokenizer (Nucleotide Transformer) ---------------------
 def _nt_vocab(k: int) -> list[str]:
     """Nucleotide Transformer's vocabulary layout: specials, the k-mers, the single bases (ATCGN)."""
-    return (["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
-            + ["".join(p) for p in itertools.product("ACGT", repeat=k)] + list("ATCGN"))
+    return (
+        ["<unk>", "<pad>", "<mask>", "<cls>", "<eos>", "<bos>"]
+        + ["".join(p) for p in itertools.product("ACGT", repeat=k)]
+        + list("ATCGN")
+    )
 
 
 def _slow_tokenizer(folder: Path, k: int = 3, **kwargs):
@@ -331,10 +440,19 @@ def test_a_folder_with_a_slow_esm_tokenizer_runs_as_dna_lm(tmp_path):
     folder = tmp_path / "nt"
     slow = _slow_tokenizer(tmp_path / "vocab", k=3)
     torch.manual_seed(0)
-    config = tf.EsmConfig(vocab_size=len(slow), max_position_embeddings=64, position_embedding_type="rotary",
-                          pad_token_id=slow.pad_token_id, mask_token_id=slow.mask_token_id, num_labels=2,
-                          hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                          initializer_range=0.2)
+    config = tf.EsmConfig(
+        vocab_size=len(slow),
+        max_position_embeddings=64,
+        position_embedding_type="rotary",
+        pad_token_id=slow.pad_token_id,
+        mask_token_id=slow.mask_token_id,
+        num_labels=2,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        initializer_range=0.2,
+    )
     model = tf.EsmForSequenceClassification(config).eval()
     model.save_pretrained(folder)
     slow.save_pretrained(folder)
@@ -353,8 +471,9 @@ def test_a_folder_with_a_slow_esm_tokenizer_runs_as_dna_lm(tmp_path):
     expected = TokenSequenceExplainer(model, fast_kmer_tokenizer(slow)).explain(sequences)
     np.testing.assert_allclose(rows["explained"], expected.explained.numpy(), rtol=1e-5, atol=1e-7)
     for i, sequence in enumerate(sequences):
-        np.testing.assert_allclose(rows["relevance"][i], expected.per_position[i, :len(sequence)].numpy(), rtol=1e-4,
-                                   atol=1e-7)
+        np.testing.assert_allclose(
+            rows["relevance"][i], expected.per_position[i, : len(sequence)].numpy(), rtol=1e-4, atol=1e-7
+        )
     assert rows["tokens"][0].tolist() == ["<cls>", "ACG", "TAC", "GTA", "<eos>"]
     # the Python API converts as the command line does
     with warnings.catch_warnings(record=True) as caught:
@@ -370,9 +489,17 @@ def _classifier(arch: str, positions: int = 34):
 
     tokenizer = T.wordpiece_tokenizer()
     assert tokenizer.model_max_length > positions
-    common = dict(vocab_size=tokenizer.vocab_size, num_labels=2, pad_token_id=1, hidden_size=32, num_hidden_layers=1,
-                  num_attention_heads=4, intermediate_size=64, max_position_embeddings=positions,
-                  initializer_range=0.2)
+    common = dict(
+        vocab_size=tokenizer.vocab_size,
+        num_labels=2,
+        pad_token_id=1,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=positions,
+        initializer_range=0.2,
+    )
     torch.manual_seed(0)
     if arch == "roberta":
         model = tf.RobertaForSequenceClassification(tf.RobertaConfig(**common))
@@ -411,8 +538,9 @@ def test_long_text_is_truncated_to_the_positions_after_the_padding_index(arch, t
     assert expected.truncated > 0 and len(expected.tokens) == usable
     written = json.loads((tmp_path / "r.json").read_text())
     assert len(written["tokens"]) == usable
-    np.testing.assert_allclose([t["relevance"] for t in written["tokens"]], expected.token_relevance.numpy(),
-                               rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(
+        [t["relevance"] for t in written["tokens"]], expected.token_relevance.numpy(), rtol=1e-4, atol=1e-7
+    )
     assert written["explained"] == pytest.approx(expected.explained, rel=1e-5)
     source = tmp_path / "texts.tsv"
     pd.DataFrame({"text": [LONG_TEXT, "a dull film"]}).to_csv(source, sep="\t", index=False)
@@ -433,9 +561,18 @@ def test_esm_with_learned_positions_names_the_usable_length(tmp_path):
 
     tokenizer = kmer_tokenizer(3)
     torch.manual_seed(0)
-    config = tf.EsmConfig(vocab_size=len(tokenizer), max_position_embeddings=20, position_embedding_type="absolute",
-                          pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id, num_labels=2,
-                          hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    config = tf.EsmConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=20,
+        position_embedding_type="absolute",
+        pad_token_id=tokenizer.pad_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+        num_labels=2,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
     explainer = TokenSequenceExplainer(tf.EsmForSequenceClassification(config).eval(), tokenizer)
     explainer.explain(["ACG" * 17])  # 18 tokens with <cls>: the last usable position
     with pytest.raises(InputError, match="at most 18"):

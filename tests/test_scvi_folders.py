@@ -37,7 +37,7 @@ def _data(n_cells: int = 60, n_genes: int = 30, seed: int = 0) -> ad.AnnData:
     labels = np.array([CLASSES[i % 3] for i in range(n_cells)], dtype=object)
     rates = np.full((n_cells, n_genes), 1.5)
     for k in range(3):
-        rates[labels == CLASSES[k], 10 * k: 10 * k + 10] *= 4.0
+        rates[labels == CLASSES[k], 10 * k : 10 * k + 10] *= 4.0
     counts = rng.poisson(rates * rng.uniform(0.5, 2.0, size=(n_cells, 1))).astype(np.float32)
     labels[:6] = "Unknown"
     obs = pd.DataFrame({"cell_type": labels}, index=[f"cell{i}" for i in range(n_cells)])
@@ -48,8 +48,11 @@ def _data(n_cells: int = 60, n_genes: int = 30, seed: int = 0) -> ad.AnnData:
 def _quiet():
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("scvi").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
-            contextlib.redirect_stdout(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stderr(io.StringIO()),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         yield
 
@@ -87,8 +90,11 @@ def saved(tmp_path_factory):
 
 def _files(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file under ``folder``: its bytes and mtime (ns)."""
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _scvi_load(cls, folder: Path, data: ad.AnnData):
@@ -101,8 +107,9 @@ def _scvi_load(cls, folder: Path, data: ad.AnnData):
 def _cli(*args: str) -> subprocess.CompletedProcess:
     """``lrp-domains ARGS`` in a new process, as a user runs it."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "lrp_domains", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "lrp_domains", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
 
 
 def _write_marker(path: str) -> None:
@@ -143,11 +150,11 @@ def test_a_users_scanvi_folder_from_the_command_line(saved, tmp_path):
     assert genes == list(data.var_names)
     results = read_results(tmp_path / "D")
     assert results["prediction"].tolist() == expected.prediction.tolist()
-    np.testing.assert_allclose(np.stack(results["relevance"].to_numpy()), expected.relevance[genes].to_numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        np.stack(results["relevance"].to_numpy()), expected.relevance[genes].to_numpy(), rtol=1e-5, atol=1e-6
+    )
     written = pd.read_parquet(tmp_path / "R" / "relevance.parquet")
-    np.testing.assert_allclose(written[genes].to_numpy(), expected.relevance[genes].to_numpy(), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(written[genes].to_numpy(), expected.relevance[genes].to_numpy(), rtol=1e-5, atol=1e-6)
 
 
 # -- the reader ------------------------------------------------------------------------------------
@@ -184,8 +191,9 @@ def test_a_model_file_holding_code_is_refused_and_nothing_runs(saved, tmp_path):
     with pytest.raises(InputError, match="_write_marker"):
         S.read_model_folder(tmp_path / "evil")
     assert not marker.exists()
-    result = CliRunner().invoke(app, ["run", "genes", "data.h5ad", "--model", str(tmp_path / "evil"), "--out",
-                                      str(tmp_path / "D")])
+    result = CliRunner().invoke(
+        app, ["run", "genes", "data.h5ad", "--model", str(tmp_path / "evil"), "--out", str(tmp_path / "D")]
+    )
     assert result.exit_code == 2 and not marker.exists() and "_write_marker" in result.output
 
 
@@ -196,8 +204,9 @@ def test_another_scvi_class_is_refused_naming_it(tmp_path):
     with pytest.raises(InputError, match="LinearSCVI"):
         S.read_model_folder(folder)
     before = _files(folder)
-    result = CliRunner().invoke(app, ["run", "genes", str(tmp_path / "x.h5ad"), "--model", str(folder), "--out",
-                                      str(tmp_path / "D")])
+    result = CliRunner().invoke(
+        app, ["run", "genes", str(tmp_path / "x.h5ad"), "--model", str(folder), "--out", str(tmp_path / "D")]
+    )
     assert result.exit_code == 2 and "LinearSCVI" in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert _files(folder) == before
@@ -219,8 +228,9 @@ def test_an_scvi_folder_is_read_for_its_latent_space_and_refused_for_classes(tmp
     np.testing.assert_allclose(z, theirs, rtol=1e-5, atol=1e-6)
     with pytest.raises(InputError, match="no classifier"):
         S.explainer(read)
-    result = CliRunner().invoke(app, ["run", "genes", str(tmp_path / "x.h5ad"), "--model", str(folder), "--out",
-                                      str(tmp_path / "D")])
+    result = CliRunner().invoke(
+        app, ["run", "genes", str(tmp_path / "x.h5ad"), "--model", str(folder), "--out", str(tmp_path / "D")]
+    )
     assert result.exit_code == 2 and "SCVI" in result.output and "classifier" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
@@ -238,8 +248,20 @@ def test_folders_that_are_not_scvi_models_are_refused_in_one_line(saved, tmp_pat
         (legacy / name).write_bytes(b"x")
     result = runner.invoke(app, ["run", "genes", str(h5ad), "--model", str(legacy), "--out", str(tmp_path / "D")])
     assert result.exit_code == 2 and "convert_legacy_save" in result.output
-    result = runner.invoke(app, ["run", "genes", str(h5ad), "--model", str(folder), "--weights",
-                                 str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "D")])
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            "genes",
+            str(h5ad),
+            "--model",
+            str(folder),
+            "--weights",
+            str(tmp_path / "w.safetensors"),
+            "--out",
+            str(tmp_path / "D"),
+        ],
+    )
     assert result.exit_code == 2 and "--weights" in result.output
     assert not (tmp_path / "D").exists()
 

@@ -29,7 +29,7 @@ def _counts(n_cells: int = 90, n_genes: int = 24, seed: int = 0) -> ad.AnnData:
     labels = np.array([CLASSES[i % 3] for i in range(n_cells)])
     rates = np.full((n_cells, n_genes), 1.5)
     for k in range(3):
-        rates[labels == CLASSES[k], 6 * k: 6 * k + 6] *= 4.0
+        rates[labels == CLASSES[k], 6 * k : 6 * k + 6] *= 4.0
     rates *= rng.uniform(0.5, 2.0, size=(n_cells, 1))
     counts = rng.poisson(rates).astype(np.float32)
     obs = pd.DataFrame({"cell_type": labels}, index=[f"cell{i}" for i in range(n_cells)])
@@ -39,8 +39,9 @@ def _counts(n_cells: int = 90, n_genes: int = 24, seed: int = 0) -> ad.AnnData:
 @pytest.fixture(scope="module")
 def trained():
     data = _counts()
-    model = S.train_scanvi(data, labels_key="cell_type", held_out=list(data.obs_names[:9]), n_latent=3,
-                           n_hidden=8, max_epochs=3)
+    model = S.train_scanvi(
+        data, labels_key="cell_type", held_out=list(data.obs_names[:9]), n_latent=3, n_hidden=8, max_epochs=3
+    )
     return model, data
 
 
@@ -104,8 +105,9 @@ def test_strict_mode_finds_every_operation_covered(trained, name):
     model, data = trained
     x = torch.as_tensor(data.X)
     explain(S.scanvi_classifier(model), x, None, S.scanvi_composite(name), strict=True, check_delta=False)
-    explain(S.latent_module(model, centroid=[0.0, 1.0, 0.0]), x, 0, S.scanvi_composite(name), strict=True,
-            check_delta=False)
+    explain(
+        S.latent_module(model, centroid=[0.0, 1.0, 0.0]), x, 0, S.scanvi_composite(name), strict=True, check_delta=False
+    )
 
 
 def test_strict_mode_names_what_is_left():
@@ -176,7 +178,7 @@ def test_conservation_with_biases_zeroed(trained):
     result = explain(latent, x, 0, tiny)
     with torch.no_grad():
         z = module.z_encoder(torch.log1p(x))[0].loc
-    torch.testing.assert_close(result.explained, -(z ** 2).sum(1))
+    torch.testing.assert_close(result.explained, -(z**2).sum(1))
     torch.testing.assert_close(result.relevance.sum(1), result.explained, rtol=1e-7, atol=1e-9)
 
 
@@ -186,8 +188,9 @@ def test_layer_norm_rule_conserves_and_keeps_outputs():
     import scvi
 
     torch.manual_seed(0)
-    module = scvi.module.SCANVAE(n_input=12, n_labels=3, n_hidden=8, n_latent=3, use_batch_norm="none",
-                                 use_layer_norm="both").eval()
+    module = scvi.module.SCANVAE(
+        n_input=12, n_labels=3, n_hidden=8, n_latent=3, use_batch_norm="none", use_layer_norm="both"
+    ).eval()
     before = snapshot(module)
     clf = S.scanvi_classifier(_zero_biases(module))
     x = torch.as_tensor(_counts(n_genes=12).X[:20], dtype=torch.float64)
@@ -238,14 +241,22 @@ def test_bad_input_gives_clear_errors(trained):
     with pytest.raises(InputError, match="centroid must be 3"):
         S.latent_module(model, centroid=[0.0, 1.0])
     with pytest.raises(InputError, match="negative"):
-        S.train_scanvi(ad.AnnData(-np.ones((4, 3), dtype=np.float32),
-                                  obs=pd.DataFrame({"bulk_labels": list("abab")}, index=list("wxyz"))))
+        S.train_scanvi(
+            ad.AnnData(
+                -np.ones((4, 3), dtype=np.float32), obs=pd.DataFrame({"bulk_labels": list("abab")}, index=list("wxyz"))
+            )
+        )
 
 
 def test_cache_is_safetensors_and_reloads_the_same_model(tmp_path):
     data = _counts(60, 12, seed=3)
-    train = {"labels_key": "cell_type", "held_out": list(data.obs_names[:6]), "n_latent": 2, "n_hidden": 8,
-             "max_epochs": 2}
+    train = {
+        "labels_key": "cell_type",
+        "held_out": list(data.obs_names[:6]),
+        "n_latent": 2,
+        "n_hidden": 8,
+        "max_epochs": 2,
+    }
     first = S.load_or_train(tmp_path / "cache", data, **train)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["settings.json", "weights.safetensors"]
     again = S.load_or_train(tmp_path / "cache", data, **train)  # loaded, not trained: same weights

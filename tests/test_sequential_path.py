@@ -19,8 +19,12 @@ class General(nn.Sequential):
 
 def _pair(seed=0, flatten=False, dropout=False):
     torch.manual_seed(seed)
-    layers = ([nn.Flatten()] if flatten else []) + [nn.Linear(12, 16), nn.ReLU()] + \
-        ([nn.Dropout(0.3)] if dropout else []) + [nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)]
+    layers = (
+        ([nn.Flatten()] if flatten else [])
+        + [nn.Linear(12, 16), nn.ReLU()]
+        + ([nn.Dropout(0.3)] if dropout else [])
+        + [nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)]
+    )
     fast = nn.Sequential(*layers).double().eval()
     return fast, General(*fast)
 
@@ -31,8 +35,9 @@ COMPOSITES = {
     "alpha2beta1": lambda: get("alpha2beta1"),
     "epsilon-plus": lambda: get("epsilon-plus"),
     "lrp-0": lambda: Composite({nn.Linear: Epsilon(0.0)}),
-    "zbox first, gamma, epsilon last": lambda: Composite({nn.Linear: Gamma(0.25)}, first=ZBox(-3.0, 3.0),
-                                                         last=Epsilon()),
+    "zbox first, gamma, epsilon last": lambda: Composite(
+        {nn.Linear: Gamma(0.25)}, first=ZBox(-3.0, 3.0), last=Epsilon()
+    ),
     "flat first, alpha-beta": lambda: Composite({nn.Linear: AlphaBeta(2, 1)}, first=Flat()),
     "w-square first, z+": lambda: Composite({nn.Linear: ZPlus()}, first=WSquare()),
 }
@@ -117,9 +122,12 @@ def test_a_rule_subclass_with_another_formula_takes_the_general_engine():
 
     fast, general = _pair()
     x = torch.randn(7, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    for composite, direct in ((Composite({nn.Linear: Doubled()}), False),
-                              (Composite({nn.Linear: Epsilon(), nn.ReLU: Halved()}), False),
-                              (Composite({nn.Linear: Mild()}), True), (Composite({nn.Linear: MyZPlus()}), True)):
+    for composite, direct in (
+        (Composite({nn.Linear: Doubled()}), False),
+        (Composite({nn.Linear: Epsilon(), nn.ReLU: Halved()}), False),
+        (Composite({nn.Linear: Mild()}), True),
+        (Composite({nn.Linear: MyZPlus()}), True),
+    ):
         assert (plan_for(fast, composite) is not None) == direct, composite
         a = L.explain(fast, x, 2, composite, check_delta=False)
         b = L.explain(general, x, 2, composite, check_delta=False)

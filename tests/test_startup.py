@@ -14,8 +14,22 @@ import pytest
 pytestmark = pytest.mark.slow
 
 #: Libraries no help screen needs (each takes from a tenth of a second to seconds to import).
-HEAVY = ("torch", "transformers", "tokenizers", "safetensors", "pandas", "numpy", "scipy", "scanpy", "anndata", "Bio",
-         "pyarrow", "matplotlib", "jinja2", "ray")
+HEAVY = (
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "pandas",
+    "numpy",
+    "scipy",
+    "scanpy",
+    "anndata",
+    "Bio",
+    "pyarrow",
+    "matplotlib",
+    "jinja2",
+    "ray",
+)
 
 #: Runs the ``lrp-domains`` console script as installed (its entry point, loaded the way the script
 #: does) or ``python -m lrp_domains``, then prints the heavy modules it imported as the last line.
@@ -39,8 +53,13 @@ print("\\nIMPORTED " + json.dumps({"code": code, "heavy": sorted(m for m in heav
 
 
 def _run(how: str, args: list[str]) -> tuple[str, dict]:
-    done = subprocess.run([sys.executable, "-c", WRAPPER, how, json.dumps(args), json.dumps(HEAVY)],
-                          capture_output=True, text=True, check=True, env=dict(os.environ, COLUMNS="100"))
+    done = subprocess.run(
+        [sys.executable, "-c", WRAPPER, how, json.dumps(args), json.dumps(HEAVY)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ, COLUMNS="100"),
+    )
     output, _, last = done.stdout.rpartition("\nIMPORTED ")
     return output, json.loads(last)
 
@@ -52,9 +71,20 @@ def test_help_imports_no_heavy_library(how):
     assert "Usage" in output and "text" in output and "bio" in output and "bench" in output
 
 
-@pytest.mark.parametrize("args", [["text", "--help"], ["bio", "--help"], ["run", "--help"], ["bench", "--help"],
-                                  ["text", "explain", "--help"], ["bio", "sequences", "--help"],
-                                  ["run", "text", "--help"], ["bench", "startup", "--help"], ["demo", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["text", "--help"],
+        ["bio", "--help"],
+        ["run", "--help"],
+        ["bench", "--help"],
+        ["text", "explain", "--help"],
+        ["bio", "sequences", "--help"],
+        ["run", "text", "--help"],
+        ["bench", "startup", "--help"],
+        ["demo", "--help"],
+    ],
+)
 def test_group_and_command_help_import_no_heavy_library(args):
     output, found = _run("entry-point", args)
     assert found == {"code": 0, "heavy": []}
@@ -67,14 +97,16 @@ def test_a_missing_argument_is_still_a_usage_error_without_heavy_imports():
 
 
 def test_importing_the_package_is_lazy_and_keeps_its_names():
-    code = ("import sys, json, lrp_domains as L; before = [m for m in ('torch', 'numpy') if m in sys.modules]; "
-            "from lrp_domains import explain, composites, rules, MergeBatchNorm, Scope; "
-            "import lrp_domains.core as C; "
-            "same = [L.explain is C.explain, explain is C.explain, L.Composite is C.Composite, "
-            "L.core is C, composites is sys.modules['lrp_domains.composites'], "
-            "rules is sys.modules['lrp_domains.rules'], "
-            "set(L.__all__) <= set(dir(L)), hasattr(L, 'no_such_name') is False]; "
-            "print(json.dumps([before, same]))")
+    code = (
+        "import sys, json, lrp_domains as L; before = [m for m in ('torch', 'numpy') if m in sys.modules]; "
+        "from lrp_domains import explain, composites, rules, MergeBatchNorm, Scope; "
+        "import lrp_domains.core as C; "
+        "same = [L.explain is C.explain, explain is C.explain, L.Composite is C.Composite, "
+        "L.core is C, composites is sys.modules['lrp_domains.composites'], "
+        "rules is sys.modules['lrp_domains.rules'], "
+        "set(L.__all__) <= set(dir(L)), hasattr(L, 'no_such_name') is False]; "
+        "print(json.dumps([before, same]))"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     before, same = json.loads(done.stdout)
     assert before == []
@@ -121,11 +153,13 @@ def auto_loaded():
 
     meta = json.loads(default_model.SIDECAR_PATH.read_text())
     base = default_model._base_model_path()
-    model = default_model._quiet_from_pretrained(AutoModelForSequenceClassification, base, num_labels=2,
-                                                 dtype=torch.float32)
+    model = default_model._quiet_from_pretrained(
+        AutoModelForSequenceClassification, base, num_labels=2, dtype=torch.float32
+    )
     lora = meta["lora"]
-    default_model._merge_trained(model, load_file(str(default_model.WEIGHTS_PATH)),
-                                 float(lora["alpha"]) / float(lora["rank"]))
+    default_model._merge_trained(
+        model, load_file(str(default_model.WEIGHTS_PATH)), float(lora["alpha"]) / float(lora["rank"])
+    )
     model.config.id2label = {0: "negative", 1: "positive"}
     model.config.label2id = {"negative": 0, "positive": 1}
     return model.eval(), AutoTokenizer.from_pretrained(base)

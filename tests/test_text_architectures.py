@@ -27,8 +27,15 @@ def _ids(kind, seed=0, length=9, batch=3):
 
 def _relevance(model, ids, variant, explained_fn, **kwargs):
     """One explanation inside the composite; per-source token relevance and the output."""
-    result = L.explain(model, {"input_ids": ids}, target=explained_fn, composite=L.composites.get(variant, **kwargs),
-                       strict=True, sources=nn.Embedding, check_delta=False)
+    result = L.explain(
+        model,
+        {"input_ids": ids},
+        target=explained_fn,
+        composite=L.composites.get(variant, **kwargs),
+        strict=True,
+        sources=nn.Embedding,
+        check_delta=False,
+    )
     return result.output, result.explained, {name: value.sum(-1) for name, value in result.sources.items()}
 
 
@@ -82,8 +89,11 @@ def test_attention_wrapping_keeps_the_causal_mask():
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize(("kind", "arch"), ALL)
 def test_padding_never_changes_a_texts_result(kind, arch, variant):
-    tokenizer = T.wordpiece_tokenizer() if kind == "encoder" else (
-        T.bytelevel_tokenizer() if arch == "gpt2" else T.sentencepiece_tokenizer())
+    tokenizer = (
+        T.wordpiece_tokenizer()
+        if kind == "encoder"
+        else (T.bytelevel_tokenizer() if arch == "gpt2" else T.sentencepiece_tokenizer())
+    )
     model = _model(kind, arch, **({} if kind == "encoder" else {"vocab_size": len(tokenizer)}))
     explainer = TextExplainer(model, tokenizer, composite=variant, strict=True)
     texts = T.SENTENCES[:4]
@@ -95,10 +105,15 @@ def test_padding_never_changes_a_texts_result(kind, arch, variant):
         assert together.explained == pytest.approx(alone.explained, rel=1e-9, abs=1e-12)
 
 
-@pytest.mark.parametrize(("kind", "arch", "kwargs"), [
-    ("decoder", "llama", {}), ("decoder", "mistral", {}), ("decoder", "gemma", {}),
-    ("encoder", "bert", {"zero_biases": True}),
-])
+@pytest.mark.parametrize(
+    ("kind", "arch", "kwargs"),
+    [
+        ("decoder", "llama", {}),
+        ("decoder", "mistral", {}),
+        ("decoder", "gemma", {}),
+        ("encoder", "bert", {"zero_biases": True}),
+    ],
+)
 def test_cp_lrp_conserves_on_models_without_biases(kind, arch, kwargs):
     model = _model(kind, arch)
     if kwargs.get("zero_biases"):
@@ -135,6 +150,7 @@ def test_model_is_restored_after_an_exception_in_forward():
 def test_layernorm_subclasses_get_the_same_rule_as_layernorm():
     """A LayerNorm subclass takes the generic path (its own forward, the std recomputed); it must
     agree with the fused path nn.LayerNorm takes."""
+
     class MyLayerNorm(nn.LayerNorm):
         pass
 
@@ -154,6 +170,7 @@ def test_layernorm_subclasses_get_the_same_rule_as_layernorm():
 def test_strict_mode_names_a_part_without_a_rule():
     """Swap BERT's GELU for an activation the composite does not know: strict mode names the
     operation and the module it ran in, instead of silently using its gradient."""
+
     class Swish(nn.Module):
         def forward(self, x):
             return x * torch.sigmoid(1.702 * x)

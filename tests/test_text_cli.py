@@ -23,8 +23,21 @@ def test_explain_in_the_terminal(model_dir):
 @pytest.mark.parametrize("fmt", ["html", "csv", "json"])
 def test_explain_formats_to_a_file(model_dir, tmp_path, fmt):
     out = tmp_path / f"result.{fmt}"
-    result = run("text", "explain", "A dull <b>film</b>.", "--model", model_dir, "--format", fmt, "--out", str(out),
-                 "--composite", "cp-lrp", "--level", "token")
+    result = run(
+        "text",
+        "explain",
+        "A dull <b>film</b>.",
+        "--model",
+        model_dir,
+        "--format",
+        fmt,
+        "--out",
+        str(out),
+        "--composite",
+        "cp-lrp",
+        "--level",
+        "token",
+    )
     assert result.exit_code == 0, result.output
     content = out.read_text()
     if fmt == "html":
@@ -46,8 +59,20 @@ def test_explain_file_writes_tables_pages_and_summary(model_dir, tmp_path):
     source = tmp_path / "reviews.tsv"
     pd.DataFrame({"review": T.SENTENCES, "id": range(len(T.SENTENCES))}).to_csv(source, sep="\t", index=False)
     out = tmp_path / "out"
-    result = run("text", "explain-file", str(source), "--column", "review", "--out", str(out), "--model", model_dir,
-                 "--batch-size", "4", "--no-progress")
+    result = run(
+        "text",
+        "explain-file",
+        str(source),
+        "--column",
+        "review",
+        "--out",
+        str(out),
+        "--model",
+        model_dir,
+        "--batch-size",
+        "4",
+        "--no-progress",
+    )
     assert result.exit_code == 0, result.output
     tokens = pd.read_parquet(out / "tokens.parquet")
     assert sorted(tokens.text_index.unique()) == list(range(len(T.SENTENCES)))
@@ -65,8 +90,20 @@ def test_explain_file_keeps_rows_written_before_a_bad_one(model_dir, tmp_path):
     lines = tmp_path / "texts.csv"
     pd.DataFrame({"text": ["good film", "bad film", "", "nice film"]}).to_csv(lines, index=False)
     out = tmp_path / "out"
-    result = run("text", "explain-file", str(lines), "--out", str(out), "--model", model_dir, "--batch-size", "2",
-                 "--shard-size", "2", "--no-progress")
+    result = run(
+        "text",
+        "explain-file",
+        str(lines),
+        "--out",
+        str(out),
+        "--model",
+        model_dir,
+        "--batch-size",
+        "2",
+        "--shard-size",
+        "2",
+        "--no-progress",
+    )
     assert result.exit_code == 2
     assert "texts.csv, shard 1" in result.output and "row 2 (id '2') is an empty text" in result.output
     assert "Finished shards are kept" in result.output

@@ -53,8 +53,11 @@ def test_shipped_files():
 
 def test_predicts_obvious_sentiment(loaded):
     model, tokenizer, labels = loaded
-    batch = tokenizer(["a gorgeous, funny and moving film .", "a dull , lifeless and tedious mess ."],
-                      padding=True, return_tensors="pt")
+    batch = tokenizer(
+        ["a gorgeous, funny and moving film .", "a dull , lifeless and tedious mess ."],
+        padding=True,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         pred = model(**batch).logits.argmax(-1).tolist()
     assert [labels[i] for i in pred] == ["positive", "negative"]
@@ -69,8 +72,9 @@ def test_sst2_dev_accuracy(loaded):
     correct = 0
     with torch.no_grad():
         for start in range(0, len(texts), 50):
-            batch = tokenizer(texts[start : start + 50], padding=True, truncation=True, max_length=128,
-                              return_tensors="pt")
+            batch = tokenizer(
+                texts[start : start + 50], padding=True, truncation=True, max_length=128, return_tensors="pt"
+            )
             correct += int((model(**batch).logits.argmax(-1) == gold[start : start + 50]).sum())
     assert correct / len(texts) >= 0.85
 

@@ -34,8 +34,10 @@ def test_result_fields_and_bookkeeping(classifier):
     assert sum(result.probabilities.values()) == pytest.approx(1.0)
     assert result.prediction == max(result.probabilities, key=result.probabilities.get)
     assert result.target == result.prediction
-    assert set(result.embedding_relevance) == {"bert.embeddings.position_embeddings",
-                                               "bert.embeddings.token_type_embeddings"}
+    assert set(result.embedding_relevance) == {
+        "bert.embeddings.position_embeddings",
+        "bert.embeddings.token_type_embeddings",
+    }
     assert result.delta == pytest.approx(result.explained - result.total_relevance)
     assert result.special_relevance == pytest.approx(result.token_relevance[[0, -1]].sum().item())
 
@@ -50,18 +52,22 @@ def test_targets_by_name_index_list_and_callable(classifier):
     for i in range(2):
         torch.testing.assert_close(by_name[i].token_relevance, by_index[i].token_relevance)
         assert by_name[i].target == "positive"
-        torch.testing.assert_close(contrast[i].token_relevance,
-                                   by_name[i].token_relevance - negative[i].token_relevance)
+        torch.testing.assert_close(
+            contrast[i].token_relevance, by_name[i].token_relevance - negative[i].token_relevance
+        )
         assert contrast[i].target is None
     torch.testing.assert_close(mixed[1].token_relevance, negative[1].token_relevance)
 
 
-@pytest.mark.parametrize(("kwargs", "error", "match"), [
-    ({"target": "neutral"}, ValueError, "unknown label 'neutral'.*negative"),
-    ({"target": 5}, ValueError, "out of range"),
-    ({"target": ["positive"]}, ValueError, "got 1 for 2 examples"),
-    ({"target": lambda out: out}, ValueError, "one value per example"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"target": "neutral"}, ValueError, "unknown label 'neutral'.*negative"),
+        ({"target": 5}, ValueError, "out of range"),
+        ({"target": ["positive"]}, ValueError, "got 1 for 2 examples"),
+        ({"target": lambda out: out}, ValueError, "one value per example"),
+    ],
+)
 def test_bad_targets(classifier, kwargs, error, match):
     with pytest.raises(error, match=match):
         classifier.explain(["a", "b"], **kwargs)

@@ -78,8 +78,10 @@ def test_bert_layer_flow_conserves_and_starts_at_the_embedding_relevance(bert):
         # the embedding output (LayerNorm over word + position + token type, no bias) holds, per
         # token, what the three embeddings receive
         embedded = e.token_relevance.numpy() + sum(v.numpy() for v in e.embedding_relevance.values())
-        assert set(e.embedding_relevance) == {"bert.embeddings.position_embeddings",
-                                              "bert.embeddings.token_type_embeddings"}
+        assert set(e.embedding_relevance) == {
+            "bert.embeddings.position_embeddings",
+            "bert.embeddings.token_type_embeddings",
+        }
         np.testing.assert_allclose(flow.relevance[0], embedded, rtol=0, atol=1e-10)
         # relevance moves between tokens from layer to layer: the rows are not all the same
         assert np.abs(flow.relevance[2] - flow.relevance[0]).max() > 1e-3
@@ -140,6 +142,7 @@ def _entering(model, inputs, names, composite, output=None):
             x = args[0]
             kept[name] = [x]
             x.register_hook(lambda grad: kept[name].append(grad))
+
         return hook
 
     handles = [modules[name].register_forward_pre_hook(keep(name)) for name in names]
@@ -162,15 +165,22 @@ def _explainer(arch):
 def test_heads_sum_to_the_relevance_entering_the_output_projection(arch):
     explainer = _explainer(arch)
     projections = attention_outputs(explainer.model)
-    suffix = {"bert": "attention.output.dense", "distilbert": "attention.out_lin", "llama": "self_attn.o_proj",
-              "gpt2": "attn.c_proj"}[arch]
+    suffix = {
+        "bert": "attention.output.dense",
+        "distilbert": "attention.out_lin",
+        "llama": "self_attn.o_proj",
+        "gpt2": "attn.c_proj",
+    }[arch]
     assert len(projections) == 2 and all(name.endswith(suffix) for name in projections)
     heads = head_relevance(explainer, TEXTS, batch_size=3)
     assert heads.relevance.shape == (3, 2, 4) and heads.layers == projections and heads.heads == 4
     output = (lambda raw, batch: raw.logits[:, -1]) if explainer.is_decoder else None
     for i, text in enumerate(TEXTS):  # one text at a time: no padding in the reference
-        inputs = {k: v for k, v in explainer.tokenizer(text, return_tensors="pt").items()
-                  if k in ("input_ids", "attention_mask", "token_type_ids")}
+        inputs = {
+            k: v
+            for k, v in explainer.tokenizer(text, return_tensors="pt").items()
+            if k in ("input_ids", "attention_mask", "token_type_ids")
+        }
         entering, explained = _entering(explainer.model, inputs, projections, explainer.composite, output)
         assert heads.explained[i] == pytest.approx(float(explained[0]), abs=1e-10)
         for layer, name in enumerate(projections):
@@ -189,7 +199,7 @@ def test_a_head_without_output_weights_carries_nothing(which, bert, llama):
     layer, head, head_dim = 1, 2, 8
     projection = dict(model.named_modules())[attention_outputs(model)[layer]]
     with torch.no_grad():
-        projection.weight[:, head * head_dim:(head + 1) * head_dim] = 0
+        projection.weight[:, head * head_dim : (head + 1) * head_dim] = 0
     cut = TextExplainer(model, explainer.tokenizer, composite=explainer.composite)
     heads = head_relevance(cut, TEXTS, batch_size=2)
     assert np.abs(heads.relevance[:, layer, head]).max() < 1e-14
@@ -325,11 +335,14 @@ def test_clear_errors_for_models_without_attention_or_blocks():
         corpus_heads(bag, TEXTS, top=0)
 
 
-@pytest.mark.parametrize("arch, stream", [
-    ("distilbert", ["distilbert.embeddings", "distilbert.transformer.layer.0", "distilbert.transformer.layer.1"]),
-    ("electra", ["electra.embeddings_project", "electra.encoder.layer.0", "electra.encoder.layer.1"]),
-    ("gpt2", ["transformer.drop", "transformer.h.0", "transformer.h.1"]),
-])
+@pytest.mark.parametrize(
+    "arch, stream",
+    [
+        ("distilbert", ["distilbert.embeddings", "distilbert.transformer.layer.0", "distilbert.transformer.layer.1"]),
+        ("electra", ["electra.embeddings_project", "electra.encoder.layer.0", "electra.encoder.layer.1"]),
+        ("gpt2", ["transformer.drop", "transformer.h.0", "transformer.h.1"]),
+    ],
+)
 def test_residual_stream_is_found_generically(arch, stream):
     explainer = _explainer(arch)
     assert residual_stream(explainer) == stream

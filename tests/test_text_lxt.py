@@ -19,8 +19,10 @@ def _load(arch, variant):
 
     meta_path = REFERENCE_DIR / f"lxt_{arch}_{variant}.json"
     meta = json.loads(meta_path.read_text())
-    config_class, model_class = {"llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
-                                 "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel)}[arch]
+    config_class, model_class = {
+        "llama": (tf.LlamaConfig, tf.LlamaForCausalLM),
+        "gpt2": (tf.GPT2Config, tf.GPT2LMHeadModel),
+    }[arch]
     model = model_class(config_class(**meta["config"], attn_implementation="eager")).double().eval()
     weights = load_file(REFERENCE_DIR / meta["weights"])
     missing, unexpected = model.load_state_dict({k: v.double() for k, v in weights.items()}, strict=False)
@@ -30,8 +32,15 @@ def _load(arch, variant):
 
 def _word_relevance(model, ids, target, variant, epsilon=None):
     composite = L.composites.get(variant) if epsilon is None else L.composites.get(variant, epsilon=epsilon)
-    result = L.explain(model, {"input_ids": ids}, target=lambda out: out[:, -1, target], composite=composite,
-                       strict=True, sources=nn.Embedding, check_delta=False)
+    result = L.explain(
+        model,
+        {"input_ids": ids},
+        target=lambda out: out[:, -1, target],
+        composite=composite,
+        strict=True,
+        sources=nn.Embedding,
+        check_delta=False,
+    )
     name = next(n for n in result.sources if n.endswith(("wte", "embed_tokens")))
     return result.explained[0], result.sources[name].sum(-1)[0]
 

@@ -115,8 +115,9 @@ def test_cp_lrp_conserves_on_llama(kv_heads, target):
 
 @pytest.mark.parametrize("target", [0, 1, 2])
 def test_cp_lrp_conserves_on_bias_free_bert(bert_nobias, target):
-    r = bert_relevance(bert_nobias, _ids(9, seed=7), target, "cp-lrp",
-                       token_type_ids=torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, 1]]))
+    r = bert_relevance(
+        bert_nobias, _ids(9, seed=7), target, "cp-lrp", token_type_ids=torch.tensor([[0, 0, 0, 0, 0, 1, 1, 1, 1]])
+    )
     assert _close_rel(_bert_total(r), r["logit"], 1e-6), (_bert_total(r), r["logit"])
 
 
@@ -190,9 +191,11 @@ def _mg_bert(model, ids, tt, target, variant):
     cfg = model.config
     sd = {k: v.detach() for k, v in model.state_dict().items()}
     t = ids.shape[1]
-    embs = [sd["bert.embeddings.word_embeddings.weight"][ids[0]].clone().requires_grad_(),
-            sd["bert.embeddings.token_type_embeddings.weight"][tt[0]].clone().requires_grad_(),
-            sd["bert.embeddings.position_embeddings.weight"][:t].clone().requires_grad_()]
+    embs = [
+        sd["bert.embeddings.word_embeddings.weight"][ids[0]].clone().requires_grad_(),
+        sd["bert.embeddings.token_type_embeddings.weight"][tt[0]].clone().requires_grad_(),
+        sd["bert.embeddings.position_embeddings.weight"][:t].clone().requires_grad_(),
+    ]
 
     def ln(x, pre):
         xc = x - x.mean(-1, keepdim=True)
@@ -202,11 +205,16 @@ def _mg_bert(model, ids, tt, target, variant):
     h = ln(embs[0] + embs[1] + embs[2], "bert.embeddings.LayerNorm")
     for i in range(cfg.num_hidden_layers):
         p = f"bert.encoder.layer.{i}."
-        w = {f"{n}_{s}": sd[p + f"attention.self.{m}.{'weight' if s == 'w' else 'bias'}"]
-             for n, m in (("q", "query"), ("k", "key"), ("v", "value")) for s in ("w", "b")}
+        w = {
+            f"{n}_{s}": sd[p + f"attention.self.{m}.{'weight' if s == 'w' else 'bias'}"]
+            for n, m in (("q", "query"), ("k", "key"), ("v", "value"))
+            for s in ("w", "b")
+        }
         w.update(o_w=sd[p + "attention.output.dense.weight"], o_b=sd[p + "attention.output.dense.bias"])
-        a = ln(_mg_attention(h, w, cfg.num_attention_heads, cfg.num_attention_heads, None, False, variant) + h,
-               p + "attention.output.LayerNorm")
+        a = ln(
+            _mg_attention(h, w, cfg.num_attention_heads, cfg.num_attention_heads, None, False, variant) + h,
+            p + "attention.output.LayerNorm",
+        )
         f = _ident(F.gelu, F.linear(a, sd[p + "intermediate.dense.weight"], sd[p + "intermediate.dense.bias"]))
         h = ln(F.linear(f, sd[p + "output.dense.weight"], sd[p + "output.dense.bias"]) + a, p + "output.LayerNorm")
     pooled = _ident(torch.tanh, F.linear(h[0], sd["bert.pooler.dense.weight"], sd["bert.pooler.dense.bias"]))
@@ -231,8 +239,15 @@ def _mg_llama(model, ids, target, variant):
     for i in range(cfg.num_hidden_layers):
         p = f"model.layers.{i}."
         w = {n + "_w": sd[p + f"self_attn.{n}_proj.weight"] for n in "qkvo"}
-        h = h + _mg_attention(rms(h, p + "input_layernorm.weight"), w, cfg.num_attention_heads,
-                              cfg.num_key_value_heads, rope, True, variant)
+        h = h + _mg_attention(
+            rms(h, p + "input_layernorm.weight"),
+            w,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            rope,
+            True,
+            variant,
+        )
         x = rms(h, p + "post_attention_layernorm.weight")
         g = _ident(F.silu, F.linear(x, sd[p + "mlp.gate_proj.weight"]))
         u = F.linear(x, sd[p + "mlp.up_proj.weight"])

@@ -13,9 +13,15 @@ VARIANTS = ("attnlrp", "cp-lrp")
 
 
 def _ours(model, ids, explained_fn, variant, **inputs):
-    result = L.explain(model, {"input_ids": ids, **inputs}, target=lambda out: explained_fn(out).reshape(1),
-                       composite=L.composites.get(variant, epsilon=1e-12), strict=True, sources=nn.Embedding,
-                       check_delta=False)
+    result = L.explain(
+        model,
+        {"input_ids": ids, **inputs},
+        target=lambda out: explained_fn(out).reshape(1),
+        composite=L.composites.get(variant, epsilon=1e-12),
+        strict=True,
+        sources=nn.Embedding,
+        check_delta=False,
+    )
     return result.explained[0], {n: value.sum(-1)[0] for n, value in result.sources.items()}
 
 

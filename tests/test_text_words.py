@@ -8,8 +8,11 @@ from lrp_domains.text import TextExplainer
 from lrp_domains.text.words import group_words, word_spans
 
 TEXT = "Honestly, it's one of the best (really!) movies."
-TOKENIZERS = {"wordpiece": T.wordpiece_tokenizer, "bytelevel": T.bytelevel_tokenizer,
-              "sentencepiece": T.sentencepiece_tokenizer}
+TOKENIZERS = {
+    "wordpiece": T.wordpiece_tokenizer,
+    "bytelevel": T.bytelevel_tokenizer,
+    "sentencepiece": T.sentencepiece_tokenizer,
+}
 WORDS = ["Honestly", ",", "it's", "one", "of", "the", "best", "(", "really", "!", ")", "movies", "."]
 
 

@@ -34,9 +34,18 @@ def _explanation(ids: list[str], lengths: list[int], seed: int = 0) -> SequenceE
     for i, length in enumerate(lengths):
         channel[i, :, :length] = torch.from_numpy(rng.normal(size=(4, length)).astype(np.float32))
     zeros = torch.zeros(n)
-    return SequenceExplanation(ids=ids, sequences=["A" * n_ for n_ in lengths], onehot=torch.zeros(n, 4, width),
-                               output=zeros, relevance=channel, hypothetical=channel, explained=zeros, delta=zeros,
-                               lengths=lengths, channel_relevance=channel)
+    return SequenceExplanation(
+        ids=ids,
+        sequences=["A" * n_ for n_ in lengths],
+        onehot=torch.zeros(n, 4, width),
+        output=zeros,
+        relevance=channel,
+        hypothetical=channel,
+        explained=zeros,
+        delta=zeros,
+        lengths=lengths,
+        channel_relevance=channel,
+    )
 
 
 def _read(path, chrom, start, end) -> np.ndarray:
@@ -53,12 +62,15 @@ def test_parse_region_forms():
     assert parse_region("chr1:1000-1200", length=200).end == 1200
 
 
-@pytest.mark.parametrize("bad, words", [
-    ("seq1", "carries no genome coordinates"),
-    ("chr1:1000", "carries no genome coordinates"),
-    ("chr1:1200-1000", "not before end"),
-    ("chr1:-5-10", "carries no genome coordinates"),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("seq1", "carries no genome coordinates"),
+        ("chr1:1000", "carries no genome coordinates"),
+        ("chr1:1200-1000", "not before end"),
+        ("chr1:-5-10", "carries no genome coordinates"),
+    ],
+)
 def test_parse_region_bad_ids(bad, words):
     with pytest.raises(InputError, match=words) as error:
         parse_region(bad)
@@ -80,8 +92,12 @@ def test_bigwig_equals_explanation_relevance(tmp_path):
         assert bw.chroms() == SIZES
         for i, name in enumerate(ids):
             region = parse_region(name)
-            np.testing.assert_allclose(bw.values(region.chrom, region.start, region.end),
-                                       per_position[i, : region.length], rtol=1e-6, atol=1e-6)
+            np.testing.assert_allclose(
+                bw.values(region.chrom, region.start, region.end),
+                per_position[i, : region.length],
+                rtol=1e-6,
+                atol=1e-6,
+            )
         # Bases between windows carry no value.
         assert np.isnan(bw.values("chr1", 50, 60)).all()
 
@@ -89,25 +105,30 @@ def test_bigwig_equals_explanation_relevance(tmp_path):
 def test_bigwig_from_explanation_groups(tmp_path):
     groups = [_explanation(["chr1:0-20", "chr1:20-40"], [20, 20], seed=1), _explanation(["chr2:5-35"], [30], seed=2)]
     to_bigwig(groups, tmp_path / "g.bw", SIZES)
-    np.testing.assert_allclose(_read(tmp_path / "g.bw", "chr1", 0, 40),
-                               groups[0].per_position.numpy().reshape(-1), rtol=1e-6)
+    np.testing.assert_allclose(
+        _read(tmp_path / "g.bw", "chr1", 0, 40), groups[0].per_position.numpy().reshape(-1), rtol=1e-6
+    )
     np.testing.assert_allclose(_read(tmp_path / "g.bw", "chr2", 5, 35), groups[1].per_position.numpy()[0], rtol=1e-6)
 
 
 def test_bigwig_minus_strand_is_reversed(tmp_path):
     explanation = _explanation(["chr1:100-110(-)"], [10])
     to_bigwig(explanation, tmp_path / "m.bw", SIZES)
-    np.testing.assert_allclose(_read(tmp_path / "m.bw", "chr1", 100, 110),
-                               explanation.per_position[0].numpy()[::-1], rtol=1e-6)
+    np.testing.assert_allclose(
+        _read(tmp_path / "m.bw", "chr1", 100, 110), explanation.per_position[0].numpy()[::-1], rtol=1e-6
+    )
 
 
 def test_bigwig_from_tuples_and_overlaps_mean(tmp_path):
-    a = np.arange(10, dtype=float)           # chr1 0-10
-    b = np.full(10, 100.0)                   # chr1 5-15, overlaps a on 5-10
-    c = np.full(4, -2.0)                     # chr1 12-16, overlaps b on 12-15
-    d = np.array([7.0, 8.0])                 # chr1 16-18, adjacent to c
-    path = to_bigwig([("chr1", 5, b), ("chr2", 0, [1.0, 2.0]), ("chr1", 0, a), ("chr1", 12, c), ("chr1", 16, d)],
-                     tmp_path / "o.bw", SIZES)
+    a = np.arange(10, dtype=float)  # chr1 0-10
+    b = np.full(10, 100.0)  # chr1 5-15, overlaps a on 5-10
+    c = np.full(4, -2.0)  # chr1 12-16, overlaps b on 12-15
+    d = np.array([7.0, 8.0])  # chr1 16-18, adjacent to c
+    path = to_bigwig(
+        [("chr1", 5, b), ("chr2", 0, [1.0, 2.0]), ("chr1", 0, a), ("chr1", 12, c), ("chr1", 16, d)],
+        tmp_path / "o.bw",
+        SIZES,
+    )
     expected = np.concatenate([a[:5], (a[5:] + 100) / 2, [100, 100], [(100 - 2) / 2] * 3, [-2.0], [7.0, 8.0]])
     np.testing.assert_allclose(_read(path, "chr1", 0, 18), expected)
     np.testing.assert_allclose(_read(path, "chr2", 0, 2), [1.0, 2.0])
@@ -141,8 +162,11 @@ def test_windows_bed_plain_and_gzip(tmp_path, gzipped):
     path = tmp_path / ("w.bed.gz" if gzipped else "w.bed")
     path.write_bytes(gzip.compress(text.encode()) if gzipped else text.encode())
     windows = read_windows_bed(path)
-    assert windows == {"seqA": Region("chr1", 10, 20, "+"), "seqB": Region("chr2", 5, 15, "-"),
-                       "seqC": Region("chr1", 40, 50, "+")}
+    assert windows == {
+        "seqA": Region("chr1", 10, 20, "+"),
+        "seqB": Region("chr2", 5, 15, "-"),
+        "seqC": Region("chr1", 40, 50, "+"),
+    }
     explanation = _explanation(["seqA", "seqB", "seqC"], [10, 10, 10])
     to_bigwig(explanation, tmp_path / "w.bw", SIZES, regions=path)
     values = explanation.per_position.numpy()
@@ -172,12 +196,17 @@ def _check_coordinates(bed: pd.DataFrame, sizes: dict[str, int]) -> None:
 
 
 def test_seqlets_in_genome_coordinates(tmp_path):
-    seqlets = pd.DataFrame({
-        "id": ["chr2:100-160", "chr1:1000-1050(-)", "chr1:1000-1050(-)", "site::chr1:10-50"],
-        "start": [5, 0, 30, 2], "end": [12, 7, 40, 9], "strand": ["+", "+", "+", "+"],
-        "relevance": [1.5, 2.0, 0.25, -0.5],
-        "motif_name": [None, "CTCF", None, "GATA1"], "match_strand": [None, "+", None, "-"],
-    })
+    seqlets = pd.DataFrame(
+        {
+            "id": ["chr2:100-160", "chr1:1000-1050(-)", "chr1:1000-1050(-)", "site::chr1:10-50"],
+            "start": [5, 0, 30, 2],
+            "end": [12, 7, 40, 9],
+            "strand": ["+", "+", "+", "+"],
+            "relevance": [1.5, 2.0, 0.25, -0.5],
+            "motif_name": [None, "CTCF", None, "GATA1"],
+            "match_strand": [None, "+", None, "-"],
+        }
+    )
     path = seqlets_to_genome_bed(seqlets, tmp_path / "seqlets.bed", chrom_sizes=SIZES)
     bed = _bed(path)
     _check_coordinates(bed, SIZES)
@@ -211,7 +240,7 @@ def genome_run(tmp_path_factory):
     folder = tmp_path_factory.mktemp("genome_run")
     rng = np.random.default_rng(5)
     genome = "".join(rng.choice(list("ACGT"), size=1400))
-    records = [(f"chr1:{s}-{s + 200}", genome[s:s + 200]) for s in range(0, 1201, 150)]
+    records = [(f"chr1:{s}-{s + 200}", genome[s : s + 200]) for s in range(0, 1201, 150)]
     records.append(("chr2:300-500(-)", "".join(rng.choice(list("ACGT"), size=200))))
     fasta = folder / "windows.fa"
     fasta.write_text("".join(f">{name}\n{sequence}\n" for name, sequence in records))
@@ -233,8 +262,8 @@ def test_run_to_bigwig_equals_relevance(genome_run, tmp_path):
     for name, relevance in zip(rows["id"], rows["relevance"]):
         region = parse_region(name)
         if region.chrom == "chr1":
-            sums[region.start:region.end] += np.asarray(relevance)
-            counts[region.start:region.end] += 1
+            sums[region.start : region.end] += np.asarray(relevance)
+            counts[region.start : region.end] += 1
     with pyBigWig.open(str(path)) as bw:
         got = np.array(bw.values("chr1", 0, 1400))
         assert np.abs(got).max() > 0

@@ -33,8 +33,9 @@ def _log_odds(sequence: str, ppm: np.ndarray) -> float:
 
 @pytest.fixture(scope="module")
 def bench(tmp_path_factory: pytest.TempPathFactory):
-    return make_variant_benchmark(tmp_path_factory.mktemp("variant-bench"), n_chroms=2, chrom_length=6000,
-                                  n_motifs=40, seed=0, window=WINDOW)
+    return make_variant_benchmark(
+        tmp_path_factory.mktemp("variant-bench"), n_chroms=2, chrom_length=6000, n_motifs=40, seed=0, window=WINDOW
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def test_planted_motifs_are_where_the_generator_says(bench, genome, source):
         assert row == [m.chrom, str(m.start), str(m.end), m.name, "0", m.strand]
         name, ppm = source[m.motif_id]
         assert m.name == name and m.end - m.start == ppm.shape[1]
-        site = genome[m.chrom][m.start:m.end]
+        site = genome[m.chrom][m.start : m.end]
         # read on the motif's own strand, the site is a sample of the JASPAR PPM: it scores well above
         # background; read on the other strand it scores below background unless the motif is a palindrome
         own = site if m.strand == "+" else site.translate(COMPLEMENT)[::-1]
@@ -119,7 +120,8 @@ def test_flank_and_far_variants_sit_where_their_category_says(bench, genome):
 def test_the_vcf_reads_back_with_its_labels(bench, genome):
     records = list(read_vcf(bench.vcf))
     assert [(r.chrom, r.pos, r.id, r.ref, r.alt) for r in records] == [
-        (v.chrom, v.pos, v.id, v.ref, v.alt) for v in bench.variants]
+        (v.chrom, v.pos, v.id, v.ref, v.alt) for v in bench.variants
+    ]
     assert all(r.status == "ok" and genome[r.chrom][r.pos - 1] == r.ref for r in records)
     text = bench.vcf.read_text()
     assert text.startswith("##fileformat=VCFv4.2\n")
@@ -197,8 +199,15 @@ def test_aurocs_rank_break_against_the_rest_by_size_and_naming_counts_break_and_
     all_, far = aurocs(np.array([-3.0, 0.2, 1.0, 0.5, -0.1]), category)
     assert all_ == pytest.approx(4 / 6) and far == pytest.approx(3 / 4)
     assert category_means(np.array([-3.0, 1.0, -1.0, 0.5, -0.1]), category) == pytest.approx(
-        {"break": 2.0, "flank": 1.0, "far": 0.3})
-    table = pd.DataFrame({"category": category, "planted": ["CTCF", "SP1", "SP1", "", ""],
-                          "ref_motif": ["CTCF", "SP2", "", "", "REST"], "motif_change": ["lost", "", "", "", ""]})
+        {"break": 2.0, "flank": 1.0, "far": 0.3}
+    )
+    table = pd.DataFrame(
+        {
+            "category": category,
+            "planted": ["CTCF", "SP1", "SP1", "", ""],
+            "ref_motif": ["CTCF", "SP2", "", "", "REST"],
+            "motif_change": ["lost", "", "", "", ""],
+        }
+    )
     found = naming(table, {"SP1": {"Kruppel"}, "SP2": {"Kruppel"}, "CTCF": {"zinc fingers"}})
     assert found == pytest.approx({"named": 0.5, "lost": 0.5, "far_named": 0.5, "family": 1.0})

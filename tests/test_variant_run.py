@@ -62,19 +62,20 @@ def test_run_rows_equal_the_api_table_in_file_order(vcf, fasta_path, explainer, 
     explain_dataset(wrapped, vcf, tmp_path / "run", shard_size=4, progress=False, fasta=str(fasta_path))
     assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "run").glob("shard-*.parquet")) == before
     with pytest.raises(InputError, match="other input or settings"):
-        explain_dataset(wrapped, vcf, tmp_path / "run", shard_size=4, progress=False, fasta=str(fasta_path),
-                        motifs="none")
+        explain_dataset(
+            wrapped, vcf, tmp_path / "run", shard_size=4, progress=False, fasta=str(fasta_path), motifs="none"
+        )
 
 
-def test_a_run_without_a_genome_or_with_a_bad_window_is_refused_before_it_starts(vcf, explainer, fasta_path,
-                                                                                 tmp_path):
+def test_a_run_without_a_genome_or_with_a_bad_window_is_refused_before_it_starts(vcf, explainer, fasta_path, tmp_path):
     with pytest.raises(InputError, match="option fasta=GENOME.fa"):
         explain_dataset(VariantExplainer(explainer), vcf, tmp_path / "a", progress=False)
     with pytest.raises(InputError, match="no such FASTA"):
         explain_dataset(VariantExplainer(explainer), vcf, tmp_path / "b", progress=False, fasta=str(tmp_path / "x"))
     with pytest.raises(InputError, match="window="):
-        explain_dataset(VariantExplainer(explainer), vcf, tmp_path / "c", progress=False, fasta=str(fasta_path),
-                        window=0)
+        explain_dataset(
+            VariantExplainer(explainer), vcf, tmp_path / "c", progress=False, fasta=str(fasta_path), window=0
+        )
     assert not any((tmp_path / name).exists() for name in "abc")
     with pytest.raises(InputError, match="VCF"):
         VcfRecords(fasta_path)
@@ -85,9 +86,23 @@ def test_cli_run_variants(vcf, fasta_path, tmp_path):
 
     from lrp_domains.cli import app
 
-    done = CliRunner().invoke(app, ["run", "variants", str(vcf), "--out", str(tmp_path / "out"), "--option",
-                                    f"fasta={fasta_path}", "--option", "motifs=none", "--shard-size", "5",
-                                    "--no-progress"])
+    done = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "variants",
+            str(vcf),
+            "--out",
+            str(tmp_path / "out"),
+            "--option",
+            f"fasta={fasta_path}",
+            "--option",
+            "motifs=none",
+            "--shard-size",
+            "5",
+            "--no-progress",
+        ],
+    )
     assert done.exit_code == 0, done.output
     rows = read_results(tmp_path / "out")
     assert len(rows) == 11 and (rows["ref_motif"] == "").all() and rows["ref_motif_p"].isna().all()

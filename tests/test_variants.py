@@ -34,7 +34,7 @@ CTCF = "".join("ACGT"[i] for i in motif_ppms(["MA0139.2"])["MA0139.2"][1].argmax
 def genome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     rng = np.random.default_rng(7)
     chr1 = list("".join(rng.choice(list("ACGT"), 1000)))
-    chr1[MOTIF_AT:MOTIF_AT + len(CTCF)] = CTCF
+    chr1[MOTIF_AT : MOTIF_AT + len(CTCF)] = CTCF
     chr2 = "".join(rng.choice(list("ACGT"), 300))
     return {"chr1": "".join(chr1), "chr2": chr2}
 
@@ -46,7 +46,7 @@ def fasta_path(genome: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
         for name, sequence in genome.items():
             handle.write(f">{name} test chromosome\n")
             for i in range(0, len(sequence), 60):
-                handle.write(sequence[i:i + 60] + "\n")
+                handle.write(sequence[i : i + 60] + "\n")
     return path
 
 
@@ -142,27 +142,27 @@ def test_snv_window_is_the_genome_slice_with_one_base_changed(genome, fasta):
     p = 850
     windows = variant_windows(VariantRecord("chr1", p + 1, ".", c1[p], "T" if c1[p] != "T" else "A", 1), fasta, 200)
     assert windows.status == "ok" and windows.center == 100 and windows.start == p - 100
-    assert windows.ref == c1[p - 100:p + 100]
+    assert windows.ref == c1[p - 100 : p + 100]
     expected = list(windows.ref)
     expected[100] = "T" if c1[p] != "T" else "A"
     assert windows.alt == "".join(expected)
     odd = variant_windows(VariantRecord("chr1", p + 1, ".", c1[p], "A", 1), fasta, 7)
-    assert odd.center == 3 and odd.ref == c1[p - 3:p + 4]
+    assert odd.center == 3 and odd.ref == c1[p - 3 : p + 4]
 
 
 def test_deletion_pulls_bases_in_from_the_right(genome, fasta):
     c1, p = genome["chr1"], 200
-    windows = variant_windows(VariantRecord("chr1", p + 1, ".", c1[p:p + 3], c1[p], 1), fasta, WINDOW)
+    windows = variant_windows(VariantRecord("chr1", p + 1, ".", c1[p : p + 3], c1[p], 1), fasta, WINDOW)
     assert windows.status == "ok"
-    assert windows.ref == c1[p - 100:p + 100]
-    assert windows.alt == c1[p - 100:p] + c1[p] + c1[p + 3:p + 3 + 99]
+    assert windows.ref == c1[p - 100 : p + 100]
+    assert windows.alt == c1[p - 100 : p] + c1[p] + c1[p + 3 : p + 3 + 99]
     assert len(windows.alt) == WINDOW
 
 
 def test_insertion_pushes_bases_out_on_the_right(genome, fasta):
     c1, p = genome["chr1"], 250
     windows = variant_windows(VariantRecord("chr1", p + 1, ".", c1[p], c1[p] + "GGG", 1), fasta, WINDOW)
-    assert windows.alt == c1[p - 100:p] + c1[p] + "GGG" + c1[p + 1:p + 1 + 96]
+    assert windows.alt == c1[p - 100 : p] + c1[p] + "GGG" + c1[p + 1 : p + 1 + 96]
     assert len(windows.alt) == WINDOW
 
 
@@ -191,8 +191,9 @@ def test_default_window_is_the_training_length(explainer):
 def test_unknown_training_length_asks_for_a_window(genome, fasta_path, tmp_path):
     import torch
 
-    model = torch.nn.Sequential(torch.nn.Conv1d(4, 2, 3), torch.nn.AdaptiveMaxPool1d(1), torch.nn.Flatten(),
-                                torch.nn.Linear(2, 1))
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(4, 2, 3), torch.nn.AdaptiveMaxPool1d(1), torch.nn.Flatten(), torch.nn.Linear(2, 1)
+    )
     vcf = _write_vcf(tmp_path / "a.vcf", _variants(genome)[:1])
     with pytest.raises(InputError, match="window="):
         explain_variants(SequenceExplainer(model), vcf, fasta_path)
@@ -230,8 +231,9 @@ def test_scores_equal_a_direct_explanation_of_the_two_windows(table, genome, fas
         assert math.isclose(row["alt_score"], alt_score, rel_tol=1e-5, abs_tol=1e-6)
         assert math.isclose(row["delta_score"], alt_score - ref_score, rel_tol=1e-5, abs_tol=1e-6)
         per_position = direct.per_position.double()
-        expected = float(per_position[1, 100:100 + len(row["alt"])].sum() - per_position[0, 100:100 + len(row["ref"])]
-                         .sum())
+        expected = float(
+            per_position[1, 100 : 100 + len(row["alt"])].sum() - per_position[0, 100 : 100 + len(row["ref"])].sum()
+        )
         assert math.isclose(row["delta_relevance"], expected, rel_tol=1e-5, abs_tol=1e-6)
 
 
@@ -247,7 +249,8 @@ def test_plain_vcf_and_open_fasta_give_the_same_table(table, genome, fasta, expl
     vcf = _write_vcf(tmp_path / "calls.vcf", _variants(genome))
     again = explain_variants(explainer, vcf, fasta, window=WINDOW)
     assert again.drop(columns=["ref_score", "alt_score", "delta_score", "delta_relevance"]).equals(
-        table.drop(columns=["ref_score", "alt_score", "delta_score", "delta_relevance"]))
+        table.drop(columns=["ref_score", "alt_score", "delta_score", "delta_relevance"])
+    )
     assert np.allclose(again["delta_score"], table["delta_score"], equal_nan=True, atol=1e-6)
 
 
@@ -258,17 +261,42 @@ def test_cli_writes_variants_tsv_and_names_bad_options(genome, fasta_path, tmp_p
 
     vcf = _write_vcf(tmp_path / "calls.vcf", _variants(genome))
     runner = CliRunner()
-    done = runner.invoke(app, ["bio", "variants", "--vcf", str(vcf), "--fasta", str(fasta_path),
-                               "--out", str(tmp_path / "out"), "--batch-size", "4"])
+    done = runner.invoke(
+        app,
+        [
+            "bio",
+            "variants",
+            "--vcf",
+            str(vcf),
+            "--fasta",
+            str(fasta_path),
+            "--out",
+            str(tmp_path / "out"),
+            "--batch-size",
+            "4",
+        ],
+    )
     assert done.exit_code == 0, done.output
-    written = pd.read_csv(tmp_path / "out" / "variants.tsv", sep="\t", keep_default_na=False,
-                          na_values=[""], dtype={"id": str})
+    written = pd.read_csv(
+        tmp_path / "out" / "variants.tsv", sep="\t", keep_default_na=False, na_values=[""], dtype={"id": str}
+    )
     assert list(written.columns) == list(table.columns)
     assert written["id"].tolist() == table["id"].tolist()  # the same rows, in the same order
     ok = written.status == "ok"
     np.testing.assert_allclose(written.delta_score[ok], table.delta_score[ok.to_numpy()], rtol=1e-5)
-    missing = runner.invoke(app, ["bio", "variants", "--vcf", str(tmp_path / "none.vcf"), "--fasta",
-                                  str(fasta_path), "--out", str(tmp_path / "o2")])
+    missing = runner.invoke(
+        app,
+        [
+            "bio",
+            "variants",
+            "--vcf",
+            str(tmp_path / "none.vcf"),
+            "--fasta",
+            str(fasta_path),
+            "--out",
+            str(tmp_path / "o2"),
+        ],
+    )
     assert missing.exit_code == 2 and "error: --vcf" in missing.output and not (tmp_path / "o2").exists()
 
 
@@ -303,8 +331,9 @@ def test_aligned_delta_by_hand():
     # SNV at 2: position by position
     np.testing.assert_allclose(aligned_delta(ref, alt, 2, "A", "C"), alt - ref)
     # deletion REF=AT (2 bases) -> ALT=A: ALT's 10 spread over REF's 2 bases; REF index 4 <- ALT index 3
-    np.testing.assert_allclose(aligned_delta(ref, alt, 2, "AT", "A"),
-                               [0.5, 0.0, 5.0 - 3.0, 5.0 - 4.0, 20.0 - 5.0, 7.0 - 6.0])
+    np.testing.assert_allclose(
+        aligned_delta(ref, alt, 2, "AT", "A"), [0.5, 0.0, 5.0 - 3.0, 5.0 - 4.0, 20.0 - 5.0, 7.0 - 6.0]
+    )
     # insertion REF=A -> ALT=AGG: ALT's 10+20+7 on REF's one base; REF index 3 <- ALT index 5; REF 4, 5 beyond
     np.testing.assert_allclose(aligned_delta(ref, alt, 2, "A", "AGG"), [0.5, 0.0, 37.0 - 3.0, 9.0 - 4.0, -5.0, -6.0])
     with pytest.raises(InputError, match="does not fit"):
@@ -321,7 +350,7 @@ def test_delta_tracks_sum_to_delta_relevance_and_read_back_from_bigwig(genome, f
     ok = tracked[tracked["status"] == "ok"]
     for _, row in ok.iterrows():
         assert row["window_start"] == row["pos"] - 1 - WINDOW // 2
-        over_ref = row["delta_track"][WINDOW // 2:WINDOW // 2 + len(row["ref"])].sum()
+        over_ref = row["delta_track"][WINDOW // 2 : WINDOW // 2 + len(row["ref"])].sum()
         assert math.isclose(over_ref, row["delta_relevance"], rel_tol=1e-4, abs_tol=1e-5)
     far = tracked[tracked["id"] == "far"]  # the only window on chr1 past base 750: nothing overlaps it
     path = variants_to_bigwig(far, tmp_path / "far.bw", {"chr1": 1000, "chr2": 300})
@@ -340,8 +369,10 @@ def test_cli_report_shows_the_top_variants_as_two_row_logos_and_writes_the_track
 
     vcf = _write_vcf(tmp_path / "calls.vcf", _variants(genome))
     out = tmp_path / "out"
-    done = CliRunner().invoke(app, ["bio", "variants", "--vcf", str(vcf), "--fasta", str(fasta_path), "--out",
-                                    str(out), "--top", "2", "--bigwig"])
+    done = CliRunner().invoke(
+        app,
+        ["bio", "variants", "--vcf", str(vcf), "--fasta", str(fasta_path), "--out", str(out), "--top", "2", "--bigwig"],
+    )
     assert done.exit_code == 0, done.output
     logos = sorted((out / "logos").glob("*.png"))
     assert [p.name for p in logos] == ["001_chr1_503.png", "002_chr1_201.png"]  # break first, then the deletion
@@ -367,12 +398,15 @@ def test_a_dna_language_model_explains_variants_too(genome, fasta_path, fasta, t
     assert (table["status"] == "ok").sum() == 6
     for name in ("break", "del"):
         row = table[table["id"] == name].iloc[0]
-        windows = variant_windows(VariantRecord(row["chrom"], int(row["pos"]), name, row["ref"], row["alt"], 1),
-                                  fasta, 198)
+        windows = variant_windows(
+            VariantRecord(row["chrom"], int(row["pos"]), name, row["ref"], row["alt"], 1), fasta, 198
+        )
         direct = explainer.explain([windows.ref, windows.alt])
-        assert math.isclose(row["delta_score"], float(direct.explained[1] - direct.explained[0]), rel_tol=1e-4,
-                            abs_tol=1e-6)
+        assert math.isclose(
+            row["delta_score"], float(direct.explained[1] - direct.explained[0]), rel_tol=1e-4, abs_tol=1e-6
+        )
         per_position = direct.per_position.double()
-        expected = float(per_position[1, 99:99 + len(row["alt"])].sum() - per_position[0, 99:99 + len(row["ref"])]
-                         .sum())
+        expected = float(
+            per_position[1, 99 : 99 + len(row["alt"])].sum() - per_position[0, 99 : 99 + len(row["ref"])].sum()
+        )
         assert math.isclose(row["delta_relevance"], expected, rel_tol=1e-4, abs_tol=1e-7)

@@ -32,10 +32,12 @@ def test_sentiment_attribution_matches_direct_explanations(tmp_path):
     data = tmp_path / "reviews.tsv"
     # the data card: alternating, positive first
     pd.DataFrame({"text": sentences, "label": [1 - i % 2 for i in range(len(sentences))]}).to_csv(
-        data, sep="\t", index=False)
+        data, sep="\t", index=False
+    )
     out = tmp_path / "out"
-    written = _script("workflows/text/sentiment_attribution.py").main(["--data", str(data), "--out", str(out),
-                                                             "--shard-size", "5"])
+    written = _script("workflows/text/sentiment_attribution.py").main(
+        ["--data", str(data), "--out", str(out), "--shard-size", "5"]
+    )
     explainer = TextExplainer.default()
     direct = explainer.explain(sentences)
     words = pd.read_parquet(written["words"])
@@ -55,8 +57,9 @@ def test_sentiment_attribution_matches_direct_explanations(tmp_path):
     shards = sorted((out / "run").glob("shard-*.parquet"))
     assert len(shards) == 4
     stamps = [p.stat().st_mtime_ns for p in shards]
-    _script("workflows/text/sentiment_attribution.py").main(["--data", str(data), "--out", str(out), "--shard-size",
-                                                             "5"])
+    _script("workflows/text/sentiment_attribution.py").main(
+        ["--data", str(data), "--out", str(out), "--shard-size", "5"]
+    )
     assert [p.stat().st_mtime_ns for p in shards] == stamps
 
 
@@ -77,8 +80,11 @@ def test_motif_report_recovery_recomputed(tmp_path):
     for seq_id, placements in zip(data.ids, data.placements):
         for p in placements:
             motif = set(range(p.start, p.start + width[p.motif_id]))
-            hits = [s for s in positive[positive.id == seq_id].itertuples()
-                    if 2 * len(motif & set(range(s.start, s.end))) >= len(motif)]
+            hits = [
+                s
+                for s in positive[positive.id == seq_id].itertuples()
+                if 2 * len(motif & set(range(s.start, s.end))) >= len(motif)
+            ]
             expected.append((seq_id, p.motif_id, bool(hits), any(s.motif_id == p.motif_id for s in hits)))
     planted = pd.read_csv(written["planted"])
     assert list(zip(planted.id, planted.motif_id, planted.found, planted.named)) == expected
@@ -145,7 +151,7 @@ def test_known_motifs_from_a_jaspar_file(tmp_path):
     script = _script("workflows/bio/modisco_motifs.py")
     path = tmp_path / "one.jaspar"
     path.write_text(">MA9999.1 TOY\nA [ 8 0 0 ]\nC [ 0 4 0 ]\nG [ 0 4 0 ]\nT [ 0 0 8 ]\n")
-    (name, ppm), = script.known_motifs(str(path)).items()
+    ((name, ppm),) = script.known_motifs(str(path)).items()
     assert name == "MA9999.1 TOY"
     np.testing.assert_allclose(ppm, [[1, 0, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0, 1]])
 
@@ -176,8 +182,9 @@ def test_single_cell_models_reports_recomputed_from_the_saved_models(tmp_path):
         labels = adata[cells].obs["bulk_labels"].astype(str).tolist()
         if name == "scanvi":  # reload from the safetensors cache (no training: the same settings)
             counts = scvi_models.pbmc_counts(adata)
-            model = scvi_models.load_or_train(tmp_path / name / "model", counts, held_out=cells, n_latent=10,
-                                              n_hidden=64, max_epochs=20, seed=0)
+            model = scvi_models.load_or_train(
+                tmp_path / name / "model", counts, held_out=cells, n_latent=10, n_hidden=64, max_epochs=20, seed=0
+            )
             direct = scvi_models.explainer(model, "epsilon").explain(counts[cells], target=labels)
         else:
             trained = TrainedGeneTransformer.load(tmp_path / name / "model")

@@ -174,9 +174,30 @@ def _attention_forward(x, prm, n_heads, n_kv, head_dim, rope, causal, softmax_fp
     merged = out.transpose(0, 1).reshape(t, n_heads * head_dim)
     o = _linear(merged, prm["o_w"], prm["o_b"])
     cache = dict(
-        x=x, q_lin=q_lin, k_lin=k_lin, v_lin=v_lin, qh=qh, kh=kh, vh=vh, qr=qr, kr=kr, k_rep=k_rep, v_rep=v_rep,
-        s_pre=s_pre, s=s, mask=mask, keep=keep, a=a, out=out, merged=merged, o=o, scale=scale, rope=rope,
-        n_heads=n_heads, n_kv=n_kv, head_dim=head_dim,
+        x=x,
+        q_lin=q_lin,
+        k_lin=k_lin,
+        v_lin=v_lin,
+        qh=qh,
+        kh=kh,
+        vh=vh,
+        qr=qr,
+        kr=kr,
+        k_rep=k_rep,
+        v_rep=v_rep,
+        s_pre=s_pre,
+        s=s,
+        mask=mask,
+        keep=keep,
+        a=a,
+        out=out,
+        merged=merged,
+        o=o,
+        scale=scale,
+        rope=rope,
+        n_heads=n_heads,
+        n_kv=n_kv,
+        head_dim=head_dim,
     )
     return o, cache
 
@@ -254,8 +275,9 @@ def bert_forward(model, input_ids, token_type_ids=None) -> dict:
     tok = sd["bert.embeddings.token_type_embeddings.weight"][tt]
     pos = sd["bert.embeddings.position_embeddings.weight"][torch.arange(t)]
     e = word + tok + pos
-    h, m = _layernorm(e, sd["bert.embeddings.LayerNorm.weight"], sd["bert.embeddings.LayerNorm.bias"],
-                      cfg.layer_norm_eps)
+    h, m = _layernorm(
+        e, sd["bert.embeddings.LayerNorm.weight"], sd["bert.embeddings.LayerNorm.bias"], cfg.layer_norm_eps
+    )
     act = _act(cfg.hidden_act)
     n_heads = cfg.num_attention_heads
     dh = cfg.hidden_size // n_heads
@@ -263,34 +285,70 @@ def bert_forward(model, input_ids, token_type_ids=None) -> dict:
     for i in range(cfg.num_hidden_layers):
         pre = f"bert.encoder.layer.{i}."
         prm = {
-            "q_w": sd[pre + "attention.self.query.weight"], "q_b": sd[pre + "attention.self.query.bias"],
-            "k_w": sd[pre + "attention.self.key.weight"], "k_b": sd[pre + "attention.self.key.bias"],
-            "v_w": sd[pre + "attention.self.value.weight"], "v_b": sd[pre + "attention.self.value.bias"],
-            "o_w": sd[pre + "attention.output.dense.weight"], "o_b": sd[pre + "attention.output.dense.bias"],
+            "q_w": sd[pre + "attention.self.query.weight"],
+            "q_b": sd[pre + "attention.self.query.bias"],
+            "k_w": sd[pre + "attention.self.key.weight"],
+            "k_b": sd[pre + "attention.self.key.bias"],
+            "v_w": sd[pre + "attention.self.value.weight"],
+            "v_b": sd[pre + "attention.self.value.bias"],
+            "o_w": sd[pre + "attention.output.dense.weight"],
+            "o_b": sd[pre + "attention.output.dense.bias"],
         }
         o, att = _attention_forward(h, prm, n_heads, n_heads, dh, None, causal=False, softmax_fp32=False)
         z1 = o + h
-        a1, m1 = _layernorm(z1, sd[pre + "attention.output.LayerNorm.weight"],
-                            sd[pre + "attention.output.LayerNorm.bias"], cfg.layer_norm_eps)
+        a1, m1 = _layernorm(
+            z1,
+            sd[pre + "attention.output.LayerNorm.weight"],
+            sd[pre + "attention.output.LayerNorm.bias"],
+            cfg.layer_norm_eps,
+        )
         f_pre = _linear(a1, sd[pre + "intermediate.dense.weight"], sd[pre + "intermediate.dense.bias"])
         f_act = act(f_pre)
         f_out = _linear(f_act, sd[pre + "output.dense.weight"], sd[pre + "output.dense.bias"])
         z2 = f_out + a1
-        h_out, m2 = _layernorm(z2, sd[pre + "output.LayerNorm.weight"], sd[pre + "output.LayerNorm.bias"],
-                               cfg.layer_norm_eps)
-        layers.append(dict(prm=prm, h_in=h, att=att, o=o, z1=z1, m1=m1, a1=a1, f_pre=f_pre, f_act=f_act,
-                           f_out=f_out, z2=z2, m2=m2, h_out=h_out, pre=pre))
+        h_out, m2 = _layernorm(
+            z2, sd[pre + "output.LayerNorm.weight"], sd[pre + "output.LayerNorm.bias"], cfg.layer_norm_eps
+        )
+        layers.append(
+            dict(
+                prm=prm,
+                h_in=h,
+                att=att,
+                o=o,
+                z1=z1,
+                m1=m1,
+                a1=a1,
+                f_pre=f_pre,
+                f_act=f_act,
+                f_out=f_out,
+                z2=z2,
+                m2=m2,
+                h_out=h_out,
+                pre=pre,
+            )
+        )
         h = h_out
     first = h[0]
     pool_pre = _linear(first, sd["bert.pooler.dense.weight"], sd["bert.pooler.dense.bias"])
     pooled = torch.tanh(pool_pre)
     logits = _linear(pooled, sd["classifier.weight"], sd["classifier.bias"])
-    return dict(sd=sd, word=word, tok=tok, pos=pos, e=e, m_emb=m, emb=layers[0]["h_in"] if layers else h,
-                layers=layers, h_final=h, pool_pre=pool_pre, pooled=pooled, logits=logits)
+    return dict(
+        sd=sd,
+        word=word,
+        tok=tok,
+        pos=pos,
+        e=e,
+        m_emb=m,
+        emb=layers[0]["h_in"] if layers else h,
+        layers=layers,
+        h_final=h,
+        pool_pre=pool_pre,
+        pooled=pooled,
+        logits=logits,
+    )
 
 
-def bert_relevance(model, input_ids, target, variant="attnlrp", token_type_ids=None, eps=1e-12,
-                   details=False) -> dict:
+def bert_relevance(model, input_ids, target, variant="attnlrp", token_type_ids=None, eps=1e-12, details=False) -> dict:
     """AttnLRP / CP-LRP for ``BertForSequenceClassification`` logit ``target``.
 
     Returns ``{"logit", "word", "position", "token_type"}``: the target logit and, per token (T,), the
@@ -365,8 +423,24 @@ def llama_forward(model, input_ids, hf_precision=True) -> dict:
         mm = ga * u
         d = _linear(mm, sd[pre + "mlp.down_proj.weight"], sd.get(pre + "mlp.down_proj.bias"))
         h_out = h_mid + d
-        layers.append(dict(prm=prm, h_in=h, xn1=xn1, att=att, o=o, h_mid=h_mid, xn2=xn2, g=g, ga=ga, u=u, mm=mm,
-                           d=d, h_out=h_out, pre=pre))
+        layers.append(
+            dict(
+                prm=prm,
+                h_in=h,
+                xn1=xn1,
+                att=att,
+                o=o,
+                h_mid=h_mid,
+                xn2=xn2,
+                g=g,
+                ga=ga,
+                u=u,
+                mm=mm,
+                d=d,
+                h_out=h_out,
+                pre=pre,
+            )
+        )
         h = h_out
     hn = _rmsnorm(h, sd["model.norm.weight"], cfg.rms_norm_eps, hf_precision)
     lm_w = sd.get("lm_head.weight", sd["model.embed_tokens.weight"])
@@ -374,8 +448,9 @@ def llama_forward(model, input_ids, hf_precision=True) -> dict:
     return dict(sd=sd, emb=emb, layers=layers, h_final=h, hn=hn, lm_w=lm_w, logits=logits)
 
 
-def llama_relevance(model, input_ids, target_token, variant="attnlrp", eps=1e-12, hf_precision=True,
-                    details=False) -> dict:
+def llama_relevance(
+    model, input_ids, target_token, variant="attnlrp", eps=1e-12, hf_precision=True, details=False
+) -> dict:
     """AttnLRP / CP-LRP for the next-token logit of ``target_token`` at the last position of a
     ``LlamaForCausalLM``. Returns ``{"logit", "word"}`` (word: (T,) relevance of the token embeddings
     summed over the hidden dimension); ``details=True`` adds ``"softmax_absorbed"`` and ``"layer_input"``
@@ -442,9 +517,20 @@ def tiny_bert(seed=0, weight_std=0.3, zero_biases=False, **overrides):
     intermediate 64, max_position 64, type_vocab 2, 3 labels, GELU, eager attention."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    kw = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-              max_position_embeddings=64, type_vocab_size=2, num_labels=3, hidden_act="gelu",
-              hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, attn_implementation="eager")
+    kw = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        num_labels=3,
+        hidden_act="gelu",
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        attn_implementation="eager",
+    )
     kw.update(overrides)
     model = BertForSequenceClassification(BertConfig(**kw)).to(DTYPE).eval()
     model.set_attn_implementation("eager")
@@ -456,11 +542,21 @@ def tiny_llama(seed=0, weight_std=0.3, **overrides):
     max_position 64, SiLU, untied lm_head, no biases, eager attention."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    kw = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-              intermediate_size=64, max_position_embeddings=64, hidden_act="silu", tie_word_embeddings=False,
-              attention_bias=False, mlp_bias=False, attn_implementation="eager")
+    kw = dict(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        hidden_act="silu",
+        tie_word_embeddings=False,
+        attention_bias=False,
+        mlp_bias=False,
+        attn_implementation="eager",
+    )
     kw.update(overrides)
     model = LlamaForCausalLM(LlamaConfig(**kw)).to(DTYPE).eval()
     model.set_attn_implementation("eager")
     return _randomise(model, seed, weight_std)
-

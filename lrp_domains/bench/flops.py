@@ -56,10 +56,13 @@ def layer_macs(model: nn.Module, inputs: torch.Tensor) -> list[dict[str, Any]]:
     handles = []
     for name, module in model.named_modules():
         if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)) and affine_ops(module) is not None:
+
             def hook(mod: nn.Module, args: tuple, out: torch.Tensor, name: str = name) -> None:
                 x = args[0]
-                found.append({"name": name, "module": mod, "macs": _macs(mod, x, out),
-                              "nonnegative": bool(x.min() >= 0)})
+                found.append(
+                    {"name": name, "module": mod, "macs": _macs(mod, x, out), "nonnegative": bool(x.min() >= 0)}
+                )
+
             handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():

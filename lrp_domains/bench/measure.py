@@ -37,8 +37,9 @@ def free(device: torch.device | None) -> None:
         torch.cuda.empty_cache()
 
 
-def timed_call(fn: Callable[[], Any], device: torch.device | None = None,
-               above_start: bool = True) -> tuple[float, float, Any]:
+def timed_call(
+    fn: Callable[[], Any], device: torch.device | None = None, above_start: bool = True
+) -> tuple[float, float, Any]:
     """Seconds, peak bytes and the result of one call of ``fn``, synchronised on ``device``.
 
     Peak bytes: the CUDA allocator's peak during the call, above what was allocated before it
@@ -87,8 +88,9 @@ def fits(fn: Callable[[], object], device: torch.device | None) -> bool:
 
 
 # -- methods in turns -------------------------------------------------------------------------------
-def measure(methods: dict[Any, Callable[[], object]], device: torch.device | None = None, repeats: int = 5,
-            warmup: int = 1) -> dict[Any, dict[str, Any]]:
+def measure(
+    methods: dict[Any, Callable[[], object]], device: torch.device | None = None, repeats: int = 5, warmup: int = 1
+) -> dict[Any, dict[str, Any]]:
     """Median seconds and largest peak bytes (NaN off CUDA) per method, timed in turns (A B C A B C
     ...) after ``warmup`` untimed turns, so that load on a shared machine hits all methods alike;
     synchronised on ``device`` (without one: on the CUDA context this process started, if any). A
@@ -112,8 +114,11 @@ def measure(methods: dict[Any, Callable[[], object]], device: torch.device | Non
                 samples[key].append(sample)
     cuda = device is not None and device.type == "cuda"
     for key, values in samples.items():
-        results[key] = {"seconds": statistics.median(s for s, _ in values),
-                        "peak": max(peak for _, peak in values) if cuda else NAN, "note": ""}
+        results[key] = {
+            "seconds": statistics.median(s for s, _ in values),
+            "peak": max(peak for _, peak in values) if cuda else NAN,
+            "note": "",
+        }
     return {key: results[key] for key in methods if key in results}
 
 
@@ -160,7 +165,10 @@ def peak_bytes(module: str, case: str, method: str, device: str = "cpu", threads
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
     done = subprocess.run(
         [sys.executable, "-m", module, "--peak", case, method, device, str(threads or 0)],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"memory probe {case}/{method} failed:\n{done.stderr[-2000:]}")

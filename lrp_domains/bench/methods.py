@@ -22,21 +22,24 @@ class Method:
 
 
 #: Every method a bench compares, by name.
-TABLE: dict[str, Method] = {method.name: method for method in (
-    Method("epsilon", "lrp", 1, "LRP, the epsilon rule on every layer"),
-    Method("epsilon-gamma", "lrp", 1, "LRP, the gamma rule on every layer but the last (epsilon)"),
-    Method("zplus", "lrp", 1, "LRP, the z+ rule"),
-    Method("alpha2beta1", "lrp", 1, "LRP, the alpha-beta rule with alpha 2, beta 1"),
-    Method("attnlrp", "lrp", 1, "AttnLRP (transformers)"),
-    Method("cp-lrp", "lrp", 1, "CP-LRP: LRP with attention held constant (transformers)"),
-    Method("attnlrp (gene embedding)", "lrp", 1, "AttnLRP's relevance of the gene embedding alone (same pass)"),
-    Method("gradient x input", "gradient", 1, "the input times the gradient of the explained output"),
-    Method("integrated gradients", "gradient", None, "integrated gradients from a zero baseline"),
-    Method("integrated gradients, 8 steps", "gradient", 8, "integrated gradients from a zero baseline, 8 steps"),
-    Method("attention rollout", "attention", 0, "attention rollout (no gradient)"),
-    Method("expression value", "control", 0, "the input itself: genes ranked by their expression"),
-    Method("random", "control", 0, "random scores: the chance level"),
-)}
+TABLE: dict[str, Method] = {
+    method.name: method
+    for method in (
+        Method("epsilon", "lrp", 1, "LRP, the epsilon rule on every layer"),
+        Method("epsilon-gamma", "lrp", 1, "LRP, the gamma rule on every layer but the last (epsilon)"),
+        Method("zplus", "lrp", 1, "LRP, the z+ rule"),
+        Method("alpha2beta1", "lrp", 1, "LRP, the alpha-beta rule with alpha 2, beta 1"),
+        Method("attnlrp", "lrp", 1, "AttnLRP (transformers)"),
+        Method("cp-lrp", "lrp", 1, "CP-LRP: LRP with attention held constant (transformers)"),
+        Method("attnlrp (gene embedding)", "lrp", 1, "AttnLRP's relevance of the gene embedding alone (same pass)"),
+        Method("gradient x input", "gradient", 1, "the input times the gradient of the explained output"),
+        Method("integrated gradients", "gradient", None, "integrated gradients from a zero baseline"),
+        Method("integrated gradients, 8 steps", "gradient", 8, "integrated gradients from a zero baseline, 8 steps"),
+        Method("attention rollout", "attention", 0, "attention rollout (no gradient)"),
+        Method("expression value", "control", 0, "the input itself: genes ranked by their expression"),
+        Method("random", "control", 0, "random scores: the chance level"),
+    )
+}
 
 
 def select(*names: str) -> tuple[str, ...]:

@@ -30,10 +30,18 @@ def genomics(gamma: float = 0.25, epsilon: float = 1e-6, softmax: str = "detach"
     :data:`SOFTMAX_RULES`)."""
     if softmax not in SOFTMAX_RULES:
         raise ValueError(f"softmax={softmax!r}: choose one of {sorted(SOFTMAX_RULES)}")
-    return Composite({CONV: Gamma(gamma), DENSE: Epsilon(epsilon), nn.LayerNorm: DetachedStdNorm(),
-                      elementwise_activation: Identity()},
-                     first=ZBox(0.0, 1.0), functional={"softmax": SOFTMAX_RULES[softmax]}, name="genomics",
-                     conserves=softmax == "detach")
+    return Composite(
+        {
+            CONV: Gamma(gamma),
+            DENSE: Epsilon(epsilon),
+            nn.LayerNorm: DetachedStdNorm(),
+            elementwise_activation: Identity(),
+        },
+        first=ZBox(0.0, 1.0),
+        functional={"softmax": SOFTMAX_RULES[softmax]},
+        name="genomics",
+        conserves=softmax == "detach",
+    )
 
 
 register("genomics", genomics)

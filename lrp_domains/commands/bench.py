@@ -109,20 +109,26 @@ GENE_MODELS = ("mlp", "scanvi", "gene-transformer", "gene-transformer-values")
 
 @bench("genes")
 def genes(
-    models: str = typer.Option("mlp", "--models", help="Comma-separated: mlp (the default PBMC MLP), scanvi "
-                               "(scANVI trained on pbmc68k_reduced counts, cached), gene-transformer (a "
-                               "Geneformer-style BERT over ranked genes, cached), gene-transformer-values "
-                               "(its scGPT-style variant with value bins)."),
-    cache_dir: Path = typer.Option(None, "--cache-dir", help="Where trained models are cached (default "
-                                   "~/.cache/lrp-domains)."),
+    models: str = typer.Option(
+        "mlp",
+        "--models",
+        help="Comma-separated: mlp (the default PBMC MLP), scanvi "
+        "(scANVI trained on pbmc68k_reduced counts, cached), gene-transformer (a "
+        "Geneformer-style BERT over ranked genes, cached), gene-transformer-values "
+        "(its scGPT-style variant with value bins).",
+    ),
+    cache_dir: Path = typer.Option(
+        None, "--cache-dir", help="Where trained models are cached (default ~/.cache/lrp-domains)."
+    ),
     cells: str = typer.Option("held-out", "--cells", help="scANVI: explain the held-out cells or all."),
 ) -> None:
     """Marker recall, DE overlap, deletion faithfulness and cost per method on the default PBMC model."""
     chosen = _names(models)
     unknown = sorted(set(chosen) - set(GENE_MODELS))
     if unknown or not chosen:
-        raise typer.BadParameter(f"unknown models {unknown}; choose from {', '.join(GENE_MODELS)}",
-                                 param_hint="--models")
+        raise typer.BadParameter(
+            f"unknown models {unknown}; choose from {', '.join(GENE_MODELS)}", param_hint="--models"
+        )
     if "mlp" in chosen:
         from lrp_domains.bench.genes.mlp import print_table, run
 
@@ -166,8 +172,9 @@ def concepts(
     from lrp_domains.bench.genomics.concepts import print_tables, run
 
     with one_line_errors():
-        result = run(n=n, batch=batch, repeats=repeats, naive_repeats=naive_repeats, shuffles=shuffles,
-                     threads=threads or None)
+        result = run(
+            n=n, batch=batch, repeats=repeats, naive_repeats=naive_repeats, shuffles=shuffles, threads=threads or None
+        )
     print_tables(result)
 
 
@@ -213,8 +220,11 @@ def adapter(
 
 @bench("gpu")
 def gpu(
-    tiny: bool = typer.Option(False, "--tiny", help="Tiny configs, short lengths, small batches: checks the bench in "
-                                                   "seconds, on the CPU (or a GPU)."),
+    tiny: bool = typer.Option(
+        False,
+        "--tiny",
+        help="Tiny configs, short lengths, small batches: checks the bench in seconds, on the CPU (or a GPU).",
+    ),
     device: str = GPU_DEVICE,
     lengths: str = typer.Option("", help="Comma-separated token counts (default 1024,4096,8192; --tiny 32,64)."),
     shapes: str = typer.Option("1b,8b", help="Decoder shapes: 1b (Llama-3.2-1B), 8b (Llama-3.1-8B)."),
@@ -229,8 +239,18 @@ def gpu(
     throughput, on a GPU."""
     from lrp_domains.bench.gpu.decoders import main
 
-    code = main(device=device, tiny=tiny, lengths=lengths, shapes=shapes, repeats=repeats, search=search,
-                max_seconds=max_seconds, max_length=max_length, defaults=defaults, attention=attention)
+    code = main(
+        device=device,
+        tiny=tiny,
+        lengths=lengths,
+        shapes=shapes,
+        repeats=repeats,
+        search=search,
+        max_seconds=max_seconds,
+        max_length=max_length,
+        defaults=defaults,
+        attention=attention,
+    )
     if code:  # main printed the error
         raise typer.Exit(code)
 
@@ -239,8 +259,10 @@ def gpu(
 def gpu_models(
     tiny: bool = typer.Option(False, "--tiny", help="Tiny models and sequences: checks the bench in seconds on a CPU."),
     device: str = GPU_DEVICE,
-    models: str = typer.Option(",".join(("bpnet-profile", "bpnet-counts", "enformer", "borzoi", "nt")),
-                               help="Comma-separated: bpnet-profile, bpnet-counts, enformer, borzoi, nt."),
+    models: str = typer.Option(
+        ",".join(("bpnet-profile", "bpnet-counts", "enformer", "borzoi", "nt")),
+        help="Comma-separated: bpnet-profile, bpnet-counts, enformer, borzoi, nt.",
+    ),
     repeats: int = typer.Option(0, help="Timed runs per method, interleaved (0: 5; --tiny 2)."),
 ) -> None:
     """BPNet, Enformer, Borzoi and an NT-like DNA language model on a GPU: our explanation against a
@@ -298,8 +320,9 @@ def peers(
 def genomics_models(
     n: int = typer.Option(400, help="Test sequences generated (about half are positive, those are explained)."),
     quick: bool = typer.Option(False, "--quick", help="Tiny models and settings: checks the bench in seconds."),
-    cache_dir: Path = typer.Option(None, help="Where trained models are cached (default: "
-                                              "~/.cache/lrp-domains/genomics-models)."),
+    cache_dir: Path = typer.Option(
+        None, help="Where trained models are cached (default: ~/.cache/lrp-domains/genomics-models)."
+    ),
     models: str = typer.Option("nt,bpnet", help="Comma-separated: nt (NT-like token model), bpnet (BPNet-like)."),
 ) -> None:
     """Planted-motif AUROC/AUPR and cost in gradients of our LRP, gradient x input, integrated gradients, ISM and
@@ -314,10 +337,12 @@ def genomics_models(
 @app.command("startup")
 def startup(
     repeats: int = typer.Option(5, help="Timed fresh processes per command (interleaved), after one untimed round."),
-    sequences: bool = typer.Option(True, "--sequences/--no-sequences", help="Also `bio sequences` on the example "
-                                                                            "FASTA (seconds, no target)."),
-    passive_threads: bool = typer.Option(False, "--passive-threads", help="Run the commands with "
-                                                                         "OMP_WAIT_POLICY=PASSIVE (shared machines)."),
+    sequences: bool = typer.Option(
+        True, "--sequences/--no-sequences", help="Also `bio sequences` on the example FASTA (seconds, no target)."
+    ),
+    passive_threads: bool = typer.Option(
+        False, "--passive-threads", help="Run the commands with OMP_WAIT_POLICY=PASSIVE (shared machines)."
+    ),
 ) -> None:
     """Cold-start seconds of `--help`, the group helps, one sentence explained and `import lrp_domains`, in fresh
     processes, next to the targets (0.5 s, 5 s)."""

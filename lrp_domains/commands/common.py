@@ -35,8 +35,11 @@ def one_line_errors(*also: type[BaseException]) -> Iterator[None]:
         if error.errno not in STORAGE_ERRORS:
             raise
         where = f"{error.filename}: " if error.filename else ""
-        typer.echo(f"error: {where}{error.strerror}; nothing of what was written before is lost. Free some space or "
-                   "choose another --out, then run the command again", err=True)
+        typer.echo(
+            f"error: {where}{error.strerror}; nothing of what was written before is lost. Free some space or "
+            "choose another --out, then run the command again",
+            err=True,
+        )
         raise typer.Exit(2) from error
 
 

@@ -43,8 +43,11 @@ def _options(kind: str, target: str | None, missing: str | None, option: list[st
 def run_input(kind: str, source: Path | None, regions: Path | None, genome: Path | None, width: int | None) -> Any:
     """The run's input: the file, or (``--regions``) what the domain reads genome windows from."""
     if (source is None) == (regions is None):
-        raise InputError("give the input file, or --regions PEAKS with --genome GENOME.fa (one of them)" if source is
-                         None else f"give the input file ({source}) or --regions ({regions}), not both")
+        raise InputError(
+            "give the input file, or --regions PEAKS with --genome GENOME.fa (one of them)"
+            if source is None
+            else f"give the input file ({source}) or --regions ({regions}), not both"
+        )
     if regions is None:
         if genome is not None or width is not None:
             raise InputError(f"--{'genome' if genome is not None else 'width'} is for --regions (genome windows)")
@@ -56,35 +59,50 @@ def _command(kind: str):
     def command(
         source: Path = typer.Argument(None, help="The input file (or genome regions: --regions and --genome)."),
         out: Path = typer.Option(..., help="Output folder (shards and manifest.json)."),
-        regions: Path = typer.Option(None, help="Genome regions instead of an input file (sequences, dna-lm): BED3, "
-                                                "BED6 or narrowPeak, plain or gzipped; one window per region, centred "
-                                                "on the summit (narrowPeak) or the centre, - strands reverse-"
-                                                "complemented, ids chrom:start-end(strand)."),
-        genome: Path = typer.Option(None, help="With --regions: the genome FASTA (plain or bgzip; indexed without "
-                                               "writing beside it)."),
-        width: int = typer.Option(None, help="With --regions: window width in bases (default: the model's input "
-                                             "length)."),
-        model: str = typer.Option(None, help="The model. text, dna-lm: a folder written by save_pretrained, or a hub "
-                                             "name. sequences, variants: a bpnet-lite BPNet or ChromBPNet saved with "
-                                             "torch.save (.torch or .pt; loaded without running code). genes: a "
-                                             "folder saved by scvi-tools' model.save (a SCANVI). gene-transformer: "
-                                             "a folder of TrainedGeneTransformer.save. Or MODULE:FACTORY (imports "
-                                             "MODULE from the current folder and runs its code): FACTORY() returns "
-                                             "a torch.nn.Module (sequences, variants: one-hot (N, 4, L) in), for "
-                                             "genes a tuple (module, genes, classes) or the module with a JSON file "
-                                             "beside --weights naming genes and classes."),
-        weights: Path = typer.Option(None, help="Weights for a MODULE:FACTORY model: a .safetensors state dict "
-                                                "(save_file, or save_model for shared weights such as Enformer)."),
+        regions: Path = typer.Option(
+            None,
+            help="Genome regions instead of an input file (sequences, dna-lm): BED3, "
+            "BED6 or narrowPeak, plain or gzipped; one window per region, centred "
+            "on the summit (narrowPeak) or the centre, - strands reverse-"
+            "complemented, ids chrom:start-end(strand).",
+        ),
+        genome: Path = typer.Option(
+            None, help="With --regions: the genome FASTA (plain or bgzip; indexed without writing beside it)."
+        ),
+        width: int = typer.Option(
+            None, help="With --regions: window width in bases (default: the model's input length)."
+        ),
+        model: str = typer.Option(
+            None,
+            help="The model. text, dna-lm: a folder written by save_pretrained, or a hub "
+            "name. sequences, variants: a bpnet-lite BPNet or ChromBPNet saved with "
+            "torch.save (.torch or .pt; loaded without running code). genes: a "
+            "folder saved by scvi-tools' model.save (a SCANVI). gene-transformer: "
+            "a folder of TrainedGeneTransformer.save. Or MODULE:FACTORY (imports "
+            "MODULE from the current folder and runs its code): FACTORY() returns "
+            "a torch.nn.Module (sequences, variants: one-hot (N, 4, L) in), for "
+            "genes a tuple (module, genes, classes) or the module with a JSON file "
+            "beside --weights naming genes and classes.",
+        ),
+        weights: Path = typer.Option(
+            None,
+            help="Weights for a MODULE:FACTORY model: a .safetensors state dict "
+            "(save_file, or save_model for shared weights such as Enformer).",
+        ),
         composite: str = typer.Option(None, help="Composite name (default: the domain's)."),
         shard_size: int = typer.Option(1000, help="Rows per output shard."),
         resume: bool = typer.Option(True, "--resume/--no-resume", help="Skip finished shards of a matching run."),
         engine: Engine = typer.Option(Engine.local, help="local, or ray (Ray actors; a lost worker is replaced)."),
         num_workers: int = typer.Option(1, help="Ray actors (one model each)."),
-        address: str = typer.Option(None, help="Ray cluster to join: HOST:PORT or auto (default: RAY_ADDRESS, "
-                                               "else a local cluster)."),
-        column: str = typer.Option(None, help="text: the text column of .csv/.tsv/.jsonl/.parquet (default text); "
-                                              "genes, gene-transformer: a label column (obs or table column) whose "
-                                              "value per sample is the class explained (default: the prediction)."),
+        address: str = typer.Option(
+            None, help="Ray cluster to join: HOST:PORT or auto (default: RAY_ADDRESS, else a local cluster)."
+        ),
+        column: str = typer.Option(
+            None,
+            help="text: the text column of .csv/.tsv/.jsonl/.parquet (default text); "
+            "genes, gene-transformer: a label column (obs or table column) whose "
+            "value per sample is the class explained (default: the prediction).",
+        ),
         target: str = typer.Option(None, help="Output to explain: class name or index (default: the prediction)."),
         missing: str = typer.Option(None, help="genes: model genes absent from the data: error, or zero."),
         option: list[str] = typer.Option([], help="Another option of this domain, KEY=VALUE (e.g. center=true)."),
@@ -102,9 +120,19 @@ def _command(kind: str):
             factory = partial(domains.build_explainer, kind, model, str(weights) if weights else None, composite)
             given = run_input(kind, source, regions, genome, width)
             try:
-                manifest = explain_dataset(factory, given, out, shard_size=shard_size, resume=resume,
-                                           progress=progress, column=column, engine=engine.value,
-                                           num_workers=num_workers, address=address, **options)
+                manifest = explain_dataset(
+                    factory,
+                    given,
+                    out,
+                    shard_size=shard_size,
+                    resume=resume,
+                    progress=progress,
+                    column=column,
+                    engine=engine.value,
+                    num_workers=num_workers,
+                    address=address,
+                    **options,
+                )
             except RayWorkersLost as error:
                 typer.echo(f"error: {error}", err=True)
                 raise typer.Exit(1) from error
@@ -132,8 +160,10 @@ def export_modisco_command(
     import numpy as np
 
     length = np.load(paths[0], mmap_mode="r").shape[2]  # modisco's window (-w, default 400) must fit the windows
-    typer.echo(f"ohe: {paths[0]}\nattr: {paths[1]}\nnext: modisco motifs -s {paths[0]} -a {paths[1]} -n 2000 "
-               f"-w {length} -o modisco.h5")
+    typer.echo(
+        f"ohe: {paths[0]}\nattr: {paths[1]}\nnext: modisco motifs -s {paths[0]} -a {paths[1]} -n 2000 "
+        f"-w {length} -o modisco.h5"
+    )
 
 
 @app.command("reference-examples")

@@ -18,8 +18,9 @@ __all__ = ["app"]
 def bigwig_command(
     run_dir: Path = typer.Argument(..., help="The folder of a finished sequences or dna-lm run."),
     out: Path = typer.Option(..., help="The bigWig file to write (e.g. relevance.bw)."),
-    genome: Path = typer.Option(None, help="The genome FASTA, for its chromosome sizes (default: the genome of a run "
-                                           "made with --regions)."),
+    genome: Path = typer.Option(
+        None, help="The genome FASTA, for its chromosome sizes (default: the genome of a run made with --regions)."
+    ),
     chrom_sizes: Path = typer.Option(None, help="Chromosome sizes instead: a chrom.sizes file or a .fai index."),
 ) -> None:
     """Per-base relevance of the observed bases as a bigWig: overlapping windows averaged, minus
@@ -46,8 +47,11 @@ def bigwig_command(
 def seqlets_command(
     run_dir: Path = typer.Argument(..., help="The folder of a finished sequences or dna-lm run."),
     out: Path = typer.Option(..., help="The BED file to write (e.g. seqlets.bed)."),
-    motifs: str = typer.Option("none", help="Name each seqlet by its best match: a JASPAR release (JASPAR2024, "
-                                            "offline), a JASPAR or MEME file, or none."),
+    motifs: str = typer.Option(
+        "none",
+        help="Name each seqlet by its best match: a JASPAR release (JASPAR2024, "
+        "offline), a JASPAR or MEME file, or none.",
+    ),
     alpha: float = typer.Option(0.01, help="The null's tail probability (seqlet threshold)."),
 ) -> None:
     """Seqlets over the whole run (one null pooled over every record), as BED6: genome coordinates
@@ -60,8 +64,12 @@ def seqlets_command(
         manifest, files = finished_run(run_dir, "seqlets")
         import pyarrow.parquet as pq
 
-        ids = [name for path in files for name, status in zip(*pq.read_table(path, columns=["id", "status"])
-                                                               .to_pydict().values()) if status == "ok"]
+        ids = [
+            name
+            for path in files
+            for name, status in zip(*pq.read_table(path, columns=["id", "status"]).to_pydict().values())
+            if status == "ok"
+        ]
         seqlets = run_seqlets(run_dir, motifs=motifs, alpha=alpha)
         genome = ids_are_regions(ids)
         with step_output(run_dir, out) as target:
@@ -72,11 +80,13 @@ def seqlets_command(
 
 @app.command("report")
 def report_command(
-    run_dir: Path = typer.Argument(..., help="The folder of a finished run (a kind with a report: sequences, genes, "
-                                             "gene-transformer, text...)."),
+    run_dir: Path = typer.Argument(
+        ..., help="The folder of a finished run (a kind with a report: sequences, genes, gene-transformer, text...)."
+    ),
     out: Path = typer.Option(..., help="The report folder (another folder than the run's)."),
-    motifs: str = typer.Option(None, help="sequences: name seqlets by their best JASPAR match (a release, a "
-                                          "JASPAR/MEME file, or none)."),
+    motifs: str = typer.Option(
+        None, help="sequences: name seqlets by their best JASPAR match (a release, a JASPAR/MEME file, or none)."
+    ),
     markers: Path = typer.Option(None, help="genes: JSON mapping each class to its marker genes."),
     top: int = typer.Option(None, help="genes: genes per class in the rankings."),
 ) -> None:

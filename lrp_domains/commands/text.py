@@ -53,14 +53,19 @@ def render_terminal(result, level: Level) -> None:
     console = Console()
     console.soft_wrap = not console.is_terminal  # piped: whole lines, never wrapped at 80 columns
     probabilities = ", ".join(f"{k} {v:.3f}" for k, v in result.probabilities.items())
-    console.print(f"prediction: [bold]{result.prediction}[/bold] ({probabilities}); explained: {result.target}; "
-                  f"{result.composite}")
+    console.print(
+        f"prediction: [bold]{result.prediction}[/bold] ({probabilities}); explained: {result.target}; "
+        f"{result.composite}"
+    )
     console.print(line)
-    ranked = sorted(zip(result.words if level is Level.word else result.tokens, values.tolist()),
-                    key=lambda item: -abs(item[1]))[:8]
+    ranked = sorted(
+        zip(result.words if level is Level.word else result.tokens, values.tolist()), key=lambda item: -abs(item[1])
+    )[:8]
     console.print("most relevant: " + ", ".join(f"{w} {v:+.3f}" for w, v in ranked))
-    console.print(f"delta {result.delta:+.4f} (explained {result.explained:.4f}; special tokens "
-                  f"{result.special_relevance:+.4f})", style="dim")
+    console.print(
+        f"delta {result.delta:+.4f} (explained {result.explained:.4f}; special tokens {result.special_relevance:+.4f})",
+        style="dim",
+    )
 
 
 @app.command("explain")
@@ -110,9 +115,13 @@ def explain_file_command(
     target: str = typer.Option(None, help="Label name or class index (default: each text's prediction)."),
     batch_size: int = typer.Option(16, help="Texts per forward/backward pass."),
     shard_size: int = typer.Option(1000, help="Texts per shard of the run (OUT/run)."),
-    resume: bool = typer.Option(True, "--resume/--no-resume", help="Reuse the finished shards of OUT/run when "
-                                                                   "input and settings are the same (a run of others "
-                                                                   "there is replaced); --no-resume: always replace."),
+    resume: bool = typer.Option(
+        True,
+        "--resume/--no-resume",
+        help="Reuse the finished shards of OUT/run when "
+        "input and settings are the same (a run of others "
+        "there is replaced); --no-resume: always replace.",
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Explain every text of a file: token tables (CSV, Parquet), per-text HTML, a corpus summary:
@@ -121,7 +130,16 @@ def explain_file_command(
 
     with one_line_errors():
         explainer = _explainer(model, composite)
-        paths = explain_file(explainer, path, out, column=column, target=parse_target(target),
-                             batch_size=batch_size, progress=progress, shard_size=shard_size, resume=resume)
+        paths = explain_file(
+            explainer,
+            path,
+            out,
+            column=column,
+            target=parse_target(target),
+            batch_size=batch_size,
+            progress=progress,
+            shard_size=shard_size,
+            resume=resume,
+        )
     for name, written in paths.items():
         typer.echo(f"{name}: {written}")

@@ -8,6 +8,13 @@ from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.scope import LRPCoverageError, Scope
 
 __all__ = [
-    "BASE_RULES", "Composite", "Explanation", "LRPCoverageError", "MergeBatchNorm", "Scope",
-    "composites", "explain", "rules",
+    "BASE_RULES",
+    "Composite",
+    "Explanation",
+    "LRPCoverageError",
+    "MergeBatchNorm",
+    "Scope",
+    "composites",
+    "explain",
+    "rules",
 ]

@@ -75,11 +75,7 @@ class MergeBatchNorm:
 
     @staticmethod
     def _mergeable_norm(norm: nn.Module, layer: Mergeable) -> TypeGuard[_BatchNorm]:
-        return (
-            isinstance(norm, _BatchNorm)
-            and norm.running_var is not None
-            and norm.num_features == _features(layer)
-        )
+        return isinstance(norm, _BatchNorm) and norm.running_var is not None and norm.num_features == _features(layer)
 
     @staticmethod
     def merged_parameters(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,12 +21,32 @@ LayerKey = Union[type, tuple, str, Callable[[nn.Module], bool]]
 BASE_RULES: dict[LayerKey, Rule] = {
     (nn.ReLU, nn.LeakyReLU): Pass(),
     (nn.GELU, nn.SiLU, nn.ELU, nn.SELU, nn.CELU, nn.Tanh, nn.Softplus, nn.Mish, nn.Hardswish): Identity(),
-    (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
-     nn.AdaptiveMaxPool3d): Pass(),
-    (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-     nn.AdaptiveAvgPool3d): Epsilon(),
-    (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Flatten, nn.Unflatten,
-     nn.Identity): Pass(),
+    (
+        nn.MaxPool1d,
+        nn.MaxPool2d,
+        nn.MaxPool3d,
+        nn.AdaptiveMaxPool1d,
+        nn.AdaptiveMaxPool2d,
+        nn.AdaptiveMaxPool3d,
+    ): Pass(),
+    (
+        nn.AvgPool1d,
+        nn.AvgPool2d,
+        nn.AvgPool3d,
+        nn.AdaptiveAvgPool1d,
+        nn.AdaptiveAvgPool2d,
+        nn.AdaptiveAvgPool3d,
+    ): Epsilon(),
+    (
+        nn.Dropout,
+        nn.Dropout1d,
+        nn.Dropout2d,
+        nn.Dropout3d,
+        nn.AlphaDropout,
+        nn.Flatten,
+        nn.Unflatten,
+        nn.Identity,
+    ): Pass(),
     # A BatchNorm not merged into a layer is a diagonal affine layer: epsilon.
     _BatchNorm: Epsilon(),
 }

@@ -70,9 +70,7 @@ def epsilon_gamma_box(
             "epsilon-gamma-box needs the input bounds: pass low= and high= (e.g. low=0, high=1 for one-hot "
             "sequences, or the per-channel min/max of normalised images)"
         )
-    return Composite(
-        {CONV: Gamma(gamma), DENSE: Epsilon(epsilon)}, first=ZBox(low, high), name="epsilon-gamma-box"
-    )
+    return Composite({CONV: Gamma(gamma), DENSE: Epsilon(epsilon)}, first=ZBox(low, high), name="epsilon-gamma-box")
 
 
 def epsilon_gamma(gamma: float = 0.25, epsilon: float = 1e-6) -> Composite:

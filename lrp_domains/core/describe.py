@@ -87,12 +87,18 @@ def describe(value: Any, _seen: set[int] | None = None) -> Any:
     if isinstance(value, dict):
         return {str(describe(k, seen)): describe(v, seen) for k, v in value.items()}
     if isinstance(value, functools.partial):
-        return {"partial": describe(value.func, seen), "args": describe(value.args, seen),
-                "keywords": describe(value.keywords, seen)}
+        return {
+            "partial": describe(value.func, seen),
+            "args": describe(value.args, seen),
+            "keywords": describe(value.keywords, seen),
+        }
     if callable(value) and hasattr(value, "__qualname__"):  # functions, methods, builtins
         return _function(value, seen)
-    attributes = {key: describe(item, seen) for key, item in sorted(vars(value).items())
-                  if not key.startswith("_")} if hasattr(value, "__dict__") else {}
+    attributes = (
+        {key: describe(item, seen) for key, item in sorted(vars(value).items()) if not key.startswith("_")}
+        if hasattr(value, "__dict__")
+        else {}
+    )
     return {"type": _qualified(type(value)), **attributes} if attributes else _qualified(type(value))
 
 

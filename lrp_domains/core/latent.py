@@ -48,6 +48,7 @@ from lrp_domains.core.engine.targets import Target, resolve_targets, select_targ
 
 __all__ = ["Concepts", "concept_relevance", "conditional_relevance", "explain_concepts", "layer_relevance"]
 
+
 class _Stop(Exception):  # noqa: N818 - control flow, not an error
     """Raised by the layer hook to end a forward once the layer has run."""
 
@@ -86,7 +87,8 @@ class _Probe:
         else:
             self.handle = self.module.register_forward_pre_hook(
                 lambda m, args, kwargs: self._capture(args[0] if args else next(iter(kwargs.values()), None)),
-                with_kwargs=True)
+                with_kwargs=True,
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -96,8 +98,10 @@ class _Probe:
         self.inputs.append(args[0] if args else None)
         tensor = _first_tensor(value)
         if tensor is None or not tensor.is_floating_point():
-            raise TypeError(f"layer {self.name!r}: its {self.at} is {type(value).__name__}, not a floating-point "
-                            "tensor (or a tuple starting with one); name a module whose output is a tensor")
+            raise TypeError(
+                f"layer {self.name!r}: its {self.at} is {type(value).__name__}, not a floating-point "
+                "tensor (or a tuple starting with one); name a module whose output is a tensor"
+            )
         self.seen.append(tensor)
         if self.stop:
             raise _Stop
@@ -105,12 +109,16 @@ class _Probe:
     def tensor(self, batch_size: int) -> torch.Tensor:
         """The one tensor captured in the last forward."""
         if len(self.seen) != 1:
-            raise ValueError(f"layer {self.name!r} ran {len(self.seen)} times in one forward; name a module that "
-                             "runs exactly once (a module used twice has no single output to condition on)")
+            raise ValueError(
+                f"layer {self.name!r} ran {len(self.seen)} times in one forward; name a module that "
+                "runs exactly once (a module used twice has no single output to condition on)"
+            )
         tensor = self.seen[0]
         if tensor.dim() < 2 or tensor.shape[0] != batch_size:
-            raise ValueError(f"layer {self.name!r}: its {self.at} has shape {tuple(tensor.shape)}; expected the batch "
-                             f"({batch_size}) first and at least one channel axis")
+            raise ValueError(
+                f"layer {self.name!r}: its {self.at} has shape {tuple(tensor.shape)}; expected the batch "
+                f"({batch_size}) first and at least one channel axis"
+            )
         return tensor
 
 
@@ -166,16 +174,19 @@ def _check_tracked(data: Inputs, names: list[str]) -> None:
     """Relevance needs a floating-point input or a source: with token ids alone nothing in the
     forward requires grad (parameters do not, inside a scope) and every relevance would be 0."""
     if isinstance(data, dict) and not names and not any(v.is_floating_point() for v in data.values()):
-        raise ValueError("the inputs have no floating-point entry and no sources= were given, so no relevance can "
-                         "be read: for token ids pass sources=torch.nn.Embedding (relevance is read at the "
-                         "embeddings), or give inputs_embeds")
+        raise ValueError(
+            "the inputs have no floating-point entry and no sources= were given, so no relevance can "
+            "be read: for token ids pass sources=torch.nn.Embedding (relevance is read at the "
+            "embeddings), or give inputs_embeds"
+        )
 
 
 def _channel_axis(axis: int, ndim: int, name: str) -> int:
     resolved = axis if axis >= 0 else ndim + axis
     if not 1 <= resolved < ndim:
-        raise ValueError(f"channel_axis={axis} does not fit the {ndim}-D output of layer {name!r} "
-                         "(axis 0 is the batch)")
+        raise ValueError(
+            f"channel_axis={axis} does not fit the {ndim}-D output of layer {name!r} (axis 0 is the batch)"
+        )
     return resolved
 
 
@@ -193,8 +204,9 @@ def _split_copies(value: torch.Tensor, copies: int) -> torch.Tensor:
     return value.reshape(copies, -1, *value.shape[1:]).transpose(0, 1)
 
 
-def _structure(relevance: list[torch.Tensor], read: dict[str, torch.Tensor], features: list[str], mapping: bool
-               ) -> torch.Tensor | dict[str, torch.Tensor]:
+def _structure(
+    relevance: list[torch.Tensor], read: dict[str, torch.Tensor], features: list[str], mapping: bool
+) -> torch.Tensor | dict[str, torch.Tensor]:
     if not mapping and not read:
         return relevance[0]
     named = dict(zip(features, relevance)) if mapping else {"input": relevance[0]}
@@ -206,8 +218,9 @@ def _map(value: torch.Tensor | dict[str, torch.Tensor], fn: Any) -> Any:
     return {key: fn(v) for key, v in value.items()} if isinstance(value, dict) else fn(value)
 
 
-def _input_layer_conditional(scope: Any, probe: _Probe, point: torch.Tensor, grad: torch.Tensor, axis: int,
-                             channels: list[int]) -> torch.Tensor | None:
+def _input_layer_conditional(
+    scope: Any, probe: _Probe, point: torch.Tensor, grad: torch.Tensor, axis: int, channels: list[int]
+) -> torch.Tensor | None:
     """Conditional relevance when the layer is an affine layer that reads the (tensor) model input
     itself: everything below the layer is its own rule, and every rule's backward works per
     output channel (its denominators and ``s`` are elementwise in the output), so the rule run on
@@ -244,8 +257,15 @@ def _input_layer_conditional(scope: Any, probe: _Probe, point: torch.Tensor, gra
     return torch.stack(found, 1)
 
 
-def _retained_conditional(scope: Any, point: torch.Tensor, grad: torch.Tensor, axis: int, channels: list[int],
-                          features: list[str], mapping: bool) -> Any:
+def _retained_conditional(
+    scope: Any,
+    point: torch.Tensor,
+    grad: torch.Tensor,
+    axis: int,
+    channels: list[int],
+    features: list[str],
+    mapping: bool,
+) -> Any:
     """``(N, K, ...)`` conditional relevance: one backward from the layer per channel, each seeded with
     the layer's gradient masked to that channel, on the graph of the first pass (kept alive)."""
     if not channels:
@@ -264,10 +284,18 @@ def _retained_conditional(scope: Any, point: torch.Tensor, grad: torch.Tensor, a
     return torch.stack(found, 1)
 
 
-def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Inputs, target: Any,
-                       channels: list[int] | None,
-                       channel_axis: int, channel_batch: int | None, output_fn: OutputFn | None, strict: bool
-                       ) -> tuple[torch.Tensor, Any, Any, torch.Tensor, torch.Tensor | None, list[int]]:
+def _concepts_of_batch(
+    model: nn.Module,
+    scope: Any,
+    probe: _Probe,
+    batch: Inputs,
+    target: Any,
+    channels: list[int] | None,
+    channel_axis: int,
+    channel_batch: int | None,
+    output_fn: OutputFn | None,
+    strict: bool,
+) -> tuple[torch.Tensor, Any, Any, torch.Tensor, torch.Tensor | None, list[int]]:
     n = _length(batch)
     mapping = isinstance(batch, dict)
     probe.seen, probe.inputs, probe.stop = [], [], False
@@ -277,8 +305,9 @@ def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Input
     scope.check(strict)
     explained, index = select_target(output, target)
     conditioning = channels is None or bool(channels)
-    relevance, read, _, (grad,) = read_relevance(scope, leaves, explained.sum(), None, extra=[point],
-                                                 retain_graph=conditioning and channel_batch is None)
+    relevance, read, _, (grad,) = read_relevance(
+        scope, leaves, explained.sum(), None, extra=[point], retain_graph=conditioning and channel_batch is None
+    )
     axis = _channel_axis(channel_axis, point.dim(), probe.name)
     grad = torch.zeros_like(point) if grad is None else grad.detach()
     at_layer = point.detach() * grad
@@ -303,7 +332,7 @@ def _concepts_of_batch(model: nn.Module, scope: Any, probe: _Probe, batch: Input
             pieces.append(retained)
         channels_left = []
     for start in range(0, len(channels_left), channel_batch or 1):
-        chunk = channels_left[start:start + (channel_batch or 1)]
+        chunk = channels_left[start : start + (channel_batch or 1)]
         copies = len(chunk)
         probe.seen, probe.inputs, probe.stop = [], [], True
         try:
@@ -384,8 +413,11 @@ def explain_concepts(
         scope.inputs.read_sources(names)
         chosen: list[int] | None = None if channels is None else [int(c) for c in channels]
         for batch, batch_target in batches(data, targets, batch_size):
-            parts.append(_concepts_of_batch(model, scope, probe, batch, batch_target, chosen, channel_axis,
-                                            channel_batch, output, strict))
+            parts.append(
+                _concepts_of_batch(
+                    model, scope, probe, batch, batch_target, chosen, channel_axis, channel_batch, output, strict
+                )
+            )
             chosen = parts[-1][5]
     channel_relevance = torch.cat([p[0] for p in parts])
 
@@ -397,21 +429,41 @@ def explain_concepts(
         return torch.cat(values)
 
     targets_out = cat([p[4] for p in parts])
-    return Concepts(layer, channel_axis, channel_relevance, list(chosen or []), cat([p[1] for p in parts]),
-                    cat([p[2] for p in parts]), torch.cat([p[3] for p in parts]), targets_out)
+    return Concepts(
+        layer,
+        channel_axis,
+        channel_relevance,
+        list(chosen or []),
+        cat([p[1] for p in parts]),
+        cat([p[2] for p in parts]),
+        torch.cat([p[3] for p in parts]),
+        targets_out,
+    )
 
 
-def concept_relevance(model: nn.Module, inputs: Inputs, layer: str, target: Target = None,
-                      composite: str | Composite | None = None, **options: Any) -> torch.Tensor:
+def concept_relevance(
+    model: nn.Module,
+    inputs: Inputs,
+    layer: str,
+    target: Target = None,
+    composite: str | Composite | None = None,
+    **options: Any,
+) -> torch.Tensor:
     """``(N, C)`` relevance of each channel (neuron, filter, hidden unit) of ``layer``'s output,
     summed over positions: ``R_c = sum_p a_cp g_cp`` (CRP, Achtibat et al. 2023, Eq. 5), from one
     forward and one backward pass. Options as for :func:`explain_concepts`."""
     return explain_concepts(model, inputs, layer, (), target, composite, **options).channel_relevance
 
 
-def conditional_relevance(model: nn.Module, inputs: Inputs, layer: str, channels: Sequence[int] | None,
-                          target: Target = None, composite: str | Composite | None = None,
-                          **options: Any) -> torch.Tensor | dict[str, torch.Tensor] | None:
+def conditional_relevance(
+    model: nn.Module,
+    inputs: Inputs,
+    layer: str,
+    channels: Sequence[int] | None,
+    target: Target = None,
+    composite: str | Composite | None = None,
+    **options: Any,
+) -> torch.Tensor | dict[str, torch.Tensor] | None:
     """``(N, len(channels), *input_shape)`` input relevance conditioned on each channel of
     ``layer`` (CRP, Achtibat et al. 2023, Eq. 6: relevance seeded at the layer only where the
     channel is); summed over all channels it is the input relevance through the layer
@@ -420,11 +472,21 @@ def conditional_relevance(model: nn.Module, inputs: Inputs, layer: str, channels
     return explain_concepts(model, inputs, layer, channels, target, composite, **options).conditional
 
 
-def layer_relevance(model: nn.Module, inputs: Inputs, layers: Sequence[str], target: Target = None,
-                    composite: str | Composite | None = None, *, at: str = "output", batch_size: int | None = None,
-                    device: torch.device | str | None = None, output: OutputFn | None = None,
-                    sources: Sources = None, labels: Sequence[str] | None = None,
-                    strict: bool = False) -> dict[str, torch.Tensor]:
+def layer_relevance(
+    model: nn.Module,
+    inputs: Inputs,
+    layers: Sequence[str],
+    target: Target = None,
+    composite: str | Composite | None = None,
+    *,
+    at: str = "output",
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    output: OutputFn | None = None,
+    sources: Sources = None,
+    labels: Sequence[str] | None = None,
+    strict: bool = False,
+) -> dict[str, torch.Tensor]:
     """Relevance at the output (or first input) of each named module, full shape ``(N, ...)``:
     activation x modified gradient, from one forward and one backward pass for all layers (the
     residual stream's relevance per token and layer of a transformer, per neuron of an MLP).

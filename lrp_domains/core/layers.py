@@ -107,8 +107,17 @@ def _conv_vjp(module: nn.modules.conv._ConvNd) -> InputVJP | None:
 
     def vjp(x: torch.Tensor, weight: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         grad_input, _, _ = torch.ops.aten.convolution_backward(
-            grad.contiguous(), x, weight, None, stride, list(padding), dilation, False,
-            output_padding, groups, [True, False, False],
+            grad.contiguous(),
+            x,
+            weight,
+            None,
+            stride,
+            list(padding),
+            dilation,
+            False,
+            output_padding,
+            groups,
+            [True, False, False],
         )
         return grad_input
 
@@ -131,6 +140,7 @@ def affine_ops(module: nn.Module) -> AffineOps | None:
     if isinstance(module, nn.Linear):
         return AffineOps(F.linear, _linear_vjp, feature_dim=-1, vjp_needs_input=False)
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+
         def conv_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
             return module._conv_forward(x, weight, bias)
 
@@ -144,8 +154,9 @@ def affine_ops(module: nn.Module) -> AffineOps | None:
         padding = cast("tuple[int, ...]", module.padding)
 
         def transpose_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-            return transpose(x, weight, bias, module.stride, padding, module.output_padding,
-                             module.groups, module.dilation)
+            return transpose(
+                x, weight, bias, module.stride, padding, module.output_padding, module.groups, module.dilation
+            )
 
         return AffineOps(transpose_forward, _autograd_vjp(transpose_forward))
     return None

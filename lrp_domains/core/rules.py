@@ -23,8 +23,19 @@ if TYPE_CHECKING:
     from lrp_domains.core.engine.scope import ModuleCall
 
 __all__ = [
-    "AlphaBeta", "Epsilon", "Flat", "Gamma", "Identity", "LayerRule", "Pass", "Rule", "Stop",
-    "Uniform", "WSquare", "ZBox", "ZPlus",
+    "AlphaBeta",
+    "Epsilon",
+    "Flat",
+    "Gamma",
+    "Identity",
+    "LayerRule",
+    "Pass",
+    "Rule",
+    "Stop",
+    "Uniform",
+    "WSquare",
+    "ZBox",
+    "ZPlus",
 ]
 
 
@@ -174,9 +185,7 @@ class Uniform(Rule):
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         dependent = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
         if len(dependent) > 1:
-            args = tuple(
-                scale_grad(a, 1.0 / len(dependent)) if i in dependent else a for i, a in enumerate(args)
-            )
+            args = tuple(scale_grad(a, 1.0 / len(dependent)) if i in dependent else a for i, a in enumerate(args))
         return call.original(*args, **kwargs)
 
 
@@ -230,8 +239,15 @@ class _Layer:
     """What a layer rule's backward sees: the functional layer, its input, output, parameters,
     and the gradient ``g`` arriving at the output (so the relevance there is ``z * g``)."""
 
-    def __init__(self, ops: AffineOps, x: torch.Tensor, z: torch.Tensor, weight: torch.Tensor,
-                 bias: torch.Tensor | None, grad: torch.Tensor) -> None:
+    def __init__(
+        self,
+        ops: AffineOps,
+        x: torch.Tensor,
+        z: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        grad: torch.Tensor,
+    ) -> None:
         self.ops, self.x, self.z, self.weight, self.bias, self.grad = ops, x, z, weight, bias, grad
         #: What a rule's backward keeps for :meth:`LayerRule.unit_relevance`.
         self.cache: Any = None
@@ -493,7 +509,7 @@ class WSquare(LayerRule):
         self.stabilizer = float(stabilizer)
 
     def _weights(self, layer: _Layer) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return layer.weight ** 2, None if layer.bias is None else layer.bias ** 2
+        return layer.weight**2, None if layer.bias is None else layer.bias**2
 
     def backward(self, layer: _Layer) -> torch.Tensor:
         w, b = self._weights(layer)

@@ -22,7 +22,21 @@ from lrp_domains.evaluate.perturbation import (
 )
 
 __all__ = [
-    "FRACTIONS", "abpc", "aopc", "area", "au_mse", "aupr", "auroc", "curve", "expand_groups", "gradient",
-    "gradient_x_input", "group_relevance",
-    "integrated_gradients", "ism", "occlusion", "random_attribution", "removal_masks",
+    "FRACTIONS",
+    "abpc",
+    "aopc",
+    "area",
+    "au_mse",
+    "aupr",
+    "auroc",
+    "curve",
+    "expand_groups",
+    "gradient",
+    "gradient_x_input",
+    "group_relevance",
+    "integrated_gradients",
+    "ism",
+    "occlusion",
+    "random_attribution",
+    "removal_masks",
 ]

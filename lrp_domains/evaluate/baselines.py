@@ -39,9 +39,18 @@ from lrp_domains.core.engine.targets import Target, resolve_targets, select_targ
 BatchAttribution = Callable[[nn.Module, Inputs, object], Explanation]
 
 
-def _run(model: nn.Module, inputs: Inputs, target: Target, batch_size: int | None,
-         device: torch.device | str | None, progress: bool, fn: BatchAttribution, name: str,
-         labels: Sequence[str] | None = None, keywords: bool = False) -> Explanation:
+def _run(
+    model: nn.Module,
+    inputs: Inputs,
+    target: Target,
+    batch_size: int | None,
+    device: torch.device | str | None,
+    progress: bool,
+    fn: BatchAttribution,
+    name: str,
+    labels: Sequence[str] | None = None,
+    keywords: bool = False,
+) -> Explanation:
     """The batching loop: ``fn`` per batch in eval mode with gradients on; the result on the
     inputs' device. ``keywords``: ``fn`` takes mappings of keyword inputs too."""
     data = prepare_inputs(model, inputs, device)
@@ -123,8 +132,9 @@ def _features(batch: Inputs) -> tuple[list[str], list[torch.Tensor]]:
     return [], [batch]
 
 
-def _forward(model: nn.Module, batch: Inputs, keys: list[str], values: list[torch.Tensor],
-             output_fn: OutputFn | None) -> torch.Tensor:
+def _forward(
+    model: nn.Module, batch: Inputs, keys: list[str], values: list[torch.Tensor], output_fn: OutputFn | None
+) -> torch.Tensor:
     raw = model(**{**batch, **dict(zip(keys, values))}) if isinstance(batch, Mapping) else model(values[0])
     return (output_fn or default_output)(raw, batch)
 
@@ -132,8 +142,10 @@ def _forward(model: nn.Module, batch: Inputs, keys: list[str], values: list[torc
 def _gradients(explained: torch.Tensor, wrt: list[torch.Tensor]) -> list[torch.Tensor]:
     """d(sum of explained)/d(each of ``wrt``); zeros for tensors the output does not depend on."""
     if not wrt:
-        raise ValueError("nothing to attribute: the inputs have no floating-point entry (token ids?) and no "
-                         "sources are given; pass sources=[the embedding module's name]")
+        raise ValueError(
+            "nothing to attribute: the inputs have no floating-point entry (token ids?) and no "
+            "sources are given; pass sources=[the embedding module's name]"
+        )
     if explained.requires_grad:
         grads = torch.autograd.grad(explained.sum(), wrt, allow_unused=True)
     else:
@@ -141,8 +153,9 @@ def _gradients(explained: torch.Tensor, wrt: list[torch.Tensor]) -> list[torch.T
     return [torch.zeros_like(w) if g is None else g for g, w in zip(grads, wrt)]
 
 
-def _assemble(batch: Inputs, keys: list[str], per_input: list[torch.Tensor],
-              per_call: list[tuple[str, torch.Tensor]]) -> tuple[object, dict[str, torch.Tensor]]:
+def _assemble(
+    batch: Inputs, keys: list[str], per_input: list[torch.Tensor], per_call: list[tuple[str, torch.Tensor]]
+) -> tuple[object, dict[str, torch.Tensor]]:
     """The relevance in the inputs' structure and per source module (summed over its calls)."""
     relevance = dict(zip(keys, per_input)) if isinstance(batch, Mapping) else per_input[0]
     read: dict[str, torch.Tensor] = {}
@@ -164,7 +177,7 @@ def _gradient_method(times_input: bool, output_fn: OutputFn | None, names: list[
             explained, index = select_target(output, target)
             calls = sources.flat()
             grads = _gradients(explained, leaves + [leaf for _, leaf in calls])
-        at_inputs, at_sources = grads[:len(leaves)], grads[len(leaves):]
+        at_inputs, at_sources = grads[: len(leaves)], grads[len(leaves) :]
         if times_input:
             at_inputs = [v * g for v, g in zip(values, at_inputs)]
             at_sources = [leaf.detach() * g for (_, leaf), g in zip(calls, at_sources)]
@@ -174,9 +187,18 @@ def _gradient_method(times_input: bool, output_fn: OutputFn | None, names: list[
     return batch_fn
 
 
-def gradient(model: nn.Module, inputs: Inputs, target: Target = None, *, batch_size: int | None = None,
-             device: torch.device | str | None = None, progress: bool = False, output: OutputFn | None = None,
-             sources: Sources = None, labels: Sequence[str] | None = None) -> Explanation:
+def gradient(
+    model: nn.Module,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    output: OutputFn | None = None,
+    sources: Sources = None,
+    labels: Sequence[str] | None = None,
+) -> Explanation:
     """The plain gradient of the explained output (saliency, Simonyan et al. 2014). ``inputs``,
     ``target``, ``output``, ``sources`` and ``labels`` as for :func:`lrp_domains.explain`; the
     gradient at each source module's output is in :attr:`Explanation.sources`."""
@@ -184,10 +206,18 @@ def gradient(model: nn.Module, inputs: Inputs, target: Target = None, *, batch_s
     return _run(model, inputs, target, batch_size, device, progress, fn, "gradient", labels, keywords=True)
 
 
-def gradient_x_input(model: nn.Module, inputs: Inputs, target: Target = None, *,
-                     batch_size: int | None = None, device: torch.device | str | None = None,
-                     progress: bool = False, output: OutputFn | None = None, sources: Sources = None,
-                     labels: Sequence[str] | None = None) -> Explanation:
+def gradient_x_input(
+    model: nn.Module,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    output: OutputFn | None = None,
+    sources: Sources = None,
+    labels: Sequence[str] | None = None,
+) -> Explanation:
     """Input times gradient (Shrikumar et al. 2016); with ``sources``, each source module's output
     times the gradient there (a token model's word embedding: :mod:`lrp_domains.evaluate.text`).
     Hooks as for :func:`lrp_domains.explain`."""
@@ -195,11 +225,20 @@ def gradient_x_input(model: nn.Module, inputs: Inputs, target: Target = None, *,
     return _run(model, inputs, target, batch_size, device, progress, fn, "gradient x input", labels, keywords=True)
 
 
-def integrated_gradients(model: nn.Module, inputs: Inputs, target: Target = None, *,
-                         baseline: float | torch.Tensor = 0.0, steps: int = 32, batch_size: int | None = None,
-                         device: torch.device | str | None = None, progress: bool = False,
-                         output: OutputFn | None = None, sources: Sources = None,
-                         labels: Sequence[str] | None = None) -> Explanation:
+def integrated_gradients(
+    model: nn.Module,
+    inputs: Inputs,
+    target: Target = None,
+    *,
+    baseline: float | torch.Tensor = 0.0,
+    steps: int = 32,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    output: OutputFn | None = None,
+    sources: Sources = None,
+    labels: Sequence[str] | None = None,
+) -> Explanation:
     """Integrated gradients (Sundararajan et al. 2017), midpoint Riemann sum with ``steps``
     points on the straight path from ``baseline`` to the input; ``steps`` forward and backward
     passes per batch (and one forward at the input). The target index is fixed at the input's
@@ -235,19 +274,28 @@ def integrated_gradients(model: nn.Module, inputs: Inputs, target: Target = None
         explained, _ = select_target(output, fixed)
         at_inputs = [(v - r) * total / steps for v, r, total in zip(values, references, totals)]
         at_sources = []
-        for (name, actual), total in zip(calls, totals[len(values):]):
+        for (name, actual), total in zip(calls, totals[len(values) :]):
             reference = _reference(baseline, actual)
             at_sources.append((name, (actual - reference) * total / steps))
         relevance, read = _assemble(batch, keys, at_inputs, at_sources)
         return Explanation.build(relevance, output, index, explained, None, read)
 
-    return _run(model, inputs, target, batch_size, device, progress, batch_fn, "integrated gradients", labels,
-                keywords=True)
+    return _run(
+        model, inputs, target, batch_size, device, progress, batch_fn, "integrated gradients", labels, keywords=True
+    )
 
 
-def occlusion(model: nn.Module, inputs: torch.Tensor, target: Target = None, *, baseline: float = 0.0,
-              dim: int | None = None, batch_size: int | None = None, device: torch.device | str | None = None,
-              progress: bool = False) -> Explanation:
+def occlusion(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    *,
+    baseline: float = 0.0,
+    dim: int | None = None,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> Explanation:
     """Occlusion (Zeiler & Fergus 2014): relevance of a feature = explained output minus the
     output with that feature set to ``baseline``; one forward pass per feature. With ``dim`` (a
     non-batch dimension), whole slices along it are occluded together (the positions of a one-hot
@@ -283,8 +331,15 @@ def _spread(value: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return value.reshape(shape) * mask
 
 
-def ism(model: nn.Module, inputs: torch.Tensor, target: Target = None, *, batch_size: int | None = None,
-        device: torch.device | str | None = None, progress: bool = False) -> Explanation:
+def ism(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    *,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> Explanation:
     """In-silico mutagenesis for one-hot sequences ``(N, A, L)`` (Alipanahi et al. 2015): every
     single-base substitution is scored; the observed base at each position gets the explained
     output minus the mean output over the ``A - 1`` substitutions there. ``(A - 1) L`` forwards."""
@@ -314,9 +369,16 @@ def ism(model: nn.Module, inputs: torch.Tensor, target: Target = None, *, batch_
     return _run(model, inputs, target, batch_size, device, progress, batch_fn, "ism")
 
 
-def random_attribution(model: nn.Module, inputs: torch.Tensor, target: Target = None, *, seed: int = 0,
-                       batch_size: int | None = None, device: torch.device | str | None = None,
-                       progress: bool = False) -> Explanation:
+def random_attribution(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: Target = None,
+    *,
+    seed: int = 0,
+    batch_size: int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> Explanation:
     """Standard-normal noise of the input's shape (seeded): the floor every metric is read against."""
     generator = torch.Generator().manual_seed(seed)
 

@@ -18,10 +18,14 @@ def roc_auc(scores: Any, labels: Any) -> float:
     """The area under the ROC curve of ``scores`` for binary ``labels`` (the Mann-Whitney U
     statistic: the probability that a positive outranks a negative, ties counting half); NaN when
     one class is absent. Arrays or tensors, any shape (flattened)."""
-    values = torch.as_tensor(np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores,
-                                        dtype=np.float64)).reshape(-1)
-    truth = torch.as_tensor(np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels)
-                            ).reshape(-1).bool()
+    values = torch.as_tensor(
+        np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+    ).reshape(-1)
+    truth = (
+        torch.as_tensor(np.asarray(labels.detach().cpu() if isinstance(labels, torch.Tensor) else labels))
+        .reshape(-1)
+        .bool()
+    )
     positives, negatives = int(truth.sum()), int((~truth).sum())
     if positives == 0 or negatives == 0:
         return float("nan")

@@ -37,8 +37,15 @@ def ranking(relevance: torch.Tensor, valid: torch.Tensor, descending: bool = Tru
     return order
 
 
-def removal_masks(relevance: torch.Tensor, fraction: float, *, order: str = "morf", mode: str = "deletion",
-                  valid: torch.Tensor | None = None, protected: torch.Tensor | None = None) -> torch.Tensor:
+def removal_masks(
+    relevance: torch.Tensor,
+    fraction: float,
+    *,
+    order: str = "morf",
+    mode: str = "deletion",
+    valid: torch.Tensor | None = None,
+    protected: torch.Tensor | None = None,
+) -> torch.Tensor:
     """The boolean ``(N, F)`` mask of removed features at ``fraction`` (see the module docstring)."""
     if order not in ("morf", "lerf"):
         raise ValueError(f"order must be 'morf' or 'lerf', got {order!r}")
@@ -58,10 +65,18 @@ def removal_masks(relevance: torch.Tensor, fraction: float, *, order: str = "mor
     return removable & ~chosen
 
 
-def curve(score: Callable[[Any], torch.Tensor], inputs: Any, relevance: torch.Tensor,
-          replace: Callable[[Any, torch.Tensor], Any], *, order: str = "morf", mode: str = "deletion",
-          fractions: Sequence[float] = FRACTIONS, valid: torch.Tensor | None = None,
-          protected: torch.Tensor | None = None) -> torch.Tensor:
+def curve(
+    score: Callable[[Any], torch.Tensor],
+    inputs: Any,
+    relevance: torch.Tensor,
+    replace: Callable[[Any, torch.Tensor], Any],
+    *,
+    order: str = "morf",
+    mode: str = "deletion",
+    fractions: Sequence[float] = FRACTIONS,
+    valid: torch.Tensor | None = None,
+    protected: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``score`` of the perturbed inputs at each fraction: ``(N, len(fractions))`` (or
     ``(N, len(fractions), ...)`` when ``score`` returns more than one value per example)."""
     values = []

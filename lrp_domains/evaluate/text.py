@@ -42,15 +42,18 @@ class EncodedTexts:
         """The texts ``start:stop``, trimmed to their longest."""
         width = int(self.attention_mask[start:stop].sum(1).max())
         return EncodedTexts(
-            self.input_ids[start:stop, :width], self.attention_mask[start:stop, :width],
+            self.input_ids[start:stop, :width],
+            self.attention_mask[start:stop, :width],
             None if self.token_type_ids is None else self.token_type_ids[start:stop, :width],
             self.special[start:stop, :width],
         )
 
     def model_inputs(self, device: torch.device, input_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Keyword arguments for the model (optionally with other ids, e.g. perturbed)."""
-        inputs = {"input_ids": (self.input_ids if input_ids is None else input_ids).to(device),
-                  "attention_mask": self.attention_mask.to(device)}
+        inputs = {
+            "input_ids": (self.input_ids if input_ids is None else input_ids).to(device),
+            "attention_mask": self.attention_mask.to(device),
+        }
         if self.token_type_ids is not None:
             inputs["token_type_ids"] = self.token_type_ids.to(device)
         return inputs
@@ -58,8 +61,14 @@ class EncodedTexts:
 
 def encode(tokenizer, texts: Sequence[str], max_length: int | None = None) -> EncodedTexts:
     """Tokenize with special tokens, pad on the right, truncate at ``max_length``."""
-    enc = tokenizer(list(texts), padding=True, truncation=max_length is not None, max_length=max_length,
-                    return_special_tokens_mask=True, return_tensors="pt")
+    enc = tokenizer(
+        list(texts),
+        padding=True,
+        truncation=max_length is not None,
+        max_length=max_length,
+        return_special_tokens_mask=True,
+        return_tensors="pt",
+    )
     special = enc["special_tokens_mask"].bool() & enc["attention_mask"].bool()
     return EncodedTexts(enc["input_ids"], enc["attention_mask"], enc.get("token_type_ids"), special)
 
@@ -78,8 +87,9 @@ def _logits(model: nn.Module, **inputs: torch.Tensor) -> torch.Tensor:
     return out.logits if hasattr(out, "logits") else out[0]
 
 
-def predict(model: nn.Module, encoded: EncodedTexts, input_ids: torch.Tensor | None = None,
-            batch_size: int = 64) -> torch.Tensor:
+def predict(
+    model: nn.Module, encoded: EncodedTexts, input_ids: torch.Tensor | None = None, batch_size: int = 64
+) -> torch.Tensor:
     """Logits ``(N, C)`` for the texts (or for the same texts with other ids), without gradients."""
     device = next(model.parameters()).device
     ids = encoded.input_ids if input_ids is None else input_ids
@@ -88,7 +98,7 @@ def predict(model: nn.Module, encoded: EncodedTexts, input_ids: torch.Tensor | N
         for start in range(0, len(encoded), batch_size):
             rows = encoded.rows(start, min(start + batch_size, len(encoded)))
             width = rows.input_ids.shape[1]
-            inputs = rows.model_inputs(device, ids[start:start + len(rows), :width])
+            inputs = rows.model_inputs(device, ids[start : start + len(rows), :width])
             parts.append(_logits(model, **inputs).float().cpu())
     return torch.cat(parts)
 
@@ -102,28 +112,31 @@ def _word_embedding(model: nn.Module) -> str:
     raise ValueError(f"{type(model).__name__}.get_input_embeddings() is not one of the model's modules")
 
 
-def _on_word_embeddings(method: Callable, model: nn.Module, encoded: EncodedTexts, target: torch.Tensor,
-                        batch_size: int, **options: object) -> torch.Tensor:
+def _on_word_embeddings(
+    method: Callable, model: nn.Module, encoded: EncodedTexts, target: torch.Tensor, batch_size: int, **options: object
+) -> torch.Tensor:
     """``method`` (a gradient baseline of :mod:`lrp_domains.evaluate.baselines`) read at the word
     embedding's output, summed over the hidden dimension, per batch of texts: ``(N, T)``."""
     device = next(model.parameters()).device
     word = _word_embedding(model)
     parts = []
     for start, rows in _batches(encoded, batch_size):
-        result = method(model, rows.model_inputs(device), target[start:start + len(rows)], sources=[word], **options)
+        result = method(model, rows.model_inputs(device), target[start : start + len(rows)], sources=[word], **options)
         parts.append(_pad_to(result.sources[word].sum(-1).detach().double().cpu(), encoded.input_ids.shape[1]))
     return torch.cat(parts)
 
 
-def gradient_x_input(model: nn.Module, encoded: EncodedTexts, target: torch.Tensor,
-                     batch_size: int = 16) -> torch.Tensor:
+def gradient_x_input(
+    model: nn.Module, encoded: EncodedTexts, target: torch.Tensor, batch_size: int = 16
+) -> torch.Tensor:
     """Word embedding x gradient, summed over the hidden dimension: ``(N, T)``
     (:func:`lrp_domains.evaluate.gradient_x_input` with the word embedding as the source)."""
     return _on_word_embeddings(baselines.gradient_x_input, model, encoded, target, batch_size)
 
 
-def integrated_gradients(model: nn.Module, encoded: EncodedTexts, target: torch.Tensor, steps: int = 25,
-                         batch_size: int = 16) -> torch.Tensor:
+def integrated_gradients(
+    model: nn.Module, encoded: EncodedTexts, target: torch.Tensor, steps: int = 25, batch_size: int = 16
+) -> torch.Tensor:
     """Integrated gradients on the word embeddings from a zero embedding (midpoint rule, ``steps``
     forward and backward passes), summed over the hidden dimension: ``(N, T)``
     (:func:`lrp_domains.evaluate.integrated_gradients` with the word embedding as the source; 25
@@ -171,8 +184,9 @@ def lrp(explainer, encoded: EncodedTexts, target: torch.Tensor, batch_size: int 
     """Word-embedding relevance from a :class:`~lrp_domains.text.TextExplainer`: ``(N, T)``."""
     parts = []
     for start, rows in _batches(encoded, batch_size):
-        relevance, _ = explainer.attribute(rows.input_ids, rows.attention_mask, rows.token_type_ids,
-                                           target=target[start:start + len(rows)])
+        relevance, _ = explainer.attribute(
+            rows.input_ids, rows.attention_mask, rows.token_type_ids, target=target[start : start + len(rows)]
+        )
         parts.append(_pad_to(relevance.double().cpu(), encoded.input_ids.shape[1]))
     return torch.cat(parts)
 

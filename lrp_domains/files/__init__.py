@@ -14,5 +14,13 @@ from lrp_domains.files.formats import Shard
 from lrp_domains.files.tables import TableRecords, read_records
 from lrp_domains.files.writing import OutputFolder, atomic_path, atomic_write
 
-__all__ = ["FastaRecords", "OutputFolder", "Shard", "TableRecords", "atomic_path", "atomic_write", "read_fasta",
-           "read_records"]
+__all__ = [
+    "FastaRecords",
+    "OutputFolder",
+    "Shard",
+    "TableRecords",
+    "atomic_path",
+    "atomic_write",
+    "read_fasta",
+    "read_records",
+]

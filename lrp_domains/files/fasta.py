@@ -42,13 +42,15 @@ class FastaRecord:
 def _parse(raw: RawRecord, path: Path) -> FastaRecord:
     header = decode_line(raw.lines[0], path, raw.line)[1:].strip()
     if not header:
-        raise InputError(f"{path.name}, line {raw.line}: a FASTA header without an id; write '>ID' before each "
-                         "sequence")
+        raise InputError(
+            f"{path.name}, line {raw.line}: a FASTA header without an id; write '>ID' before each sequence"
+        )
     name, _, description = header.partition(" ")
     bases = "".join("".join(decode_line(line, path, raw.line + k + 1).split()) for k, line in enumerate(raw.lines[1:]))
     if not bases:
-        raise InputError(f"{path.name}, line {raw.line}: record {name!r} has a header but no bases; remove it or add "
-                         "its sequence")
+        raise InputError(
+            f"{path.name}, line {raw.line}: record {name!r} has a header but no bases; remove it or add its sequence"
+        )
     return FastaRecord(name, description.strip(), bases, raw.line)
 
 
@@ -114,6 +116,9 @@ def check_unique(ids: Sequence[str], where: str) -> None:
             if len(numbers.setdefault(name, [])) < 2:
                 numbers[name].append(number)
         shown = ", ".join(f"{i!r} (records {numbers[i][0]} and {numbers[i][1]})" for i in twice[:8]) + (
-            f" and {len(twice) - 8} more" if len(twice) > 8 else "")
-        raise InputError(f"{where}: record ids occur more than once: {shown}; make each id unique (results, seqlets "
-                         "and logos are named by id)")
+            f" and {len(twice) - 8} more" if len(twice) > 8 else ""
+        )
+        raise InputError(
+            f"{where}: record ids occur more than once: {shown}; make each id unique (results, seqlets "
+            "and logos are named by id)"
+        )

@@ -82,14 +82,17 @@ def open_binary(path: Path) -> io.BufferedIOBase:
 def decode_line(raw: bytes, path: Path, line: int) -> str:
     """A line as text; an InputError naming the file and line for binary or non-UTF-8 bytes."""
     if b"\x00" in raw:
-        raise InputError(f"{path.name}, line {line}: a NUL byte; this is a binary file, not text. Give a text file "
-                         "(UTF-8)")
+        raise InputError(
+            f"{path.name}, line {line}: a NUL byte; this is a binary file, not text. Give a text file (UTF-8)"
+        )
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        bad = raw[error.start:error.start + 1].hex()
-        raise InputError(f"{path.name}, line {line}: byte 0x{bad} at column {error.start + 1} is not UTF-8; save the "
-                         "file as UTF-8 (it may be Latin-1 or binary)") from None
+        bad = raw[error.start : error.start + 1].hex()
+        raise InputError(
+            f"{path.name}, line {line}: byte 0x{bad} at column {error.start + 1} is not UTF-8; save the "
+            "file as UTF-8 (it may be Latin-1 or binary)"
+        ) from None
 
 
 @dataclass
@@ -154,16 +157,20 @@ def walk_records(handle: BinaryHandle, mode: str, path: Path, offset: int = 0, l
                 current.lines.append(raw)
             elif not blank:
                 text = raw[:40].decode("utf-8", errors="replace").strip()
-                raise InputError(f"{path.name}, line {number}: {text!r} comes before any FASTA header; a FASTA file "
-                                 "starts with a '>' line")
+                raise InputError(
+                    f"{path.name}, line {number}: {text!r} comes before any FASTA header; a FASTA file "
+                    "starts with a '>' line"
+                )
         else:  # pragma: no cover - callers pass one of the four
             raise ValueError(f"unknown record mode {mode!r}")
         position += size
         number += 1
     if current is not None:
         if mode == "csv":
-            raise InputError(f"{path.name}, line {current.line}: a quoted field opened here is never closed; check "
-                             "the quotes of that record (a quote inside a field is written twice: \"\")")
+            raise InputError(
+                f"{path.name}, line {current.line}: a quoted field opened here is never closed; check "
+                'the quotes of that record (a quote inside a field is written twice: "")'
+            )
         yield current
 
 
@@ -185,8 +192,10 @@ def index_records(path: Path, mode: str, shard_size: int, skip_header: bool = Fa
             if count % shard_size == 0:
                 starts.append((record.offset, record.line))
             count += 1
-    return [Shard(i, i * shard_size, min((i + 1) * shard_size, count), offset, line)
-            for i, (offset, line) in enumerate(starts)]
+    return [
+        Shard(i, i * shard_size, min((i + 1) * shard_size, count), offset, line)
+        for i, (offset, line) in enumerate(starts)
+    ]
 
 
 def read_shard_records(path: Path, mode: str, shard: Shard) -> list[RawRecord]:

@@ -70,8 +70,10 @@ def _holder(info: dict[str, Any]) -> str:
 
 
 def _refuse(folder: Path, info: dict[str, Any]) -> FolderLocked:
-    return FolderLocked(f"{folder} is being written by {_holder(info)}; one writer per folder: wait for it to end, or "
-                        f"choose another --out (if that process is gone, delete {folder / LOCK_FILE})")
+    return FolderLocked(
+        f"{folder} is being written by {_holder(info)}; one writer per folder: wait for it to end, or "
+        f"choose another --out (if that process is gone, delete {folder / LOCK_FILE})"
+    )
 
 
 def _try_flock(descriptor: int) -> bool:
@@ -107,12 +109,19 @@ def _acquire(folder: Path) -> int:
                 continue
         else:
             info = _read(path)
-            if info and (info.get("host") != socket.gethostname() or _alive(int(info.get("pid", 0)))) \
-                    and info.get("pid") != os.getpid():
+            if (
+                info
+                and (info.get("host") != socket.gethostname() or _alive(int(info.get("pid", 0))))
+                and info.get("pid") != os.getpid()
+            ):
                 os.close(descriptor)
                 raise _refuse(folder, info)
-        mine = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200] if sys.argv else ""}
+        mine = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:200] if sys.argv else "",
+        }
         os.ftruncate(descriptor, 0)
         os.write(descriptor, json.dumps(mine).encode())
         return descriptor

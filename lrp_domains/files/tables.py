@@ -44,8 +44,10 @@ def _csv_fields(text: str, path: Path, line: int) -> list[str]:
     try:
         rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     except csv.Error as error:
-        raise InputError(f"{path.name}, line {line}: malformed CSV ({error}); quote fields that hold commas, quotes "
-                         "or line breaks, and write a quote inside a field twice (\"\")") from None
+        raise InputError(
+            f"{path.name}, line {line}: malformed CSV ({error}); quote fields that hold commas, quotes "
+            'or line breaks, and write a quote inside a field twice ("")'
+        ) from None
     if len(rows) != 1:
         raise InputError(f"{path.name}, line {line}: malformed CSV record (quotes do not pair up)")
     return rows[0]
@@ -90,13 +92,16 @@ class TableRecords:
         with open_binary(self.path) as handle:
             first = next(walk_records(handle, _MODES[self.format], self.path), None)
         if first is None:
-            raise InputError(f"{self.path.name} is empty: a {self.format} file starts with a header line naming its "
-                             "columns")
+            raise InputError(
+                f"{self.path.name} is empty: a {self.format} file starts with a header line naming its columns"
+            )
         header = self._fields(first.lines, first.line)
         duplicated = sorted({name for name in header if header.count(name) > 1})
         if duplicated:
-            raise InputError(f"{self.path.name}, line {first.line}: the header names column(s) {duplicated} more "
-                             "than once; make the column names unique")
+            raise InputError(
+                f"{self.path.name}, line {first.line}: the header names column(s) {duplicated} more "
+                "than once; make the column names unique"
+            )
         return header
 
     def _parquet(self) -> Any:
@@ -111,8 +116,9 @@ class TableRecords:
         """The file's records in shards of ``shard_size`` (one pass, one offset kept per shard)."""
         if self.format == ".parquet":
             return ranges(self._parquet().metadata.num_rows, shard_size)
-        return index_records(self.path, _MODES[self.format], shard_size, skip_header=self.header is not None
-                             and self.format != ".txt")
+        return index_records(
+            self.path, _MODES[self.format], shard_size, skip_header=self.header is not None and self.format != ".txt"
+        )
 
     # -- reading ------------------------------------------------------------------------------
     def _fields(self, lines: list[bytes], line: int) -> list[str]:
@@ -136,8 +142,10 @@ class TableRecords:
             else:
                 values = self._fields(record.lines, record.line)
                 if len(values) != len(header):
-                    raise InputError(f"{self.where(shard.start + len(rows), record.line)}: {len(values)} fields where "
-                                     f"the header has {len(header)}; fix or drop that row")
+                    raise InputError(
+                        f"{self.where(shard.start + len(rows), record.line)}: {len(values)} fields where "
+                        f"the header has {len(header)}; fix or drop that row"
+                    )
                 rows.append((record.line, dict(zip(header, values))))
         return rows
 
@@ -146,11 +154,14 @@ class TableRecords:
         try:
             value = json.loads(text)
         except (json.JSONDecodeError, RecursionError) as error:
-            raise InputError(f"{self.path.name}, line {line}: not valid JSON ({error}); JSONL needs one JSON object "
-                             "per line") from None
+            raise InputError(
+                f"{self.path.name}, line {line}: not valid JSON ({error}); JSONL needs one JSON object per line"
+            ) from None
         if not isinstance(value, dict):
-            raise InputError(f"{self.path.name}, line {line}: a JSON {type(value).__name__}, not an object; JSONL "
-                             "needs one JSON object per line ({\"text\": ...})")
+            raise InputError(
+                f"{self.path.name}, line {line}: a JSON {type(value).__name__}, not an object; JSONL "
+                'needs one JSON object per line ({"text": ...})'
+            )
         return value
 
     def _parquet_rows(self, shard: Shard) -> list[tuple[int, dict[str, Any]]]:
@@ -170,8 +181,9 @@ class TableRecords:
             table = handle.read_row_groups(groups, columns=columns).slice(skip, shard.size)
             return [(0, row) for row in table.to_pylist()]
         except Exception as error:  # pyarrow raises OSError, ArrowInvalid... for damaged pages
-            raise InputError(f"{self.path.name}, rows {shard.start} to {shard.stop - 1}: damaged Parquet data "
-                             f"({error})") from None
+            raise InputError(
+                f"{self.path.name}, rows {shard.start} to {shard.stop - 1}: damaged Parquet data ({error})"
+            ) from None
 
     def where(self, row: int, line: int) -> str:
         """``"in.csv, row 3 (line 5)"`` for messages."""

@@ -24,8 +24,7 @@ from lrp_domains.errors import InputError
 OUTPUTS_SCHEMA = "lrp-domains/outputs"
 OUTPUTS_FILE = "lrp-domains.json"
 #: What our reports write; a listed file of another kind is never deleted.
-OUTPUT_SUFFIXES = (".html", ".png", ".csv", ".tsv", ".parquet", ".npz", ".npy", ".json", ".bed", ".h5ad", ".txt",
-                   ".bw")
+OUTPUT_SUFFIXES = (".html", ".png", ".csv", ".tsv", ".parquet", ".npz", ".npy", ".json", ".bed", ".h5ad", ".txt", ".bw")
 
 
 def _temporary(path: Path) -> Path:
@@ -104,8 +103,10 @@ class OutputFolder:
             refuse_run_folder(self.root, f"a {kind} report")
             marker = read_marker(self.root)
             if marker is not None and marker.get("kind") not in (None, kind):
-                raise InputError(f"{self.root} holds a {marker['kind']} report ({OUTPUTS_FILE}); a folder holds one "
-                                 f"kind of output: write the {kind} report into another folder (--out)")
+                raise InputError(
+                    f"{self.root} holds a {marker['kind']} report ({OUTPUTS_FILE}); a folder holds one "
+                    f"kind of output: write the {kind} report into another folder (--out)"
+                )
             self.previous = _our_names(marker, self._inside)
             self._remove_our_temporaries()
         except BaseException:
@@ -166,12 +167,19 @@ class OutputFolder:
 
     def expect(self, names: list[str]) -> None:
         """Refuse, before anything is written, names that exist in the folder and are not ours."""
-        foreign = [name for name in names if name not in self.previous and name not in self.written
-                   and ((self.root / name).exists() or (self.root / name).is_symlink())]
+        foreign = [
+            name
+            for name in names
+            if name not in self.previous
+            and name not in self.written
+            and ((self.root / name).exists() or (self.root / name).is_symlink())
+        ]
         if foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
-            raise InputError(f"{self.root} holds {shown}, which lrp-domains did not write (not listed in "
-                             f"{OUTPUTS_FILE}); not replacing them: move them away, or choose another --out")
+            raise InputError(
+                f"{self.root} holds {shown}, which lrp-domains did not write (not listed in "
+                f"{OUTPUTS_FILE}); not replacing them: move them away, or choose another --out"
+            )
 
     def path(self, name: str) -> Path:
         """Where to write ``name`` (relative to the folder), registered as ours; sub-folders are
@@ -186,8 +194,9 @@ class OutputFolder:
         for part in Path(name).parts[:-1]:
             current = current / part
             if current.is_symlink():
-                raise InputError(f"{current} is a symlink; not writing through it (remove it, or choose another "
-                                 "output folder)")
+                raise InputError(
+                    f"{current} is a symlink; not writing through it (remove it, or choose another output folder)"
+                )
             current.mkdir(exist_ok=True)
         if name not in self.written:
             self.written.append(name)
@@ -265,8 +274,7 @@ def read_marker(folder: str | Path) -> dict | None:
     path = Path(folder) / OUTPUTS_FILE
     if not path.exists() and not path.is_symlink():
         return None
-    refuse = (f"{path} is not an lrp-domains report list (%s); not replacing it: move it away, or choose another "
-              "--out")
+    refuse = f"{path} is not an lrp-domains report list (%s); not replacing it: move it away, or choose another --out"
     if path.is_symlink() or not path.is_file():
         raise InputError(refuse % "not a regular file")
     try:
@@ -274,15 +282,18 @@ def read_marker(folder: str | Path) -> dict | None:
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise InputError(refuse % f"not valid JSON: {type(error).__name__}") from None
     if not isinstance(data, dict) or data.get("schema") != OUTPUTS_SCHEMA:
-        raise InputError(refuse % f"no schema marker \"{OUTPUTS_SCHEMA}\"")
+        raise InputError(refuse % f'no schema marker "{OUTPUTS_SCHEMA}"')
     return data
 
 
 def _our_names(marker: dict | None, inside: Any) -> list[str]:
     if marker is None or not isinstance(marker.get("files"), list):
         return []
-    return [name for name in marker["files"]
-            if isinstance(name, str) and inside(name) and name.lower().endswith(OUTPUT_SUFFIXES)]
+    return [
+        name
+        for name in marker["files"]
+        if isinstance(name, str) and inside(name) and name.lower().endswith(OUTPUT_SUFFIXES)
+    ]
 
 
 def refuse_run_folder(folder: Path, what: str) -> None:
@@ -296,8 +307,10 @@ def refuse_run_folder(folder: Path, what: str) -> None:
     except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return
     if isinstance(data, dict) and data.get("schema") == "lrp-domains/run":
-        raise InputError(f"{folder} holds an lrp-domains run (manifest.json); a folder holds one kind of output: "
-                         f"write {what} into another folder (--out)")
+        raise InputError(
+            f"{folder} holds an lrp-domains run (manifest.json); a folder holds one kind of output: "
+            f"write {what} into another folder (--out)"
+        )
 
 
 def read_outputs(folder: str | Path) -> dict:
@@ -307,6 +320,8 @@ def read_outputs(folder: str | Path) -> dict:
     if marker is None:
         raise InputError(f"{folder} holds no lrp-domains report ({OUTPUTS_FILE} is missing)")
     if marker.get("state", "complete") != "complete":
-        raise InputError(f"{folder} holds an incomplete {marker.get('kind', '')} report (it was stopped before the "
-                         "end); write the report again into this folder to repair it")
+        raise InputError(
+            f"{folder} holds an incomplete {marker.get('kind', '')} report (it was stopped before the "
+            "end); write the report again into this folder to repair it"
+        )
     return marker

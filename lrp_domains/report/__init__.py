@@ -9,8 +9,19 @@ from typing import Any
 
 from lrp_domains.report.blocks import Page, Section, figure, image, link, logo, paragraph, raw, table, token_heatmap
 
-__all__ = ["Page", "Section", "figure", "image", "link", "logo", "paragraph", "raw", "table", "token_heatmap",
-           "write_report"]
+__all__ = [
+    "Page",
+    "Section",
+    "figure",
+    "image",
+    "link",
+    "logo",
+    "paragraph",
+    "raw",
+    "table",
+    "token_heatmap",
+    "write_report",
+]
 
 
 def write_report(explainer: Any, result: Any, out_dir: str | Path, **kwargs: Any) -> dict[str, Path]:

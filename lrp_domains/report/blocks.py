@@ -119,7 +119,8 @@ def is_p_column(name: Any) -> bool:
     :func:`format_p`'s significant digits rather than fixed decimals (``0.000``)."""
     name = str(name).lower()
     return name in ("p", "q", "e", "pvalue", "qvalue", "evalue") or name.endswith(
-        ("_p", "_q", "_e", "p_value", "q_value", "e_value", "_pvalue", "_qvalue", "_evalue"))
+        ("_p", "_q", "_e", "p_value", "q_value", "e_value", "_pvalue", "_qvalue", "_evalue")
+    )
 
 
 def format_p(value: float) -> str:
@@ -155,8 +156,9 @@ def table(frame: pd.DataFrame, max_rows: int = 50, digits: int = 3, caption: str
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = f'<p class="note">{len(frame) - max_rows} more rows in the CSV.</p>' if len(frame) > max_rows else ""
     title = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return Markup(f'<table class="frame">{title}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-                  f"{more}")
+    return Markup(
+        f'<table class="frame">{title}<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>{more}'
+    )
 
 
 @contextlib.contextmanager
@@ -193,8 +195,10 @@ def image(path: str | Path, caption: str = "") -> Markup:
     """A PNG file embedded as a data URI (the page stays self-contained)."""
     data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
     text = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-    return Markup(f'<figure><img alt="{html.escape(caption or Path(path).name)}" '
-                  f'src="data:image/png;base64,{data}">{text}</figure>')
+    return Markup(
+        f'<figure><img alt="{html.escape(caption or Path(path).name)}" '
+        f'src="data:image/png;base64,{data}">{text}</figure>'
+    )
 
 
 def link(href: str, text: str) -> Markup:
@@ -216,24 +220,35 @@ def token_heatmap(explanation: Any, level: str = "word") -> Markup:
         pieces.append(html.escape(text[cursor:start]))
         alpha = 0.0 if scale == 0 else min(abs(value) / scale, 1.0)
         color = f"rgba(220, 40, 40, {alpha:.3f})" if value >= 0 else f"rgba(40, 90, 220, {alpha:.3f})"
-        pieces.append(f'<span style="background:{color};border-radius:3px;padding:0 1px" '
-                      f'title="{value:+.4f}">{html.escape(text[start:end])}</span>')
+        pieces.append(
+            f'<span style="background:{color};border-radius:3px;padding:0 1px" '
+            f'title="{value:+.4f}">{html.escape(text[start:end])}</span>'
+        )
         cursor = end
     pieces.append(html.escape(text[cursor:]))
     probabilities = ", ".join(f"{html.escape(k)} {v:.3f}" for k, v in explanation.probabilities.items())
     target = "" if explanation.target is None else f" &middot; explained: {html.escape(str(explanation.target))}"
-    truncated = (f" &middot; {explanation.truncated} tokens past the model's length not explained"
-                 if getattr(explanation, "truncated", 0) else "")
+    truncated = (
+        f" &middot; {explanation.truncated} tokens past the model's length not explained"
+        if getattr(explanation, "truncated", 0)
+        else ""
+    )
     return Markup(
         '<div class="lrp-text" style="font-family:sans-serif;line-height:1.8">'
         f'<div style="font-size:90%;color:#444">prediction: <b>{html.escape(explanation.prediction)}</b> '
         f"({probabilities}){target} &middot; {html.escape(explanation.composite)}{truncated}</div>"
-        f'<div>{"".join(pieces)}</div></div>'
+        f"<div>{''.join(pieces)}</div></div>"
     )
 
 
-def logo(explanation: Any, index: int, start: int | None = None, end: int | None = None, caption: str = "",
-         path: str | Path | None = None) -> Markup:
+def logo(
+    explanation: Any,
+    index: int,
+    start: int | None = None,
+    end: int | None = None,
+    caption: str = "",
+    path: str | Path | None = None,
+) -> Markup:
     """A sequence logo of one sequence's relevance (``lrp_domains.bio.plot_logo``) as a figure."""
     import matplotlib
 

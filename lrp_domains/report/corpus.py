@@ -112,17 +112,30 @@ def corpus_from_run(run_dir: str | Path, out_dir: str | Path, progress: bool = F
             folder.finish()
         else:
             folder.close()
-    return {"tokens_csv": folder.root / "tokens.csv", "tokens_parquet": folder.root / "tokens.parquet",
-            "texts": folder.root / "texts.csv", "html": folder.root / "html", "summary": folder.root / "summary.csv"}
+    return {
+        "tokens_csv": folder.root / "tokens.csv",
+        "tokens_parquet": folder.root / "tokens.parquet",
+        "texts": folder.root / "texts.csv",
+        "html": folder.root / "html",
+        "summary": folder.root / "summary.csv",
+    }
 
 
 #: Where :func:`explain_file` keeps its run, inside its output folder.
 RUN_FOLDER = "run"
 
 
-def explain_file(explainer: Any, path: str | Path, out_dir: str | Path, column: str | None = None, target: Any = None,
-                 batch_size: int = 16, progress: bool = True, shard_size: int = 1000,
-                 resume: bool = True) -> dict[str, Path]:
+def explain_file(
+    explainer: Any,
+    path: str | Path,
+    out_dir: str | Path,
+    column: str | None = None,
+    target: Any = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    shard_size: int = 1000,
+    resume: bool = True,
+) -> dict[str, Path]:
     """Explain every text of ``path``: a run into ``out_dir/run`` (:func:`~lrp_domains.run.explain_dataset`,
     resumable; a bad row stops it with the file, row and id named, keeping the finished shards),
     then :func:`corpus_from_run` into ``out_dir``. Returns the written paths, and ``run``."""
@@ -131,7 +144,17 @@ def explain_file(explainer: Any, path: str | Path, out_dir: str | Path, column: 
 
     out = Path(out_dir)
     with claim_folder(out, "text-corpus", ["tokens.csv", "texts.csv", "summary.csv"]):
-        explain_dataset(explainer, path, out / RUN_FOLDER, column=column, target=target, batch_size=batch_size,
-                        progress=progress, shard_size=shard_size, resume=resume, replace_other=True)
+        explain_dataset(
+            explainer,
+            path,
+            out / RUN_FOLDER,
+            column=column,
+            target=target,
+            batch_size=batch_size,
+            progress=progress,
+            shard_size=shard_size,
+            resume=resume,
+            replace_other=True,
+        )
         written = corpus_from_run(out / RUN_FOLDER, out, progress=progress)
     return {**written, "run": out / RUN_FOLDER}

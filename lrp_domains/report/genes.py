@@ -56,7 +56,7 @@ def _bars(explanation: GeneExplanation, per_class: int = 10):
         ax.set_title(cls, fontsize=10)
         ax.set_xlabel("mean relevance")
         ax.set_ylabel("")
-    for ax in list(axes.flat)[len(classes):]:
+    for ax in list(axes.flat)[len(classes) :]:
         ax.axis("off")
     fig.tight_layout()
     return fig
@@ -64,17 +64,23 @@ def _bars(explanation: GeneExplanation, per_class: int = 10):
 
 def _finite_samples(explanation: GeneExplanation) -> np.ndarray:
     """Per sample: True where the explained score and every gene's relevance are finite."""
-    return (np.isfinite(explanation.explained.to_numpy(dtype=float))
-            & np.isfinite(explanation.relevance.to_numpy(dtype=float)).all(axis=1))
+    return np.isfinite(explanation.explained.to_numpy(dtype=float)) & np.isfinite(
+        explanation.relevance.to_numpy(dtype=float)
+    ).all(axis=1)
 
 
 def _samples(explanation: GeneExplanation, keep: np.ndarray) -> GeneExplanation:
     """The samples where ``keep`` is True."""
     target = None if explanation.target is None else explanation.target[keep]
     return dataclasses.replace(
-        explanation, relevance=explanation.relevance[keep], output=explanation.output[keep],
-        prediction=explanation.prediction[keep], target=target, explained=explanation.explained[keep],
-        delta=explanation.delta[keep])
+        explanation,
+        relevance=explanation.relevance[keep],
+        output=explanation.output[keep],
+        prediction=explanation.prediction[keep],
+        target=target,
+        explained=explanation.explained[keep],
+        delta=explanation.delta[keep],
+    )
 
 
 def _few(names: Sequence[str], limit: int = 10) -> str:
@@ -82,9 +88,17 @@ def _few(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
-                      markers: Mapping[str, Sequence[str]] | None = None, adata: Any = None, groupby: str | None = None,
-                      top: int = 50, title: str = "Gene relevance", notes: Sequence[str] = ()) -> dict[str, Path]:
+def write_gene_report(
+    explanation: GeneExplanation,
+    out_dir: str | Path,
+    *,
+    markers: Mapping[str, Sequence[str]] | None = None,
+    adata: Any = None,
+    groupby: str | None = None,
+    top: int = 50,
+    title: str = "Gene relevance",
+    notes: Sequence[str] = (),
+) -> dict[str, Path]:
     """Write ``relevance.parquet`` (samples x genes), ``top_genes.csv``, ``heatmap.png``,
     ``bars.png``, ``markers.csv`` (with ``markers``), ``de_overlap.csv`` (with ``adata`` and
     ``groupby``; needs scanpy) and ``report.html`` with all of it. Returns the paths.
@@ -98,8 +112,10 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
         raise NonFiniteOutputs(len(finite), "samples")
     if not finite.all():
         bad = [str(name) for name in explanation.relevance.index[~finite]]
-        message = (f"{len(bad)} of {len(finite)} samples have a NaN or Inf explained score or relevance: {_few(bad)}; "
-                   "they are left out of the rankings, figures and tables (relevance.parquet keeps them)")
+        message = (
+            f"{len(bad)} of {len(finite)} samples have a NaN or Inf explained score or relevance: {_few(bad)}; "
+            "they are left out of the rankings, figures and tables (relevance.parquet keeps them)"
+        )
         warnings.warn(message, stacklevel=3)
         notes = [*notes, message + "."]
         explanation = _samples(explanation, finite)
@@ -113,13 +129,18 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
     ranking = explanation.rank_genes("class", top)
     written["top_genes"] = folder.write_text("top_genes.csv", ranking.to_csv(index=False))
 
-    page = Page(title, intro=f"{len(full.relevance)} samples x {full.relevance.shape[1]} genes, "
-                             f"composite {explanation.composite}.")
+    page = Page(
+        title,
+        intro=f"{len(full.relevance)} samples x {full.relevance.shape[1]} genes, composite {explanation.composite}.",
+    )
     summary = page.section("Summary")
     groups = explanation.target if explanation.target is not None else explanation.prediction
-    counts = pd.DataFrame({
-        "class": groups.value_counts().index, "samples": groups.value_counts().to_numpy(),
-    })
+    counts = pd.DataFrame(
+        {
+            "class": groups.value_counts().index,
+            "samples": groups.value_counts().to_numpy(),
+        }
+    )
     given = explanation.target is not None and explanation.target_given
     if explanation.target is None:
         explained = "the value its target function picked (samples grouped by predicted class)"
@@ -129,8 +150,10 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
     if given:
         agreement = (explanation.prediction == explanation.target).mean()
         lines.append(f"The model predicts the given class for {agreement:.1%} of the samples.")
-    lines.append(f"Median |delta| (explained score minus summed relevance): {explanation.delta.abs().median():.4f}; "
-                 "the biases of the layers absorb that share.")
+    lines.append(
+        f"Median |delta| (explained score minus summed relevance): {explanation.delta.abs().median():.4f}; "
+        "the biases of the layers absorb that share."
+    )
     summary.add(*(paragraph(line) for line in lines), *(paragraph(note, note=True) for note in notes), table(counts))
 
     figures = page.section("Top genes per class")
@@ -138,30 +161,52 @@ def write_gene_report(explanation: GeneExplanation, out_dir: str | Path, *,
         with folder.atomic("heatmap.png") as temporary:
             figures.add(figure(_heatmap(explanation), "Mean relevance of each class's top genes, by class.", temporary))
         with folder.atomic("bars.png") as temporary:
-            figures.add(figure(_bars(explanation), "Top 10 genes per class (mean relevance over the class's samples).",
-                               temporary))
+            figures.add(
+                figure(
+                    _bars(explanation), "Top 10 genes per class (mean relevance over the class's samples).", temporary
+                )
+            )
     written["heatmap"], written["bars"] = folder.root / "heatmap.png", folder.root / "bars.png"
     figures.add(table(ranking[ranking["rank"] <= 10], max_rows=200))
 
     if markers:
         overlap = explanation.marker_overlap(markers)
         written["markers"] = folder.write_text("markers.csv", overlap.to_csv(index=False))
-        absent = {row["class"]: row["absent_genes"] for _, row in overlap.drop_duplicates("class").iterrows()
-                  if row["absent_genes"]}
-        lacking = [paragraph("Known markers not among the model's genes, left out of the recall (absent_genes): "
-                             + "; ".join(f"{cls}: {genes.replace(',', ', ')}" for cls, genes in absent.items())
-                             + ".", note=True)] if absent else []
+        absent = {
+            row["class"]: row["absent_genes"]
+            for _, row in overlap.drop_duplicates("class").iterrows()
+            if row["absent_genes"]
+        }
+        lacking = (
+            [
+                paragraph(
+                    "Known markers not among the model's genes, left out of the recall (absent_genes): "
+                    + "; ".join(f"{cls}: {genes.replace(',', ', ')}" for cls, genes in absent.items())
+                    + ".",
+                    note=True,
+                )
+            ]
+            if absent
+            else []
+        )
         page.section("Known markers").add(
             paragraph("Share of each class's known marker genes (those the model has) in its top 20 and top 50."),
-            *lacking, table(overlap))
+            *lacking,
+            table(overlap),
+        )
     if adata is not None and groupby is not None:
         de = explanation.compare_with_de(adata, groupby, n=top)
         written["de"] = folder.write_text("de_overlap.csv", de.to_csv(index=False))
         page.section("Differential expression").add(
-            paragraph(f"Overlap of each class's top {top} genes with its top {top} Wilcoxon differentially "
-                      "expressed genes (scanpy)."), table(de))
+            paragraph(
+                f"Overlap of each class's top {top} genes with its top {top} Wilcoxon differentially "
+                "expressed genes (scanpy)."
+            ),
+            table(de),
+        )
     written["report"] = folder.write_text("report.html", page.render())
-    folder.write_text("summary.json", json.dumps({"samples": len(full.relevance),
-                                                  "composite": explanation.composite}, indent=1))
+    folder.write_text(
+        "summary.json", json.dumps({"samples": len(full.relevance), "composite": explanation.composite}, indent=1)
+    )
     folder.finish()
     return written

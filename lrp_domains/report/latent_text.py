@@ -25,8 +25,9 @@ def _label(name: str) -> str:
     return f"{'layer' if word in ('layer', 'layers', 'h', 'block', 'blocks') else word} {index}"
 
 
-def _heatmap(values: np.ndarray, x_labels: list[str], y_labels: list[str], x_title: str, y_title: str,
-             title: str, caption: str) -> Markup:
+def _heatmap(
+    values: np.ndarray, x_labels: list[str], y_labels: list[str], x_title: str, y_title: str, title: str, caption: str
+) -> Markup:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -35,12 +36,19 @@ def _heatmap(values: np.ndarray, x_labels: list[str], y_labels: list[str], x_tit
     scale = float(np.abs(values).max()) if values.size else 0.0
     scale = scale if scale > 0 else 1.0
     with plain_text():
-        fig, ax = plt.subplots(figsize=(min(max(4.0, 0.42 * len(x_labels) + 2), 18),
-                                        max(2.2, 0.38 * len(y_labels) + 1.2)))
-        image = ax.imshow(values, cmap="bwr", vmin=-scale, vmax=scale, aspect="auto", origin="lower",
-                          interpolation="nearest")
-        ax.set_xticks(range(len(x_labels)), x_labels, rotation=60 if len(x_labels) > 6 else 0, ha="right"
-                      if len(x_labels) > 6 else "center", fontsize=8)
+        fig, ax = plt.subplots(
+            figsize=(min(max(4.0, 0.42 * len(x_labels) + 2), 18), max(2.2, 0.38 * len(y_labels) + 1.2))
+        )
+        image = ax.imshow(
+            values, cmap="bwr", vmin=-scale, vmax=scale, aspect="auto", origin="lower", interpolation="nearest"
+        )
+        ax.set_xticks(
+            range(len(x_labels)),
+            x_labels,
+            rotation=60 if len(x_labels) > 6 else 0,
+            ha="right" if len(x_labels) > 6 else "center",
+            fontsize=8,
+        )
         ax.set_yticks(range(len(y_labels)), y_labels, fontsize=8)
         ax.set_xlabel(x_title)
         ax.set_ylabel(y_title)
@@ -53,14 +61,26 @@ def layer_flow_figure(flow: LayerFlow, caption: str = "") -> Markup:
     """The residual stream's relevance as a heatmap: tokens across, layers up (the embeddings at
     the bottom), one colour scale for all layers."""
     target = "" if flow.target is None else f" for {flow.target}"
-    return _heatmap(flow.relevance, list(flow.tokens), [_label(name) for name in flow.layers], "token", "layer",
-                    f"relevance per token and layer{target} (explained {flow.explained:.3g})",
-                    caption or "Relevance of each token in the residual stream after each layer (LRP).")
+    return _heatmap(
+        flow.relevance,
+        list(flow.tokens),
+        [_label(name) for name in flow.layers],
+        "token",
+        "layer",
+        f"relevance per token and layer{target} (explained {flow.explained:.3g})",
+        caption or "Relevance of each token in the residual stream after each layer (LRP).",
+    )
 
 
 def head_figure(heads: HeadRelevance, caption: str = "") -> Markup:
     """Each attention head's relevance, averaged over the texts, as a layers x heads heatmap."""
     mean = heads.relevance.mean(0)
-    return _heatmap(mean, [str(h) for h in range(mean.shape[1])], [_label(name) for name in heads.layers], "head",
-                    "layer", f"mean relevance per attention head over {len(heads.texts)} text(s)",
-                    caption or "Relevance of each attention head (read at its output projection), mean over texts.")
+    return _heatmap(
+        mean,
+        [str(h) for h in range(mean.shape[1])],
+        [_label(name) for name in heads.layers],
+        "head",
+        "layer",
+        f"mean relevance per attention head over {len(heads.texts)} text(s)",
+        caption or "Relevance of each attention head (read at its output projection), mean over texts.",
+    )

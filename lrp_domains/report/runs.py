@@ -39,8 +39,9 @@ def left_out_note(others: pd.DataFrame, item: str = "records") -> str | None:
     return f"{len(others)} {item} of the run are left out (status {shown}): {names}."
 
 
-def report_run(run_dir: str | Path, out_dir: str | Path, notes: tuple[str, ...] | list[str] = (),
-               **kwargs: Any) -> dict[str, Path]:
+def report_run(
+    run_dir: str | Path, out_dir: str | Path, notes: tuple[str, ...] | list[str] = (), **kwargs: Any
+) -> dict[str, Path]:
     """Write the report of the finished run in ``run_dir`` into ``out_dir`` (another folder: a
     folder holds one kind of output); ``kwargs`` go to the domain's report writer (sequences:
     ``motifs``; genes: ``markers``, ``adata``, ``groupby``, ``top``). Rows whose status is not
@@ -57,8 +58,7 @@ def report_run(run_dir: str | Path, out_dir: str | Path, notes: tuple[str, ...] 
     if refused:
         raise InputError(f"the {kind} report takes no {', '.join(refused)}; it takes {', '.join(sorted(accepted))}")
     context = {name: value for name, value in explainer.report_context(manifest).items() if name in accepted}
-    return write_report(explainer, result, out_dir, **{**context, **kwargs},
-                        notes=[*notes, *([note] if note else [])])
+    return write_report(explainer, result, out_dir, **{**context, **kwargs}, notes=[*notes, *([note] if note else [])])
 
 
 def _parameters(explainer: Any) -> set[str]:

@@ -22,9 +22,11 @@ from lrp_domains.core.engine.finite import NonFiniteOutputs
 from lrp_domains.files.writing import OutputFolder
 from lrp_domains.report.blocks import Page, logo, paragraph, plain_text, table
 
-DELTA_NOTE = ("delta is the explained value minus the summed relevance: what the layers' biases absorbed (each bias "
-              "takes its share of the relevance passing through its layer) and what the gamma rule moves (it favours "
-              "positive contributions, so it does not conserve exactly). It is reported, not corrected.")
+DELTA_NOTE = (
+    "delta is the explained value minus the summed relevance: what the layers' biases absorbed (each bias "
+    "takes its share of the relevance passing through its layer) and what the gamma rule moves (it favours "
+    "positive contributions, so it does not conserve exactly). It is reported, not corrected."
+)
 
 
 def _groups(explanation: SequenceExplanation | Sequence[SequenceExplanation]) -> list[SequenceExplanation]:
@@ -38,8 +40,11 @@ def _not_finite(groups: list[SequenceExplanation]) -> list[str]:
     for group in groups:
         explained = group.explained.double().cpu().numpy()
         per_position = group.per_position.double().cpu().numpy()
-        bad += [name for name, value, row, length in zip(group.ids, explained, per_position, group.lengths)
-                if not (np.isfinite(value) and np.isfinite(row[:length]).all())]
+        bad += [
+            name
+            for name, value, row, length in zip(group.ids, explained, per_position, group.lengths)
+            if not (np.isfinite(value) and np.isfinite(row[:length]).all())
+        ]
     return bad
 
 
@@ -48,9 +53,15 @@ def _few(names: Sequence[str], limit: int = 10) -> str:
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
-def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceExplanation], out_dir: str | Path,
-                          seqlets: pd.DataFrame | None = None, logos: int = 6, title: str = "Sequence relevance",
-                          notes: Sequence[str] = (), motifs: Any = None) -> dict[str, Path]:
+def write_sequence_report(
+    explanation: SequenceExplanation | Sequence[SequenceExplanation],
+    out_dir: str | Path,
+    seqlets: pd.DataFrame | None = None,
+    logos: int = 6,
+    title: str = "Sequence relevance",
+    notes: Sequence[str] = (),
+    motifs: Any = None,
+) -> dict[str, Path]:
     """Write ``ohe.npz``/``attr.npz`` (tfmodisco-lite layout; ``ohe_L<length>.npz``... per length
     when records differ in length), ``relevance.parquet`` (id, position, base, relevance),
     ``per_position.tsv`` (a line per record, as long as the record), ``seqlets.csv`` and
@@ -69,9 +80,11 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
     if records and len(bad) == len(records):
         raise NonFiniteOutputs(len(records), "sequences")
     if bad:
-        message = (f"{len(bad)} of {len(records)} sequences have a NaN or Inf explained value or relevance: "
-                   f"{_few(bad)}; they are left out of the seqlets, the ranking, the logos and the tfmodisco "
-                   "arrays (the per-record tables keep them)")
+        message = (
+            f"{len(bad)} of {len(records)} sequences have a NaN or Inf explained value or relevance: "
+            f"{_few(bad)}; they are left out of the seqlets, the ranking, the logos and the tfmodisco "
+            "arrays (the per-record tables keep them)"
+        )
         warnings.warn(message, stacklevel=3)
         notes = [*notes, message + "."]
     if seqlets is None:
@@ -94,12 +107,15 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
             lines.append("\t".join(f"{v:.6g}" for v in row[:length]))
     written["per_position"] = folder.write_text("per_position.tsv", "\n".join(lines) + "\n")
 
-    summary = pd.DataFrame({
-        "id": [g.ids[k] for g, k in records], "length": [g.lengths[k] for g, k in records],
-        "explained": [float(g.explained[k]) for g, k in records],
-        "relevance": [float(g.per_position[k].sum()) for g, k in records],
-        "delta": [float(g.delta[k]) for g, k in records],
-    })
+    summary = pd.DataFrame(
+        {
+            "id": [g.ids[k] for g, k in records],
+            "length": [g.lengths[k] for g, k in records],
+            "explained": [float(g.explained[k]) for g, k in records],
+            "relevance": [float(g.per_position[k].sum()) for g, k in records],
+            "delta": [float(g.delta[k]) for g, k in records],
+        }
+    )
     counts = seqlets["id"].value_counts() if len(seqlets) else pd.Series(dtype=int)
     summary["seqlets"] = [int(counts.get(name, 0)) for name in summary.id]
     left_out = summary.id.isin(set(bad))
@@ -109,12 +125,18 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
     composite = groups[0].composite
     page = Page(title, intro=f"{len(records)} sequences, composite {composite}.")
     section = page.section("Sequences")
-    section.add(paragraph("Relevance is seeded with the explained output (the logit) of each sequence. "
-                          f"Median |delta| / |explained| over the sequences: {ratio:.2f}. {DELTA_NOTE}"),
-                *(paragraph(n, note=True) for n in notes), table(summary, max_rows=30))
+    section.add(
+        paragraph(
+            "Relevance is seeded with the explained output (the logit) of each sequence. "
+            f"Median |delta| / |explained| over the sequences: {ratio:.2f}. {DELTA_NOTE}"
+        ),
+        *(paragraph(n, note=True) for n in notes),
+        table(summary, max_rows=30),
+    )
     logo_section = page.section("Logos")
-    logo_section.add(paragraph("One letter per position: the relevance of the observed base (the position's total).",
-                               note=True))
+    logo_section.add(
+        paragraph("One letter per position: the relevance of the observed base (the position's total).", note=True)
+    )
     where = {g.ids[k]: (g, k) for g, k in records}
     with plain_text():
         for name in summary.id[~left_out][:logos]:
@@ -127,22 +149,37 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
                 start, end = 0, min(group.lengths[index], 60)
             file = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
             with folder.atomic(f"logos/{file}.png") as temporary:
-                logo_section.add(logo(group, index, start, end,
-                                      f"{name}: relevance of the observed bases, positions "
-                                      f"{start}-{min(end, group.lengths[index])}", temporary))
+                logo_section.add(
+                    logo(
+                        group,
+                        index,
+                        start,
+                        end,
+                        f"{name}: relevance of the observed bases, positions {start}-{min(end, group.lengths[index])}",
+                        temporary,
+                    )
+                )
     written["logos"] = folder.root / "logos"
     motif_section = page.section("Seqlets and motif matches")
     if len(seqlets):
         shown = seqlets.drop(columns=[c for c in ("threshold", "motifs_scanned") if c in seqlets]).copy()
         threshold = float(seqlets["threshold"].iloc[0]) if "threshold" in seqlets else float("nan")
-        motif_section.add(paragraph(f"{len(seqlets)} seqlets: windows whose relevance exceeds the 99% quantile of a "
-                                    f"position-shuffled null ({threshold:.3g}; see lrp_domains.bio.motifs.seqlets)."),
-                          table(shown, max_rows=40))
+        motif_section.add(
+            paragraph(
+                f"{len(seqlets)} seqlets: windows whose relevance exceeds the 99% quantile of a "
+                f"position-shuffled null ({threshold:.3g}; see lrp_domains.bio.motifs.seqlets)."
+            ),
+            table(shown, max_rows=40),
+        )
         if "motif_name" in seqlets:
             matched = seqlets[seqlets.motif_name.fillna("") != ""].motif_name.value_counts()
             if len(matched):
-                motif_section.add(table(pd.DataFrame({"motif": matched.index, "seqlets": matched.to_numpy()}),
-                                        caption="best JASPAR match (p <= 1e-3) per seqlet"))
+                motif_section.add(
+                    table(
+                        pd.DataFrame({"motif": matched.index, "seqlets": matched.to_numpy()}),
+                        caption="best JASPAR match (p <= 1e-3) per seqlet",
+                    )
+                )
     else:
         motif_section.add(paragraph("No seqlet passed the threshold."))
     written["report"] = folder.write_text("report.html", page.render())
@@ -150,16 +187,19 @@ def write_sequence_report(explanation: SequenceExplanation | Sequence[SequenceEx
     return written
 
 
-def _write_arrays(groups: list[SequenceExplanation], folder: OutputFolder, written: dict[str, Path],
-                  left_out: set[str] = frozenset()) -> None:
+def _write_arrays(
+    groups: list[SequenceExplanation], folder: OutputFolder, written: dict[str, Path], left_out: set[str] = frozenset()
+) -> None:
     """tfmodisco-lite's ``ohe.npz``/``attr.npz``: one pair, or one pair per length (no padding),
     without the records in ``left_out`` (NaN or Inf would poison tfmodisco's statistics)."""
     lengths = sorted({length for g in groups for length in g.lengths})
     for group in groups:
         keep = [k for k, name in enumerate(group.ids) if name not in left_out]
         suffix = "" if len(lengths) == 1 else f"_L{group.lengths[0]}"
-        for key, name, values in (("ohe", f"ohe{suffix}.npz", group.onehot), ("attr", f"attr{suffix}.npz",
-                                                                                 group.hypothetical)):
+        for key, name, values in (
+            ("ohe", f"ohe{suffix}.npz", group.onehot),
+            ("attr", f"attr{suffix}.npz", group.hypothetical),
+        ):
             with folder.atomic(name) as temporary, temporary.open("wb") as handle:
                 np.savez_compressed(handle, values[keep].float().cpu().numpy())
             written[key if len(lengths) == 1 else f"{key}{suffix}"] = folder.root / name

@@ -20,8 +20,9 @@ def text_page(result: TextExplanation, title: str = "lrp-domains: text explanati
     return page.render()
 
 
-def write_text_report(results: Sequence[TextExplanation], out_dir: str | Path, title: str = "Text relevance",
-                      notes: Sequence[str] = ()) -> dict[str, Path]:
+def write_text_report(
+    results: Sequence[TextExplanation], out_dir: str | Path, title: str = "Text relevance", notes: Sequence[str] = ()
+) -> dict[str, Path]:
     """Write ``tokens.csv``/``tokens.parquet`` (one row per token), ``words.csv``,
     ``summary.csv`` (words with the highest mean relevance per predicted class) and
     ``report.html`` (a word heatmap per text, the summary). Returns the paths."""
@@ -33,8 +34,11 @@ def write_text_report(results: Sequence[TextExplanation], out_dir: str | Path, t
         stats.add_result(result)
     summary = stats.summary(top=10, min_count=1)
     written = {}
-    for key, name, frame in (("tokens_csv", "tokens.csv", tokens), ("words", "words.csv", words),
-                             ("summary", "summary.csv", summary)):
+    for key, name, frame in (
+        ("tokens_csv", "tokens.csv", tokens),
+        ("words", "words.csv", words),
+        ("summary", "summary.csv", summary),
+    ):
         written[key] = folder.write_text(name, frame.to_csv(index=False))
     with folder.atomic("tokens.parquet") as temporary:
         tokens.to_parquet(temporary, index=False)
@@ -42,18 +46,25 @@ def write_text_report(results: Sequence[TextExplanation], out_dir: str | Path, t
 
     page = Page(title, intro=f"{len(results)} texts, composite {results[0].composite if results else '-'}.")
     heatmaps = page.section("Word relevance")
-    heatmaps.add(paragraph("Red words raise the explained class's score, blue words lower it; hover for values."),
-                 *(paragraph(n, note=True) for n in notes))
+    heatmaps.add(
+        paragraph("Red words raise the explained class's score, blue words lower it; hover for values."),
+        *(paragraph(n, note=True) for n in notes),
+    )
     for result in results:
         heatmaps.add(token_heatmap(result))
     page.section("Corpus summary").add(
         paragraph("Words with the highest mean relevance per predicted class (count = occurrences)."),
-        table(summary, max_rows=40))
-    overview = pd.DataFrame({
-        "text": [r.text for r in results], "prediction": [r.prediction for r in results],
-        "probability": [max(r.probabilities.values()) for r in results],
-        "explained": [r.explained for r in results], "delta": [r.delta for r in results],
-    })
+        table(summary, max_rows=40),
+    )
+    overview = pd.DataFrame(
+        {
+            "text": [r.text for r in results],
+            "prediction": [r.prediction for r in results],
+            "probability": [max(r.probabilities.values()) for r in results],
+            "explained": [r.explained for r in results],
+            "delta": [r.delta for r in results],
+        }
+    )
     page.section("Predictions").add(table(overview, max_rows=100))
     written["report"] = folder.write_text("report.html", page.render())
     folder.finish()

@@ -17,8 +17,20 @@ import pandas as pd
 from lrp_domains.files.writing import OutputFolder
 from lrp_domains.report.blocks import Page, figure, format_p, paragraph, plain_text, table
 
-SHOWN_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "delta_score", "delta_relevance", "ref_motif", "ref_motif_p",
-                 "alt_motif", "alt_motif_p", "motif_change")
+SHOWN_COLUMNS = (
+    "chrom",
+    "pos",
+    "id",
+    "ref",
+    "alt",
+    "delta_score",
+    "delta_relevance",
+    "ref_motif",
+    "ref_motif_p",
+    "alt_motif",
+    "alt_motif_p",
+    "motif_change",
+)
 
 
 def _motif_text(row: pd.Series) -> str:
@@ -30,8 +42,10 @@ def _motif_text(row: pd.Series) -> str:
         return "none" if not isinstance(value, float) or math.isnan(value) else f"p {format_p(value)}"
 
     change = row["motif_change"]  # one of motifs.MOTIF_CHANGES, as in variants.tsv
-    return (f"{row['ref_motif'] or 'no motif'} ({p(row['ref_motif_p'])}) -> {row['alt_motif'] or 'no motif'} "
-            f"({p(row['alt_motif_p'])}): {change}")
+    return (
+        f"{row['ref_motif'] or 'no motif'} ({p(row['ref_motif_p'])}) -> {row['alt_motif'] or 'no motif'} "
+        f"({p(row['alt_motif_p'])}): {change}"
+    )
 
 
 def two_row_logo(explanation: Any, center: int, ref: str, alt: str, flank: int = 20, title: str = "") -> Any:
@@ -64,9 +78,18 @@ def two_row_logo(explanation: Any, center: int, ref: str, alt: str, flank: int =
     return fig
 
 
-def write_variant_report(explainer: Any, variants: pd.DataFrame, fasta: Any, out_dir: str | Path,
-                         top: int = 10, window: int | None = None, target: Any = None, flank: int = 20,
-                         title: str = "Variant effects", folder: OutputFolder | None = None) -> dict[str, Path]:
+def write_variant_report(
+    explainer: Any,
+    variants: pd.DataFrame,
+    fasta: Any,
+    out_dir: str | Path,
+    top: int = 10,
+    window: int | None = None,
+    target: Any = None,
+    flank: int = 20,
+    title: str = "Variant effects",
+    folder: OutputFolder | None = None,
+) -> dict[str, Path]:
     """Write ``report.html`` (the top ``top`` explained variants of ``variants``, by
     ``|delta_score|``: a table and a two-row logo each, also saved as ``logos/<n>_<chrom>_<pos>.png``)
     into ``out_dir`` (or into ``folder``, an open :class:`OutputFolder` the caller finishes).
@@ -80,16 +103,23 @@ def write_variant_report(explainer: Any, variants: pd.DataFrame, fasta: Any, out
     window = default_window(explainer) if window is None else int(window)
     done = variants[variants["status"] == "ok"]
     shown = done.reindex(done["delta_score"].abs().sort_values(ascending=False).index).head(max(0, top))
-    page = Page(title, intro=f"{len(variants)} variant alleles, {len(done)} explained; the {len(shown)} with the "
-                             "largest change in the explained output are shown.")
+    page = Page(
+        title,
+        intro=f"{len(variants)} variant alleles, {len(done)} explained; the {len(shown)} with the "
+        "largest change in the explained output are shown.",
+    )
     section = page.section("Top variants")
-    section.add(paragraph("delta_score: the alternative window's explained output minus the reference window's. "
-                          "delta_relevance: the relevance of ALT's bases minus REF's. Motifs: the best JASPAR match "
-                          "of the strongest seqlet at the variant in each window; the change says what became of "
-                          "the reference motif at its site: lost, weakened, strengthened, changed, gained, kept (still "
-                          "there, about as strong) or none (no motif named in either window; "
-                          "lrp_domains.bio.variants.motifs). p-values are exact PSSM match p-values."),
-                table(shown[[c for c in SHOWN_COLUMNS if c in shown]], max_rows=max(1, top)))
+    section.add(
+        paragraph(
+            "delta_score: the alternative window's explained output minus the reference window's. "
+            "delta_relevance: the relevance of ALT's bases minus REF's. Motifs: the best JASPAR match "
+            "of the strongest seqlet at the variant in each window; the change says what became of "
+            "the reference motif at its site: lost, weakened, strengthened, changed, gained, kept (still "
+            "there, about as strong) or none (no motif named in either window; "
+            "lrp_domains.bio.variants.motifs). p-values are exact PSSM match p-values."
+        ),
+        table(shown[[c for c in SHOWN_COLUMNS if c in shown]], max_rows=max(1, top)),
+    )
     logos = page.section("Logos")
     written: dict[str, Path] = {}
     genome, opened = open_fasta(fasta)
@@ -100,8 +130,14 @@ def write_variant_report(explainer: Any, variants: pd.DataFrame, fasta: Any, out
                 windows = variant_windows(record, genome, window)
                 explanation = explainer.explain([windows.ref, windows.alt], ids=["ref", "alt"], target=target)
                 label = f"{row['chrom']}:{int(row['pos'])} {row['ref']}>{row['alt']}"
-                fig = two_row_logo(explanation, windows.center, row["ref"], row["alt"], flank,
-                                   f"{label}, delta score {row['delta_score']:.3g}")
+                fig = two_row_logo(
+                    explanation,
+                    windows.center,
+                    row["ref"],
+                    row["alt"],
+                    flank,
+                    f"{label}, delta score {row['delta_score']:.3g}",
+                )
                 name = f"logos/{n:03d}_{row['chrom']}_{int(row['pos'])}.png"
                 with folder.atomic(name) as temporary:
                     logos.add(figure(fig, f"{label}: {_motif_text(row)}", temporary))

@@ -48,8 +48,11 @@ def reference_examples(out_dir: str | Path, top: int = 5, column: str = "concept
             raise InputError(f"{out_dir}: shards have {best_values.shape[1]} and {values.shape[1]} concepts")
         totals = values.sum(0) if totals is None else totals + values.sum(0)
         candidates = values if best_values is None else np.concatenate([best_values, values])
-        candidate_rows = np.broadcast_to(rows[:, None], values.shape) if best_rows is None else \
-            np.concatenate([best_rows, np.broadcast_to(rows[:, None], values.shape)])
+        candidate_rows = (
+            np.broadcast_to(rows[:, None], values.shape)
+            if best_rows is None
+            else np.concatenate([best_rows, np.broadcast_to(rows[:, None], values.shape)])
+        )
         keep = np.argsort(-candidates, axis=0, kind="stable")[:top]
         best_values = np.take_along_axis(candidates, keep, 0)
         best_rows = np.take_along_axis(candidate_rows, keep, 0)
@@ -62,6 +65,14 @@ def reference_examples(out_dir: str | Path, top: int = 5, column: str = "concept
     for concept in range(best_values.shape[1]):
         for rank in range(best_values.shape[0]):
             row = int(best_rows[rank, concept])
-            records.append({"concept": concept, "rank": rank, "id": names[row], "row": row,
-                            "relevance": float(best_values[rank, concept]), "share": float(share[concept])})
+            records.append(
+                {
+                    "concept": concept,
+                    "rank": rank,
+                    "id": names[row],
+                    "row": row,
+                    "relevance": float(best_values[rank, concept]),
+                    "share": float(share[concept]),
+                }
+            )
     return pd.DataFrame(records, columns=["concept", "rank", "id", "row", "relevance", "share"])

@@ -72,9 +72,13 @@ def _versions() -> dict[str, str]:
 def settings_of(explainer: DomainExplainer, shard_size: int, column: str | None, options: dict) -> dict[str, Any]:
     """What must match for two runs to share an output folder (the domain adds its own)."""
     settings = {
-        "kind": explainer.kind, "explainer": f"{type(explainer).__module__}.{type(explainer).__qualname__}",
-        "composite": explainer.composite.name, "rules": describe_composite(explainer.composite),
-        "model": model_fingerprint(explainer.model), "shard_size": shard_size, "column": column,
+        "kind": explainer.kind,
+        "explainer": f"{type(explainer).__module__}.{type(explainer).__qualname__}",
+        "composite": explainer.composite.name,
+        "rules": describe_composite(explainer.composite),
+        "model": model_fingerprint(explainer.model),
+        "shard_size": shard_size,
+        "column": column,
         "options": {k: v for k, v in sorted(options.items()) if k != "batch_size"},
     }
     domain = explainer.settings()
@@ -127,12 +131,16 @@ def storage_error(error: OSError, out: Path, doing: str) -> InputError:
     what was kept and what to do."""
     reason = error.strerror or str(error)
     hints: dict[int | None, str] = {  # errno is None for errors raised without one
-        errno.ENOSPC: "free some space", errno.EDQUOT: "free some of your quota",
-        errno.EROFS: "choose a folder on a writable file system", errno.EACCES: "choose a folder you can write to",
-        errno.EPERM: "choose a folder you can write to"}
+        errno.ENOSPC: "free some space",
+        errno.EDQUOT: "free some of your quota",
+        errno.EROFS: "choose a folder on a writable file system",
+        errno.EACCES: "choose a folder you can write to",
+        errno.EPERM: "choose a folder you can write to",
+    }
     hint = hints.get(error.errno, "check the disk")
-    return InputError(f"{out}: {reason} while {doing}. Finished shards are kept; {hint}, then run the same command "
-                      "again to resume")
+    return InputError(
+        f"{out}: {reason} while {doing}. Finished shards are kept; {hint}, then run the same command again to resume"
+    )
 
 
 class RunMismatch(InputError):
@@ -141,8 +149,10 @@ class RunMismatch(InputError):
 
 def _refuse_changed(out: Path, found: list[str]) -> InputError:
     shown = "; ".join(found[:8]) + (f"; and {len(found) - 8} more" if len(found) > 8 else "")
-    return RunMismatch(f"{out} holds a run with other input or settings; not mixing them. Differences: {shown}. Use "
-                      "another --out for the new run (or --no-resume to replace this run's shards)")
+    return RunMismatch(
+        f"{out} holds a run with other input or settings; not mixing them. Differences: {shown}. Use "
+        "another --out for the new run (or --no-resume to replace this run's shards)"
+    )
 
 
 def _check_folder(out: Path) -> dict | None:
@@ -154,8 +164,10 @@ def _check_folder(out: Path) -> dict | None:
         return None
     marker = read_marker(out)
     if marker is not None:
-        raise InputError(f"{out} holds a {marker.get('kind', '')} report ({OUTPUTS_FILE}); a folder holds one kind of "
-                         "output: write the run into another folder (--out)")
+        raise InputError(
+            f"{out} holds a {marker.get('kind', '')} report ({OUTPUTS_FILE}); a folder holds one kind of "
+            "output: write the run into another folder (--out)"
+        )
     return read_manifest(out)
 
 
@@ -169,8 +181,9 @@ def _make_folder(out: Path) -> None:
 
 
 def _changes(existing: dict, fingerprint: dict, settings: dict) -> list[str]:
-    found = differences({"input": existing["input"], "settings": existing["settings"]},
-                        {"input": fingerprint, "settings": settings})
+    found = differences(
+        {"input": existing["input"], "settings": existing["settings"]}, {"input": fingerprint, "settings": settings}
+    )
     return [d for d in found if not d.startswith("input.path")]
 
 
@@ -185,8 +198,10 @@ def prepare(out_dir: str | Path, resume: bool, fingerprint: dict, settings: dict
             stale.unlink()
     taken = [p.name for p in out.glob("shard-*.parquet*") if p.is_dir() and not p.is_symlink()]
     if taken:
-        raise InputError(f"{out} holds folders named like our shards ({', '.join(sorted(taken)[:3])}); move them, "
-                         "or choose another --out")
+        raise InputError(
+            f"{out} holds folders named like our shards ({', '.join(sorted(taken)[:3])}); move them, "
+            "or choose another --out"
+        )
     if existing is not None and resume:
         found = _changes(existing, fingerprint, settings)
         if found:
@@ -194,8 +209,11 @@ def prepare(out_dir: str | Path, resume: bool, fingerprint: dict, settings: dict
         return ShardWriter(out, existing)
     if existing is not None:  # read_manifest let through only our own shard names
         replaced = [entry["file"] for entry in existing["shards"].values()]
-        replaced += [name for name in existing.get("outputs", []) if isinstance(name, str) and Path(name).name == name
-                  and name.lower().endswith(OUTPUT_SUFFIXES)]  # the steps' files, made from the replaced shards
+        replaced += [
+            name
+            for name in existing.get("outputs", [])
+            if isinstance(name, str) and Path(name).name == name and name.lower().endswith(OUTPUT_SUFFIXES)
+        ]  # the steps' files, made from the replaced shards
         for name in replaced:
             old = out / name
             if old.is_symlink() or old.is_file():
@@ -215,9 +233,11 @@ def explain_shard(explainer: DomainExplainer, reader: Reader, shard: Shard, opti
     try:
         return explainer.explain_rows(ids, items, shard.start, **options)
     except ValueError as error:
-        raise InputError(f"{reader.path.name}, shard {shard.index} (rows {shard.start} to {shard.stop - 1}, ids "
-                         f"{ids[0]!r} to {ids[-1]!r}): {error}. Finished shards are kept; after fixing the input, "
-                         "run again with --no-resume (a changed input is a new run)") from error
+        raise InputError(
+            f"{reader.path.name}, shard {shard.index} (rows {shard.start} to {shard.stop - 1}, ids "
+            f"{ids[0]!r} to {ids[-1]!r}): {error}. Finished shards are kept; after fixing the input, "
+            "run again with --no-resume (a changed input is a new run)"
+        ) from error
 
 
 def probe(explainer: DomainExplainer, reader: Reader, shard: Shard, options: dict) -> None:
@@ -225,24 +245,29 @@ def probe(explainer: DomainExplainer, reader: Reader, shard: Shard, options: dic
     are checked against the model itself (a class index the model does not have, a target its
     heads do not offer, an input it cannot take) while nothing is written."""
     ids, items = reader.read(shard)
-    usable = [i for i, item in enumerate(items) if not isinstance(item, Unusable)] \
-        if isinstance(items, (list, tuple)) else [0]
+    usable = (
+        [i for i, item in enumerate(items) if not isinstance(item, Unusable)]
+        if isinstance(items, (list, tuple))
+        else [0]
+    )
     if not usable:  # nothing in the first shard the model can take: its rows will say why
         return
     first = usable[0]
     try:
         with warnings.catch_warnings():  # the run says it again, for every row it concerns
             warnings.simplefilter("ignore")
-            explainer.explain_rows(ids[first:first + 1], items[first:first + 1], shard.start + first, **options)
+            explainer.explain_rows(ids[first : first + 1], items[first : first + 1], shard.start + first, **options)
     except ValueError as error:
-        raise InputError(f"{reader.path.name}, row {shard.start + first} (id {ids[first]!r}): {error}. Nothing was "
-                         "written") \
-            from error
+        raise InputError(
+            f"{reader.path.name}, row {shard.start + first} (id {ids[first]!r}): {error}. Nothing was written"
+        ) from error
     except RuntimeError as error:  # a model that cannot take this input at all
         said = " ".join(str(error).split())[:300]
-        raise InputError(f"{reader.path.name}, row {shard.start + first} (id {ids[first]!r}): the model fails on this "
-                         f"input ({type(error).__name__}: {said}). Nothing was written; check that --model fits this "
-                         "input") from error
+        raise InputError(
+            f"{reader.path.name}, row {shard.start + first} (id {ids[first]!r}): the model fails on this "
+            f"input ({type(error).__name__}: {said}). Nothing was written; check that --model fits this "
+            "input"
+        ) from error
 
 
 def _progress(total: int, done: int, enabled: bool):
@@ -258,10 +283,21 @@ def _check_options(explainer: DomainExplainer, options: dict) -> dict:
     return parsed
 
 
-def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, shard_size: int = 1000,
-                    resume: bool = True, progress: bool = True, column: str | None = None, engine: str = "local",
-                    num_workers: int = 1, address: str | None = None, replace_other: bool = False,
-                    **options: Any) -> Path:
+def explain_dataset(
+    explainer: Any,
+    source: str | Path,
+    out_dir: str | Path,
+    *,
+    shard_size: int = 1000,
+    resume: bool = True,
+    progress: bool = True,
+    column: str | None = None,
+    engine: str = "local",
+    num_workers: int = 1,
+    address: str | None = None,
+    replace_other: bool = False,
+    **options: Any,
+) -> Path:
     """Explain every item (text, sequence record, cell...) of ``source`` into Parquet shards in ``out_dir``.
 
     ``explainer``: any explainer of :mod:`lrp_domains.domains` (or, for ``engine="ray"``,
@@ -298,15 +334,19 @@ def explain_dataset(explainer: Any, source: str | Path, out_dir: str | Path, *, 
     reader = explainer.reader(source, column)
     shards = reader.shards(shard_size)
     if not shards:
-        raise InputError(f"{Path(source).name} holds no {explainer.item}s to explain ({kind} run: empty file, or no "
-                         "records/rows)")
+        raise InputError(
+            f"{Path(source).name} holds no {explainer.item}s to explain ({kind} run: empty file, or no records/rows)"
+        )
     identity = reader.fingerprint() if hasattr(reader, "fingerprint") else file_fingerprint(reader.path)
     fingerprint = dict(identity, rows=shards[-1].stop, shards=len(shards))
     settings = settings_of(explainer, shard_size, column, options)
     changed = _changes(existing, fingerprint, settings) if existing is not None and resume else []
     if changed and replace_other:
-        warnings.warn(f"{out} held a run of other input or settings ({'; '.join(changed[:3])}); starting it over",
-                      UserWarning, stacklevel=2)
+        warnings.warn(
+            f"{out} held a run of other input or settings ({'; '.join(changed[:3])}); starting it over",
+            UserWarning,
+            stacklevel=2,
+        )
         resume = False
     if existing is None or not resume:
         probe(explainer, reader, shards[0], options)
@@ -349,8 +389,12 @@ def _report_not_ok(manifest: dict, explainer: DomainExplainer, out: Path) -> Non
     if bad == total and set(statuses) == {NON_FINITE}:  # the model, not the input: nothing usable at all
         raise NonFiniteOutputs(total, f"{explainer.item}s of {out}").naming(explainer.model)
     shown = ", ".join(f"{status} {count}" for status, count in sorted(statuses.items()))
-    warnings.warn(f"{out}: {bad} of {total} rows have a status other than ok ({shown}; the status column says which); "
-                  "they are kept, marked, and left out by the steps that read the run", UserWarning, stacklevel=3)
+    warnings.warn(
+        f"{out}: {bad} of {total} rows have a status other than ok ({shown}; the status column says which); "
+        "they are kept, marked, and left out by the steps that read the run",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _manifest_or_error(out_dir: str | Path) -> dict[str, Any]:

@@ -30,8 +30,10 @@ def shard_name(index: int) -> str:
 
 
 def _refuse(path: Path, why: str) -> InputError:
-    return InputError(f"{path} {why}; this folder does not hold an lrp-domains run. Choose another --out (a new "
-                      "folder), or move that manifest.json away")
+    return InputError(
+        f"{path} {why}; this folder does not hold an lrp-domains run. Choose another --out (a new "
+        "folder), or move that manifest.json away"
+    )
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
@@ -47,19 +49,23 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise _refuse(path, f"is not valid JSON ({type(error).__name__}: {error})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise _refuse(path, f"has no lrp-domains schema marker (\"schema\": \"{SCHEMA}\")")
+        raise _refuse(path, f'has no lrp-domains schema marker ("schema": "{SCHEMA}")')
     if data.get("version") != VERSION:
-        raise InputError(f"{path} was written by another version of lrp-domains (run format {data.get('version')}, "
-                         f"this one reads {VERSION}); start a new run in another folder")
+        raise InputError(
+            f"{path} was written by another version of lrp-domains (run format {data.get('version')}, "
+            f"this one reads {VERSION}); start a new run in another folder"
+        )
     shards = data.get("shards")
-    if not isinstance(shards, dict) or not isinstance(data.get("input"), dict) \
-            or not isinstance(data.get("settings"), dict):
+    if (
+        not isinstance(shards, dict)
+        or not isinstance(data.get("input"), dict)
+        or not isinstance(data.get("settings"), dict)
+    ):
         raise _refuse(path, "lacks the input, settings or shards of a run")
     for key, entry in shards.items():
         number = int(key) if key.isascii() and key.isdecimal() and len(key) <= 5 else -1
         if not isinstance(entry, dict) or entry.get("file") != shard_name(number) or number < 0:
-            raise _refuse(path, f"lists {str(entry)[:80]!r} as shard {key[:20]!r}, which is not one of our shard "
-                                "files")
+            raise _refuse(path, f"lists {str(entry)[:80]!r} as shard {key[:20]!r}, which is not one of our shard files")
     return data
 
 
@@ -73,8 +79,10 @@ def finished_run(out_dir: str | Path, step: str) -> tuple[dict[str, Any], list[P
         raise InputError(f"no {MANIFEST} in {out}: not an lrp-domains run folder (made by `lrp-domains run KIND`)")
     if not manifest.get("complete"):
         done, total = len(manifest["shards"]), manifest["input"]["shards"]
-        raise InputError(f"{out} holds an incomplete run ({done} of {total} shards); {step} reads complete runs only: "
-                         "run the same `lrp-domains run` command again to finish it (finished shards are kept)")
+        raise InputError(
+            f"{out} holds an incomplete run ({done} of {total} shards); {step} reads complete runs only: "
+            "run the same `lrp-domains run` command again to finish it (finished shards are kept)"
+        )
     entries = sorted(manifest["shards"].values(), key=lambda e: e["start"])
     return manifest, [out / entry["file"] for entry in entries]
 
@@ -99,8 +107,10 @@ def step_output(out_dir: str | Path, path: str | Path) -> Iterator[Path]:
         manifest = read_manifest(out) or {}
         listed = manifest.get("outputs", [])
         if (target.exists() or target.is_symlink()) and target.name not in listed:
-            raise InputError(f"{target} exists and was not written by this run (not listed in its {MANIFEST}); not "
-                             "replacing it: move it away, or give the output another name")
+            raise InputError(
+                f"{target} exists and was not written by this run (not listed in its {MANIFEST}); not "
+                "replacing it: move it away, or give the output another name"
+            )
         yield target
         current = read_manifest(out)  # read again: a nested step may have listed its own file
         if current is not None and target.name not in current.get("outputs", []):
@@ -115,8 +125,15 @@ def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:
 
 def new_manifest(fingerprint: dict[str, Any], settings: dict[str, Any], versions: dict[str, str]) -> dict[str, Any]:
     """A manifest with no shards done yet."""
-    return {"schema": SCHEMA, "version": VERSION, "input": fingerprint, "settings": settings, "versions": versions,
-            "shards": {}, "complete": False}
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "input": fingerprint,
+        "settings": settings,
+        "versions": versions,
+        "shards": {},
+        "complete": False,
+    }
 
 
 def _shown(value: Any, start: int, width: int = 70) -> str:
@@ -124,7 +141,7 @@ def _shown(value: Any, start: int, width: int = 70) -> str:
     if len(text) <= width:
         return text
     begin = max(0, min(start - 10, len(text) - width))
-    return ("..." if begin else "") + text[begin:begin + width] + ("..." if begin + width < len(text) else "")
+    return ("..." if begin else "") + text[begin : begin + width] + ("..." if begin + width < len(text) else "")
 
 
 def _first_difference(a: str, b: str) -> int:

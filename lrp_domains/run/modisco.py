@@ -19,8 +19,9 @@ from lrp_domains.errors import InputError
 from lrp_domains.run.manifest import finished_run, step_output
 
 
-def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
-                   dtype: np.dtype | type = np.float32) -> tuple[Path, Path]:
+def export_modisco(
+    out_dir: str | Path, prefix: str | Path | None = None, dtype: np.dtype | type = np.float32
+) -> tuple[Path, Path]:
     """Write ``<prefix>ohe.npy`` (one-hot, N x 4 x L, ``N`` as zeros) and ``<prefix>attr.npy``
     (hypothetical contributions, N x 4 x L) from the shards of a sequence run in ``out_dir``.
 
@@ -32,15 +33,18 @@ def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
     manifest, files = finished_run(out, "export-modisco")
     names = set(pq.read_schema(files[0]).names)
     if not {"sequence", "hypothetical"} <= names:
-        raise InputError(f"{out} holds a {manifest['settings'].get('kind')} run, whose rows have no sequences and "
-                         "hypothetical contributions; tfmodisco inputs need a sequence run")
+        raise InputError(
+            f"{out} holds a {manifest['settings'].get('kind')} run, whose rows have no sequences and "
+            "hypothetical contributions; tfmodisco inputs need a sequence run"
+        )
     alphabet = str(manifest["settings"].get("alphabet", "ACGT"))
     lengths: dict[int, str] = {}
     count = 0
     for path in files:  # first pass: the sequence column only, to size the arrays
         table = pq.read_table(path, columns=["id", "sequence", *(["status"] if "status" in names else [])])
-        for seq_id, sequence, usable in zip(table.column("id").to_pylist(), table.column("sequence").to_pylist(),
-                                            _usable(table)):
+        for seq_id, sequence, usable in zip(
+            table.column("id").to_pylist(), table.column("sequence").to_pylist(), _usable(table)
+        ):
             if usable:
                 lengths.setdefault(len(sequence), seq_id)
                 count += 1
@@ -48,8 +52,10 @@ def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
         raise InputError(f"{out}: no row of the run has status ok; nothing to export")
     if len(lengths) != 1:
         shown = ", ".join(f"{n} ({seq_id!r})" for n, seq_id in sorted(lengths.items())[:5])
-        raise InputError(f"tfmodisco-lite needs sequences of one length; this run has lengths {shown}. "
-                         "Explain fixed-size windows (e.g. centred on peak summits) instead")
+        raise InputError(
+            f"tfmodisco-lite needs sequences of one length; this run has lengths {shown}. "
+            "Explain fixed-size windows (e.g. centred on peak summits) instead"
+        )
     (length,) = lengths
     prefix = f"{out}/" if prefix is None else str(prefix)
     ohe_path, attr_path = Path(prefix + "ohe.npy"), Path(prefix + "attr.npy")
@@ -59,8 +65,11 @@ def export_modisco(out_dir: str | Path, prefix: str | Path | None = None,
     # after a .npy header of the final shape, so memory holds one shard.
     with step_output(out, ohe_path), step_output(out, attr_path):
         temporary = [Path(f"{p}.tmp") for p in (ohe_path, attr_path)]
-        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-                  "shape": (count, len(alphabet), length)}
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+            "fortran_order": False,
+            "shape": (count, len(alphabet), length),
+        }
         try:
             _write_arrays(files, temporary, header, length, dtype, count, out, alphabet)
         except BaseException:
@@ -79,8 +88,16 @@ def _usable(table: pa.Table) -> list[bool]:
     return [status == "ok" for status in table.column("status").to_pylist()]
 
 
-def _write_arrays(files: list[Path], temporary: list[Path], header: dict, length: int, dtype: np.dtype | type,
-                  count: int, out: Path, alphabet: str) -> None:
+def _write_arrays(
+    files: list[Path],
+    temporary: list[Path],
+    header: dict,
+    length: int,
+    dtype: np.dtype | type,
+    count: int,
+    out: Path,
+    alphabet: str,
+) -> None:
     from lrp_domains.bio.sequences.onehot import one_hot
 
     written = 0

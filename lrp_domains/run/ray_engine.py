@@ -83,8 +83,7 @@ def require_ray() -> None:
     try:
         import ray  # noqa: F401
     except ImportError as error:
-        raise ImportError('the Ray engine needs Ray: pip install "ray[data]" (or lrp-domains[distributed])') \
-            from error
+        raise ImportError('the Ray engine needs Ray: pip install "ray[data]" (or lrp-domains[distributed])') from error
 
 
 #: Seconds to wait for a Ray cluster's address to answer before the run stops.
@@ -107,12 +106,21 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
             pass
     except OSError as error:
         reason = "timed out" if isinstance(error, socket.timeout) else (error.strerror or str(error))
-        raise InputError(f"--address {address}: no Ray cluster answers there ({reason}); start one with "
-                         "`ray start --head` on that machine, or check the host and port (RAY_ADDRESS too)") from None
+        raise InputError(
+            f"--address {address}: no Ray cluster answers there ({reason}); start one with "
+            "`ray start --head` on that machine, or check the host and port (RAY_ADDRESS too)"
+        ) from None
 
 
-def run_on_ray(factory: Callable[[], Any], reader: Reader, column: str | None, shards: list[Shard], options: dict,
-               num_workers: int, address: str | None = None) -> Iterator[tuple[Shard, pd.DataFrame]]:
+def run_on_ray(
+    factory: Callable[[], Any],
+    reader: Reader,
+    column: str | None,
+    shards: list[Shard],
+    options: dict,
+    num_workers: int,
+    address: str | None = None,
+) -> Iterator[tuple[Shard, pd.DataFrame]]:
     """Yield ``(shard, rows)`` for every shard, each exactly once, as the actors finish them (not
     necessarily in input order); raise :class:`RayWorkersLost` when the cluster cannot finish."""
     require_ray()
@@ -125,8 +133,12 @@ def run_on_ray(factory: Callable[[], Any], reader: Reader, column: str | None, s
             check_reachable(address)
             ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=max(num_workers, 1), include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.WARNING)
+            ray.init(
+                num_cpus=max(num_workers, 1),
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
             started = True
     try:
         if shards:
@@ -139,8 +151,9 @@ def run_on_ray(factory: Callable[[], Any], reader: Reader, column: str | None, s
 class _Pool:
     """The driver's side: actors, the queue of shards, and what to do when an actor is lost."""
 
-    def __init__(self, factory: Callable[[], Any], reader: Reader, column: str | None, options: dict, size: int
-                 ) -> None:
+    def __init__(
+        self, factory: Callable[[], Any], reader: Reader, column: str | None, options: dict, size: int
+    ) -> None:
         import ray
         import torch
 
@@ -148,8 +161,9 @@ class _Pool:
         # Restarts and task retries are ours (a fresh actor, the shard to another actor): Ray's
         # own would send a lost shard back to the same actor, which may never come back.
         # An ActorClass (Any: ray's annotations type ray.remote(...)(cls) as a plain function).
-        self.remote: Any = ray.remote(num_cpus=1, num_gpus=self.need.get("GPU", 0), max_restarts=0,
-                                      max_task_retries=0)(_ShardExplainer)
+        self.remote: Any = ray.remote(num_cpus=1, num_gpus=self.need.get("GPU", 0), max_restarts=0, max_task_retries=0)(
+            _ShardExplainer
+        )
         self.arguments = (factory, getattr(reader, "source", str(reader.path)), column, options)
         self.size = size
         self.actors: list[Any] = []  # every actor started, to kill them all at the end
@@ -192,16 +206,22 @@ class _Pool:
             if position == 0:  # the shard it was running; the others were waiting their turn
                 self.attempts[shard.index] = self.attempts.get(shard.index, 0) + 1
                 if self.attempts[shard.index] >= MAX_ATTEMPTS:
-                    self.given_up[shard.index] = (f"shard {shard.index} (rows {shard.start} to {shard.stop - 1}) lost "
-                                                  f"its Ray worker {MAX_ATTEMPTS} times (last: {_first_line(why)})")
+                    self.given_up[shard.index] = (
+                        f"shard {shard.index} (rows {shard.start} to {shard.stop - 1}) lost "
+                        f"its Ray worker {MAX_ATTEMPTS} times (last: {_first_line(why)})"
+                    )
                     continue
             self.queue.appendleft(shard)
         self.lost += 1
-        _log.warning("lrp-domains: lost a Ray worker (%s); its shards go to the other workers, and a new one is "
-                     "starting wherever a node has room", _first_line(why))
+        _log.warning(
+            "lrp-domains: lost a Ray worker (%s); its shards go to the other workers, and a new one is "
+            "starting wherever a node has room",
+            _first_line(why),
+        )
         if self.lost > MAX_ATTEMPTS * (self.size + 1):  # (a dying node fails some replacements too)
-            raise RayWorkersLost(f"{self.lost} Ray workers were lost without finishing a shard (last: "
-                                 f"{_first_line(why)}). {_RESUME}")
+            raise RayWorkersLost(
+                f"{self.lost} Ray workers were lost without finishing a shard (last: {_first_line(why)}). {_RESUME}"
+            )
         self._start_actor()
 
     def run(self, shards: list[Shard]) -> Iterator[tuple[Shard, pd.DataFrame]]:
@@ -250,8 +270,10 @@ class _Pool:
             for actor in self.actors:
                 ray.kill(actor, no_restart=True)
         if self.given_up:
-            raise RayWorkersLost("; ".join(self.given_up[i] for i in sorted(self.given_up))
-                                 + f". The other shards are written. {_RESUME}")
+            raise RayWorkersLost(
+                "; ".join(self.given_up[i] for i in sorted(self.given_up))
+                + f". The other shards are written. {_RESUME}"
+            )
 
     def _check_room(self, since: float | None, written: int, total: int) -> float | None:
         """Stop when every actor is lost and no node has had room for one for ``NODE_WAIT_S``."""
@@ -267,13 +289,17 @@ class _Pool:
             return now
         if now - since >= NODE_WAIT_S:
             need = " and ".join(f"{amount:g} {name}" for name, amount in self.need.items())
-            raise RayWorkersLost(f"the Ray cluster has no node left that can run a worker (needs {need}; waited "
-                                 f"{NODE_WAIT_S:g} s); {written} of the {total} shards to do are written. {_RESUME}")
+            raise RayWorkersLost(
+                f"the Ray cluster has no node left that can run a worker (needs {need}; waited "
+                f"{NODE_WAIT_S:g} s); {written} of the {total} shards to do are written. {_RESUME}"
+            )
         return since
 
 
-_RESUME = ("Finished shards are kept: run the same command again with --resume (the default) when the cluster has "
-           "workers, or with the local engine, to finish the rest")
+_RESUME = (
+    "Finished shards are kept: run the same command again with --resume (the default) when the cluster has "
+    "workers, or with the local engine, to finish the rest"
+)
 
 
 def _first_line(error: BaseException) -> str:
@@ -285,8 +311,15 @@ def _lost_errors() -> tuple[type[BaseException], ...]:
     """Ray's errors for a worker, actor, node or result that is gone (not an error of our code)."""
     from ray import exceptions
 
-    names = ("RayActorError", "ObjectLostError", "WorkerCrashedError", "NodeDiedError", "ActorUnschedulableError",
-             "OutOfMemoryError", "LocalRayletDiedError")
+    names = (
+        "RayActorError",
+        "ObjectLostError",
+        "WorkerCrashedError",
+        "NodeDiedError",
+        "ActorUnschedulableError",
+        "OutOfMemoryError",
+        "LocalRayletDiedError",
+    )
     return tuple(getattr(exceptions, name) for name in names if hasattr(exceptions, name))
 
 

@@ -8,5 +8,14 @@ from lrp_domains.text.explainer import TextExplainer
 from lrp_domains.text.latent import HeadRelevance, LayerFlow, corpus_heads, head_relevance, layer_flow
 from lrp_domains.text.result import TextExplanation
 
-__all__ = ["HeadRelevance", "LayerFlow", "TextExplainer", "TextExplanation", "attnlrp", "corpus_heads", "cp_lrp",
-           "head_relevance", "layer_flow"]
+__all__ = [
+    "HeadRelevance",
+    "LayerFlow",
+    "TextExplainer",
+    "TextExplanation",
+    "attnlrp",
+    "corpus_heads",
+    "cp_lrp",
+    "head_relevance",
+    "layer_flow",
+]

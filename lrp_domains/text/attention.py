@@ -52,8 +52,15 @@ def _model_eager_attention(module: nn.Module) -> Callable:
 def _make_attention(variant: str, original: str) -> Callable:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                  attention_mask: torch.Tensor | None, *args: Any, **kwargs: Any) -> Any:
+    def attention(
+        module: nn.Module,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
         function = _model_eager_attention(module) if original == "eager" else ALL_ATTENTION_FUNCTIONS[original]
         if variant == "attnlrp":
             query, key, value = scale_grad(query, 0.25), scale_grad(key, 0.25), scale_grad(value, 0.5)
@@ -107,8 +114,11 @@ class TransformersAttention:
         config = getattr(model, "config", None)
         if config is None or not hasattr(config, "_attn_implementation_internal"):
             return None
-        saved = [(c, c._attn_implementation_internal) for c in _configs(config)
-                 if hasattr(c, "_attn_implementation_internal")]
+        saved = [
+            (c, c._attn_implementation_internal)
+            for c in _configs(config)
+            if hasattr(c, "_attn_implementation_internal")
+        ]
         for current, original in saved:
             original = original or "eager"
             if original.startswith(PREFIX + ":"):

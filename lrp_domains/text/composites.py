@@ -19,7 +19,8 @@ def transformers_activations() -> tuple[type, ...]:
     import transformers.activations as activations
 
     return tuple(
-        cls for cls in vars(activations).values()
+        cls
+        for cls in vars(activations).values()
         if inspect.isclass(cls) and issubclass(cls, nn.Module) and cls.__module__ == activations.__name__
     )
 
@@ -57,8 +58,10 @@ def attnlrp(epsilon: float = 0.0) -> Composite:
     constant, identity rule on activations, uniform rule on attention and gated products,
     softmax by its gradient."""
     return Composite(
-        _rules("attnlrp", epsilon), canonizers=[TransformersAttention("attnlrp")],
-        functional={"softmax": pass_handler, "log_softmax": pass_handler}, name="attnlrp",
+        _rules("attnlrp", epsilon),
+        canonizers=[TransformersAttention("attnlrp")],
+        functional={"softmax": pass_handler, "log_softmax": pass_handler},
+        name="attnlrp",
     )
 
 
@@ -66,10 +69,14 @@ def cp_lrp(epsilon: float = 0.0) -> Composite:
     """CP-LRP (Ali et al., ICML 2022): as AttnLRP, but the attention probabilities and the gates
     of gated MLPs are constants: no relevance flows through them."""
     return Composite(
-        _rules("cp-lrp", epsilon), canonizers=[TransformersAttention("cp-lrp")],
+        _rules("cp-lrp", epsilon),
+        canonizers=[TransformersAttention("cp-lrp")],
         functional={
-            "softmax": stop_handler, "log_softmax": stop_handler,
-            "mul": gate_detaching_product, "__mul__": gate_detaching_product, "__rmul__": gate_detaching_product,
+            "softmax": stop_handler,
+            "log_softmax": stop_handler,
+            "mul": gate_detaching_product,
+            "__mul__": gate_detaching_product,
+            "__rmul__": gate_detaching_product,
         },
         name="cp-lrp",
     )

@@ -35,9 +35,17 @@ def word_rows(index: int, result: TextExplanation) -> pd.DataFrame:
 def text_row(index: int, result: TextExplanation) -> dict:
     """One text's prediction, explained value and delta, as a table row (``probabilities``: a JSON
     object, class or token -> probability)."""
-    return {"text_index": index, "text": result.text, "prediction": result.prediction, "target": result.target,
-            "explained": result.explained, "delta": result.delta, "special_relevance": result.special_relevance,
-            "truncated": result.truncated, "probabilities": json.dumps(result.probabilities)}
+    return {
+        "text_index": index,
+        "text": result.text,
+        "prediction": result.prediction,
+        "target": result.target,
+        "explained": result.explained,
+        "delta": result.delta,
+        "special_relevance": result.special_relevance,
+        "truncated": result.truncated,
+        "probabilities": json.dumps(result.probabilities),
+    }
 
 
 class WordStatistics:
@@ -60,16 +68,25 @@ class WordStatistics:
     def summary(self, top: int = 20, min_count: int = 2) -> pd.DataFrame:
         """Per predicted class, the ``top`` words with the highest mean relevance; words seen fewer
         than ``min_count`` times are left out while at least ``top`` others remain."""
-        stats = pd.DataFrame([(cls, word, total / count, count) for (cls, word), (total, count) in self._stats.items()],
-                             columns=["prediction", "word", "mean", "count"])
+        stats = pd.DataFrame(
+            [(cls, word, total / count, count) for (cls, word), (total, count) in self._stats.items()],
+            columns=["prediction", "word", "mean", "count"],
+        )
         rows = []
         for cls, group in stats.groupby("prediction"):
             frequent = group[group["count"] >= min_count]
             pool = frequent if len(frequent) >= min(top, len(group)) else group
             best = pool.sort_values(["mean", "word"], ascending=[False, True]).head(top)
             for rank, row in enumerate(best.itertuples(), start=1):
-                rows.append({"predicted_class": cls, "rank": rank, "word": row.word,
-                             "mean_relevance": row.mean, "count": row.count})
+                rows.append(
+                    {
+                        "predicted_class": cls,
+                        "rank": rank,
+                        "word": row.word,
+                        "mean_relevance": row.mean,
+                        "count": row.count,
+                    }
+                )
         return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 

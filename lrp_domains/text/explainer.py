@@ -69,8 +69,12 @@ def usable_positions(model: nn.Module) -> int | None:
     if not isinstance(limit, int):
         return None
     for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] == "position_embeddings" and isinstance(module, nn.Embedding) \
-                and module.padding_idx is not None and module.num_embeddings == limit:
+        if (
+            name.rsplit(".", 1)[-1] == "position_embeddings"
+            and isinstance(module, nn.Embedding)
+            and module.padding_idx is not None
+            and module.num_embeddings == limit
+        ):
             return limit - module.padding_idx - 1
     return limit
 
@@ -110,9 +114,16 @@ class TextExplainer(DomainExplainer):
     #: result's ``extra["word_embedding_relevance"]`` (the DNA language model explainer reads it).
     keep_embedding_vectors: bool = False
 
-    def __init__(self, model: nn.Module, tokenizer: Any, composite: str | Composite = "attnlrp",
-                 labels: Sequence[str] | None = None, max_length: int | None = None, strict: bool = False,
-                 decoder: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        composite: str | Composite = "attnlrp",
+        labels: Sequence[str] | None = None,
+        max_length: int | None = None,
+        strict: bool = False,
+        decoder: bool | None = None,
+    ) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.composite = resolve_composite(composite)
@@ -125,8 +136,12 @@ class TextExplainer(DomainExplainer):
             id2label = getattr(config, "id2label", None) or {}
             labels = [id2label.get(i, str(i)) for i in range(getattr(config, "num_labels", len(id2label)))]
         self.labels = list(labels) if labels is not None else None
-        limits = [getattr(tokenizer, "model_max_length", None), usable_positions(model),
-                  getattr(config, "n_positions", None), max_length]
+        limits = [
+            getattr(tokenizer, "model_max_length", None),
+            usable_positions(model),
+            getattr(config, "n_positions", None),
+            max_length,
+        ]
         valid = [int(v) for v in limits if isinstance(v, int) and 0 < v < 10**7]
         self.max_length = min(valid) if valid else None
         embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
@@ -138,8 +153,9 @@ class TextExplainer(DomainExplainer):
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, composite: str | Composite = "attnlrp",
-                        **kwargs: Any) -> TextExplainer:
+    def from_pretrained(
+        cls, name_or_path: str | Path, composite: str | Composite = "attnlrp", **kwargs: Any
+    ) -> TextExplainer:
         """Load a classifier or causal LM and its tokenizer with transformers' ``from_pretrained``
         (a local folder works offline; a hub name needs the network).
 
@@ -166,8 +182,9 @@ class TextExplainer(DomainExplainer):
         return cls(model, tokenizer, composite=composite, labels=labels)
 
     @classmethod
-    def from_options(cls, model: str | None = None, weights: str | None = None,
-                     composite: str | None = None) -> TextExplainer:
+    def from_options(
+        cls, model: str | None = None, weights: str | None = None, composite: str | None = None
+    ) -> TextExplainer:
         """The default sentiment model, or a model folder or hub name (``--model``)."""
         from lrp_domains.models import as_model_option, refuse_weights
 
@@ -179,8 +196,14 @@ class TextExplainer(DomainExplainer):
             return cls.from_pretrained(model, composite=composite or cls.default_composite)
 
     # -- public API --------------------------------------------------------------------------
-    def explain(self, text_or_texts: str | Sequence[str], target: TextTarget = None, batch_size: int = 16,
-                progress: bool = False, ids: Sequence[str] | None = None) -> TextExplanation | list[TextExplanation]:
+    def explain(
+        self,
+        text_or_texts: str | Sequence[str],
+        target: TextTarget = None,
+        batch_size: int = 16,
+        progress: bool = False,
+        ids: Sequence[str] | None = None,
+    ) -> TextExplanation | list[TextExplanation]:
         """Relevance of each token and word for a class score (classifiers) or, for causal LMs,
         for the next-token logit (as :meth:`explain_next_token`).
 
@@ -190,17 +213,23 @@ class TextExplainer(DomainExplainer):
         single ones: padding is masked out.
         """
         if self.is_decoder:
-            return self.explain_next_token(text_or_texts, target=target, batch_size=batch_size, progress=progress,
-                                           ids=ids)
+            return self.explain_next_token(
+                text_or_texts, target=target, batch_size=batch_size, progress=progress, ids=ids
+            )
         texts, single = _as_list(text_or_texts)
         encoded = self.encode(texts, ids)
         targets, output = self.resolve_targets(target, len(texts))
         results = self._run(encoded, targets, batch_size, progress, output, self._classifier_info)
         return results[0] if single else results
 
-    def explain_next_token(self, prompt: str | Sequence[str], target: int | str | None | Sequence = None,
-                           batch_size: int = 16, progress: bool = False,
-                           ids: Sequence[str] | None = None) -> TextExplanation | list[TextExplanation]:
+    def explain_next_token(
+        self,
+        prompt: str | Sequence[str],
+        target: int | str | None | Sequence = None,
+        batch_size: int = 16,
+        progress: bool = False,
+        ids: Sequence[str] | None = None,
+    ) -> TextExplanation | list[TextExplanation]:
         """Relevance of the prompt's tokens for the logit of the next token (causal LMs).
 
         ``target``: None (the most likely next token), a token string (one token of the
@@ -249,22 +278,34 @@ class TextExplainer(DomainExplainer):
             raise ValueError("the continuation is empty: give at least one token to score")
         shift = len(prompt)
         encoded = _Encoded(
-            text=prompt + continuation, ids=head.ids + list(tail["input_ids"]),
+            text=prompt + continuation,
+            ids=head.ids + list(tail["input_ids"]),
             offsets=head.offsets + [(s + shift, e + shift) for s, e in tail["offset_mapping"]],
             special=head.special + [False] * len(tail["input_ids"]),
         )
         if self.max_length is not None and len(encoded.ids) > self.max_length:
-            raise ValueError(f"prompt and continuation have {len(encoded.ids)} tokens; the model takes at most "
-                             f"{self.max_length}")
+            raise ValueError(
+                f"prompt and continuation have {len(encoded.ids)} tokens; the model takes at most {self.max_length}"
+            )
         n_prompt = len(head.ids)
-        (result,) = self._run([encoded], torch.zeros(1, dtype=torch.long), 1, False,
-                              _continuation_log_probability(n_prompt), self._continuation_info(n_prompt))
+        (result,) = self._run(
+            [encoded],
+            torch.zeros(1, dtype=torch.long),
+            1,
+            False,
+            _continuation_log_probability(n_prompt),
+            self._continuation_info(n_prompt),
+        )
         result.extra["continuation"] = [i >= n_prompt for i in range(len(encoded.ids))]
         return result
 
-    def attribute(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                  token_type_ids: torch.Tensor | None = None,
-                  target: int | torch.Tensor | Callable | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def attribute(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        target: int | torch.Tensor | Callable | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Lower-level entry for classifiers on token tensors ``(N, T)``: the word-embedding
         relevance ``(N, T)`` for the target class (None: the predicted one; an index; one per
         example; or a callable on the logits) and the logits. One forward and backward pass."""
@@ -277,12 +318,22 @@ class TextExplainer(DomainExplainer):
             inputs["token_type_ids"] = token_type_ids
         if isinstance(target, torch.Tensor) and target.dim() == 0:
             target = int(target)
-        result = explain(self.model, inputs, target=target, composite=self.composite, strict=self.strict,
-                         sources=self._sources(), check_delta=False)
+        result = explain(
+            self.model,
+            inputs,
+            target=target,
+            composite=self.composite,
+            strict=self.strict,
+            sources=self._sources(),
+            check_delta=False,
+        )
         return self._word_relevance(result).detach(), result.output
 
-    def attribute_sources(self, inputs: dict[str, torch.Tensor], target: int | torch.Tensor | Callable | None = None,
-                          ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def attribute_sources(
+        self,
+        inputs: dict[str, torch.Tensor],
+        target: int | torch.Tensor | Callable | None = None,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """As :meth:`attribute`, for any keyword inputs of the model (token ids plus what a wrapper
         takes, e.g. binned expression values), returning the relevance at every embedding output
         summed over the hidden size, ``{module name: (N, T)}`` (word, position, token-type and any
@@ -291,8 +342,15 @@ class TextExplainer(DomainExplainer):
             raise TypeError("attribute_sources is for classifiers; use explain_next_token for causal language models")
         if isinstance(target, torch.Tensor) and target.dim() == 0:
             target = int(target)
-        result = explain(self.model, dict(inputs), target=target, composite=self.composite, strict=self.strict,
-                         sources=self._sources(), check_delta=False)
+        result = explain(
+            self.model,
+            dict(inputs),
+            target=target,
+            composite=self.composite,
+            strict=self.strict,
+            sources=self._sources(),
+            check_delta=False,
+        )
         return {name: value.sum(-1).detach() for name, value in result.sources.items()}, result.output
 
     # -- the contract (runs) -----------------------------------------------------------------
@@ -303,8 +361,14 @@ class TextExplainer(DomainExplainer):
 
         return TableRecords(path, column or "text", what="a text run")
 
-    def explain_batch(self, ids: Sequence[str], items: Sequence[str], first_row: int = 0,
-                      target: TextTarget = None, batch_size: int = 16) -> list[TextExplanation]:
+    def explain_batch(
+        self,
+        ids: Sequence[str],
+        items: Sequence[str],
+        first_row: int = 0,
+        target: TextTarget = None,
+        batch_size: int = 16,
+    ) -> list[TextExplanation]:
         """Explain one shard's texts; an empty text is an InputError naming its row and id."""
         names = [f"row {first_row + i} (id {name!r})" for i, name in enumerate(ids)]
         for name, text in zip(names, items):
@@ -336,9 +400,13 @@ class TextExplainer(DomainExplainer):
 
     def _tokenize(self, text: str, **kwargs: Any) -> _Encoded:
         enc = self.tokenizer(text, return_offsets_mapping=True, return_special_tokens_mask=True, **kwargs)
-        return _Encoded(text, list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]],
-                        [bool(s) for s in enc["special_tokens_mask"]],
-                        list(enc["token_type_ids"]) if "token_type_ids" in enc else None)
+        return _Encoded(
+            text,
+            list(enc["input_ids"]),
+            [tuple(o) for o in enc["offset_mapping"]],
+            [bool(s) for s in enc["special_tokens_mask"]],
+            list(enc["token_type_ids"]) if "token_type_ids" in enc else None,
+        )
 
     def _encode(self, text: str, name: str) -> _Encoded:
         if not isinstance(text, str):
@@ -348,8 +416,11 @@ class TextExplainer(DomainExplainer):
         encoded = self._tokenize(text)
         if self.max_length is not None and len(encoded.ids) > self.max_length:
             dropped = len(encoded.ids) - self.max_length
-            warnings.warn(f"{name} has {len(encoded.ids)} tokens but the model takes {self.max_length}: truncated, "
-                          f"the last {dropped} tokens are not explained", stacklevel=4)
+            warnings.warn(
+                f"{name} has {len(encoded.ids)} tokens but the model takes {self.max_length}: truncated, "
+                f"the last {dropped} tokens are not explained",
+                stacklevel=4,
+            )
             encoded = self._tokenize(text, truncation=True, max_length=self.max_length)
             encoded.truncated = dropped
         return encoded
@@ -373,8 +444,9 @@ class TextExplainer(DomainExplainer):
 
     def _require_decoder(self, what: str) -> None:
         if not self.is_decoder:
-            raise TypeError(f"{what} is for causal language models; {type(self.model).__name__} is a classifier: "
-                            "use explain()")
+            raise TypeError(
+                f"{what} is for causal language models; {type(self.model).__name__} is a classifier: use explain()"
+            )
 
     # -- the forward/backward ----------------------------------------------------------------
     def _sources(self) -> tuple[type, ...]:
@@ -389,54 +461,77 @@ class TextExplainer(DomainExplainer):
         mask = np.zeros((len(batch), width), dtype=np.int64)
         types = np.zeros((len(batch), width), dtype=np.int64)
         for row, e in enumerate(batch):
-            ids[row, :len(e.ids)] = e.ids
-            mask[row, :len(e.ids)] = 1
+            ids[row, : len(e.ids)] = e.ids
+            mask[row, : len(e.ids)] = 1
             if e.token_type_ids is not None:
-                types[row, :len(e.ids)] = e.token_type_ids
+                types[row, : len(e.ids)] = e.token_type_ids
         inputs = {"input_ids": torch.from_numpy(ids).to(device), "attention_mask": torch.from_numpy(mask).to(device)}
         if self._accepts_token_types and batch[0].token_type_ids is not None:
             inputs["token_type_ids"] = torch.from_numpy(types).to(device)
         return inputs
 
-    def _run(self, encoded: list[_Encoded], targets: torch.Tensor | Callable | None, batch_size: int, progress: bool,
-             output: Callable | None, info: Callable) -> list[TextExplanation]:
+    def _run(
+        self,
+        encoded: list[_Encoded],
+        targets: torch.Tensor | Callable | None,
+        batch_size: int,
+        progress: bool,
+        output: Callable | None,
+        info: Callable,
+    ) -> list[TextExplanation]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         device = model_device(self.model)
         batches = [
-            (self.model_inputs(encoded[start:start + batch_size], device),
-             targets[start:start + batch_size] if isinstance(targets, torch.Tensor) else targets)
+            (
+                self.model_inputs(encoded[start : start + batch_size], device),
+                targets[start : start + batch_size] if isinstance(targets, torch.Tensor) else targets,
+            )
             for start in range(0, len(encoded), batch_size)
         ]
-        parts = explain_batches(self.model, batches, self.composite, strict=self.strict, progress=progress,
-                                output=output, sources=self._sources(), check_delta=False, total=len(batches))
+        parts = explain_batches(
+            self.model,
+            batches,
+            self.composite,
+            strict=self.strict,
+            progress=progress,
+            output=output,
+            sources=self._sources(),
+            check_delta=False,
+            total=len(batches),
+        )
         results: list[TextExplanation] = []
         for start, part in zip(range(0, len(encoded), batch_size), parts):
             if not part.sources:
                 raise RuntimeError("no embedding module ran: TextExplainer reads relevance at nn.Embedding outputs")
-            chunk = encoded[start:start + batch_size]
+            chunk = encoded[start : start + batch_size]
             relevance = {name: value.sum(-1).double().cpu().numpy() for name, value in part.sources.items()}
             word_source = self._word_source if self._word_source in relevance else next(iter(relevance))
             explained = part.explained.detach().double().cpu().tolist()
             details = info(part, chunk)
-            results.extend(self._result(e, row, relevance, word_source, explained[row], details[row])
-                           for row, e in enumerate(chunk))
+            results.extend(
+                self._result(e, row, relevance, word_source, explained[row], details[row])
+                for row, e in enumerate(chunk)
+            )
             if self.keep_embedding_vectors:  # per hidden unit, for callers that need more than the sum
                 for row, e in enumerate(chunk):
-                    results[start + row].extra["word_embedding_relevance"] = \
-                        part.sources[word_source][row, :len(e.ids)].detach().cpu()
+                    results[start + row].extra["word_embedding_relevance"] = (
+                        part.sources[word_source][row, : len(e.ids)].detach().cpu()
+                    )
         return results
 
     def _word_relevance(self, result: Explanation) -> torch.Tensor:
         name = self._word_source if self._word_source in result.sources else next(iter(result.sources))
         return result.sources[name].sum(-1)
 
-    def _result(self, e: _Encoded, row: int, relevance: dict[str, np.ndarray], word_source: str,
-                explained: float, info: dict) -> TextExplanation:
+    def _result(
+        self, e: _Encoded, row: int, relevance: dict[str, np.ndarray], word_source: str, explained: float, info: dict
+    ) -> TextExplanation:
         n = len(e.ids)
         token_relevance = relevance[word_source][row, :n].copy()
-        others = {name: torch.from_numpy(value[row, :n].copy()) for name, value in relevance.items()
-                  if name != word_source}
+        others = {
+            name: torch.from_numpy(value[row, :n].copy()) for name, value in relevance.items() if name != word_source
+        }
         spans, owner = group_words(e.text, e.offsets, e.special)
         owners = np.asarray(owner)
         inside = owners >= 0
@@ -446,12 +541,23 @@ class TextExplainer(DomainExplainer):
         remap[used] = np.arange(len(used))
         total = float(token_relevance.sum()) + sum(float(v.sum()) for v in others.values())
         return TextExplanation(
-            text=e.text, tokens=self.tokenizer.convert_ids_to_tokens(e.ids), token_ids=list(e.ids),
-            token_spans=list(e.offsets), special=list(e.special), token_relevance=torch.from_numpy(token_relevance),
-            words=[e.text[spans[w][0]:spans[w][1]] for w in used], word_spans=[spans[w] for w in used],
-            word_relevance=torch.from_numpy(word_relevance[used]), token_word=remap[owners].tolist(),
-            embedding_relevance=others, prediction=info["prediction"], probabilities=info["probabilities"],
-            target=info["target"], explained=explained, delta=explained - total, composite=self.composite.name,
+            text=e.text,
+            tokens=self.tokenizer.convert_ids_to_tokens(e.ids),
+            token_ids=list(e.ids),
+            token_spans=list(e.offsets),
+            special=list(e.special),
+            token_relevance=torch.from_numpy(token_relevance),
+            words=[e.text[spans[w][0] : spans[w][1]] for w in used],
+            word_spans=[spans[w] for w in used],
+            word_relevance=torch.from_numpy(word_relevance[used]),
+            token_word=remap[owners].tolist(),
+            embedding_relevance=others,
+            prediction=info["prediction"],
+            probabilities=info["probabilities"],
+            target=info["target"],
+            explained=explained,
+            delta=explained - total,
+            composite=self.composite.name,
             truncated=e.truncated,
         )
 
@@ -462,9 +568,14 @@ class TextExplainer(DomainExplainer):
         predicted = probabilities.argmax(-1)
         labels = self.labels or [str(i) for i in range(logits.shape[-1])]
         names = [None] * len(batch) if part.target is None else [labels[int(i)] for i in part.target]
-        return [{"prediction": labels[int(predicted[i])], "target": names[i],
-                 "probabilities": {labels[j]: float(p) for j, p in enumerate(probabilities[i])}}
-                for i in range(len(batch))]
+        return [
+            {
+                "prediction": labels[int(predicted[i])],
+                "target": names[i],
+                "probabilities": {labels[j]: float(p) for j, p in enumerate(probabilities[i])},
+            }
+            for i in range(len(batch))
+        ]
 
     def _next_token_info(self, part: Explanation, batch: list[_Encoded]) -> list[dict]:
         probabilities = torch.softmax(part.output.double(), -1).cpu()
@@ -473,18 +584,21 @@ class TextExplainer(DomainExplainer):
         info = []
         for i in range(len(batch)):
             top = probabilities[i].topk(5)
-            info.append({
-                "prediction": tokens(int(predicted[i])),
-                "target": None if part.target is None else tokens(int(part.target[i])),  # None: a callable
-                "probabilities": {tokens(int(t)): float(p) for p, t in zip(top.values, top.indices)},
-            })
+            info.append(
+                {
+                    "prediction": tokens(int(predicted[i])),
+                    "target": None if part.target is None else tokens(int(part.target[i])),  # None: a callable
+                    "probabilities": {tokens(int(t)): float(p) for p, t in zip(top.values, top.indices)},
+                }
+            )
         return info
 
     def _continuation_info(self, n_prompt: int) -> Callable[[Explanation, list[_Encoded]], list[dict]]:
         def info(part: Explanation, batch: list[_Encoded]) -> list[dict]:
             text = self.tokenizer.decode(batch[0].ids[n_prompt:])
-            return [{"prediction": text, "target": text,
-                     "probabilities": {text: float(part.explained[0].double().exp())}}]
+            return [
+                {"prediction": text, "target": text, "probabilities": {text: float(part.explained[0].double().exp())}}
+            ]
 
         return info
 
@@ -502,7 +616,7 @@ def _continuation_log_probability(n_prompt: int) -> Callable[[Any, dict[str, tor
     def output(raw: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = raw.logits if hasattr(raw, "logits") else raw[0]
         ids = batch["input_ids"]
-        log_probs = torch.log_softmax(logits[0, n_prompt - 1:ids.shape[1] - 1], -1)
+        log_probs = torch.log_softmax(logits[0, n_prompt - 1 : ids.shape[1] - 1], -1)
         chosen = ids[0, n_prompt:].to(logits.device)
         return log_probs.gather(1, chosen[:, None]).sum().reshape(1, 1)
 

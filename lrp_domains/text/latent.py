@@ -39,8 +39,16 @@ from lrp_domains.text.explainer import TextExplainer, TextTarget, _as_list, _Enc
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ATTENTION_OUTPUTS", "HeadRelevance", "LayerFlow", "attention_outputs", "corpus_heads", "head_relevance",
-           "layer_flow", "residual_stream"]
+__all__ = [
+    "ATTENTION_OUTPUTS",
+    "HeadRelevance",
+    "LayerFlow",
+    "attention_outputs",
+    "corpus_heads",
+    "head_relevance",
+    "layer_flow",
+    "residual_stream",
+]
 
 #: Name endings of attention output projections, whose input is the heads' outputs concatenated.
 ATTENTION_OUTPUTS = (
@@ -98,13 +106,15 @@ class LayerFlow:
         import pandas as pd
 
         n_layers, n_tokens = self.relevance.shape
-        return pd.DataFrame({
-            "layer_index": np.repeat(np.arange(n_layers), n_tokens),
-            "layer": np.repeat(np.asarray(self.layers, dtype=object), n_tokens),
-            "position": np.tile(np.arange(n_tokens), n_layers),
-            "token": np.tile(np.asarray(self.tokens, dtype=object), n_layers),
-            "relevance": self.relevance.reshape(-1),
-        })
+        return pd.DataFrame(
+            {
+                "layer_index": np.repeat(np.arange(n_layers), n_tokens),
+                "layer": np.repeat(np.asarray(self.layers, dtype=object), n_tokens),
+                "position": np.tile(np.arange(n_tokens), n_layers),
+                "token": np.tile(np.asarray(self.tokens, dtype=object), n_layers),
+                "relevance": self.relevance.reshape(-1),
+            }
+        )
 
 
 @dataclass
@@ -142,13 +152,15 @@ class HeadRelevance:
         import pandas as pd
 
         n, n_layers, heads = self.relevance.shape
-        return pd.DataFrame({
-            "text_index": np.repeat(np.arange(n), n_layers * heads),
-            "layer_index": np.tile(np.repeat(np.arange(n_layers), heads), n),
-            "layer": np.tile(np.repeat(np.asarray(self.layers, dtype=object), heads), n),
-            "head": np.tile(np.arange(heads), n * n_layers),
-            "relevance": self.relevance.reshape(-1),
-        })
+        return pd.DataFrame(
+            {
+                "text_index": np.repeat(np.arange(n), n_layers * heads),
+                "layer_index": np.tile(np.repeat(np.arange(n_layers), heads), n),
+                "layer": np.tile(np.repeat(np.asarray(self.layers, dtype=object), heads), n),
+                "head": np.tile(np.arange(heads), n * n_layers),
+                "relevance": self.relevance.reshape(-1),
+            }
+        )
 
 
 # -- finding the layers -------------------------------------------------------------------------
@@ -166,14 +178,18 @@ def _blocks(model: nn.Module) -> list[str]:
     of same-class modules (``bert.encoder.layer``, ``model.layers``, ``transformer.h``), the one
     whose length is the config's number of layers where that is known, else the longest."""
     count = _config_value(model, "num_hidden_layers", "n_layer", "n_layers", "num_layers")
-    lists = [(name, module) for name, module in model.named_modules()
-             if isinstance(module, nn.ModuleList) and len(module) > 0
-             and len({type(child) for child in module}) == 1]
+    lists = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) > 0 and len({type(child) for child in module}) == 1
+    ]
     if count is not None and any(len(m) == count for _, m in lists):
         lists = [(name, m) for name, m in lists if len(m) == count]
     if not lists:
-        raise ValueError(f"found no list of transformer blocks (an nn.ModuleList of same-class layers) in "
-                         f"{type(model).__name__}; layer_flow needs a Hugging Face-style encoder or decoder")
+        raise ValueError(
+            f"found no list of transformer blocks (an nn.ModuleList of same-class layers) in "
+            f"{type(model).__name__}; layer_flow needs a Hugging Face-style encoder or decoder"
+        )
     name, module = max(lists, key=lambda item: len(item[1]))
     return [f"{name}.{i}" if name else str(i) for i in range(len(module))]
 
@@ -181,20 +197,27 @@ def _blocks(model: nn.Module) -> list[str]:
 def attention_outputs(model: nn.Module) -> list[str]:
     """Names of the attention output projections, bottom up (modules whose name ends with one of
     :data:`ATTENTION_OUTPUTS`). Raises ``ValueError`` naming the model class when there is none."""
-    found = [name for name, _ in model.named_modules()
-             if any(name == suffix or name.endswith("." + suffix) for suffix in ATTENTION_OUTPUTS)]
+    found = [
+        name
+        for name, _ in model.named_modules()
+        if any(name == suffix or name.endswith("." + suffix) for suffix in ATTENTION_OUTPUTS)
+    ]
     if not found:
-        raise ValueError(f"found no attention output projection in {type(model).__name__} (modules named "
-                         f"*.{', *.'.join(ATTENTION_OUTPUTS)}); per-head relevance needs the layer whose input is "
-                         "the heads' outputs concatenated")
+        raise ValueError(
+            f"found no attention output projection in {type(model).__name__} (modules named "
+            f"*.{', *.'.join(ATTENTION_OUTPUTS)}); per-head relevance needs the layer whose input is "
+            "the heads' outputs concatenated"
+        )
     return found
 
 
 def _heads(model: nn.Module) -> int:
     heads = _config_value(model, "num_attention_heads", "n_head", "n_heads")
     if heads is None:
-        raise ValueError(f"{type(model).__name__}'s config gives no number of attention heads "
-                         "(num_attention_heads, n_head or n_heads)")
+        raise ValueError(
+            f"{type(model).__name__}'s config gives no number of attention heads "
+            "(num_attention_heads, n_head or n_heads)"
+        )
     return heads
 
 
@@ -212,9 +235,11 @@ def _embedding_output(model: nn.Module, inputs: dict[str, torch.Tensor], first_b
             seen["input"] = args[0] if args else next(iter(kwargs.values()), None)
             seen["count"] = len(finished)
 
-    handles = [module.register_forward_hook(lambda m, a, out, n=name: finished.append((n, out)))
-               for name, module in modules.items() if name and not name.startswith(first_block + ".")
-               and name != first_block]
+    handles = [
+        module.register_forward_hook(lambda m, a, out, n=name: finished.append((n, out)))
+        for name, module in modules.items()
+        if name and not name.startswith(first_block + ".") and name != first_block
+    ]
     handles.append(modules[first_block].register_forward_pre_hook(before_block, with_kwargs=True))
     try:
         with eval_mode(model), torch.no_grad():
@@ -225,7 +250,7 @@ def _embedding_output(model: nn.Module, inputs: dict[str, torch.Tensor], first_b
     entering = seen.get("input")
     if not isinstance(entering, torch.Tensor):
         return None
-    for name, out in reversed(finished[:seen["count"]]):
+    for name, out in reversed(finished[: seen["count"]]):
         if isinstance(out, torch.Tensor) and out.shape == entering.shape and torch.equal(out, entering):
             return name
     return None
@@ -241,14 +266,16 @@ def residual_stream(explainer: TextExplainer, text: str = "Hello world") -> list
     transformer block."""
     blocks = _blocks(explainer.model)
     encoded = explainer.encode([text])
-    embedding = _embedding_output(explainer.model, explainer.model_inputs(encoded, model_device(explainer.model)),
-                                  blocks[0])
+    embedding = _embedding_output(
+        explainer.model, explainer.model_inputs(encoded, model_device(explainer.model)), blocks[0]
+    )
     return _stream_names(embedding, blocks)
 
 
 # -- running ------------------------------------------------------------------------------------
-def _targets(explainer: TextExplainer, n: int, target: TextTarget
-             ) -> tuple[torch.Tensor | Callable | None, Callable | None, Callable[[int | None], str | int | None]]:
+def _targets(
+    explainer: TextExplainer, n: int, target: TextTarget
+) -> tuple[torch.Tensor | Callable | None, Callable | None, Callable[[int | None], str | int | None]]:
     """Resolved targets, the output function (:meth:`TextExplainer.resolve_targets`, as
     :meth:`~TextExplainer.explain` and :meth:`~TextExplainer.explain_next_token` resolve them) and
     how an explained index is named."""
@@ -268,8 +295,13 @@ class _Batch:
     targets: list[str | int | None]
 
 
-def _run(explainer: TextExplainer, texts: list[str], target: TextTarget, batch_size: int,
-         points: Callable[[dict[str, torch.Tensor]], tuple[list[str], list[str]]]) -> Iterator[_Batch]:
+def _run(
+    explainer: TextExplainer,
+    texts: list[str],
+    target: TextTarget,
+    batch_size: int,
+    points: Callable[[dict[str, torch.Tensor]], tuple[list[str], list[str]]],
+) -> Iterator[_Batch]:
     """Per batch (padded as the explainer pads): relevance at the output of the modules
     ``points(batch)[0]`` and at the first input of ``points(batch)[1]`` (one forward and backward
     pass each), the explained values and the named targets."""
@@ -281,9 +313,9 @@ def _run(explainer: TextExplainer, texts: list[str], target: TextTarget, batch_s
     device = model_device(model)
     chosen: tuple[list[str], list[str]] | None = None
     for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
+        chunk = encoded[start : start + batch_size]
         inputs = explainer.model_inputs(chunk, device)
-        part = targets[start:start + batch_size] if isinstance(targets, torch.Tensor) else targets
+        part = targets[start : start + batch_size] if isinstance(targets, torch.Tensor) else targets
         if chosen is None:
             chosen = points({key: value[:1] for key, value in inputs.items()})
         seen: list[torch.Tensor] = []
@@ -296,8 +328,17 @@ def _run(explainer: TextExplainer, texts: list[str], target: TextTarget, batch_s
         relevance: dict[tuple[str, str], torch.Tensor] = {}
         for at, layers in zip(("output", "input"), chosen):
             if layers:  # token ids: relevance reaches the layers through the embeddings' outputs
-                read = layer_relevance(model, inputs, layers, part, explainer.composite, at=at, output=output,
-                                       sources=nn.Embedding, strict=explainer.strict)
+                read = layer_relevance(
+                    model,
+                    inputs,
+                    layers,
+                    part,
+                    explainer.composite,
+                    at=at,
+                    output=output,
+                    sources=nn.Embedding,
+                    strict=explainer.strict,
+                )
                 relevance.update({(at, layer): value for layer, value in read.items()})
         explained, index = select_target(seen[-1].detach(), part)
         names = [None] * len(chunk) if index is None else [name(int(i)) for i in index.tolist()]
@@ -307,13 +348,16 @@ def _run(explainer: TextExplainer, texts: list[str], target: TextTarget, batch_s
 def _check_tokens(name: str, value: torch.Tensor, inputs: dict[str, torch.Tensor]) -> None:
     expected = tuple(inputs["input_ids"].shape)
     if value.dim() < 3 or tuple(value.shape[:2]) != expected:
-        raise ValueError(f"{name}: relevance of shape {tuple(value.shape)}; expected (texts, tokens) = {expected} "
-                         "first, then the hidden axis")
+        raise ValueError(
+            f"{name}: relevance of shape {tuple(value.shape)}; expected (texts, tokens) = {expected} "
+            "first, then the hidden axis"
+        )
 
 
 # -- public functions ---------------------------------------------------------------------------
-def layer_flow(explainer: TextExplainer, text_or_texts: str | Sequence[str], target: TextTarget = None,
-               batch_size: int = 16) -> list[LayerFlow]:
+def layer_flow(
+    explainer: TextExplainer, text_or_texts: str | Sequence[str], target: TextTarget = None, batch_size: int = 16
+) -> list[LayerFlow]:
     """Relevance of each token in the residual stream after every layer: a token x layer map.
 
     The points are the embedding output (``bert.embeddings``, ``model.embed_tokens``...) and each
@@ -350,14 +394,22 @@ def layer_flow(explainer: TextExplainer, text_or_texts: str | Sequence[str], tar
             stacked.append(value.reshape(*value.shape[:2], -1).sum(-1))
         table = torch.stack(stacked, 1).double().cpu().numpy()  # (n, layers, width)
         for row, e in enumerate(batch.encoded):
-            flows.append(LayerFlow(e.text, explainer.tokenizer.convert_ids_to_tokens(e.ids), list(layers),
-                                   table[row, :, :len(e.ids)].copy(), float(batch.explained[row]),
-                                   batch.targets[row]))
+            flows.append(
+                LayerFlow(
+                    e.text,
+                    explainer.tokenizer.convert_ids_to_tokens(e.ids),
+                    list(layers),
+                    table[row, :, : len(e.ids)].copy(),
+                    float(batch.explained[row]),
+                    batch.targets[row],
+                )
+            )
     return flows
 
 
-def head_relevance(explainer: TextExplainer, text_or_texts: str | Sequence[str], target: TextTarget = None,
-                   batch_size: int = 16) -> HeadRelevance:
+def head_relevance(
+    explainer: TextExplainer, text_or_texts: str | Sequence[str], target: TextTarget = None, batch_size: int = 16
+) -> HeadRelevance:
     """Relevance of each attention head in each layer, per text.
 
     Read at the input of each attention output projection (BERT ``attention.output.dense``,
@@ -384,8 +436,10 @@ def head_relevance(explainer: TextExplainer, text_or_texts: str | Sequence[str],
             _check_tokens(name, value, batch.inputs)
             width = value.shape[-1]
             if value.dim() != 3 or width % heads:
-                raise ValueError(f"{name}: its input has shape {tuple(value.shape)}, which does not split into "
-                                 f"{heads} heads (the config's number of attention heads)")
+                raise ValueError(
+                    f"{name}: its input has shape {tuple(value.shape)}, which does not split into "
+                    f"{heads} heads (the config's number of attention heads)"
+                )
             if real is not None:
                 value = value * real[:, :, None].to(value.dtype)
             layers.append(value.reshape(*value.shape[:2], heads, width // heads).sum((1, 3)))
@@ -395,8 +449,13 @@ def head_relevance(explainer: TextExplainer, text_or_texts: str | Sequence[str],
     return HeadRelevance(texts, projections, np.concatenate(parts), np.concatenate(explained), targets)
 
 
-def corpus_heads(explainer: TextExplainer, texts: Sequence[str], target: TextTarget = None, batch_size: int = 16,
-                 top: int | None = 10) -> pd.DataFrame:
+def corpus_heads(
+    explainer: TextExplainer,
+    texts: Sequence[str],
+    target: TextTarget = None,
+    batch_size: int = 16,
+    top: int | None = 10,
+) -> pd.DataFrame:
     """The attention heads that carry the decision on a corpus, most relevant first.
 
     Per (layer, head), over the texts: ``mean_relevance`` (signed: for or against the explained
@@ -415,15 +474,16 @@ def corpus_heads(explainer: TextExplainer, texts: Sequence[str], target: TextTar
     mean_abs = np.abs(result.relevance).mean(0)
     total = mean_abs.sum()
     n_layers, heads = mean.shape
-    frame = pd.DataFrame({
-        "layer_index": np.repeat(np.arange(n_layers), heads),
-        "layer": np.repeat(np.asarray(result.layers, dtype=object), heads),
-        "head": np.tile(np.arange(heads), n_layers),
-        "mean_relevance": mean.reshape(-1),
-        "mean_abs_relevance": mean_abs.reshape(-1),
-        "share": (mean_abs / total).reshape(-1) if total > 0 else np.zeros(n_layers * heads),
-    })
+    frame = pd.DataFrame(
+        {
+            "layer_index": np.repeat(np.arange(n_layers), heads),
+            "layer": np.repeat(np.asarray(result.layers, dtype=object), heads),
+            "head": np.tile(np.arange(heads), n_layers),
+            "mean_relevance": mean.reshape(-1),
+            "mean_abs_relevance": mean_abs.reshape(-1),
+            "share": (mean_abs / total).reshape(-1) if total > 0 else np.zeros(n_layers * heads),
+        }
+    )
     frame = frame.sort_values(["share", "layer_index", "head"], ascending=[False, True, True], kind="stable")
     frame = frame.reset_index(drop=True)
     return frame if top is None else frame.head(top)
-

@@ -59,17 +59,27 @@ class TextExplanation:
         import pandas as pd
 
         if level == "word":
-            return pd.DataFrame({
-                "word": self.words, "start": [s for s, _ in self.word_spans], "end": [e for _, e in self.word_spans],
-                "relevance": self.word_relevance.tolist(),
-            })
+            return pd.DataFrame(
+                {
+                    "word": self.words,
+                    "start": [s for s, _ in self.word_spans],
+                    "end": [e for _, e in self.word_spans],
+                    "relevance": self.word_relevance.tolist(),
+                }
+            )
         if level != "token":
             raise ValueError(f"level must be 'token' or 'word', got {level!r}")
-        frame = pd.DataFrame({
-            "token": self.tokens, "token_id": self.token_ids, "start": [s for s, _ in self.token_spans],
-            "end": [e for _, e in self.token_spans], "special": self.special, "word": self.token_word,
-            "relevance": self.token_relevance.tolist(),
-        })
+        frame = pd.DataFrame(
+            {
+                "token": self.tokens,
+                "token_id": self.token_ids,
+                "start": [s for s, _ in self.token_spans],
+                "end": [e for _, e in self.token_spans],
+                "special": self.special,
+                "word": self.token_word,
+                "relevance": self.token_relevance.tolist(),
+            }
+        )
         for name, values in self.embedding_relevance.items():
             frame[f"relevance_{name.rsplit('.', 1)[-1]}"] = values.tolist()
         return frame
@@ -77,13 +87,24 @@ class TextExplanation:
     def to_dict(self) -> dict[str, Any]:
         """Plain Python values (JSON-serialisable)."""
         return {
-            "text": self.text, "composite": self.composite, "prediction": self.prediction,
-            "probabilities": self.probabilities, "target": self.target, "explained": self.explained,
-            "delta": self.delta, "special_relevance": self.special_relevance,
+            "text": self.text,
+            "composite": self.composite,
+            "prediction": self.prediction,
+            "probabilities": self.probabilities,
+            "target": self.target,
+            "explained": self.explained,
+            "delta": self.delta,
+            "special_relevance": self.special_relevance,
             "tokens": [
                 {"token": t, "id": i, "span": list(s), "special": sp, "word": w, "relevance": float(r)}
-                for t, i, s, sp, w, r in zip(self.tokens, self.token_ids, self.token_spans, self.special,
-                                             self.token_word, self.token_relevance.tolist())
+                for t, i, s, sp, w, r in zip(
+                    self.tokens,
+                    self.token_ids,
+                    self.token_spans,
+                    self.special,
+                    self.token_word,
+                    self.token_relevance.tolist(),
+                )
             ],
             "words": [
                 {"word": w, "span": list(s), "relevance": float(r)}
@@ -95,9 +116,27 @@ class TextExplanation:
 
 #: The run columns of text explanations (:func:`text_rows`): everything :func:`explanations_from_rows`
 #: needs to rebuild them (spans for the pages, the other embeddings' relevance per token).
-TEXT_RUN_COLUMNS = ("explained", "delta", "text", "prediction", "target", "tokens", "token_relevance", "special",
-                    "words", "word_relevance", "other_relevance", "truncated", "token_ids", "token_spans",
-                    "word_spans", "token_word", "probabilities", "embedding_names", "embedding_relevance")
+TEXT_RUN_COLUMNS = (
+    "explained",
+    "delta",
+    "text",
+    "prediction",
+    "target",
+    "tokens",
+    "token_relevance",
+    "special",
+    "words",
+    "word_relevance",
+    "other_relevance",
+    "truncated",
+    "token_ids",
+    "token_spans",
+    "word_spans",
+    "token_word",
+    "probabilities",
+    "embedding_names",
+    "embedding_relevance",
+)
 
 
 def text_rows(results: list[TextExplanation]) -> dict[str, list]:
@@ -106,11 +145,16 @@ def text_rows(results: list[TextExplanation]) -> dict[str, list]:
     import json
 
     return {
-        "explained": [r.explained for r in results], "delta": [r.delta for r in results],
-        "text": [r.text for r in results], "prediction": [r.prediction for r in results],
-        "target": [r.target for r in results], "tokens": [r.tokens for r in results],
-        "token_relevance": [r.token_relevance.tolist() for r in results], "special": [r.special for r in results],
-        "words": [r.words for r in results], "word_relevance": [r.word_relevance.tolist() for r in results],
+        "explained": [r.explained for r in results],
+        "delta": [r.delta for r in results],
+        "text": [r.text for r in results],
+        "prediction": [r.prediction for r in results],
+        "target": [r.target for r in results],
+        "tokens": [r.tokens for r in results],
+        "token_relevance": [r.token_relevance.tolist() for r in results],
+        "special": [r.special for r in results],
+        "words": [r.words for r in results],
+        "word_relevance": [r.word_relevance.tolist() for r in results],
         "other_relevance": [float(sum(v.sum() for v in r.embedding_relevance.values())) for r in results],
         "truncated": [r.truncated for r in results],
         "token_ids": [list(map(int, r.token_ids)) for r in results],
@@ -132,16 +176,29 @@ def explanations_from_rows(rows: pd.DataFrame, composite: str = "") -> list[Text
 
     found = []
     for row in rows.itertuples(index=False):
-        found.append(TextExplanation(
-            text=str(row.text), tokens=list(row.tokens), token_ids=[int(i) for i in row.token_ids],
-            token_spans=spans(row.token_spans), special=[bool(s) for s in row.special],
-            token_relevance=torch.tensor(list(row.token_relevance), dtype=torch.float64), words=list(row.words),
-            word_spans=spans(row.word_spans),
-            word_relevance=torch.tensor(list(row.word_relevance), dtype=torch.float64),
-            token_word=[int(w) for w in row.token_word],
-            embedding_relevance={str(name): torch.tensor(list(values), dtype=torch.float64)
-                                 for name, values in zip(row.embedding_names, row.embedding_relevance)},
-            prediction=str(row.prediction), probabilities=json.loads(row.probabilities),
-            target=None if row.target is None else str(row.target), explained=float(row.explained),
-            delta=float(row.delta), composite=composite, truncated=int(row.truncated)))
+        found.append(
+            TextExplanation(
+                text=str(row.text),
+                tokens=list(row.tokens),
+                token_ids=[int(i) for i in row.token_ids],
+                token_spans=spans(row.token_spans),
+                special=[bool(s) for s in row.special],
+                token_relevance=torch.tensor(list(row.token_relevance), dtype=torch.float64),
+                words=list(row.words),
+                word_spans=spans(row.word_spans),
+                word_relevance=torch.tensor(list(row.word_relevance), dtype=torch.float64),
+                token_word=[int(w) for w in row.token_word],
+                embedding_relevance={
+                    str(name): torch.tensor(list(values), dtype=torch.float64)
+                    for name, values in zip(row.embedding_names, row.embedding_relevance)
+                },
+                prediction=str(row.prediction),
+                probabilities=json.loads(row.probabilities),
+                target=None if row.target is None else str(row.target),
+                explained=float(row.explained),
+                delta=float(row.delta),
+                composite=composite,
+                truncated=int(row.truncated),
+            )
+        )
     return found

@@ -106,9 +106,7 @@ def gate_detaching_product(func: Callable, args: tuple, kwargs: dict) -> Any:
     """CP-LRP products: a gate (tagged activation output) is a constant; other products uniform."""
     tensors = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     if len(tensors) == 2 and any(getattr(t, GATE_TAG, False) for t in tensors):
-        args = tuple(
-            a.detach() if isinstance(a, torch.Tensor) and getattr(a, GATE_TAG, False) else a for a in args
-        )
+        args = tuple(a.detach() if isinstance(a, torch.Tensor) and getattr(a, GATE_TAG, False) else a for a in args)
         return func(*args, **kwargs)
     return uniform_handler(func, args, kwargs)
 

@@ -30,8 +30,9 @@ def _trimmed(text: str, start: int, end: int) -> tuple[int, int]:
     return start, end
 
 
-def group_words(text: str, offsets: Sequence[tuple[int, int]],
-                special: Sequence[bool]) -> tuple[list[tuple[int, int]], list[int]]:
+def group_words(
+    text: str, offsets: Sequence[tuple[int, int]], special: Sequence[bool]
+) -> tuple[list[tuple[int, int]], list[int]]:
     """Word spans of ``text`` given its tokens, and each token's word index (-1: none)."""
     spans = word_spans(text)
     starts = [s for s, _ in spans]

@@ -37,8 +37,12 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     """Run the workflow; returns the written paths."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--cells", choices=["test", "all"], default="test",
-                        help="the model's held-out test cells (default) or every cell")
+    parser.add_argument(
+        "--cells",
+        choices=["test", "all"],
+        default="test",
+        help="the model's held-out test cells (default) or every cell",
+    )
     parser.add_argument("--top", type=int, default=50, help="genes per cell type in the rankings")
     parser.add_argument("--composite", default="epsilon")
     args = parser.parse_args(argv)
@@ -51,8 +55,15 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     explanation = explainer.explain(adata, target=labels)
 
     markers = markers_in(explainer.genes)
-    written = write_gene_report(explanation, args.out, markers=markers, adata=adata, groupby=LABELS, top=args.top,
-                                title=f"PBMC gene relevance ({args.cells} cells)")
+    written = write_gene_report(
+        explanation,
+        args.out,
+        markers=markers,
+        adata=adata,
+        groupby=LABELS,
+        top=args.top,
+        title=f"PBMC gene relevance ({args.cells} cells)",
+    )
     flagged = top_genes_with_markers(explanation.rank_genes("class", args.top), markers)
     flagged.to_csv(args.out / "top10_markers.csv", index=False)
     written["top10_markers"] = args.out / "top10_markers.csv"
@@ -61,8 +72,10 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     written["h5ad"] = args.out / "explained.h5ad"
 
     overlap = explanation.marker_overlap(markers)
-    print(f"{len(adata)} cells, {len(explainer.genes)} genes; known markers in each cell type's top 20 (mean over "
-          f"types): {overlap[overlap.k == 20].recall.mean():.2f}")
+    print(
+        f"{len(adata)} cells, {len(explainer.genes)} genes; known markers in each cell type's top 20 (mean over "
+        f"types): {overlap[overlap.k == 20].recall.mean():.2f}"
+    )
     for name, path in written.items():
         print(f"{name}: {path}")
     return written

@@ -51,8 +51,9 @@ def _sibling(name: str) -> ModuleType:
     return module
 
 
-def load_or_train(checkpoint: Path | None, train_n: int, epochs: int, layers: int, motif_ids: list[str] | None = None,
-                  log=print) -> tuple[TokenSequenceExplainer, dict]:
+def load_or_train(
+    checkpoint: Path | None, train_n: int, epochs: int, layers: int, motif_ids: list[str] | None = None, log=print
+) -> tuple[TokenSequenceExplainer, dict]:
     """The explainer of the checkpoint folder if it holds a model, else of a model trained now on
     ``train_n`` synthetic sequences planting ``motif_ids`` (default: all ten; seed 0; validation:
     1000 sequences, seed 1), saved there."""
@@ -61,9 +62,13 @@ def load_or_train(checkpoint: Path | None, train_n: int, epochs: int, layers: in
         return explainer, dict(getattr(explainer.model.config, "training", {}) or {})
     from lrp_domains.bench.data.nt_like import train_dna_language_model
 
-    model, tokenizer = train_dna_language_model(make_dataset(train_n, seed=0, motif_ids=motif_ids), epochs=epochs,
-                                                layers=layers, validation=make_dataset(1000, seed=1,
-                                                                                       motif_ids=motif_ids), log=log)
+    model, tokenizer = train_dna_language_model(
+        make_dataset(train_n, seed=0, motif_ids=motif_ids),
+        epochs=epochs,
+        layers=layers,
+        validation=make_dataset(1000, seed=1, motif_ids=motif_ids),
+        log=log,
+    )
     model.config.training["motif_ids"] = motif_ids
     if checkpoint is not None:
         model.save_pretrained(checkpoint)  # safetensors
@@ -76,14 +81,20 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, help="model folder: loaded if it holds a model, else written")
-    parser.add_argument("--quick", action="store_true",
-                        help="two layers, 4000 training sequences planting only CTCF and REST (about 2 minutes)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="two layers, 4000 training sequences planting only CTCF and REST (about 2 minutes)",
+    )
     parser.add_argument("--train", type=int, help="training sequences (default 12000; 4000 with --quick)")
     parser.add_argument("--epochs", type=int, help="training epochs (default 6; 4 with --quick)")
     parser.add_argument("--test", type=int, help="test sequences, positives explained (default 2000; 600 quick)")
     parser.add_argument("--motifs", default="JASPAR2024", help="JASPAR release or a JASPAR/MEME file")
-    parser.add_argument("--modisco", default=shutil.which("modisco") or _venv_program("modisco"),
-                        help="path of the modisco program (tfmodisco-lite); skipped when absent")
+    parser.add_argument(
+        "--modisco",
+        default=shutil.which("modisco") or _venv_program("modisco"),
+        help="path of the modisco program (tfmodisco-lite); skipped when absent",
+    )
     parser.add_argument("--max-seqlets", type=int, default=2000)
     parser.add_argument("--logos", type=int, default=6, help="sequence logos drawn in the report")
     args = parser.parse_args(argv)
@@ -108,11 +119,18 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     seqlets = call_seqlets(explanation)
     if len(seqlets):
         seqlets = annotate_seqlets(seqlets, motifs=args.motifs)
-    written = write_sequence_report(explanation, args.out, seqlets, logos=args.logos,
-                                    title="Base relevance of a DNA language model (AttnLRP)",
-                                    notes=[f"Nucleotide-Transformer-like model (6-mer tokens), test accuracy "
-                                           f"{test_accuracy:.3f}; token relevance split equally over each token's "
-                                           "bases, special tokens' relevance kept apart."])
+    written = write_sequence_report(
+        explanation,
+        args.out,
+        seqlets,
+        logos=args.logos,
+        title="Base relevance of a DNA language model (AttnLRP)",
+        notes=[
+            f"Nucleotide-Transformer-like model (6-mer tokens), test accuracy "
+            f"{test_accuracy:.3f}; token relevance split equally over each token's "
+            "bases, special tokens' relevance kept apart."
+        ],
+    )
     report = _sibling("motif_report")
     motifs = report.motif_table(seqlets) if "motif_id" in seqlets else pd.DataFrame()
     motifs.to_csv(args.out / "motifs.csv", index=False)
@@ -121,14 +139,17 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     recovery.to_csv(args.out / "planted.csv", index=False)
     written["planted"] = args.out / "planted.csv"
     found, named = float(recovery.found.mean()), float(recovery.named.mean())
-    page = Page("Motifs in the relevant regions, DNA language model",
-                intro=f"{len(explanation.sequences)} positive test sequences, {len(seqlets)} seqlets; test accuracy "
-                      f"{test_accuracy:.3f}.")
+    page = Page(
+        "Motifs in the relevant regions, DNA language model",
+        intro=f"{len(explanation.sequences)} positive test sequences, {len(seqlets)} seqlets; test accuracy "
+        f"{test_accuracy:.3f}.",
+    )
     page.section("Best JASPAR match of positive seqlets").add(table(motifs))
     per_motif = recovery.groupby("motif_name")[["found", "named"]].mean().reset_index()
     page.section("Planted motifs").add(
         paragraph(f"{len(recovery)} planted motifs: {found:.0%} found by a positive seqlet, {named:.0%} named."),
-        table(per_motif))
+        table(per_motif),
+    )
     written["motif_report"] = page.write(args.out / "motifs.html")
     print(f"planted motifs found {found:.2f}, named {named:.2f} ({len(recovery)} motifs)")
 
@@ -138,13 +159,36 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     explain_dataset(explainer, fasta, args.out / "run", shard_size=200, progress=False, target=1)
     ohe, attr = export_modisco(args.out / "run", f"{args.out}/")
     written.update(ohe=ohe, attr=attr)
-    summary = {"test_accuracy": test_accuracy, "test_sequences": len(test), "explained": len(positives),
-               "seqlets": len(seqlets), "planted_found": found, "planted_named": named, "training": training}
+    summary = {
+        "test_accuracy": test_accuracy,
+        "test_sequences": len(test),
+        "explained": len(positives),
+        "seqlets": len(seqlets),
+        "planted_found": found,
+        "planted_named": named,
+        "training": training,
+    }
     if args.modisco:
         result = args.out / "modisco.h5"
         width = np.load(ohe, mmap_mode="r").shape[2]
-        subprocess.run([args.modisco, "motifs", "-s", str(ohe), "-a", str(attr), "-n", str(args.max_seqlets),
-                        "-w", str(width), "-o", str(result)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                args.modisco,
+                "motifs",
+                "-s",
+                str(ohe),
+                "-a",
+                str(attr),
+                "-n",
+                str(args.max_seqlets),
+                "-w",
+                str(width),
+                "-o",
+                str(result),
+            ],
+            check=True,
+            capture_output=True,
+        )
         written["modisco"] = result
         modisco = _sibling("modisco_motifs")
         patterns = modisco.pattern_table(result, modisco.known_motifs(None))
@@ -153,8 +197,10 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         summary["patterns"] = len(patterns)
         print(patterns.to_string(index=False))
     else:
-        print(f"modisco (tfmodisco-lite) is not installed: pip install modisco-lite, then run\n  modisco motifs -s "
-              f"{ohe} -a {attr} -n {args.max_seqlets} -o {args.out}/modisco.h5")
+        print(
+            f"modisco (tfmodisco-lite) is not installed: pip install modisco-lite, then run\n  modisco motifs -s "
+            f"{ohe} -a {attr} -n {args.max_seqlets} -o {args.out}/modisco.h5"
+        )
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     written["summary"] = args.out / "summary.json"
     for name, path in written.items():

@@ -55,7 +55,7 @@ def trim(ppm: np.ndarray, contributions: np.ndarray, fraction: float = 0.25) -> 
     """The span of ``ppm`` (L x 4) whose summed |contribution| is at least ``fraction`` of its peak."""
     importance = np.abs(contributions).sum(1)
     keep = np.flatnonzero(importance >= fraction * importance.max())
-    return ppm[keep.min():keep.max() + 1]
+    return ppm[keep.min() : keep.max() + 1]
 
 
 def best_match(pattern: np.ndarray, motifs: dict[str, np.ndarray], min_overlap: float = 0.7) -> tuple[str, str, float]:
@@ -72,7 +72,7 @@ def best_match(pattern: np.ndarray, motifs: dict[str, np.ndarray], min_overlap: 
                 if hi - lo < need:
                     continue
                 with np.errstate(invalid="ignore", divide="ignore"):  # flat columns: no correlation
-                    r = np.corrcoef(pattern[lo:hi].ravel(), oriented[lo - offset:hi - offset].ravel())[0, 1]
+                    r = np.corrcoef(pattern[lo:hi].ravel(), oriented[lo - offset : hi - offset].ravel())[0, 1]
                 if np.isfinite(r) and r > best[2]:
                     best = (name, strand, float(r))
     return best
@@ -89,16 +89,30 @@ def pattern_table(modisco_h5: Path, motifs: dict[str, np.ndarray]) -> pd.DataFra
                 pattern = handle[group][name]
                 ppm = trim(pattern["sequence"][:], pattern["contrib_scores"][:])
                 match, strand, r = best_match(ppm, motifs)
-                rows.append({"sign": group[:3], "pattern": name, "seqlets": int(pattern["seqlets"]["n_seqlets"][0]),
-                             "width": len(ppm), "best_match": match, "strand": strand, "correlation": r})
+                rows.append(
+                    {
+                        "sign": group[:3],
+                        "pattern": name,
+                        "seqlets": int(pattern["seqlets"]["n_seqlets"][0]),
+                        "width": len(ppm),
+                        "best_match": match,
+                        "strand": strand,
+                        "correlation": r,
+                    }
+                )
     return pd.DataFrame(rows, columns=["sign", "pattern", "seqlets", "width", "best_match", "strand", "correlation"])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Path]:
     """Run the workflow; returns the written paths."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("fasta", nargs="?", type=Path, default=None,
-                        help="FASTA of equal-length windows (default: N synthetic windows with planted motifs)")
+    parser.add_argument(
+        "fasta",
+        nargs="?",
+        type=Path,
+        default=None,
+        help="FASTA of equal-length windows (default: N synthetic windows with planted motifs)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--n", type=int, default=2000, help="synthetic windows when no FASTA is given")
     parser.add_argument("--model", help="MODULE:FACTORY (default: the bundled synthetic-motif CNN)")
@@ -124,14 +138,31 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     ohe, attr = export_modisco(args.out / "run", f"{args.out}/")
     written = {"ohe": ohe, "attr": attr}
     if args.modisco is None:
-        raise SystemExit(f"modisco (tfmodisco-lite) is not on PATH: pip install modisco-lite, then run\n  modisco "
-                         f"motifs -s {ohe} -a {attr} -n {args.max_seqlets} -w {np.load(ohe, mmap_mode='r').shape[2]} "
-                         f"-o {args.out}/modisco.h5\nand this script again with --modisco PATH")
+        raise SystemExit(
+            f"modisco (tfmodisco-lite) is not on PATH: pip install modisco-lite, then run\n  modisco "
+            f"motifs -s {ohe} -a {attr} -n {args.max_seqlets} -w {np.load(ohe, mmap_mode='r').shape[2]} "
+            f"-o {args.out}/modisco.h5\nand this script again with --modisco PATH"
+        )
     result = args.out / "modisco.h5"
     if not result.exists():
         width = np.load(ohe, mmap_mode="r").shape[2]
-        subprocess.run([args.modisco, "motifs", "-s", str(ohe), "-a", str(attr), "-n", str(args.max_seqlets),
-                        "-w", str(width), "-o", str(result)], check=True)
+        subprocess.run(
+            [
+                args.modisco,
+                "motifs",
+                "-s",
+                str(ohe),
+                "-a",
+                str(attr),
+                "-n",
+                str(args.max_seqlets),
+                "-w",
+                str(width),
+                "-o",
+                str(result),
+            ],
+            check=True,
+        )
     written["modisco"] = result
     table = pattern_table(result, known_motifs(args.motifs))
     table.to_csv(args.out / "patterns.csv", index=False)

@@ -37,8 +37,9 @@ def motif_table(seqlets: pd.DataFrame) -> pd.DataFrame:
     ``max_p``), most frequent first."""
     hits = seqlets[(seqlets.sign == "positive") & (seqlets.motif_id.fillna("") != "")]
     grouped = hits.groupby(["motif_id", "motif_name"])
-    summary = grouped.agg(seqlets=("relevance", "size"), mean_relevance=("relevance", "mean"),
-                          median_p=("match_p", "median")).reset_index()
+    summary = grouped.agg(
+        seqlets=("relevance", "size"), mean_relevance=("relevance", "mean"), median_p=("match_p", "median")
+    ).reset_index()
     return summary.sort_values(["seqlets", "mean_relevance"], ascending=[False, False], ignore_index=True)
 
 
@@ -56,8 +57,17 @@ def planted_recovery(fasta: Path, seqlets: pd.DataFrame) -> pd.DataFrame:
             overlap = (candidates.end.clip(upper=end) - candidates.start.clip(lower=start)).clip(lower=0)
             found = candidates[overlap * 2 >= end - start]
             named = "motif_id" in found and bool((found.motif_id == placement.motif_id).any())
-            rows.append({"id": seq_id, "motif_id": placement.motif_id, "motif_name": placement.name,
-                         "start": start, "end": end, "found": len(found) > 0, "named": named})
+            rows.append(
+                {
+                    "id": seq_id,
+                    "motif_id": placement.motif_id,
+                    "motif_name": placement.name,
+                    "start": start,
+                    "end": end,
+                    "found": len(found) > 0,
+                    "named": named,
+                }
+            )
     return pd.DataFrame(rows, columns=["id", "motif_id", "motif_name", "start", "end", "found", "named"])
 
 
@@ -89,9 +99,11 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     motifs = motif_table(seqlets) if "motif_id" in seqlets else pd.DataFrame()
     motifs.to_csv(args.out / "motifs.csv", index=False)
     written["motifs"] = args.out / "motifs.csv"
-    page = Page(f"Motifs in the relevant regions of {args.fasta.name}",
-                intro=f"{len(explanation.sequences)} sequences, {len(seqlets)} seqlets "
-                      f"({int((seqlets.sign == 'positive').sum()) if len(seqlets) else 0} positive).")
+    page = Page(
+        f"Motifs in the relevant regions of {args.fasta.name}",
+        intro=f"{len(explanation.sequences)} sequences, {len(seqlets)} seqlets "
+        f"({int((seqlets.sign == 'positive').sum()) if len(seqlets) else 0} positive).",
+    )
     page.section("Best JASPAR match of positive seqlets").add(table(motifs))
     if _has_planted_motifs(args.fasta):
         recovery = planted_recovery(args.fasta, seqlets)
@@ -100,8 +112,12 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
         found, named = recovery.found.mean(), recovery.named.mean()
         per_motif = recovery.groupby("motif_name")[["found", "named"]].mean().reset_index()
         page.section("Planted motifs").add(
-            paragraph(f"{len(recovery)} planted motifs: {found:.0%} found by a positive seqlet, {named:.0%} "
-                      "named (best JASPAR match = the planted matrix)."), table(per_motif))
+            paragraph(
+                f"{len(recovery)} planted motifs: {found:.0%} found by a positive seqlet, {named:.0%} "
+                "named (best JASPAR match = the planted matrix)."
+            ),
+            table(per_motif),
+        )
         print(f"planted motifs found {found:.2f}, named {named:.2f} ({len(recovery)} motifs)")
     written["motif_report"] = page.write(args.out / "motifs.html")
     for name, path in written.items():

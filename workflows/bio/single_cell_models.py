@@ -49,8 +49,13 @@ def run_scanvi(adata: Any, out: Path, quick: bool, top: int) -> dict[str, Any]:
 
     counts = scvi_models.pbmc_counts(adata)
     held_out = held_out_cells()
-    train = {"held_out": held_out, "n_latent": 10, "n_hidden": 64 if quick else 128,
-             "max_epochs": 20 if quick else 100, "seed": 0}
+    train = {
+        "held_out": held_out,
+        "n_latent": 10,
+        "n_hidden": 64 if quick else 128,
+        "max_epochs": 20 if quick else 100,
+        "seed": 0,
+    }
     model = scvi_models.load_or_train(out / "model", counts, **train)
     cells = counts[held_out]
     explainer = scvi_models.explainer(model, "epsilon")
@@ -70,8 +75,9 @@ def run_gene_transformer(adata: Any, out: Path, quick: bool, top: int) -> dict[s
     if (folder / "model.json").is_file():
         trained = TrainedGeneTransformer.load(folder)
     else:
-        trained = train_gene_transformer(adata, labels_key=LABELS, seed=0, epochs=4 if quick else 40,
-                                         max_genes=64 if quick else 256)
+        trained = train_gene_transformer(
+            adata, labels_key=LABELS, seed=0, epochs=4 if quick else 40, max_genes=64 if quick else 256
+        )
         trained.save(folder)
     cells = adata[trained.test_cells]
     labels = cells.obs[LABELS].astype(str).tolist()
@@ -87,8 +93,7 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--quick", action="store_true", help="short training (checks the workflow, weaker models)")
     parser.add_argument("--top", type=int, default=50, help="genes per cell type in the rankings")
-    parser.add_argument("--models", default="scanvi,gene-transformer", help="comma-separated: scanvi, "
-                        "gene-transformer")
+    parser.add_argument("--models", default="scanvi,gene-transformer", help="comma-separated: scanvi, gene-transformer")
     args = parser.parse_args(argv)
     chosen = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = sorted(set(chosen) - {"scanvi", "gene-transformer"})
@@ -104,8 +109,10 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, Any]]:
     if "gene-transformer" in chosen:
         results["gene-transformer"] = run_gene_transformer(adata, args.out / "gene-transformer", args.quick, args.top)
     for name, found in results.items():
-        print(f"{name}: held-out accuracy {found['accuracy']:.2f}, known markers in each cell type's top 20 "
-              f"(mean over types) {found['markers@20']:.2f}; report {found['report']}, {found['h5ad']}")
+        print(
+            f"{name}: held-out accuracy {found['accuracy']:.2f}, known markers in each cell type's top 20 "
+            f"(mean over types) {found['markers@20']:.2f}; report {found['report']}, {found['h5ad']}"
+        )
     return results
 
 

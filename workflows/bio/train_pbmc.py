@@ -157,8 +157,9 @@ def train(
     gen = torch.Generator().manual_seed(seed)
     model = build_mlp([x.shape[1], *cfg.hidden, n_classes], cfg.dropout)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    loss_fn = nn.CrossEntropyLoss(weight=class_weights(y, n_classes, cfg.class_weight),
-                                  label_smoothing=cfg.label_smoothing)
+    loss_fn = nn.CrossEntropyLoss(
+        weight=class_weights(y, n_classes, cfg.class_weight), label_smoothing=cfg.label_smoothing
+    )
     yt = torch.as_tensor(y, dtype=torch.long)
     preds: dict[int, np.ndarray] = {}
     for epoch in range(1, epochs + 1):
@@ -174,7 +175,14 @@ def train(
 
 
 def cross_validate(
-    cfg: Config, x: torch.Tensor, y: np.ndarray, n_classes: int, epochs: int, k: int, seed: int, eval_every: int,
+    cfg: Config,
+    x: torch.Tensor,
+    y: np.ndarray,
+    n_classes: int,
+    epochs: int,
+    k: int,
+    seed: int,
+    eval_every: int,
     repeats: int = 1,
 ) -> dict[int, float]:
     """{epoch: balanced accuracy of the pooled out-of-fold predictions} over ``k`` stratified folds.
@@ -228,15 +236,23 @@ def best_epoch(scores: dict[int, float]) -> tuple[int, float]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--epochs", type=int, default=200,
-                   help="maximum epochs; with --cv > 0 the final fit uses the CV-best checkpoint (default 200)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=200,
+        help="maximum epochs; with --cv > 0 the final fit uses the CV-best checkpoint (default 200)",
+    )
     p.add_argument("--hidden", default="256,128", help="hidden layer sizes, comma-separated (default 256,128)")
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, default=1e-2, help="AdamW weight decay (default 1e-2)")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout after hidden ReLUs, training only (0.2)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--class-weight", choices=["none", "balanced", "sqrt"], default="balanced",
-                   help="cross-entropy class weights (default balanced = inverse class frequency)")
+    p.add_argument(
+        "--class-weight",
+        choices=["none", "balanced", "sqrt"],
+        default="balanced",
+        help="cross-entropy class weights (default balanced = inverse class frequency)",
+    )
     p.add_argument("--label-smoothing", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the folds and the training (default 0)")
     p.add_argument("--test-fraction", type=float, default=0.2)
@@ -244,10 +260,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cv-repeats", type=int, default=2, help="CV repetitions averaged for selection (default 2)")
     p.add_argument("--eval-every", type=int, default=10, help="CV checkpoint spacing in epochs (default 10)")
     p.add_argument("--search", action="store_true", help="score a small grid around the given config by CV first")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default 1; results can differ by thread count)")
-    p.add_argument("--out", type=Path, default=ROOT / "lrp_domains" / "bio" / "weights",
-                   help="output folder (default lrp_domains/bio/weights/)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (default 1; results can differ by thread count)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "lrp_domains" / "bio" / "weights",
+        help="output folder (default lrp_domains/bio/weights/)",
+    )
     p.add_argument("--no-save", action="store_true", help="train and report only")
     return p.parse_args(argv)
 
@@ -270,25 +291,43 @@ def main(argv: list[str] | None = None) -> None:
     y_all = labels.cat.codes.to_numpy().astype(np.int64)
     train_idx, test_idx = stratified_split(y_all, args.test_fraction, args.seed)
     x_tr, y_tr, x_te, y_te = x_all[train_idx], y_all[train_idx], x_all[test_idx], y_all[test_idx]
-    print(f"data: {adata.n_obs} cells x {adata.n_vars} genes, {n_classes} classes; "
-          f"train {len(train_idx)}, test {len(test_idx)} (seed {args.seed})")
+    print(
+        f"data: {adata.n_obs} cells x {adata.n_vars} genes, {n_classes} classes; "
+        f"train {len(train_idx)}, test {len(test_idx)} (seed {args.seed})"
+    )
 
-    base = Config(hidden=tuple(int(h) for h in args.hidden.split(",") if h), lr=args.lr,
-                  weight_decay=args.weight_decay, dropout=args.dropout, batch_size=args.batch_size,
-                  class_weight=args.class_weight, label_smoothing=args.label_smoothing)
+    base = Config(
+        hidden=tuple(int(h) for h in args.hidden.split(",") if h),
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        batch_size=args.batch_size,
+        class_weight=args.class_weight,
+        label_smoothing=args.label_smoothing,
+    )
     cfg, epochs, cv_score, tried = base, args.epochs, None, []
     if args.cv > 0:
         candidates = search_grid(base) if args.search else [base]
         best = None
         for c in candidates:
             t = time.perf_counter()
-            scores = cross_validate(c, x_tr, y_tr, n_classes, args.epochs, args.cv, args.seed, args.eval_every,
-                                    args.cv_repeats)
+            scores = cross_validate(
+                c, x_tr, y_tr, n_classes, args.epochs, args.cv, args.seed, args.eval_every, args.cv_repeats
+            )
             e, s = best_epoch(scores)
-            tried.append({"config": asdict(c), "cv_balanced_accuracy": s, "best_epoch": e,
-                          "cv_balanced_accuracy_last_epoch": scores[max(scores)]})
-            print(f"cv {args.cv}-fold x{args.cv_repeats}  {c}  best epoch {e:4d}  bal.acc {s:.4f}  "
-                  f"(at {max(scores)}: {scores[max(scores)]:.4f})  [{time.perf_counter() - t:.1f}s]", flush=True)
+            tried.append(
+                {
+                    "config": asdict(c),
+                    "cv_balanced_accuracy": s,
+                    "best_epoch": e,
+                    "cv_balanced_accuracy_last_epoch": scores[max(scores)],
+                }
+            )
+            print(
+                f"cv {args.cv}-fold x{args.cv_repeats}  {c}  best epoch {e:4d}  bal.acc {s:.4f}  "
+                f"(at {max(scores)}: {scores[max(scores)]:.4f})  [{time.perf_counter() - t:.1f}s]",
+                flush=True,
+            )
             if best is None or s > best[2] + 1e-12:
                 best = (c, e, s)
         cfg, epochs, cv_score = best
@@ -326,29 +365,55 @@ def main(argv: list[str] | None = None) -> None:
     sidecar = {
         "name": "pbmc-mlp",
         "description": "MLP classifier of PBMC cell types (bulk_labels) from 765-gene expression profiles",
-        "architecture": {"type": "mlp", "sizes": sizes, "activation": "relu",
-                         "layers": "nn.Sequential of Linear, ReLU, ..., Linear (logits); no dropout at inference"},
+        "architecture": {
+            "type": "mlp",
+            "sizes": sizes,
+            "activation": "relu",
+            "layers": "nn.Sequential of Linear, ReLU, ..., Linear (logits); no dropout at inference",
+        },
         "weights_sha256": state_dict_sha256(state),
         "weights_sha256_definition": "sha256 over tensors sorted by name: f'{name}|{dtype}|{shape}|' + raw bytes",
         "genes": genes,
         "classes": classes,
-        "input": {"description": INPUT_DESCRIPTION, "dtype": "float32",
-                  "source": "scanpy.datasets.pbmc68k_reduced()", "obs_key": "bulk_labels",
-                  "scanpy_version": importlib.metadata.version("scanpy")},
-        "split": {"seed": args.seed, "test_fraction": args.test_fraction,
-                  "method": "per class: numpy default_rng(seed) permutation, round(test_fraction*n) to test",
-                  "n_train": len(train_idx), "n_test": len(test_idx),
-                  "test_cells": [str(adata.obs_names[i]) for i in test_idx]},
+        "input": {
+            "description": INPUT_DESCRIPTION,
+            "dtype": "float32",
+            "source": "scanpy.datasets.pbmc68k_reduced()",
+            "obs_key": "bulk_labels",
+            "scanpy_version": importlib.metadata.version("scanpy"),
+        },
+        "split": {
+            "seed": args.seed,
+            "test_fraction": args.test_fraction,
+            "method": "per class: numpy default_rng(seed) permutation, round(test_fraction*n) to test",
+            "n_train": len(train_idx),
+            "n_test": len(test_idx),
+            "test_cells": [str(adata.obs_names[i]) for i in test_idx],
+        },
         "metrics": metrics,
-        "selection": {"method": f"{args.cv}-fold stratified CV (x{args.cv_repeats}, averaged) inside the training "
-                                "split, pooled out-of-fold balanced accuracy every eval_every epochs; earliest "
-                                "best checkpoint; best configuration of the grid tried"
-                      if args.cv > 0 else "none (fixed epochs)",
-                      "cv_balanced_accuracy": cv_score, "tried": tried},
-        "training": {**asdict(cfg), "epochs": epochs, "max_epochs": args.epochs, "optimizer": "AdamW",
-                     "loss": "cross-entropy", "seed": args.seed, "cv_folds": args.cv, "cv_repeats": args.cv_repeats,
-                     "eval_every": args.eval_every, "threads": args.threads, "torch": torch.__version__,
-                     "wall_time_s": round(wall, 2)},
+        "selection": {
+            "method": f"{args.cv}-fold stratified CV (x{args.cv_repeats}, averaged) inside the training "
+            "split, pooled out-of-fold balanced accuracy every eval_every epochs; earliest "
+            "best checkpoint; best configuration of the grid tried"
+            if args.cv > 0
+            else "none (fixed epochs)",
+            "cv_balanced_accuracy": cv_score,
+            "tried": tried,
+        },
+        "training": {
+            **asdict(cfg),
+            "epochs": epochs,
+            "max_epochs": args.epochs,
+            "optimizer": "AdamW",
+            "loss": "cross-entropy",
+            "seed": args.seed,
+            "cv_folds": args.cv,
+            "cv_repeats": args.cv_repeats,
+            "eval_every": args.eval_every,
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "wall_time_s": round(wall, 2),
+        },
         "command": "python workflows/bio/train_pbmc.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "caveats": [LABEL_NOISE_CAVEAT],
     }

@@ -63,8 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30, help="maximum number of epochs")
-    parser.add_argument("--patience", type=int, default=4, help="stop after this many epochs without a better "
-                        "validation AUROC")
+    parser.add_argument(
+        "--patience", type=int, default=4, help="stop after this many epochs without a better validation AUROC"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the batch order")
     parser.add_argument("--n-train", type=int, default=DATA["train"]["n"])
     parser.add_argument("--n-val", type=int, default=DATA["validation"]["n"])
@@ -72,8 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--weight-decay", type=float, default=1e-2)
-    parser.add_argument("--lr-factor", type=float, default=0.3, help="learning-rate factor after an epoch "
-                        "without a better validation AUROC")
+    parser.add_argument(
+        "--lr-factor",
+        type=float,
+        default=0.3,
+        help="learning-rate factor after an epoch without a better validation AUROC",
+    )
     parser.add_argument("--no-rc", action="store_true", help="no reverse-complement augmentation")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH.parent, help="output folder")
@@ -92,8 +97,11 @@ def main(argv: list[str] | None = None) -> dict:
         "test": {"seed": DATA["test"]["seed"], "n": args.n_test},
     }
     data = {name: synthetic.make_dataset(s["n"], seed=s["seed"], **GENERATOR) for name, s in splits.items()}
-    print(f"data generated in {time.perf_counter() - started:.1f} s: "
-          + ", ".join(f"{k} {len(v)}" for k, v in data.items()), flush=True)
+    print(
+        f"data generated in {time.perf_counter() - started:.1f} s: "
+        + ", ".join(f"{k} {len(v)}" for k, v in data.items()),
+        flush=True,
+    )
 
     model = build_cnn()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
@@ -121,11 +129,21 @@ def main(argv: list[str] | None = None) -> dict:
             seen += len(batch)
         scores = evaluate_classifier(model, data["validation"])
         lr = optimizer.param_groups[0]["lr"]
-        history.append({"epoch": epoch, "lr": lr, "train_loss": round(total / seen, 5),
-                        "validation_accuracy": scores["accuracy"], "validation_auroc": round(scores["auroc"], 5),
-                        "seconds": round(time.perf_counter() - started, 1)})
-        print(f"epoch {epoch:2d}  lr {lr:.2e}  loss {total / seen:.4f}  val acc {scores['accuracy']:.4f}  "
-              f"val AUROC {scores['auroc']:.4f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+        history.append(
+            {
+                "epoch": epoch,
+                "lr": lr,
+                "train_loss": round(total / seen, 5),
+                "validation_accuracy": scores["accuracy"],
+                "validation_auroc": round(scores["auroc"], 5),
+                "seconds": round(time.perf_counter() - started, 1),
+            }
+        )
+        print(
+            f"epoch {epoch:2d}  lr {lr:.2e}  loss {total / seen:.4f}  val acc {scores['accuracy']:.4f}  "
+            f"val AUROC {scores['auroc']:.4f}  ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
         scheduler.step(scores["auroc"])
         if scores["auroc"] > best["auroc"]:
             best = {"auroc": scores["auroc"], "epoch": epoch, "state": copy.deepcopy(model.state_dict())}
@@ -139,8 +157,11 @@ def main(argv: list[str] | None = None) -> dict:
     per_motif = _recall_per_motif(model, data["test"])
     reference = {name: _ppm_scan(data[name]) for name in ("validation", "test")}
     wall = time.perf_counter() - started
-    print(f"best epoch {best['epoch']}: validation acc {validation['accuracy']:.4f} AUROC {validation['auroc']:.4f}; "
-          f"test acc {test['accuracy']:.4f} AUROC {test['auroc']:.4f}; {wall:.0f} s", flush=True)
+    print(
+        f"best epoch {best['epoch']}: validation acc {validation['accuracy']:.4f} AUROC {validation['auroc']:.4f}; "
+        f"test acc {test['accuracy']:.4f} AUROC {test['auroc']:.4f}; {wall:.0f} s",
+        flush=True,
+    )
 
     from safetensors.torch import save_file
 
@@ -152,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
     sidecar = {
         "model": "synthetic-cnn",
         "description": "CNN classifier: does a 200-bp one-hot DNA sequence (A,C,G,T rows, length last) carry a "
-                       "planted JASPAR motif? One logit (sigmoid = probability of label 1).",
+        "planted JASPAR motif? One logit (sigmoid = probability of label 1).",
         "architecture": repr(build_cnn()),
         "builder": "lrp_domains.bio.sequences.synthetic_cnn.build_cnn",
         "parameters": int(sum(p.numel() for p in model.parameters())),
@@ -184,11 +205,19 @@ def main(argv: list[str] | None = None) -> dict:
             "threads": args.threads,
             "wall_seconds": round(wall, 1),
         },
-        "metrics": {"validation": validation, "test": test, "test_recall_by_motif": per_motif,
-                    "reference_ppm_scan": reference},
-        "command": "python " + " ".join([Path(sys.argv[0]).as_posix() if argv is None
-                                          else "workflows/bio/train_sequence_cnn.py",
-                                          *(sys.argv[1:] if argv is None else argv)]),
+        "metrics": {
+            "validation": validation,
+            "test": test,
+            "test_recall_by_motif": per_motif,
+            "reference_ppm_scan": reference,
+        },
+        "command": "python "
+        + " ".join(
+            [
+                Path(sys.argv[0]).as_posix() if argv is None else "workflows/bio/train_sequence_cnn.py",
+                *(sys.argv[1:] if argv is None else argv),
+            ]
+        ),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__},
     }
     (args.out / SIDECAR_PATH.name).write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -206,8 +235,10 @@ def _ppm_scan(data: synthetic.SyntheticDataset) -> dict[str, float]:
         log_odds = torch.from_numpy(np.log2(ppm / 0.25))
         for weights in (log_odds, log_odds.flip(0).flip(1)):
             best = torch.maximum(best, torch.nn.functional.conv1d(x, weights[None]).amax(-1)[:, 0])
-    return {"description": "max log2-odds of the true PPMs over motifs, positions and strands",
-            "auroc": auroc(best, data.labels)}
+    return {
+        "description": "max log2-odds of the true PPMs over motifs, positions and strands",
+        "auroc": auroc(best, data.labels),
+    }
 
 
 @torch.no_grad()

@@ -60,9 +60,16 @@ def misclassified(run_dir: Path, gold: pd.Series, top: int = 3) -> pd.DataFrame:
         for item in shard.itertuples():
             if item.prediction != gold[item.row]:
                 ranked = sorted(zip(item.word_relevance, item.words), reverse=True)[:top]
-                rows.append({"row": item.row, "text": item.text, "gold": gold[item.row],
-                             "prediction": item.prediction, "explained": item.explained,
-                             "top_words": ", ".join(word for _, word in ranked)})
+                rows.append(
+                    {
+                        "row": item.row,
+                        "text": item.text,
+                        "gold": gold[item.row],
+                        "prediction": item.prediction,
+                        "explained": item.explained,
+                        "top_words": ", ".join(word for _, word in ranked),
+                    }
+                )
     frame = pd.DataFrame(rows, columns=["row", "text", "gold", "prediction", "explained", "top_words"])
     return frame.sort_values("explained", ascending=False, ignore_index=True)
 
@@ -142,20 +149,28 @@ def main(argv: list[str] | None = None) -> dict[str, Path]:
     written["top_words"] = args.out / "top_words.csv"
 
     sentences = words.row.nunique()
-    page = Page(f"Word relevance over {source.name}",
-                intro=f"{sentences} sentences explained for their predicted class with {args.composite} "
-                      f"(default sentiment model); relevance read from the shards in {run_dir.name}/.")
+    page = Page(
+        f"Word relevance over {source.name}",
+        intro=f"{sentences} sentences explained for their predicted class with {args.composite} "
+        f"(default sentiment model); relevance read from the shards in {run_dir.name}/.",
+    )
     overview = page.section("Summary")
     if gold is not None:
         errors = misclassified(run_dir, gold)
         errors.to_csv(args.out / "errors.csv", index=False)
         written["errors"] = args.out / "errors.csv"
         accuracy = 1 - len(errors) / sentences
-        overview.add(paragraph(f"Accuracy against the gold labels: {accuracy:.3f} ({sentences - len(errors)} of "
-                               f"{sentences})."))
+        overview.add(
+            paragraph(f"Accuracy against the gold labels: {accuracy:.3f} ({sentences - len(errors)} of {sentences}).")
+        )
         print(f"accuracy {accuracy:.4f} on {sentences} sentences")
-    overview.add(figure(_top_words_figure(summary), "Words with the highest mean relevance for each predicted "
-                        "class (seen at least twice).", args.out / "top_words.png"))
+    overview.add(
+        figure(
+            _top_words_figure(summary),
+            "Words with the highest mean relevance for each predicted class (seen at least twice).",
+            args.out / "top_words.png",
+        )
+    )
     written["figure"] = args.out / "top_words.png"
     page.section("Top words per predicted class").add(table(summary, max_rows=40))
     if gold is not None and len(errors):

@@ -97,8 +97,10 @@ class LoRALinear(nn.Module):
 def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float) -> list[str]:
     """Replace the encoder's target Linear layers of ``model`` by :class:`LoRALinear`; return their names."""
     names = [
-        name for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.startswith("bert.encoder.layer.")
+        name
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear)
+        and name.startswith("bert.encoder.layer.")
         and any(name.endswith("." + suffix) for suffix in TARGET_MODULES)
     ]
     for name in names:
@@ -173,13 +175,18 @@ def evaluate(model: nn.Module, ids: list[list[int]], labels: list[int], pad_id: 
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--rank", type=int, default=16, help="LoRA rank")
     p.add_argument("--alpha", type=float, default=None, help="LoRA alpha (scaling = alpha / rank); default 2 * rank")
-    p.add_argument("--lora-dropout", type=float, default=0.0,
-                   help="dropout on the adapter input; 0 allows the faster merged-weight forward")
+    p.add_argument(
+        "--lora-dropout",
+        type=float,
+        default=0.0,
+        help="dropout on the adapter input; 0 allows the faster merged-weight forward",
+    )
     p.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (AdamW) for adapters, head, pooler")
     p.add_argument("--layernorm-lr", type=float, default=None, help="peak learning rate for LayerNorms; default --lr")
     p.add_argument("--weight-decay", type=float, default=0.01, help="on adapter/head matrices, not biases or norms")
@@ -188,8 +195,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-batch-size", type=int, default=64)
     p.add_argument("--max-length", type=int, default=64, help="truncate training sequences (tokens incl. CLS/SEP)")
     p.add_argument("--eval-max-length", type=int, default=128)
-    p.add_argument("--no-train-layernorm", dest="train_layernorm", action="store_false",
-                   help="freeze LayerNorm parameters (default: trained and shipped)")
+    p.add_argument(
+        "--no-train-layernorm",
+        dest="train_layernorm",
+        action="store_false",
+        help="freeze LayerNorm parameters (default: trained and shipped)",
+    )
     p.add_argument("--limit", type=int, default=None, help="use only the first N training rows (quick tests)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
@@ -225,12 +236,16 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     train_ids = tokenizer(train_texts, truncation=True, max_length=args.max_length)["input_ids"]
     dev_ids = tokenizer(dev_texts, truncation=True, max_length=args.eval_max_length)["input_ids"]
-    print(f"data: {len(train_ids)} train rows, {len(dev_ids)} dev rows from {source}; "
-          f"mean train length {sum(map(len, train_ids)) / len(train_ids):.1f} tokens; "
-          f"tokenised in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(
+        f"data: {len(train_ids)} train rows, {len(dev_ids)} dev rows from {source}; "
+        f"mean train length {sum(map(len, train_ids)) / len(train_ids):.1f} tokens; "
+        f"tokenised in {time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
 
-    model = BertForSequenceClassification.from_pretrained(base_path, num_labels=len(DEFAULT_LABELS),
-                                                          dtype=torch.float32)
+    model = BertForSequenceClassification.from_pretrained(
+        base_path, num_labels=len(DEFAULT_LABELS), dtype=torch.float32
+    )
     fingerprint = base_fingerprint(model.bert)
     for param in model.parameters():
         param.requires_grad_(False)
@@ -243,8 +258,11 @@ def main(argv: list[str] | None = None) -> None:
     trained = {name: param for name, param in model.named_parameters() if param.requires_grad}
     n_trained = sum(param.numel() for param in trained.values())
     n_total = sum(param.numel() for param in model.parameters())
-    print(f"model: {len(lora_names)} LoRA layers (rank {args.rank}, alpha {args.alpha:g}), "
-          f"{len(full_names)} fully trained tensors; {n_trained:,} of {n_total:,} parameters trained", flush=True)
+    print(
+        f"model: {len(lora_names)} LoRA layers (rank {args.rank}, alpha {args.alpha:g}), "
+        f"{len(full_names)} fully trained tensors; {n_trained:,} of {n_total:,} parameters trained",
+        flush=True,
+    )
 
     groups = {"decay": [], "no_decay": [], "norm": []}
     for name, param in trained.items():
@@ -254,11 +272,13 @@ def main(argv: list[str] | None = None) -> None:
             groups["no_decay"].append(param)
         else:
             groups["decay"].append(param)
-    optimizer = torch.optim.AdamW([
-        {"params": groups["decay"], "weight_decay": args.weight_decay, "lr": args.lr},
-        {"params": groups["no_decay"], "weight_decay": 0.0, "lr": args.lr},
-        {"params": groups["norm"], "weight_decay": 0.0, "lr": args.layernorm_lr},
-    ])
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": groups["decay"], "weight_decay": args.weight_decay, "lr": args.lr},
+            {"params": groups["no_decay"], "weight_decay": 0.0, "lr": args.lr},
+            {"params": groups["norm"], "weight_decay": 0.0, "lr": args.layernorm_lr},
+        ]
+    )
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
     total_steps = steps_per_epoch * args.epochs
     warmup_steps = max(1, int(args.warmup * total_steps))
@@ -297,17 +317,29 @@ def main(argv: list[str] | None = None) -> None:
                 elapsed = time.perf_counter() - epoch_start
                 total_elapsed = time.perf_counter() - start
                 eta = total_elapsed / step * (total_steps - step)
-                print(f"epoch {epoch + 1} step {b + 1}/{steps_per_epoch} loss {loss_sum / window:.4f} "
-                      f"acc {correct / window:.3f} lr {scheduler.get_last_lr()[0]:.2e} | "
-                      f"{seen / elapsed:.0f} ex/s {tokens / elapsed:.0f} tok/s | "
-                      f"elapsed {total_elapsed / 60:.1f} min, eta {eta / 60:.1f} min", flush=True)
+                print(
+                    f"epoch {epoch + 1} step {b + 1}/{steps_per_epoch} loss {loss_sum / window:.4f} "
+                    f"acc {correct / window:.3f} lr {scheduler.get_last_lr()[0]:.2e} | "
+                    f"{seen / elapsed:.0f} ex/s {tokens / elapsed:.0f} tok/s | "
+                    f"elapsed {total_elapsed / 60:.1f} min, eta {eta / 60:.1f} min",
+                    flush=True,
+                )
                 loss_sum, correct, window = 0.0, 0, 0
         epoch_time = time.perf_counter() - epoch_start
         acc = evaluate(model, dev_ids, dev_labels, pad_id, args.eval_batch_size)
-        history.append({"epoch": epoch + 1, "dev_accuracy": acc, "epoch_seconds": round(epoch_time, 1),
-                        "examples_per_second": round(seen / epoch_time, 1)})
-        print(f"epoch {epoch + 1}: dev accuracy {acc:.4f} ({len(dev_ids)} sentences); epoch took "
-              f"{epoch_time / 60:.1f} min, {seen / epoch_time:.0f} ex/s", flush=True)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "dev_accuracy": acc,
+                "epoch_seconds": round(epoch_time, 1),
+                "examples_per_second": round(seen / epoch_time, 1),
+            }
+        )
+        print(
+            f"epoch {epoch + 1}: dev accuracy {acc:.4f} ({len(dev_ids)} sentences); epoch took "
+            f"{epoch_time / 60:.1f} min, {seen / epoch_time:.0f} ex/s",
+            flush=True,
+        )
     train_seconds = time.perf_counter() - start
     final_acc = history[-1]["dev_accuracy"]
 
@@ -315,8 +347,16 @@ def main(argv: list[str] | None = None) -> None:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_file, sidecar_file = out_dir / f"{STEM}.safetensors", out_dir / f"{STEM}.json"
-    save_file(tensors, str(weights_file), metadata={"format": "pt", "base_model": BASE_MODEL_NAME,
-                                                    "lora_rank": str(args.rank), "lora_alpha": str(args.alpha)})
+    save_file(
+        tensors,
+        str(weights_file),
+        metadata={
+            "format": "pt",
+            "base_model": BASE_MODEL_NAME,
+            "lora_rank": str(args.rank),
+            "lora_alpha": str(args.alpha),
+        },
+    )
     sidecar = {
         "name": STEM,
         "task": "SST-2 binary sentiment classification",
@@ -336,8 +376,11 @@ def main(argv: list[str] | None = None) -> None:
         "fully_trained_parameters": full_names,
         "base_fingerprint": fingerprint,
         "training": {
-            "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, REPO_ROOT),
-                                                                      *(argv if argv is not None else sys.argv[1:])]),
+            "command": "python "
+            + " ".join(
+                shlex.quote(a)
+                for a in [os.path.relpath(__file__, REPO_ROOT), *(argv if argv is not None else sys.argv[1:])]
+            ),
             "config": {k: v for k, v in vars(args).items() if k not in ("out", "data_dir")},
             "data": source if args.hub else "SST-2 train.tsv / dev.tsv (GLUE)",
             "train_rows": len(train_ids),
@@ -361,8 +404,11 @@ def main(argv: list[str] | None = None) -> None:
     sidecar["dev_accuracy_merged"] = merged_acc
     sidecar_file.write_text(json.dumps(sidecar, indent=2) + "\n")
     size_mb = weights_file.stat().st_size / 1e6
-    print(f"final dev accuracy {final_acc:.4f} (LoRA model), {merged_acc:.4f} (merged, reloaded); "
-          f"training wall time {train_seconds / 60:.1f} min", flush=True)
+    print(
+        f"final dev accuracy {final_acc:.4f} (LoRA model), {merged_acc:.4f} (merged, reloaded); "
+        f"training wall time {train_seconds / 60:.1f} min",
+        flush=True,
+    )
     print(f"wrote {weights_file} ({size_mb:.2f} MB, {len(tensors)} tensors) and {sidecar_file}", flush=True)
 
 

@@ -51,10 +51,9 @@ def evaluate_classifier(model: nn.Module, data: SyntheticDataset, batch_size: in
     """Accuracy (logit > 0) and AUROC of ``model`` on ``data`` (model put in eval mode), plus ``n``."""
     model.eval()
     device = next(model.parameters()).device
-    logits = torch.cat([
-        model(data.onehot[i:i + batch_size].to(device)).reshape(-1).cpu()
-        for i in range(0, len(data), batch_size)
-    ])
+    logits = torch.cat(
+        [model(data.onehot[i : i + batch_size].to(device)).reshape(-1).cpu() for i in range(0, len(data), batch_size)]
+    )
     labels = data.labels
     accuracy = float(((logits > 0).long() == labels).double().mean())
     return {"accuracy": accuracy, "auroc": roc_auc(logits, labels), "n": len(data)}

@@ -21,9 +21,17 @@ from lrp_domains.bench.data.synthetic import SyntheticDataset
 __all__ = ["accuracy", "build_nt_like", "predict", "train_dna_language_model"]
 
 
-def build_nt_like(tokenizer: Any, hidden_size: int = 64, layers: int = 2, heads: int = 4,
-                  intermediate_size: int | None = None, position: str = "rotary", num_labels: int = 2,
-                  max_tokens: int | None = None, seed: int = 0) -> torch.nn.Module:
+def build_nt_like(
+    tokenizer: Any,
+    hidden_size: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate_size: int | None = None,
+    position: str = "rotary",
+    num_labels: int = 2,
+    max_tokens: int | None = None,
+    seed: int = 0,
+) -> torch.nn.Module:
     """A tiny ``EsmForSequenceClassification`` for ``tokenizer`` (a DNA tokenizer, e.g.
     :func:`~lrp_domains.bio.dna_lm.tokenizers.kmer_tokenizer`).
 
@@ -39,11 +47,21 @@ def build_nt_like(tokenizer: Any, hidden_size: int = 64, layers: int = 2, heads:
         raise ValueError(f"hidden_size ({hidden_size}) must be a multiple of heads ({heads})")
     max_tokens = int(max_tokens or tokenizer.model_max_length)
     config = EsmConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=intermediate_size or 2 * hidden_size, hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0, max_position_embeddings=max_tokens + 2, position_embedding_type=position,
-        pad_token_id=tokenizer.pad_token_id, mask_token_id=tokenizer.mask_token_id, token_dropout=False,
-        emb_layer_norm_before=False, num_labels=num_labels, id2label={i: str(i) for i in range(num_labels)},
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        max_position_embeddings=max_tokens + 2,
+        position_embedding_type=position,
+        pad_token_id=tokenizer.pad_token_id,
+        mask_token_id=tokenizer.mask_token_id,
+        token_dropout=False,
+        emb_layer_norm_before=False,
+        num_labels=num_labels,
+        id2label={i: str(i) for i in range(num_labels)},
     )
     torch.manual_seed(seed)
     model = EsmForSequenceClassification(config).float().eval()
@@ -59,8 +77,11 @@ def _compositional_embeddings(model: torch.nn.Module, tokenizer: Any, seed: int)
     thousands rather than millions of sequences. Special tokens keep their random start."""
     embedding = model.get_input_embeddings()
     width = embedding.weight.shape[1]
-    tokens = [(t, i) for t, i in tokenizer.get_vocab().items()
-              if t and set(t) <= set("ACGTN") and i < embedding.weight.shape[0]]
+    tokens = [
+        (t, i)
+        for t, i in tokenizer.get_vocab().items()
+        if t and set(t) <= set("ACGTN") and i < embedding.weight.shape[0]
+    ]
     longest = max((len(t) for t, _ in tokens), default=1)
     generator = torch.Generator().manual_seed(seed + 1)
     parts = torch.randn(longest, 5, width, generator=generator) * 0.02 / math.sqrt(longest)
@@ -81,8 +102,10 @@ def predict(model: torch.nn.Module, tokenizer: Any, sequences: list[str], batch_
     training = model.training
     model.eval()
     try:
-        parts = [model(**_encode(tokenizer, sequences[i:i + batch_size])).logits
-                 for i in range(0, len(sequences), batch_size)]
+        parts = [
+            model(**_encode(tokenizer, sequences[i : i + batch_size])).logits
+            for i in range(0, len(sequences), batch_size)
+        ]
     finally:
         model.train(training)
     return torch.cat(parts)
@@ -98,11 +121,24 @@ def _reverse_complement(sequence: str) -> str:
     return sequence.translate(str.maketrans("ACGTN", "TGCAN"))[::-1]
 
 
-def train_dna_language_model(data: SyntheticDataset, k: int = 6, epochs: int = 6, seed: int = 0, *,
-                             hidden_size: int = 64, layers: int = 4, heads: int = 4, position: str = "rotary",
-                             batch_size: int = 64, lr: float = 1e-3, train_embeddings: bool = True,
-                             dropout: float = 0.1, augment: bool = True, validation: SyntheticDataset | None = None,
-                             log: Any = None) -> tuple[torch.nn.Module, Any]:
+def train_dna_language_model(
+    data: SyntheticDataset,
+    k: int = 6,
+    epochs: int = 6,
+    seed: int = 0,
+    *,
+    hidden_size: int = 64,
+    layers: int = 4,
+    heads: int = 4,
+    position: str = "rotary",
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    train_embeddings: bool = True,
+    dropout: float = 0.1,
+    augment: bool = True,
+    validation: SyntheticDataset | None = None,
+    log: Any = None,
+) -> tuple[torch.nn.Module, Any]:
     """Train :func:`build_nt_like` with a :func:`~lrp_domains.bio.dna_lm.tokenizers.kmer_tokenizer` of
     ``k`` on ``data`` (label = motif planted); returns ``(model in eval mode, tokenizer)``.
 
@@ -115,8 +151,15 @@ def train_dna_language_model(data: SyntheticDataset, k: int = 6, epochs: int = 6
 
     tokenizer = kmer_tokenizer(k)
     longest = max(len(s) for s in data.sequences)
-    model = build_nt_like(tokenizer, hidden_size=hidden_size, layers=layers, heads=heads, position=position,
-                          max_tokens=max(longest // k + k + 2, tokenizer.model_max_length), seed=seed)
+    model = build_nt_like(
+        tokenizer,
+        hidden_size=hidden_size,
+        layers=layers,
+        heads=heads,
+        position=position,
+        max_tokens=max(longest // k + k + 2, tokenizer.model_max_length),
+        seed=seed,
+    )
     model.config.hidden_dropout_prob = dropout
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -129,21 +172,32 @@ def train_dna_language_model(data: SyntheticDataset, k: int = 6, epochs: int = 6
     trained = [p for p in model.parameters() if p is not embedding or train_embeddings]
     optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
+    )
     sequences = [s.upper() for s in data.sequences]
     labels = data.labels.long()
-    record: dict[str, Any] = {"k": k, "epochs": epochs, "seed": seed, "train_sequences": n, "batch_size": batch_size,
-                              "lr": lr, "position": position, "epoch_accuracy": []}
+    record: dict[str, Any] = {
+        "k": k,
+        "epochs": epochs,
+        "seed": seed,
+        "train_sequences": n,
+        "batch_size": batch_size,
+        "lr": lr,
+        "position": position,
+        "epoch_accuracy": [],
+    }
     start = time.perf_counter()
     model.train()
     for epoch in range(epochs):
         order = torch.randperm(n, generator=generator).tolist()
         total = 0.0
         for i in range(0, n, batch_size):
-            rows = order[i:i + batch_size]
+            rows = order[i : i + batch_size]
             flips = torch.rand(len(rows), generator=generator) < (0.5 if augment else 0.0)
-            batch = _encode(tokenizer, [_reverse_complement(sequences[r]) if f else sequences[r]
-                                        for r, f in zip(rows, flips.tolist())])
+            batch = _encode(
+                tokenizer,
+                [_reverse_complement(sequences[r]) if f else sequences[r] for r, f in zip(rows, flips.tolist())],
+            )
             loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels[rows])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

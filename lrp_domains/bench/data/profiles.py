@@ -87,9 +87,14 @@ class ProfileData:
         return torch.log1p(self.counts.sum(dim=(1, 2))).unsqueeze(1)
 
 
-def profile_intensity(data: SyntheticDataset, signal_motifs: tuple[str, ...] | list[str] | None = None,
-                      strengths: dict[str, float] | None = None, sigma: float = 4.0, shift: float = 3.0,
-                      background: float = 0.02) -> torch.Tensor:
+def profile_intensity(
+    data: SyntheticDataset,
+    signal_motifs: tuple[str, ...] | list[str] | None = None,
+    strengths: dict[str, float] | None = None,
+    sigma: float = 4.0,
+    shift: float = 3.0,
+    background: float = 0.02,
+) -> torch.Tensor:
     """Expected reads ``(N, 2, L)``: a Gaussian peak (standard deviation ``sigma`` bases) per planted
     motif of the ``signal_motifs`` kinds (default: all), centred ``shift`` bases upstream of the
     motif's centre on the plus strand and downstream on the minus strand, each strand with half the
@@ -117,8 +122,12 @@ def profile_intensity(data: SyntheticDataset, signal_motifs: tuple[str, ...] | l
     return torch.from_numpy(intensity.astype(np.float32))
 
 
-def make_profile_data(data: SyntheticDataset, signal_motifs: tuple[str, ...] | list[str] | None = None,
-                      seed: int = 0, **intensity_options: float) -> ProfileData:
+def make_profile_data(
+    data: SyntheticDataset,
+    signal_motifs: tuple[str, ...] | list[str] | None = None,
+    seed: int = 0,
+    **intensity_options: float,
+) -> ProfileData:
     """Stranded read profiles for ``data``: :func:`profile_intensity` sampled as Poisson counts with
     ``numpy.random.default_rng(seed)`` (the same arguments give the same counts)."""
     intensity = profile_intensity(data, signal_motifs, **intensity_options)
@@ -137,7 +146,7 @@ def signal_truth(profiles: ProfileData) -> torch.Tensor:
         for site in planted:
             if site.motif_id in profiles.signal_motifs:
                 end = site.start + widths[site.motif_id]
-                truth[i, site.start:end] = profiles.data.truth[i, site.start:end]
+                truth[i, site.start : end] = profiles.data.truth[i, site.start : end]
     return truth
 
 
@@ -147,12 +156,12 @@ def build_profile_model(n_filters: int = 32, n_layers: int = 4) -> torch.nn.Modu
     input length)."""
     from bpnetlite.bpnet import BPNet
 
-    return BPNet(n_filters=n_filters, n_layers=n_layers, n_outputs=2, n_control_tracks=0, trimming=0,
-                 verbose=False)
+    return BPNet(n_filters=n_filters, n_layers=n_layers, n_outputs=2, n_control_tracks=0, trimming=0, verbose=False)
 
 
-def _losses(model: torch.nn.Module, onehot: torch.Tensor, counts: torch.Tensor,
-            weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _losses(
+    model: torch.nn.Module, onehot: torch.Tensor, counts: torch.Tensor, weight: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """bpnet-lite's loss: (profile MNLL, log-count MSE, MNLL + weight * MSE), batch means."""
     from bpnetlite.losses import _mixture_loss
 
@@ -195,7 +204,7 @@ def evaluate_profile_model(model: torch.nn.Module, profiles: ProfileData, batch_
     try:
         profile, log_counts = [], []
         for start in range(0, len(profiles.counts), batch_size):
-            p, c = model(profiles.onehot[start:start + batch_size])
+            p, c = model(profiles.onehot[start : start + batch_size])
             profile.append(p)
             log_counts.append(c)
         logits = torch.cat(profile).reshape(len(profiles.counts), -1)
@@ -212,18 +221,26 @@ def evaluate_profile_model(model: torch.nn.Module, profiles: ProfileData, batch_
     return ProfileFit(
         profile_mnll=float(MNLLLoss(logp, observed).mean()),
         profile_pearson=float(_pearson(prob[positive], observed[positive]).mean()),
-        profile_pearson_intensity=float(_pearson(prob[positive],
-                                                 profiles.intensity.reshape(len(observed), -1)[positive]).mean()),
+        profile_pearson_intensity=float(
+            _pearson(prob[positive], profiles.intensity.reshape(len(observed), -1)[positive]).mean()
+        ),
         counts_pearson=float(_pearson(log_counts_hat, truth)),
         counts_mse=float(((log_counts_hat.double() - truth.double()) ** 2).mean()),
         n=len(observed),
     )
 
 
-def train_profile_model(profiles: ProfileData, seed: int = 0, n_filters: int = 32, n_layers: int = 4,
-                        epochs: int = 12, batch_size: int = 64, lr: float = 4e-3,
-                        count_loss_weight: float | None = None, validation: ProfileData | None = None,
-                        ) -> tuple[torch.nn.Module, dict]:
+def train_profile_model(
+    profiles: ProfileData,
+    seed: int = 0,
+    n_filters: int = 32,
+    n_layers: int = 4,
+    epochs: int = 12,
+    batch_size: int = 64,
+    lr: float = 4e-3,
+    count_loss_weight: float | None = None,
+    validation: ProfileData | None = None,
+) -> tuple[torch.nn.Module, dict]:
     """Train :func:`build_profile_model` on ``profiles`` with bpnet-lite's loss (see the module
     docstring), Adam, ``epochs`` passes in seeded shuffled batches; returns the model in eval mode
     and a dict with the training settings, the final training loss and, with ``validation``, the
@@ -244,7 +261,7 @@ def train_profile_model(profiles: ProfileData, seed: int = 0, n_filters: int = 3
         model.train()
         order = torch.randperm(len(profiles.counts), generator=generator)
         for start in range(0, len(order), batch_size):
-            take = order[start:start + batch_size]
+            take = order[start : start + batch_size]
             optimizer.zero_grad()
             _, _, loss = _losses(model, profiles.onehot[take], profiles.counts[take], weight)
             loss.backward()
@@ -260,9 +277,17 @@ def train_profile_model(profiles: ProfileData, seed: int = 0, n_filters: int = 3
     if best is not None:
         model.load_state_dict(best)
     model.eval()
-    info: dict = {"n_filters": n_filters, "n_layers": n_layers, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-                  "count_loss_weight": weight, "seed": seed, "train_sequences": len(profiles.counts),
-                  "final_train_loss": loss_value}
+    info: dict = {
+        "n_filters": n_filters,
+        "n_layers": n_layers,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "count_loss_weight": weight,
+        "seed": seed,
+        "train_sequences": len(profiles.counts),
+        "final_train_loss": loss_value,
+    }
     if validation is not None:
         info["fit"] = evaluate_profile_model(model, validation).as_dict()
     return model, info

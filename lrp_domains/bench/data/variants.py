@@ -35,8 +35,14 @@ import numpy as np
 from lrp_domains.bench.data.synthetic import ALPHABET, information_content, motif_ppms
 from lrp_domains.errors import InputError
 
-__all__ = ["CATEGORIES", "DETECTED_MOTIF_IDS", "LabelledVariant", "PlantedMotif", "VariantBenchmark",
-           "make_variant_benchmark"]
+__all__ = [
+    "CATEGORIES",
+    "DETECTED_MOTIF_IDS",
+    "LabelledVariant",
+    "PlantedMotif",
+    "VariantBenchmark",
+    "make_variant_benchmark",
+]
 
 #: The variant categories, in the order the VCF lists them per motif.
 CATEGORIES = ("break", "flank", "far")
@@ -121,15 +127,25 @@ def _check(n_chroms: int, chrom_length: int, n_motifs: int, window: int, max_fla
     slot = (chrom_length - 2 * window) // per_chrom
     need = widest + window + 2 * max_flank + 4
     if slot < need:
-        raise InputError(f"chrom_length={chrom_length} cannot hold {per_chrom} motifs per chromosome with room for a "
-                         f"far variant between them; use chrom_length >= {2 * window + per_chrom * need}, more "
-                         "chromosomes or fewer motifs")
+        raise InputError(
+            f"chrom_length={chrom_length} cannot hold {per_chrom} motifs per chromosome with room for a "
+            f"far variant between them; use chrom_length >= {2 * window + per_chrom * need}, more "
+            "chromosomes or fewer motifs"
+        )
     return slot
 
 
-def make_variant_benchmark(out_dir: str | Path, n_chroms: int = 2, chrom_length: int = 6000, n_motifs: int = 40,
-                           seed: int = 0, window: int = 200, motif_ids: list[str] | None = None,
-                           core_bits: float = 1.0, max_flank: int = 5) -> VariantBenchmark:
+def make_variant_benchmark(
+    out_dir: str | Path,
+    n_chroms: int = 2,
+    chrom_length: int = 6000,
+    n_motifs: int = 40,
+    seed: int = 0,
+    window: int = 200,
+    motif_ids: list[str] | None = None,
+    core_bits: float = 1.0,
+    max_flank: int = 5,
+) -> VariantBenchmark:
     """Write the benchmark (module docstring) into ``out_dir`` and return it.
 
     ``n_motifs`` motifs are spread over ``n_chroms`` chromosomes of ``chrom_length`` bases (the first
@@ -169,7 +185,7 @@ def make_variant_benchmark(out_dir: str | Path, n_chroms: int = 2, chrom_length:
             columns = ppm if strand == "+" else ppm[::-1, ::-1]
             width = columns.shape[1]
             start = window + k * slot + (slot - width) // 2
-            codes[start:start + width] = _sample(columns, rng)
+            codes[start : start + width] = _sample(columns, rng)
             motifs.append(PlantedMotif(chrom, start, start + width, strand, motif_id, name, columns.copy()))
         chromosomes[chrom] = "".join(ALPHABET[int(i)] for i in codes)
 
@@ -197,13 +213,20 @@ def _distance(pos0: int, chrom: str, motifs: list[PlantedMotif]) -> int:
     return best
 
 
-def _variants(chromosomes: dict[str, str], motifs: list[PlantedMotif], rng: np.random.Generator, half: int,
-              window: int, core_bits: float, max_flank: int) -> list[LabelledVariant]:
+def _variants(
+    chromosomes: dict[str, str],
+    motifs: list[PlantedMotif],
+    rng: np.random.Generator,
+    half: int,
+    window: int,
+    core_bits: float,
+    max_flank: int,
+) -> list[LabelledVariant]:
     found: list[tuple[str, int, str, str, int, int]] = []  # chrom, pos0, alt, category, motif, column
     for index, m in enumerate(motifs):
         sequence = chromosomes[m.chrom]
         bits = information_content(m.ppm)
-        planted = np.array([ALPHABET.index(b) for b in sequence[m.start:m.end]])
+        planted = np.array([ALPHABET.index(b) for b in sequence[m.start : m.end]])
         consensus = m.ppm.argmax(0)
         core = np.flatnonzero((bits >= core_bits) & (planted == consensus))
         if len(core) == 0:  # the sample missed every strong column's consensus: use the strongest column
@@ -219,9 +242,9 @@ def _variants(chromosomes: dict[str, str], motifs: list[PlantedMotif], rng: np.r
         mine = [m for m in motifs if m.chrom == chrom]
         allowed = np.ones(len(sequence), dtype=bool)
         allowed[:half] = False
-        allowed[len(sequence) - (window - half) + 1:] = False
+        allowed[len(sequence) - (window - half) + 1 :] = False
         for m in mine:
-            allowed[max(0, m.start - half):m.end + half] = False
+            allowed[max(0, m.start - half) : m.end + half] = False
         candidates = np.flatnonzero(allowed)
         for pos0 in np.sort(rng.choice(candidates, size=min(len(mine), len(candidates)), replace=False)):
             found.append((chrom, int(pos0), _other_base(sequence[int(pos0)], rng), "far", -1, -1))
@@ -230,9 +253,19 @@ def _variants(chromosomes: dict[str, str], motifs: list[PlantedMotif], rng: np.r
     variants = []
     for chrom, pos0, alt, category, motif, column in found:
         numbers[category] += 1
-        variants.append(LabelledVariant(f"{category}_{numbers[category]:04d}", chrom, pos0 + 1,
-                                        chromosomes[chrom][pos0], alt, category, motif, column,
-                                        _distance(pos0, chrom, motifs)))
+        variants.append(
+            LabelledVariant(
+                f"{category}_{numbers[category]:04d}",
+                chrom,
+                pos0 + 1,
+                chromosomes[chrom][pos0],
+                alt,
+                category,
+                motif,
+                column,
+                _distance(pos0, chrom, motifs),
+            )
+        )
     return variants
 
 
@@ -241,12 +274,13 @@ def _write_fasta(path: Path, chromosomes: dict[str, str], width: int = 60) -> Pa
         for chrom, sequence in chromosomes.items():
             handle.write(f">{chrom} synthetic chromosome with planted JASPAR motifs\n")
             for i in range(0, len(sequence), width):
-                handle.write(sequence[i:i + width] + "\n")
+                handle.write(sequence[i : i + width] + "\n")
     return path
 
 
-def _write_vcf(path: Path, chromosomes: dict[str, str], motifs: list[PlantedMotif],
-               variants: list[LabelledVariant]) -> Path:
+def _write_vcf(
+    path: Path, chromosomes: dict[str, str], motifs: list[PlantedMotif], variants: list[LabelledVariant]
+) -> Path:
     lines = ["##fileformat=VCFv4.2", "##source=lrp_domains.bench.data.variants"]
     lines += [f"##contig=<ID={chrom},length={len(sequence)}>" for chrom, sequence in chromosomes.items()]
     lines += [
@@ -258,19 +292,55 @@ def _write_vcf(path: Path, chromosomes: dict[str, str], motifs: list[PlantedMoti
     ]
     for v in variants:
         name, ident = (motifs[v.motif].name, motifs[v.motif].motif_id) if v.motif >= 0 else (".", ".")
-        lines.append(f"{v.chrom}\t{v.pos}\t{v.id}\t{v.ref}\t{v.alt}\t.\tPASS\t"
-                     f"CAT={v.category};MOTIF={name};MOTIF_ID={ident};DIST={v.distance}")
+        lines.append(
+            f"{v.chrom}\t{v.pos}\t{v.id}\t{v.ref}\t{v.alt}\t.\tPASS\t"
+            f"CAT={v.category};MOTIF={name};MOTIF_ID={ident};DIST={v.distance}"
+        )
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
 def _write_table(path: Path, motifs: list[PlantedMotif], variants: list[LabelledVariant]) -> Path:
-    rows = ["\t".join(("id", "chrom", "pos", "ref", "alt", "category", "motif_id", "motif_name", "motif_start",
-                        "motif_end", "strand", "column", "distance"))]
+    rows = [
+        "\t".join(
+            (
+                "id",
+                "chrom",
+                "pos",
+                "ref",
+                "alt",
+                "category",
+                "motif_id",
+                "motif_name",
+                "motif_start",
+                "motif_end",
+                "strand",
+                "column",
+                "distance",
+            )
+        )
+    ]
     for v in variants:
         m = motifs[v.motif] if v.motif >= 0 else None
-        rows.append("\t".join(str(x) for x in (
-            v.id, v.chrom, v.pos, v.ref, v.alt, v.category, m.motif_id if m else "", m.name if m else "",
-            m.start if m else "", m.end if m else "", m.strand if m else "", v.column, v.distance)))
+        rows.append(
+            "\t".join(
+                str(x)
+                for x in (
+                    v.id,
+                    v.chrom,
+                    v.pos,
+                    v.ref,
+                    v.alt,
+                    v.category,
+                    m.motif_id if m else "",
+                    m.name if m else "",
+                    m.start if m else "",
+                    m.end if m else "",
+                    m.strand if m else "",
+                    v.column,
+                    v.distance,
+                )
+            )
+        )
     path.write_text("\n".join(rows) + "\n")
     return path

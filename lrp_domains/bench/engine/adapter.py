@@ -35,10 +35,18 @@ def residual_cnn(channels: int = 64, seed: int = 0) -> nn.Module:
     """The benchmark's residual 1-D CNN (random weights, eval mode)."""
     torch.manual_seed(seed)
     model = nn.Sequential(
-        nn.Conv1d(4, channels, 11, padding=5), nn.BatchNorm1d(channels), nn.ReLU(),
-        _Residual(channels), _Residual(channels),
-        nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(),
-        nn.Linear(channels, channels), nn.ReLU(), nn.Linear(channels, 1),
+        nn.Conv1d(4, channels, 11, padding=5),
+        nn.BatchNorm1d(channels),
+        nn.ReLU(),
+        _Residual(channels),
+        _Residual(channels),
+        nn.Conv1d(channels, channels, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveMaxPool1d(1),
+        nn.Flatten(),
+        nn.Linear(channels, channels),
+        nn.ReLU(),
+        nn.Linear(channels, 1),
     )
     for module in model.modules():
         if isinstance(module, nn.BatchNorm1d):
@@ -74,11 +82,12 @@ def _measure(n: int, batch_size: int, repeats: int) -> list[dict]:
         explainer = SequenceExplainer(model, composite=composite)
         methods = {
             "gradient x input": lambda: gradient_x_input(model, onehot, None, batch_size=batch_size),
-            "engine": lambda e=explainer: L.explain(model, onehot, composite=e.composite, batch_size=batch_size,
-                                                    check_delta=False),
-            "engine + hypothetical": lambda e=explainer: L.explain(model, onehot, composite=e.composite,
-                                                                   batch_size=batch_size, hypothetical=True,
-                                                                   check_delta=False),
+            "engine": lambda e=explainer: L.explain(
+                model, onehot, composite=e.composite, batch_size=batch_size, check_delta=False
+            ),
+            "engine + hypothetical": lambda e=explainer: L.explain(
+                model, onehot, composite=e.composite, batch_size=batch_size, hypothetical=True, check_delta=False
+            ),
             "adapter, one-hot input": lambda e=explainer: e.explain(onehot, batch_size=batch_size),
             "adapter, string input": lambda e=explainer: e.explain(strings, batch_size=batch_size),
             "adapter, center": lambda e=explainer: e.explain(onehot, batch_size=batch_size, center=True),
@@ -87,8 +96,15 @@ def _measure(n: int, batch_size: int, repeats: int) -> list[dict]:
         times = interleaved_times(methods, repeats=repeats, warmup=1)
         unit = times["gradient x input"]
         for name, seconds in times.items():
-            rows.append({"composite": composite, "method": name, "seconds": seconds, "ratio": seconds / unit,
-                         "over_engine": seconds / times["engine + hypothetical"] - 1.0})
+            rows.append(
+                {
+                    "composite": composite,
+                    "method": name,
+                    "seconds": seconds,
+                    "ratio": seconds / unit,
+                    "over_engine": seconds / times["engine + hypothetical"] - 1.0,
+                }
+            )
     return rows
 
 

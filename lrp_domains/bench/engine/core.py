@@ -35,10 +35,20 @@ def build_case(case: str, device: torch.device) -> tuple[nn.Module, torch.Tensor
     torch.manual_seed(0)
     if case == "cnn":
         model = nn.Sequential(
-            nn.Conv1d(4, 64, 19, padding=9), nn.BatchNorm1d(64), nn.ReLU(), nn.MaxPool1d(4),
-            nn.Conv1d(64, 64, 9, padding=4), nn.BatchNorm1d(64), nn.ReLU(), nn.MaxPool1d(4),
-            nn.Conv1d(64, 64, 5, padding=2), nn.BatchNorm1d(64), nn.ReLU(), nn.AdaptiveAvgPool1d(1),
-            nn.Flatten(), nn.Linear(64, 2),
+            nn.Conv1d(4, 64, 19, padding=9),
+            nn.BatchNorm1d(64),
+            nn.ReLU(),
+            nn.MaxPool1d(4),
+            nn.Conv1d(64, 64, 9, padding=4),
+            nn.BatchNorm1d(64),
+            nn.ReLU(),
+            nn.MaxPool1d(4),
+            nn.Conv1d(64, 64, 5, padding=2),
+            nn.BatchNorm1d(64),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(64, 2),
         )
         for module in model.modules():
             if isinstance(module, nn.BatchNorm1d):
@@ -47,9 +57,7 @@ def build_case(case: str, device: torch.device) -> tuple[nn.Module, torch.Tensor
         idx = torch.randint(4, (64, 1000), generator=generator)
         inputs = nn.functional.one_hot(idx, 4).permute(0, 2, 1).float()
     elif case == "mlp":
-        model = nn.Sequential(
-            nn.Linear(765, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)
-        )
+        model = nn.Sequential(nn.Linear(765, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
         inputs = torch.randn(256, 765, generator=generator)
     else:
         raise ValueError(f"unknown case {case!r}")
@@ -99,12 +107,17 @@ def run(device: str = "cpu", repeats: int = 10, memory: bool = True, threads: in
         base_time, base_peak = times["gradient x input"], peaks.get("gradient x input")
         for method in methods:
             bound = 1.0 if method == "gradient x input" else lower_bound(model, inputs, _composite(method))
-            rows.append({
-                "case": case, "method": method, "ms": 1000 * times[method],
-                "time_ratio": times[method] / base_time, "bound": bound,
-                "peak_mb": peaks[method] / 2**20 if memory else float("nan"),
-                "memory_ratio": peaks[method] / base_peak if memory and base_peak else float("nan"),
-            })
+            rows.append(
+                {
+                    "case": case,
+                    "method": method,
+                    "ms": 1000 * times[method],
+                    "time_ratio": times[method] / base_time,
+                    "bound": bound,
+                    "peak_mb": peaks[method] / 2**20 if memory else float("nan"),
+                    "memory_ratio": peaks[method] / base_peak if memory and base_peak else float("nan"),
+                }
+            )
     return rows
 
 
@@ -118,9 +131,16 @@ def print_table(rows: list[dict], device: str) -> None:
         table.add_column(column, justify="left" if column in ("case", "method") else "right")
     for row in rows:
         measured = row["peak_mb"] == row["peak_mb"]  # not NaN
-        table.add_row(row["case"], row["method"], f"{row['ms']:.1f}", f"{row['time_ratio']:.2f}x",
-                      f"{row['bound']:.2f}x", f"{row['time_ratio'] / row['bound']:.2f}",
-                      f"{row['peak_mb']:.1f}" if measured else "-", f"{row['memory_ratio']:.2f}x" if measured else "-")
+        table.add_row(
+            row["case"],
+            row["method"],
+            f"{row['ms']:.1f}",
+            f"{row['time_ratio']:.2f}x",
+            f"{row['bound']:.2f}x",
+            f"{row['time_ratio'] / row['bound']:.2f}",
+            f"{row['peak_mb']:.1f}" if measured else "-",
+            f"{row['memory_ratio']:.2f}x" if measured else "-",
+        )
     console = Console()
     console.print(table)
     for case, (label, _) in CASES.items():

@@ -37,8 +37,9 @@ BASELINES = select("gradient x input", "integrated gradients", "expression value
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 
-def attributions(model, values: torch.Tensor, target: torch.Tensor,
-                 composites: tuple[str, ...] = COMPOSITES) -> dict[str, Callable[[], torch.Tensor]]:
+def attributions(
+    model, values: torch.Tensor, target: torch.Tensor, composites: tuple[str, ...] = COMPOSITES
+) -> dict[str, Callable[[], torch.Tensor]]:
     """One callable per method returning relevance ``(cells, genes)`` for ``target``."""
     from lrp_domains import evaluate as E
     from lrp_domains import explain
@@ -47,16 +48,19 @@ def attributions(model, values: torch.Tensor, target: torch.Tensor,
         name: (lambda name=name: explain(model, values, target, name, batch_size=256).relevance) for name in composites
     }
     found["gradient x input"] = lambda: E.gradient_x_input(model, values, target, batch_size=256).relevance
-    found["integrated gradients"] = lambda: E.integrated_gradients(model, values, target, steps=32,
-                                                                  batch_size=256).relevance
+    found["integrated gradients"] = lambda: (
+        E.integrated_gradients(model, values, target, steps=32, batch_size=256).relevance
+    )
     found["expression value"] = lambda: values.clone()
     found["random"] = lambda: E.random_attribution(model, values, target).relevance
     return found
 
 
 def _class_tops(relevance: pd.DataFrame, labels: pd.Series, n: int) -> dict[str, list[str]]:
-    return {cls: relevance.loc[index].mean(0).sort_values(ascending=False).index[:n].tolist()
-            for cls, index in labels.groupby(labels).groups.items()}
+    return {
+        cls: relevance.loc[index].mean(0).sort_values(ascending=False).index[:n].tolist()
+        for cls, index in labels.groupby(labels).groups.items()
+    }
 
 
 def de_tops(adata, groupby: str, n: int = 50) -> dict[str, list[str]]:
@@ -109,12 +113,27 @@ def run(methods: tuple[str, ...] | None = None, seed: int = 0, repeats: int = 5)
         overlap = np.mean([len(set(tops[50][c]) & set(de[c])) / 50 for c in tops[50] if c in de])
         morf = curve(probability, values, relevance, remove, fractions=FRACTIONS)
         abc = (area(random_curve, FRACTIONS) - area(morf, FRACTIONS)).mean().item()
-        rows.append({"method": name, "markers@20": recall[20], "markers@50": recall[50], "DE@50": overlap,
-                     "deletion ABC": abc, "seconds": seconds})
-        tables[name] = pd.DataFrame([
-            {"class": c, "markers": ",".join(m), "found@20": ",".join(sorted(set(m) & set(tops[20][c]))),
-             "found@50": ",".join(sorted(set(m) & set(tops[50][c])))} for c, m in markers.items()
-        ])
+        rows.append(
+            {
+                "method": name,
+                "markers@20": recall[20],
+                "markers@50": recall[50],
+                "DE@50": overlap,
+                "deletion ABC": abc,
+                "seconds": seconds,
+            }
+        )
+        tables[name] = pd.DataFrame(
+            [
+                {
+                    "class": c,
+                    "markers": ",".join(m),
+                    "found@20": ",".join(sorted(set(m) & set(tops[20][c]))),
+                    "found@50": ",".join(sorted(set(m) & set(tops[50][c]))),
+                }
+                for c, m in markers.items()
+            ]
+        )
     base = next((r["seconds"] for r in rows if r["method"] == "gradient x input"), None)
     for row in rows:
         row["time_ratio"] = row["seconds"] / base if base else float("nan")
@@ -127,13 +146,21 @@ def print_table(rows: list[dict], markers: pd.DataFrame) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"bench genes: default PBMC MLP, 700 cells x 765 genes, true class, "
-                        f"{torch.get_num_threads()} threads")
+    table = Table(
+        title=f"bench genes: default PBMC MLP, 700 cells x 765 genes, true class, {torch.get_num_threads()} threads"
+    )
     for column in ("method", "markers@20", "markers@50", "DE@50", "deletion ABC", "seconds", "x gradient x input"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
-        table.add_row(row["method"], f"{row['markers@20']:.2f}", f"{row['markers@50']:.2f}", f"{row['DE@50']:.2f}",
-                      f"{row['deletion ABC']:.3f}", f"{row['seconds']:.2f}", f"{row['time_ratio']:.2f}x")
+        table.add_row(
+            row["method"],
+            f"{row['markers@20']:.2f}",
+            f"{row['markers@50']:.2f}",
+            f"{row['DE@50']:.2f}",
+            f"{row['deletion ABC']:.3f}",
+            f"{row['seconds']:.2f}",
+            f"{row['time_ratio']:.2f}x",
+        )
     console = Console()
     console.print(table)
     if len(markers):

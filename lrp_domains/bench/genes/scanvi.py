@@ -41,8 +41,9 @@ from lrp_domains.bench.methods import gradients, select
 from lrp_domains.evaluate import area, curve
 
 COMPOSITES = select("epsilon", "epsilon-gamma", "zplus", "alpha2beta1")
-BASELINES = select("gradient x input", "integrated gradients", "integrated gradients, 8 steps", "expression value",
-                   "random")
+BASELINES = select(
+    "gradient x input", "integrated gradients", "integrated gradients, 8 steps", "expression value", "random"
+)
 FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 IG_STEPS = 32
 IG_FEW_STEPS = 8
@@ -58,8 +59,9 @@ def _cache_path(cache_dir: Path, settings: dict, held_out: list[str]) -> Path:
     return Path(cache_dir) / f"scanvi-pbmc68k-{key}-split{split}"
 
 
-def attributions(model: torch.nn.Module, values: torch.Tensor, target: torch.Tensor,
-                 composites: tuple[str, ...] = COMPOSITES) -> dict[str, tuple[Callable[[], torch.Tensor], int]]:
+def attributions(
+    model: torch.nn.Module, values: torch.Tensor, target: torch.Tensor, composites: tuple[str, ...] = COMPOSITES
+) -> dict[str, tuple[Callable[[], torch.Tensor], int]]:
     """Per method: a callable returning relevance ``(cells, genes)`` for ``target``, and its cost
     in gradients (forward + backward passes per cell)."""
     from lrp_domains import evaluate as E
@@ -69,28 +71,44 @@ def attributions(model: torch.nn.Module, values: torch.Tensor, target: torch.Ten
     found: dict[str, tuple[Callable[[], torch.Tensor], int]] = {}
     for name in composites:
         composite = scanvi_composite(name)
-        found[name] = (lambda c=composite: explain(model, values, target, c, batch_size=256, strict=True,
-                                                   check_delta=False).relevance, gradients(name))
-    found["gradient x input"] = (lambda: E.gradient_x_input(model, values, target, batch_size=256).relevance,
-                                 gradients("gradient x input"))
-    found["integrated gradients"] = (lambda: E.integrated_gradients(model, values, target, steps=IG_STEPS,
-                                                                    batch_size=256).relevance,
-                                    gradients("integrated gradients", IG_STEPS))
-    found["integrated gradients, 8 steps"] = (lambda: E.integrated_gradients(model, values, target, steps=IG_FEW_STEPS,
-                                                                             batch_size=256).relevance,
-                                             gradients("integrated gradients, 8 steps"))
+        found[name] = (
+            lambda c=composite: (
+                explain(model, values, target, c, batch_size=256, strict=True, check_delta=False).relevance
+            ),
+            gradients(name),
+        )
+    found["gradient x input"] = (
+        lambda: E.gradient_x_input(model, values, target, batch_size=256).relevance,
+        gradients("gradient x input"),
+    )
+    found["integrated gradients"] = (
+        lambda: E.integrated_gradients(model, values, target, steps=IG_STEPS, batch_size=256).relevance,
+        gradients("integrated gradients", IG_STEPS),
+    )
+    found["integrated gradients, 8 steps"] = (
+        lambda: E.integrated_gradients(model, values, target, steps=IG_FEW_STEPS, batch_size=256).relevance,
+        gradients("integrated gradients, 8 steps"),
+    )
     found["expression value"] = (lambda: torch.log1p(values), gradients("expression value"))
     found["random"] = (lambda: E.random_attribution(model, values, target).relevance, gradients("random"))
     return found
 
 
 def _class_tops(relevance: pd.DataFrame, labels: pd.Series, n: int) -> dict[str, list[str]]:
-    return {cls: relevance.loc[index].mean(0).sort_values(ascending=False).index[:n].tolist()
-            for cls, index in labels.groupby(labels).groups.items()}
+    return {
+        cls: relevance.loc[index].mean(0).sort_values(ascending=False).index[:n].tolist()
+        for cls, index in labels.groupby(labels).groups.items()
+    }
 
 
-def run(cache_dir: str | Path | None = None, cells: str = "held-out", methods: tuple[str, ...] | None = None,
-        seed: int = 0, repeats: int = 10, threads: int | None = 1) -> list[dict]:
+def run(
+    cache_dir: str | Path | None = None,
+    cells: str = "held-out",
+    methods: tuple[str, ...] | None = None,
+    seed: int = 0,
+    repeats: int = 10,
+    threads: int | None = 1,
+) -> list[dict]:
     """Train (or load) scANVI and measure every method; one row per method (see the module docstring).
 
     ``threads``: torch threads for the measurement (set after scvi-tools is imported, which sets
@@ -152,10 +170,21 @@ def run(cache_dir: str | Path | None = None, cells: str = "held-out", methods: t
         morf = curve(probability, values, relevance[name], remove, fractions=FRACTIONS)
         per_cell[name] = area(random_curve, FRACTIONS) - area(morf, FRACTIONS)
         abc = per_cell[name].mean().item()
-        rows.append({"method": name, "markers@20": float(recall[20]), "markers@50": float(recall[50]),
-                     "DE@50": float(overlap), "deletion ABC": abc, "seconds": seconds[name],
-                     "gradients": found[name][1], "cells": len(labels), "accuracy": accuracy, "model": "scANVI",
-                     "threads": torch.get_num_threads()})
+        rows.append(
+            {
+                "method": name,
+                "markers@20": float(recall[20]),
+                "markers@50": float(recall[50]),
+                "DE@50": float(overlap),
+                "deletion ABC": abc,
+                "seconds": seconds[name],
+                "gradients": found[name][1],
+                "cells": len(labels),
+                "accuracy": accuracy,
+                "model": "scANVI",
+                "threads": torch.get_num_threads(),
+            }
+        )
     base = seconds.get("gradient x input")
     reference = per_cell.get("integrated gradients")
     for row in rows:
@@ -173,15 +202,33 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     first = rows[0] if rows else {}
-    table = Table(title=f"bench genes: scANVI on pbmc68k_reduced counts, {first.get('cells', 0)} cells x 765 genes, "
-                        f"true class (accuracy {first.get('accuracy', float('nan')):.2f}), "
-                        f"{first.get('threads', torch.get_num_threads())} threads")
-    for column in ("method", "markers@20", "markers@50", "DE@50", "deletion ABC", "ABC - IG (se)", "seconds",
-                   "gradients", "x gradient x input"):
+    table = Table(
+        title=f"bench genes: scANVI on pbmc68k_reduced counts, {first.get('cells', 0)} cells x 765 genes, "
+        f"true class (accuracy {first.get('accuracy', float('nan')):.2f}), "
+        f"{first.get('threads', torch.get_num_threads())} threads"
+    )
+    for column in (
+        "method",
+        "markers@20",
+        "markers@50",
+        "DE@50",
+        "deletion ABC",
+        "ABC - IG (se)",
+        "seconds",
+        "gradients",
+        "x gradient x input",
+    ):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
-        table.add_row(row["method"], f"{row['markers@20']:.2f}", f"{row['markers@50']:.2f}", f"{row['DE@50']:.2f}",
-                      f"{row['deletion ABC']:.3f}", f"{row['ABC - IG']:+.4f} ({row['ABC - IG se']:.4f})",
-                      f"{row['seconds']:.3f}", str(row["gradients"]),
-                      f"{row['time_ratio']:.2f}x")
+        table.add_row(
+            row["method"],
+            f"{row['markers@20']:.2f}",
+            f"{row['markers@50']:.2f}",
+            f"{row['DE@50']:.2f}",
+            f"{row['deletion ABC']:.3f}",
+            f"{row['ABC - IG']:+.4f} ({row['ABC - IG se']:.4f})",
+            f"{row['seconds']:.3f}",
+            str(row["gradients"]),
+            f"{row['time_ratio']:.2f}x",
+        )
     Console(width=max(Console().width, 130)).print(table)

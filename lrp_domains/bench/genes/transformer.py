@@ -41,8 +41,14 @@ FRACTIONS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2)
 METHODS = select("attnlrp", "cp-lrp", "attnlrp (gene embedding)", "gradient x input", "integrated gradients", "random")
 
 
-def load_or_train(cache_dir: str | Path | None = None, seed: int = 0, max_genes: int = 128, epochs: int = 30,
-                  log: Callable[[str], None] | None = None, values: bool = False):
+def load_or_train(
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    max_genes: int = 128,
+    epochs: int = 30,
+    log: Callable[[str], None] | None = None,
+    values: bool = False,
+):
     """The PBMC gene transformer from ``cache_dir`` (default: the benches' cache folder,
     :func:`lrp_domains.bench.cache.cache_dir`; trained and saved there on the first call); ``values``:
     the scGPT-style variant with value-bin embeddings."""
@@ -55,8 +61,9 @@ def load_or_train(cache_dir: str | Path | None = None, seed: int = 0, max_genes:
         return TrainedGeneTransformer.load(folder)
     if log is not None:
         log(f"training the gene transformer (cached in {folder})")
-    trained = train_gene_transformer(load_default_data(), seed=seed, max_genes=max_genes, epochs=epochs,
-                                     dropout=0.3, lr=3e-3, log=log, values=values)
+    trained = train_gene_transformer(
+        load_default_data(), seed=seed, max_genes=max_genes, epochs=epochs, dropout=0.3, lr=3e-3, log=log, values=values
+    )
     trained.save(folder)
     return trained
 
@@ -72,9 +79,17 @@ def _remove(sentences, removed: torch.Tensor):
     return CellSentences(ids, keep.gather(1, order).long(), values, sentences.truncated)
 
 
-def run(cache_dir: str | Path | None = None, seed: int = 0, repeats: int = 2, ig_steps: int = 32,
-        batch_size: int = 64, max_genes: int = 128, epochs: int = 30,
-        log: Callable[[str], None] | None = None, values: bool = False) -> list[dict]:
+def run(
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    repeats: int = 2,
+    ig_steps: int = 32,
+    batch_size: int = 64,
+    max_genes: int = 128,
+    epochs: int = 30,
+    log: Callable[[str], None] | None = None,
+    values: bool = False,
+) -> list[dict]:
     """Measure every method on the cached (or freshly trained) gene transformer; one row per method
     (``method``, ``markers@20``, ``markers@50``, ``DE@50``, ``deletion ABC``, ``seconds``,
     ``gradients``, ``time_ratio`` to gradient x input (to attnlrp for ``values``), and the model's
@@ -93,8 +108,10 @@ def run(cache_dir: str | Path | None = None, seed: int = 0, repeats: int = 2, ig
     adata = load_default_data()
     torch.set_num_threads(threads)
     genes = trained.vocab.genes
-    explainers = {name: GeneTransformerExplainer(trained.model, trained.vocab, trained.classes, composite=name)
-                  for name in ("attnlrp", "cp-lrp")}
+    explainers = {
+        name: GeneTransformerExplainer(trained.model, trained.vocab, trained.classes, composite=name)
+        for name in ("attnlrp", "cp-lrp")
+    }
     sentences, cells = explainers["attnlrp"].sentences(adata)
     labels = pd.Series(adata.obs["bulk_labels"].astype(str).to_numpy(), index=cells)
     target = torch.tensor([trained.classes.index(c) for c in labels])
@@ -108,8 +125,11 @@ def run(cache_dir: str | Path | None = None, seed: int = 0, repeats: int = 2, ig
     }
     if not values:
         found["gradient x input"] = lambda: {"gradient x input": T.gradient_x_input(model, encoded, target, batch_size)}
-        found["integrated gradients"] = lambda: {"integrated gradients": T.integrated_gradients(
-            model, encoded, target, steps=ig_steps, batch_size=batch_size)}
+        found["integrated gradients"] = lambda: {
+            "integrated gradients": T.integrated_gradients(
+                model, encoded, target, steps=ig_steps, batch_size=batch_size
+            )
+        }
     found["random"] = lambda: {"random": T.random_tokens(encoded, seed=seed + 1)}
     cost = {name: gradients(name, ig_steps) for name in METHODS}
     seconds: dict[str, float] = {}
@@ -139,20 +159,29 @@ def run(cache_dir: str | Path | None = None, seed: int = 0, repeats: int = 2, ig
     random_curve = curve(probability, sentences, random_order, _remove, fractions=FRACTIONS, valid=valid)
     rows = []
     for name in [m for m in METHODS if m in scores]:
-        token_scores = scores[name][:, :sentences.input_ids.shape[1]]
-        frame = pd.DataFrame(tokens_to_genes(sentences.input_ids, token_scores, len(genes)), index=cells,
-                             columns=genes)
+        token_scores = scores[name][:, : sentences.input_ids.shape[1]]
+        frame = pd.DataFrame(tokens_to_genes(sentences.input_ids, token_scores, len(genes)), index=cells, columns=genes)
         tops = {n: _class_tops(frame, labels, n) for n in (20, 50)}
         recall = {n: np.mean([len(set(m) & set(tops[n][c])) / len(m) for c, m in markers.items()]) for n in (20, 50)}
         overlap = np.mean([len(set(tops[50][c]) & set(de[c])) / 50 for c in tops[50] if c in de])
         padded = torch.nn.functional.pad(token_scores, (0, sentences.input_ids.shape[1] - token_scores.shape[1]))
         morf = curve(probability, sentences, padded, _remove, fractions=FRACTIONS, valid=valid)
         abc = (area(random_curve, FRACTIONS) - area(morf, FRACTIONS)).mean().item()
-        rows.append({"method": name, "markers@20": float(recall[20]), "markers@50": float(recall[50]),
-                     "DE@50": float(overlap), "deletion ABC": abc, "seconds": seconds[name], "gradients": cost[name],
-                     "test_accuracy": trained.metrics.get("test_accuracy"),
-                     "test_balanced_accuracy": trained.metrics.get("test_balanced_accuracy"), "threads": threads,
-                     "values": values})
+        rows.append(
+            {
+                "method": name,
+                "markers@20": float(recall[20]),
+                "markers@50": float(recall[50]),
+                "DE@50": float(overlap),
+                "deletion ABC": abc,
+                "seconds": seconds[name],
+                "gradients": cost[name],
+                "test_accuracy": trained.metrics.get("test_accuracy"),
+                "test_balanced_accuracy": trained.metrics.get("test_balanced_accuracy"),
+                "threads": threads,
+                "values": values,
+            }
+        )
     base = seconds["gradient x input" if "gradient x input" in seconds else "attnlrp"]
     for row in rows:
         row["time_ratio"] = row["seconds"] / base
@@ -175,16 +204,33 @@ def print_table(rows: list[dict]) -> None:
 
     first = rows[0] if rows else {}
     style = "scGPT-style, value bins" if first.get("values") else "Geneformer-style"
-    table = Table(title=f"bench genes: PBMC gene transformer ({style}, tiny BERT), 700 cells, true class, "
-                        f"held-out accuracy {first.get('test_accuracy', float('nan')):.2f} (balanced "
-                        f"{first.get('test_balanced_accuracy', float('nan')):.2f}), {first.get('threads')} threads")
-    for column in ("method", "markers@20", "markers@50", "DE@50", "deletion ABC", "seconds", "gradients",
-                   "x attnlrp" if first.get("values") else "x gradient x input"):
+    table = Table(
+        title=f"bench genes: PBMC gene transformer ({style}, tiny BERT), 700 cells, true class, "
+        f"held-out accuracy {first.get('test_accuracy', float('nan')):.2f} (balanced "
+        f"{first.get('test_balanced_accuracy', float('nan')):.2f}), {first.get('threads')} threads"
+    )
+    for column in (
+        "method",
+        "markers@20",
+        "markers@50",
+        "DE@50",
+        "deletion ABC",
+        "seconds",
+        "gradients",
+        "x attnlrp" if first.get("values") else "x gradient x input",
+    ):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
-        table.add_row(row["method"], f"{row['markers@20']:.2f}", f"{row['markers@50']:.2f}", f"{row['DE@50']:.2f}",
-                      f"{row['deletion ABC']:.3f}", f"{row['seconds']:.2f}", str(row["gradients"]),
-                      f"{row['time_ratio']:.2f}x")
+        table.add_row(
+            row["method"],
+            f"{row['markers@20']:.2f}",
+            f"{row['markers@50']:.2f}",
+            f"{row['DE@50']:.2f}",
+            f"{row['deletion ABC']:.3f}",
+            f"{row['seconds']:.2f}",
+            str(row["gradients"]),
+            f"{row['time_ratio']:.2f}x",
+        )
     Console(width=max(Console().width, 130)).print(table)
 
 
@@ -198,5 +244,6 @@ if __name__ == "__main__":
     parser.add_argument("--values", action="store_true", help="the scGPT-style variant (value-bin embeddings)")
     arguments = parser.parse_args()
     torch.set_num_threads(1)
-    print_table(run(arguments.cache_dir, seed=arguments.seed, repeats=arguments.repeats, log=print,
-                    values=arguments.values))
+    print_table(
+        run(arguments.cache_dir, seed=arguments.seed, repeats=arguments.repeats, log=print, values=arguments.values)
+    )

@@ -49,8 +49,14 @@ def positive_batch(n: int, whole: bool = False) -> torch.Tensor:
     return onehot[:n]
 
 
-def naive_conditional(model: torch.nn.Module, inputs: torch.Tensor, layer: str, channels: Sequence[int],
-                      target: Any = None, composite: Any = "genomics") -> torch.Tensor:
+def naive_conditional(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    layer: str,
+    channels: Sequence[int],
+    target: Any = None,
+    composite: Any = "genomics",
+) -> torch.Tensor:
     """``(N, len(channels), *input_shape)``: one full LRP pass per channel, the gradient arriving at
     ``layer``'s output zeroed outside the channel by a tensor hook (the naive way to condition)."""
     from lrp_domains.core.engine.attribution import explain
@@ -58,6 +64,7 @@ def naive_conditional(model: torch.nn.Module, inputs: torch.Tensor, layer: str, 
     module = dict(model.named_modules())[layer]
     out = []
     for channel in channels:
+
         def hook(_module, _args, output, channel=channel):
             def keep_one(grad: torch.Tensor) -> torch.Tensor:
                 masked = torch.zeros_like(grad)
@@ -80,8 +87,9 @@ GRADIENT, LRP, CONDITIONAL, NAIVE = "gradient", "LRP, one pass", "conditional, a
 REPLAY = "conditional, all channels, replay (channel_batch 8)"
 
 
-def cost_methods(model: torch.nn.Module, inputs: torch.Tensor, layer: str, composite: Any = "genomics"
-                 ) -> dict[str, Callable[[], object]]:
+def cost_methods(
+    model: torch.nn.Module, inputs: torch.Tensor, layer: str, composite: Any = "genomics"
+) -> dict[str, Callable[[], object]]:
     """The timed callables of one layer: gradient, one LRP pass, all channels conditioned, naive."""
     from lrp_domains import evaluate as E
     from lrp_domains.core.engine.attribution import explain
@@ -97,8 +105,14 @@ def cost_methods(model: torch.nn.Module, inputs: torch.Tensor, layer: str, compo
     }
 
 
-def run_cost(batch: int = 64, repeats: int = 5, naive_repeats: int = 3, layers: Sequence[str] = COST_LAYERS,
-             threads: int | None = None, warmup: int = 2) -> list[dict]:
+def run_cost(
+    batch: int = 64,
+    repeats: int = 5,
+    naive_repeats: int = 3,
+    layers: Sequence[str] = COST_LAYERS,
+    threads: int | None = None,
+    warmup: int = 2,
+) -> list[dict]:
     """Rows per layer and method: median ms, ratio to the gradient, budget (channels), per channel.
 
     Gradient, one LRP pass and the batched conditional relevance are timed in turns (``repeats``
@@ -118,18 +132,35 @@ def run_cost(batch: int = 64, repeats: int = 5, naive_repeats: int = 3, layers: 
         methods = cost_methods(model, inputs, layer)
         naive = methods.pop(NAIVE)
         times = interleaved_times(methods, repeats=repeats, warmup=warmup)
-        naive_times = interleaved_times({GRADIENT: methods[GRADIENT], LRP: methods[LRP], NAIVE: naive},
-                                        repeats=naive_repeats, warmup=min(warmup, 1))
+        naive_times = interleaved_times(
+            {GRADIENT: methods[GRADIENT], LRP: methods[LRP], NAIVE: naive}, repeats=naive_repeats, warmup=min(warmup, 1)
+        )
         channels = dict(model.named_modules())[layer].out_channels
         common = {"layer": layer, "budget": channels, "batch": batch, "channels": channels}
         for name, seconds in times.items():
             ratio = seconds / times[GRADIENT]
-            rows.append({**common, "method": name, "ms": 1000 * seconds, "ratio": ratio,
-                         "per_channel": ratio / channels, "repeats": repeats})
+            rows.append(
+                {
+                    **common,
+                    "method": name,
+                    "ms": 1000 * seconds,
+                    "ratio": ratio,
+                    "per_channel": ratio / channels,
+                    "repeats": repeats,
+                }
+            )
         ratio = naive_times[NAIVE] / naive_times[GRADIENT]
-        rows.append({**common, "method": NAIVE, "ms": 1000 * naive_times[NAIVE], "ratio": ratio,
-                     "per_channel": ratio / channels, "repeats": naive_repeats,
-                     "naive_vs_lrp": naive_times[NAIVE] / (channels * naive_times[LRP])})
+        rows.append(
+            {
+                **common,
+                "method": NAIVE,
+                "ms": 1000 * naive_times[NAIVE],
+                "ratio": ratio,
+                "per_channel": ratio / channels,
+                "repeats": naive_repeats,
+                "naive_vs_lrp": naive_times[NAIVE] / (channels * naive_times[LRP]),
+            }
+        )
     return rows
 
 
@@ -143,17 +174,27 @@ def _named(frame, library: list) -> dict[str, Any]:
 
     families = _families(library)
     planted = {name.upper(): matrix_id for matrix_id, (name, _) in JASPAR_COUNTS.items()}
-    planted_families = {family: sorted(name for name, m in planted.items() if family in families.get(m, ()))
-                        for m in planted.values() for family in families.get(m, ())}
+    planted_families = {
+        family: sorted(name for name, m in planted.items() if family in families.get(m, ()))
+        for m in planted.values()
+        for family in families.get(m, ())
+    }
     matched = frame[frame["match_id"].astype(str) != ""]
     names = {str(name).upper() for name in matched["best_match"]}
     found_families = set().union(*[families.get(m, set()) for m in matched["match_id"]]) if len(matched) else set()
     exact = sorted(set(planted) & names)
     named_families = sorted(f for f in planted_families if f in found_families)
     on_planted = int(sum(1 for name in matched["best_match"] if str(name).upper() in planted))
-    return {"planted": len(exact), "planted_names": exact, "families": len(named_families),
-            "family_names": named_families, "planted_families": len(planted_families),
-            "planted_total": len(planted), "filters_matched": len(matched), "filters_on_planted": on_planted}
+    return {
+        "planted": len(exact),
+        "planted_names": exact,
+        "families": len(named_families),
+        "family_names": named_families,
+        "planted_families": len(planted_families),
+        "planted_total": len(planted),
+        "filters_matched": len(matched),
+        "filters_on_planted": on_planted,
+    }
 
 
 def concept_ppms(concepts) -> list[np.ndarray | None]:
@@ -161,8 +202,10 @@ def concept_ppms(concepts) -> list[np.ndarray | None]:
     (None where a filter had no seqlets)."""
     from lrp_domains.bio.concepts.filters import trimmed
 
-    return [trimmed(concepts.ppm[c], np.abs(concepts.cwm[c]).sum(0)) if n else None
-            for c, n in zip(concepts.frame["concept"], concepts.frame["seqlets"])]
+    return [
+        trimmed(concepts.ppm[c], np.abs(concepts.cwm[c]).sum(0)) if n else None
+        for c, n in zip(concepts.frame["concept"], concepts.frame["seqlets"])
+    ]
 
 
 def weight_ppms(model: torch.nn.Module, layer: str = "0") -> list[np.ndarray]:
@@ -195,8 +238,9 @@ def _chance(ppms: list, library: list, shuffles: int, seed: int) -> tuple[dict[s
     return summary, seconds / max(shuffles, 1)
 
 
-def run_naming(n: int = 500, shuffles: int = 3, seed: int = 0, motifs: Any = "JASPAR2024",
-               threads: int | None = None) -> list[dict]:
+def run_naming(
+    n: int = 500, shuffles: int = 3, seed: int = 0, motifs: Any = "JASPAR2024", threads: int | None = None
+) -> list[dict]:
     """Rows for filter concepts and the weights baseline: planted motifs and families named, by the
     method and by its column-shuffled PPMs; filters matched; seconds (whole method, matching)."""
     from lrp_domains.bio import SequenceExplainer
@@ -220,26 +264,52 @@ def run_naming(n: int = 500, shuffles: int = 3, seed: int = 0, motifs: Any = "JA
     matching = time.perf_counter() - start
     same = list(rematched["match_id"]) == list(concepts.frame["match_id"])
     chance, _ = _chance(ppms, library, shuffles, seed)
-    rows.append({"method": "filter concepts (CRP)", **_named(concepts.frame, library),
-                 "chance": chance, "seconds": total, "match_seconds": matching,
-                 "ppms": sum(p is not None for p in ppms), "filters": len(concepts.frame), "reproduced": same,
-                 "frame": concepts.frame})
+    rows.append(
+        {
+            "method": "filter concepts (CRP)",
+            **_named(concepts.frame, library),
+            "chance": chance,
+            "seconds": total,
+            "match_seconds": matching,
+            "ppms": sum(p is not None for p in ppms),
+            "filters": len(concepts.frame),
+            "reproduced": same,
+            "frame": concepts.frame,
+        }
+    )
 
     start = time.perf_counter()
     weights = filter_weight_matches(explainer.model, motifs=library)
     total = time.perf_counter() - start
     chance, _ = _chance(weight_ppms(explainer.model), library, shuffles, seed)
-    rows.append({"method": "filter weights (baseline)", **_named(weights, library), "chance": chance,
-                 "seconds": total, "match_seconds": total, "ppms": len(weights), "filters": len(weights),
-                 "reproduced": None, "frame": weights})
+    rows.append(
+        {
+            "method": "filter weights (baseline)",
+            **_named(weights, library),
+            "chance": chance,
+            "seconds": total,
+            "match_seconds": total,
+            "ppms": len(weights),
+            "filters": len(weights),
+            "reproduced": None,
+            "frame": weights,
+        }
+    )
     for row in rows:
         row["library"] = len(library)
         row["sequences"] = n
     return rows
 
 
-def run(n: int = 500, batch: int = 64, repeats: int = 5, naive_repeats: int = 3, shuffles: int = 3,
-        threads: int | None = None, motifs: Any = "JASPAR2024") -> dict[str, list[dict]]:
+def run(
+    n: int = 500,
+    batch: int = 64,
+    repeats: int = 5,
+    naive_repeats: int = 3,
+    shuffles: int = 3,
+    threads: int | None = None,
+    motifs: Any = "JASPAR2024",
+) -> dict[str, list[dict]]:
     """Both tables: ``{"cost": run_cost(...), "naming": run_naming(...)}``."""
     for name, value in (("repeats", repeats), ("naive_repeats", naive_repeats), ("shuffles", shuffles)):
         if value < 1:
@@ -248,8 +318,10 @@ def run(n: int = 500, batch: int = 64, repeats: int = 5, naive_repeats: int = 3,
     for name, value in (("n", n), ("batch", batch)):
         if not 1 <= value <= available:
             raise ValueError(f"--{name} must be in 1..{available} (positive test sequences), got {value}")
-    return {"cost": run_cost(batch=batch, repeats=repeats, naive_repeats=naive_repeats, threads=threads),
-            "naming": run_naming(n=n, shuffles=shuffles, motifs=motifs, threads=threads)}
+    return {
+        "cost": run_cost(batch=batch, repeats=repeats, naive_repeats=naive_repeats, threads=threads),
+        "naming": run_naming(n=n, shuffles=shuffles, motifs=motifs, threads=threads),
+    }
 
 
 def _console():
@@ -266,47 +338,80 @@ def print_tables(result: dict[str, list[dict]]) -> None:
     console = _console()
     cost = result["cost"]
     first = cost[0]
-    table = Table(title=f"bench concepts, cost: default CNN, one batch of {first['batch']} positive test sequences, "
-                        f"{torch.get_num_threads()} threads; x gradient = time / one plain gradient of the batch")
+    table = Table(
+        title=f"bench concepts, cost: default CNN, one batch of {first['batch']} positive test sequences, "
+        f"{torch.get_num_threads()} threads; x gradient = time / one plain gradient of the batch"
+    )
     for column in ("layer", "method", "x gradient", "per channel", "budget", "ms", "repeats"):
         table.add_column(column, justify="left" if column in ("layer", "method") else "right")
     for row in cost:
         per_channel = row["method"] in (CONDITIONAL, REPLAY, NAIVE)
         name = {NAIVE: f"{NAIVE} ({row['channels']})", LRP: f"{LRP} (genomics)"}.get(row["method"], row["method"])
-        table.add_row(row["layer"], name, f"{row['ratio']:.2f}x", f"{row['per_channel']:.3f}x" if per_channel else "",
-                      f"{row['budget']}x" if per_channel else "", f"{row['ms']:.1f}", str(row["repeats"]))
+        table.add_row(
+            row["layer"],
+            name,
+            f"{row['ratio']:.2f}x",
+            f"{row['per_channel']:.3f}x" if per_channel else "",
+            f"{row['budget']}x" if per_channel else "",
+            f"{row['ms']:.1f}",
+            str(row["repeats"]),
+        )
     console.print(table)
     for layer in dict.fromkeys(r["layer"] for r in cost):
         batched = next(r for r in cost if r["layer"] == layer and r["method"] == CONDITIONAL)
         naive = next(r for r in cost if r["layer"] == layer and r["method"] == NAIVE)
         verdict = "within" if batched["ratio"] <= batched["budget"] else "OVER"
-        note = (f"; naive = {naive['naive_vs_lrp']:.2f} x {naive['channels']} LRP passes"
-                if "naive_vs_lrp" in naive else "")
-        console.print(f"  layer {layer}: all {batched['channels']} channels in {batched['ratio']:.1f} gradients "
-                      f"({batched['per_channel']:.2f} per channel), {verdict} the budget of {batched['budget']}; "
-                      f"naive loop / batched = {naive['ratio'] / batched['ratio']:.2f}{note}")
+        note = (
+            f"; naive = {naive['naive_vs_lrp']:.2f} x {naive['channels']} LRP passes" if "naive_vs_lrp" in naive else ""
+        )
+        console.print(
+            f"  layer {layer}: all {batched['channels']} channels in {batched['ratio']:.1f} gradients "
+            f"({batched['per_channel']:.2f} per channel), {verdict} the budget of {batched['budget']}; "
+            f"naive loop / batched = {naive['ratio'] / batched['ratio']:.2f}{note}"
+        )
 
     naming = result["naming"]
-    table = Table(title=f"bench concepts, motif naming: {naming[0]['sequences']} positive test sequences, layer 0 "
-                        f"(64 filters), JASPAR2024 CORE vertebrates ({naming[0]['library']} matrices), TOMTOM "
-                        "statistics, E <= 0.05; chance = the same PPMs with columns shuffled "
-                        f"(mean of {naming[0]['chance']['shuffles']} seeds)")
-    for column in ("method", "planted", "families", "filters matched", "on planted", "chance planted",
-                   "chance families", "chance filters", "seconds", "matching"):
+    table = Table(
+        title=f"bench concepts, motif naming: {naming[0]['sequences']} positive test sequences, layer 0 "
+        f"(64 filters), JASPAR2024 CORE vertebrates ({naming[0]['library']} matrices), TOMTOM "
+        "statistics, E <= 0.05; chance = the same PPMs with columns shuffled "
+        f"(mean of {naming[0]['chance']['shuffles']} seeds)"
+    )
+    for column in (
+        "method",
+        "planted",
+        "families",
+        "filters matched",
+        "on planted",
+        "chance planted",
+        "chance families",
+        "chance filters",
+        "seconds",
+        "matching",
+    ):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in naming:
         chance = row["chance"]
-        table.add_row(row["method"], f"{row['planted']}/{row['planted_total']}",
-                      f"{row['families']}/{row['planted_families']}", f"{row['filters_matched']}/{row['filters']}",
-                      str(row["filters_on_planted"]), f"{chance['planted']:.1f}", f"{chance['families']:.1f}",
-                      f"{chance['filters_matched']:.1f}", f"{row['seconds']:.1f}",
-                      f"{row['match_seconds']:.1f} ({1000 * row['match_seconds'] / max(row['ppms'], 1):.0f} ms/PPM)")
+        table.add_row(
+            row["method"],
+            f"{row['planted']}/{row['planted_total']}",
+            f"{row['families']}/{row['planted_families']}",
+            f"{row['filters_matched']}/{row['filters']}",
+            str(row["filters_on_planted"]),
+            f"{chance['planted']:.1f}",
+            f"{chance['families']:.1f}",
+            f"{chance['filters_matched']:.1f}",
+            f"{row['seconds']:.1f}",
+            f"{row['match_seconds']:.1f} ({1000 * row['match_seconds'] / max(row['ppms'], 1):.0f} ms/PPM)",
+        )
     console.print(table)
     for row in naming:
         chance = row["chance"]
-        console.print(f"  {row['method']}: planted {', '.join(row['planted_names']) or '-'}; families: "
-                      f"{'; '.join(row['family_names']) or '-'}. Chance (any seed): "
-                      f"{', '.join(chance['planted_names']) or '-'}; families: "
-                      f"{'; '.join(chance['family_names']) or '-'}")
+        console.print(
+            f"  {row['method']}: planted {', '.join(row['planted_names']) or '-'}; families: "
+            f"{'; '.join(row['family_names']) or '-'}. Chance (any seed): "
+            f"{', '.join(chance['planted_names']) or '-'}; families: "
+            f"{'; '.join(chance['family_names']) or '-'}"
+        )
         if row["reproduced"] is False:
             console.print("  warning: re-matching the PPMs explain_filters matched gave other matches")

@@ -71,15 +71,37 @@ SETTINGS = {
     "full": {
         "bpnet": {"n_train": 3000, "n_validation": 500, "n_filters": 32, "n_layers": 4, "epochs": 15, "seed": 0},
         # Three long motifs: on all ten, the tiny transformer stayed near chance (57% held-out accuracy, k = 3 and 6).
-        "nt": {"n_train": 6000, "n_validation": 500, "k": 3, "epochs": 30, "hidden_size": 64, "layers": 2,
-               "heads": 4, "seed": 0, "lr": 2e-3, "motif_ids": ["MA0139.2", "MA0138.3", "MA0105.4"]},
-        "ig_steps": 32, "shuffles": 20, "repeats": 3,
+        "nt": {
+            "n_train": 6000,
+            "n_validation": 500,
+            "k": 3,
+            "epochs": 30,
+            "hidden_size": 64,
+            "layers": 2,
+            "heads": 4,
+            "seed": 0,
+            "lr": 2e-3,
+            "motif_ids": ["MA0139.2", "MA0138.3", "MA0105.4"],
+        },
+        "ig_steps": 32,
+        "shuffles": 20,
+        "repeats": 3,
     },
     "quick": {
         "bpnet": {"n_train": 120, "n_validation": 40, "n_filters": 8, "n_layers": 2, "epochs": 1, "seed": 0},
-        "nt": {"n_train": 120, "n_validation": 40, "k": 3, "epochs": 1, "hidden_size": 16, "layers": 1, "heads": 2,
-               "seed": 0},
-        "ig_steps": 4, "shuffles": 3, "repeats": 1,
+        "nt": {
+            "n_train": 120,
+            "n_validation": 40,
+            "k": 3,
+            "epochs": 1,
+            "hidden_size": 16,
+            "layers": 1,
+            "heads": 2,
+            "seed": 0,
+        },
+        "ig_steps": 4,
+        "shuffles": 3,
+        "repeats": 1,
     },
 }
 
@@ -111,11 +133,18 @@ def bpnet_model(cache_dir: Path, settings: dict, log: Callable[[str], None] = pr
         return model.eval(), json.loads(record_path.read_text())
     log(f"training the BPNet-like model ({settings['n_train']} sequences, {settings['epochs']} epochs) ...")
     train = make_profile_data(make_dataset(settings["n_train"], seed=SEEDS["train"]), seed=SEEDS["train"])
-    valid = make_profile_data(make_dataset(settings["n_validation"], seed=SEEDS["validation"]),
-                              seed=SEEDS["validation"])
+    valid = make_profile_data(
+        make_dataset(settings["n_validation"], seed=SEEDS["validation"]), seed=SEEDS["validation"]
+    )
     start = time.perf_counter()
-    model, record = train_profile_model(train, seed=settings["seed"], n_filters=settings["n_filters"],
-                                        n_layers=settings["n_layers"], epochs=settings["epochs"], validation=valid)
+    model, record = train_profile_model(
+        train,
+        seed=settings["seed"],
+        n_filters=settings["n_filters"],
+        n_layers=settings["n_layers"],
+        epochs=settings["epochs"],
+        validation=valid,
+    )
     record["seconds"] = round(time.perf_counter() - start, 1)
     record["settings"] = settings
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -147,12 +176,21 @@ def nt_model(cache_dir: Path, settings: dict, log: Callable[[str], None] = print
     train = make_dataset(settings["n_train"], seed=SEEDS["train"], motif_ids=motifs)
     valid = make_dataset(settings["n_validation"], seed=SEEDS["validation"], motif_ids=motifs)
     start = time.perf_counter()
-    model, tokenizer = train_dna_language_model(train, k=settings["k"], epochs=settings["epochs"],
-                                                seed=settings["seed"], hidden_size=settings["hidden_size"],
-                                                layers=settings["layers"], heads=settings["heads"],
-                                                lr=settings.get("lr", 2e-3))
-    record = {"settings": settings, "seconds": round(time.perf_counter() - start, 1),
-              "fit": {"validation_accuracy": accuracy(model, tokenizer, valid)}}
+    model, tokenizer = train_dna_language_model(
+        train,
+        k=settings["k"],
+        epochs=settings["epochs"],
+        seed=settings["seed"],
+        hidden_size=settings["hidden_size"],
+        layers=settings["layers"],
+        heads=settings["heads"],
+        lr=settings.get("lr", 2e-3),
+    )
+    record = {
+        "settings": settings,
+        "seconds": round(time.perf_counter() - start, 1),
+        "fit": {"validation_accuracy": accuracy(model, tokenizer, valid)},
+    }
     config = model.config.to_dict()
     config.pop("training", None)
     record["config"] = config
@@ -179,8 +217,9 @@ class OneHotKmerModel(nn.Module):
         super().__init__()
         k = int(tokenizer.init_kwargs.get("kmer", 0))
         if k < 1:
-            raise InputError("OneHotKmerModel needs a k-mer tokenizer "
-                             "(lrp_domains.bio.dna_lm.tokenizers.kmer_tokenizer)")
+            raise InputError(
+                "OneHotKmerModel needs a k-mer tokenizer (lrp_domains.bio.dna_lm.tokenizers.kmer_tokenizer)"
+            )
         vocab = tokenizer.get_vocab()
         self.model, self.k = model, k
         kmers = sorted((word for word in vocab if len(word) == k and set(word) <= set("ACGT")), key=vocab.get)
@@ -204,8 +243,9 @@ class OneHotKmerModel(nn.Module):
         whole = length // self.k * self.k
         if torch.is_grad_enabled():
             bias = torch.full((self.detector.shape[0],), 1.0 - self.k, dtype=onehot.dtype, device=onehot.device)
-            indicator = self.relu(nn.functional.conv1d(onehot[:, :, :whole], self.detector.to(onehot.dtype), bias,
-                                                       stride=self.k))  # (N, 4**k, T)
+            indicator = self.relu(
+                nn.functional.conv1d(onehot[:, :, :whole], self.detector.to(onehot.dtype), bias, stride=self.k)
+            )  # (N, 4**k, T)
             kmers = indicator.transpose(1, 2) @ table[self.kmer_ids]
             bases = onehot[:, :, whole:].transpose(1, 2) @ table[self.base_ids]
         else:
@@ -235,8 +275,15 @@ class HeadModel(nn.Module):
 # --------------------------------------------------------------------------------------------- methods
 
 
-def deep_lift_shap_scores(model: nn.Module, onehot: torch.Tensor, target: int, shuffles: int = 20,
-                          batch_size: int = 128, bpnet: bool = False, seed: int = 0) -> tuple[torch.Tensor, float]:
+def deep_lift_shap_scores(
+    model: nn.Module,
+    onehot: torch.Tensor,
+    target: int,
+    shuffles: int = 20,
+    batch_size: int = 128,
+    bpnet: bool = False,
+    seed: int = 0,
+) -> tuple[torch.Tensor, float]:
     """tangermeme DeepLiftShap (``bpnetlite.attribute.deep_lift_shap`` with ``bpnet=True``: its rules for
     the profile wrapper's nonlinearity) with ``shuffles`` dinucleotide-shuffled references per sequence,
     observed-base attributions ``(N, 4, L)``; and the largest convergence delta tangermeme warned about,
@@ -247,10 +294,21 @@ def deep_lift_shap_scores(model: nn.Module, onehot: torch.Tensor, target: int, s
         from tangermeme.deep_lift_shap import deep_lift_shap
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = deep_lift_shap(model, onehot, target=target, n_shuffles=shuffles, batch_size=batch_size,
-                                device="cpu", random_state=seed, warning_threshold=float("inf"))
-    relative = [float(m.group(1)) / 100 for w in caught
-                if (m := re.search(r"deltas are ([0-9.]+)% of the output", str(w.message)))]
+        result = deep_lift_shap(
+            model,
+            onehot,
+            target=target,
+            n_shuffles=shuffles,
+            batch_size=batch_size,
+            device="cpu",
+            random_state=seed,
+            warning_threshold=float("inf"),
+        )
+    relative = [
+        float(m.group(1)) / 100
+        for w in caught
+        if (m := re.search(r"deltas are ([0-9.]+)% of the output", str(w.message)))
+    ]
     return result, max(relative, default=0.0)
 
 
@@ -285,8 +343,9 @@ def _same_mode(wrapper: nn.Module, model: nn.Module) -> nn.Module:
     return wrapper.train(model.training)
 
 
-def bpnet_cases(model: nn.Module, onehot: torch.Tensor, truth: torch.Tensor, ig_steps: int, shuffles: int,
-                fit: dict) -> list[Case]:
+def bpnet_cases(
+    model: nn.Module, onehot: torch.Tensor, truth: torch.Tensor, ig_steps: int, shuffles: int, fit: dict
+) -> list[Case]:
     """The profile and counts cases of a bpnet-lite ``BPNet`` on positive test sequences."""
     from bpnetlite.bpnet import CountWrapper, ProfileWrapper
 
@@ -297,8 +356,10 @@ def bpnet_cases(model: nn.Module, onehot: torch.Tensor, truth: torch.Tensor, ig_
 
     cases = []
     # center=True: the mean-centred logits bpnet-lite's ProfileWrapper explains (for DeepLiftShap), for every method.
-    for label, target, wrapper in (("BPNet-like, profile", profile_target(center=True), ProfileWrapper),
-                                   ("BPNet-like, counts", counts_target(), CountWrapper)):
+    for label, target, wrapper in (
+        ("BPNet-like, profile", profile_target(center=True), ProfileWrapper),
+        ("BPNet-like, counts", counts_target(), CountWrapper),
+    ):
         head = HeadModel(model, target)
 
         def lrp(composite: str, target=target) -> torch.Tensor:
@@ -309,8 +370,14 @@ def bpnet_cases(model: nn.Module, onehot: torch.Tensor, truth: torch.Tensor, ig_
             "ours: epsilon": lambda lrp=lrp: lrp("epsilon"),
         }
         methods.update(_baselines(head, onehot, 0, ig_steps))
-        case = Case(label, methods, lambda head=head: E.gradient(head, onehot, 0).relevance, truth,
-                    ("ours: genomics", "ours: epsilon"), fit=fit)
+        case = Case(
+            label,
+            methods,
+            lambda head=head: E.gradient(head, onehot, 0).relevance,
+            truth,
+            ("ours: genomics", "ours: epsilon"),
+            fit=fit,
+        )
 
         def dls(wrapper=wrapper, case=case) -> torch.Tensor:
             scores, delta = deep_lift_shap_scores(_same_mode(wrapper(model), model), onehot, 0, shuffles, bpnet=True)
@@ -318,14 +385,25 @@ def bpnet_cases(model: nn.Module, onehot: torch.Tensor, truth: torch.Tensor, ig_
             return scores.sum(1)
 
         methods["deep_lift_shap"] = dls
-        case.warmups.append(lambda wrapper=wrapper: deep_lift_shap_scores(_same_mode(wrapper(model), model), onehot[:1],
-                                                                          0, 1, bpnet=True))
+        case.warmups.append(
+            lambda wrapper=wrapper: deep_lift_shap_scores(
+                _same_mode(wrapper(model), model), onehot[:1], 0, 1, bpnet=True
+            )
+        )
         cases.append(case)
     return cases
 
 
-def nt_case(model: nn.Module, tokenizer: Any, onehot: torch.Tensor, sequences: list[str], truth: torch.Tensor,
-            ig_steps: int, shuffles: int, fit: dict) -> Case:
+def nt_case(
+    model: nn.Module,
+    tokenizer: Any,
+    onehot: torch.Tensor,
+    sequences: list[str],
+    truth: torch.Tensor,
+    ig_steps: int,
+    shuffles: int,
+    fit: dict,
+) -> Case:
     """The NT-like case: the class-1 logit, our composites through ``TokenSequenceExplainer``, the
     baselines and DeepLiftShap through :class:`OneHotKmerModel`."""
     from lrp_domains import evaluate as E
@@ -342,12 +420,14 @@ def nt_case(model: nn.Module, tokenizer: Any, onehot: torch.Tensor, sequences: l
         for composite in ("attnlrp", "cp-lrp"):
             explainer = TokenSequenceExplainer(model, tokenizer, composite=composite)
             name = f"ours: {composite}"
-            methods[name] = (lambda explainer=explainer: explainer.explain(
-                sequences, target=1, batch_size=len(sequences), hypothetical=False).relevance.sum(1))
+            methods[name] = lambda explainer=explainer: explainer.explain(
+                sequences, target=1, batch_size=len(sequences), hypothetical=False
+            ).relevance.sum(1)
             ours += (name,)
     methods.update(_baselines(wrapped, onehot, 1, ig_steps))
-    case = Case("NT-like, class logit", methods, lambda: E.gradient(wrapped, onehot, 1).relevance, truth, ours,
-                notes, fit)
+    case = Case(
+        "NT-like, class logit", methods, lambda: E.gradient(wrapped, onehot, 1).relevance, truth, ours, notes, fit
+    )
 
     def dls() -> torch.Tensor:
         scores, delta = deep_lift_shap_scores(wrapped, onehot, 1, shuffles)
@@ -390,11 +470,19 @@ def score_case(case: Case, repeats: int = 3) -> list[dict]:
             ratios.append(took / ((before + after) / 2))
         scores = scores.detach().double()
         per_sequence = auroc(scores, case.truth)
-        rows.append({"case": case.name, "method": name, "AUROC": float(per_sequence.nanmean()),
-                     "per_sequence_AUROC": per_sequence,
-                     "AUPR": float(aupr(scores, case.truth).nanmean()), "seconds": statistics.median(seconds),
-                     "cost": statistics.median(ratios), "note": case.notes.get(name, ""),
-                     "sequences": len(case.truth)})
+        rows.append(
+            {
+                "case": case.name,
+                "method": name,
+                "AUROC": float(per_sequence.nanmean()),
+                "per_sequence_AUROC": per_sequence,
+                "AUPR": float(aupr(scores, case.truth).nanmean()),
+                "seconds": statistics.median(seconds),
+                "cost": statistics.median(ratios),
+                "note": case.notes.get(name, ""),
+                "sequences": len(case.truth),
+            }
+        )
     return rows
 
 
@@ -415,12 +503,23 @@ def verdict(rows: list[dict], ours: tuple[str, ...]) -> dict | None:
         paired = (best["per_sequence_AUROC"] - dls["per_sequence_AUROC"]).double()
         paired = paired[~paired.isnan()]
         error = float(paired.std() / len(paired) ** 0.5) if len(paired) > 1 else None
-    return {"case": best["case"], "ours": best["method"], "AUROC difference": difference,
-            "AUROC difference s.e.": error, "cost ratio": ratio, "met": difference >= 0 and ratio <= 0.1}
+    return {
+        "case": best["case"],
+        "ours": best["method"],
+        "AUROC difference": difference,
+        "AUROC difference s.e.": error,
+        "cost ratio": ratio,
+        "met": difference >= 0 and ratio <= 0.1,
+    }
 
 
-def run(n: int = 400, quick: bool = False, cache_dir: Path | None = None, models: tuple[str, ...] = ("nt", "bpnet"),
-        log: Callable[[str], None] = print) -> dict:
+def run(
+    n: int = 400,
+    quick: bool = False,
+    cache_dir: Path | None = None,
+    models: tuple[str, ...] = ("nt", "bpnet"),
+    log: Callable[[str], None] = print,
+) -> dict:
     """Train or load the models, build the cases on the positive sequences among ``n`` test sequences,
     score them; returns ``{"rows", "verdicts", "models", "missing", "threads"}``."""
     from lrp_domains.bench.data.synthetic import make_dataset
@@ -448,8 +547,18 @@ def run(n: int = 400, quick: bool = False, cache_dir: Path | None = None, models
         else:
             result["models"]["NT-like"] = record
             test = positives(settings["nt"].get("motif_ids"))
-            cases.append(nt_case(model, tokenizer, test.onehot, test.sequences, test.truth, settings["ig_steps"],
-                                 settings["shuffles"], record))
+            cases.append(
+                nt_case(
+                    model,
+                    tokenizer,
+                    test.onehot,
+                    test.sequences,
+                    test.truth,
+                    settings["ig_steps"],
+                    settings["shuffles"],
+                    record,
+                )
+            )
             if "ours" in cases[-1].notes:
                 result["missing"].append(cases[-1].notes["ours"])
     if "bpnet" in models:
@@ -479,19 +588,30 @@ def print_report(result: dict) -> None:
         console.print(f"{name}: held-out {shown} (trained in {record.get('seconds', '?')} s)")
     rows = result["rows"]
     if rows:
-        table = Table(title=f"bench genomics-models: {rows[0]['sequences']} positive synthetic test sequences, "
-                            f"{result['threads']} thread(s)")
+        table = Table(
+            title=f"bench genomics-models: {rows[0]['sequences']} positive synthetic test sequences, "
+            f"{result['threads']} thread(s)"
+        )
         for column in ("model, target", "method", "AUROC", "AUPR", "seconds", "cost (gradients)", "note"):
             table.add_column(column, justify="left" if column in ("model, target", "method", "note") else "right")
         for row in rows:
-            table.add_row(row["case"], row["method"], f"{row['AUROC']:.3f}", f"{row['AUPR']:.3f}",
-                          f"{row['seconds']:.3f}", f"{row['cost']:.2f}x", row["note"])
+            table.add_row(
+                row["case"],
+                row["method"],
+                f"{row['AUROC']:.3f}",
+                f"{row['AUPR']:.3f}",
+                f"{row['seconds']:.3f}",
+                f"{row['cost']:.2f}x",
+                row["note"],
+            )
         console.print(table)
     for found in result["verdicts"]:
         state = "met" if found["met"] else "NOT met"
         error = found["AUROC difference s.e."]
         spread = "" if error is None else f" (paired s.e. {error:.3f})"
-        console.print(f"{found['case']}: {found['ours']} vs deep_lift_shap: AUROC {found['AUROC difference']:+.3f}"
-                      f"{spread}, cost {found['cost ratio']:.3f}x DeepLiftShap's -> target {state}")
+        console.print(
+            f"{found['case']}: {found['ours']} vs deep_lift_shap: AUROC {found['AUROC difference']:+.3f}"
+            f"{spread}, cost {found['cost ratio']:.3f}x DeepLiftShap's -> target {state}"
+        )
     for line in result["missing"]:
         console.print(f"missing: {line}")

@@ -45,8 +45,9 @@ def bench_seqlets(n_seqlets: int, seed: int = 0) -> pd.DataFrame:
     return found.iloc[index].reset_index(drop=True)
 
 
-def biopython_annotate(seqlets: pd.DataFrame, library: list, cache: dict, candidates: int = 5,
-                       max_p: float = 1e-3) -> tuple[pd.DataFrame, list[float]]:
+def biopython_annotate(
+    seqlets: pd.DataFrame, library: list, cache: dict, candidates: int = 5, max_p: float = 1e-3
+) -> tuple[pd.DataFrame, list[float]]:
     """The former ``annotate_seqlets`` (Biopython scanner and ``ScoreDistribution``), with its
     distributions kept in ``cache``; returns the table and the seconds of each distribution built."""
     from Bio.Seq import Seq
@@ -65,7 +66,7 @@ def biopython_annotate(seqlets: pd.DataFrame, library: list, cache: dict, candid
 
     def p_value(found: Any, score: float) -> float:
         index = int((score - found.min_score) / found.step)
-        return float(np.clip(np.sum(found.bg_density[max(index, 0):]), 0.0, 1.0))
+        return float(np.clip(np.sum(found.bg_density[max(index, 0) :]), 0.0, 1.0))
 
     prepared = []
     for motif in library:
@@ -84,20 +85,37 @@ def biopython_annotate(seqlets: pd.DataFrame, library: list, cache: dict, candid
             pssm = _pssm(matrix_id, key)
             score, strand, position = _best_site(pssm, cleaned[letters])
             if np.isfinite(score):
-                scored.append(((score - pssm.min) / (pssm.max - pssm.min), score, strand, position, matrix_id,
-                               name, key))
+                scored.append(
+                    ((score - pssm.min) / (pssm.max - pssm.min), score, strand, position, matrix_id, name, key)
+                )
         best = None
         for _, score, strand, position, matrix_id, name, key in sorted(scored, reverse=True)[:candidates]:
             p = p_value(distribution(matrix_id, key), score)
             if best is None or p < best[0]:
                 best = (p, score, strand, position, matrix_id, name)
         if best is None:
-            rows.append({"motif_id": "", "motif_name": "", "match_score": np.nan, "match_p": np.nan,
-                         "match_strand": "", "match_start": np.nan})
+            rows.append(
+                {
+                    "motif_id": "",
+                    "motif_name": "",
+                    "match_score": np.nan,
+                    "match_p": np.nan,
+                    "match_strand": "",
+                    "match_start": np.nan,
+                }
+            )
             continue
         p, score, strand, position, matrix_id, name = best
-        rows.append({"motif_id": matrix_id if p <= max_p else "", "motif_name": name if p <= max_p else "",
-                     "match_score": score, "match_p": p, "match_strand": strand, "match_start": position})
+        rows.append(
+            {
+                "motif_id": matrix_id if p <= max_p else "",
+                "motif_name": name if p <= max_p else "",
+                "match_score": score,
+                "match_p": p,
+                "match_strand": strand,
+                "match_start": position,
+            }
+        )
     result = pd.concat([seqlets.copy(), pd.DataFrame(rows, index=seqlets.index)], axis=1)
     result["motifs_scanned"] = len(prepared)
     return result, built
@@ -118,9 +136,13 @@ def run(n_seqlets: int = 2000, repeats: int = 3, old_seqlets: int = 20, release:
 
     library = M.load_motifs(release)  # pyjaspar's database read once, outside every timing
     seqlets = bench_seqlets(n_seqlets)
-    keys = [(getattr(m, "matrix_id", None) or m.name,
-             tuple((letter, tuple(float(v) for v in m.counts[letter])) for letter in "".join(str(m.alphabet))))
-            for m in library]
+    keys = [
+        (
+            getattr(m, "matrix_id", None) or m.name,
+            tuple((letter, tuple(float(v) for v in m.counts[letter])) for letter in "".join(str(m.alphabet))),
+        )
+        for m in library
+    ]
 
     # NumPy: the one-time warm-up (tables, every distribution); Biopython: a sample annotated once,
     # building the distributions its candidates need (their mean time, times the library's size,
@@ -149,12 +171,28 @@ def run(n_seqlets: int = 2000, repeats: int = 3, old_seqlets: int = 20, release:
 
     base = {"motifs": len(library), "release": release}
     return [
-        {**base, "method": "Biopython (before)", "seqlets": len(sample), "seconds_per_seqlet": old_seconds,
-         "per_second": 1 / old_seconds, "warm_up": old_warm_up, "distributions_timed": len(built),
-         "speedup": 1.0, "agree": agree},
-        {**base, "method": "NumPy (now)", "seqlets": len(seqlets), "seconds_per_seqlet": new_seconds,
-         "per_second": 1 / new_seconds, "warm_up": warm_up, "distributions_timed": len(keys),
-         "speedup": old_seconds / new_seconds, "agree": agree},
+        {
+            **base,
+            "method": "Biopython (before)",
+            "seqlets": len(sample),
+            "seconds_per_seqlet": old_seconds,
+            "per_second": 1 / old_seconds,
+            "warm_up": old_warm_up,
+            "distributions_timed": len(built),
+            "speedup": 1.0,
+            "agree": agree,
+        },
+        {
+            **base,
+            "method": "NumPy (now)",
+            "seqlets": len(seqlets),
+            "seconds_per_seqlet": new_seconds,
+            "per_second": 1 / new_seconds,
+            "warm_up": warm_up,
+            "distributions_timed": len(keys),
+            "speedup": old_seconds / new_seconds,
+            "agree": agree,
+        },
     ]
 
 
@@ -164,17 +202,26 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     first, old = rows[0], next((row for row in rows if row["method"].startswith("Biopython")), None)
-    caption = (f"{first['motifs']} {first['release']} CORE vertebrate motifs, both strands, 5 candidates with exact "
-               f"p-values; {os.cpu_count()} cores; tables equal: {'yes' if first['agree'] else 'NO'}")
+    caption = (
+        f"{first['motifs']} {first['release']} CORE vertebrate motifs, both strands, 5 candidates with exact "
+        f"p-values; {os.cpu_count()} cores; tables equal: {'yes' if first['agree'] else 'NO'}"
+    )
     if old is not None:
-        caption += (f"; Biopython's warm-up extrapolated from the {old['distributions_timed']} distributions its "
-                    f"sample built")
+        caption += (
+            f"; Biopython's warm-up extrapolated from the {old['distributions_timed']} distributions its sample built"
+        )
     table = Table(title="bench motifs: seqlets annotated per second, warm", caption=caption)
     for column in ("method", "seqlets", "ms / 1k seqlets", "seqlets/s", "warm-up (s)", "speed-up"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
-        table.add_row(row["method"], str(row["seqlets"]), f"{1e6 * row['seconds_per_seqlet']:,.0f}",
-                      f"{row['per_second']:,.1f}", f"{row['warm_up']:,.1f}", f"{row['speedup']:,.0f}x")
+        table.add_row(
+            row["method"],
+            str(row["seqlets"]),
+            f"{1e6 * row['seconds_per_seqlet']:,.0f}",
+            f"{row['per_second']:,.1f}",
+            f"{row['warm_up']:,.1f}",
+            f"{row['speedup']:,.0f}x",
+        )
     Console().print(table)
 
 

@@ -71,8 +71,9 @@ def run(n: int = 400, references: int = 20, seed: int = 0) -> list[dict]:
         for module in copied.modules():
             if isinstance(module, (torch.nn.Conv1d, torch.nn.Linear, torch.nn.BatchNorm1d)):
                 module.rule = EpsilonRule()
-            elif isinstance(module, (torch.nn.MaxPool1d, torch.nn.AdaptiveMaxPool1d, torch.nn.AdaptiveAvgPool1d,
-                                     torch.nn.Flatten)):
+            elif isinstance(
+                module, (torch.nn.MaxPool1d, torch.nn.AdaptiveMaxPool1d, torch.nn.AdaptiveAvgPool1d, torch.nn.Flatten)
+            ):
                 module.rule = IdentityRule()
         return LRP(copied).attribute(onehot.clone(), target=target).detach()
 
@@ -80,21 +81,28 @@ def run(n: int = 400, references: int = 20, seed: int = 0) -> list[dict]:
         explainer = DeepLiftShap(copy.deepcopy(model))
         parts = []
         for start in range(0, len(onehot), 32):
-            batch = onehot[start:start + 32]
+            batch = onehot[start : start + 32]
             baselines = _shuffled_references(batch, references, seed)
             # DeepLiftShap pairs every input with every baseline; one sequence at a time keeps
             # each sequence with its own shuffles.
-            parts.extend(explainer.attribute(sequence[None], baselines[i * references:(i + 1) * references],
-                                             target=target).detach() * sequence[None]
-                         for i, sequence in enumerate(batch))
+            parts.extend(
+                explainer.attribute(
+                    sequence[None], baselines[i * references : (i + 1) * references], target=target
+                ).detach()
+                * sequence[None]
+                for i, sequence in enumerate(batch)
+            )
         return torch.cat(parts)
 
     def integrated_gradients() -> torch.Tensor:
         return IntegratedGradients(model).attribute(onehot, target=target, n_steps=32).detach()
 
     methods: dict[str, Callable[[], torch.Tensor]] = {
-        "lrp-domains genomics": ours, "gradient x input": gradient_x_input, "captum LRP": captum_lrp,
-        "captum DeepLiftShap (20 shuffles)": deep_lift_shap, "captum integrated gradients": integrated_gradients,
+        "lrp-domains genomics": ours,
+        "gradient x input": gradient_x_input,
+        "captum LRP": captum_lrp,
+        "captum DeepLiftShap (20 shuffles)": deep_lift_shap,
+        "captum integrated gradients": integrated_gradients,
     }
     results, rows = {}, []
     for name, fn in methods.items():
@@ -106,11 +114,13 @@ def run(n: int = 400, references: int = 20, seed: int = 0) -> list[dict]:
             continue
         seconds = time.perf_counter() - start
         results[name] = relevance
-        rows.append({"method": name, "seconds": seconds,
-                     "AUROC": float(E.auroc((relevance * onehot).sum(1), truth).nanmean())})
+        rows.append(
+            {"method": name, "seconds": seconds, "AUROC": float(E.auroc((relevance * onehot).sum(1), truth).nanmean())}
+        )
     # The one-pass methods take a fraction of a second: time them again, interleaved.
-    quick = {name: methods[name] for name in ("lrp-domains genomics", "gradient x input", "captum LRP")
-             if name in results}
+    quick = {
+        name: methods[name] for name in ("lrp-domains genomics", "gradient x input", "captum LRP") if name in results
+    }
     times = interleaved_times(quick, repeats=5)
     for row in rows:
         if row["method"] in times:
@@ -136,6 +146,11 @@ def print_table(rows: list[dict]) -> None:
         if "error" in row:
             table.add_row(row["method"], "-", "-", "-", row["error"])
         else:
-            table.add_row(row["method"], f"{row['correlation']:.3f}", f"{row['AUROC']:.3f}", f"{row['seconds']:.2f}",
-                          f"{row['cost']:.1f}x")
+            table.add_row(
+                row["method"],
+                f"{row['correlation']:.3f}",
+                f"{row['AUROC']:.3f}",
+                f"{row['seconds']:.2f}",
+                f"{row['cost']:.1f}x",
+            )
     Console().print(table)

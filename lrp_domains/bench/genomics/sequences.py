@@ -23,8 +23,9 @@ from lrp_domains.core.rules import AlphaBeta, Epsilon, Gamma, ZBox, ZPlus
 
 #: Composites measured; the README's choice for ``genomics`` comes from this table.
 CANDIDATES: dict[str, Callable[[], Composite]] = {
-    "zbox + gamma + epsilon (genomics)": lambda: Composite({CONV: Gamma(0.25), DENSE: Epsilon()},
-                                                          first=ZBox(0.0, 1.0), name="genomics"),
+    "zbox + gamma + epsilon (genomics)": lambda: Composite(
+        {CONV: Gamma(0.25), DENSE: Epsilon()}, first=ZBox(0.0, 1.0), name="genomics"
+    ),
     "zbox + z+ + epsilon": lambda: Composite({CONV: ZPlus(), DENSE: Epsilon()}, first=ZBox(0.0, 1.0)),
     "zbox + epsilon": lambda: Composite({CONV + (DENSE,): Epsilon()}, first=ZBox(0.0, 1.0)),
     "epsilon-plus": lambda: Composite({CONV: ZPlus(), DENSE: Epsilon()}),
@@ -55,14 +56,17 @@ def methods(model, onehot: torch.Tensor, target, batch_size: int = 128) -> dict[
     def saliency() -> torch.Tensor:
         return E.gradient(model, onehot, target, batch_size=batch_size).relevance.abs().amax(1)
 
-    found.update({
-        "gradient x input": gradient_x_input,
-        "gradient x input, centered": centered,
-        "saliency": saliency,
-        "integrated gradients": lambda: E.integrated_gradients(model, onehot, target, steps=32,
-                                                               batch_size=batch_size).relevance.sum(1),
-        "ism": lambda: E.ism(model, onehot, target, batch_size=batch_size).relevance.sum(1),
-    })
+    found.update(
+        {
+            "gradient x input": gradient_x_input,
+            "gradient x input, centered": centered,
+            "saliency": saliency,
+            "integrated gradients": lambda: E.integrated_gradients(
+                model, onehot, target, steps=32, batch_size=batch_size
+            ).relevance.sum(1),
+            "ism": lambda: E.ism(model, onehot, target, batch_size=batch_size).relevance.sum(1),
+        }
+    )
     return found
 
 
@@ -90,8 +94,15 @@ def run(n: int = 1000, include_ism: bool = True, threads: int | None = None, rep
         start = time.perf_counter()
         scores = fn().double()
         seconds = time.perf_counter() - start
-        rows.append({"method": name, "AUROC": float(auroc(scores, truth).nanmean()),
-                     "AUPR": float(aupr(scores, truth).nanmean()), "seconds": seconds, "sequences": len(onehot)})
+        rows.append(
+            {
+                "method": name,
+                "AUROC": float(auroc(scores, truth).nanmean()),
+                "AUPR": float(aupr(scores, truth).nanmean()),
+                "seconds": seconds,
+                "sequences": len(onehot),
+            }
+        )
     # One-pass methods take a fraction of a second: time them again, interleaved, median of many.
     quick = {name: fn for name, fn in found.items() if name not in ("ism", "integrated gradients")}
     times = interleaved_times(quick, repeats=repeats)
@@ -108,11 +119,14 @@ def print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"bench sequences: default CNN, {rows[0]['sequences']} positive synthetic test sequences, "
-                        f"{torch.get_num_threads()} threads")
+    table = Table(
+        title=f"bench sequences: default CNN, {rows[0]['sequences']} positive synthetic test sequences, "
+        f"{torch.get_num_threads()} threads"
+    )
     for column in ("method", "AUROC", "AUPR", "seconds", "cost (gradients)"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
-        table.add_row(row["method"], f"{row['AUROC']:.3f}", f"{row['AUPR']:.3f}", f"{row['seconds']:.2f}",
-                      f"{row['cost']:.2f}x")
+        table.add_row(
+            row["method"], f"{row['AUROC']:.3f}", f"{row['AUPR']:.3f}", f"{row['seconds']:.2f}", f"{row['cost']:.2f}x"
+        )
     Console().print(table)

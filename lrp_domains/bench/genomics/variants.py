@@ -52,8 +52,9 @@ def benchmark(out_dir: str | Path, n: int, seed: int = 0) -> Any:
     """The bench's genome and variants with ``n`` planted motifs (``3 n`` variants) in ``out_dir``."""
     from lrp_domains.bench.data.variants import make_variant_benchmark
 
-    return make_variant_benchmark(out_dir, n_chroms=-(-n // MOTIFS_PER_CHROM), chrom_length=CHROM_LENGTH,
-                                  n_motifs=n, seed=seed)
+    return make_variant_benchmark(
+        out_dir, n_chroms=-(-n // MOTIFS_PER_CHROM), chrom_length=CHROM_LENGTH, n_motifs=n, seed=seed
+    )
 
 
 def planted_library(release: str = "JASPAR2024") -> list:
@@ -109,12 +110,16 @@ def naming(table: pd.DataFrame, family_of: dict[str, set[str]] | None = None) ->
     variants the fraction with any ``ref_motif``."""
     broken = table[table["category"] == "break"]
     far = table[table["category"] == "far"]
-    result = {"named": float((broken["ref_motif"] == broken["planted"]).mean()),
-              "lost": float((broken["motif_change"] == "lost").mean()),
-              "far_named": float((far["ref_motif"] != "").mean())}
+    result = {
+        "named": float((broken["ref_motif"] == broken["planted"]).mean()),
+        "lost": float((broken["motif_change"] == "lost").mean()),
+        "far_named": float((far["ref_motif"] != "").mean()),
+    }
     if family_of is not None:
-        same = [bool(family_of.get(name, set()) & family_of.get(planted, set())) or name == planted
-                for name, planted in zip(broken["ref_motif"], broken["planted"])]
+        same = [
+            bool(family_of.get(name, set()) & family_of.get(planted, set())) or name == planted
+            for name, planted in zip(broken["ref_motif"], broken["planted"])
+        ]
         result["family"] = float(np.mean(same))
     return result
 
@@ -134,12 +139,16 @@ def ism_windows(model: torch.nn.Module, bench: Any, batch_size: int = 128) -> tu
         records = list(read_vcf(bench.vcf))
         windows = [variant_windows(r, genome, bench.window) for r in records]
     dtype = next(model.parameters()).dtype
-    per = [ism(model, one_hot(side).to(dtype), 0, batch_size=batch_size).relevance.sum(1).double()
-           for side in ([w.ref for w in windows], [w.alt for w in windows])]
+    per = [
+        ism(model, one_hot(side).to(dtype), 0, batch_size=batch_size).relevance.sum(1).double()
+        for side in ([w.ref for w in windows], [w.alt for w in windows])
+    ]
     center = torch.as_tensor([w.center for w in windows])
     scores = pd.DataFrame({"id": [r.id for r in records], "ism": per[0][torch.arange(len(records)), center].numpy()})
-    pairs = [allele_windows(per[0][k].numpy(), per[1][k].numpy(), w.ref, w.alt, w.center, r.ref, r.alt)
-             for k, (r, w) in enumerate(zip(records, windows))]
+    pairs = [
+        allele_windows(per[0][k].numpy(), per[1][k].numpy(), w.ref, w.alt, w.center, r.ref, r.alt)
+        for k, (r, w) in enumerate(zip(records, windows))
+    ]
     return scores, pairs
 
 
@@ -174,8 +183,14 @@ def _cost_functions(bench: Any, explainers: dict[str, Any], model: torch.nn.Modu
     return calls
 
 
-def run(n: int = 120, seed: int = 0, repeats: int = 3, quick: bool = False, threads: int | None = 1,
-        release: str = "JASPAR2024") -> dict[str, Any]:
+def run(
+    n: int = 120,
+    seed: int = 0,
+    repeats: int = 3,
+    quick: bool = False,
+    threads: int | None = 1,
+    release: str = "JASPAR2024",
+) -> dict[str, Any]:
     """The benchmark with ``n`` planted motifs (``3 n`` variants): a row per method (AUROCs, mean
     |effect| per category, naming, cost in gradients) and the run's settings. ``quick``: 30 motifs,
     one timed repeat."""
@@ -195,15 +210,18 @@ def run(n: int = 120, seed: int = 0, repeats: int = 3, quick: bool = False, thre
     library = planted_library(release)
     with tempfile.TemporaryDirectory() as folder:
         bench = benchmark(folder, n, seed)
-        tables = {name: labelled(explain_variants(e, bench.vcf, bench.fasta, motifs=release), bench)
-                  for name, e in explainers.items()}
-        planted_named = {name: naming(labelled(explain_variants(e, bench.vcf, bench.fasta, motifs=library), bench))
-                         for name, e in explainers.items()}
+        tables = {
+            name: labelled(explain_variants(e, bench.vcf, bench.fasta, motifs=release), bench)
+            for name, e in explainers.items()
+        }
+        planted_named = {
+            name: naming(labelled(explain_variants(e, bench.vcf, bench.fasta, motifs=library), bench))
+            for name, e in explainers.items()
+        }
         ism_scores, ism_pairs = ism_windows(model, bench)
         ism_rows = labelled(ism_named(ism_scores, ism_pairs, release), bench)
         ism_planted = labelled(ism_named(ism_scores, ism_pairs, library), bench)
-        times = interleaved_times(_cost_functions(bench, explainers, model), repeats=repeats,
-                                  warmup=0 if quick else 1)
+        times = interleaved_times(_cost_functions(bench, explainers, model), repeats=repeats, warmup=0 if quick else 1)
         n_variants = len(bench.variants)
     gradient_per_window = times["gradient"] / (2 * n_variants)
 
@@ -215,24 +233,64 @@ def run(n: int = 120, seed: int = 0, repeats: int = 3, quick: bool = False, thre
     category = first["category"].to_numpy()
     rows.append(_row("delta_score (model output)", first["delta_score"], category, None, None, math.nan))
     for name, table in tables.items():
-        rows.append(_row(f"delta_relevance, LRP {name}", table["delta_relevance"], table["category"].to_numpy(),
-                         naming(table, family_of), planted_named[name], cost(f"lrp {name}"),
-                         cost("lrp genomics + naming") if name == "genomics" else math.nan))
-    rows.append(_row("ISM at the variant (REF window)", ism_rows["ism"], ism_rows["category"].to_numpy(),
-                     naming(ism_rows, family_of), naming(ism_planted), cost("ism")))
-    return {"rows": rows, "n_motifs": n, "n_variants": n_variants, "seed": seed, "threads": torch.get_num_threads(),
-            "repeats": repeats, "gradient_ms_per_window": 1e3 * gradient_per_window, "release": release}
+        rows.append(
+            _row(
+                f"delta_relevance, LRP {name}",
+                table["delta_relevance"],
+                table["category"].to_numpy(),
+                naming(table, family_of),
+                planted_named[name],
+                cost(f"lrp {name}"),
+                cost("lrp genomics + naming") if name == "genomics" else math.nan,
+            )
+        )
+    rows.append(
+        _row(
+            "ISM at the variant (REF window)",
+            ism_rows["ism"],
+            ism_rows["category"].to_numpy(),
+            naming(ism_rows, family_of),
+            naming(ism_planted),
+            cost("ism"),
+        )
+    )
+    return {
+        "rows": rows,
+        "n_motifs": n,
+        "n_variants": n_variants,
+        "seed": seed,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "gradient_ms_per_window": 1e3 * gradient_per_window,
+        "release": release,
+    }
 
 
-def _row(method: str, scores: pd.Series, category: np.ndarray, named: dict[str, float] | None,
-         planted: dict[str, float] | None, cost: float, cost_named: float = math.nan) -> dict[str, Any]:
+def _row(
+    method: str,
+    scores: pd.Series,
+    category: np.ndarray,
+    named: dict[str, float] | None,
+    planted: dict[str, float] | None,
+    cost: float,
+    cost_named: float = math.nan,
+) -> dict[str, Any]:
     auc, auc_far = aurocs(scores.to_numpy(), category)
     means = category_means(scores.to_numpy(), category)
     named = named or {}
-    return {"method": method, "auroc": auc, "auroc_far": auc_far, **{f"mean_{k}": v for k, v in means.items()},
-            "named": named.get("named", math.nan), "family": named.get("family", math.nan),
-            "planted_lib": (planted or {}).get("named", math.nan), "lost": named.get("lost", math.nan),
-            "far_named": named.get("far_named", math.nan), "cost": cost, "cost_named": cost_named}
+    return {
+        "method": method,
+        "auroc": auc,
+        "auroc_far": auc_far,
+        **{f"mean_{k}": v for k, v in means.items()},
+        "named": named.get("named", math.nan),
+        "family": named.get("family", math.nan),
+        "planted_lib": (planted or {}).get("named", math.nan),
+        "lost": named.get("lost", math.nan),
+        "far_named": named.get("far_named", math.nan),
+        "cost": cost,
+        "cost_named": cost_named,
+    }
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -243,22 +301,48 @@ def print_table(result: dict[str, Any]) -> None:
     def fmt(value: float, spec: str = ".3f") -> str:
         return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
-    table = Table(title=f"bench variants: default CNN, {result['n_variants']} variants ({result['n_motifs']} planted "
-                        f"motifs: break / flank / far), seed {result['seed']}",
-                  caption=f"AUROC: break vs flank+far (vs far alone) by |effect|; named: break variants whose REF "
-                          f"motif is the planted one ({result['release']}: exact name, same TF family; planted lib: "
-                          f"the 10 synthetic motifs only); cost: seconds per variant / one plain gradient of one "
-                          f"window ({result['gradient_ms_per_window']:.3f} ms), {result['threads']} thread(s), "
-                          f"median of {result['repeats']} interleaved")
-    columns = ("method", "AUROC", "AUROC vs far", "|Δ| break", "|Δ| flank", "|Δ| far", "named exact",
-               "named family", "named planted lib", "lost", "far named", "cost (grad)", "cost + naming")
+    table = Table(
+        title=f"bench variants: default CNN, {result['n_variants']} variants ({result['n_motifs']} planted "
+        f"motifs: break / flank / far), seed {result['seed']}",
+        caption=f"AUROC: break vs flank+far (vs far alone) by |effect|; named: break variants whose REF "
+        f"motif is the planted one ({result['release']}: exact name, same TF family; planted lib: "
+        f"the 10 synthetic motifs only); cost: seconds per variant / one plain gradient of one "
+        f"window ({result['gradient_ms_per_window']:.3f} ms), {result['threads']} thread(s), "
+        f"median of {result['repeats']} interleaved",
+    )
+    columns = (
+        "method",
+        "AUROC",
+        "AUROC vs far",
+        "|Δ| break",
+        "|Δ| flank",
+        "|Δ| far",
+        "named exact",
+        "named family",
+        "named planted lib",
+        "lost",
+        "far named",
+        "cost (grad)",
+        "cost + naming",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in result["rows"]:
-        table.add_row(row["method"], fmt(row["auroc"]), fmt(row["auroc_far"]), fmt(row["mean_break"]),
-                      fmt(row["mean_flank"]), fmt(row["mean_far"]), fmt(row["named"], ".2f"),
-                      fmt(row["family"], ".2f"), fmt(row["planted_lib"], ".2f"), fmt(row["lost"], ".2f"),
-                      fmt(row["far_named"], ".2f"), fmt(row["cost"], ".1f"), fmt(row["cost_named"], ".1f"))
+        table.add_row(
+            row["method"],
+            fmt(row["auroc"]),
+            fmt(row["auroc_far"]),
+            fmt(row["mean_break"]),
+            fmt(row["mean_flank"]),
+            fmt(row["mean_far"]),
+            fmt(row["named"], ".2f"),
+            fmt(row["family"], ".2f"),
+            fmt(row["planted_lib"], ".2f"),
+            fmt(row["lost"], ".2f"),
+            fmt(row["far_named"], ".2f"),
+            fmt(row["cost"], ".1f"),
+            fmt(row["cost_named"], ".1f"),
+        )
     Console(width=200).print(table)
 
 

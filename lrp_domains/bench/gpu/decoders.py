@@ -47,25 +47,71 @@ from torch import nn
 from lrp_domains.bench.measure import NAN, correlation, fits, free, measure
 from lrp_domains.bench.methods import select
 
-_LLAMA3_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
-                "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+_LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500000.0,
+    "factor": 32.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
 #: Llama-3.2-1B and Llama-3.1-8B (config numbers; weights random).
 SHAPES: dict[str, dict[str, Any]] = {
-    "1b": dict(hidden_size=2048, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
-               intermediate_size=8192, vocab_size=128256, tie_word_embeddings=True, rms_norm_eps=1e-5,
-               max_position_embeddings=131072, rope_parameters=dict(_LLAMA3_ROPE)),
-    "8b": dict(hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, head_dim=128,
-               intermediate_size=14336, vocab_size=128256, tie_word_embeddings=False, rms_norm_eps=1e-5,
-               max_position_embeddings=131072, rope_parameters={**_LLAMA3_ROPE, "factor": 8.0}),
+    "1b": dict(
+        hidden_size=2048,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=64,
+        intermediate_size=8192,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        max_position_embeddings=131072,
+        rope_parameters=dict(_LLAMA3_ROPE),
+    ),
+    "8b": dict(
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        head_dim=128,
+        intermediate_size=14336,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+        max_position_embeddings=131072,
+        rope_parameters={**_LLAMA3_ROPE, "factor": 8.0},
+    ),
 }
 #: The same two shapes in miniature (same head grouping, tied/untied embeddings), for CPU runs.
 TINY_SHAPES: dict[str, dict[str, Any]] = {
-    "1b": dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-               intermediate_size=256, vocab_size=512, tie_word_embeddings=True, rms_norm_eps=1e-5,
-               max_position_embeddings=131072, rope_parameters=dict(_LLAMA3_ROPE)),
-    "8b": dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-               intermediate_size=224, vocab_size=512, tie_word_embeddings=False, rms_norm_eps=1e-5,
-               max_position_embeddings=131072, rope_parameters={**_LLAMA3_ROPE, "factor": 8.0}),
+    "1b": dict(
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=256,
+        vocab_size=512,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        max_position_embeddings=131072,
+        rope_parameters=dict(_LLAMA3_ROPE),
+    ),
+    "8b": dict(
+        hidden_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        intermediate_size=224,
+        vocab_size=512,
+        tie_word_embeddings=False,
+        rms_norm_eps=1e-5,
+        max_position_embeddings=131072,
+        rope_parameters={**_LLAMA3_ROPE, "factor": 8.0},
+    ),
 }
 LENGTHS = (1024, 4096, 8192)
 TINY_LENGTHS = (32, 64)
@@ -74,8 +120,10 @@ GRADIENT = "gradient"
 VIA_EXPLAIN = "explain()"
 VIA_PROBE = "scope, train mode"
 VIA_TRAIN = "train mode"
-NO_CHECKPOINTING = ("explain() runs the model in eval mode and transformers checkpoints a layer only in training "
-                    "mode (GradientCheckpointingLayer: gradient_checkpointing and self.training): nothing recomputed")
+NO_CHECKPOINTING = (
+    "explain() runs the model in eval mode and transformers checkpoints a layer only in training "
+    "mode (GradientCheckpointingLayer: gradient_checkpointing and self.training): nothing recomputed"
+)
 NO_CUDA = "no CUDA device: run with --tiny to check the bench on CPU"
 
 
@@ -84,8 +132,13 @@ class NoCudaError(RuntimeError):
 
 
 # -- models and methods ---------------------------------------------------------------------------
-def build_decoder(shape: dict[str, Any], device: torch.device | str, dtype: torch.dtype = torch.bfloat16,
-                  attention: str = "sdpa", seed: int = 0) -> nn.Module:
+def build_decoder(
+    shape: dict[str, Any],
+    device: torch.device | str,
+    dtype: torch.dtype = torch.bfloat16,
+    attention: str = "sdpa",
+    seed: int = 0,
+) -> nn.Module:
     """A ``LlamaForCausalLM`` with random weights, created directly on ``device`` in ``dtype`` (no
     float32 copy, nothing downloaded); eval mode, parameters not requiring grad."""
     from transformers import AutoModelForCausalLM, LlamaConfig
@@ -126,8 +179,9 @@ def lrp_relevance(model: nn.Module, ids: torch.Tensor, composite: str) -> torch.
     the relevance read at the embeddings (as ``TextExplainer.explain_next_token``)."""
     from lrp_domains.core.engine.attribution import explain
 
-    result = explain(model, {"input_ids": ids}, composite=composite, sources=nn.Embedding, output=last_logits,
-                     check_delta=False)
+    result = explain(
+        model, {"input_ids": ids}, composite=composite, sources=nn.Embedding, output=last_logits, check_delta=False
+    )
     return result.sources[_word_embedding(model)].sum(-1)
 
 
@@ -197,13 +251,15 @@ def recomputes(model: nn.Module, fn: Callable[[], object]) -> bool:
     return len(calls) > 1
 
 
-def decoder_methods(model: nn.Module, ids: torch.Tensor, checkpointed: bool,
-                    explain_checkpoints: bool = False) -> dict[tuple[str, str], Callable[[], torch.Tensor] | None]:
+def decoder_methods(
+    model: nn.Module, ids: torch.Tensor, checkpointed: bool, explain_checkpoints: bool = False
+) -> dict[tuple[str, str], Callable[[], torch.Tensor] | None]:
     """``{(method, via): callable}`` for one length. With checkpointing, ours runs through
     ``explain`` where that checkpoints (``explain_checkpoints``); else ``explain`` is listed with
     None (n/a) and the scope probe is measured instead."""
     found: dict[tuple[str, str], Callable[[], torch.Tensor] | None] = {
-        (GRADIENT, VIA_TRAIN if checkpointed else ""): lambda: gradient_relevance(model, ids)}
+        (GRADIENT, VIA_TRAIN if checkpointed else ""): lambda: gradient_relevance(model, ids)
+    }
     for name in COMPOSITES:
         if not checkpointed or explain_checkpoints:
             found[(name, VIA_EXPLAIN)] = lambda name=name: lrp_relevance(model, ids, name)
@@ -214,8 +270,9 @@ def decoder_methods(model: nn.Module, ids: torch.Tensor, checkpointed: bool,
 
 
 # -- the longest context that fits (timing in turns, out of memory: bench.measure) ----------------
-def longest_fitting(try_length: Callable[[int], bool], start: int, cap: int, max_seconds: float,
-                    bisections: int = 3, step: int = 256) -> dict[str, Any]:
+def longest_fitting(
+    try_length: Callable[[int], bool], start: int, cap: int, max_seconds: float, bisections: int = 3, step: int = 256
+) -> dict[str, Any]:
     """The longest length at which ``try_length(n)`` (True: it ran) succeeds: doubling from
     ``start`` up to ``cap``, then up to ``bisections`` halvings of the gap between the last length
     that ran and the first that did not (rounded to ``step``).
@@ -285,9 +342,19 @@ def _random_ids(model: nn.Module, length: int, device: torch.device, seed: int =
     return torch.randint(model.config.vocab_size, (1, length), generator=generator).to(device)
 
 
-def decoder_rows(name: str, shape: dict[str, Any], device: torch.device, lengths: Sequence[int], repeats: int,
-                 search: bool, max_seconds: float, max_length: int, attention: str, log: Callable[[str], None],
-                 tiny: bool) -> list[dict[str, Any]]:
+def decoder_rows(
+    name: str,
+    shape: dict[str, Any],
+    device: torch.device,
+    lengths: Sequence[int],
+    repeats: int,
+    search: bool,
+    max_seconds: float,
+    max_length: int,
+    attention: str,
+    log: Callable[[str], None],
+    tiny: bool,
+) -> list[dict[str, Any]]:
     """Check rows, measured rows and search rows for one decoder shape (the model is freed after)."""
     log(f"building the {name} decoder ({'tiny, ' if tiny else ''}random bf16 weights) on {device}")
     model = build_decoder(shape, device, attention=attention)
@@ -296,51 +363,95 @@ def decoder_rows(name: str, shape: dict[str, Any], device: torch.device, lengths
         rows, explain_checkpoints = decoder_checks(model, label, device, min(lengths))
         rows += decoder_measurements(model, label, device, lengths, repeats, explain_checkpoints, log)
         if search:
-            rows += decoder_searches(model, label, device, min(lengths), max(max_length, max(lengths)), max_seconds,
-                                     16 if tiny else 256, explain_checkpoints, log)
+            rows += decoder_searches(
+                model,
+                label,
+                device,
+                min(lengths),
+                max(max_length, max(lengths)),
+                max_seconds,
+                16 if tiny else 256,
+                explain_checkpoints,
+                log,
+            )
     finally:
         del model
         free(device)
     return rows
 
 
-def decoder_checks(model: nn.Module, label: str, device: torch.device,
-                   length: int) -> tuple[list[dict[str, Any]], bool]:
+def decoder_checks(
+    model: nn.Module, label: str, device: torch.device, length: int
+) -> tuple[list[dict[str, Any]], bool]:
     """Check rows on one short input: the attention that runs, whether checkpointing recomputes
     (gradient, ``explain``, the scope probe), the probe's relevance against ``explain``'s, and the
     summed relevance over the explained logit. Also returns whether ``explain`` checkpoints."""
     ids = _random_ids(model, length, device)
     inside = {c: _attention_inside(model, c) for c in COMPOSITES}
-    rows = [{"section": "check", "model": label, "check": "attention",
-             "value": f"gradient: {model.config._attn_implementation}; ours: "
-                      + ", ".join(f"{c} -> {inside[c]}" for c in COMPOSITES)
-                      + " (the same kernel: one gradient baseline serves both)"}]
+    rows = [
+        {
+            "section": "check",
+            "model": label,
+            "check": "attention",
+            "value": f"gradient: {model.config._attn_implementation}; ours: "
+            + ", ".join(f"{c} -> {inside[c]}" for c in COMPOSITES)
+            + " (the same kernel: one gradient baseline serves both)",
+        }
+    ]
     with checkpointing(model):
         gradient_recomputes = recomputes(model, lambda: gradient_relevance(model, ids))
         explain_checkpoints = recomputes(model, lambda: lrp_relevance(model, ids, "attnlrp"))
         probe_recomputes = recomputes(model, lambda: scope_relevance(model, ids, "attnlrp"))
         probes = {c: scope_relevance(model, ids, c) for c in COMPOSITES}
     plain = {c: lrp_relevance(model, ids, c) for c in COMPOSITES}
-    rows.append({"section": "check", "model": label, "check": "recomputed under checkpointing",
-                 "value": f"gradient (train mode): {_yes(gradient_recomputes)}; explain(): "
-                          f"{_yes(explain_checkpoints)}; scope in train mode: {_yes(probe_recomputes)}",
-                 "gradient": gradient_recomputes, "explain": explain_checkpoints, "probe": probe_recomputes})
+    rows.append(
+        {
+            "section": "check",
+            "model": label,
+            "check": "recomputed under checkpointing",
+            "value": f"gradient (train mode): {_yes(gradient_recomputes)}; explain(): "
+            f"{_yes(explain_checkpoints)}; scope in train mode: {_yes(probe_recomputes)}",
+            "gradient": gradient_recomputes,
+            "explain": explain_checkpoints,
+            "probe": probe_recomputes,
+        }
+    )
     for c in COMPOSITES:
         difference = _relative_difference(probes[c], plain[c])
-        rows.append({"section": "check", "model": label, "check": f"{c}: checkpointed scope vs explain()",
-                     "value": f"largest difference {difference:.1e} of the largest relevance",
-                     "difference": difference})
+        rows.append(
+            {
+                "section": "check",
+                "model": label,
+                "check": f"{c}: checkpointed scope vs explain()",
+                "value": f"largest difference {difference:.1e} of the largest relevance",
+                "difference": difference,
+            }
+        )
     with torch.no_grad():
         logit = float(last_logits(model(ids)).max())
     for c in COMPOSITES:
         share = float(plain[c].double().sum()) / logit
-        rows.append({"section": "check", "model": label, "check": f"{c}: summed relevance / explained logit",
-                     "value": f"{share:.3f} ({length} tokens, bf16)", "conservation": share})
+        rows.append(
+            {
+                "section": "check",
+                "model": label,
+                "check": f"{c}: summed relevance / explained logit",
+                "value": f"{share:.3f} ({length} tokens, bf16)",
+                "conservation": share,
+            }
+        )
     return rows, explain_checkpoints
 
 
-def decoder_measurements(model: nn.Module, label: str, device: torch.device, lengths: Sequence[int], repeats: int,
-                         explain_checkpoints: bool, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def decoder_measurements(
+    model: nn.Module,
+    label: str,
+    device: torch.device,
+    lengths: Sequence[int],
+    repeats: int,
+    explain_checkpoints: bool,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
     """One row per length, checkpointing setting and method: time and peak memory over the gradient."""
     weights_gib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
     rows = []
@@ -353,36 +464,65 @@ def decoder_measurements(model: nn.Module, label: str, device: torch.device, len
                 measured = measure({k: fn for k, fn in methods.items() if fn is not None}, device, repeats)
             base = measured[(GRADIENT, VIA_TRAIN if checkpointed else "")]
             for (method, via), fn in methods.items():
-                result = measured.get((method, via)) or {"seconds": NAN, "peak": NAN,
-                                                         "note": f"n/a: {NO_CHECKPOINTING}"}
-                rows.append({
-                    "section": "decoder", "model": label, "tokens": length, "checkpointing": checkpointed,
-                    "method": method, "via": via, "ms": 1000 * result["seconds"],
-                    "peak_mib": result["peak"] / 2**20, "time_ratio": result["seconds"] / base["seconds"],
-                    "memory_ratio": result["peak"] / base["peak"] if base["peak"] > 0 else NAN,
-                    "note": result["note"], "measured": fn is not None and not result["note"],
-                    "weights_gib": weights_gib,
-                })
-                log(f"    {method} {via}: {_number(rows[-1]['ms'])} ms, {_number(rows[-1]['peak_mib'], 0)} MiB, "
+                result = measured.get((method, via)) or {
+                    "seconds": NAN,
+                    "peak": NAN,
+                    "note": f"n/a: {NO_CHECKPOINTING}",
+                }
+                rows.append(
+                    {
+                        "section": "decoder",
+                        "model": label,
+                        "tokens": length,
+                        "checkpointing": checkpointed,
+                        "method": method,
+                        "via": via,
+                        "ms": 1000 * result["seconds"],
+                        "peak_mib": result["peak"] / 2**20,
+                        "time_ratio": result["seconds"] / base["seconds"],
+                        "memory_ratio": result["peak"] / base["peak"] if base["peak"] > 0 else NAN,
+                        "note": result["note"],
+                        "measured": fn is not None and not result["note"],
+                        "weights_gib": weights_gib,
+                    }
+                )
+                log(
+                    f"    {method} {via}: {_number(rows[-1]['ms'])} ms, {_number(rows[-1]['peak_mib'], 0)} MiB, "
                     f"{_number(rows[-1]['time_ratio'], 2, 'x')} time, {_number(rows[-1]['memory_ratio'], 2, 'x')} "
-                    f"memory {rows[-1]['note'][:40]}")
+                    f"memory {rows[-1]['note'][:40]}"
+                )
         del ids
         free(device)
     return rows
 
 
-def decoder_searches(model: nn.Module, label: str, device: torch.device, start: int, cap: int, max_seconds: float,
-                     step: int, explain_checkpoints: bool, log: Callable[[str], None]) -> list[dict[str, Any]]:
+def decoder_searches(
+    model: nn.Module,
+    label: str,
+    device: torch.device,
+    start: int,
+    cap: int,
+    max_seconds: float,
+    step: int,
+    explain_checkpoints: bool,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
     """The longest context each method runs at, with and without checkpointing."""
     rows = []
     for checkpointed in (False, True):
         with checkpointing(model, checkpointed):
             for (method, via), fn in decoder_methods(model, None, checkpointed, explain_checkpoints).items():
-                row = {"section": "longest", "model": label, "method": method, "via": via,
-                       "checkpointing": checkpointed}
+                row = {
+                    "section": "longest",
+                    "model": label,
+                    "method": method,
+                    "via": via,
+                    "checkpointing": checkpointed,
+                }
                 if fn is None:
-                    rows.append({**row, "longest": NAN, "failed": None, "stopped": f"n/a: {NO_CHECKPOINTING}",
-                                 "seconds": NAN})
+                    rows.append(
+                        {**row, "longest": NAN, "failed": None, "stopped": f"n/a: {NO_CHECKPOINTING}", "seconds": NAN}
+                    )
                     continue
                 log(f"  {label}: longest context, {method} {via}, checkpointing {'on' if checkpointed else 'off'}")
 
@@ -391,8 +531,10 @@ def decoder_searches(model: nn.Module, label: str, device: torch.device, start: 
                     return fits(decoder_methods(model, ids, checkpointed, explain_checkpoints)[key], device)
 
                 rows.append({**row, **longest_fitting(try_length, start, cap, max_seconds, step=step)})
-                log(f"    longest {rows[-1]['longest']} tokens, first failed {rows[-1]['failed']}, stopped by "
-                    f"{rows[-1]['stopped']} ({rows[-1]['seconds']:.0f} s)")
+                log(
+                    f"    longest {rows[-1]['longest']} tokens, first failed {rows[-1]['failed']}, stopped by "
+                    f"{rows[-1]['stopped']} ({rows[-1]['seconds']:.0f} s)"
+                )
                 free(device)
     for row in rows:
         base = next(r for r in rows if r["method"] == GRADIENT and r["checkpointing"] == row["checkpointing"])
@@ -405,9 +547,16 @@ def _yes(flag: bool) -> str:
 
 
 # -- the default models ---------------------------------------------------------------------------
-def _throughput_rows(model_name: str, item: str, dtype: torch.dtype, batch: int,
-                     methods: dict[str, Callable[[], Any]], explained: str, device: torch.device,
-                     repeats: int) -> tuple[list[dict[str, Any]], Any]:
+def _throughput_rows(
+    model_name: str,
+    item: str,
+    dtype: torch.dtype,
+    batch: int,
+    methods: dict[str, Callable[[], Any]],
+    explained: str,
+    device: torch.device,
+    repeats: int,
+) -> tuple[list[dict[str, Any]], Any]:
     kept: dict[str, Any] = {}
 
     def keeping(fn: Callable[[], Any] = methods[explained]) -> Any:
@@ -419,17 +568,29 @@ def _throughput_rows(model_name: str, item: str, dtype: torch.dtype, batch: int,
     base = measured["forward"]
     rows = []
     for method, result in measured.items():
-        rows.append({
-            "section": "throughput", "model": model_name, "item": item, "dtype": str(dtype).removeprefix("torch."),
-            "batch": batch, "method": method, "explained": method == explained, "ms": 1000 * result["seconds"],
-            "items_per_s": batch / result["seconds"], "time_ratio": result["seconds"] / base["seconds"],
-            "peak_mib": result["peak"] / 2**20, "note": result["note"], "correlation": NAN,
-        })
+        rows.append(
+            {
+                "section": "throughput",
+                "model": model_name,
+                "item": item,
+                "dtype": str(dtype).removeprefix("torch."),
+                "batch": batch,
+                "method": method,
+                "explained": method == explained,
+                "ms": 1000 * result["seconds"],
+                "items_per_s": batch / result["seconds"],
+                "time_ratio": result["seconds"] / base["seconds"],
+                "peak_mib": result["peak"] / 2**20,
+                "note": result["note"],
+                "correlation": NAN,
+            }
+        )
     return rows, relevance
 
 
-def sentiment_rows(device: torch.device, batch: int, dtypes: Sequence[torch.dtype], repeats: int,
-                   log: Callable[[str], None]) -> list[dict[str, Any]]:
+def sentiment_rows(
+    device: torch.device, batch: int, dtypes: Sequence[torch.dtype], repeats: int, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     """The default sentiment model: forward, gradient x input and AttnLRP through ``TextExplainer``
     (strings in, word relevance out) on ``batch`` SST-2 dev sentences, per dtype."""
     from lrp_domains.data import sst2_dev
@@ -448,8 +609,9 @@ def sentiment_rows(device: torch.device, batch: int, dtypes: Sequence[torch.dtyp
     return rows
 
 
-def _sentiment(device: torch.device, dtype: torch.dtype, sentences: list[str],
-               repeats: int) -> tuple[list[dict[str, Any]], torch.Tensor]:
+def _sentiment(
+    device: torch.device, dtype: torch.dtype, sentences: list[str], repeats: int
+) -> tuple[list[dict[str, Any]], torch.Tensor]:
     from lrp_domains.text import TextExplainer
     from lrp_domains.text.default_model import load_default_model
 
@@ -469,21 +631,30 @@ def _sentiment(device: torch.device, dtype: torch.dtype, sentences: list[str],
             words = embeddings(inputs["input_ids"])
         leaf = words.detach().requires_grad_(True)
         with torch.enable_grad():
-            logits = model(inputs_embeds=leaf, attention_mask=inputs["attention_mask"],
-                           token_type_ids=inputs.get("token_type_ids")).logits
+            logits = model(
+                inputs_embeds=leaf, attention_mask=inputs["attention_mask"], token_type_ids=inputs.get("token_type_ids")
+            ).logits
             (grad,) = torch.autograd.grad(logits.gather(1, logits.argmax(1, keepdim=True)).sum(), leaf)
         return (leaf.detach() * grad).sum(-1).float().cpu()
 
     def explained() -> torch.Tensor:
         return torch.cat([r.token_relevance for r in explainer.explain(sentences, batch_size=len(sentences))])
 
-    return _throughput_rows("sentiment MiniLM", "sentences", dtype, len(sentences),
-                            {"forward": forward, "gradient x input": gradient, "attnlrp (TextExplainer)": explained},
-                            "attnlrp (TextExplainer)", device, repeats)
+    return _throughput_rows(
+        "sentiment MiniLM",
+        "sentences",
+        dtype,
+        len(sentences),
+        {"forward": forward, "gradient x input": gradient, "attnlrp (TextExplainer)": explained},
+        "attnlrp (TextExplainer)",
+        device,
+        repeats,
+    )
 
 
-def sequence_rows(device: torch.device, batch: int, dtypes: Sequence[torch.dtype], repeats: int,
-                  log: Callable[[str], None]) -> list[dict[str, Any]]:
+def sequence_rows(
+    device: torch.device, batch: int, dtypes: Sequence[torch.dtype], repeats: int, log: Callable[[str], None]
+) -> list[dict[str, Any]]:
     """The default sequence CNN: forward, gradient x input and the genomics composite through
     ``SequenceExplainer`` (one-hot on the host in, per-position relevance out) on ``batch``
     synthetic 200-bp sequences, per dtype."""
@@ -501,8 +672,9 @@ def sequence_rows(device: torch.device, batch: int, dtypes: Sequence[torch.dtype
     return rows
 
 
-def _sequences(device: torch.device, dtype: torch.dtype, onehot: torch.Tensor,
-               repeats: int) -> tuple[list[dict[str, Any]], torch.Tensor]:
+def _sequences(
+    device: torch.device, dtype: torch.dtype, onehot: torch.Tensor, repeats: int
+) -> tuple[list[dict[str, Any]], torch.Tensor]:
     from lrp_domains.bio import SequenceExplainer
     from lrp_domains.bio.sequences.synthetic_cnn import load_default_sequence_model
 
@@ -522,16 +694,24 @@ def _sequences(device: torch.device, dtype: torch.dtype, onehot: torch.Tensor,
     def explained() -> torch.Tensor:
         return explainer.explain(onehot, batch_size=len(onehot)).per_position
 
-    return _throughput_rows("sequence CNN", "sequences", dtype, len(onehot),
-                            {"forward": forward, "gradient x input": gradient,
-                             "genomics (SequenceExplainer)": explained},
-                            "genomics (SequenceExplainer)", device, repeats)
+    return _throughput_rows(
+        "sequence CNN",
+        "sequences",
+        dtype,
+        len(onehot),
+        {"forward": forward, "gradient x input": gradient, "genomics (SequenceExplainer)": explained},
+        "genomics (SequenceExplainer)",
+        device,
+        repeats,
+    )
 
 
 def _log_throughput(rows: list[dict[str, Any]], log: Callable[[str], None]) -> None:
     for row in rows:
-        log(f"    {row['method']}: {_number(row['items_per_s'], 0)} {row['item']}/s, "
-            f"{_number(row['time_ratio'], 2, 'x')} forward {row['note']}")
+        log(
+            f"    {row['method']}: {_number(row['items_per_s'], 0)} {row['item']}/s, "
+            f"{_number(row['time_ratio'], 2, 'x')} forward {row['note']}"
+        )
 
 
 def _failed(measured: dict[Any, dict[str, Any]]) -> list[Any]:
@@ -542,8 +722,11 @@ def _add_correlation(rows: list[dict[str, Any]], relevance: dict[torch.dtype, An
     """The correlation of each dtype's explained relevance with the float32 one, on the explained rows."""
     reference = relevance.get(torch.float32)
     for row in rows:
-        if row["explained"] and isinstance(reference, torch.Tensor) \
-                and isinstance(relevance[getattr(torch, row["dtype"])], torch.Tensor):
+        if (
+            row["explained"]
+            and isinstance(reference, torch.Tensor)
+            and isinstance(relevance[getattr(torch, row["dtype"])], torch.Tensor)
+        ):
             row["correlation"] = correlation(relevance[getattr(torch, row["dtype"])], reference)
 
 
@@ -563,11 +746,21 @@ def resolve_device(device: str | None, tiny: bool) -> torch.device:
     return resolved
 
 
-def run(device: str | None = None, tiny: bool = False, lengths: Sequence[int] | None = None,
-        shapes: Sequence[str] = ("1b", "8b"), repeats: int | None = None, search: bool = True,
-        max_seconds: float | None = None, max_length: int | None = None, defaults: bool = True,
-        attention: str = "sdpa", text_batch: int | None = None, sequence_batch: int | None = None,
-        progress: bool = False) -> list[dict[str, Any]]:
+def run(
+    device: str | None = None,
+    tiny: bool = False,
+    lengths: Sequence[int] | None = None,
+    shapes: Sequence[str] = ("1b", "8b"),
+    repeats: int | None = None,
+    search: bool = True,
+    max_seconds: float | None = None,
+    max_length: int | None = None,
+    defaults: bool = True,
+    attention: str = "sdpa",
+    text_batch: int | None = None,
+    sequence_batch: int | None = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
     """Measure everything; return rows (``section``: ``decoder``, ``longest``, ``throughput``,
     ``check``; see :func:`print_table`).
 
@@ -592,8 +785,9 @@ def run(device: str | None = None, tiny: bool = False, lengths: Sequence[int] | 
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     rows: list[dict[str, Any]] = []
     for name in shapes:
-        rows += decoder_rows(name, table[name], dev, lengths, repeats, search, max_seconds, max_length, attention,
-                             log, tiny)
+        rows += decoder_rows(
+            name, table[name], dev, lengths, repeats, search, max_seconds, max_length, attention, log, tiny
+        )
     if defaults:
         dtypes = (torch.float32, torch.bfloat16)
         rows += sentiment_rows(dev, text_batch or (8 if tiny else 256), dtypes, repeats, log)
@@ -631,39 +825,66 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     decoder = [r for r in rows if r["section"] == "decoder"]
     if decoder:
         weights = {r["model"]: r["weights_gib"] for r in decoder}
-        table = Table(title=f"bench gpu: LLaMA decoders with random bf16 weights, batch 1, {device}: the predicted "
-                            "next-token logit; time and memory over the plain gradient with the same checkpointing; "
-                            "peak memory above the weights ("
-                            + ", ".join(f"{m} {w:.2f} GiB" for m, w in weights.items()) + ")")
+        table = Table(
+            title=f"bench gpu: LLaMA decoders with random bf16 weights, batch 1, {device}: the predicted "
+            "next-token logit; time and memory over the plain gradient with the same checkpointing; "
+            "peak memory above the weights (" + ", ".join(f"{m} {w:.2f} GiB" for m, w in weights.items()) + ")"
+        )
         for column in ("model", "tokens", "ckpt", "method", "via", "ms", "peak MiB", "time", "memory", "note"):
-            table.add_column(column, justify="left" if column in ("model", "method", "via", "note", "ckpt")
-                             else "right")
+            table.add_column(
+                column, justify="left" if column in ("model", "method", "via", "note", "ckpt") else "right"
+            )
         for r in decoder:
-            table.add_row(r["model"], str(r["tokens"]), off(r["checkpointing"]), r["method"], r["via"],
-                          _number(r["ms"]), _number(r["peak_mib"], 0), _number(r["time_ratio"], 2, "x"),
-                          _number(r["memory_ratio"], 2, "x"), note(r["note"]))
+            table.add_row(
+                r["model"],
+                str(r["tokens"]),
+                off(r["checkpointing"]),
+                r["method"],
+                r["via"],
+                _number(r["ms"]),
+                _number(r["peak_mib"], 0),
+                _number(r["time_ratio"], 2, "x"),
+                _number(r["memory_ratio"], 2, "x"),
+                note(r["note"]),
+            )
         console.print(table)
     longest = [r for r in rows if r["section"] == "longest"]
     if longest:
         table = Table(title=f"bench gpu: longest context that runs (doubling, then bisection), {device}")
         for column in ("model", "method", "via", "ckpt", "longest", "x gradient", "first failed", "stopped by", "s"):
-            table.add_column(column, justify="left" if column in ("model", "method", "via", "ckpt", "stopped by")
-                             else "right")
+            table.add_column(
+                column, justify="left" if column in ("model", "method", "via", "ckpt", "stopped by") else "right"
+            )
         for r in longest:
-            table.add_row(r["model"], r["method"], r["via"], off(r["checkpointing"]), _number(r["longest"], 0),
-                          _number(r.get("longest_ratio", NAN), 2, "x"), str(r["failed"] or "-"), note(r["stopped"]),
-                          _number(r["seconds"], 1))
+            table.add_row(
+                r["model"],
+                r["method"],
+                r["via"],
+                off(r["checkpointing"]),
+                _number(r["longest"], 0),
+                _number(r.get("longest_ratio", NAN), 2, "x"),
+                str(r["failed"] or "-"),
+                note(r["stopped"]),
+                _number(r["seconds"], 1),
+            )
         console.print(table)
     throughput = [r for r in rows if r["section"] == "throughput"]
     if throughput:
         table = Table(title=f"bench gpu: default models explained end to end, against a plain forward, {device}")
-        for column in ("model", "dtype", "batch", "method", "ms", "per second", "x forward", "peak MiB",
-                       "corr. fp32"):
+        for column in ("model", "dtype", "batch", "method", "ms", "per second", "x forward", "peak MiB", "corr. fp32"):
             table.add_column(column, justify="left" if column in ("model", "dtype", "method") else "right")
         for r in throughput:
-            table.add_row(r["model"], r["dtype"], str(r["batch"]), r["method"], _number(r["ms"]),
-                          f"{_number(r['items_per_s'], 0)} {r['item']}", _number(r["time_ratio"], 2, "x"),
-                          _number(r["peak_mib"], 0), _number(r["correlation"], 4))
+            table.add_row(
+                r["model"],
+                r["dtype"],
+                str(r["batch"]),
+                r["method"],
+                _number(r["ms"]),
+                f"{_number(r['items_per_s'], 0)} {r['item']}",
+                _number(r["time_ratio"], 2, "x"),
+                _number(r["peak_mib"], 0),
+                _number(r["correlation"], 4),
+            )
         console.print(table)
     checks = [r for r in rows if r["section"] == "check"]
     if checks:
@@ -677,15 +898,34 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         console.print(f"[{number}] {text}", markup=False)
 
 
-def main(device: str | None = None, tiny: bool = False, lengths: str = "", shapes: str = "1b,8b",
-         repeats: int = 0, search: bool = True, max_seconds: float = 0.0, max_length: int = 0,
-         defaults: bool = True, attention: str = "sdpa", progress: bool = True) -> int:
+def main(
+    device: str | None = None,
+    tiny: bool = False,
+    lengths: str = "",
+    shapes: str = "1b,8b",
+    repeats: int = 0,
+    search: bool = True,
+    max_seconds: float = 0.0,
+    max_length: int = 0,
+    defaults: bool = True,
+    attention: str = "sdpa",
+    progress: bool = True,
+) -> int:
     """The command: run and print; 2 with a one-line message when a full run has no CUDA device."""
     try:
-        rows = run(device=device, tiny=tiny, lengths=[int(v) for v in lengths.split(",") if v.strip()] or None,
-                   shapes=[s.strip() for s in shapes.split(",") if s.strip()], repeats=repeats or None,
-                   search=search, max_seconds=max_seconds or None, max_length=max_length or None,
-                   defaults=defaults, attention=attention, progress=progress)
+        rows = run(
+            device=device,
+            tiny=tiny,
+            lengths=[int(v) for v in lengths.split(",") if v.strip()] or None,
+            shapes=[s.strip() for s in shapes.split(",") if s.strip()],
+            repeats=repeats or None,
+            search=search,
+            max_seconds=max_seconds or None,
+            max_length=max_length or None,
+            defaults=defaults,
+            attention=attention,
+            progress=progress,
+        )
     except NoCudaError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -57,8 +57,9 @@ def build(name: str, tiny: bool) -> tuple[nn.Module, dict[str, Any], int, int]:
 
         from lrp_domains.bio.sequences.targets import counts_target, profile_target
 
-        model = BPNet(n_filters=8 if tiny else 64, n_layers=2 if tiny else 8, n_outputs=2, n_control_tracks=0,
-                      verbose=False).eval()
+        model = BPNet(
+            n_filters=8 if tiny else 64, n_layers=2 if tiny else 8, n_outputs=2, n_control_tracks=0, verbose=False
+        ).eval()
         target = profile_target() if name.endswith("profile") else counts_target()
         return model, {"target": target}, 256 if tiny else 2114, 4 if tiny else 64
     if name == "enformer":
@@ -67,15 +68,35 @@ def build(name: str, tiny: bool) -> tuple[nn.Module, dict[str, Any], int, int]:
         from lrp_domains.bio.sequences.targets import track_target
 
         if tiny:
-            model = Enformer.from_hparams(dim=24, depth=1, heads=2, attn_dim_key=4, num_downsamples=3,
-                                          dim_divisible_by=4, target_length=8, output_heads=dict(human=5))
+            model = Enformer.from_hparams(
+                dim=24,
+                depth=1,
+                heads=2,
+                attn_dim_key=4,
+                num_downsamples=3,
+                dim_divisible_by=4,
+                target_length=8,
+                output_heads=dict(human=5),
+            )
             length, bins = 128, (2, 6)
         else:
-            model = Enformer.from_hparams(dim=192, depth=4, heads=8, attn_dim_key=32, num_downsamples=7,
-                                          dim_divisible_by=32, target_length=200, output_heads=dict(human=64))
+            model = Enformer.from_hparams(
+                dim=192,
+                depth=4,
+                heads=8,
+                attn_dim_key=32,
+                num_downsamples=7,
+                dim_divisible_by=32,
+                target_length=200,
+                output_heads=dict(human=64),
+            )
             length, bins = 32768, (90, 110)
-        return _give_zero_layers_weights(model.eval()), {"head": "human", "target": track_target(0, bins=bins)}, \
-            length, 2 if tiny else 4
+        return (
+            _give_zero_layers_weights(model.eval()),
+            {"head": "human", "target": track_target(0, bins=bins)},
+            length,
+            2 if tiny else 4,
+        )
     if name == "borzoi":
         from borzoi_pytorch import Borzoi
         from borzoi_pytorch.config_borzoi import BorzoiConfig
@@ -83,12 +104,26 @@ def build(name: str, tiny: bool) -> tuple[nn.Module, dict[str, Any], int, int]:
         from lrp_domains.bio.sequences.targets import track_target
 
         if tiny:
-            config = BorzoiConfig(dim=16, depth=1, heads=2, attn_dim_key=4, attn_dim_value=8, bins_to_return=4,
-                                  return_center_bins_only=True)
+            config = BorzoiConfig(
+                dim=16,
+                depth=1,
+                heads=2,
+                attn_dim_key=4,
+                attn_dim_value=8,
+                bins_to_return=4,
+                return_center_bins_only=True,
+            )
             length, bins = 256, (0, 4)
         else:
-            config = BorzoiConfig(dim=192, depth=2, heads=8, attn_dim_key=32, attn_dim_value=24, bins_to_return=256,
-                                  return_center_bins_only=True)
+            config = BorzoiConfig(
+                dim=192,
+                depth=2,
+                heads=8,
+                attn_dim_key=32,
+                attn_dim_value=24,
+                bins_to_return=256,
+                return_center_bins_only=True,
+            )
             length, bins = 32768, (118, 138)
         model = Borzoi(config).eval()
         model.set_track_subset(list(range(8)))
@@ -100,8 +135,13 @@ def build(name: str, tiny: bool) -> tuple[nn.Module, dict[str, Any], int, int]:
 
         tokens = 16 if tiny else 999
         tokenizer = kmer_tokenizer(6, model_max_length=tokens + 1)
-        model = build_nt_like(tokenizer, hidden_size=32 if tiny else 512, layers=1 if tiny else 6,
-                              heads=2 if tiny else 8, max_tokens=tokens + 1)
+        model = build_nt_like(
+            tokenizer,
+            hidden_size=32 if tiny else 512,
+            layers=1 if tiny else 6,
+            heads=2 if tiny else 8,
+            max_tokens=tokens + 1,
+        )
         return model, {"tokenizer": tokenizer}, 6 * tokens, 2 if tiny else 8
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
 
@@ -184,8 +224,15 @@ def model_rows(name: str, device: torch.device, tiny: bool, repeats: int) -> lis
         try:
             bench.gradient()  # warm-up (kernels, caches, Borzoi's relative positions)
         except RuntimeError as error:  # the model's own forward cannot run in this dtype
-            rows.append({"model": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch, "length": length,
-                         "note": f"its own forward fails in {dtype}: {str(error).splitlines()[0][:120]}"})
+            rows.append(
+                {
+                    "model": name,
+                    "dtype": str(dtype).replace("torch.", ""),
+                    "batch": batch,
+                    "length": length,
+                    "note": f"its own forward fails in {dtype}: {str(error).splitlines()[0][:120]}",
+                }
+            )
             continue
         bench.explain()
         times: dict[str, list[float]] = {"lrp": [], "gradient": []}
@@ -201,10 +248,21 @@ def model_rows(name: str, device: torch.device, tiny: bool, repeats: int) -> lis
                 else:
                     gradient_values = result.detach().float().cpu()
         lrp, gradient = statistics.median(times["lrp"]), statistics.median(times["gradient"])
-        row = {"model": name, "dtype": str(dtype).replace("torch.", ""), "batch": batch, "length": length,
-               "lrp_s": lrp, "gradient_s": gradient, "ratio": lrp / gradient, "lrp_mib": peaks["lrp"],
-               "gradient_mib": peaks["gradient"], "vs_cpu": math.nan, "corr_fp32": math.nan,
-               "gradient_corr_fp32": math.nan, "note": ""}
+        row = {
+            "model": name,
+            "dtype": str(dtype).replace("torch.", ""),
+            "batch": batch,
+            "length": length,
+            "lrp_s": lrp,
+            "gradient_s": gradient,
+            "ratio": lrp / gradient,
+            "lrp_mib": peaks["lrp"],
+            "gradient_mib": peaks["gradient"],
+            "vs_cpu": math.nan,
+            "corr_fp32": math.nan,
+            "gradient_corr_fp32": math.nan,
+            "note": "",
+        }
         if dtype == torch.float32:
             float32, float32_gradient = relevance, gradient_values
             scale = reference.abs().max().clamp_min(1e-30)
@@ -218,8 +276,9 @@ def model_rows(name: str, device: torch.device, tiny: bool, repeats: int) -> lis
     return rows
 
 
-def run(device: str | None = None, tiny: bool = False, models: tuple[str, ...] = MODELS,
-        repeats: int | None = None) -> list[dict[str, Any]]:
+def run(
+    device: str | None = None, tiny: bool = False, models: tuple[str, ...] = MODELS, repeats: int | None = None
+) -> list[dict[str, Any]]:
     """Every model's rows (``device``: default CUDA; a CPU only with ``tiny``)."""
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -243,8 +302,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title=f"genomics models on {rows[0]['device'] if rows else '-'}")
-    for column in ("model", "dtype", "batch x length", "ours s", "gradient s", "ours / gradient", "ours MiB",
-                   "gradient MiB", "fp32 vs CPU", "corr. with fp32", "gradient's corr."):
+    for column in (
+        "model",
+        "dtype",
+        "batch x length",
+        "ours s",
+        "gradient s",
+        "ours / gradient",
+        "ours MiB",
+        "gradient MiB",
+        "fp32 vs CPU",
+        "corr. with fp32",
+        "gradient's corr.",
+    ):
         table.add_column(column)
 
     def number(value: float, spec: str) -> str:
@@ -256,10 +326,19 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             notes.append(f"{row['model']} {row['dtype']}: {row['note']}")
             table.add_row(row["model"], row["dtype"], f"{row['batch']} x {row['length']}", *["n/a"] * 8)
             continue
-        table.add_row(row["model"], row["dtype"], f"{row['batch']} x {row['length']}", number(row["lrp_s"], ".4f"),
-                      number(row["gradient_s"], ".4f"), number(row["ratio"], ".2f"), number(row["lrp_mib"], ".0f"),
-                      number(row["gradient_mib"], ".0f"), number(row["vs_cpu"], ".1e"),
-                      number(row["corr_fp32"], ".4f"), number(row["gradient_corr_fp32"], ".4f"))
+        table.add_row(
+            row["model"],
+            row["dtype"],
+            f"{row['batch']} x {row['length']}",
+            number(row["lrp_s"], ".4f"),
+            number(row["gradient_s"], ".4f"),
+            number(row["ratio"], ".2f"),
+            number(row["lrp_mib"], ".0f"),
+            number(row["gradient_mib"], ".0f"),
+            number(row["vs_cpu"], ".1e"),
+            number(row["corr_fp32"], ".4f"),
+            number(row["gradient_corr_fp32"], ".4f"),
+        )
     Console(width=170).print(table)
     for note in notes:
         print(note)

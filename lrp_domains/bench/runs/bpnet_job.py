@@ -18,8 +18,14 @@ from pathlib import Path
 import numpy as np
 
 
-def make_inputs(folder: Path, peaks: int = 1000, genome: tuple[int, int] = (1_000_000, 600_000), filters: int = 64,
-                layers: int = 8, seed: int = 0) -> None:
+def make_inputs(
+    folder: Path,
+    peaks: int = 1000,
+    genome: tuple[int, int] = (1_000_000, 600_000),
+    filters: int = 64,
+    layers: int = 8,
+    seed: int = 0,
+) -> None:
     """``genome.fa`` (two random chromosomes), ``peaks.narrowPeak`` (400 bp peaks, summit in the
     middle, alternating strands) and ``bpnet.torch`` (``torch.save`` of a random-weight BPNet)."""
     import torch
@@ -30,7 +36,7 @@ def make_inputs(folder: Path, peaks: int = 1000, genome: tuple[int, int] = (1_00
     with (folder / "genome.fa").open("w") as handle:
         for name, size in sizes.items():
             sequence = "".join(rng.choice(list("ACGT"), size))
-            handle.write(f">{name}\n" + "\n".join(sequence[i:i + 80] for i in range(0, size, 80)) + "\n")
+            handle.write(f">{name}\n" + "\n".join(sequence[i : i + 80] for i in range(0, size, 80)) + "\n")
     with (folder / "peaks.narrowPeak").open("w") as handle:
         for i in range(peaks):
             chrom = "chr1" if i < peaks * 0.6 else "chr2"
@@ -42,8 +48,26 @@ def make_inputs(folder: Path, peaks: int = 1000, genome: tuple[int, int] = (1_00
 
 
 COMMANDS = [
-    ("run", ["run", "sequences", "--regions", "peaks.narrowPeak", "--genome", "genome.fa", "--width", "2114",
-             "--model", "bpnet.torch", "--target", "counts", "--out", "run", "--no-progress"]),
+    (
+        "run",
+        [
+            "run",
+            "sequences",
+            "--regions",
+            "peaks.narrowPeak",
+            "--genome",
+            "genome.fa",
+            "--width",
+            "2114",
+            "--model",
+            "bpnet.torch",
+            "--target",
+            "counts",
+            "--out",
+            "run",
+            "--no-progress",
+        ],
+    ),
     ("bigwig", ["run", "bigwig", "run", "--out", "relevance.bw"]),
     ("seqlets (JASPAR2024)", ["run", "seqlets", "run", "--out", "seqlets.bed", "--motifs", "JASPAR2024"]),
     ("export-modisco", ["run", "export-modisco", "run"]),
@@ -60,16 +84,19 @@ def run(peaks: int = 1000) -> list[tuple[str, float]]:
         make_inputs(folder, peaks=peaks)
         for name, args in COMMANDS:
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "lrp_domains", *args], cwd=folder, env=env, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "lrp_domains", *args], cwd=folder, env=env, check=True, capture_output=True
+            )
             timings.append((name, time.perf_counter() - start))
     return timings
 
 
 def print_table(timings: list[tuple[str, float]], peaks: int) -> None:
     """The timings as a table."""
-    print(f"bpnet-lite job: {peaks} peaks, 2,114 bp windows, BPNet 64 filters x 8 layers (random weights), "
-          "each command a new process")
+    print(
+        f"bpnet-lite job: {peaks} peaks, 2,114 bp windows, BPNet 64 filters x 8 layers (random weights), "
+        "each command a new process"
+    )
     print("| step | seconds |\n|---|---|")
     for name, seconds in timings:
         print(f"| {name} | {seconds:.1f} |")

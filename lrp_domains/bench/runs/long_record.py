@@ -29,10 +29,23 @@ def _fasta(path: Path, n: int, length: int, long: int | None, seed: int = 0) -> 
 
 def _peak_of(fasta: Path, out: Path) -> int:
     """Peak RSS (bytes) of ``bio sequences`` on ``fasta`` in a child process (run alone)."""
-    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    command = [sys.executable, "-m", "lrp_domains", "bio", "sequences", str(fasta), "--out", str(out), "--motifs",
-               "none", "--no-progress"]
+    code = (
+        "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True); "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "lrp_domains",
+        "bio",
+        "sequences",
+        str(fasta),
+        "--out",
+        str(out),
+        "--motifs",
+        "none",
+        "--no-progress",
+    ]
     done = subprocess.run([sys.executable, "-c", code, *command], capture_output=True, text=True, check=True)
     return int(done.stdout.strip().splitlines()[-1]) * 1024  # ru_maxrss is in KiB on Linux
 
@@ -46,8 +59,15 @@ def run(n: int = 200, length: int = 200, long: int = 100_000) -> list[dict]:
             out = Path(tmp) / f"out{len(rows)}"
             peak = _peak_of(fasta, out)
             written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-            rows.append({"input": name, "records": n + (1 if extra else 0), "bases": n * length + (extra or 0),
-                         "peak_mib": peak / 2**20, "written_mib": written / 2**20})
+            rows.append(
+                {
+                    "input": name,
+                    "records": n + (1 if extra else 0),
+                    "bases": n * length + (extra or 0),
+                    "peak_mib": peak / 2**20,
+                    "written_mib": written / 2**20,
+                }
+            )
     return rows
 
 
@@ -60,9 +80,16 @@ def print_table(rows: list[dict]) -> None:
     for column in ("input", "records", "bases", "peak MiB", "written MiB"):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(row["input"], str(row["records"]), f"{row['bases']:,}", f"{row['peak_mib']:.0f}",
-                      f"{row['written_mib']:.2f}")
+        table.add_row(
+            row["input"],
+            str(row["records"]),
+            f"{row['bases']:,}",
+            f"{row['peak_mib']:.0f}",
+            f"{row['written_mib']:.2f}",
+        )
     Console().print(table)
     first, second = rows
-    print(f"one long record: peak memory {second['peak_mib'] / first['peak_mib']:.2f}x, written "
-          f"{second['written_mib'] / first['written_mib']:.2f}x (bases {second['bases'] / first['bases']:.2f}x)")
+    print(
+        f"one long record: peak memory {second['peak_mib'] / first['peak_mib']:.2f}x, written "
+        f"{second['written_mib'] / first['written_mib']:.2f}x (bases {second['bases'] / first['bases']:.2f}x)"
+    )

@@ -76,8 +76,9 @@ def throughput(kind: str, n: int, shard_size: int, repeats: int) -> tuple[dict[s
         out = Path(folder) / "out"
         runs: dict[str, Any] = {
             f"local ({threads} threads)": lambda: _timed_run(explainer, source, out, "local", 1, shard_size),
-            "local (1 thread)": lambda: _single_thread(lambda: _timed_run(explainer, source, out, "local", 1,
-                                                                          shard_size)),
+            "local (1 thread)": lambda: _single_thread(
+                lambda: _timed_run(explainer, source, out, "local", 1, shard_size)
+            ),
             "ray, 1 actor": lambda: _timed_run(factory, source, out, "ray", 1, shard_size),
             "ray, 2 actors": lambda: _timed_run(factory, source, out, "ray", 2, shard_size),
         }
@@ -120,29 +121,37 @@ def peak_of_run(kind: str, n: int, shard_size: int) -> dict[str, float]:
 def peak_in_fresh_process(kind: str, n: int, shard_size: int) -> dict[str, float]:
     """:func:`peak_of_run` in a fresh Python process (glibc returns freed memory at once)."""
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
-    done = subprocess.run([sys.executable, "-m", __name__, "--peak", kind, str(n), str(shard_size)],
-                          capture_output=True, text=True, env=env, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", __name__, "--peak", kind, str(n), str(shard_size)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def run(kind: str = "sequences", n: int = 2000, shard_size: int = 250, repeats: int = 2,
-        scale: int = 10) -> dict[str, Any]:
+def run(
+    kind: str = "sequences", n: int = 2000, shard_size: int = 250, repeats: int = 2, scale: int = 10
+) -> dict[str, Any]:
     """Throughput per engine and peak memory at 1x and ``scale`` x the input."""
     rates, ray_start = throughput(kind, n, shard_size, repeats)
-    memory = {f"{factor}x ({n * factor} items)": peak_in_fresh_process(kind, n * factor, shard_size)
-              for factor in (1, scale)}
-    return {"kind": kind, "n": n, "shard_size": shard_size, "rates": rates, "ray_start": ray_start,
-            "memory": memory}
+    memory = {
+        f"{factor}x ({n * factor} items)": peak_in_fresh_process(kind, n * factor, shard_size) for factor in (1, scale)
+    }
+    return {"kind": kind, "n": n, "shard_size": shard_size, "rates": rates, "ray_start": ray_start, "memory": memory}
 
 
 def print_table(result: dict[str, Any]) -> None:
     """Print throughput (with ratios to the local engine) and peak memory (with the 10x / 1x ratio)."""
     rates = result["rates"]
     local = next(iter(rates.values()))
-    print(f"{result['kind']}: {result['n']} items, shards of {result['shard_size']}; "
-          f"Ray cluster start-up (not timed below): {result['ray_start']:.1f} s")
+    print(
+        f"{result['kind']}: {result['n']} items, shards of {result['shard_size']}; "
+        f"Ray cluster start-up (not timed below): {result['ray_start']:.1f} s"
+    )
     print(f"{'engine':<22}{'items/s':>10}{'/ local':>9}")
     for name, rate in rates.items():
         print(f"{name:<22}{rate:>10.1f}{rate / local:>8.2f}x")
@@ -150,8 +159,10 @@ def print_table(result: dict[str, Any]) -> None:
     peaks = list(result["memory"].items())
     for name, probe in peaks:
         print(f"{name:<24}{probe['input_mib']:>10.1f}{probe['peak_mib']:>10.1f}")
-    print(f"peak memory {peaks[-1][0].split()[0]} / {peaks[0][0].split()[0]}: "
-          f"{peaks[-1][1]['peak_mib'] / peaks[0][1]['peak_mib']:.2f}x")
+    print(
+        f"peak memory {peaks[-1][0].split()[0]} / {peaks[0][0].split()[0]}: "
+        f"{peaks[-1][1]['peak_mib'] / peaks[0][1]['peak_mib']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -42,19 +42,34 @@ def cases(out_dir: Path, sequences: bool = True) -> list[dict]:
     cli = _cli()
     found = [
         {"name": "python: pass", "argv": [sys.executable, "-c", "pass"], "target": None},
-        {"name": "python: import lrp_domains", "argv": [sys.executable, "-c", "import lrp_domains"],
-         "target": None},
+        {"name": "python: import lrp_domains", "argv": [sys.executable, "-c", "import lrp_domains"], "target": None},
         {"name": "--help", "argv": [*cli, "--help"], "target": HELP_TARGET},
         {"name": "text --help", "argv": [*cli, "text", "--help"], "target": HELP_TARGET},
         {"name": "bio --help", "argv": [*cli, "bio", "--help"], "target": HELP_TARGET},
         {"name": "run --help", "argv": [*cli, "run", "--help"], "target": HELP_TARGET},
-        {"name": 'text explain "one sentence"', "argv": [*cli, "text", "explain", "one sentence"],
-         "target": EXPLAIN_TARGET},
+        {
+            "name": 'text explain "one sentence"',
+            "argv": [*cli, "text", "explain", "one sentence"],
+            "target": EXPLAIN_TARGET,
+        },
     ]
     if sequences:
-        found.append({"name": "bio sequences (example)",
-                      "argv": [*cli, "bio", "sequences", "--out", str(out_dir / "sequences"), "--motifs", "none",
-                               "--no-progress"], "target": None})
+        found.append(
+            {
+                "name": "bio sequences (example)",
+                "argv": [
+                    *cli,
+                    "bio",
+                    "sequences",
+                    "--out",
+                    str(out_dir / "sequences"),
+                    "--motifs",
+                    "none",
+                    "--no-progress",
+                ],
+                "target": None,
+            }
+        )
     return found
 
 
@@ -87,10 +102,19 @@ def run(repeats: int = 5, sequences: bool = True, passive_threads: bool = False)
         for _ in range(repeats):
             for case in measured:
                 samples[case["name"]].append(_time(case["argv"], env))
-    return [{"command": case["name"], "median_s": statistics.median(samples[case["name"]]),
-             "min_s": min(samples[case["name"]]), "max_s": max(samples[case["name"]]), "first_s": first[case["name"]],
-             "target_s": case["target"], "repeats": repeats, "omp_wait_policy": env.get("OMP_WAIT_POLICY", "unset")}
-            for case in measured]
+    return [
+        {
+            "command": case["name"],
+            "median_s": statistics.median(samples[case["name"]]),
+            "min_s": min(samples[case["name"]]),
+            "max_s": max(samples[case["name"]]),
+            "first_s": first[case["name"]],
+            "target_s": case["target"],
+            "repeats": repeats,
+            "omp_wait_policy": env.get("OMP_WAIT_POLICY", "unset"),
+        }
+        for case in measured
+    ]
 
 
 def print_table(rows: list[dict]) -> None:
@@ -99,8 +123,11 @@ def print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"bench startup: lrp-domains COMMAND in fresh processes, seconds, median of "
-                        f"{rows[0]['repeats'] if rows else 0}, interleaved", box=box.SIMPLE_HEAD)
+    table = Table(
+        title=f"bench startup: lrp-domains COMMAND in fresh processes, seconds, median of "
+        f"{rows[0]['repeats'] if rows else 0}, interleaved",
+        box=box.SIMPLE_HEAD,
+    )
     for column in ("command", "median", "min", "max", "first", "target", "meets"):
         if column == "command":
             table.add_column(column, no_wrap=True)
@@ -109,11 +136,20 @@ def print_table(rows: list[dict]) -> None:
     for row in rows:
         target = row["target_s"]
         meets = "" if target is None else ("yes" if row["median_s"] < target else "no")
-        table.add_row(row["command"], f"{row['median_s']:.2f}", f"{row['min_s']:.2f}", f"{row['max_s']:.2f}",
-                      f"{row['first_s']:.2f}", "" if target is None else f"{target:g}", meets)
+        table.add_row(
+            row["command"],
+            f"{row['median_s']:.2f}",
+            f"{row['min_s']:.2f}",
+            f"{row['max_s']:.2f}",
+            f"{row['first_s']:.2f}",
+            "" if target is None else f"{target:g}",
+            meets,
+        )
     Console().print(table)
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
     policy = rows[0]["omp_wait_policy"] if rows else "unset"
-    print(f"{os.cpu_count()} CPUs, load average {load}; the commands ran with OMP_WAIT_POLICY={policy}.\n"
-          "Cold: a fresh process, nothing imported, no model loaded. The OS file cache is warm for every timed\n"
-          "run ('first': the untimed round before them). bio sequences: the example FASTA, --motifs none.")
+    print(
+        f"{os.cpu_count()} CPUs, load average {load}; the commands ran with OMP_WAIT_POLICY={policy}.\n"
+        "Cold: a fresh process, nothing imported, no model loaded. The OS file cache is warm for every timed\n"
+        "run ('first': the untimed round before them). bio sequences: the example FASTA, --motifs none."
+    )

@@ -43,8 +43,9 @@ def methods(model, tokenizer, labels, sentences) -> dict[str, Callable[[], objec
         with torch.no_grad():
             words = embeddings(batch["input_ids"])
         leaf = words.detach().requires_grad_(True)
-        logits = model(inputs_embeds=leaf, attention_mask=batch["attention_mask"],
-                       token_type_ids=batch.get("token_type_ids")).logits
+        logits = model(
+            inputs_embeds=leaf, attention_mask=batch["attention_mask"], token_type_ids=batch.get("token_type_ids")
+        ).logits
         explained = logits.gather(1, logits.argmax(1, keepdim=True)).sum()
         (grad,) = torch.autograd.grad(explained, leaf)
         return (leaf.detach() * grad).sum(-1).cpu()
@@ -75,13 +76,18 @@ def run(device: str = "cpu", repeats: int = 10, memory: bool = True, threads: in
                 peaks[name] = min(peak_bytes(__name__, "text", name, device, torch.get_num_threads()) for _ in range(2))
     rows = []
     for name in found:
-        rows.append({
-            "method": name, "ms": 1000 * times[name], "sentences_per_s": len(sentences) / times[name],
-            "time_ratio": times[name] / times["gradient x input"],
-            "peak_mb": peaks[name] / 2**20 if memory else float("nan"),
-            "memory_ratio": peaks[name] / peaks["gradient x input"] if memory else float("nan"),
-            "batch": len(sentences), "tokens": tokens,
-        })
+        rows.append(
+            {
+                "method": name,
+                "ms": 1000 * times[name],
+                "sentences_per_s": len(sentences) / times[name],
+                "time_ratio": times[name] / times["gradient x input"],
+                "peak_mb": peaks[name] / 2**20 if memory else float("nan"),
+                "memory_ratio": peaks[name] / peaks["gradient x input"] if memory else float("nan"),
+                "batch": len(sentences),
+                "tokens": tokens,
+            }
+        )
     return rows
 
 
@@ -91,14 +97,22 @@ def print_table(rows: list[dict], device: str) -> None:
     from rich.table import Table
 
     first = rows[0]
-    table = Table(title=f"bench text: default MiniLM sentiment model, batch {first['batch']} x {first['tokens']} "
-                        f"tokens, {device}, {torch.get_num_threads()} threads")
+    table = Table(
+        title=f"bench text: default MiniLM sentiment model, batch {first['batch']} x {first['tokens']} "
+        f"tokens, {device}, {torch.get_num_threads()} threads"
+    )
     for column in ("method", "ms", "sentences/s", "time", "peak MB", "memory"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         measured = row["peak_mb"] == row["peak_mb"]
-        table.add_row(row["method"], f"{row['ms']:.1f}", f"{row['sentences_per_s']:.0f}", f"{row['time_ratio']:.2f}x",
-                      f"{row['peak_mb']:.1f}" if measured else "-", f"{row['memory_ratio']:.2f}x" if measured else "-")
+        table.add_row(
+            row["method"],
+            f"{row['ms']:.1f}",
+            f"{row['sentences_per_s']:.0f}",
+            f"{row['time_ratio']:.2f}x",
+            f"{row['peak_mb']:.1f}" if measured else "-",
+            f"{row['memory_ratio']:.2f}x" if measured else "-",
+        )
     Console().print(table)
 
 

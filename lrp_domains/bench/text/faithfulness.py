@@ -41,14 +41,17 @@ def sst2_dev(data_dir: str | Path | None = None, hub: bool = False) -> tuple[lis
 
     path = Path(data_dir) / "dev.tsv" if data_dir else bundled()
     if not path.exists():
-        raise FileNotFoundError(f"SST-2 dev not found at {path}: pass --data-dir (a folder with dev.tsv, columns "
-                                "text and label) or --hub to read glue/sst2 with the datasets package (online)")
+        raise FileNotFoundError(
+            f"SST-2 dev not found at {path}: pass --data-dir (a folder with dev.tsv, columns "
+            "text and label) or --hub to read glue/sst2 with the datasets package (online)"
+        )
     rows = read_records(path, ("text", "label"))
     return [row["text"].strip() for row in rows], torch.tensor([int(row["label"]) for row in rows])
 
 
-def attributions(model, tokenizer, labels, encoded: T.EncodedTexts, target: torch.Tensor, batch_size: int,
-                 steps: int) -> dict[str, Callable[[], torch.Tensor]]:
+def attributions(
+    model, tokenizer, labels, encoded: T.EncodedTexts, target: torch.Tensor, batch_size: int, steps: int
+) -> dict[str, Callable[[], torch.Tensor]]:
     """One callable per method returning token relevance ``(N, T)``."""
     from lrp_domains.text import TextExplainer
 
@@ -63,9 +66,16 @@ def attributions(model, tokenizer, labels, encoded: T.EncodedTexts, target: torc
     }
 
 
-def run(limit: int | None = None, batch_size: int = 16, steps: int = 25, data_dir: str | None = None,
-        hub: bool = False, device: str = "cpu", methods: tuple[str, ...] = METHODS,
-        progress: bool = True) -> list[dict]:
+def run(
+    limit: int | None = None,
+    batch_size: int = 16,
+    steps: int = 25,
+    data_dir: str | None = None,
+    hub: bool = False,
+    device: str = "cpu",
+    methods: tuple[str, ...] = METHODS,
+    progress: bool = True,
+) -> list[dict]:
     """Measure every method; rows with AUAC, ABPC, AU-MSE, seconds and the time ratio."""
     from lrp_domains.text.default_model import load_default_model
 
@@ -105,11 +115,15 @@ def run(limit: int | None = None, batch_size: int = 16, steps: int = 25, data_di
         def probability(values: torch.Tensor) -> torch.Tensor:
             return values.softmax(-1)[rows_of, :, predicted].double()
 
-        rows.append({
-            "method": name, "AUAC": area(accuracy).mean().item(),
-            "ABPC": abpc(probability(morf), probability(lerf)).mean().item(),
-            "AU-MSE": au_mse(lerf, original).mean().item(), "seconds": seconds,
-        })
+        rows.append(
+            {
+                "method": name,
+                "AUAC": area(accuracy).mean().item(),
+                "ABPC": abpc(probability(morf), probability(lerf)).mean().item(),
+                "AU-MSE": au_mse(lerf, original).mean().item(),
+                "seconds": seconds,
+            }
+        )
     base = next((r["seconds"] for r in rows if r["method"] == "gradient x input"), None)
     for row in rows:
         row["time_ratio"] = row["seconds"] / base if base else float("nan")
@@ -124,11 +138,19 @@ def print_table(rows: list[dict]) -> None:
     from rich.table import Table
 
     first = rows[0]
-    table = Table(title=f"bench text-faithfulness: SST-2 dev, {first['sentences']} sentences, default model "
-                        f"(accuracy {first['accuracy']:.3f}), {torch.get_num_threads()} threads")
+    table = Table(
+        title=f"bench text-faithfulness: SST-2 dev, {first['sentences']} sentences, default model "
+        f"(accuracy {first['accuracy']:.3f}), {torch.get_num_threads()} threads"
+    )
     for column in ("method", "AUAC (higher)", "ABPC (higher)", "AU-MSE (lower)", "seconds", "x gradient x input"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
-        table.add_row(row["method"], f"{row['AUAC']:.3f}", f"{row['ABPC']:.3f}", f"{row['AU-MSE']:.3f}",
-                      f"{row['seconds']:.1f}", f"{row['time_ratio']:.2f}x")
+        table.add_row(
+            row["method"],
+            f"{row['AUAC']:.3f}",
+            f"{row['ABPC']:.3f}",
+            f"{row['AU-MSE']:.3f}",
+            f"{row['seconds']:.1f}",
+            f"{row['time_ratio']:.2f}x",
+        )
     Console().print(table)

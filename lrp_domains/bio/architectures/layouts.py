@@ -54,8 +54,10 @@ def architecture_of(model: nn.Module, layout: str | None = None) -> Architecture
     ``ControlWrapper``, Enformer, Borzoi; anything else: ``(N, A, L)`` in, ``(N, bins, tracks)``
     out). ``layout`` overrides the input layout."""
     if layout is not None and layout not in INPUT_LAYOUTS:
-        raise InputError(f"layout={layout!r}: give 'NCL' (one-hot (N, 4, L), channels first) or 'NLC' "
-                         "((N, L, 4), channels last, as Enformer takes)")
+        raise InputError(
+            f"layout={layout!r}: give 'NCL' (one-hot (N, 4, L), channels first) or 'NLC' "
+            "((N, L, 4), channels last, as Enformer takes)"
+        )
     source, name = _kind(model)
     if source.startswith("bpnetlite"):
         # Profiles are (N, strands, positions): tracks first. ControlWrapper and ChromBPNet make

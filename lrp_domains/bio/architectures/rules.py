@@ -83,8 +83,9 @@ class _ElementwiseActivation:
         """True for the custom elementwise modules of the supported architectures: Enformer's
         ``GELU`` (``sigmoid(1.702 x) * x``) and ChromBPNet's ``_Exp``/``_Log``."""
         source, name = _class_of(module)
-        return (source.startswith("enformer_pytorch") and name == "GELU") or \
-            (source.startswith("bpnetlite") and name in ("_Exp", "_Log"))
+        return (source.startswith("enformer_pytorch") and name == "GELU") or (
+            source.startswith("bpnetlite") and name in ("_Exp", "_Log")
+        )
 
     def __repr__(self) -> str:
         return "elementwise_activation"

@@ -57,8 +57,13 @@ class ExpressionExplainer(DomainExplainer):
     columns: ClassVar[tuple[str, ...]] = GENE_RUN_COLUMNS
     report: ClassVar[str] = "lrp_domains.report.genes:write_gene_report"
 
-    def __init__(self, model: nn.Module, genes: Sequence[str], classes: Sequence[str] | None = None,
-                 composite: str | Composite = "epsilon") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        genes: Sequence[str],
+        classes: Sequence[str] | None = None,
+        composite: str | Composite = "epsilon",
+    ) -> None:
         genes = [str(g) for g in genes]
         duplicated = sorted({g for g in genes if genes.count(g) > 1})
         if duplicated:
@@ -77,8 +82,9 @@ class ExpressionExplainer(DomainExplainer):
         return cls(model, genes, classes, composite=composite)
 
     @classmethod
-    def from_options(cls, model: str | None = None, weights: str | None = None,
-                     composite: str | None = None) -> ExpressionExplainer:
+    def from_options(
+        cls, model: str | None = None, weights: str | None = None, composite: str | None = None
+    ) -> ExpressionExplainer:
         """The explainer ``--model``, ``--weights`` and ``--composite`` name.
 
         - no ``model``: the default PBMC classifier;
@@ -99,15 +105,19 @@ class ExpressionExplainer(DomainExplainer):
 
         if scvi_models.is_model_folder(model):
             if weights is not None:
-                raise InputError(f"--weights is for --model MODULE:FACTORY; {model} is a model folder, which holds its "
-                                 "own weights (model.pt)")
+                raise InputError(
+                    f"--weights is for --model MODULE:FACTORY; {model} is a model folder, which holds its "
+                    "own weights (model.pt)"
+                )
             return scvi_models.folder_explainer(model, composite or cls.default_composite)
         from lrp_domains.models import load_user_model
 
         net, genes, classes = load_user_model(model, weights)
         if genes is None:
-            raise InputError(f"--model {model}: for genes the factory must return (model, genes, classes), or the "
-                             "weights need a .json sidecar naming the genes")
+            raise InputError(
+                f"--model {model}: for genes the factory must return (model, genes, classes), or the "
+                "weights need a .json sidecar naming the genes"
+            )
         return cls(net, genes, classes, composite=composite or cls.default_composite)
 
     # -- data -------------------------------------------------------------------------------------
@@ -142,8 +152,10 @@ class ExpressionExplainer(DomainExplainer):
                     "to fill them with 0"
                 )
             if absent:
-                warnings.warn(f"{len(absent)} of the model's {len(self.genes)} genes are not in the data and were "
-                              "set to 0", stacklevel=3)
+                warnings.warn(
+                    f"{len(absent)} of the model's {len(self.genes)} genes are not in the data and were set to 0",
+                    stacklevel=3,
+                )
             aligned = np.zeros((values.shape[0], len(self.genes)), dtype=values.dtype)
             present = position >= 0
             aligned[:, present] = values[:, position[present]]
@@ -176,8 +188,15 @@ class ExpressionExplainer(DomainExplainer):
             )
 
     # -- explanation -----------------------------------------------------------------------------
-    def explain(self, data: Any, target: ClassTarget = None, layer: str | None = None, batch_size: int = 256,
-                progress: bool = False, missing: str = "error") -> GeneExplanation:
+    def explain(
+        self,
+        data: Any,
+        target: ClassTarget = None,
+        layer: str | None = None,
+        batch_size: int = 256,
+        progress: bool = False,
+        missing: str = "error",
+    ) -> GeneExplanation:
         """Relevance of every gene for one class score per sample.
 
         ``target``: None (each sample's predicted class), a class name or index, one per sample
@@ -188,14 +207,23 @@ class ExpressionExplainer(DomainExplainer):
         inputs = torch.as_tensor(values, dtype=model_dtype(self.model) or torch.get_default_dtype())
         targets = resolve_targets(target, len(samples), self.classes)
         try:
-            result = explain(self.model, inputs, target=targets, composite=self.composite, batch_size=batch_size,
-                             progress=progress, check_delta=False)
+            result = explain(
+                self.model,
+                inputs,
+                target=targets,
+                composite=self.composite,
+                batch_size=batch_size,
+                progress=progress,
+                check_delta=False,
+            )
         except RuntimeError as error:
             first = next((m for m in self.model.modules() if isinstance(m, nn.Linear)), None)
             if first is not None and first.in_features != len(self.genes):
-                raise InputError(f"the model takes {first.in_features} inputs (its first Linear layer) but was given "
-                                 f"{len(self.genes)} genes: the gene list (the factory's, or the .json beside the "
-                                 f"weights) must name one gene per model input, in the model's order") from error
+                raise InputError(
+                    f"the model takes {first.in_features} inputs (its first Linear layer) but was given "
+                    f"{len(self.genes)} genes: the gene list (the factory's, or the .json beside the "
+                    f"weights) must name one gene per model input, in the model's order"
+                ) from error
             raise
         classes = self.classes or [str(i) for i in range(result.output.shape[1])]
         output = pd.DataFrame(result.output.double().cpu().numpy(), index=samples, columns=classes)
@@ -211,7 +239,6 @@ class ExpressionExplainer(DomainExplainer):
             target_given=target is not None,
         )
 
-
     # -- the contract (runs) ----------------------------------------------------------------
     def reader(self, path: str | Path, column: str | None = None) -> Reader:
         """Cells of ``.h5ad`` (backed mode) or samples of a ``.csv``/``.tsv`` table (see
@@ -221,8 +248,15 @@ class ExpressionExplainer(DomainExplainer):
 
         return cells_reader(path, column)
 
-    def explain_batch(self, ids: Sequence[str], items: Any, first_row: int = 0, target: ClassTarget = None,
-                      batch_size: int = 256, missing: str = "error") -> GeneExplanation:
+    def explain_batch(
+        self,
+        ids: Sequence[str],
+        items: Any,
+        first_row: int = 0,
+        target: ClassTarget = None,
+        batch_size: int = 256,
+        missing: str = "error",
+    ) -> GeneExplanation:
         """Explain one shard's cells (a cells x genes table; with labels, each cell's label)."""
         data, target = labeled_target(items, target)
         return self.explain(data, target=target, batch_size=batch_size, missing=missing)

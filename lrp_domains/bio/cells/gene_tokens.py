@@ -134,8 +134,14 @@ class CellSentences:
         return inputs
 
 
-def cell_sentences(expression: np.ndarray, genes: Sequence[str] | GeneVocabulary, max_genes: int | None = 256,
-                   values: bool = False, n_bins: int = 16, cells: Sequence[str] | None = None) -> CellSentences:
+def cell_sentences(
+    expression: np.ndarray,
+    genes: Sequence[str] | GeneVocabulary,
+    max_genes: int | None = 256,
+    values: bool = False,
+    n_bins: int = 16,
+    cells: Sequence[str] | None = None,
+) -> CellSentences:
     """Each cell (row of ``expression``, non-negative, columns = ``genes``) as gene token ids
     ranked by expression normalised by each gene's median nonzero expression (Geneformer's rank
     value encoding), ``[CLS]`` first, at most ``max_genes`` genes (None: all expressed genes),
@@ -157,8 +163,10 @@ def cell_sentences(expression: np.ndarray, genes: Sequence[str] | GeneVocabulary
     empty = np.flatnonzero(expressed == 0)
     if empty.size:
         names = [str(cells[i]) if cells is not None else f"row {i}" for i in empty[:8]]
-        raise InputError(f"{empty.size} cells express none of the vocabulary's genes ({', '.join(names)}); "
-                         "drop empty cells, or check that the data holds expression (not z-scores) of these genes")
+        raise InputError(
+            f"{empty.size} cells express none of the vocabulary's genes ({', '.join(names)}); "
+            "drop empty cells, or check that the data holds expression (not z-scores) of these genes"
+        )
     longest = int(expressed.max()) if max_genes is None else min(int(expressed.max()), max_genes)
     n = data.shape[0]
     ids = np.zeros((n, longest + 1), dtype=np.int64)
@@ -166,14 +174,15 @@ def cell_sentences(expression: np.ndarray, genes: Sequence[str] | GeneVocabulary
     bins = np.zeros_like(ids)
     ids[:, 0], mask[:, 0] = vocab.cls_id, 1
     for row in range(n):
-        order = np.argsort(-normalised[row], kind="stable")[:expressed[row]][:longest]
-        ids[row, 1:len(order) + 1] = order + len(SPECIAL_TOKENS)
-        mask[row, :len(order) + 1] = 1
+        order = np.argsort(-normalised[row], kind="stable")[: expressed[row]][:longest]
+        ids[row, 1 : len(order) + 1] = order + len(SPECIAL_TOKENS)
+        mask[row, : len(order) + 1] = 1
         if values:
-            bins[row, 1:len(order) + 1] = value_bins(data[row], n_bins)[order]
+            bins[row, 1 : len(order) + 1] = value_bins(data[row], n_bins)[order]
     truncated = expressed - np.minimum(expressed, longest)
-    return CellSentences(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(bins) if values else None,
-                         truncated)
+    return CellSentences(
+        torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(bins) if values else None, truncated
+    )
 
 
 def value_bins(row: np.ndarray, n_bins: int) -> np.ndarray:
@@ -193,11 +202,14 @@ def _non_negative(expression: np.ndarray, n_genes: int) -> np.ndarray:
     data = expression.toarray() if hasattr(expression, "toarray") else np.asarray(expression)
     data = data.astype(np.float64)
     if data.ndim != 2 or data.shape[1] != n_genes:
-        raise InputError(f"expression must be cells x genes with {n_genes} genes (the vocabulary's order), "
-                         f"got shape {data.shape}")
+        raise InputError(
+            f"expression must be cells x genes with {n_genes} genes (the vocabulary's order), got shape {data.shape}"
+        )
     if not np.all(np.isfinite(data)):
         raise InputError("expression holds NaN or infinite values; fix or drop those cells")
     if (data < 0).any():
-        raise InputError("expression has negative values: gene tokens rank non-negative expression (counts, "
-                         "normalised counts or log1p); z-scaled data has lost its zeros: use adata.raw or counts")
+        raise InputError(
+            "expression has negative values: gene tokens rank non-negative expression (counts, "
+            "normalised counts or log1p); z-scaled data has lost its zeros: use adata.raw or counts"
+        )
     return data

@@ -51,8 +51,9 @@ ClassTarget = Union[None, int, str, Sequence[Union[int, str]], np.ndarray, torch
 
 
 # -- data ---------------------------------------------------------------------------------------
-def expression_matrix(data: Any, layer: str | None = None,
-                      unlog: bool | None = None) -> tuple[np.ndarray, list[str] | None, list[str]]:
+def expression_matrix(
+    data: Any, layer: str | None = None, unlog: bool | None = None
+) -> tuple[np.ndarray, list[str] | None, list[str]]:
     """Non-negative expression ``(cells x genes)``, gene names (None for bare arrays) and cell names.
 
     AnnData: ``layers[layer]`` if given, else ``.X`` unless it has negative values (z-scaled, as
@@ -96,8 +97,9 @@ def _has_negative(matrix: Any) -> bool:
     return bool((np.asarray(data) < 0).any())
 
 
-def align_genes(values: np.ndarray, genes: list[str] | None, vocab: GeneVocabulary,
-                unknown: str = "error") -> np.ndarray:
+def align_genes(
+    values: np.ndarray, genes: list[str] | None, vocab: GeneVocabulary, unknown: str = "error"
+) -> np.ndarray:
     """``values`` with one column per vocabulary gene (vocabulary order); vocabulary genes the data
     lacks are 0 (not expressed). Data genes outside the vocabulary are an InputError naming them,
     or dropped with ``unknown="ignore"`` (as Geneformer's tokenizer drops genes it has no token for)."""
@@ -105,18 +107,23 @@ def align_genes(values: np.ndarray, genes: list[str] | None, vocab: GeneVocabula
         raise InputError(f"unknown must be 'error' or 'ignore', got {unknown!r}")
     if genes is None:
         if values.shape[1] != len(vocab.genes):
-            raise InputError(f"an array needs one column per vocabulary gene ({len(vocab.genes)}, in its order), got "
-                             f"shape {values.shape}; pass an AnnData or a DataFrame to match genes by name")
+            raise InputError(
+                f"an array needs one column per vocabulary gene ({len(vocab.genes)}, in its order), got "
+                f"shape {values.shape}; pass an AnnData or a DataFrame to match genes by name"
+            )
         return values
     index = pd.Index(genes)
     if index.has_duplicates:
-        raise InputError(f"the data names genes twice ({', '.join(index[index.duplicated()].unique()[:8])}); "
-                         "make them unique")
+        raise InputError(
+            f"the data names genes twice ({', '.join(index[index.duplicated()].unique()[:8])}); make them unique"
+        )
     outside = [g for g in genes if g not in vocab]
     if outside and unknown == "error":
-        raise InputError(f"{len(outside)} of the data's genes are not in the model's vocabulary "
-                         f"({', '.join(outside[:8])}{', ...' if len(outside) > 8 else ''}); check gene identifiers "
-                         "(symbols vs Ensembl IDs) or pass unknown='ignore' to leave them out of the sentences")
+        raise InputError(
+            f"{len(outside)} of the data's genes are not in the model's vocabulary "
+            f"({', '.join(outside[:8])}{', ...' if len(outside) > 8 else ''}); check gene identifiers "
+            "(symbols vs Ensembl IDs) or pass unknown='ignore' to leave them out of the sentences"
+        )
     position = index.get_indexer(vocab.genes)
     aligned = np.zeros((values.shape[0], len(vocab.genes)))
     present = position >= 0
@@ -146,9 +153,14 @@ class ValueEmbeddingBert(nn.Module):
         """The gene (word) embeddings."""
         return self.bert.get_input_embeddings()
 
-    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                value_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> Any:
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        value_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Any:
         """BERT on gene embeddings (``inputs_embeds``, or those of ``input_ids``) plus value embeddings."""
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -157,19 +169,39 @@ class ValueEmbeddingBert(nn.Module):
         return self.bert(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels)
 
 
-def build_gene_transformer(vocab: GeneVocabulary, n_classes: int, values: bool = False, max_genes: int = 256,
-                           hidden: int = 64, layers: int = 2, heads: int = 4, intermediate: int = 128,
-                           n_bins: int = 16, dropout: float = 0.1, classes: Sequence[str] | None = None) -> nn.Module:
+def build_gene_transformer(
+    vocab: GeneVocabulary,
+    n_classes: int,
+    values: bool = False,
+    max_genes: int = 256,
+    hidden: int = 64,
+    layers: int = 2,
+    heads: int = 4,
+    intermediate: int = 128,
+    n_bins: int = 16,
+    dropout: float = 0.1,
+    classes: Sequence[str] | None = None,
+) -> nn.Module:
     """A tiny ``BertForSequenceClassification`` over ``vocab``'s tokens (``max_genes + 1``
     positions, one token type), wrapped in :class:`ValueEmbeddingBert` when ``values``."""
     from transformers import BertConfig, BertForSequenceClassification
 
     names = [str(c) for c in classes] if classes is not None else [str(i) for i in range(n_classes)]
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers,
-                        num_attention_heads=heads, intermediate_size=intermediate,
-                        max_position_embeddings=max_genes + 1, type_vocab_size=1, pad_token_id=vocab.pad_id,
-                        hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, num_labels=n_classes,
-                        id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_genes + 1,
+        type_vocab_size=1,
+        pad_token_id=vocab.pad_id,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        num_labels=n_classes,
+        id2label=dict(enumerate(names)),
+        label2id={n: i for i, n in enumerate(names)},
+    )
     bert = BertForSequenceClassification(config)
     return ValueEmbeddingBert(bert, n_bins) if values else bert
 
@@ -177,8 +209,11 @@ def build_gene_transformer(vocab: GeneVocabulary, n_classes: int, values: bool =
 def model_settings(model: nn.Module) -> dict[str, Any]:
     """``max_genes``, ``values`` and ``n_bins`` of a gene transformer."""
     values = isinstance(model, ValueEmbeddingBert)
-    return {"max_genes": int(model.config.max_position_embeddings) - 1, "values": values,
-            "n_bins": int(model.value_embeddings.num_embeddings) - 1 if values else None}
+    return {
+        "max_genes": int(model.config.max_position_embeddings) - 1,
+        "values": values,
+        "n_bins": int(model.value_embeddings.num_embeddings) - 1 if values else None,
+    }
 
 
 @dataclass
@@ -195,8 +230,9 @@ class TrainedGeneTransformer:
 
     def explainer(self, composite: str | Composite = "attnlrp", strict: bool = False) -> GeneTransformerExplainer:
         """Its :class:`GeneTransformerExplainer`."""
-        return GeneTransformerExplainer(self.model, self.vocab, self.classes, composite=composite,
-                                        unlog=self.unlog, strict=strict)
+        return GeneTransformerExplainer(
+            self.model, self.vocab, self.classes, composite=composite, unlog=self.unlog, strict=strict
+        )
 
     def save(self, folder: str | Path) -> Path:
         """Weights (safetensors) and a JSON sidecar (architecture, vocabulary, classes, metrics)."""
@@ -206,13 +242,27 @@ class TrainedGeneTransformer:
         folder.mkdir(parents=True, exist_ok=True)
         bert = self.model.bert if isinstance(self.model, ValueEmbeddingBert) else self.model
         config = bert.config
-        architecture = {"hidden": config.hidden_size, "layers": config.num_hidden_layers,
-                        "heads": config.num_attention_heads, "intermediate": config.intermediate_size,
-                        **model_settings(self.model)}
+        architecture = {
+            "hidden": config.hidden_size,
+            "layers": config.num_hidden_layers,
+            "heads": config.num_attention_heads,
+            "intermediate": config.intermediate_size,
+            **model_settings(self.model),
+        }
         save_file({k: v.contiguous() for k, v in self.model.state_dict().items()}, str(folder / "model.safetensors"))
-        (folder / "model.json").write_text(json.dumps({
-            "architecture": architecture, "vocabulary": self.vocab.to_dict(), "classes": self.classes,
-            "unlog": self.unlog, "test_cells": self.test_cells, "metrics": self.metrics}, indent=1))
+        (folder / "model.json").write_text(
+            json.dumps(
+                {
+                    "architecture": architecture,
+                    "vocabulary": self.vocab.to_dict(),
+                    "classes": self.classes,
+                    "unlog": self.unlog,
+                    "test_cells": self.test_cells,
+                    "metrics": self.metrics,
+                },
+                indent=1,
+            )
+        )
         return folder
 
     @classmethod
@@ -222,23 +272,42 @@ class TrainedGeneTransformer:
 
         folder = Path(folder)
         if not (folder / "model.json").is_file() or not (folder / "model.safetensors").is_file():
-            raise InputError(f"{folder} holds no gene transformer (model.json and model.safetensors); train one with "
-                             "lrp_domains.bio.cells.gene_transformer.train_gene_transformer and save it there")
+            raise InputError(
+                f"{folder} holds no gene transformer (model.json and model.safetensors); train one with "
+                "lrp_domains.bio.cells.gene_transformer.train_gene_transformer and save it there"
+            )
         meta = json.loads((folder / "model.json").read_text())
         vocab = GeneVocabulary.from_dict(meta["vocabulary"])
         arch = meta["architecture"]
-        model = build_gene_transformer(vocab, len(meta["classes"]), values=arch["values"], max_genes=arch["max_genes"],
-                                       hidden=arch["hidden"], layers=arch["layers"], heads=arch["heads"],
-                                       intermediate=arch["intermediate"], n_bins=arch["n_bins"] or 16,
-                                       classes=meta["classes"])
+        model = build_gene_transformer(
+            vocab,
+            len(meta["classes"]),
+            values=arch["values"],
+            max_genes=arch["max_genes"],
+            hidden=arch["hidden"],
+            layers=arch["layers"],
+            heads=arch["heads"],
+            intermediate=arch["intermediate"],
+            n_bins=arch["n_bins"] or 16,
+            classes=meta["classes"],
+        )
         model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=True)
         return cls(model.eval(), vocab, list(meta["classes"]), meta["unlog"], meta["test_cells"], meta["metrics"])
 
 
-def train_gene_transformer(adata: Any, labels_key: str = "bulk_labels", seed: int = 0, values: bool = False,
-                       max_genes: int = 256, epochs: int = 40, batch_size: int = 32, lr: float = 2e-3,
-                       test_fraction: float = 0.2, log: Callable[[str], None] | None = None,
-                       **architecture: Any) -> TrainedGeneTransformer:
+def train_gene_transformer(
+    adata: Any,
+    labels_key: str = "bulk_labels",
+    seed: int = 0,
+    values: bool = False,
+    max_genes: int = 256,
+    epochs: int = 40,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    test_fraction: float = 0.2,
+    log: Callable[[str], None] | None = None,
+    **architecture: Any,
+) -> TrainedGeneTransformer:
     """Train a tiny gene transformer on CPU (a few minutes on ``pbmc68k_reduced``).
 
     Stratified split (``test_fraction`` held out, ``seed``); the vocabulary's medians come from
@@ -255,12 +324,13 @@ def train_gene_transformer(adata: Any, labels_key: str = "bulk_labels", seed: in
     test = np.zeros(len(y), dtype=bool)
     for c in range(len(classes)):
         members = rng.permutation(np.flatnonzero(y == c))
-        test[members[:int(round(len(members) * test_fraction))]] = True
+        test[members[: int(round(len(members) * test_fraction))]] = True
     vocab = GeneVocabulary.fit(values_matrix[~test], genes)
     sentences = cell_sentences(values_matrix, vocab, max_genes=max_genes, values=values, cells=cells)
     torch.manual_seed(seed)
-    model = build_gene_transformer(vocab, len(classes), values=values, max_genes=max_genes, classes=classes,
-                                   **architecture)
+    model = build_gene_transformer(
+        vocab, len(classes), values=values, max_genes=max_genes, classes=classes, **architecture
+    )
     train_index = np.flatnonzero(~test)
     counts = np.bincount(y[train_index], minlength=len(classes)).astype(np.float64)
     weight = torch.tensor(len(train_index) / (len(classes) * np.maximum(counts, 1)), dtype=torch.float32)
@@ -276,7 +346,7 @@ def train_gene_transformer(adata: Any, labels_key: str = "bulk_labels", seed: in
         order = train_index[torch.randperm(len(train_index), generator=generator).numpy()]
         total = 0.0
         for begin in range(0, len(order), batch_size):
-            rows = order[begin:begin + batch_size]
+            rows = order[begin : begin + batch_size]
             inputs = _rows(sentences, rows)
             logits = model(**inputs).logits
             loss = loss_fn(logits, targets[rows])
@@ -290,19 +360,28 @@ def train_gene_transformer(adata: Any, labels_key: str = "bulk_labels", seed: in
     model.eval()
     predicted = predict(model, sentences).argmax(1).numpy()
     recall = [float((predicted[test & (y == c)] == c).mean()) for c in range(len(classes)) if (test & (y == c)).any()]
-    metrics = {"test_accuracy": float((predicted[test] == y[test]).mean()),
-               "test_balanced_accuracy": float(np.mean(recall)),
-               "train_accuracy": float((predicted[~test] == y[~test]).mean()),
-               "training_seconds": time.perf_counter() - start, "epochs": epochs, "seed": seed,
-               "max_genes": max_genes, "values": values, "threads": torch.get_num_threads()}
-    return TrainedGeneTransformer(model, vocab, classes, None,
-                                  [cells[i] for i in np.flatnonzero(test)], metrics)
+    metrics = {
+        "test_accuracy": float((predicted[test] == y[test]).mean()),
+        "test_balanced_accuracy": float(np.mean(recall)),
+        "train_accuracy": float((predicted[~test] == y[~test]).mean()),
+        "training_seconds": time.perf_counter() - start,
+        "epochs": epochs,
+        "seed": seed,
+        "max_genes": max_genes,
+        "values": values,
+        "threads": torch.get_num_threads(),
+    }
+    return TrainedGeneTransformer(model, vocab, classes, None, [cells[i] for i in np.flatnonzero(test)], metrics)
 
 
 def _rows(sentences: CellSentences, rows: np.ndarray) -> dict[str, torch.Tensor]:
     index = torch.as_tensor(rows)
-    picked = CellSentences(sentences.input_ids[index], sentences.attention_mask[index],
-                           None if sentences.value_ids is None else sentences.value_ids[index], sentences.truncated)
+    picked = CellSentences(
+        sentences.input_ids[index],
+        sentences.attention_mask[index],
+        None if sentences.value_ids is None else sentences.value_ids[index],
+        sentences.truncated,
+    )
     return picked.model_inputs()
 
 
@@ -371,15 +450,24 @@ class GeneTransformerExplainer(DomainExplainer):
     columns: ClassVar[tuple[str, ...]] = GENE_RUN_COLUMNS
     report: ClassVar[str] = "lrp_domains.report.genes:write_gene_report"
 
-    def __init__(self, model: nn.Module, vocab: GeneVocabulary, classes: Sequence[str] | None = None,
-                 composite: str | Composite = "attnlrp", unlog: bool | None = None, strict: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        vocab: GeneVocabulary,
+        classes: Sequence[str] | None = None,
+        composite: str | Composite = "attnlrp",
+        unlog: bool | None = None,
+        strict: bool = False,
+    ) -> None:
         from lrp_domains.text.explainer import TextExplainer
 
         if not isinstance(vocab, GeneVocabulary):
             raise TypeError(f"vocab must be a GeneVocabulary, got {type(vocab).__name__}")
         if getattr(model, "config", None) is None or model.config.vocab_size != len(vocab):
-            raise InputError(f"the model's vocabulary ({getattr(getattr(model, 'config', None), 'vocab_size', None)} "
-                             f"tokens) does not match the gene vocabulary ({len(vocab)} tokens)")
+            raise InputError(
+                f"the model's vocabulary ({getattr(getattr(model, 'config', None), 'vocab_size', None)} "
+                f"tokens) does not match the gene vocabulary ({len(vocab)} tokens)"
+            )
         self.model = model
         self.vocab = vocab
         self.unlog = unlog
@@ -389,15 +477,18 @@ class GeneTransformerExplainer(DomainExplainer):
         self.options = model_settings(model)
 
     @classmethod
-    def from_options(cls, model: str | None = None, weights: str | None = None,
-                     composite: str | None = None) -> GeneTransformerExplainer:
+    def from_options(
+        cls, model: str | None = None, weights: str | None = None, composite: str | None = None
+    ) -> GeneTransformerExplainer:
         """A gene transformer saved by :meth:`TrainedGeneTransformer.save` (``--model FOLDER``)."""
         from lrp_domains.models import refuse_weights
 
         refuse_weights(weights, "a gene transformer's folder")
         if model is None:
-            raise InputError("no default gene transformer ships with lrp-domains: give --model FOLDER, a folder "
-                             "written by TrainedGeneTransformer.save (e.g. the cache of `lrp-domains bench genes`)")
+            raise InputError(
+                "no default gene transformer ships with lrp-domains: give --model FOLDER, a folder "
+                "written by TrainedGeneTransformer.save (e.g. the cache of `lrp-domains bench genes`)"
+            )
         trained = TrainedGeneTransformer.load(model)
         return trained.explainer(composite or cls.default_composite)
 
@@ -408,8 +499,14 @@ class GeneTransformerExplainer(DomainExplainer):
         aligned = align_genes(values, genes, self.vocab, unknown)
         if not len(cells):
             raise InputError("no cells given")
-        sentences = cell_sentences(aligned, self.vocab, max_genes=self.options["max_genes"],
-                                   values=self.options["values"], n_bins=self.options["n_bins"] or 16, cells=cells)
+        sentences = cell_sentences(
+            aligned,
+            self.vocab,
+            max_genes=self.options["max_genes"],
+            values=self.options["values"],
+            n_bins=self.options["n_bins"] or 16,
+            cells=cells,
+        )
         return sentences, cells
 
     def explain_tokens(self, sentences: CellSentences, target: ClassTarget = None, batch_size: int = 32) -> GeneTokens:
@@ -432,15 +529,27 @@ class GeneTransformerExplainer(DomainExplainer):
             logits.append(output.detach().double().cpu())
             explained.append(values.double().cpu())
             chosen.append(None if index is None else index.cpu())
-        return GeneTokens(sentences, torch.cat(relevance), {k: torch.cat(v) for k, v in sources.items()},
-                          torch.cat(logits), torch.cat(explained), None if chosen[0] is None else torch.cat(chosen))
+        return GeneTokens(
+            sentences,
+            torch.cat(relevance),
+            {k: torch.cat(v) for k, v in sources.items()},
+            torch.cat(logits),
+            torch.cat(explained),
+            None if chosen[0] is None else torch.cat(chosen),
+        )
 
     def gene_relevance(self, tokens: GeneTokens) -> np.ndarray:
         """``(cells, vocabulary genes)``: each gene token's relevance at its gene; 0 elsewhere."""
         return tokens_to_genes(tokens.sentences.input_ids, tokens.relevance, len(self.vocab.genes))
 
-    def explain(self, data: Any, target: ClassTarget = None, batch_size: int = 32, layer: str | None = None,
-                unknown: str = "error") -> GeneExplanation:
+    def explain(
+        self,
+        data: Any,
+        target: ClassTarget = None,
+        batch_size: int = 32,
+        layer: str | None = None,
+        unknown: str = "error",
+    ) -> GeneExplanation:
         """Relevance of every vocabulary gene for one class score per cell (0 for genes outside its
         sentence); ``delta`` holds the ``[CLS]`` token's relevance and what biases absorb.
 
@@ -454,12 +563,15 @@ class GeneTransformerExplainer(DomainExplainer):
         explained = tokens.explained.numpy()
         return GeneExplanation(
             relevance=pd.DataFrame(relevance, index=cells, columns=self.vocab.genes),
-            output=output, prediction=output.idxmax(axis=1),
-            target=None if tokens.target is None else pd.Series([classes[i] for i in tokens.target.tolist()],
-                                                                index=cells, name="target"),
+            output=output,
+            prediction=output.idxmax(axis=1),
+            target=None
+            if tokens.target is None
+            else pd.Series([classes[i] for i in tokens.target.tolist()], index=cells, name="target"),
             explained=pd.Series(explained, index=cells, name="explained"),
             delta=pd.Series(explained - relevance.sum(1), index=cells, name="delta"),
-            composite=self.composite.name, target_given=target is not None,
+            composite=self.composite.name,
+            target_given=target is not None,
         )
 
     # -- the contract (runs) ----------------------------------------------------------------
@@ -471,8 +583,15 @@ class GeneTransformerExplainer(DomainExplainer):
 
         return cells_reader(path, column)
 
-    def explain_batch(self, ids: Sequence[str], items: Any, first_row: int = 0, target: ClassTarget = None,
-                      batch_size: int = 32, unknown: str = "error") -> GeneExplanation:
+    def explain_batch(
+        self,
+        ids: Sequence[str],
+        items: Any,
+        first_row: int = 0,
+        target: ClassTarget = None,
+        batch_size: int = 32,
+        unknown: str = "error",
+    ) -> GeneExplanation:
         """Explain one shard's cells (a cells x genes table; with labels, each cell's label)."""
         from lrp_domains.bio.cells.readers import labeled_target
 

@@ -75,16 +75,25 @@ class GeneExplanation:
             for top in k:
                 ranked = self._class_top(cls, top)
                 found = [g for g in present if g in ranked]
-                rows.append({
-                    "class": cls, "k": top, "markers": len(present), "found": len(found),
-                    "recall": len(found) / len(present) if present and ranked else np.nan,
-                    "found_genes": ",".join(found), "absent_genes": ",".join(absent),
-                    "explained_samples": int((self._groups() == cls).sum()),
-                })
+                rows.append(
+                    {
+                        "class": cls,
+                        "k": top,
+                        "markers": len(present),
+                        "found": len(found),
+                        "recall": len(found) / len(present) if present and ranked else np.nan,
+                        "found_genes": ",".join(found),
+                        "absent_genes": ",".join(absent),
+                        "explained_samples": int((self._groups() == cls).sum()),
+                    }
+                )
         if absent_all:
             some = "1 marker gene is" if len(absent_all) == 1 else f"{len(absent_all)} marker genes are"
-            warnings.warn(f"{some} not among the model's {len(genes)} genes and left out of the marker recall: "
-                          f"{', '.join(absent_all)}", stacklevel=2)
+            warnings.warn(
+                f"{some} not among the model's {len(genes)} genes and left out of the marker recall: "
+                f"{', '.join(absent_all)}",
+                stacklevel=2,
+            )
         return pd.DataFrame(rows)
 
     def _class_top(self, cls: str, n: int) -> list[str]:
@@ -117,8 +126,15 @@ class GeneExplanation:
                 continue
             theirs = [g for g in de[cls].tolist()[:n] if g in set(self.genes)]
             shared = sorted(set(ours) & set(theirs))
-            rows.append({"class": cls, "n": n, "overlap": len(shared), "fraction": len(shared) / n,
-                         "shared_genes": ",".join(shared)})
+            rows.append(
+                {
+                    "class": cls,
+                    "n": n,
+                    "overlap": len(shared),
+                    "fraction": len(shared) / n,
+                    "shared_genes": ",".join(shared),
+                }
+            )
         return pd.DataFrame(rows)
 
     def to_anndata(self, adata: Any, key: str = "lrp", n: int = 50) -> Any:
@@ -149,7 +165,8 @@ def run_rows(result: GeneExplanation, n: int) -> dict[str, list]:
     """A gene explanation's run columns, one value per sample (``n`` samples): explained, delta,
     prediction, target and the relevance of each gene (names in the manifest)."""
     return {
-        "explained": result.explained.to_numpy().tolist(), "delta": result.delta.to_numpy().tolist(),
+        "explained": result.explained.to_numpy().tolist(),
+        "delta": result.delta.to_numpy().tolist(),
         "prediction": result.prediction.to_numpy().tolist(),
         "target": [None] * n if result.target is None else result.target.to_numpy().tolist(),
         "output": [list(values) for values in result.output.to_numpy()],
@@ -182,9 +199,15 @@ def run_to_anndata(run_dir: str | Path, data: str | Path | None = None, key: str
     if not source.is_file():
         raise InputError(f"{source}: the run's input is not there; give it with --data")
     loaded = read_expression(source).data
-    adata = loaded.copy() if isinstance(loaded, anndata.AnnData) else anndata.AnnData(
-        loaded.to_numpy(np.float32), obs=pd.DataFrame(index=loaded.index.astype(str)),
-        var=pd.DataFrame(index=loaded.columns.astype(str)))
+    adata = (
+        loaded.copy()
+        if isinstance(loaded, anndata.AnnData)
+        else anndata.AnnData(
+            loaded.to_numpy(np.float32),
+            obs=pd.DataFrame(index=loaded.index.astype(str)),
+            var=pd.DataFrame(index=loaded.columns.astype(str)),
+        )
+    )
     if list(map(str, adata.obs_names)) != [str(i) for i in rows["id"]]:
         raise InputError(f"{source}: its cells are not the run's rows (same names, same order); give the run's input")
     whole = explanation_from_rows(rows, settings)
@@ -192,13 +215,22 @@ def run_to_anndata(run_dir: str | Path, data: str | Path | None = None, key: str
     layer = whole.relevance.reindex(columns=list(map(str, adata.var_names)), fill_value=0.0).to_numpy(np.float32)
     layer[~usable] = np.nan
     adata.layers[key] = layer
-    ranking = explanation_from_rows(rows[usable].reset_index(drop=True), settings).rank_genes("class", n) \
-        if usable.any() else pd.DataFrame(columns=["group", "rank", "gene", "mean_relevance", "fraction_positive"])
-    adata.uns[key] = {"composite": whole.composite,
-                      "rankings": {column: ranking[column].to_numpy() for column in ranking.columns}}
-    for name, values in (("prediction", whole.prediction), ("target", rows["target"]),
-                         ("explained", whole.explained), ("delta", whole.delta),
-                         ("status", rows.get("status", pd.Series(["ok"] * len(rows))))):
+    ranking = (
+        explanation_from_rows(rows[usable].reset_index(drop=True), settings).rank_genes("class", n)
+        if usable.any()
+        else pd.DataFrame(columns=["group", "rank", "gene", "mean_relevance", "fraction_positive"])
+    )
+    adata.uns[key] = {
+        "composite": whole.composite,
+        "rankings": {column: ranking[column].to_numpy() for column in ranking.columns},
+    }
+    for name, values in (
+        ("prediction", whole.prediction),
+        ("target", rows["target"]),
+        ("explained", whole.explained),
+        ("delta", whole.delta),
+        ("status", rows.get("status", pd.Series(["ok"] * len(rows)))),
+    ):
         adata.obs[f"{key}_{name}"] = np.asarray(values)
     return adata
 
@@ -227,20 +259,30 @@ def explanation_from_rows(rows: pd.DataFrame, settings: Mapping[str, Any]) -> Ge
     targets = rows["target"]
     given = settings.get("options", {}).get("target") is not None or settings.get("column") is not None
     return GeneExplanation(
-        relevance=pd.DataFrame(np.stack([np.asarray(v, dtype=np.float64) for v in rows["relevance"]]), index=index,
-                               columns=genes),
+        relevance=pd.DataFrame(
+            np.stack([np.asarray(v, dtype=np.float64) for v in rows["relevance"]]), index=index, columns=genes
+        ),
         output=pd.DataFrame(output, index=index, columns=[str(c) for c in classes]),
         prediction=pd.Series(rows["prediction"].to_numpy(), index=index, name="prediction"),
         target=None if targets.isna().any() else pd.Series(targets.astype(str).to_numpy(), index=index, name="target"),
         explained=pd.Series(rows["explained"].to_numpy(np.float64), index=index, name="explained"),
         delta=pd.Series(rows["delta"].to_numpy(np.float64), index=index, name="delta"),
-        composite=str(settings.get("composite", "")), target_given=given)
+        composite=str(settings.get("composite", "")),
+        target_given=given,
+    )
 
 
 def _top(group: str, scores: pd.Series, positive: pd.Series, n: int) -> pd.DataFrame:
     order = scores.sort_values(ascending=False).index[:n]
-    return pd.DataFrame({"group": group, "rank": np.arange(1, len(order) + 1), "gene": order,
-                         "mean_relevance": scores[order].to_numpy(), "fraction_positive": positive[order].to_numpy()})
+    return pd.DataFrame(
+        {
+            "group": group,
+            "rank": np.arange(1, len(order) + 1),
+            "gene": order,
+            "mean_relevance": scores[order].to_numpy(),
+            "fraction_positive": positive[order].to_numpy(),
+        }
+    )
 
 
 def read_markers(path: str | Path) -> dict[str, list[str]]:
@@ -255,8 +297,11 @@ def read_markers(path: str | Path) -> dict[str, list[str]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise InputError(f"--markers {path.name}: not valid JSON ({error})") from None
-    if not isinstance(data, dict) or not all(isinstance(v, list) and all(isinstance(g, str) for g in v)
-                                             for v in data.values()):
-        raise InputError(f"--markers {path.name}: expected an object mapping each class to a list of gene names, "
-                         'e.g. {"B cells": ["MS4A1", "CD79A"]}')
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(g, str) for g in v) for v in data.values()
+    ):
+        raise InputError(
+            f"--markers {path.name}: expected an object mapping each class to a list of gene names, "
+            'e.g. {"B cells": ["MS4A1", "CD79A"]}'
+        )
     return {str(k): list(v) for k, v in data.items()}

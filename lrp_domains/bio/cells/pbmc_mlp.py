@@ -61,7 +61,7 @@ INPUT_DESCRIPTION = "pbmc68k_reduced adata.X: log-normalised, z-scaled per gene"
 
 _INSTALL_HINT = (
     "The default gene-expression model's data set (scanpy.datasets.pbmc68k_reduced, bundled with scanpy) "
-    "needs scanpy. Install it with `pip install scanpy`, or install the bio extra: `pip install \"lrp-domains[bio]\"`."
+    'needs scanpy. Install it with `pip install scanpy`, or install the bio extra: `pip install "lrp-domains[bio]"`.'
 )
 
 #: Canonical marker genes per ``bulk_labels`` class, from the literature: the Seurat PBMC 3k tutorial
@@ -179,10 +179,10 @@ def held_out_cells() -> list[str]:
     return list(read_sidecar()["split"]["test_cells"])
 
 
-
-
 def model_inputs(
-    adata: anndata.AnnData, cells: Iterable[str] | None = None, genes: Sequence[str] | None = None,
+    adata: anndata.AnnData,
+    cells: Iterable[str] | None = None,
+    genes: Sequence[str] | None = None,
     classes: Sequence[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Inputs (float32, genes in model order) and label indices (or None without ``bulk_labels``) of ``adata``.

@@ -54,8 +54,9 @@ def _h5ad_errors(path: Path, what: str) -> Iterator[None]:
     except InputError:
         raise
     except Exception as error:
-        raise InputError(f"{path.name}: {what} failed, the .h5ad file is damaged or not AnnData "
-                         f"({type(error).__name__}: {error})") from None
+        raise InputError(
+            f"{path.name}: {what} failed, the .h5ad file is damaged or not AnnData ({type(error).__name__}: {error})"
+        ) from None
 
 
 @dataclass
@@ -88,8 +89,9 @@ class H5adCells:
             self.count = data.n_obs
             data.file.close()
         if label_column is not None and label_column not in self.obs_columns:
-            raise InputError(f"{self.path.name} has no obs column {label_column!r}; its obs columns are "
-                             f"{self.obs_columns}")
+            raise InputError(
+                f"{self.path.name} has no obs column {label_column!r}; its obs columns are {self.obs_columns}"
+            )
         self.label_column = label_column
 
     def shards(self, shard_size: int) -> list[Shard]:
@@ -100,7 +102,7 @@ class H5adCells:
 
         with _h5ad_errors(self.path, f"reading cells {shard.start} to {shard.stop - 1}"):
             data = anndata.read_h5ad(self.path, backed="r")
-            block = data[shard.start:shard.stop].to_memory()
+            block = data[shard.start : shard.stop].to_memory()
             data.file.close()
             matrix = block.X.toarray() if hasattr(block.X, "toarray") else np.asarray(block.X)
             values = pd.DataFrame(matrix, index=block.obs_names, columns=block.var_names)
@@ -143,8 +145,11 @@ class TableCells:
         if not self.genes:
             raise InputError(f"{self.path.name}: no column holds numbers, so there are no genes to explain")
         if self.ignored:
-            warnings.warn(f"{self.path.name}: ignored {len(self.ignored)} column(s) that are not numbers (not genes): "
-                          f"{', '.join(self.ignored[:8])}", stacklevel=3)
+            warnings.warn(
+                f"{self.path.name}: ignored {len(self.ignored)} column(s) that are not numbers (not genes): "
+                f"{', '.join(self.ignored[:8])}",
+                stacklevel=3,
+            )
 
     def _metadata(self, candidates: list[str]) -> list[str]:
         found: set[str] = set()
@@ -173,9 +178,11 @@ class TableCells:
             for j, gene in enumerate(self.genes):
                 number = _number(fields[gene])
                 if number is None:
-                    raise InputError(f"{self.records.where(shard.start + k, line)}: column {gene!r} holds "
-                                     f"{fields[gene][:30]!r}, not a number; fix the value, or make it a metadata "
-                                     "column (non-numeric in the first rows) ")
+                    raise InputError(
+                        f"{self.records.where(shard.start + k, line)}: column {gene!r} holds "
+                        f"{fields[gene][:30]!r}, not a number; fix the value, or make it a metadata "
+                        "column (non-numeric in the first rows) "
+                    )
                 values[k, j] = number
         table = pd.DataFrame(values, index=ids, columns=self.genes)
         if self.label_column is None:
@@ -235,4 +242,3 @@ def read_expression(path: str | Path, label_column: str | None = None) -> Expres
         raise InputError(f"{reader.path.name} has a header but no samples")
     labels = reader.labels(label_column) if label_column is not None else None
     return ExpressionData(pd.concat(blocks), labels, reader.ignored)
-

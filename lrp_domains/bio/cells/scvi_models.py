@@ -76,9 +76,23 @@ if TYPE_CHECKING:
     from lrp_domains.bio.cells.expression import ExpressionExplainer
 
 __all__ = [
-    "ConstantStdNorm", "ScanviClassifier", "ScanviLatent", "ScviFolder", "classes_of", "constant_denominator_handler",
-    "explainer", "folder_explainer", "genes_of", "is_model_folder", "latent_module", "load_or_train", "pbmc_counts",
-    "read_model_folder", "scanvi_classifier", "scanvi_composite", "train_scanvi",
+    "ConstantStdNorm",
+    "ScanviClassifier",
+    "ScanviLatent",
+    "ScviFolder",
+    "classes_of",
+    "constant_denominator_handler",
+    "explainer",
+    "folder_explainer",
+    "genes_of",
+    "is_model_folder",
+    "latent_module",
+    "load_or_train",
+    "pbmc_counts",
+    "read_model_folder",
+    "scanvi_classifier",
+    "scanvi_composite",
+    "train_scanvi",
 ]
 
 UNLABELED = "Unknown"
@@ -109,9 +123,17 @@ def pbmc_counts(adata: anndata.AnnData | None = None) -> anndata.AnnData:
 
 
 # -- training ----------------------------------------------------------------------------------------
-def train_scanvi(adata: anndata.AnnData, labels_key: str = "bulk_labels", held_out: Sequence[str] = (),
-                 n_latent: int = 10, n_hidden: int = 64, n_layers: int = 1, max_epochs: int = 100,
-                 seed: int = 0, batch_size: int = 128) -> Any:
+def train_scanvi(
+    adata: anndata.AnnData,
+    labels_key: str = "bulk_labels",
+    held_out: Sequence[str] = (),
+    n_latent: int = 10,
+    n_hidden: int = 64,
+    n_layers: int = 1,
+    max_epochs: int = 100,
+    seed: int = 0,
+    batch_size: int = 128,
+) -> Any:
     """Train a small ``scvi.model.SCANVI`` on the counts in ``adata.X`` (CPU, seeded).
 
     The cells named in ``held_out`` are given the unlabeled category (``"Unknown"``), so scANVI
@@ -128,14 +150,25 @@ def train_scanvi(adata: anndata.AnnData, labels_key: str = "bulk_labels", held_o
     scvi.settings.seed = seed
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     logging.getLogger("scvi").setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
-            contextlib.redirect_stdout(io.StringIO()):
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stderr(io.StringIO()),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         scvi.model.SCANVI.setup_anndata(data, labels_key="_scanvi_labels", unlabeled_category=UNLABELED)
         model = scvi.model.SCANVI(data, n_latent=n_latent, n_hidden=n_hidden, n_layers=n_layers)
-        model.train(max_epochs=max_epochs, accelerator="cpu", devices=1, batch_size=batch_size,
-                    enable_progress_bar=False, logger=False, enable_checkpointing=False,
-                    enable_model_summary=False, check_val_every_n_epoch=None)
+        model.train(
+            max_epochs=max_epochs,
+            accelerator="cpu",
+            devices=1,
+            batch_size=batch_size,
+            enable_progress_bar=False,
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            check_val_every_n_epoch=None,
+        )
     model.module.eval()
     return model
 
@@ -190,8 +223,11 @@ def load_or_train(cache_dir: str | Path, adata: anndata.AnnData, **train: Any) -
     path = Path(cache_dir)
     if path.is_dir() and _has_model_files(path):
         if train:
-            warnings.warn(f"{path} holds a saved scvi-tools model: it is loaded as saved, and the training settings "
-                          f"given ({', '.join(sorted(train))}) are not used", stacklevel=2)
+            warnings.warn(
+                f"{path} holds a saved scvi-tools model: it is loaded as saved, and the training settings "
+                f"given ({', '.join(sorted(train))}) are not used",
+                stacklevel=2,
+            )
         return read_model_folder(path)
     weights, settings = path / "weights.safetensors", path / "settings.json"
     full = _train_settings(adata, train)
@@ -203,15 +239,20 @@ def load_or_train(cache_dir: str | Path, adata: anndata.AnnData, **train: Any) -
         except (ValueError, UnicodeDecodeError):
             saved = None
         if not isinstance(saved, dict) or not isinstance(saved.get("train"), dict) or "genes" not in saved:
-            raise InputError(f"{settings} was not written by load_or_train (not its cache settings); it is not "
-                             "replaced: give another cache folder")
+            raise InputError(
+                f"{settings} was not written by load_or_train (not its cache settings); it is not "
+                "replaced: give another cache folder"
+            )
     if weights.is_file() and saved is not None and saved.get("train") == full and saved.get("genes") == wanted["genes"]:
         import scvi
 
         data = _labelled(adata, full["labels_key"], full["held_out"])
         sizes = {k: full[k] for k in ("n_latent", "n_hidden", "n_layers")}
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()), \
-                contextlib.redirect_stdout(io.StringIO()):
+        with (
+            warnings.catch_warnings(),
+            contextlib.redirect_stderr(io.StringIO()),
+            contextlib.redirect_stdout(io.StringIO()),
+        ):
             warnings.simplefilter("ignore")
             scvi.model.SCANVI.setup_anndata(data, labels_key="_scanvi_labels", unlabeled_category=UNLABELED)
             model = scvi.model.SCANVI(data, **sizes)
@@ -282,10 +323,14 @@ def _model_file(spec: str | Path) -> Path:
     if found:
         raise InputError(f"{path} holds {len(found)} scvi-tools models ({', '.join(found)}); give the file")
     if any((path / name).is_file() for name in LEGACY_FILES):
-        raise InputError(f"{path} was saved by scvi-tools before 0.15 (attr.pkl, a pickle that is not loaded: it can "
-                         f"run code); re-save it with scvi.model.SCANVI.convert_legacy_save({str(path)!r}, NEW_FOLDER)")
-    raise InputError(f"{path} holds no {MODEL_FILE}: give a folder saved by scvi-tools' model.save(FOLDER), or "
-                     "MODULE:FACTORY for a model built in Python")
+        raise InputError(
+            f"{path} was saved by scvi-tools before 0.15 (attr.pkl, a pickle that is not loaded: it can "
+            f"run code); re-save it with scvi.model.SCANVI.convert_legacy_save({str(path)!r}, NEW_FOLDER)"
+        )
+    raise InputError(
+        f"{path} holds no {MODEL_FILE}: give a folder saved by scvi-tools' model.save(FOLDER), or "
+        "MODULE:FACTORY for a model built in Python"
+    )
 
 
 class _Unread:
@@ -319,10 +364,16 @@ def _allowed_globals() -> dict[str, Any]:
     core = np._core if hasattr(np, "_core") else np.core
     reconstruct, scalar = core.multiarray._reconstruct, core.multiarray.scalar
     return {
-        "numpy._core.multiarray._reconstruct": reconstruct, "numpy.core.multiarray._reconstruct": reconstruct,
-        "numpy._core.multiarray.scalar": scalar, "numpy.core.multiarray.scalar": scalar,
-        "numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype, "builtins.bytes": bytes, "builtins.dict": dict,
-        "builtins.slice": slice, "collections.defaultdict": _plain_dict,
+        "numpy._core.multiarray._reconstruct": reconstruct,
+        "numpy.core.multiarray._reconstruct": reconstruct,
+        "numpy._core.multiarray.scalar": scalar,
+        "numpy.core.multiarray.scalar": scalar,
+        "numpy.ndarray": np.ndarray,
+        "numpy.dtype": np.dtype,
+        "builtins.bytes": bytes,
+        "builtins.dict": dict,
+        "builtins.slice": slice,
+        "collections.defaultdict": _plain_dict,
     }
 
 
@@ -358,8 +409,10 @@ def _read_checkpoint(file: Path) -> dict[str, Any]:
     allowed = _allowed_globals()
     refused = [name for name in found if name not in allowed and not name.startswith("pandas.")]
     if refused:
-        raise InputError(f"{file} holds {', '.join(refused)}, which scvi-tools' model.save does not write; refused "
-                         "(nothing in the file was run)")
+        raise InputError(
+            f"{file} holds {', '.join(refused)}, which scvi-tools' model.save does not write; refused "
+            "(nothing in the file was run)"
+        )
     safe = [(allowed[name], name) if name in allowed else (_stand_in(name), name) for name in found]
     safe += [(kind, f"numpy.dtypes.{kind.__name__}") for kind in _dtype_classes()]
     try:
@@ -369,16 +422,20 @@ def _read_checkpoint(file: Path) -> dict[str, Any]:
         raise InputError(f"{file} could not be read safely ({_short(error)})") from None
     if not isinstance(saved, dict) or not {"model_state_dict", "var_names", "attr_dict"} <= set(saved):
         keys = sorted(map(str, saved)) if isinstance(saved, dict) else type(saved).__name__
-        raise InputError(f"{file} is not a model file scvi-tools' model.save wrote (it holds {keys}; expected "
-                         "model_state_dict, var_names and attr_dict)")
+        raise InputError(
+            f"{file} is not a model file scvi-tools' model.save wrote (it holds {keys}; expected "
+            "model_state_dict, var_names and attr_dict)"
+        )
     return saved
 
 
 def _needed(value: Any, where: str) -> Any:
     """``value`` unchanged, or an InputError where a part of it was not loaded (a stand-in)."""
     if isinstance(value, _Unread):
-        raise InputError(f"{where} is a {value.global_name}, which is not loaded from scvi-tools model files (pandas "
-                         "objects are read only in the training history, and never used)")
+        raise InputError(
+            f"{where} is a {value.global_name}, which is not loaded from scvi-tools model files (pandas "
+            "objects are read only in the training history, and never used)"
+        )
     if isinstance(value, dict):
         for key, item in value.items():
             _needed(item, f"{where}[{key!r}]")
@@ -420,8 +477,10 @@ def read_model_folder(path: str | Path) -> ScviFolder:
         raise InputError(f"{file} has no scvi-tools registry (attr_dict['registry_']); not a model.save folder")
     name = str(registry.get("model_name"))
     if name not in READ_MODELS:
-        raise InputError(f"{file} holds an scvi-tools {name} model; read here are SCANVI (its cell-type classifier, "
-                         "for the genes commands) and SCVI (its latent space, in Python: scvi_models.latent_module)")
+        raise InputError(
+            f"{file} holds an scvi-tools {name} model; read here are SCANVI (its cell-type classifier, "
+            "for the genes commands) and SCVI (its latent space, in Python: scvi_models.latent_module)"
+        )
     import scvi
 
     model_cls = getattr(scvi.model, name)
@@ -443,8 +502,7 @@ def read_model_folder(path: str | Path) -> ScviFolder:
     if n_vars != len(genes):
         raise InputError(f"{file}: the registry reads {n_vars} genes but var_names names {len(genes)}")
     categorical = fields.get(keys.CAT_COVS_KEY, {}).get("state_registry", {})
-    n_cats_per_cov = tuple(int(n) for n in categorical["n_cats_per_key"]) if categorical.get("n_cats_per_key") \
-        else None
+    n_cats_per_cov = tuple(int(n) for n in categorical["n_cats_per_key"]) if categorical.get("n_cats_per_key") else None
     use_size_factor_key = registry.get("setup_args", {}).get(f"{keys.SIZE_FACTOR_KEY}_key") is not None
     classes = None
     labels = fields.get(keys.LABELS_KEY, {})
@@ -454,9 +512,13 @@ def read_model_folder(path: str | Path) -> ScviFolder:
         n_labels = _scanvi_n_labels(n_labels, needed("unlabeled_category_"), needed("labels_"))
         classes = mapping[:n_labels]
     arguments: dict[str, Any] = {
-        "n_input": n_vars, "n_batch": n_batch, "n_labels": n_labels,
+        "n_input": n_vars,
+        "n_batch": n_batch,
+        "n_labels": n_labels,
         "n_continuous_cov": int(summary(keys.CONT_COVS_KEY).get("n_extra_continuous_covs", 0)),
-        "n_cats_per_cov": n_cats_per_cov, "use_size_factor_key": use_size_factor_key, **settings,
+        "n_cats_per_cov": n_cats_per_cov,
+        "use_size_factor_key": use_size_factor_key,
+        **settings,
     }
     if not use_size_factor_key and not settings.get("use_observed_lib_size", True):
         # buffers of the module, overwritten by the saved weights below
@@ -467,13 +529,16 @@ def read_model_folder(path: str | Path) -> ScviFolder:
             warnings.simplefilter("ignore")
             module = model_cls._module_cls(**arguments)
     except (TypeError, ValueError) as error:
-        raise InputError(f"{file}: scvi-tools {scvi.__version__} cannot rebuild this {name} from its saved settings "
-                         f"(saved by scvi-tools {registry.get('scvi_version', '?')}): {_short(error)}") from None
+        raise InputError(
+            f"{file}: scvi-tools {scvi.__version__} cannot rebuild this {name} from its saved settings "
+            f"(saved by scvi-tools {registry.get('scvi_version', '?')}): {_short(error)}"
+        ) from None
     try:
         module.load_state_dict(state)
     except RuntimeError as error:
-        raise InputError(f"{file}: the saved weights do not fit the {name} rebuilt from its settings: "
-                         f"{_short(error)}") from None
+        raise InputError(
+            f"{file}: the saved weights do not fit the {name} rebuilt from its settings: {_short(error)}"
+        ) from None
     module.eval()
     return ScviFolder(module, genes, classes, name, settings, file)
 
@@ -522,9 +587,11 @@ def classes_of(model: Any) -> list[str]:
     """scANVI's output classes in logit order (the label mapping without the unlabeled category)."""
     if isinstance(model, ScviFolder):
         if model.classes is None:
-            raise InputError(f"{model.path} holds an scvi-tools {model.model_name} model, which has no classifier: "
-                             "gene relevance for cell types needs a SCANVI (scvi.model.SCANVI.from_scvi_model); "
-                             "its latent space is explained in Python: scvi_models.latent_module(read_model_folder(.))")
+            raise InputError(
+                f"{model.path} holds an scvi-tools {model.model_name} model, which has no classifier: "
+                "gene relevance for cell types needs a SCANVI (scvi.model.SCANVI.from_scvi_model); "
+                "its latent space is explained in Python: scvi_models.latent_module(read_model_folder(.))"
+            )
         return list(model.classes)
     return [str(c) for c in list(model._label_mapping)[: model.module.n_labels]]
 
@@ -571,8 +638,15 @@ def scanvi_composite(composite: str | Composite = "epsilon") -> Composite:
     base = resolve_composite(composite)
     rules = {nn.LayerNorm: ConstantStdNorm(), **base.rules}
     functional = {**{name: constant_denominator_handler for name in DIVISION_OPS}, **base.functional}
-    return Composite(rules, first=base.first, canonizers=base.canonizers, last=base.last, functional=functional,
-                     name=base.name, conserves=base.conserves)
+    return Composite(
+        rules,
+        first=base.first,
+        canonizers=base.canonizers,
+        last=base.last,
+        functional=functional,
+        name=base.name,
+        conserves=base.conserves,
+    )
 
 
 # -- modules -----------------------------------------------------------------------------------------
@@ -592,9 +666,11 @@ def _check_counts(values: np.ndarray | torch.Tensor, what: str = "counts") -> No
         raise InputError(f"{what} contain NaN or infinite values; scANVI reads raw counts (finite, >= 0)")
     if (array < 0).any():
         rows = np.unique(np.nonzero(array < 0)[0])
-        raise InputError(f"{what} contain negative values (in {len(rows)} cells, e.g. row {int(rows[0])}); scANVI "
-                         "reads raw counts, not log-normalised or scaled values: pass adata.layers['counts'] or "
-                         "the raw count matrix")
+        raise InputError(
+            f"{what} contain negative values (in {len(rows)} cells, e.g. row {int(rows[0])}); scANVI "
+            "reads raw counts, not log-normalised or scaled values: pass adata.layers['counts'] or "
+            "the raw count matrix"
+        )
 
 
 class _Encoder(nn.Module):
@@ -606,8 +682,10 @@ class _Encoder(nn.Module):
             if not hasattr(module, name):
                 raise InputError(f"expected a trained scvi-tools model (scvi.model.SCANVI), its module has no {name}")
         if getattr(module, "encode_covariates", False) or getattr(module, "n_continuous_cov", 0):
-            raise InputError("this scvi-tools model encodes covariates (encode_covariates=True); the adapter "
-                             "supports models whose encoder reads the counts only (the default)")
+            raise InputError(
+                "this scvi-tools model encodes covariates (encode_covariates=True); the adapter "
+                "supports models whose encoder reads the counts only (the default)"
+            )
         if getattr(module, "latent_distribution", "normal") != "normal":
             raise InputError("the adapter supports latent_distribution='normal' (the default) only")
         self.log_variational = bool(module.log_variational)
@@ -618,8 +696,9 @@ class _Encoder(nn.Module):
     def latent(self, counts: torch.Tensor) -> torch.Tensor:
         """``z = mean(q(z | counts))`` as scANVI computes it (no sampling)."""
         if counts.dim() != 2 or counts.shape[1] != self.n_input:
-            raise InputError(f"expected counts of shape (cells, {self.n_input}) in the model's gene order, "
-                             f"got {tuple(counts.shape)}")
+            raise InputError(
+                f"expected counts of shape (cells, {self.n_input}) in the model's gene order, got {tuple(counts.shape)}"
+            )
         _check_counts(counts)
         x = torch.log1p(counts) if self.log_variational else counts
         # FCLayers.forward with no covariates: the encoder's layers in order, Nones skipped.
@@ -632,8 +711,10 @@ class ScanviClassifier(_Encoder):
     def __init__(self, module: nn.Module) -> None:
         super().__init__(module)
         if not hasattr(module, "classifier"):
-            raise InputError(f"this scvi-tools module ({type(module).__name__}) has no classifier; scanvi_classifier "
-                             "needs a SCANVI's (latent_module explains an SCVI's latent space)")
+            raise InputError(
+                f"this scvi-tools module ({type(module).__name__}) has no classifier; scanvi_classifier "
+                "needs a SCANVI's (latent_module explains an SCVI's latent space)"
+            )
         if getattr(module, "use_labels_groups", False):
             raise InputError("scANVI with labels groups is not supported (its classifier divides by a sum)")
         self.classifier = module.classifier
@@ -674,24 +755,27 @@ class ScanviLatent(_Encoder):
         if dim is not None and centroid is not None:
             raise InputError("give dim= or centroid=, not both")
         if dim is not None and not 0 <= int(dim) < n_latent:
-            raise InputError(f"dim must be in 0..{n_latent - 1} (the model has {n_latent} latent dimensions), "
-                             f"got {dim}")
+            raise InputError(
+                f"dim must be in 0..{n_latent - 1} (the model has {n_latent} latent dimensions), got {dim}"
+            )
         self.dim = None if dim is None else int(dim)
         if centroid is not None:
             centroid = torch.as_tensor(np.asarray(centroid, dtype=np.float32)).reshape(-1)
             if centroid.numel() != n_latent or not torch.isfinite(centroid).all():
-                raise InputError(f"centroid must be {n_latent} finite latent coordinates, got shape "
-                                 f"{tuple(centroid.shape)}")
+                raise InputError(
+                    f"centroid must be {n_latent} finite latent coordinates, got shape {tuple(centroid.shape)}"
+                )
         self.head = None if centroid is None else _CentredHead(self.mean, centroid)
 
     def forward(self, counts: torch.Tensor) -> torch.Tensor:
         """``(cells, n_latent)``, ``(cells, 1)`` for one dimension, or ``(cells, 1)`` distances."""
         if self.head is None:
             z = self.latent(counts)
-            return z if self.dim is None else z[:, self.dim: self.dim + 1]
+            return z if self.dim is None else z[:, self.dim : self.dim + 1]
         if counts.dim() != 2 or counts.shape[1] != self.n_input:
-            raise InputError(f"expected counts of shape (cells, {self.n_input}) in the model's gene order, "
-                             f"got {tuple(counts.shape)}")
+            raise InputError(
+                f"expected counts of shape (cells, {self.n_input}) in the model's gene order, got {tuple(counts.shape)}"
+            )
         _check_counts(counts)
         x = torch.log1p(counts) if self.log_variational else counts
         d = self.head(self.encoder(x))
@@ -738,5 +822,6 @@ def explainer(model: Any, composite: str | Composite = "epsilon") -> ExpressionE
     from lrp_domains.bio.cells.expression import ExpressionExplainer
 
     classes = classes_of(model)  # first: an SCVI is refused by name, not by a missing classifier
-    return ExpressionExplainer(scanvi_classifier(model), genes_of(model), classes,
-                               composite=scanvi_composite(composite))
+    return ExpressionExplainer(
+        scanvi_classifier(model), genes_of(model), classes, composite=scanvi_composite(composite)
+    )

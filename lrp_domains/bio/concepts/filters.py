@@ -45,8 +45,16 @@ from lrp_domains.core.engine.attribution import model_dtype
 from lrp_domains.core.latent import explain_concepts
 from lrp_domains.errors import InputError
 
-__all__ = ["FilterConcepts", "consensus", "explain_filters", "filter_weight_matches", "first_conv", "match_ppms",
-           "trimmed", "weights_to_ppm"]
+__all__ = [
+    "FilterConcepts",
+    "consensus",
+    "explain_filters",
+    "filter_weight_matches",
+    "first_conv",
+    "match_ppms",
+    "trimmed",
+    "weights_to_ppm",
+]
 
 #: Width of the aligned CWM when the layer has no kernel of its own.
 DEFAULT_WIDTH = 15
@@ -91,17 +99,36 @@ class FilterConcepts:
         return f"filter {concept} {match}, {row.share:.1%} of the relevance"
 
 
-def _conditional_seqlets(ids: list[str], sequences: list[str], onehot: torch.Tensor, conditional: torch.Tensor,
-                         alphabet: str, window: int, alpha: float) -> pd.DataFrame:
+def _conditional_seqlets(
+    ids: list[str],
+    sequences: list[str],
+    onehot: torch.Tensor,
+    conditional: torch.Tensor,
+    alphabet: str,
+    window: int,
+    alpha: float,
+) -> pd.DataFrame:
     observed = observed_relevance(onehot, conditional)
-    view = SequenceExplanation(ids, sequences, onehot, torch.zeros(len(ids)), observed, observed,
-                               torch.zeros(len(ids)), torch.zeros(len(ids)), [onehot.shape[-1]] * len(ids),
-                               alphabet, "", conditional)
+    view = SequenceExplanation(
+        ids,
+        sequences,
+        onehot,
+        torch.zeros(len(ids)),
+        observed,
+        observed,
+        torch.zeros(len(ids)),
+        torch.zeros(len(ids)),
+        [onehot.shape[-1]] * len(ids),
+        alphabet,
+        "",
+        conditional,
+    )
     return call_seqlets(view, window=window, alpha=alpha)
 
 
-def _aligned(seqlets: pd.DataFrame, index: dict[str, int], onehot: torch.Tensor, scores: np.ndarray,
-             width: int) -> tuple[np.ndarray, np.ndarray, int]:
+def _aligned(
+    seqlets: pd.DataFrame, index: dict[str, int], onehot: torch.Tensor, scores: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """CWM and PPM ``(A, width)`` over the seqlets, each re-centred on its strongest window."""
     length = onehot.shape[-1]
     if width > length:
@@ -117,8 +144,8 @@ def _aligned(seqlets: pd.DataFrame, index: dict[str, int], onehot: torch.Tensor,
         if lo >= hi:
             continue
         start = lo + int(np.argmax(sums[lo:hi]))
-        window = onehot[i, :, start:start + width].double().numpy()
-        cwm += window * scores[i][start:start + width][None, :]
+        window = onehot[i, :, start : start + width].double().numpy()
+        cwm += window * scores[i][start : start + width][None, :]
         ppm += window
         used += 1
     if used:
@@ -149,11 +176,12 @@ def trimmed(ppm: np.ndarray, strength: np.ndarray, keep: float | None = None) ->
     column sum) reaches ``keep`` (default :data:`TRIM`) times the strongest column's."""
     keep = TRIM if keep is None else keep
     columns = np.flatnonzero(strength >= keep * strength.max()) if strength.max() > 0 else np.array([], dtype=int)
-    return ppm[:, columns.min():columns.max() + 1] if len(columns) else ppm[:, :0]
+    return ppm[:, columns.min() : columns.max() + 1] if len(columns) else ppm[:, :0]
 
 
-def match_ppms(ppms: Sequence[np.ndarray | None], alphabet: str, motifs: Any = "JASPAR2024",
-               max_e: float = 0.05) -> pd.DataFrame:
+def match_ppms(
+    ppms: Sequence[np.ndarray | None], alphabet: str, motifs: Any = "JASPAR2024", max_e: float = 0.05
+) -> pd.DataFrame:
     """Best motif match (best_match, match_id, match_p, match_e) of each PPM (None or empty: no
     match tried)."""
     library = None if motifs is None else load_motifs(motifs)
@@ -163,8 +191,14 @@ def match_ppms(ppms: Sequence[np.ndarray | None], alphabet: str, motifs: Any = "
             rows.append({"best_match": "", "match_id": "", "match_p": np.nan, "match_e": np.nan})
             continue
         found = match_matrix(ppm, alphabet, library, max_e=max_e)
-        rows.append({"best_match": found["motif_name"], "match_id": found["motif_id"], "match_p": found["match_p"],
-                     "match_e": found["match_e"]})
+        rows.append(
+            {
+                "best_match": found["motif_name"],
+                "match_id": found["motif_id"],
+                "match_p": found["match_p"],
+                "match_e": found["match_e"],
+            }
+        )
     return pd.DataFrame(rows, columns=["best_match", "match_id", "match_p", "match_e"])
 
 
@@ -176,21 +210,36 @@ def weights_to_ppm(weights: np.ndarray, factor: float = 4.0) -> np.ndarray:
     return scaled / scaled.sum(axis=0, keepdims=True)
 
 
-def _encoded(explainer: SequenceExplainer, data: SequenceInput,
-             ids: Sequence[str] | None) -> tuple[list[str], list[str], torch.Tensor]:
+def _encoded(
+    explainer: SequenceExplainer, data: SequenceInput, ids: Sequence[str] | None
+) -> tuple[list[str], list[str], torch.Tensor]:
     names, sequences, encoded = explainer._inputs(data, ids, "zeros", unique=True)
     lengths = sorted({t.shape[-1] for t in encoded})
     if len(lengths) != 1:
-        raise InputError(f"filter concepts need sequences of one length; these have {lengths[:5]} (cut them to one "
-                         "window length first)")
+        raise InputError(
+            f"filter concepts need sequences of one length; these have {lengths[:5]} (cut them to one "
+            "window length first)"
+        )
     dtype = model_dtype(explainer.model) or torch.get_default_dtype()
     return names, sequences, torch.stack(encoded).to(dtype)
 
 
-def explain_filters(explainer: SequenceExplainer, data: SequenceInput, layer: str | None = None, target: Any = None,
-                    top: int | None = 10, width: int | None = None, motifs: Any = "JASPAR2024", examples: int = 5,
-                    batch_size: int = 64, window: int = 7, alpha: float = 0.01, max_e: float = 0.05,
-                    ids: Sequence[str] | None = None, channel_batch: int | None = None) -> FilterConcepts:
+def explain_filters(
+    explainer: SequenceExplainer,
+    data: SequenceInput,
+    layer: str | None = None,
+    target: Any = None,
+    top: int | None = 10,
+    width: int | None = None,
+    motifs: Any = "JASPAR2024",
+    examples: int = 5,
+    batch_size: int = 64,
+    window: int = 7,
+    alpha: float = 0.01,
+    max_e: float = 0.05,
+    ids: Sequence[str] | None = None,
+    channel_batch: int | None = None,
+) -> FilterConcepts:
     """Filter concepts of ``layer`` (default: the first convolution) over the sequences ``data``
     (FASTA path, strings or one-hot; one length). ``top``: the filters with the largest share
     are described (None: all). ``width``: CWM width (default: the layer's kernel size, else
@@ -227,22 +276,33 @@ def explain_filters(explainer: SequenceExplainer, data: SequenceInput, layer: st
         cwms[concept], ppms[concept] = cwm, ppm
         tables.append(seqlets.assign(concept=concept))
         strongest = np.argsort(-channel_relevance[:, concept])[:examples]
-        rows.append({"concept": concept, "share": float(share[concept]), "seqlets": used,
-                     "consensus": consensus(cwm, explainer.alphabet) if used else "",
-                     "reference_examples": ",".join(names[i] for i in strongest)})
+        rows.append(
+            {
+                "concept": concept,
+                "share": float(share[concept]),
+                "seqlets": used,
+                "consensus": consensus(cwm, explainer.alphabet) if used else "",
+                "reference_examples": ",".join(names[i] for i in strongest),
+            }
+        )
     frame = pd.DataFrame(rows, columns=["concept", "share", "seqlets", "consensus", "reference_examples"])
-    best = match_ppms([trimmed(ppms[c], np.abs(cwms[c]).sum(0)) if n else None
-                       for c, n in zip(order, frame["seqlets"])], explainer.alphabet, motifs, max_e)
-    frame = pd.concat([frame[["concept", "share", "seqlets"]], best, frame[["consensus", "reference_examples"]]],
-                      axis=1)
+    best = match_ppms(
+        [trimmed(ppms[c], np.abs(cwms[c]).sum(0)) if n else None for c, n in zip(order, frame["seqlets"])],
+        explainer.alphabet,
+        motifs,
+        max_e,
+    )
+    frame = pd.concat(
+        [frame[["concept", "share", "seqlets"]], best, frame[["consensus", "reference_examples"]]], axis=1
+    )
     filled = [table for table in tables if len(table)]
     seqlet_table = pd.concat(filled, ignore_index=True) if filled else (tables[0] if tables else pd.DataFrame())
     return FilterConcepts(layer, explainer.alphabet, frame, cwms, ppms, channel_relevance, names, seqlet_table)
 
 
-def filter_weight_matches(model: nn.Module, layer: str | None = None, alphabet: str = "ACGT",
-                          motifs: Any = "JASPAR2024",
-                          max_e: float = 0.05) -> pd.DataFrame:
+def filter_weight_matches(
+    model: nn.Module, layer: str | None = None, alphabet: str = "ACGT", motifs: Any = "JASPAR2024", max_e: float = 0.05
+) -> pd.DataFrame:
     """The common baseline: each filter of a first-layer convolution matched to JASPAR as a PPM
     (:func:`weights_to_ppm`). Columns: concept, consensus, best_match, match_id, match_p, match_e."""
     layer = layer or first_conv(model)
@@ -253,6 +313,7 @@ def filter_weight_matches(model: nn.Module, layer: str | None = None, alphabet: 
     values = weight.detach().double().cpu().numpy()
     ppms = [weights_to_ppm(w) for w in values]
     frame = pd.DataFrame({"concept": range(len(values)), "consensus": [consensus(p - 0.25, alphabet) for p in ppms]})
-    best = match_ppms([trimmed(p, np.abs(w - w.mean(0, keepdims=True)).sum(0)) for p, w in zip(ppms, values)],
-                      alphabet, motifs, max_e)
+    best = match_ppms(
+        [trimmed(p, np.abs(w - w.mean(0, keepdims=True)).sum(0)) for p, w in zip(ppms, values)], alphabet, motifs, max_e
+    )
     return pd.concat([frame, best], axis=1)

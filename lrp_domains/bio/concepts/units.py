@@ -119,8 +119,10 @@ def default_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, str]:
     """
     leaves = [(name, m) for name, m in model.named_modules() if not any(True for _ in m.children())]
     calls: list[tuple[str, nn.Module, Any, Any]] = []
-    handles = [m.register_forward_hook(lambda mod, args, out, name=name: calls.append((name, mod, args, out)))
-               for name, m in leaves]
+    handles = [
+        m.register_forward_hook(lambda mod, args, out, name=name: calls.append((name, mod, args, out)))
+        for name, m in leaves
+    ]
     try:
         with torch.no_grad(), eval_mode(model):
             model(example)
@@ -129,14 +131,17 @@ def default_layer(model: nn.Module, example: torch.Tensor) -> tuple[str, str]:
             handle.remove()
     linear = [i for i, (_, mod, _, _) in enumerate(calls) if isinstance(mod, nn.Linear)]
     if not linear:
-        raise ValueError("the model runs no nn.Linear, so it has no classifier layer to find its hidden units by; "
-                         "name the layer with layer= (a name from model.named_modules())")
+        raise ValueError(
+            "the model runs no nn.Linear, so it has no classifier layer to find its hidden units by; "
+            "name the layer with layer= (a name from model.named_modules())"
+        )
     last = linear[-1]
     name, _, args, _ = calls[last]
     feed = args[0] if args else None
     if feed is example:
-        raise ValueError(f"the model's last Linear ({name!r}) reads the genes directly: it has no hidden layer; "
-                         "name one with layer=")
+        raise ValueError(
+            f"the model's last Linear ({name!r}) reads the genes directly: it has no hidden layer; name one with layer="
+        )
     for earlier in reversed(calls[:last]):
         if earlier[3] is feed:
             return earlier[0], "output"
@@ -230,8 +235,12 @@ def hidden_units(
         - ``reference_cells``: the ``examples`` cells with the largest ``R[i, u]`` (CRP's relevance
           maximization), by sample name.
     """
-    for label, value, low in (("top_genes", top_genes, 0), ("batch_size", batch_size, 1), ("examples", examples, 0),
-                              ("max_classes", max_classes, 0)):
+    for label, value, low in (
+        ("top_genes", top_genes, 0),
+        ("batch_size", batch_size, 1),
+        ("examples", examples, 0),
+        ("max_classes", max_classes, 0),
+    ):
         if int(value) < low:
             raise ValueError(f"{label} must be >= {low}, got {value}")
     if genes_from not in ("served", "all"):
@@ -258,8 +267,9 @@ def hidden_units(
         groups_index = first.target.cpu()
     else:
         with torch.no_grad(), eval_mode(model):
-            groups_index = torch.cat([model(inputs[s:s + batch_size].to(device)).argmax(1).cpu()
-                                      for s in range(0, n_cells, batch_size)])
+            groups_index = torch.cat(
+                [model(inputs[s : s + batch_size].to(device)).argmax(1).cpu() for s in range(0, n_cells, batch_size)]
+            )
     classes = explainer.classes or [str(i) for i in range(int(groups_index.max()) + 1)]
 
     chosen = list(range(n_units)) if units is None else [int(u) for u in units]
@@ -272,7 +282,7 @@ def hidden_units(
     share = relevance.mean(0) / mean_total if mean_total != 0 else torch.full((n_units,), float("nan"))
     order = sorted(chosen, key=lambda u: -float(share[u]) if not np.isnan(float(share[u])) else np.inf)
     if top_units is not None:
-        order = order[:int(top_units)]
+        order = order[: int(top_units)]
 
     # the classes each unit serves, from its per-class shares
     rel = relevance[:, order].numpy()
@@ -286,8 +296,10 @@ def hidden_units(
             class_share[:, k] = rel[members].sum(0) / denominator
     served = [_served(class_share[j], max_classes) for j in range(len(order))]
     # (cells, units): 1 where the cell's class is one its unit serves
-    in_served = torch.tensor(np.stack([np.isin(index, ks) for ks in served], 1) if order else
-                             np.zeros((n_cells, 0), dtype=bool), dtype=torch.float64)
+    in_served = torch.tensor(
+        np.stack([np.isin(index, ks) for ks in served], 1) if order else np.zeros((n_cells, 0), dtype=bool),
+        dtype=torch.float64,
+    )
 
     # pass 2: conditional gene relevance of the chosen units, summed over cells chunk by chunk
     n_genes = len(explainer.genes)
@@ -296,16 +308,19 @@ def hidden_units(
     served_sums = torch.zeros(len(order), n_genes, dtype=torch.float64)
     chunk_targets = first.target.cpu() if first.target is not None else targets
     for start in range(0, n_cells if order else 0, chunk):
-        part = chunk_targets[start:start + chunk] if isinstance(chunk_targets, torch.Tensor) else chunk_targets
-        concepts = explain_concepts(model, inputs[start:start + chunk], layer, order, part, explainer.composite,
-                                    at=at, batch_size=None)
+        part = chunk_targets[start : start + chunk] if isinstance(chunk_targets, torch.Tensor) else chunk_targets
+        concepts = explain_concepts(
+            model, inputs[start : start + chunk], layer, order, part, explainer.composite, at=at, batch_size=None
+        )
         conditional = concepts.conditional
         if not isinstance(conditional, torch.Tensor) or conditional.shape[2:] != (n_genes,):
-            raise ValueError(f"conditional relevance of shape {tuple(getattr(conditional, 'shape', ()))}; expected "
-                             f"(cells, units, {n_genes}) for a model reading (cells, genes)")
+            raise ValueError(
+                f"conditional relevance of shape {tuple(getattr(conditional, 'shape', ()))}; expected "
+                f"(cells, units, {n_genes}) for a model reading (cells, genes)"
+            )
         conditional = conditional.detach().double().cpu()
         sums += conditional.sum(0)
-        served_sums += torch.einsum("bu,bug->ug", in_served[start:start + chunk], conditional)
+        served_sums += torch.einsum("bu,bug->ug", in_served[start : start + chunk], conditional)
     gene_relevance = sums / n_cells
     counts = in_served.sum(0)
     served_relevance = torch.where(counts[:, None] > 0, served_sums / counts.clamp(min=1)[:, None], gene_relevance)
@@ -320,15 +335,17 @@ def hidden_units(
     rows = []
     for j, unit in enumerate(order):
         genes = torch.argsort(-ranking[j], stable=True)[:top_genes].tolist()
-        references = np.argsort(-rel[:, j], kind="stable")[:min(examples, n_cells)]
-        rows.append({
-            "unit": unit,
-            "share": float(share[unit]),
-            "classes": ", ".join(classes[k] for k in served[j]),
-            "top_genes": ", ".join(explainer.genes[g] for g in genes),
-            "low_genes": ", ".join(explainer.genes[g] for g in genes if mean_input[j, g] < 0),
-            "reference_cells": ", ".join(str(c) for c in names[references]),
-        })
+        references = np.argsort(-rel[:, j], kind="stable")[: min(examples, n_cells)]
+        rows.append(
+            {
+                "unit": unit,
+                "share": float(share[unit]),
+                "classes": ", ".join(classes[k] for k in served[j]),
+                "top_genes": ", ".join(explainer.genes[g] for g in genes),
+                "low_genes": ", ".join(explainer.genes[g] for g in genes if mean_input[j, g] < 0),
+                "reference_cells": ", ".join(str(c) for c in names[references]),
+            }
+        )
     frame = pd.DataFrame(rows, columns=["unit", "share", "classes", "top_genes", "low_genes", "reference_cells"])
     return UnitTable(
         layer=layer,

@@ -80,8 +80,13 @@ class TokenSequenceExplanation(SequenceExplanation):
     predictions: list[str] = field(default_factory=list)
 
 
-def bases_from_tokens(sequence: str, spans: Sequence[tuple[int, int]], special: Sequence[bool],
-                      token_relevance: np.ndarray, alphabet: str = DNA) -> tuple[np.ndarray, np.ndarray, float]:
+def bases_from_tokens(
+    sequence: str,
+    spans: Sequence[tuple[int, int]],
+    special: Sequence[bool],
+    token_relevance: np.ndarray,
+    alphabet: str = DNA,
+) -> tuple[np.ndarray, np.ndarray, float]:
     """Split each token's relevance equally over the bases it covers: ``(relevance (A, L) on the
     observed bases, channel_relevance (A, L) with N's share spread over the alphabet, the special
     tokens' summed relevance)``. Tokens that cover no base count as special."""
@@ -130,12 +135,27 @@ class TokenSequenceExplainer(DomainExplainer):
     item: ClassVar[str] = "record"
     default_composite: ClassVar[str] = "attnlrp"
     run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 16}
-    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "sequence", "relevance", "hypothetical", "tokens",
-                                          "token_relevance", "special_relevance", "other_relevance")
+    columns: ClassVar[tuple[str, ...]] = (
+        "explained",
+        "delta",
+        "sequence",
+        "relevance",
+        "hypothetical",
+        "tokens",
+        "token_relevance",
+        "special_relevance",
+        "other_relevance",
+    )
     report: ClassVar[str] = "lrp_domains.report.sequences:write_sequence_report"
 
-    def __init__(self, model: nn.Module, tokenizer: Any, composite: str | Composite = "attnlrp",
-                 labels: Sequence[str] | None = None, strict: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        tokenizer: Any,
+        composite: str | Composite = "attnlrp",
+        labels: Sequence[str] | None = None,
+        strict: bool = False,
+    ) -> None:
         from lrp_domains import domains
 
         TextExplainer = domains.get("text")  # noqa: N806  (through the registry: bio does not import text)
@@ -151,8 +171,9 @@ class TokenSequenceExplainer(DomainExplainer):
         self._vocab = tokenizer.get_vocab()
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, composite: str | Composite = "attnlrp",
-                        **kwargs: Any) -> TokenSequenceExplainer:
+    def from_pretrained(
+        cls, folder: str | Path, composite: str | Composite = "attnlrp", **kwargs: Any
+    ) -> TokenSequenceExplainer:
         """A classifier and its tokenizer saved with ``save_pretrained`` (a local folder works offline).
         ``labels`` and ``strict`` go to the explainer, other keywords to transformers' ``from_pretrained``."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -166,25 +187,35 @@ class TokenSequenceExplainer(DomainExplainer):
         return cls(model, tokenizer, composite=composite, **options)
 
     @classmethod
-    def from_options(cls, model: str | None = None, weights: str | None = None,
-                     composite: str | None = None) -> TokenSequenceExplainer:
+    def from_options(
+        cls, model: str | None = None, weights: str | None = None, composite: str | None = None
+    ) -> TokenSequenceExplainer:
         """A model folder (``--model``, written by ``save_pretrained``: config, safetensors weights, tokenizer)."""
         from lrp_domains.models import as_model_option, refuse_weights
 
         refuse_weights(weights, "a DNA language model folder")
         if model is None:
-            raise InputError("the dna-lm explainer has no default model: give --model FOLDER, a transformers "
-                             "classifier and its tokenizer saved with save_pretrained "
-                             "(workflows/bio/language_model_motifs.py writes one)")
+            raise InputError(
+                "the dna-lm explainer has no default model: give --model FOLDER, a transformers "
+                "classifier and its tokenizer saved with save_pretrained "
+                "(workflows/bio/language_model_motifs.py writes one)"
+            )
         if not Path(model).is_dir():
             raise InputError(f"--model {model}: not a folder; give a folder written by save_pretrained")
         with as_model_option(model):
             return cls.from_pretrained(model, composite=composite or cls.default_composite)
 
     # -- explaining -------------------------------------------------------------------------
-    def explain(self, sequences: str | Path | Sequence[str], target: TokenTarget = None, batch_size: int = 16,
-                hypothetical: bool = True, progress: bool = False, ids: Sequence[str] | None = None,
-                unique_ids: bool = True) -> TokenSequenceExplanation:
+    def explain(
+        self,
+        sequences: str | Path | Sequence[str],
+        target: TokenTarget = None,
+        batch_size: int = 16,
+        hypothetical: bool = True,
+        progress: bool = False,
+        ids: Sequence[str] | None = None,
+        unique_ids: bool = True,
+    ) -> TokenSequenceExplanation:
         """Relevance of every base for one output per sequence: a string, strings, or a FASTA path.
 
         ``target``: None (the predicted class), a class index or label name, one per sequence, or a
@@ -196,8 +227,13 @@ class TokenSequenceExplainer(DomainExplainer):
         results = self._text.explain(texts, target=target, batch_size=batch_size, progress=progress, ids=messages)
         return self._decode(names, texts, results, hypothetical)
 
-    def _inputs(self, data: str | Path | Sequence[str], ids: Sequence[str] | None, unique: bool,
-                messages: Sequence[str] | None = None) -> tuple[list[str], list[str], list[str]]:
+    def _inputs(
+        self,
+        data: str | Path | Sequence[str],
+        ids: Sequence[str] | None,
+        unique: bool,
+        messages: Sequence[str] | None = None,
+    ) -> tuple[list[str], list[str], list[str]]:
         if isinstance(data, Path) or (isinstance(data, str) and _looks_like_path(data)):
             names, sequences = read_fasta(data, unique=False)
         else:
@@ -221,18 +257,23 @@ class TokenSequenceExplainer(DomainExplainer):
                 raise InputError(f"{message}: an empty sequence; remove it (there is nothing to explain)")
             bad = next((i for i, c in enumerate(text) if c not in LETTERS), None)
             if bad is not None:
-                raise InputError(f"{message}: symbol {sequence[bad]!r} at position {bad + 1} is not one of {LETTERS}; "
-                                 "DNA language models take A, C, G, T and N (replace other IUPAC codes by N)")
+                raise InputError(
+                    f"{message}: symbol {sequence[bad]!r} at position {bad + 1} is not one of {LETTERS}; "
+                    "DNA language models take A, C, G, T and N (replace other IUPAC codes by N)"
+                )
             if limit is not None:
                 count = len(self.tokenizer(text)["input_ids"])
                 if count > limit:
-                    raise InputError(f"{message}: {len(text)} bases make {count} tokens, but the model takes at most "
-                                     f"{limit}; split the sequence into shorter windows")
+                    raise InputError(
+                        f"{message}: {len(text)} bases make {count} tokens, but the model takes at most "
+                        f"{limit}; split the sequence into shorter windows"
+                    )
             texts.append(text)
         return names, texts, messages
 
-    def _decode(self, names: list[str], texts: list[str], results: list,
-                hypothetical: bool) -> TokenSequenceExplanation:
+    def _decode(
+        self, names: list[str], texts: list[str], results: list, hypothetical: bool
+    ) -> TokenSequenceExplanation:
         width = max(len(t) for t in texts)
         n = len(texts)
         relevance = torch.zeros(n, 4, width, dtype=torch.float64)
@@ -255,21 +296,37 @@ class TokenSequenceExplainer(DomainExplainer):
             if hypothetical:
                 vectors = result.extra["word_embedding_relevance"].double()
                 units[row, :, :length], coverage[row] = self._hypothetical(text, result, vectors, weight)
-        probabilities = torch.tensor([[r.probabilities[k] for k in r.probabilities] for r in results],
-                                     dtype=torch.float64)
+        probabilities = torch.tensor(
+            [[r.probabilities[k] for k in r.probabilities] for r in results], dtype=torch.float64
+        )
         explained = torch.tensor([r.explained for r in results], dtype=torch.float64)
         delta = torch.tensor([r.delta for r in results], dtype=torch.float64)
         return TokenSequenceExplanation(
-            ids=list(names), sequences=list(texts), onehot=onehot, output=probabilities, relevance=relevance,
-            hypothetical=units, explained=explained, delta=delta, lengths=[len(t) for t in texts], alphabet=DNA,
-            composite=self.composite.name, channel_relevance=channels, tokens=[r.tokens for r in results],
-            token_spans=[list(r.token_spans) for r in results], special=[list(r.special) for r in results],
-            token_relevance=[r.token_relevance for r in results], special_relevance=special, other_relevance=other,
-            hypothetical_coverage=coverage, predictions=[r.prediction for r in results],
+            ids=list(names),
+            sequences=list(texts),
+            onehot=onehot,
+            output=probabilities,
+            relevance=relevance,
+            hypothetical=units,
+            explained=explained,
+            delta=delta,
+            lengths=[len(t) for t in texts],
+            alphabet=DNA,
+            composite=self.composite.name,
+            channel_relevance=channels,
+            tokens=[r.tokens for r in results],
+            token_spans=[list(r.token_spans) for r in results],
+            special=[list(r.special) for r in results],
+            token_relevance=[r.token_relevance for r in results],
+            special_relevance=special,
+            other_relevance=other,
+            hypothetical_coverage=coverage,
+            predictions=[r.prediction for r in results],
         )
 
-    def _hypothetical(self, text: str, result: Any, vectors: torch.Tensor,
-                      weight: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _hypothetical(
+        self, text: str, result: Any, vectors: torch.Tensor, weight: torch.Tensor
+    ) -> tuple[torch.Tensor, float]:
         """``(4, len(text))`` first-order hypothetical contributions and the share of alternative
         entries whose substituted token exists (see the module docstring)."""
         embedded = weight[torch.tensor(result.token_ids)]
@@ -284,7 +341,7 @@ class TokenSequenceExplainer(DomainExplainer):
                 piece = text[start:end]
             for p in range(start, end):
                 for b, letter in enumerate(DNA):
-                    changed = piece[:p - start] + letter + piece[p - start + 1:]
+                    changed = piece[: p - start] + letter + piece[p - start + 1 :]
                     token = result.token_ids[t] if changed == piece else self._vocab.get(changed)
                     if changed != piece:
                         alternatives += 1
@@ -324,8 +381,14 @@ class TokenSequenceExplainer(DomainExplainer):
 
         return genome_regions(regions, genome, width)
 
-    def explain_batch(self, ids: Sequence[str], items: Sequence[str], first_row: int = 0, target: TokenTarget = None,
-                      batch_size: int = 16) -> TokenSequenceExplanation:
+    def explain_batch(
+        self,
+        ids: Sequence[str],
+        items: Sequence[str],
+        first_row: int = 0,
+        target: TokenTarget = None,
+        batch_size: int = 16,
+    ) -> TokenSequenceExplanation:
         """Explain one shard's records (runs key rows by row number: repeated ids are allowed);
         messages name a record by row and id."""
         messages = [f"row {first_row + i} (id {name!r})" for i, name in enumerate(ids)]
@@ -341,8 +404,10 @@ class TokenSequenceExplainer(DomainExplainer):
 
         return {
             **sequence_rows(result),
-            "tokens": result.tokens, "token_relevance": [r.double().tolist() for r in result.token_relevance],
-            "special_relevance": result.special_relevance.tolist(), "other_relevance": result.other_relevance.tolist(),
+            "tokens": result.tokens,
+            "token_relevance": [r.double().tolist() for r in result.token_relevance],
+            "special_relevance": result.special_relevance.tolist(),
+            "other_relevance": result.other_relevance.tolist(),
         }
 
     @classmethod
@@ -370,31 +435,44 @@ def _fast(tokenizer: Any) -> Any:
     try:
         fast = fast_kmer_tokenizer(tokenizer)
     except InputError as error:
-        raise InputError(f"TokenSequenceExplainer needs a fast tokenizer (character offsets map tokens to bases): "
-                         f"{error}") from None
-    warnings.warn(f"the tokenizer ({type(tokenizer).__name__}) is a slow one, without character offsets: converted "
-                  f"to a fast tokenizer of its vocabulary ({fast.init_kwargs['kmer']}-mers and single bases), which "
-                  "gives the same ids on test sequences", UserWarning, stacklevel=3)
+        raise InputError(
+            f"TokenSequenceExplainer needs a fast tokenizer (character offsets map tokens to bases): {error}"
+        ) from None
+    warnings.warn(
+        f"the tokenizer ({type(tokenizer).__name__}) is a slow one, without character offsets: converted "
+        f"to a fast tokenizer of its vocabulary ({fast.init_kwargs['kmer']}-mers and single bases), which "
+        "gives the same ids on test sequences",
+        UserWarning,
+        stacklevel=3,
+    )
     return fast
 
 
 def _check_pair(model: nn.Module, tokenizer: Any) -> None:
     """InputErrors for a tokenizer that does not fit the model, or does not read DNA."""
     if not getattr(tokenizer, "is_fast", False):
-        raise InputError("TokenSequenceExplainer needs a fast tokenizer (character offsets map tokens to bases): "
-                         "give a transformers PreTrainedTokenizerFast, or save one (tokenizer.json) in the model's "
-                         "folder with tokenizer.save_pretrained(folder)")
+        raise InputError(
+            "TokenSequenceExplainer needs a fast tokenizer (character offsets map tokens to bases): "
+            "give a transformers PreTrainedTokenizerFast, or save one (tokenizer.json) in the model's "
+            "folder with tokenizer.save_pretrained(folder)"
+        )
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if not isinstance(embeddings, nn.Embedding):
-        raise InputError(f"{type(model).__name__} has no token embedding (get_input_embeddings); give a transformers "
-                         "DNA language model")
+        raise InputError(
+            f"{type(model).__name__} has no token embedding (get_input_embeddings); give a transformers "
+            "DNA language model"
+        )
     if len(tokenizer) > embeddings.num_embeddings:
-        raise InputError(f"the tokenizer has {len(tokenizer)} tokens but the model embeds {embeddings.num_embeddings}: "
-                         "they do not belong together; give the model's own tokenizer")
+        raise InputError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model embeds {embeddings.num_embeddings}: "
+            "they do not belong together; give the model's own tokenizer"
+        )
     pad = getattr(getattr(model, "config", None), "pad_token_id", None)
     if pad is not None and tokenizer.pad_token_id is not None and pad != tokenizer.pad_token_id:
-        raise InputError(f"the tokenizer pads with id {tokenizer.pad_token_id} but the model's pad_token_id is {pad}: "
-                         "they do not belong together; give the model's own tokenizer")
+        raise InputError(
+            f"the tokenizer pads with id {tokenizer.pad_token_id} but the model's pad_token_id is {pad}: "
+            "they do not belong together; give the model's own tokenizer"
+        )
     unknown = tokenizer.unk_token_id
     ids = tokenizer("ACGTACGTACGTN", add_special_tokens=False)["input_ids"]
     if unknown is not None and unknown in ids:

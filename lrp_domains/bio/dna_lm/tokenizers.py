@@ -58,17 +58,34 @@ def kmer_tokenizer(k: int = 6, model_max_length: int = 1000) -> PreTrainedTokeni
     # Leftmost match: a full k-mer of ACGT where one starts, otherwise one character.
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(f"[ACGT]{{{k}}}|."), behavior="isolated")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="<cls> $A", pair="<cls> $A $B", special_tokens=[("<cls>", vocab["<cls>"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>",
-                                   mask_token="<mask>", cls_token="<cls>", model_max_length=model_max_length)
+        single="<cls> $A", pair="<cls> $A $B", special_tokens=[("<cls>", vocab["<cls>"])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        cls_token="<cls>",
+        model_max_length=model_max_length,
+    )
     fast.init_kwargs["kmer"] = k
     return fast
 
 
 #: Sequences on which a converted tokenizer must give the slow one's ids: k-mers, tails shorter
 #: than k, N alone and between k-mers, every base at every phase.
-CHECK_SEQUENCES = ("A", "N", "ACGTN", "NNN", "ACGTACGTACGTACGTACGTA", "NACGTACGTTN", "GATTACANGATTACAGATTACA",
-                   "TTTTTTTTTTTTTN", "CCCCCGGGGGAAAAATTTTTNC", "ACGNTACGTNNACGTACGTACNGT")
+CHECK_SEQUENCES = (
+    "A",
+    "N",
+    "ACGTN",
+    "NNN",
+    "ACGTACGTACGTACGTACGTA",
+    "NACGTACGTTN",
+    "GATTACANGATTACAGATTACA",
+    "TTTTTTTTTTTTTN",
+    "CCCCCGGGGGAAAAATTTTTNC",
+    "ACGNTACGTNNACGTACGTACNGT",
+)
 
 
 def fast_kmer_tokenizer(slow: Any, check: Sequence[str] = CHECK_SEQUENCES) -> PreTrainedTokenizerFast:
@@ -90,8 +107,10 @@ def fast_kmer_tokenizer(slow: Any, check: Sequence[str] = CHECK_SEQUENCES) -> Pr
     sizes = sorted({len(word) for word in kmers})
     if len(sizes) != 1 or len(kmers) != 4 ** sizes[0]:
         found = ", ".join(f"{sum(len(w) == n for w in kmers)} of length {n}" for n in sizes) or "none"
-        raise InputError(f"{name} cannot be converted to a fast tokenizer: its vocabulary is not a k-mer DNA "
-                         f"vocabulary (all 4**k k-mers of one k and single bases; words of A, C, G, T found: {found})")
+        raise InputError(
+            f"{name} cannot be converted to a fast tokenizer: its vocabulary is not a k-mer DNA "
+            f"vocabulary (all 4**k k-mers of one k and single bases; words of A, C, G, T found: {found})"
+        )
     k = sizes[0]
     tokenizer = Tokenizer(models.WordLevel(vocab, unk_token=slow.unk_token))
     tokenizer.pre_tokenizer = pre_tokenizers.Split(Regex(f"[ACGT]{{{k}}}|."), behavior="isolated")
@@ -108,22 +127,30 @@ def fast_kmer_tokenizer(slow: Any, check: Sequence[str] = CHECK_SEQUENCES) -> Pr
 
     used = {i for i in slow.build_inputs_with_special_tokens([-1]) if i >= 0}
     tokenizer.post_processor = processors.TemplateProcessing(
-        single=template([-1]), pair=template([-1], [-2]), special_tokens=[(names[i], i) for i in sorted(used)])
-    specials = {key: getattr(slow, key) for key in ("unk_token", "pad_token", "mask_token", "cls_token", "eos_token",
-                                                    "bos_token", "sep_token") if getattr(slow, key, None) is not None}
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, model_max_length=slow.model_max_length,
-                                   padding_side=slow.padding_side, **specials)
+        single=template([-1]), pair=template([-1], [-2]), special_tokens=[(names[i], i) for i in sorted(used)]
+    )
+    specials = {
+        key: getattr(slow, key)
+        for key in ("unk_token", "pad_token", "mask_token", "cls_token", "eos_token", "bos_token", "sep_token")
+        if getattr(slow, key, None) is not None
+    }
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, model_max_length=slow.model_max_length, padding_side=slow.padding_side, **specials
+    )
     fast.init_kwargs["kmer"] = k
     for sequence in check:
         if fast(sequence)["input_ids"] != slow(sequence)["input_ids"]:
-            raise InputError(f"{name} cannot be converted to a fast tokenizer: built from its vocabulary ({k}-mers), "
-                             f"it tokenizes {sequence!r} otherwise than the slow one; save the model's fast tokenizer "
-                             "(tokenizer.json) with it")
+            raise InputError(
+                f"{name} cannot be converted to a fast tokenizer: built from its vocabulary ({k}-mers), "
+                f"it tokenizes {sequence!r} otherwise than the slow one; save the model's fast tokenizer "
+                "(tokenizer.json) with it"
+            )
     return fast
 
 
-def bpe_tokenizer(sequences: Iterable[str], vocab_size: int = 256, max_token_length: int = 12,
-                  model_max_length: int = 512) -> PreTrainedTokenizerFast:
+def bpe_tokenizer(
+    sequences: Iterable[str], vocab_size: int = 256, max_token_length: int = 12, model_max_length: int = 512
+) -> PreTrainedTokenizerFast:
     """A DNABERT-2-style BPE tokenizer learned on ``sequences`` (upper-case DNA).
 
     Specials ``[UNK] [CLS] [SEP] [PAD] [MASK]`` (ids 0-4), then ``A C G T N`` and the merges, up to
@@ -137,16 +164,29 @@ def bpe_tokenizer(sequences: Iterable[str], vocab_size: int = 256, max_token_len
     if not texts or not any(texts):
         raise ValueError("bpe_tokenizer needs at least one non-empty sequence to learn merges from")
     if vocab_size <= len(BPE_SPECIALS) + len(SINGLE_BASES):
-        raise ValueError(f"vocab_size must exceed {len(BPE_SPECIALS) + len(SINGLE_BASES)} (specials and bases), "
-                         f"got {vocab_size}")
+        raise ValueError(
+            f"vocab_size must exceed {len(BPE_SPECIALS) + len(SINGLE_BASES)} (specials and bases), got {vocab_size}"
+        )
     tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(BPE_SPECIALS),
-                                  initial_alphabet=list(SINGLE_BASES), limit_alphabet=len(SINGLE_BASES),
-                                  max_token_length=max_token_length, show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(BPE_SPECIALS),
+        initial_alphabet=list(SINGLE_BASES),
+        limit_alphabet=len(SINGLE_BASES),
+        max_token_length=max_token_length,
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                   mask_token="[MASK]", cls_token="[CLS]", sep_token="[SEP]",
-                                   model_max_length=model_max_length)
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        model_max_length=model_max_length,
+    )

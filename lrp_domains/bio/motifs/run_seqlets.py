@@ -67,7 +67,7 @@ def _ok_rows(path: Path, columns: list[str]) -> tuple[dict[str, list], list[np.n
     relevance = table.column("relevance").combine_chunks()
     offsets = relevance.offsets.to_numpy()
     flat = relevance.values.to_numpy(zero_copy_only=False).astype(np.float64)
-    rows = [flat[offsets[i]:offsets[i + 1]] for i in range(len(relevance))]
+    rows = [flat[offsets[i] : offsets[i + 1]] for i in range(len(relevance))]
     return {name: table.column(name).to_pylist() for name in columns}, rows
 
 
@@ -78,14 +78,27 @@ def _finished_sequence_run(run_dir: Path, step: str) -> tuple[dict, list[Path]]:
 
     manifest, files = finished_run(run_dir, step)
     if not {"sequence", "relevance"} <= set(pq.read_schema(files[0]).names):
-        raise InputError(f"{run_dir} holds a {manifest['settings'].get('kind')} run, whose rows have no sequences and "
-                         "per-position relevance; seqlets need a sequence run (run sequences or run dna-lm)")
+        raise InputError(
+            f"{run_dir} holds a {manifest['settings'].get('kind')} run, whose rows have no sequences and "
+            "per-position relevance; seqlets need a sequence run (run sequences or run dna-lm)"
+        )
     return manifest, files
 
 
-def run_seqlets(run_dir: str | Path, motifs: Any = None, window: int = 7, alpha: float = 0.01, null: str = "shuffle",
-                flank: int = 3, sign: str = "positive", min_length: int = 5, seed: int = 0,
-                max_null: int = 20_000_000, collection: str = "CORE", tax_group: str = "vertebrates") -> pd.DataFrame:
+def run_seqlets(
+    run_dir: str | Path,
+    motifs: Any = None,
+    window: int = 7,
+    alpha: float = 0.01,
+    null: str = "shuffle",
+    flank: int = 3,
+    sign: str = "positive",
+    min_length: int = 5,
+    seed: int = 0,
+    max_null: int = 20_000_000,
+    collection: str = "CORE",
+    tax_group: str = "vertebrates",
+) -> pd.DataFrame:
     """The seqlets of every ``ok`` row of the finished run in ``run_dir`` (module docstring), with
     the columns of :func:`~lrp_domains.bio.motifs.seqlets.call_seqlets` and, with ``motifs`` (a JASPAR
     release, a JASPAR/MEME file or motifs; None or ``"none"``: no matching), the best match of each
@@ -133,10 +146,18 @@ def run_seqlets(run_dir: str | Path, motifs: Any = None, window: int = 7, alpha:
                     start, end = max(0, start - flank), min(length, end + flank)
                     if end - start < min_length:
                         continue
-                    found[direction].append({"id": name, "start": start, "end": end, "strand": "+",
-                                             "relevance": float(scores[start:end].sum()),
-                                             "sequence": sequence[start:end], "sign": direction,
-                                             "threshold": factor * threshold})
+                    found[direction].append(
+                        {
+                            "id": name,
+                            "start": start,
+                            "end": end,
+                            "strand": "+",
+                            "relevance": float(scores[start:end].sum()),
+                            "sequence": sequence[start:end],
+                            "sign": direction,
+                            "threshold": factor * threshold,
+                        }
+                    )
     seqlets = pd.DataFrame([row for direction in directions for row in found[direction]], columns=COLUMNS)
     if motifs is not None and not (isinstance(motifs, str) and motifs.lower() == "none") and len(seqlets):
         seqlets = annotate_seqlets(seqlets, motifs, collection=collection, tax_group=tax_group)
@@ -155,8 +176,9 @@ def ids_are_regions(ids: Any) -> bool:
     return True
 
 
-def write_seqlets_bed(seqlets: pd.DataFrame, path: str | Path, chrom_sizes: Any = None,
-                      coordinates: bool | None = None) -> Path:
+def write_seqlets_bed(
+    seqlets: pd.DataFrame, path: str | Path, chrom_sizes: Any = None, coordinates: bool | None = None
+) -> Path:
     """Seqlets (:func:`run_seqlets`, or :func:`~lrp_domains.bio.motifs.seqlets.call_seqlets`, optionally
     annotated) as BED6: chrom, start, end, name (the motif match, else ``seqlet``), score (summed
     relevance), strand (the match's, else the seqlet's own).
@@ -176,9 +198,9 @@ def write_seqlets_bed(seqlets: pd.DataFrame, path: str | Path, chrom_sizes: Any 
     matches = seqlets["match_strand"] if "match_strand" in seqlets else [None] * len(seqlets)
     strands = seqlets["strand"] if "strand" in seqlets else ["+"] * len(seqlets)
     lines = [RECORD_HEADER + "\n"]
-    for name, start, end, score, motif, match, strand in zip(ids, seqlets["start"], seqlets["end"],
-                                                            seqlets["relevance"] if len(seqlets) else [], names,
-                                                            matches, strands):
+    for name, start, end, score, motif, match, strand in zip(
+        ids, seqlets["start"], seqlets["end"], seqlets["relevance"] if len(seqlets) else [], names, matches, strands
+    ):
         motif = motif if isinstance(motif, str) and motif else None
         own = match if motif and match in ("+", "-") else (strand if strand in ("+", "-", ".") else ".")
         lines.append(f"{name}\t{int(start)}\t{int(end)}\t{motif or 'seqlet'}\t{round(float(score), 6):g}\t{own}\n")

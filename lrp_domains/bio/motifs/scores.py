@@ -57,8 +57,9 @@ class ScoreDistribution(NamedTuple):
     columns: int = 0
 
 
-def score_distribution(pssm: Any, background: dict[str, float] | None = None,
-                       precision: int = 10**3) -> ScoreDistribution:
+def score_distribution(
+    pssm: Any, background: dict[str, float] | None = None, precision: int = 10**3
+) -> ScoreDistribution:
     """``pssm.distribution(background, precision)`` (Biopython), its background density as an
     array equal to Biopython's list element for element (module docstring)."""
     if background is None:
@@ -89,11 +90,11 @@ def score_distribution(pssm: Any, background: dict[str, float] | None = None,
             low = min(max(-d, -1), last)  # last i that lands in bin 0 (-1: none)
             high = max(min(last - d, n_points), low + 1)  # first i that lands in bin n - 1
             if low >= 0:
-                new[0] = _sequential_sum(new[0], terms[:low + 1])
+                new[0] = _sequential_sum(new[0], terms[: low + 1])
             if high < n_points:
                 new[last] = _sequential_sum(new[last], terms[high:])
             if high > low + 1:
-                new[low + 1 + d:high + d] += terms[low + 1:high]
+                new[low + 1 + d : high + d] += terms[low + 1 : high]
         density = new
     return ScoreDistribution(min_score, step, interval, n_points, density, pssm.length)
 
@@ -117,7 +118,7 @@ def p_value(distribution: Any, score: float) -> float:
     most that many bins (``interval / 2000`` in score, at the default precision)."""
     slack = (getattr(distribution, "columns", 0) + 2) // 2
     index = int((score - distribution.min_score) / distribution.step) - slack
-    total = float(np.asarray(distribution.bg_density, dtype=float)[max(index, 0):].sum())
+    total = float(np.asarray(distribution.bg_density, dtype=float)[max(index, 0) :].sum())
     return min(max(total, 0.0), 1.0)
 
 
@@ -144,7 +145,7 @@ def encode(sequences: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     codes = np.full((len(sequences), int(lengths.max(initial=0))), N_CODE, dtype=np.int64)
     for row, text in enumerate(sequences):
         if text:
-            codes[row, :len(text)] = _CODES[np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)]
+            codes[row, : len(text)] = _CODES[np.frombuffer(text.encode("ascii", "replace"), dtype=np.uint8)]
     return codes, lengths
 
 
@@ -171,11 +172,11 @@ class ScanTables:
             prefix = np.zeros((1, stacked.shape[-1]))
             for j in range(k):  # running sums in column order: entry (c0, c1, ...) = ((0 + T0[c0]) + T1[c1]) + ...
                 prefix = (prefix[:, None, :] + padded[j][None, :, :]).reshape(-1, stacked.shape[-1])
-            self.groups.append(_Group(width, index, np.ascontiguousarray(prefix),
-                                      np.ascontiguousarray(padded[k:])))
+            self.groups.append(_Group(width, index, np.ascontiguousarray(prefix), np.ascontiguousarray(padded[k:])))
 
-    def scan(self, codes: np.ndarray, lengths: np.ndarray, chunk: int = 32,
-             budget: int = 1 << 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def scan(
+        self, codes: np.ndarray, lengths: np.ndarray, chunk: int = 32, budget: int = 1 << 20
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Best window of every motif in every sequence, as Biopython's ``_best_site``: the
         highest float32 score over positions and both strands (NaN windows count as -inf; ``+``
         wins ties; the first position wins), ``(score (S, M) float64, minus (S, M) bool,
@@ -195,7 +196,7 @@ class ScanTables:
         begin = 0
         while begin < n_seq:
             longest = int(lengths[order[min(begin + chunk, n_seq) - 1]])  # sorted: the longest of a full chunk
-            rows = order[begin:begin + max(1, min(chunk, budget // max(1, longest * widest)))]
+            rows = order[begin : begin + max(1, min(chunk, budget // max(1, longest * widest)))]
             begin += len(rows)
             length = int(lengths[rows].max())
             block = codes[rows, :length]
@@ -213,8 +214,9 @@ class ScanTables:
         return score, minus, position
 
     @staticmethod
-    def _best_windows(group: _Group, block: np.ndarray, budget: int,
-                      work: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
+    def _best_windows(
+        group: _Group, block: np.ndarray, budget: int, work: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per sequence and motif strand ``(S, 2M)``: the highest float32 window score (NaN as
         -inf) and its first window, over stretches of at most ``budget`` scores."""
         n_seq, n_windows, width = len(block), block.shape[1] - group.width + 1, group.motifs.size * 2
@@ -224,15 +226,15 @@ class ScanTables:
         for start in range(0, n_windows, stretch):
             count = min(stretch, n_windows - start)
             shape = (n_seq, count, width)
-            total, term = (buffer[:n_seq * count * width].reshape(shape) for buffer in work[:2])
-            scores = work[2][:n_seq * count * width].reshape(shape)
+            total, term = (buffer[: n_seq * count * width].reshape(shape) for buffer in work[:2])
+            scores = work[2][: n_seq * count * width].reshape(shape)
             kmer = np.zeros((n_seq, count), dtype=np.int64)
             for j in range(k):  # index of (c0, ..., c_{k-1}) in the prefix table, c0 most significant
                 kmer *= 5
-                kmer += block[:, start + j:start + j + count]
+                kmer += block[:, start + j : start + j + count]
             np.take(group.prefix, kmer, axis=0, out=total)
             for j, column in enumerate(group.columns, start=start + k):  # one column at a time, in order
-                np.take(column, block[:, j:j + count], axis=0, out=term)
+                np.take(column, block[:, j : j + count], axis=0, out=term)
                 total += term
             np.copyto(scores, total, casting="same_kind")  # Biopython's float32 scores array
             np.copyto(scores, -np.inf, where=np.isnan(scores))  # a window with an N: -inf

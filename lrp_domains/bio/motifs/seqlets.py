@@ -30,9 +30,16 @@ def _window_sums(values: np.ndarray, window: int) -> np.ndarray:
     return np.stack([np.convolve(row, kernel, mode="same") for row in values])
 
 
-def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation], window: int = 7,
-                 alpha: float = 0.01, null: Any = "shuffle", flank: int = 3, sign: str = "positive",
-                 min_length: int = 5, seed: int = 0) -> pd.DataFrame:
+def call_seqlets(
+    explanation: SequenceExplanation | Sequence[SequenceExplanation],
+    window: int = 7,
+    alpha: float = 0.01,
+    null: Any = "shuffle",
+    flank: int = 3,
+    sign: str = "positive",
+    min_length: int = 5,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Contiguous windows whose relevance stands out against a null (module docstring).
 
     ``explanation``: one explanation, or several (the groups of
@@ -50,8 +57,11 @@ def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation
     sequences = [sequence for group in groups for sequence in group.sequences]
     lengths = [length for group in groups for length in group.lengths]
     # Per record, no padding: records of any lengths pool into one null.
-    scores = [row[:length] for group in groups
-              for row, length in zip(group.per_position.double().cpu().numpy(), group.lengths)]
+    scores = [
+        row[:length]
+        for group in groups
+        for row, length in zip(group.per_position.double().cpu().numpy(), group.lengths)
+    ]
     # Records with NaN/Inf relevance (a model that gave NaN) are left out: of the null and of the calls.
     finite = [bool(np.isfinite(row).all()) for row in scores]
     sums = [_window_sums(row[None], window)[0] for row in scores]
@@ -62,8 +72,11 @@ def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation
         reference = [row for row, ok in zip(sums, finite) if ok]
     elif hasattr(null, "per_position"):
         null_scores = null.per_position.double().cpu().numpy()
-        reference = [_window_sums(row[:length][None], window)[0] for row, length in zip(null_scores, null.lengths)
-                     if np.isfinite(row[:length]).all()]
+        reference = [
+            _window_sums(row[:length][None], window)[0]
+            for row, length in zip(null_scores, null.lengths)
+            if np.isfinite(row[:length]).all()
+        ]
     else:
         raise ValueError("null must be 'shuffle', 'quantile' or a SequenceExplanation of shuffled sequences")
     columns = ["id", "start", "end", "strand", "relevance", "sequence", "sign", "threshold"]
@@ -71,7 +84,7 @@ def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation
         return pd.DataFrame([], columns=columns)
     valid = np.concatenate(reference)
     rows = []
-    for direction in (["positive", "negative"] if sign == "both" else [sign]):
+    for direction in ["positive", "negative"] if sign == "both" else [sign]:
         factor = 1.0 if direction == "positive" else -1.0
         threshold = float(np.quantile(factor * valid, 1 - alpha))
         threshold = max(threshold, 0.0)
@@ -84,10 +97,18 @@ def call_seqlets(explanation: SequenceExplanation | Sequence[SequenceExplanation
                 start, end = max(0, start - flank), min(length, end + flank)
                 if end - start < min_length:
                     continue
-                rows.append({"id": name, "start": start, "end": end, "strand": "+",
-                             "relevance": float(scores[i][start:end].sum()),
-                             "sequence": sequences[i][start:end], "sign": direction,
-                             "threshold": factor * threshold})
+                rows.append(
+                    {
+                        "id": name,
+                        "start": start,
+                        "end": end,
+                        "strand": "+",
+                        "relevance": float(scores[i][start:end].sum()),
+                        "sequence": sequences[i][start:end],
+                        "sign": direction,
+                        "threshold": factor * threshold,
+                    }
+                )
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -118,16 +139,19 @@ def load_motifs(motifs: Any, collection: str = "CORE", tax_group: str = "vertebr
     if isinstance(motifs, (str, Path)):
         path = Path(motifs)
         if not path.is_file():
-            raise InputError(f"--motifs {motifs}: no such motif file (give a JASPAR release such as JASPAR2024, a "
-                             "JASPAR or MEME file, or none)")
+            raise InputError(
+                f"--motifs {motifs}: no such motif file (give a JASPAR release such as JASPAR2024, a "
+                "JASPAR or MEME file, or none)"
+            )
         try:
             text = path.read_text(encoding="utf-8")
             fmt = "meme" if "MEME version" in text else "jaspar"
             with path.open(encoding="utf-8") as handle:
                 found = list(bio_motifs.parse(handle, fmt))
         except Exception as error:  # Biopython raises many types for text that is not a motif file
-            raise InputError(f"--motifs {path.name}: not a JASPAR or MEME motif file ({type(error).__name__}: "
-                             f"{error})") from None
+            raise InputError(
+                f"--motifs {path.name}: not a JASPAR or MEME motif file ({type(error).__name__}: {error})"
+            ) from None
         if not found:
             raise InputError(f"--motifs {path.name}: no motifs in the file (expected JASPAR or MEME format)")
         return found
@@ -174,8 +198,9 @@ def _best_site(pssm: Any, sequence: Any) -> tuple[float, str, int]:
     """Highest score over positions and both strands: (score, strand, position) (Biopython's
     scanner; :func:`_scan` does the same for all A/C/G/T motifs at once)."""
     forward = np.atleast_1d(np.nan_to_num(np.asarray(pssm.calculate(sequence), dtype=float), nan=-np.inf))
-    reverse = np.atleast_1d(np.nan_to_num(np.asarray(pssm.reverse_complement().calculate(sequence), dtype=float),
-                                          nan=-np.inf))
+    reverse = np.atleast_1d(
+        np.nan_to_num(np.asarray(pssm.reverse_complement().calculate(sequence), dtype=float), nan=-np.inf)
+    )
     strand, scores = ("+", forward) if forward.max() >= reverse.max() else ("-", reverse)
     position = int(scores.argmax())
     return float(scores[position]), strand, position
@@ -233,8 +258,14 @@ def _scan(sequences: list[str], prepared: list, tables: Any) -> tuple[np.ndarray
     return score, minus, position
 
 
-def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collection: str = "CORE",
-                     tax_group: str = "vertebrates", max_p: float = 1e-3, candidates: int = 5) -> pd.DataFrame:
+def annotate_seqlets(
+    seqlets: pd.DataFrame,
+    motifs: Any = "JASPAR2024",
+    collection: str = "CORE",
+    tax_group: str = "vertebrates",
+    max_p: float = 1e-3,
+    candidates: int = 5,
+) -> pd.DataFrame:
     """The best-matching motif per seqlet, with its PSSM log-odds score, strand, position and
     p-value under a uniform background (from the PSSM's exact score distribution; Biopython).
 
@@ -272,21 +303,47 @@ def annotate_seqlets(seqlets: pd.DataFrame, motifs: Any = "JASPAR2024", collecti
     rows = []
     for row in range(len(sequences)):
         chosen = np.flatnonzero(finite[row] & (relative[row] >= cutoff[row]))
-        scored = [(float(relative[row, i]), float(score[row, i]), "-" if minus[row, i] else "+",
-                   int(position[row, i]), prepared[i][0], prepared[i][1], prepared[i][3]) for i in chosen]
+        scored = [
+            (
+                float(relative[row, i]),
+                float(score[row, i]),
+                "-" if minus[row, i] else "+",
+                int(position[row, i]),
+                prepared[i][0],
+                prepared[i][1],
+                prepared[i][3],
+            )
+            for i in chosen
+        ]
         best = None
         for _, value, strand, where, matrix_id, name, key in sorted(scored, reverse=True)[:candidates]:
             p_value = _p_value(_distribution(matrix_id, key), value)
             if best is None or p_value < best[0]:
                 best = (p_value, value, strand, where, matrix_id, name)
         if best is None:
-            rows.append({"motif_id": "", "motif_name": "", "match_score": np.nan, "match_p": np.nan,
-                         "match_strand": "", "match_start": np.nan})
+            rows.append(
+                {
+                    "motif_id": "",
+                    "motif_name": "",
+                    "match_score": np.nan,
+                    "match_p": np.nan,
+                    "match_strand": "",
+                    "match_start": np.nan,
+                }
+            )
             continue
         p_value, value, strand, where, matrix_id, name = best
         matched = p_value <= max_p
-        rows.append({"motif_id": matrix_id if matched else "", "motif_name": name if matched else "",
-                     "match_score": value, "match_p": p_value, "match_strand": strand, "match_start": where})
+        rows.append(
+            {
+                "motif_id": matrix_id if matched else "",
+                "motif_name": name if matched else "",
+                "match_score": value,
+                "match_p": p_value,
+                "match_strand": strand,
+                "match_start": where,
+            }
+        )
     columns = ["motif_id", "motif_name", "match_score", "match_p", "match_strand", "match_start"]
     result = pd.concat([seqlets.copy(), pd.DataFrame(rows, index=seqlets.index, columns=columns)], axis=1)
     result["motifs_scanned"] = len(prepared)
@@ -304,8 +361,15 @@ def motif_ppm(motif: Any, alphabet: str = "ACGT") -> np.ndarray | None:
     return counts / np.where(totals > 0, totals, 1.0)
 
 
-def match_matrix(ppm: np.ndarray, alphabet: str = "ACGT", motifs: Any = "JASPAR2024", collection: str = "CORE",
-                 tax_group: str = "vertebrates", max_e: float = 0.05, min_overlap: int = 5) -> dict[str, Any]:
+def match_matrix(
+    ppm: np.ndarray,
+    alphabet: str = "ACGT",
+    motifs: Any = "JASPAR2024",
+    collection: str = "CORE",
+    tax_group: str = "vertebrates",
+    max_e: float = 0.05,
+    min_overlap: int = 5,
+) -> dict[str, Any]:
     """The motif most similar to a position probability matrix ``ppm`` ``(A, W)`` (a filter's
     aligned seqlets, a CWM's PPM, a filter's weights as probabilities), by the TOMTOM statistics
     (:func:`lrp_domains.bio.motifs.tomtom.compare_motif`: Pearson column scores, offset-corrected
@@ -317,18 +381,25 @@ def match_matrix(ppm: np.ndarray, alphabet: str = "ACGT", motifs: Any = "JASPAR2
     ppm = np.asarray(ppm, dtype=float)
     if ppm.ndim != 2 or ppm.shape[0] != len(alphabet):
         raise InputError(f"ppm must be ({len(alphabet)}, width) for alphabet {alphabet}, got shape {ppm.shape}")
-    library = [(motif, matrix) for motif in load_motifs(motifs, collection, tax_group)
-               if (matrix := motif_ppm(motif, alphabet)) is not None]
+    library = [
+        (motif, matrix)
+        for motif in load_motifs(motifs, collection, tax_group)
+        if (matrix := motif_ppm(motif, alphabet)) is not None
+    ]
     if not library:
         raise InputError(f"no motif in the library uses the letters {alphabet}")
     result = compare_motif(ppm, [matrix for _, matrix in library], alphabet, min_overlap=min_overlap)
     best = result.best()
     motif = library[best][0]
     matched = result.e_value[best] <= max_e
-    return {"motif_id": (getattr(motif, "matrix_id", None) or motif.name) if matched else "",
-            "motif_name": motif.name if matched else "", "match_p": float(result.p_value[best]),
-            "match_e": float(result.e_value[best]), "match_strand": str(result.strand[best]),
-            "match_offset": int(result.offset[best])}
+    return {
+        "motif_id": (getattr(motif, "matrix_id", None) or motif.name) if matched else "",
+        "motif_name": motif.name if matched else "",
+        "match_p": float(result.p_value[best]),
+        "match_e": float(result.e_value[best]),
+        "match_strand": str(result.strand[best]),
+        "match_offset": int(result.offset[best]),
+    }
 
 
 def to_modisco(explanation: SequenceExplanation, prefix: str | Path) -> tuple[Path, Path]:
@@ -354,18 +425,29 @@ def to_bed(seqlets: pd.DataFrame, path: str | Path) -> Path:
     (summed relevance), strand (the motif match's, else ``.``)."""
     names = seqlets.get("motif_name", pd.Series([""] * len(seqlets), index=seqlets.index)).fillna("")
     strands = seqlets.get("match_strand", pd.Series([""] * len(seqlets), index=seqlets.index)).fillna("")
-    frame = pd.DataFrame({
-        "chrom": seqlets["id"], "start": seqlets["start"], "end": seqlets["end"],
-        "name": [n if n else "seqlet" for n in names], "score": seqlets["relevance"].astype(float).round(6),
-        "strand": [s if (s and n) else "." for s, n in zip(strands, names)],
-    })
+    frame = pd.DataFrame(
+        {
+            "chrom": seqlets["id"],
+            "start": seqlets["start"],
+            "end": seqlets["end"],
+            "name": [n if n else "seqlet" for n in names],
+            "score": seqlets["relevance"].astype(float).round(6),
+            "strand": [s if (s and n) else "." for s, n in zip(strands, names)],
+        }
+    )
     path = Path(path)
     frame.to_csv(path, sep="\t", header=False, index=False)
     return path
 
 
-def plot_logo(explanation: SequenceExplanation, index: int, start: int | None = None, end: int | None = None,
-              ax: Any = None, hypothetical: bool = False) -> Any:
+def plot_logo(
+    explanation: SequenceExplanation,
+    index: int,
+    start: int | None = None,
+    end: int | None = None,
+    ax: Any = None,
+    hypothetical: bool = False,
+) -> Any:
     """A sequence logo of one sequence between ``start`` and ``end`` (logomaker): the observed
     letters' relevance, one letter per position (``hypothetical=True``: every letter's hypothetical
     contribution, stacked). Returns the axes."""
@@ -378,8 +460,9 @@ def plot_logo(explanation: SequenceExplanation, index: int, start: int | None = 
     values = (explanation.hypothetical if hypothetical else explanation.relevance)[index]
     length = explanation.lengths[index]
     start, end = start or 0, min(end or length, length)
-    frame = pd.DataFrame(values[:, start:end].T.double().cpu().numpy(), columns=list(explanation.alphabet),
-                         index=np.arange(start, end))
+    frame = pd.DataFrame(
+        values[:, start:end].T.double().cpu().numpy(), columns=list(explanation.alphabet), index=np.arange(start, end)
+    )
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4, (end - start) / 8), 1.8))
     logomaker.Logo(frame, ax=ax, color_scheme="classic")
@@ -393,4 +476,3 @@ def shuffle_sequences(sequences: Sequence[str], seed: int = 0) -> list[str]:
     """Each sequence with its bases permuted (a null for :func:`call_seqlets`)."""
     rng = np.random.default_rng(seed)
     return ["".join(rng.permutation(list(s))) for s in sequences]
-

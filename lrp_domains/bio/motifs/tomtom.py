@@ -75,13 +75,19 @@ def _column_scores(query: np.ndarray, targets: np.ndarray, score: str) -> np.nda
         return -np.sqrt(((query[:, :, None] - targets[:, None, :]) ** 2).sum(0))
     q = query - query.mean(0, keepdims=True)
     t = targets - targets.mean(0, keepdims=True)
-    norms = np.sqrt((q ** 2).sum(0))[:, None] * np.sqrt((t ** 2).sum(0))[None, :]
+    norms = np.sqrt((q**2).sum(0))[:, None] * np.sqrt((t**2).sum(0))[None, :]
     products = q.T @ t
     return np.divide(products, norms, out=np.zeros_like(products), where=norms > 1e-12)
 
 
-def compare_motif(query: np.ndarray, targets: Sequence[np.ndarray], alphabet: str = "ACGT", bins: int = 100,
-                  min_overlap: int = 5, score: str = "pearson") -> MotifComparison:
+def compare_motif(
+    query: np.ndarray,
+    targets: Sequence[np.ndarray],
+    alphabet: str = "ACGT",
+    bins: int = 100,
+    min_overlap: int = 5,
+    score: str = "pearson",
+) -> MotifComparison:
     """Similarity p-values of ``query`` ``(A, Lq)`` (a PPM: columns sum to 1) against each of
     ``targets`` (PPMs ``(A, w)``), see the module docstring."""
     query = np.asarray(query, dtype=float)

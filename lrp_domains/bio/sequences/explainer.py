@@ -85,8 +85,16 @@ class SequenceExplanation:
         rows = []
         for i, (name, sequence) in enumerate(zip(self.ids, self.sequences)):
             values = per_position[i, : self.lengths[i]].tolist()
-            rows.append(pd.DataFrame({"id": name, "position": np.arange(len(values)),
-                                      "base": list(sequence[: len(values)]), "relevance": values}))
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "id": name,
+                        "position": np.arange(len(values)),
+                        "base": list(sequence[: len(values)]),
+                        "relevance": values,
+                    }
+                )
+            )
         return pd.concat(rows, ignore_index=True)
 
     def by_length(self) -> list[SequenceExplanation]:
@@ -102,10 +110,22 @@ class SequenceExplanation:
                 return None if values is None else values[index][..., :length]
 
             output = self.output[index] if isinstance(self.output, torch.Tensor) else [self.output[i] for i in rows]
-            groups.append(SequenceExplanation(
-                [self.ids[i] for i in rows], [self.sequences[i] for i in rows], take(self.onehot), output,
-                take(self.relevance), take(self.hypothetical), self.explained[index], self.delta[index],
-                [length] * len(rows), self.alphabet, self.composite, take(self.channel_relevance)))
+            groups.append(
+                SequenceExplanation(
+                    [self.ids[i] for i in rows],
+                    [self.sequences[i] for i in rows],
+                    take(self.onehot),
+                    output,
+                    take(self.relevance),
+                    take(self.hypothetical),
+                    self.explained[index],
+                    self.delta[index],
+                    [length] * len(rows),
+                    self.alphabet,
+                    self.composite,
+                    take(self.channel_relevance),
+                )
+            )
         return groups
 
     def gene_table(self, seqlets: pd.DataFrame | None = None, top: int = 3) -> pd.DataFrame:
@@ -116,14 +136,23 @@ class SequenceExplanation:
 
         rows = []
         for i, name in enumerate(self.ids):
-            row = {"gene": name, "explained": float(self.explained[i]), "total_relevance":
-                   float(self.per_position[i].sum()), "delta": float(self.delta[i])}
+            row = {
+                "gene": name,
+                "explained": float(self.explained[i]),
+                "total_relevance": float(self.per_position[i].sum()),
+                "delta": float(self.delta[i]),
+            }
             if seqlets is not None and len(seqlets):
                 mine = seqlets[seqlets["id"] == name].sort_values("relevance", ascending=False).head(top)
                 row["top_seqlets"] = "; ".join(
-                    f"{r.start}-{r.end}" + (f" {r.motif_name} ({r.motif_id})" if "motif_name" in mine and
-                                            isinstance(getattr(r, "motif_name", None), str) else "")
-                    for r in mine.itertuples())
+                    f"{r.start}-{r.end}"
+                    + (
+                        f" {r.motif_name} ({r.motif_id})"
+                        if "motif_name" in mine and isinstance(getattr(r, "motif_name", None), str)
+                        else ""
+                    )
+                    for r in mine.itertuples()
+                )
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -182,15 +211,28 @@ class SequenceExplainer(DomainExplainer):
     kind: ClassVar[str] = "sequences"
     item: ClassVar[str] = "record"
     default_composite: ClassVar[str] = "genomics"
-    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 64, "center": False, "rc_average": False,
-                                             "concepts": None}
+    run_options: ClassVar[dict[str, Any]] = {
+        "target": None,
+        "batch_size": 64,
+        "center": False,
+        "rc_average": False,
+        "concepts": None,
+    }
     option_types: ClassVar[dict[str, Option]] = {"concepts": Option("text")}
     columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "sequence", "relevance", "hypothetical", "concepts")
     report: ClassVar[str] = "lrp_domains.report.sequences:write_sequence_report"
 
-    def __init__(self, model: nn.Module, alphabet: str = DNA, composite: str | Composite = "genomics",
-                 target: SequenceTarget | str = None, *, layout: str | None = None, head: int | str | None = None,
-                 strict: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        alphabet: str = DNA,
+        composite: str | Composite = "genomics",
+        target: SequenceTarget | str = None,
+        *,
+        layout: str | None = None,
+        head: int | str | None = None,
+        strict: bool = False,
+    ) -> None:
         self.model = model
         self.alphabet = alphabet.upper()
         self.composite = resolve_composite(composite)
@@ -209,8 +251,9 @@ class SequenceExplainer(DomainExplainer):
         return cls(load_default_sequence_model(), composite=composite)
 
     @classmethod
-    def from_options(cls, model: str | None = None, weights: str | None = None,
-                     composite: str | None = None) -> SequenceExplainer:
+    def from_options(
+        cls, model: str | None = None, weights: str | None = None, composite: str | None = None
+    ) -> SequenceExplainer:
         """The default CNN, ``MODULE:FACTORY`` with safetensors ``weights``, or a bpnet-lite model
         saved with ``torch.save`` (``model.torch`` or ``.pt``, see
         :func:`~lrp_domains.models.load_saved_module`; it holds its weights)."""
@@ -222,14 +265,17 @@ class SequenceExplainer(DomainExplainer):
 
         if is_saved_module(model):
             if weights is not None:
-                raise InputError(f"--weights is for MODULE:FACTORY models; --model {Path(model).name} holds its "
-                                 "weights (saved with torch.save): drop --weights")
+                raise InputError(
+                    f"--weights is for MODULE:FACTORY models; --model {Path(model).name} holds its "
+                    "weights (saved with torch.save): drop --weights"
+                )
             return cls(load_saved_module(model), composite=composite or cls.default_composite)
         return cls(load_user_model(model, weights).model, composite=composite or cls.default_composite)
 
     # -- inputs -----------------------------------------------------------------------------
-    def _inputs(self, data: SequenceInput, ids: Sequence[str] | None, n: str,
-                unique: bool) -> tuple[list[str], list[str], list[torch.Tensor]]:
+    def _inputs(
+        self, data: SequenceInput, ids: Sequence[str] | None, n: str, unique: bool
+    ) -> tuple[list[str], list[str], list[torch.Tensor]]:
         if isinstance(data, torch.Tensor):
             if data.dim() != 3 or data.shape[1] != len(self.alphabet):
                 raise InputError(f"one-hot input must be (N, {len(self.alphabet)}, L), got shape {tuple(data.shape)}")
@@ -255,18 +301,35 @@ class SequenceExplainer(DomainExplainer):
         return names, sequences, encoded
 
     # -- explaining -------------------------------------------------------------------------
-    def explain_groups(self, data: SequenceInput, target: SequenceTarget = None, batch_size: int = 64,
-                       progress: bool = False, center: bool = False, rc_average: bool = False,
-                       ids: Sequence[str] | None = None, n: str = "zeros",
-                       unique_ids: bool = True) -> Iterator[SequenceExplanation]:
+    def explain_groups(
+        self,
+        data: SequenceInput,
+        target: SequenceTarget = None,
+        batch_size: int = 64,
+        progress: bool = False,
+        center: bool = False,
+        rc_average: bool = False,
+        ids: Sequence[str] | None = None,
+        n: str = "zeros",
+        unique_ids: bool = True,
+    ) -> Iterator[SequenceExplanation]:
         """One explanation per group of sequences of equal length, shortest first, each without
         padding (the memory of a group, not of the whole input padded to its longest record)."""
         for _, group in self._groups(data, target, batch_size, progress, center, rc_average, ids, n, unique_ids):
             yield group
 
-    def _groups(self, data: SequenceInput, target: SequenceTarget, batch_size: int, progress: bool, center: bool,
-                rc_average: bool, ids: Sequence[str] | None, n: str,
-                unique_ids: bool) -> Iterator[tuple[list[int], SequenceExplanation]]:
+    def _groups(
+        self,
+        data: SequenceInput,
+        target: SequenceTarget,
+        batch_size: int,
+        progress: bool,
+        center: bool,
+        rc_average: bool,
+        ids: Sequence[str] | None,
+        n: str,
+        unique_ids: bool,
+    ) -> Iterator[tuple[list[int], SequenceExplanation]]:
         names, sequences, encoded = self._inputs(data, ids, n, unique_ids)
         target = self.target if target is None else target
         target = parse_sequence_target(target) if isinstance(target, str) else target
@@ -275,12 +338,32 @@ class SequenceExplainer(DomainExplainer):
         for length in sorted(set(lengths)):
             rows = [i for i, value in enumerate(lengths) if value == length]
             batch = torch.stack([encoded[i] for i in rows]).to(dtype)
-            yield rows, self._explain_group(batch, [names[i] for i in rows], [sequences[i] for i in rows],
-                                            _subset(target, rows), batch_size, progress, center, rc_average)
+            yield (
+                rows,
+                self._explain_group(
+                    batch,
+                    [names[i] for i in rows],
+                    [sequences[i] for i in rows],
+                    _subset(target, rows),
+                    batch_size,
+                    progress,
+                    center,
+                    rc_average,
+                ),
+            )
 
-    def explain(self, data: SequenceInput, target: SequenceTarget = None, batch_size: int = 64,
-                progress: bool = False, center: bool = False, rc_average: bool = False,
-                ids: Sequence[str] | None = None, n: str = "zeros", unique_ids: bool = True) -> SequenceExplanation:
+    def explain(
+        self,
+        data: SequenceInput,
+        target: SequenceTarget = None,
+        batch_size: int = 64,
+        progress: bool = False,
+        center: bool = False,
+        rc_average: bool = False,
+        ids: Sequence[str] | None = None,
+        n: str = "zeros",
+        unique_ids: bool = True,
+    ) -> SequenceExplanation:
         """Relevance of every letter for one output per sequence (see :class:`SequenceExplanation`).
 
         ``center``: the off-simplex correction (Majdandzic et al. 2023): the hypothetical map minus
@@ -296,8 +379,17 @@ class SequenceExplainer(DomainExplainer):
             return groups[0][1]
         return _pad_together(groups)
 
-    def _explain_group(self, batch: torch.Tensor, names: list[str], sequences: list[str], target: Any,
-                       batch_size: int, progress: bool, center: bool, rc_average: bool) -> SequenceExplanation:
+    def _explain_group(
+        self,
+        batch: torch.Tensor,
+        names: list[str],
+        sequences: list[str],
+        target: Any,
+        batch_size: int,
+        progress: bool,
+        center: bool,
+        rc_average: bool,
+    ) -> SequenceExplanation:
         forward = self._explain(batch, target, batch_size, progress, names)
         if rc_average:
             if len(self.alphabet) != 4:
@@ -314,9 +406,20 @@ class SequenceExplainer(DomainExplainer):
         explained = value.detach().double().cpu()
         channels = channels.cpu()
         delta = explained - channels.reshape(len(names), -1).sum(1).double()
-        return SequenceExplanation(names, sequences, batch.cpu(), forward.output, observed_relevance(batch.cpu(),
-                                   channels), units.cpu(), explained, delta, [batch.shape[-1]] * len(names),
-                                   self.alphabet, self.composite.name, channels)
+        return SequenceExplanation(
+            names,
+            sequences,
+            batch.cpu(),
+            forward.output,
+            observed_relevance(batch.cpu(), channels),
+            units.cpu(),
+            explained,
+            delta,
+            [batch.shape[-1]] * len(names),
+            self.alphabet,
+            self.composite.name,
+            channels,
+        )
 
     def _target_and_output(self, target: Any) -> tuple[Any, Any]:
         """The target (a track target given the model's output layout) and the ``output=`` that
@@ -332,22 +435,35 @@ class SequenceExplainer(DomainExplainer):
     def _explain(self, batch: torch.Tensor, target: Any, batch_size: int, progress: bool, names: list[str]):
         target, output = self._target_and_output(target)
         try:
-            return explain(self.runner, batch, target=target, composite=self.composite, batch_size=batch_size,
-                           progress=progress, hypothetical=True, check_delta=False, output=output,
-                           strict=self.strict)
+            return explain(
+                self.runner,
+                batch,
+                target=target,
+                composite=self.composite,
+                batch_size=batch_size,
+                progress=progress,
+                hypothetical=True,
+                check_delta=False,
+                output=output,
+                strict=self.strict,
+            )
         except LRPCoverageError:
             raise
         except RuntimeError as error:
             first = str(error).strip().splitlines()[0][:200]
             conv = next(((name, m) for name, m in self.model.named_modules() if isinstance(m, nn.Conv1d)), None)
             if conv is not None and conv[1].in_channels != batch.shape[1]:
-                raise InputError(f"the model expects {conv[1].in_channels} input channels (its first convolution, "
-                                 f"{conv[0]!r}) but the one-hot sequences have {batch.shape[1]}, one per letter of "
-                                 f"the alphabet {self.alphabet}: give a model built for {len(self.alphabet)}-letter "
-                                 f"{self.alphabet} one-hot input") from error
+                raise InputError(
+                    f"the model expects {conv[1].in_channels} input channels (its first convolution, "
+                    f"{conv[0]!r}) but the one-hot sequences have {batch.shape[1]}, one per letter of "
+                    f"the alphabet {self.alphabet}: give a model built for {len(self.alphabet)}-letter "
+                    f"{self.alphabet} one-hot input"
+                ) from error
             shown = ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
-            raise InputError(f"{shown} ({batch.shape[-1]} letters): the model cannot take sequences of this length "
-                             f"({first}); give longer sequences or drop these records") from error
+            raise InputError(
+                f"{shown} ({batch.shape[-1]} letters): the model cannot take sequences of this length "
+                f"({first}); give longer sequences or drop these records"
+            ) from error
 
     # -- the contract (runs) ----------------------------------------------------------------
     def reader(self, path: Any, column: str = "text") -> Reader:
@@ -376,17 +492,32 @@ class SequenceExplainer(DomainExplainer):
 
         return genome_regions(regions, genome, width)
 
-    def explain_batch(self, ids: Sequence[str], items: Sequence[str], first_row: int = 0, target: Any = None,
-                      batch_size: int = 64, center: bool = False, rc_average: bool = False,
-                      concepts: str | None = None) -> SequenceExplanation:
+    def explain_batch(
+        self,
+        ids: Sequence[str],
+        items: Sequence[str],
+        first_row: int = 0,
+        target: Any = None,
+        batch_size: int = 64,
+        center: bool = False,
+        rc_average: bool = False,
+        concepts: str | None = None,
+    ) -> SequenceExplanation:
         """Explain one shard's records (runs key rows by row number: repeated ids are allowed).
         ``concepts``: a layer name; each record also gets the relevance of each channel of that
         layer (CRP, :func:`lrp_domains.latent.concept_relevance`; one more forward and backward
         pass, on the records as given), for relevance maximization over the run
         (:func:`lrp_domains.run.reference_examples`)."""
         target = parse_sequence_target(target) if isinstance(target, str) else target
-        result = self.explain(list(items), ids=list(ids), target=target, batch_size=batch_size, center=center,
-                              rc_average=rc_average, unique_ids=False)
+        result = self.explain(
+            list(items),
+            ids=list(ids),
+            target=target,
+            batch_size=batch_size,
+            center=center,
+            rc_average=rc_average,
+            unique_ids=False,
+        )
         if concepts is not None:
             result.concepts = self._channel_relevance(result, str(concepts), target, batch_size)
         return result
@@ -403,11 +534,14 @@ class SequenceExplainer(DomainExplainer):
             parse_sequence_target(options["target"])
         layer = options.get("concepts")
         if layer is not None and str(layer) not in dict(self.model.named_modules()):
-            raise InputError(f"concepts={layer}: the model has no module of that name; give one of "
-                             f"{[name for name, _ in self.model.named_modules() if name][:12]}")
+            raise InputError(
+                f"concepts={layer}: the model has no module of that name; give one of "
+                f"{[name for name, _ in self.model.named_modules() if name][:12]}"
+            )
 
-    def _channel_relevance(self, result: SequenceExplanation, layer: str, target: Any,
-                           batch_size: int) -> list[list[float]]:
+    def _channel_relevance(
+        self, result: SequenceExplanation, layer: str, target: Any, batch_size: int
+    ) -> list[list[float]]:
         from lrp_domains.core.latent import concept_relevance
 
         if layer not in dict(self.model.named_modules()):
@@ -420,16 +554,19 @@ class SequenceExplainer(DomainExplainer):
             onehot = result.onehot[rows][..., :length].to(dtype)
             rule_target, output = self._target_and_output(_subset(target, rows))
             prefix = "" if self.runner is self.model else "model."
-            found = concept_relevance(self.runner, onehot, prefix + layer, rule_target, self.composite,
-                                      batch_size=batch_size, output=output)
+            found = concept_relevance(
+                self.runner, onehot, prefix + layer, rule_target, self.composite, batch_size=batch_size, output=output
+            )
             for row, value in zip(rows, found.double().cpu().tolist()):
                 values[row] = value
         return values
 
     def result_rows(self, result: SequenceExplanation, ids: Sequence[str]) -> dict[str, list]:
         """Per record: the sequence, relevance per position and the hypothetical map (A x L, letter-major)."""
-        return {**sequence_rows(result),
-                "concepts": result.concepts if result.concepts is not None else [[] for _ in result.ids]}
+        return {
+            **sequence_rows(result),
+            "concepts": result.concepts if result.concepts is not None else [[] for _ in result.ids],
+        }
 
     def settings(self) -> dict[str, Any]:
         """The alphabet (the order of the hypothetical map's rows); the input layout and head
@@ -447,10 +584,13 @@ def sequence_rows(result: SequenceExplanation) -> dict[str, list]:
     delta, sequence, relevance per position and the hypothetical map (A x L, letter-major)."""
     per_position = result.per_position
     return {
-        "explained": result.explained.tolist(), "delta": result.delta.tolist(), "sequence": result.sequences,
+        "explained": result.explained.tolist(),
+        "delta": result.delta.tolist(),
+        "sequence": result.sequences,
         "relevance": [per_position[i, :n].double().tolist() for i, n in enumerate(result.lengths)],
-        "hypothetical": [result.hypothetical[i, :, :n].double().reshape(-1).tolist()
-                         for i, n in enumerate(result.lengths)],
+        "hypothetical": [
+            result.hypothetical[i, :, :n].double().reshape(-1).tolist() for i, n in enumerate(result.lengths)
+        ],
     }
 
 
@@ -478,9 +618,20 @@ def explanation_from_rows(rows: pd.DataFrame, alphabet: str = DNA, composite: st
     channels = (weights.double() * per_position.unsqueeze(1)).float()
     explained = torch.as_tensor(rows["explained"].to_numpy(np.float64))
     delta = torch.as_tensor(rows["delta"].to_numpy(np.float64))
-    return SequenceExplanation([str(i) for i in rows["id"]], sequences, onehot, explained.unsqueeze(1).float(),
-                               observed_relevance(onehot, channels), hypothetical, explained, delta, lengths,
-                               alphabet, composite, channels)
+    return SequenceExplanation(
+        [str(i) for i in rows["id"]],
+        sequences,
+        onehot,
+        explained.unsqueeze(1).float(),
+        observed_relevance(onehot, channels),
+        hypothetical,
+        explained,
+        delta,
+        lengths,
+        alphabet,
+        composite,
+        channels,
+    )
 
 
 def _pad_together(groups: list[tuple[list[int], SequenceExplanation]]) -> SequenceExplanation:
@@ -493,16 +644,25 @@ def _pad_together(groups: list[tuple[list[int], SequenceExplanation]]) -> Sequen
         values = [getattr(g, name)[k] for _, g, k in records]
         out = torch.zeros((len(values), values[0].shape[0], width), dtype=values[0].dtype)
         for row, value in enumerate(values):
-            out[row, :, :value.shape[-1]] = value
+            out[row, :, : value.shape[-1]] = value
         return out
 
     outputs = [g.output[k] for _, g, k in records]
     output = torch.stack(outputs) if len({o.shape for o in outputs}) == 1 else outputs
     return SequenceExplanation(
-        [g.ids[k] for _, g, k in records], [g.sequences[k] for _, g, k in records], padded("onehot"), output,
-        padded("relevance"), padded("hypothetical"), torch.stack([g.explained[k] for _, g, k in records]),
-        torch.stack([g.delta[k] for _, g, k in records]), [g.lengths[k] for _, g, k in records], first.alphabet,
-        first.composite, padded("channel_relevance"))
+        [g.ids[k] for _, g, k in records],
+        [g.sequences[k] for _, g, k in records],
+        padded("onehot"),
+        output,
+        padded("relevance"),
+        padded("hypothetical"),
+        torch.stack([g.explained[k] for _, g, k in records]),
+        torch.stack([g.delta[k] for _, g, k in records]),
+        [g.lengths[k] for _, g, k in records],
+        first.alphabet,
+        first.composite,
+        padded("channel_relevance"),
+    )
 
 
 def _subset(target: Any, rows: list[int]) -> Any:

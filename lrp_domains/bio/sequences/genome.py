@@ -34,8 +34,10 @@ def default_window(explainer: SequenceExplainer) -> int:
     model = getattr(explainer, "model", None)
     if model is not None and repr(model) == repr(build_cnn()):
         return int(GENERATOR["length"])
-    raise InputError("explain_variants: the model's training length is not known; give window= (the number of "
-                     "bases the model was trained on)")
+    raise InputError(
+        "explain_variants: the model's training length is not known; give window= (the number of "
+        "bases the model was trained on)"
+    )
 
 
 def open_fasta(fasta: str | Path | pyfaidx.Fasta) -> tuple[pyfaidx.Fasta, bool]:
@@ -56,8 +58,10 @@ def open_fasta(fasta: str | Path | pyfaidx.Fasta) -> tuple[pyfaidx.Fasta, bool]:
     try:
         return _open_indexed(path), True
     except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat) as error:
-        raise InputError(f"{path.name}: cannot index this FASTA ({error}); give a plain or bgzip-compressed "
-                         "FASTA with equal line lengths per record") from error
+        raise InputError(
+            f"{path.name}: cannot index this FASTA ({error}); give a plain or bgzip-compressed "
+            "FASTA with equal line lengths per record"
+        ) from error
     except OSError as error:
         raise InputError(f"{path}: cannot read this FASTA or index it ({error})") from error
 
@@ -91,8 +95,15 @@ def _open_indexed(path: Path) -> pyfaidx.Fasta:
     bgzf = _is_gzip(path)
     fai, gzi = Path(f"{path}.fai"), Path(f"{path}.gzi")
     if fai.is_file() and (not bgzf or gzi.is_file()):  # the user's index: read, never rebuilt
-        return pyfaidx.Fasta(str(path), as_raw=True, read_ahead=None, indexname=str(fai),
-                             gzi_indexname=str(gzi) if bgzf else None, rebuild=False, build_index=False)
+        return pyfaidx.Fasta(
+            str(path),
+            as_raw=True,
+            read_ahead=None,
+            indexname=str(fai),
+            gzi_indexname=str(gzi) if bgzf else None,
+            rebuild=False,
+            build_index=False,
+        )
     try:
         return _open_cached(path, bgzf, index_cache_dir())
     except OSError:  # the cache is not writable: index into a temporary folder, read, delete
@@ -120,13 +131,21 @@ def _open_cached(path: Path, bgzf: bool, folder: Path) -> pyfaidx.Fasta:
         temporary = folder / f".{key}-{uuid.uuid4().hex}"  # concurrent builders never share a name
         tmp_fai, tmp_gzi = Path(f"{temporary}.fai"), Path(f"{temporary}.gzi")
         try:
-            pyfaidx.Faidx(str(path), indexname=str(tmp_fai), gzi_indexname=str(tmp_gzi) if bgzf else None,
-                          rebuild=False).close()
+            pyfaidx.Faidx(
+                str(path), indexname=str(tmp_fai), gzi_indexname=str(tmp_gzi) if bgzf else None, rebuild=False
+            ).close()
             if bgzf:
                 os.replace(tmp_gzi, gzi)
             os.replace(tmp_fai, fai)
         finally:
             for leftover in (tmp_fai, tmp_gzi):
                 leftover.unlink(missing_ok=True)
-    return pyfaidx.Fasta(str(path), as_raw=True, read_ahead=None, indexname=str(fai),
-                         gzi_indexname=str(gzi) if bgzf else None, rebuild=False, build_index=False)
+    return pyfaidx.Fasta(
+        str(path),
+        as_raw=True,
+        read_ahead=None,
+        indexname=str(fai),
+        gzi_indexname=str(gzi) if bgzf else None,
+        rebuild=False,
+        build_index=False,
+    )

@@ -37,8 +37,13 @@ def _is_nucleotide(alphabet: str) -> bool:
     return set(alphabet.upper()) <= set("ACGTU")
 
 
-def one_hot(sequences: str | Sequence[str], alphabet: str = DNA, dtype: torch.dtype = torch.float32,
-            n: str = "zeros", ids: Sequence[str] | None = None) -> torch.Tensor:
+def one_hot(
+    sequences: str | Sequence[str],
+    alphabet: str = DNA,
+    dtype: torch.dtype = torch.float32,
+    n: str = "zeros",
+    ids: Sequence[str] | None = None,
+) -> torch.Tensor:
     """One-hot encode equal-length sequences as ``(N, len(alphabet), L)`` (length last).
 
     Lowercase (soft-masked) letters are accepted. The unknown symbol (:func:`unknown_symbol`:
@@ -54,8 +59,10 @@ def one_hot(sequences: str | Sequence[str], alphabet: str = DNA, dtype: torch.dt
     names = list(ids) if ids is not None else [f"sequence {i}" for i in range(len(sequences))]
     lengths = {len(s) for s in sequences}
     if len(lengths) > 1:
-        raise ValueError(f"sequences have different lengths {sorted(lengths)[:5]}; encode them per length "
-                         "(SequenceExplainer does this for you)")
+        raise ValueError(
+            f"sequences have different lengths {sorted(lengths)[:5]}; encode them per length "
+            "(SequenceExplainer does this for you)"
+        )
     alphabet = alphabet.upper()
     if len(set(alphabet)) != len(alphabet):
         raise ValueError(f"the alphabet {alphabet!r} repeats a letter")
@@ -72,14 +79,20 @@ def one_hot(sequences: str | Sequence[str], alphabet: str = DNA, dtype: torch.dt
         bad = np.nonzero(codes < 0)[0]
         if len(bad):
             char = sequence[bad[0]]
-            kind = "an IUPAC ambiguity code" if _is_nucleotide(alphabet) and char.upper() in IUPAC else \
-                f"not in the alphabet {alphabet}"
-            raise InputError(f"{name}: {char!r} at position {bad[0] + 1} is {kind} (nor the unknown symbol "
-                             f"{unknown}); replace it, or mask it as {unknown}")
+            kind = (
+                "an IUPAC ambiguity code"
+                if _is_nucleotide(alphabet) and char.upper() in IUPAC
+                else f"not in the alphabet {alphabet}"
+            )
+            raise InputError(
+                f"{name}: {char!r} at position {bad[0] + 1} is {kind} (nor the unknown symbol "
+                f"{unknown}); replace it, or mask it as {unknown}"
+            )
         is_unknown = codes == unknown_code
         if is_unknown.any() and n == "error":
-            raise InputError(f"{name}: {unknown} at position {int(np.nonzero(is_unknown)[0][0]) + 1} (pass n='zeros' "
-                             "or 'uniform')")
+            raise InputError(
+                f"{name}: {unknown} at position {int(np.nonzero(is_unknown)[0][0]) + 1} (pass n='zeros' or 'uniform')"
+            )
         positions = np.nonzero(~is_unknown)[0]
         encoded[row, codes[positions], positions] = 1.0
         if n == "uniform":

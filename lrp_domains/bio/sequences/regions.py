@@ -36,8 +36,7 @@ from lrp_domains.domains import Unusable
 from lrp_domains.errors import InputError
 from lrp_domains.files.formats import Shard, decode_line, open_binary, require_file, walk_records
 
-__all__ = ["GenomeRegions", "Peak", "RegionWindows", "genome_identity", "genome_regions", "read_peak",
-           "token_window"]
+__all__ = ["GenomeRegions", "Peak", "RegionWindows", "genome_identity", "genome_regions", "read_peak", "token_window"]
 
 #: Status of a window that runs off its chromosome, and of one on a chromosome the genome lacks.
 OFF_CHROMOSOME = "off_chromosome"
@@ -110,33 +109,42 @@ def read_peak(line: str, name: str, number: int, narrow: bool) -> Peak:
     if len(fields) < 3:
         fields = line.split()
     if len(fields) < 3:
-        raise InputError(f"{name}, line {number}: a BED line needs at least 3 tab-separated columns (chrom, start, "
-                         f"end), found {len(fields)}: {line.strip()[:80]!r}")
+        raise InputError(
+            f"{name}, line {number}: a BED line needs at least 3 tab-separated columns (chrom, start, "
+            f"end), found {len(fields)}: {line.strip()[:80]!r}"
+        )
     chrom, start_text, end_text = (f.strip() for f in fields[:3])
     try:
         start, end = int(start_text), int(end_text)
     except ValueError:
-        raise InputError(f"{name}, line {number}: start and end must be integers, got {start_text!r} and "
-                         f"{end_text!r}") from None
+        raise InputError(
+            f"{name}, line {number}: start and end must be integers, got {start_text!r} and {end_text!r}"
+        ) from None
     if not chrom or start < 0 or start >= end:
-        raise InputError(f"{name}, line {number}: a region needs a chromosome name and 0 <= start < end, got "
-                         f"{chrom!r} {start} {end}")
+        raise InputError(
+            f"{name}, line {number}: a region needs a chromosome name and 0 <= start < end, got {chrom!r} {start} {end}"
+        )
     strand = fields[5].strip() if len(fields) > 5 else "."
     if strand not in ("+", "-", "."):
         raise InputError(f"{name}, line {number}: column 6 (strand) must be +, - or ., got {strand!r}")
     summit = -1
     if narrow:
         if len(fields) < 10:
-            raise InputError(f"{name}, line {number}: a narrowPeak line has 10 columns (the 10th: the summit's "
-                             f"offset from start, -1 for none), found {len(fields)}")
+            raise InputError(
+                f"{name}, line {number}: a narrowPeak line has 10 columns (the 10th: the summit's "
+                f"offset from start, -1 for none), found {len(fields)}"
+            )
         try:
             summit = int(fields[9])
         except ValueError:
-            raise InputError(f"{name}, line {number}: column 10 (summit offset) must be an integer, got "
-                             f"{fields[9]!r}") from None
+            raise InputError(
+                f"{name}, line {number}: column 10 (summit offset) must be an integer, got {fields[9]!r}"
+            ) from None
         if summit < -1 or summit >= end - start:
-            raise InputError(f"{name}, line {number}: summit offset {summit} lies outside the peak's {end - start} "
-                             "bases (0-based offset from start; -1 for none)")
+            raise InputError(
+                f"{name}, line {number}: summit offset {summit} lies outside the peak's {end - start} "
+                "bases (0-based offset from start; -1 for none)"
+            )
     return Peak(chrom, start, end, strand, summit, number)
 
 
@@ -161,8 +169,9 @@ class RegionWindows:
     def __init__(self, source: GenomeRegions, width: int | None = None) -> None:
         width = source.width if source.width is not None else width
         if width is None:
-            raise InputError("--regions: the model's input length is not known; give --width N (the number of bases "
-                             "the model takes)")
+            raise InputError(
+                "--regions: the model's input length is not known; give --width N (the number of bases the model takes)"
+            )
         self.path = require_file(source.regions, "regions (BED or narrowPeak)")
         self.genome = require_file(source.genome, "genome FASTA")
         self.width = int(width)
@@ -206,8 +215,10 @@ class RegionWindows:
                 count += 1
         if not count:
             raise InputError(f"{self.path.name} holds no regions (only blank, comment, track or browser lines)")
-        return [Shard(i, i * shard_size, min((i + 1) * shard_size, count), offset, line)
-                for i, (offset, line) in enumerate(starts)]
+        return [
+            Shard(i, i * shard_size, min((i + 1) * shard_size, count), offset, line)
+            for i, (offset, line) in enumerate(starts)
+        ]
 
     def read(self, shard: Shard) -> tuple[list[str], list[Any]]:
         """The ids and window sequences (or Unusable items) of one shard."""
@@ -222,12 +233,22 @@ class RegionWindows:
                 strand = "-" if peak.strand == "-" else "+"
                 ids.append(f"{peak.chrom}:{start}-{end}({strand})")
                 if peak.chrom not in self.sizes:
-                    items.append(Unusable(UNKNOWN_CHROM, f"{self.path.name}, line {peak.line}: {peak.chrom!r} is not "
-                                                         f"a sequence of {self.genome.name}"))
+                    items.append(
+                        Unusable(
+                            UNKNOWN_CHROM,
+                            f"{self.path.name}, line {peak.line}: {peak.chrom!r} is not "
+                            f"a sequence of {self.genome.name}",
+                        )
+                    )
                 elif start < 0 or end > self.sizes[peak.chrom]:
-                    items.append(Unusable(OFF_CHROMOSOME, f"{self.path.name}, line {peak.line}: the window "
-                                                          f"{start}-{end} runs off {peak.chrom} (length "
-                                                          f"{self.sizes[peak.chrom]})"))
+                    items.append(
+                        Unusable(
+                            OFF_CHROMOSOME,
+                            f"{self.path.name}, line {peak.line}: the window "
+                            f"{start}-{end} runs off {peak.chrom} (length "
+                            f"{self.sizes[peak.chrom]})",
+                        )
+                    )
                 else:
                     sequence = str(genome[peak.chrom][start:end]).upper()
                     items.append(sequence.translate(_COMPLEMENT)[::-1] if strand == "-" else sequence)
@@ -243,5 +264,9 @@ class RegionWindows:
         ``path_genome`` says where the genome was (a moved genome is the same input)."""
         from lrp_domains.run.dataset import file_fingerprint
 
-        return {**file_fingerprint(self.path), "genome": genome_identity(self.genome, self.sizes),
-                "path_genome": str(self.genome.resolve()), "width": self.width}
+        return {
+            **file_fingerprint(self.path),
+            "genome": genome_identity(self.genome, self.sizes),
+            "path_genome": str(self.genome.resolve()),
+            "width": self.width,
+        }

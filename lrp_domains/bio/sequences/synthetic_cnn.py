@@ -29,8 +29,15 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["DATA", "GENERATOR", "SIDECAR_PATH", "WEIGHTS_PATH", "build_cnn", "load_default_sequence_model",
-           "read_sidecar"]
+__all__ = [
+    "DATA",
+    "GENERATOR",
+    "SIDECAR_PATH",
+    "WEIGHTS_PATH",
+    "build_cnn",
+    "load_default_sequence_model",
+    "read_sidecar",
+]
 
 _WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 #: The shipped weights (state dict of :func:`build_cnn`, float32, safetensors).

@@ -29,8 +29,19 @@ import torch
 
 from lrp_domains.errors import InputError
 
-__all__ = ["CountsTarget", "GenomicTarget", "IndexTarget", "ProfileTarget", "TrackTarget", "counts_target",
-           "head_output", "parse_sequence_target", "pick_head", "profile_target", "track_target"]
+__all__ = [
+    "CountsTarget",
+    "GenomicTarget",
+    "IndexTarget",
+    "ProfileTarget",
+    "TrackTarget",
+    "counts_target",
+    "head_output",
+    "parse_sequence_target",
+    "pick_head",
+    "profile_target",
+    "track_target",
+]
 
 Head = Union[int, str, None]
 Bins = Union[slice, tuple, None]
@@ -45,9 +56,11 @@ def pick_head(raw: Any, head: Head) -> torch.Tensor:
     ``head=None`` on a dict with a single entry picks that entry."""
     if isinstance(raw, torch.Tensor):
         if head not in (None, 0):
-            raise InputError(f"target head={head!r}, but the model returns a single tensor "
-                             f"{tuple(raw.shape)}; leave head out (or give the model's head option, e.g. Enformer's "
-                             "head='human', when building it)")
+            raise InputError(
+                f"target head={head!r}, but the model returns a single tensor "
+                f"{tuple(raw.shape)}; leave head out (or give the model's head option, e.g. Enformer's "
+                "head='human', when building it)"
+            )
         return raw
     if isinstance(raw, Mapping):
         keys = list(raw)
@@ -61,8 +74,9 @@ def pick_head(raw: Any, head: Head) -> torch.Tensor:
     if isinstance(raw, (tuple, list)):
         index = 0 if head is None else head
         if not isinstance(index, int) or isinstance(index, bool) or not -len(raw) <= index < len(raw):
-            raise InputError(f"target head={head!r}: the model returns {len(raw)} outputs; give an index "
-                             f"0..{len(raw) - 1}")
+            raise InputError(
+                f"target head={head!r}: the model returns {len(raw)} outputs; give an index 0..{len(raw) - 1}"
+            )
         return _tensor(raw[index], index)
     logits = getattr(raw, "logits", None)
     if isinstance(logits, torch.Tensor) and head in (None, 0):
@@ -117,9 +131,11 @@ class ProfileTarget(GenomicTarget):
         """The profile head; a model returning one tensor without positions (a classifier's
         ``(N, outputs)``) has none: an InputError saying what it offers."""
         if isinstance(raw, torch.Tensor) and raw.dim() < 3:
-            raise InputError(f"target 'profile' reads a profile head (N, strands, positions), as BPNet/ChromBPNet "
-                             f"return beside their counts; this model returns one tensor {_shape(raw)}: "
-                             f"{_offer(raw)}")
+            raise InputError(
+                f"target 'profile' reads a profile head (N, strands, positions), as BPNet/ChromBPNet "
+                f"return beside their counts; this model returns one tensor {_shape(raw)}: "
+                f"{_offer(raw)}"
+            )
         return super().pick(raw, batch)
 
     def reduce(self, output: torch.Tensor) -> torch.Tensor:
@@ -129,8 +145,10 @@ class ProfileTarget(GenomicTarget):
         if output.dim() == 2:
             output = output[:, None]
         if output.dim() != 3:
-            raise InputError(f"profile_target reads a profile head of shape (N, strands, positions) or "
-                             f"(N, positions); got {tuple(output.shape)} (is head={self.head!r} the profile head?)")
+            raise InputError(
+                f"profile_target reads a profile head of shape (N, strands, positions) or "
+                f"(N, positions); got {tuple(output.shape)} (is head={self.head!r} the profile head?)"
+            )
         if self.strand is not None:
             if not -output.shape[1] <= self.strand < output.shape[1]:
                 raise InputError(f"profile_target strand={self.strand}: the profile has {output.shape[1]} strand(s)")
@@ -152,10 +170,13 @@ class CountsTarget(GenomicTarget):
         """The counts head; a model returning one tensor has none (unless ``head=0`` says that
         tensor is it): an InputError saying what it offers."""
         if isinstance(raw, torch.Tensor) and self.head not in (None, 0):
-            offer = ("give 'profile' (its one tensor has positions) or an output index" if raw.dim() >= 3
-                     else _offer(raw))
-            raise InputError(f"target 'counts' reads the counts head of a model returning (profile, counts), as "
-                             f"BPNet/ChromBPNet do; this model returns one tensor {_shape(raw)}: {offer}")
+            offer = (
+                "give 'profile' (its one tensor has positions) or an output index" if raw.dim() >= 3 else _offer(raw)
+            )
+            raise InputError(
+                f"target 'counts' reads the counts head of a model returning (profile, counts), as "
+                f"BPNet/ChromBPNet do; this model returns one tensor {_shape(raw)}: {offer}"
+            )
         return super().pick(raw, batch)
 
     def reduce(self, output: torch.Tensor) -> torch.Tensor:
@@ -166,22 +187,27 @@ class CountsTarget(GenomicTarget):
                 raise InputError(f"counts_target index={self.index}: the counts head has {flat.shape[1]} values")
             return flat[:, self.index]
         if flat.shape[1] != 1:
-            raise InputError(f"counts_target reads a counts head with one value per example; head={self.head!r} has "
-                             f"shape {tuple(output.shape)} (is it the profile head? give head=... or index=...)")
+            raise InputError(
+                f"counts_target reads a counts head with one value per example; head={self.head!r} has "
+                f"shape {tuple(output.shape)} (is it the profile head? give head=... or index=...)"
+            )
         return flat[:, 0]
 
 
 class TrackTarget(GenomicTarget):
     """See :func:`track_target`."""
 
-    def __init__(self, track: int | Sequence[int], bins: Bins = None, head: Head = None,
-                 layout: str | None = None) -> None:
+    def __init__(
+        self, track: int | Sequence[int], bins: Bins = None, head: Head = None, layout: str | None = None
+    ) -> None:
         tracks = [track] if isinstance(track, int) else list(track)
         if not tracks or any(not isinstance(t, int) or isinstance(t, bool) or t < 0 for t in tracks):
             raise InputError(f"track_target: tracks must be non-negative integers, got {track!r}")
         if layout is not None and layout not in LAYOUTS:
-            raise InputError(f"track_target layout={layout!r}: give 'NLC' (N, bins, tracks; Enformer) or "
-                             "'NCL' (N, tracks, bins; Borzoi)")
+            raise InputError(
+                f"track_target layout={layout!r}: give 'NLC' (N, bins, tracks; Enformer) or "
+                "'NCL' (N, tracks, bins; Borzoi)"
+            )
         self.track, self.bins, self.head, self.layout = track, _bins(bins), head, layout
         self._tracks = tracks
 
@@ -192,20 +218,25 @@ class TrackTarget(GenomicTarget):
     def reduce(self, output: torch.Tensor) -> torch.Tensor:
         """The chosen tracks over the chosen bins, summed per example."""
         if output.dim() != 3:
-            raise InputError(f"track_target reads a multi-track head (N, bins, tracks) or (N, tracks, bins); got "
-                             f"shape {tuple(output.shape)}")
+            raise InputError(
+                f"track_target reads a multi-track head (N, bins, tracks) or (N, tracks, bins); got "
+                f"shape {tuple(output.shape)}"
+            )
         layout = self.layout or self._guess(output)
         values = output if layout == "NLC" else output.transpose(1, 2)  # (N, bins, tracks)
         n_bins, n_tracks = values.shape[1], values.shape[2]
         if max(self._tracks) >= n_tracks:
-            raise InputError(f"track {max(self._tracks)} is out of range: the output has {n_tracks} tracks "
-                             f"(layout {layout}: {'bins, tracks' if layout == 'NLC' else 'tracks, bins'})")
+            raise InputError(
+                f"track {max(self._tracks)} is out of range: the output has {n_tracks} tracks "
+                f"(layout {layout}: {'bins, tracks' if layout == 'NLC' else 'tracks, bins'})"
+            )
         window = values[:, self.bins] if self.bins is not None else values
         if self.bins is not None:
             start, stop, _ = self.bins.indices(n_bins)
             if stop <= start or (self.bins.stop is not None and self.bins.stop > n_bins):
-                raise InputError(f"bins {_show(self.bins)} are outside the output's {n_bins} bins; give a window "
-                                 f"within 0-{n_bins}")
+                raise InputError(
+                    f"bins {_show(self.bins)} are outside the output's {n_bins} bins; give a window within 0-{n_bins}"
+                )
         index = torch.tensor(self._tracks, device=output.device)
         return window.index_select(2, index).sum((1, 2))
 
@@ -214,8 +245,10 @@ class TrackTarget(GenomicTarget):
         if top < output.shape[2]:
             return "NLC"
         if top < output.shape[1]:
-            raise InputError(f"track {top} fits only the second axis of an output of shape {tuple(output.shape)}: "
-                             "is it (N, tracks, bins) as Borzoi's? give layout='NCL'")
+            raise InputError(
+                f"track {top} fits only the second axis of an output of shape {tuple(output.shape)}: "
+                "is it (N, tracks, bins) as Borzoi's? give layout='NCL'"
+            )
         return "NLC"
 
 
@@ -229,8 +262,9 @@ class IndexTarget(GenomicTarget):
         """``output.reshape(N, -1)[:, index]``."""
         flat = output.reshape(output.shape[0], -1)
         if not 0 <= self.index < flat.shape[1]:
-            raise InputError(f"target {self.index} is out of range for head {self.head!r} with {flat.shape[1]} values "
-                             "per example")
+            raise InputError(
+                f"target {self.index} is out of range for head {self.head!r} with {flat.shape[1]} values per example"
+            )
         return flat[:, self.index]
 
 
@@ -281,8 +315,9 @@ def counts_target(head: int = 1, *, index: int | None = None) -> CountsTarget:
     return CountsTarget(head, index)
 
 
-def track_target(track: int | Sequence[int], bins: Bins = None, head: Head = None, *,
-                 layout: str | None = None) -> TrackTarget:
+def track_target(
+    track: int | Sequence[int], bins: Bins = None, head: Head = None, *, layout: str | None = None
+) -> TrackTarget:
     """One or more tracks of a multi-track output over a window of bins, summed per example.
 
     ``bins``: ``slice(400, 420)`` or ``(400, 420)`` (end excluded, as in BED) or None (all
@@ -298,15 +333,20 @@ def track_target(track: int | Sequence[int], bins: Bins = None, head: Head = Non
 _INT = r"-?\d+"
 _PROFILE = re.compile(r"^profile(?:\s*[:=]\s*(?P<strand>\d+))?$", re.IGNORECASE)
 _COUNTS = re.compile(r"^counts?(?:\s*[:=]\s*(?P<index>\d+))?$", re.IGNORECASE)
-_TRACK = re.compile(r"^tracks?\s*[=\s:]\s*(?P<tracks>\d+(?:\s*,\s*\d+)*?)"
-                    r"(?:\s*(?::|,?\s*bins?\s*[=\s:]?)\s*(?P<start>\d+)\s*[-:]\s*(?P<stop>\d+))?$", re.IGNORECASE)
+_TRACK = re.compile(
+    r"^tracks?\s*[=\s:]\s*(?P<tracks>\d+(?:\s*,\s*\d+)*?)"
+    r"(?:\s*(?::|,?\s*bins?\s*[=\s:]?)\s*(?P<start>\d+)\s*[-:]\s*(?P<stop>\d+))?$",
+    re.IGNORECASE,
+)
 _OPTION = re.compile(r"\s+(?P<key>head|strand|layout)\s*=\s*(?P<value>[\w.-]+)\s*$", re.IGNORECASE)
 
 #: What ``--target`` accepts, for help texts and errors.
-TARGET_SYNTAX = ("an output index (e.g. 0), 'profile' (BPNet profile head, softmax-weighted), 'profile:S' (strand S), "
-                 "'counts', 'track 12, bins 400-420' or 'track=12:400-420' (end excluded; several tracks: "
-                 "'track=3,5:0-10'), each optionally followed by head=H (an index or a name such as human) or "
-                 "layout=NCL")
+TARGET_SYNTAX = (
+    "an output index (e.g. 0), 'profile' (BPNet profile head, softmax-weighted), 'profile:S' (strand S), "
+    "'counts', 'track 12, bins 400-420' or 'track=12:400-420' (end excluded; several tracks: "
+    "'track=3,5:0-10'), each optionally followed by head=H (an index or a name such as human) or "
+    "layout=NCL"
+)
 
 
 def parse_sequence_target(text: str | int | None) -> int | GenomicTarget | None:
@@ -328,7 +368,7 @@ def parse_sequence_target(text: str | int | None) -> int | GenomicTarget | None:
         if found["key"] in options:
             raise InputError(f"target {text!r}: {found['key']}= is given twice")
         options[found["key"].lower()] = found["value"]
-        spec = spec[:found.start()].rstrip(" ,")
+        spec = spec[: found.start()].rstrip(" ,")
     head = _head(options.pop("head", None), text)
     if re.fullmatch(_INT, spec):
         _no_options(options, text, "an output index")
@@ -345,8 +385,9 @@ def parse_sequence_target(text: str | int | None) -> int | GenomicTarget | None:
         bins = None if match["start"] is None else (int(match["start"]), int(match["stop"]))
         layout = options.pop("layout", None)
         _no_options(options, text, "a track")
-        return track_target(tracks[0] if len(tracks) == 1 else tracks, bins, head,
-                            layout=None if layout is None else layout.upper())
+        return track_target(
+            tracks[0] if len(tracks) == 1 else tracks, bins, head, layout=None if layout is None else layout.upper()
+        )
     raise InputError(f"target {text!r} is not understood; give {TARGET_SYNTAX}")
 
 

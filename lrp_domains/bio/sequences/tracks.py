@@ -43,15 +43,22 @@ from lrp_domains.files.formats import open_binary
 from lrp_domains.files.writing import atomic_path
 
 __all__ = [
-    "Region", "load_chrom_sizes", "parse_region", "read_windows_bed", "run_genome_sizes", "run_to_bigwig",
-    "seqlets_to_genome_bed", "to_bigwig",
+    "Region",
+    "load_chrom_sizes",
+    "parse_region",
+    "read_windows_bed",
+    "run_genome_sizes",
+    "run_to_bigwig",
+    "seqlets_to_genome_bed",
+    "to_bigwig",
 ]
 
 ChromSizes = Union[str, Path, Mapping[str, int]]
 
 _REGION = re.compile(
     r"^(?:(?P<name>.*?)::)?(?P<chrom>[^\s:][^\s]*?):(?P<start>\d[\d,]*)-(?P<end>\d[\d,]*)"
-    r"(?:\((?P<strand>[+\-.])\))?$")
+    r"(?:\((?P<strand>[+\-.])\))?$"
+)
 
 
 class Region(NamedTuple):
@@ -76,9 +83,11 @@ def parse_region(record_id: str, length: int | None = None) -> Region:
     """
     match = _REGION.match(str(record_id).strip())
     if match is None:
-        raise InputError(f"record id {record_id!r} carries no genome coordinates; expected chrom:start-end "
-                         "(0-based start, end exclusive, as bedtools getfasta writes, e.g. chr1:1000-1200), "
-                         "or give a BED of windows whose name column is the record id")
+        raise InputError(
+            f"record id {record_id!r} carries no genome coordinates; expected chrom:start-end "
+            "(0-based start, end exclusive, as bedtools getfasta writes, e.g. chr1:1000-1200), "
+            "or give a BED of windows whose name column is the record id"
+        )
     start = int(match["start"].replace(",", ""))
     end = int(match["end"].replace(",", ""))
     if start >= end:
@@ -88,7 +97,8 @@ def parse_region(record_id: str, length: int | None = None) -> Region:
         raise InputError(
             f"record id {record_id!r}: the region covers {region.length} bases but the record has {length}; "
             "ids are read as 0-based start, end exclusive (bedtools getfasta); samtools faidx ids "
-            "(1-based, inclusive) are one base short")
+            "(1-based, inclusive) are one base short"
+        )
     return region
 
 
@@ -107,20 +117,25 @@ def read_windows_bed(path: str | Path) -> dict[str, Region]:
                 continue
             fields = line.split("\t")
             if len(fields) < 4:
-                raise InputError(f"{path.name}, line {number}: a windows BED needs 4 tab-separated columns "
-                                 f"(chrom, start, end, name = the record id), found {len(fields)}")
+                raise InputError(
+                    f"{path.name}, line {number}: a windows BED needs 4 tab-separated columns "
+                    f"(chrom, start, end, name = the record id), found {len(fields)}"
+                )
             chrom, start_text, end_text, name = fields[:4]
             try:
                 start, end = int(start_text), int(end_text)
             except ValueError:
-                raise InputError(f"{path.name}, line {number}: start and end must be integers, "
-                                 f"got {start_text!r} and {end_text!r}") from None
+                raise InputError(
+                    f"{path.name}, line {number}: start and end must be integers, got {start_text!r} and {end_text!r}"
+                ) from None
             if start < 0 or start >= end:
                 raise InputError(f"{path.name}, line {number}: start {start} must be >= 0 and before end {end}")
             strand = fields[5] if len(fields) > 5 and fields[5] in ("+", "-", ".") else "+"
             if name in windows:
-                raise InputError(f"{path.name}, line {number}: the name {name!r} appears twice; "
-                                 "each window's name must be a unique record id")
+                raise InputError(
+                    f"{path.name}, line {number}: the name {name!r} appears twice; "
+                    "each window's name must be a unique record id"
+                )
             windows[name] = Region(chrom, start, end, strand)
     if not windows:
         raise InputError(f"{path.name}: no windows in the BED file")
@@ -155,8 +170,10 @@ def load_chrom_sizes(sizes: ChromSizes) -> dict[str, int]:
                 try:
                     result[fields[0]] = int(fields[1])
                 except (IndexError, ValueError):
-                    raise InputError(f"{path.name}, line {number}: expected a chromosome name and its length "
-                                     f"(chrom.sizes or .fai), got {line[:80]!r}") from None
+                    raise InputError(
+                        f"{path.name}, line {number}: expected a chromosome name and its length "
+                        f"(chrom.sizes or .fai), got {line[:80]!r}"
+                    ) from None
     if not result:
         raise InputError("no chromosome sizes given")
     bad = [name for name, size in result.items() if size <= 0]
@@ -170,8 +187,10 @@ def _check_region(region: Region, sizes: Mapping[str, int], what: str) -> None:
         known = ", ".join(list(sizes)[:5])
         raise InputError(f"{what}: chromosome {region.chrom!r} is not in the chromosome sizes ({known}, ...)")
     if region.start < 0 or region.end > sizes[region.chrom]:
-        raise InputError(f"{what}: {region.chrom}:{region.start}-{region.end} lies outside {region.chrom} "
-                         f"(length {sizes[region.chrom]})")
+        raise InputError(
+            f"{what}: {region.chrom}:{region.start}-{region.end} lies outside {region.chrom} "
+            f"(length {sizes[region.chrom]})"
+        )
 
 
 class _Entry(NamedTuple):
@@ -197,9 +216,11 @@ def _write_entries(entries: list[_Entry], path: str | Path, sizes: dict[str, int
     if overlap == "error":
         for before, after in zip(entries, entries[1:]):
             if before.chrom == after.chrom and after.start < before.end:
-                raise InputError(f"records {before.name!r} and {after.name!r} overlap on {before.chrom} "
-                                 f"({before.start}-{before.end} and {after.start}-{after.end}); "
-                                 "use overlap='mean' to average overlapping values")
+                raise InputError(
+                    f"records {before.name!r} and {after.name!r} overlap on {before.chrom} "
+                    f"({before.start}-{before.end} and {after.start}-{after.end}); "
+                    "use overlap='mean' to average overlapping values"
+                )
     path = Path(path)
     with atomic_path(path) as temporary:
         writer = pyBigWig.open(str(temporary), "w")
@@ -229,8 +250,10 @@ def _sweep(writer: Any, entries: list[_Entry]) -> None:
     for entry in entries:
         values = np.asarray(entry.values(), dtype=np.float64).reshape(-1)
         if len(values) != entry.end - entry.start:
-            raise InputError(f"record {entry.name!r}: {len(values)} values for a region of "
-                             f"{entry.end - entry.start} bases ({entry.chrom}:{entry.start}-{entry.end})")
+            raise InputError(
+                f"record {entry.name!r}: {len(values)} values for a region of "
+                f"{entry.end - entry.start} bases ({entry.chrom}:{entry.start}-{entry.end})"
+            )
         if entry.reverse:
             values = values[::-1]
         if entry.chrom != chrom:
@@ -247,14 +270,17 @@ def _sweep(writer: Any, entries: list[_Entry]) -> None:
             sums = np.concatenate([sums, np.zeros(grow)])
             counts = np.concatenate([counts, np.zeros(grow)])
         offset = entry.start - begin
-        sums[offset:offset + len(values)] += values
-        counts[offset:offset + len(values)] += 1
+        sums[offset : offset + len(values)] += values
+        counts[offset : offset + len(values)] += 1
     if chrom is not None:
         flush(begin + len(sums))
 
 
-def _regions_of(ids: Iterable[str], lengths: Iterable[int], regions: Mapping[str, Region] | str | Path | None,
-                ) -> list[Region]:
+def _regions_of(
+    ids: Iterable[str],
+    lengths: Iterable[int],
+    regions: Mapping[str, Region] | str | Path | None,
+) -> list[Region]:
     if regions is not None and not isinstance(regions, Mapping):
         regions = read_windows_bed(regions)
     result = []
@@ -266,14 +292,22 @@ def _regions_of(ids: Iterable[str], lengths: Iterable[int], regions: Mapping[str
             raise InputError(f"record {name!r} is not a name in the windows BED")
         region = Region(*regions[name])
         if region.length != length:
-            raise InputError(f"record {name!r}: its window {region.chrom}:{region.start}-{region.end} covers "
-                             f"{region.length} bases but the record has {length}")
+            raise InputError(
+                f"record {name!r}: its window {region.chrom}:{region.start}-{region.end} covers "
+                f"{region.length} bases but the record has {length}"
+            )
         result.append(region)
     return result
 
 
-def to_bigwig(records: Any, path: str | Path, chrom_sizes: ChromSizes, *,
-              regions: Mapping[str, Region] | str | Path | None = None, overlap: str = "mean") -> Path:
+def to_bigwig(
+    records: Any,
+    path: str | Path,
+    chrom_sizes: ChromSizes,
+    *,
+    regions: Mapping[str, Region] | str | Path | None = None,
+    overlap: str = "mean",
+) -> Path:
     """Write per-base values as a bigWig.
 
     ``records``: an iterable of ``(chrom, start, values)`` tuples (values in genome orientation,
@@ -285,8 +319,13 @@ def to_bigwig(records: Any, path: str | Path, chrom_sizes: ChromSizes, *,
     ``overlap``: ``"mean"`` or ``"error"`` (module docstring). Returns the path.
     """
     sizes = load_chrom_sizes(chrom_sizes)
-    explanations = records if isinstance(records, (list, tuple)) and records and all(
-        hasattr(r, "per_position") for r in records) else [records] if hasattr(records, "per_position") else None
+    explanations = (
+        records
+        if isinstance(records, (list, tuple)) and records and all(hasattr(r, "per_position") for r in records)
+        else [records]
+        if hasattr(records, "per_position")
+        else None
+    )
     entries: list[_Entry] = []
     if explanations is not None:
         for explanation in explanations:
@@ -294,20 +333,23 @@ def to_bigwig(records: Any, path: str | Path, chrom_sizes: ChromSizes, *,
             places = _regions_of(explanation.ids, explanation.lengths, regions)
             for i, (name, region) in enumerate(zip(explanation.ids, places)):
                 row = per_position[i, : explanation.lengths[i]]
-                entries.append(_Entry(region.chrom, region.start, region.end, region.strand == "-", name,
-                                      lambda row=row: row))
+                entries.append(
+                    _Entry(region.chrom, region.start, region.end, region.strand == "-", name, lambda row=row: row)
+                )
     else:
         for number, record in enumerate(records):
             try:
                 chrom, start, values = record
             except (TypeError, ValueError):
-                raise InputError(f"record {number}: expected (chrom, start, values), "
-                                 f"got {type(record).__name__}") from None
+                raise InputError(
+                    f"record {number}: expected (chrom, start, values), got {type(record).__name__}"
+                ) from None
             values = np.asarray(values, dtype=np.float64).reshape(-1)
             start = int(start)
             end = start + len(values)
-            entries.append(_Entry(str(chrom), start, end, False, f"{chrom}:{start}-{end}",
-                                  lambda values=values: values))
+            entries.append(
+                _Entry(str(chrom), start, end, False, f"{chrom}:{start}-{end}", lambda values=values: values)
+            )
     return _write_entries(entries, path, sizes, overlap)
 
 
@@ -337,7 +379,7 @@ class _Spill:
         if self.map is None:
             self.handle.close()
             self.map = np.memmap(self.path, dtype=np.float64, mode="r")
-        return np.asarray(self.map[start:start + count])
+        return np.asarray(self.map[start : start + count])
 
     def __exit__(self, *exc: object) -> None:
         self.handle.close()
@@ -359,8 +401,13 @@ def run_genome_sizes(manifest: Mapping[str, Any]) -> dict[str, int] | None:
     return {str(k): int(v) for k, v in sequences.items()} if isinstance(sequences, Mapping) and sequences else None
 
 
-def run_to_bigwig(out_dir: str | Path, path: str | Path, chrom_sizes: ChromSizes | None = None,
-                  windows: Mapping[str, Region] | str | Path | None = None, overlap: str = "mean") -> Path:
+def run_to_bigwig(
+    out_dir: str | Path,
+    path: str | Path,
+    chrom_sizes: ChromSizes | None = None,
+    windows: Mapping[str, Region] | str | Path | None = None,
+    overlap: str = "mean",
+) -> Path:
     """A finished sequence run of :func:`lrp_domains.run.explain_dataset` as a bigWig of per-base
     relevance, shard by shard.
 
@@ -391,19 +438,32 @@ def run_to_bigwig(out_dir: str | Path, path: str | Path, chrom_sizes: ChromSizes
                 _check_run_ids(out_dir, [ids[row] for row in rows])
             relevance = table.column("relevance").combine_chunks()
             offsets, flat = relevance.offsets.to_numpy(), relevance.values.to_numpy(zero_copy_only=False)
-            for row, name, region in zip(rows, [ids[row] for row in rows], _regions_of(
-                    [ids[row] for row in rows], [lengths[row] for row in rows], windows)):
-                place = spill.add(flat[offsets[row]:offsets[row + 1]])
-                entries.append(_Entry(region.chrom, region.start, region.end, region.strand == "-", name,
-                                      lambda place=place: spill.get(*place)))
+            for row, name, region in zip(
+                rows,
+                [ids[row] for row in rows],
+                _regions_of([ids[row] for row in rows], [lengths[row] for row in rows], windows),
+            ):
+                place = spill.add(flat[offsets[row] : offsets[row + 1]])
+                entries.append(
+                    _Entry(
+                        region.chrom,
+                        region.start,
+                        region.end,
+                        region.strand == "-",
+                        name,
+                        lambda place=place: spill.get(*place),
+                    )
+                )
             del table, relevance, flat
         if not entries:
             raise InputError(f"{out_dir}: the run has no finished shards to write")
         if chrom_sizes is None:
             chrom_sizes = run_genome_sizes(manifest)
             if chrom_sizes is None:
-                raise InputError(f"{out_dir}: the run was not made from a genome (--regions); give the chromosome "
-                                 "sizes (--genome GENOME.fa or --chrom-sizes FILE)")
+                raise InputError(
+                    f"{out_dir}: the run was not made from a genome (--regions); give the chromosome "
+                    "sizes (--genome GENOME.fa or --chrom-sizes FILE)"
+                )
         return _write_entries(entries, path, load_chrom_sizes(chrom_sizes), overlap)
 
 
@@ -411,9 +471,11 @@ def _check_run_ids(out_dir: Path, ids: list[str]) -> None:
     """An InputError saying how to get coordinates when a run's ids carry none."""
     for name in ids:
         if _REGION.match(str(name).strip()) is None:
-            raise InputError(f"{out_dir}: the run's ids carry no genome coordinates (e.g. {name!r}); explain genome "
-                             "windows with `lrp-domains run sequences --regions PEAKS --genome GENOME.fa` (ids "
-                             "chrom:start-end(strand)), or name FASTA records as bedtools getfasta does")
+            raise InputError(
+                f"{out_dir}: the run's ids carry no genome coordinates (e.g. {name!r}); explain genome "
+                "windows with `lrp-domains run sequences --regions PEAKS --genome GENOME.fa` (ids "
+                "chrom:start-end(strand)), or name FASTA records as bedtools getfasta does"
+            )
 
 
 def _iter_genome_rows(seqlets: Any, regions: Mapping[str, Region] | None) -> Iterator[tuple]:
@@ -421,7 +483,8 @@ def _iter_genome_rows(seqlets: Any, regions: Mapping[str, Region] | None) -> Ite
     match_strands = seqlets["match_strand"] if "match_strand" in seqlets else [None] * len(seqlets)
     strands = seqlets["strand"] if "strand" in seqlets else ["+"] * len(seqlets)
     for name, start, end, score, motif, match_strand, strand in zip(
-            seqlets["id"], seqlets["start"], seqlets["end"], seqlets["relevance"], names, match_strands, strands):
+        seqlets["id"], seqlets["start"], seqlets["end"], seqlets["relevance"], names, match_strands, strands
+    ):
         if regions is None:
             region = parse_region(name)
         elif name in regions:
@@ -430,8 +493,10 @@ def _iter_genome_rows(seqlets: Any, regions: Mapping[str, Region] | None) -> Ite
             raise InputError(f"seqlet of record {name!r}: the record is not in the regions given")
         start, end = int(start), int(end)
         if not 0 <= start < end <= region.length:
-            raise InputError(f"seqlet {start}-{end} of record {name!r} lies outside the record's "
-                             f"{region.length} bases ({region.chrom}:{region.start}-{region.end})")
+            raise InputError(
+                f"seqlet {start}-{end} of record {name!r} lies outside the record's "
+                f"{region.length} bases ({region.chrom}:{region.start}-{region.end})"
+            )
         motif = motif if isinstance(motif, str) and motif else None
         own = match_strand if motif and match_strand in ("+", "-") else (strand if strand in ("+", "-", ".") else ".")
         if region.strand == "-":
@@ -442,8 +507,12 @@ def _iter_genome_rows(seqlets: Any, regions: Mapping[str, Region] | None) -> Ite
         yield region.chrom, genome[0], genome[1], motif or "seqlet", round(float(score), 6), own, name
 
 
-def seqlets_to_genome_bed(seqlets: Any, path: str | Path, regions: Mapping[str, Region] | str | Path | None = None,
-                          chrom_sizes: ChromSizes | None = None) -> Path:
+def seqlets_to_genome_bed(
+    seqlets: Any,
+    path: str | Path,
+    regions: Mapping[str, Region] | str | Path | None = None,
+    chrom_sizes: ChromSizes | None = None,
+) -> Path:
     """Seqlets (:func:`~lrp_domains.bio.call_seqlets`, optionally annotated) as BED6 in genome
     coordinates: chrom, start, end (record start + offset; from the other end for a ``(-)``
     region), name (the motif match, else ``seqlet``), score (summed relevance), strand (the motif

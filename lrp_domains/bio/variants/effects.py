@@ -71,9 +71,20 @@ if TYPE_CHECKING:
 
     from lrp_domains.bio.sequences.explainer import SequenceExplainer
 
-__all__ = ["COLUMNS", "STATUSES", "TRACK_COLUMNS", "VariantRecord", "VariantWarning", "VariantWindows",
-           "aligned_delta", "chrom_naming_hint", "explain_variants",
-           "read_vcf", "variant_windows", "variants_to_bigwig"]
+__all__ = [
+    "COLUMNS",
+    "STATUSES",
+    "TRACK_COLUMNS",
+    "VariantRecord",
+    "VariantWarning",
+    "VariantWindows",
+    "aligned_delta",
+    "chrom_naming_hint",
+    "explain_variants",
+    "read_vcf",
+    "variant_windows",
+    "variants_to_bigwig",
+]
 
 #: Every status a record can get (see the module docstring).
 STATUSES = ("ok", "symbolic", "unknown_chrom", "chrom_end", "too_long", "ref_mismatch", "ambiguous_base")
@@ -124,8 +135,13 @@ class VariantWindows:
 
 
 def _is_symbolic(alt: str) -> bool:
-    return alt in (".", "*") or alt.startswith("<") or "[" in alt or "]" in alt or (
-        len(alt) > 1 and (alt.startswith(".") or alt.endswith(".")))
+    return (
+        alt in (".", "*")
+        or alt.startswith("<")
+        or "[" in alt
+        or "]" in alt
+        or (len(alt) > 1 and (alt.startswith(".") or alt.endswith(".")))
+    )
 
 
 def _open_text(path: Path) -> Any:
@@ -167,8 +183,10 @@ def parse_vcf_line(text: str, name: str, number: int) -> Iterator[VariantRecord]
     ``name`` (for messages); see :func:`read_vcf`."""
     fields = text.split("\t")
     if len(fields) < 5:
-        raise InputError(f"{name}, line {number}: expected tab-separated CHROM POS ID REF ALT, got "
-                         f"{len(fields)} column(s): {text[:80]!r}")
+        raise InputError(
+            f"{name}, line {number}: expected tab-separated CHROM POS ID REF ALT, got "
+            f"{len(fields)} column(s): {text[:80]!r}"
+        )
     chrom, pos_text, ident, ref, alts = (f.strip() for f in fields[:5])
     if not chrom:
         raise InputError(f"{name}, line {number}: an empty CHROM")
@@ -189,8 +207,10 @@ def parse_vcf_line(text: str, name: str, number: int) -> Iterator[VariantRecord]
             continue
         alt = alt.upper()
         if not alt or not set(alt) <= _BASES:
-            raise InputError(f"{name}, line {number}: ALT allele {alt!r} must be bases A, C, G, T or N "
-                             "(or symbolic: <...>, *, a breakend)")
+            raise InputError(
+                f"{name}, line {number}: ALT allele {alt!r} must be bases A, C, G, T or N "
+                "(or symbolic: <...>, *, a breakend)"
+            )
         yield VariantRecord(chrom, pos, ident, ref, alt, number, k, "ok")
 
 
@@ -214,23 +234,34 @@ def variant_windows(record: VariantRecord, fasta: pyfaidx.Fasta, window: int) ->
     if start < 0 or start + window > size or after + refill > size:
         return VariantWindows("chrom_end")
     sequence = fasta[record.chrom]
-    ref_window = str(sequence[start:start + window]).upper()
-    if ref_window[center:center + len(record.ref)] != record.ref.upper():
+    ref_window = str(sequence[start : start + window]).upper()
+    if ref_window[center : center + len(record.ref)] != record.ref.upper():
         return VariantWindows("ref_mismatch", start=start, center=center)
-    right = str(sequence[after:after + refill]).upper() if refill > 0 else ""
+    right = str(sequence[after : after + refill]).upper() if refill > 0 else ""
     for offset, window_text in ((start, ref_window), (after, right)):
         odd = next((i for i, letter in enumerate(window_text) if letter not in _BASES), None)
         if odd is not None:
-            return VariantWindows("ambiguous_base", start=start, center=center,
-                                  detail=f"{record.chrom}:{offset + odd + 1}: {window_text[odd]!r}")
+            return VariantWindows(
+                "ambiguous_base",
+                start=start,
+                center=center,
+                detail=f"{record.chrom}:{offset + odd + 1}: {window_text[odd]!r}",
+            )
     alt_window = ref_window[:center] + record.alt.upper() + right
     return VariantWindows("ok", ref_window, alt_window, start, center)
 
 
-def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[VariantRecord],
-                     fasta: str | Path | pyfaidx.Fasta, window: int | None = None, target: Any = None,
-                     batch_size: int = 64, motifs: Any = "JASPAR2024", delta_tracks: bool = False,
-                     sort: bool = True) -> pd.DataFrame:
+def explain_variants(
+    explainer: SequenceExplainer,
+    vcf: str | Path | Iterable[VariantRecord],
+    fasta: str | Path | pyfaidx.Fasta,
+    window: int | None = None,
+    target: Any = None,
+    batch_size: int = 64,
+    motifs: Any = "JASPAR2024",
+    delta_tracks: bool = False,
+    sort: bool = True,
+) -> pd.DataFrame:
     """One row per variant and ALT allele: both windows explained, the effect in score and relevance.
 
     ``vcf``: a VCF path (see :func:`read_vcf`) or records; ``fasta``: a FASTA path (indexed by
@@ -276,9 +307,18 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
                 ambiguous.append((record, windows.detail))
             elif windows.status == "unknown_chrom":
                 unknown[record.chrom] = None
-            row = {"chrom": record.chrom, "pos": record.pos, "id": record.id, "ref": record.ref, "alt": record.alt,
-                   "status": windows.status, "ref_score": math.nan, "alt_score": math.nan,
-                   "delta_score": math.nan, "delta_relevance": math.nan}
+            row = {
+                "chrom": record.chrom,
+                "pos": record.pos,
+                "id": record.id,
+                "ref": record.ref,
+                "alt": record.alt,
+                "status": windows.status,
+                "ref_score": math.nan,
+                "alt_score": math.nan,
+                "delta_score": math.nan,
+                "delta_relevance": math.nan,
+            }
             if motifs is not None:
                 row.update(ref_motif="", ref_motif_p=math.nan, alt_motif="", alt_motif_p=math.nan, motif_change="")
             if delta_tracks:
@@ -296,8 +336,11 @@ def explain_variants(explainer: SequenceExplainer, vcf: str | Path | Iterable[Va
         if opened:
             genome.close()
     _warn_skipped(ambiguous, list(unknown), names)
-    columns = list(COLUMNS) + (list(MOTIF_COLUMNS) if motifs is not None else []) + (
-        list(TRACK_COLUMNS) if delta_tracks else [])
+    columns = (
+        list(COLUMNS)
+        + (list(MOTIF_COLUMNS) if motifs is not None else [])
+        + (list(TRACK_COLUMNS) if delta_tracks else [])
+    )
     table = pd.DataFrame(rows, columns=columns)
     table["pos"] = table["pos"].astype("int64")
     return sort_by_effect(table) if sort else table
@@ -307,8 +350,9 @@ def sort_by_effect(table: pd.DataFrame) -> pd.DataFrame:
     """The explained variants first, largest ``|delta_score|`` first (ties and the others in their
     order)."""
     ok = table["status"] == "ok"
-    order = sorted(range(len(table)), key=lambda i: (not ok.iloc[i],
-                                                     -abs(table["delta_score"].iloc[i]) if ok.iloc[i] else 0.0))
+    order = sorted(
+        range(len(table)), key=lambda i: (not ok.iloc[i], -abs(table["delta_score"].iloc[i]) if ok.iloc[i] else 0.0)
+    )
     return table.iloc[order].reset_index(drop=True)
 
 
@@ -320,10 +364,14 @@ def _warn_skipped(ambiguous: list[tuple[VariantRecord, str]], unknown: list[str]
     if ambiguous:
         record, detail = ambiguous[0]
         more = f" (and {len(ambiguous) - 1} more variants)" if len(ambiguous) > 1 else ""
-        warnings.warn(f"{detail} in the genome window of variant {record.chrom}:{record.pos} {record.ref}>{record.alt}"
-                      f"{more}: letters other than A, C, G, T, N cannot be one-hot encoded; these variants have status "
-                      "ambiguous_base, the others are explained (replace such letters in the genome with N to "
-                      "explain them)", VariantWarning, stacklevel=3)
+        warnings.warn(
+            f"{detail} in the genome window of variant {record.chrom}:{record.pos} {record.ref}>{record.alt}"
+            f"{more}: letters other than A, C, G, T, N cannot be one-hot encoded; these variants have status "
+            "ambiguous_base, the others are explained (replace such letters in the genome with N to "
+            "explain them)",
+            VariantWarning,
+            stacklevel=3,
+        )
     hint = chrom_naming_hint(unknown, genome)
     if hint:
         warnings.warn(hint, VariantWarning, stacklevel=3)
@@ -347,15 +395,25 @@ def chrom_naming_hint(unknown: list[str], genome: list[str]) -> str | None:
 
     matched = [(chrom, found) for chrom in unknown if (found := counterpart(chrom)) is not None]
     if matched:
-        return (f"the VCF names chromosomes {few([c for c, _ in matched])}; the genome {few([g for _, g in matched])}: "
-                "rename one of them (add or strip the 'chr' prefix, e.g. bcftools annotate --rename-chrs); "
-                "these variants have status unknown_chrom")
-    return (f"the genome has no chromosome {few(unknown)} (it has {few(list(genome)) or 'no sequences'}): these "
-            "variants have status unknown_chrom; check that the VCF and the genome are the same assembly")
+        return (
+            f"the VCF names chromosomes {few([c for c, _ in matched])}; the genome {few([g for _, g in matched])}: "
+            "rename one of them (add or strip the 'chr' prefix, e.g. bcftools annotate --rename-chrs); "
+            "these variants have status unknown_chrom"
+        )
+    return (
+        f"the genome has no chromosome {few(unknown)} (it has {few(list(genome)) or 'no sequences'}): these "
+        "variants have status unknown_chrom; check that the VCF and the genome are the same assembly"
+    )
 
 
-def _explain_pending(explainer: SequenceExplainer, pending: list[tuple[dict[str, Any], VariantRecord, VariantWindows]],
-                     target: Any, batch_size: int, motifs: Any = None, delta_tracks: bool = False) -> None:
+def _explain_pending(
+    explainer: SequenceExplainer,
+    pending: list[tuple[dict[str, Any], VariantRecord, VariantWindows]],
+    target: Any,
+    batch_size: int,
+    motifs: Any = None,
+    delta_tracks: bool = False,
+) -> None:
     from lrp_domains.bio.variants.motifs import allele_windows, variant_motifs
 
     sequences, ids = [], []
@@ -369,17 +427,31 @@ def _explain_pending(explainer: SequenceExplainer, pending: list[tuple[dict[str,
     for k, (row, record, windows) in enumerate(pending):
         c = windows.center
         ref_score, alt_score = float(explained[2 * k]), float(explained[2 * k + 1])
-        ref_relevance = float(per_position[2 * k, c:c + len(record.ref)].sum())
-        alt_relevance = float(per_position[2 * k + 1, c:c + len(record.alt)].sum())
-        row.update(ref_score=ref_score, alt_score=alt_score, delta_score=alt_score - ref_score,
-                   delta_relevance=alt_relevance - ref_relevance)
+        ref_relevance = float(per_position[2 * k, c : c + len(record.ref)].sum())
+        alt_relevance = float(per_position[2 * k + 1, c : c + len(record.alt)].sum())
+        row.update(
+            ref_score=ref_score,
+            alt_score=alt_score,
+            delta_score=alt_score - ref_score,
+            delta_relevance=alt_relevance - ref_relevance,
+        )
         if delta_tracks:
-            row["delta_track"] = aligned_delta(per_position[2 * k].numpy(), per_position[2 * k + 1].numpy(), c,
-                                               record.ref, record.alt).astype("float32")
+            row["delta_track"] = aligned_delta(
+                per_position[2 * k].numpy(), per_position[2 * k + 1].numpy(), c, record.ref, record.alt
+            ).astype("float32")
     if motifs is not None:
-        pairs = [allele_windows(per_position[2 * k].numpy(), per_position[2 * k + 1].numpy(), windows.ref,
-                                windows.alt, windows.center, record.ref, record.alt)
-                 for k, (_, record, windows) in enumerate(pending)]
+        pairs = [
+            allele_windows(
+                per_position[2 * k].numpy(),
+                per_position[2 * k + 1].numpy(),
+                windows.ref,
+                windows.alt,
+                windows.center,
+                record.ref,
+                record.alt,
+            )
+            for k, (_, record, windows) in enumerate(pending)
+        ]
         for (row, _, _), found in zip(pending, variant_motifs(pairs, motifs)):
             row.update(found)
 
@@ -395,14 +467,15 @@ def aligned_delta(ref_relevance: Any, alt_relevance: Any, center: int, ref: str,
     ref_relevance = np.asarray(ref_relevance, dtype=np.float64)
     alt_relevance = np.asarray(alt_relevance, dtype=np.float64)
     if ref_relevance.shape != alt_relevance.shape or ref_relevance.ndim != 1:
-        raise InputError(f"aligned_delta: two equal-length 1-D arrays needed, got {ref_relevance.shape} and "
-                         f"{alt_relevance.shape}")
+        raise InputError(
+            f"aligned_delta: two equal-length 1-D arrays needed, got {ref_relevance.shape} and {alt_relevance.shape}"
+        )
     n, lr, la = len(ref_relevance), len(ref), len(alt)
     if not 0 <= center <= n - max(lr, la):
         raise InputError(f"aligned_delta: an allele of {max(lr, la)} bases at {center} does not fit {n} bases")
     delta = -ref_relevance
     delta[:center] += alt_relevance[:center]
-    delta[center:center + lr] += alt_relevance[center:center + la].sum() / lr
+    delta[center : center + lr] += alt_relevance[center : center + la].sum() / lr
     right = np.arange(center + lr, n)
     shifted = right - lr + la
     inside = shifted < n
@@ -419,11 +492,14 @@ def variants_to_bigwig(table: pd.DataFrame, path: str | Path, chrom_sizes: Any) 
 
     missing = [c for c in TRACK_COLUMNS if c not in table]
     if missing:
-        raise InputError(f"the variant table has no {', '.join(missing)} column; explain the variants with "
-                         "delta_tracks=True")
+        raise InputError(
+            f"the variant table has no {', '.join(missing)} column; explain the variants with delta_tracks=True"
+        )
     done = table[table["status"] == "ok"]
     if not len(done):
         raise InputError("no explained variant (status 'ok') to write as a track")
-    records = ((chrom, int(start), values) for chrom, start, values in
-               zip(done["chrom"], done["window_start"], done["delta_track"]))
+    records = (
+        (chrom, int(start), values)
+        for chrom, start, values in zip(done["chrom"], done["window_start"], done["delta_track"])
+    )
     return to_bigwig(records, path, chrom_sizes)

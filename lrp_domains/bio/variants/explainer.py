@@ -72,8 +72,9 @@ class VcfRecords:
                 starts.append((raw.offset, raw.line, count))
             count += len(records)
         stops = [start for _, _, start in starts[1:]] + [count]
-        return [Shard(i, first, stop, offset, line) for i, ((offset, line, first), stop) in
-                enumerate(zip(starts, stops))]
+        return [
+            Shard(i, first, stop, offset, line) for i, ((offset, line, first), stop) in enumerate(zip(starts, stops))
+        ]
 
     def read(self, shard: Shard) -> tuple[list[str], list[VariantRecord]]:
         """One shard's alleles; ids are ``chrom:pos:ref>alt``."""
@@ -92,15 +93,25 @@ class VariantExplainer(DomainExplainer):
     kind: ClassVar[str] = "variants"
     item: ClassVar[str] = "variant"
     default_composite: ClassVar[str] = "genomics"
-    run_options: ClassVar[dict[str, Any]] = {"fasta": None, "window": None, "target": None, "batch_size": 64,
-                                             "motifs": "JASPAR2024", "delta_tracks": False}
-    option_types: ClassVar[dict[str, Option]] = {"fasta": Option("text"), "window": Option("int", minimum=1),
-                                                 "motifs": Option("text")}
+    run_options: ClassVar[dict[str, Any]] = {
+        "fasta": None,
+        "window": None,
+        "target": None,
+        "batch_size": 64,
+        "motifs": "JASPAR2024",
+        "delta_tracks": False,
+    }
+    option_types: ClassVar[dict[str, Option]] = {
+        "fasta": Option("text"),
+        "window": Option("int", minimum=1),
+        "motifs": Option("text"),
+    }
     columns: ClassVar[tuple[str, ...]] = RUN_COLUMNS
     finite_columns: ClassVar[tuple[str, ...]] = ("ref_score", "alt_score", "delta_score", "delta_relevance")
 
-    def __init__(self, sequences: SequenceExplainer, fasta: str | Path | None = None,
-                 window: int | None = None) -> None:
+    def __init__(
+        self, sequences: SequenceExplainer, fasta: str | Path | None = None, window: int | None = None
+    ) -> None:
         self.sequences = sequences
         self.model = sequences.model
         self.composite = sequences.composite
@@ -108,8 +119,9 @@ class VariantExplainer(DomainExplainer):
         self.window = window
 
     @classmethod
-    def from_options(cls, model: str | None = None, weights: str | None = None,
-                     composite: str | None = None) -> VariantExplainer:
+    def from_options(
+        cls, model: str | None = None, weights: str | None = None, composite: str | None = None
+    ) -> VariantExplainer:
         """A sequence explainer from the command-line strings, wrapped (the genome comes as the
         ``fasta`` run option)."""
         return cls(SequenceExplainer.from_options(model, weights, composite))
@@ -121,8 +133,10 @@ class VariantExplainer(DomainExplainer):
     def _fasta(self, fasta: Any) -> Any:
         chosen = fasta if fasta is not None else self.fasta
         if chosen is None:
-            raise InputError("a variants run needs the reference genome: --option fasta=GENOME.fa (its .fai is read "
-                             "if there, else an index is built in ~/.cache/lrp-domains, never beside the genome)")
+            raise InputError(
+                "a variants run needs the reference genome: --option fasta=GENOME.fa (its .fai is read "
+                "if there, else an index is built in ~/.cache/lrp-domains, never beside the genome)"
+            )
         return chosen
 
     def check_options(self, options: dict[str, Any]) -> None:
@@ -139,16 +153,33 @@ class VariantExplainer(DomainExplainer):
 
             load_motifs(motifs)
 
-    def explain_batch(self, ids: Sequence[str], items: Sequence[VariantRecord], first_row: int = 0,
-                      fasta: Any = None, window: int | None = None, target: Any = None, batch_size: int = 64,
-                      motifs: Any = "JASPAR2024", delta_tracks: bool = False) -> pd.DataFrame:
+    def explain_batch(
+        self,
+        ids: Sequence[str],
+        items: Sequence[VariantRecord],
+        first_row: int = 0,
+        fasta: Any = None,
+        window: int | None = None,
+        target: Any = None,
+        batch_size: int = 64,
+        motifs: Any = "JASPAR2024",
+        delta_tracks: bool = False,
+    ) -> pd.DataFrame:
         """The variants' rows in input order (:func:`~lrp_domains.bio.explain_variants`, unsorted;
         ``motifs="none"`` leaves the motif columns empty; ``delta_tracks`` fills the track columns,
         for a bigWig of the relevance change)."""
         library = None if motifs is None or str(motifs).lower() == "none" else motifs
-        table = explain_variants(self.sequences, list(items), self._fasta(fasta),
-                                 window=window if window is not None else self.window, target=target,
-                                 batch_size=batch_size or 64, motifs=library, sort=False, delta_tracks=delta_tracks)
+        table = explain_variants(
+            self.sequences,
+            list(items),
+            self._fasta(fasta),
+            window=window if window is not None else self.window,
+            target=target,
+            batch_size=batch_size or 64,
+            motifs=library,
+            sort=False,
+            delta_tracks=delta_tracks,
+        )
         for column in MOTIF_COLUMNS:
             if column not in table:
                 table[column] = "" if column.endswith(("motif", "change")) else float("nan")
@@ -161,8 +192,10 @@ class VariantExplainer(DomainExplainer):
         """Per allele: the columns of :func:`~lrp_domains.bio.explain_variants` (``id`` as ``variant_id``)."""
         renamed = result.rename(columns={"id": "variant_id"})
         rows = {column: renamed[column].tolist() for column in RUN_COLUMNS}
-        rows["delta_track"] = [None if track is None or (isinstance(track, float) and track != track) else
-                               [float(v) for v in track] for track in rows["delta_track"]]
+        rows["delta_track"] = [
+            None if track is None or (isinstance(track, float) and track != track) else [float(v) for v in track]
+            for track in rows["delta_track"]
+        ]
         return rows
 
     @classmethod

@@ -64,8 +64,12 @@ def strongest_overlapping(seqlets: pd.DataFrame, name: str, span: tuple[int, int
     ``span`` (``[start, end)``), or None."""
     if not len(seqlets):
         return None
-    mine = seqlets[(seqlets["id"] == name) & (seqlets["sign"] == "positive") & (seqlets["start"] < span[1])
-                   & (seqlets["end"] > span[0])]
+    mine = seqlets[
+        (seqlets["id"] == name)
+        & (seqlets["sign"] == "positive")
+        & (seqlets["start"] < span[1])
+        & (seqlets["end"] > span[0])
+    ]
     if not len(mine):
         return None
     return mine.sort_values("relevance", ascending=False).iloc[0]
@@ -104,8 +108,9 @@ def site_p_values(sites: pd.DataFrame, library: list, motifs: Any = None) -> lis
     return found
 
 
-def variant_motifs(pairs: Sequence[AlleleWindows], motifs: Any = "JASPAR2024", max_p: float = MAX_P,
-                   seed: int = 0) -> list[dict[str, Any]]:
+def variant_motifs(
+    pairs: Sequence[AlleleWindows], motifs: Any = "JASPAR2024", max_p: float = MAX_P, seed: int = 0
+) -> list[dict[str, Any]]:
     """The motif columns (:data:`MOTIF_COLUMNS`) of each variant: per variant, seqlets on its two
     windows, the strongest one overlapping the variant in each, both matched against ``motifs`` in
     one scan (a JASPAR release, a JASPAR/MEME file or Biopython motifs). Names are empty and
@@ -133,23 +138,41 @@ def variant_motifs(pairs: Sequence[AlleleWindows], motifs: Any = "JASPAR2024", m
                 names[k][side] = name
                 p_values[k][side] = float(match["match_p"])
                 if side == 0:  # the reference motif, over the same bases of the alternative window
-                    sequence = pairs[k].sequences[1][int(best["start"]):int(best["end"])]
+                    sequence = pairs[k].sequences[1][int(best["start"]) : int(best["end"])]
                     sites.append({"k": k, "motif_id": match["motif_id"], "sequence": sequence})
         if sites:
             frame = pd.DataFrame(sites)
             for k, p_value in zip(frame["k"], site_p_values(frame, library)):
                 site_p[k] = p_value
-    return [{"ref_motif": name[0], "ref_motif_p": p[0], "alt_motif": name[1], "alt_motif_p": p[1],
-             "motif_change": motif_change(name[0], p[0], site, name[1], max_p)}
-            for name, p, site in zip(names, p_values, site_p)]
+    return [
+        {
+            "ref_motif": name[0],
+            "ref_motif_p": p[0],
+            "alt_motif": name[1],
+            "alt_motif_p": p[1],
+            "motif_change": motif_change(name[0], p[0], site, name[1], max_p),
+        }
+        for name, p, site in zip(names, p_values, site_p)
+    ]
 
 
-def allele_windows(ref_per_position: np.ndarray, alt_per_position: np.ndarray, ref: str, alt: str, center: int,
-                   ref_allele: str, alt_allele: str) -> AlleleWindows:
+def allele_windows(
+    ref_per_position: np.ndarray,
+    alt_per_position: np.ndarray,
+    ref: str,
+    alt: str,
+    center: int,
+    ref_allele: str,
+    alt_allele: str,
+) -> AlleleWindows:
     """One variant's two windows for :func:`variant_motifs` (relevance per position of each window,
     the windows' sequences, the variant's first base at ``center``)."""
     import torch
 
     per_position = torch.as_tensor(np.stack([ref_per_position, alt_per_position]), dtype=torch.float64)
-    return AlleleWindows(["ref", "alt"], [ref, alt], per_position,
-                         [(center, center + len(ref_allele)), (center, center + len(alt_allele))])
+    return AlleleWindows(
+        ["ref", "alt"],
+        [ref, alt],
+        per_position,
+        [(center, center + len(ref_allele)), (center, center + len(alt_allele))],
+    )

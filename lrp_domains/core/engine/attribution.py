@@ -24,8 +24,18 @@ from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.sequential import plan_for
 from lrp_domains.core.engine.targets import Target, resolve_targets, select_target
 
-__all__ = ["Target", "batches", "eval_mode", "explain", "explain_batches", "model_device", "model_dtype",
-           "prepare_inputs", "resolve_composite", "select_target"]
+__all__ = [
+    "Target",
+    "batches",
+    "eval_mode",
+    "explain",
+    "explain_batches",
+    "model_device",
+    "model_dtype",
+    "prepare_inputs",
+    "resolve_composite",
+    "select_target",
+]
 
 Inputs = Union[torch.Tensor, Mapping[str, torch.Tensor]]
 #: ``output(raw_model_output, batch_inputs) -> (N, ...)`` tensor that targets index.
@@ -148,15 +158,16 @@ def _slice(inputs: Inputs, start: int, stop: int) -> Inputs:
     return inputs[start:stop]
 
 
-def batches(data: Inputs, targets: torch.Tensor | Callable | None,
-            batch_size: int | None) -> Iterator[tuple[Inputs, torch.Tensor | Callable | None]]:
+def batches(
+    data: Inputs, targets: torch.Tensor | Callable | None, batch_size: int | None
+) -> Iterator[tuple[Inputs, torch.Tensor | Callable | None]]:
     """``(inputs, targets)`` per batch of ``batch_size`` examples (all at once when None)."""
     n = _length(data)
     size = n if batch_size is None else int(batch_size)
     if size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for start in range(0, n, size):
-        part = targets[start:start + size] if isinstance(targets, torch.Tensor) else targets
+        part = targets[start : start + size] if isinstance(targets, torch.Tensor) else targets
         yield _slice(data, start, start + size), part
 
 
@@ -229,9 +240,18 @@ def explain(
     composite = resolve_composite(composite)
     data = prepare_inputs(model, inputs, device)
     targets = resolve_targets(target, _length(data), labels)
-    parts = explain_batches(model, batches(data, targets, batch_size), composite, strict=strict, progress=progress,
-                            hypothetical=hypothetical, output=output, sources=sources, check_delta=False,
-                            total=-(-_length(data) // (batch_size or max(_length(data), 1))))
+    parts = explain_batches(
+        model,
+        batches(data, targets, batch_size),
+        composite,
+        strict=strict,
+        progress=progress,
+        hypothetical=hypothetical,
+        output=output,
+        sources=sources,
+        check_delta=False,
+        total=-(-_length(data) // (batch_size or max(_length(data), 1))),
+    )
     result = Explanation.concatenate(parts)
     home = inputs.device if isinstance(inputs, torch.Tensor) else None
     if home is not None:
@@ -241,10 +261,19 @@ def explain(
     return result
 
 
-def explain_batches(model: nn.Module, data: Iterable[tuple[Inputs, torch.Tensor | Callable | None]],
-                    composite: str | Composite = "epsilon", *, strict: bool = False, progress: bool = False,
-                    hypothetical: bool = False, output: OutputFn | None = None, sources: Sources = None,
-                    check_delta: bool = True, total: int | None = None) -> list[Explanation]:
+def explain_batches(
+    model: nn.Module,
+    data: Iterable[tuple[Inputs, torch.Tensor | Callable | None]],
+    composite: str | Composite = "epsilon",
+    *,
+    strict: bool = False,
+    progress: bool = False,
+    hypothetical: bool = False,
+    output: OutputFn | None = None,
+    sources: Sources = None,
+    check_delta: bool = True,
+    total: int | None = None,
+) -> list[Explanation]:
     """One :class:`Explanation` per ``(inputs, targets)`` batch, all inside one scope: the loop
     :func:`explain` runs, for callers that build their own batches (inputs already prepared with
     :func:`prepare_inputs`, targets resolved with :func:`~lrp_domains.core.engine.targets.resolve_targets`)."""
@@ -259,8 +288,7 @@ def explain_batches(model: nn.Module, data: Iterable[tuple[Inputs, torch.Tensor 
     first = next(data, None)
     if first is None:
         return parts
-    plan = plan_for(model, composite) if not names and output is None and isinstance(first[0], torch.Tensor) \
-        else None
+    plan = plan_for(model, composite) if not names and output is None and isinstance(first[0], torch.Tensor) else None
     if plan is not None:  # an MLP: the same rules, evaluated layer by layer without the scope's machinery
         for batch, batch_target in itertools.chain([first], data):
             assert isinstance(batch, torch.Tensor)  # a plan is made for tensor inputs only (as the first batch)
@@ -331,10 +359,14 @@ def run_tracked(model: nn.Module, scope: Any, batch: Inputs) -> tuple[Any, list[
     return model(tracked[0]), list(tracked), []
 
 
-def read_relevance(scope: Any, leaves: list[torch.Tensor], outputs: torch.Tensor, grad_outputs: torch.Tensor | None,
-                   extra: Sequence[torch.Tensor] = (), retain_graph: bool = False
-                   ) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list[torch.Tensor | None],
-                              list[torch.Tensor | None]]:
+def read_relevance(
+    scope: Any,
+    leaves: list[torch.Tensor],
+    outputs: torch.Tensor,
+    grad_outputs: torch.Tensor | None,
+    extra: Sequence[torch.Tensor] = (),
+    retain_graph: bool = False,
+) -> tuple[list[torch.Tensor], dict[str, torch.Tensor], list[torch.Tensor | None], list[torch.Tensor | None]]:
     """Backward from ``outputs`` (seeded with ``grad_outputs``; None: ones) through the scope's rules:
     ``(relevance per leaf, relevance per source module, modified gradient per leaf, modified gradient
     per ``extra`` tensor)``. A leaf's relevance is ``leaf x gradient`` plus what input-layer rules
@@ -345,12 +377,13 @@ def read_relevance(scope: Any, leaves: list[torch.Tensor], outputs: torch.Tensor
     if outputs.requires_grad and wrt:
         seed = torch.ones_like(outputs) if grad_outputs is None else grad_outputs
         grads: list[torch.Tensor | None] = list(
-            torch.autograd.grad(outputs, wrt, seed, allow_unused=True, retain_graph=retain_graph))
+            torch.autograd.grad(outputs, wrt, seed, allow_unused=True, retain_graph=retain_graph)
+        )
     else:  # every path was stopped (or the output ignores the input): no relevance arrives
         grads = [None] * len(wrt)
-    input_grads, rest = grads[:len(leaves)], grads[len(leaves):]
-    extra_grads = rest[len(rest) - len(extra):] if extra else []
-    rest = rest[:len(rest) - len(extra)]
+    input_grads, rest = grads[: len(leaves)], grads[len(leaves) :]
+    extra_grads = rest[len(rest) - len(extra) :] if extra else []
+    rest = rest[: len(rest) - len(extra)]
     relevance = []
     for leaf, grad, anchor in zip(leaves, input_grads, anchors):
         value = leaf.detach() * grad if grad is not None else torch.zeros_like(leaf)

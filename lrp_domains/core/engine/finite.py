@@ -47,15 +47,18 @@ class NonFiniteOutputs(InputError):
         super().__init__(self._message())
 
     def _message(self, model: nn.Module | None = None) -> str:
-        text = (f"every output was NaN or Inf (all {self.count} {self.item}: the explained value or its relevance), "
-                "so there is nothing to report")
+        text = (
+            f"every output was NaN or Inf (all {self.count} {self.item}: the explained value or its relevance), "
+            "so there is nothing to report"
+        )
         if not isinstance(model, nn.Module):
             return text
         found = _first_nonfinite(model)
         if found is not None:
             name, bad, total = found
-            return (f"{text}; the model's parameter '{name}' holds NaN or Inf ({bad} of {total} values): "
-                    "check the weights")
+            return (
+                f"{text}; the model's parameter '{name}' holds NaN or Inf ({bad} of {total} values): check the weights"
+            )
         return f"{text}; every parameter of the model is finite: check the inputs' scale and the model's forward"
 
     def naming(self, model: nn.Module | None) -> NonFiniteOutputs:

@@ -60,9 +60,15 @@ class Explanation:
     sources: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, relevance: Relevance, output: torch.Tensor, target: torch.Tensor | None, explained: torch.Tensor,
-              hypothetical: torch.Tensor | None = None, sources: Mapping[str, torch.Tensor] | None = None
-              ) -> Explanation:
+    def build(
+        cls,
+        relevance: Relevance,
+        output: torch.Tensor,
+        target: torch.Tensor | None,
+        explained: torch.Tensor,
+        hypothetical: torch.Tensor | None = None,
+        sources: Mapping[str, torch.Tensor] | None = None,
+    ) -> Explanation:
         """An explanation with ``delta`` computed from the rest."""
         sources = dict(sources or {})
         delta = explained - _total(relevance, sources, explained.shape[0], explained.dtype)
@@ -86,13 +92,21 @@ class Explanation:
 
     def to(self, device: torch.device | str) -> Explanation:
         """The same explanation with relevance, hypothetical contributions and sources on ``device``."""
+
         def move(value: Any) -> Any:  # a tensor, a dict of tensors or None: the same kind
             if isinstance(value, Mapping):
                 return {key: v.to(device) for key, v in value.items()}
             return value.to(device) if isinstance(value, torch.Tensor) else value
 
-        return Explanation(move(self.relevance), self.output, self.target, self.explained.to(device),
-                           self.delta.to(device), move(self.hypothetical), move(self.sources))
+        return Explanation(
+            move(self.relevance),
+            self.output,
+            self.target,
+            self.explained.to(device),
+            self.delta.to(device),
+            move(self.hypothetical),
+            move(self.sources),
+        )
 
     def __len__(self) -> int:
         return self.explained.shape[0]

@@ -331,8 +331,11 @@ class Scope:
             self.coverage.discard(uncovered)
         if not self._softmax_warned:
             self._softmax_warned = True
-            warnings.warn("the model's output is a softmax; explaining its input, the logits (relevance of a "
-                          "probability held constant would be zero)", stacklevel=6)  # explain's caller
+            warnings.warn(
+                "the model's output is a softmax; explaining its input, the logits (relevance of a "
+                "probability held constant would be zero)",
+                stacklevel=6,
+            )  # explain's caller
         return logits
 
     # -- what callers use ---------------------------------------------------------------------

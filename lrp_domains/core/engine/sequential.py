@@ -42,16 +42,27 @@ class _Step:
 
 
 def _hooked(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                or getattr(module, "_backward_pre_hooks", None) or "forward" in module.__dict__)
+    return bool(
+        module._forward_hooks
+        or module._forward_pre_hooks
+        or module._backward_hooks
+        or getattr(module, "_backward_pre_hooks", None)
+        or "forward" in module.__dict__
+    )
 
 
 def _global_hooks() -> bool:
     from torch.nn.modules import module as torch_module
 
-    return any(getattr(torch_module, name, None) for name in (
-        "_global_forward_hooks", "_global_forward_pre_hooks", "_global_backward_hooks",
-        "_global_backward_pre_hooks"))
+    return any(
+        getattr(torch_module, name, None)
+        for name in (
+            "_global_forward_hooks",
+            "_global_forward_pre_hooks",
+            "_global_backward_hooks",
+            "_global_backward_pre_hooks",
+        )
+    )
 
 
 def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
@@ -112,8 +123,9 @@ class SequentialPlan:
 
     steps: list[_Step]
 
-    def explain_batch(self, x: torch.Tensor, target: torch.Tensor | Callable | None,
-                      hypothetical: bool = False) -> Explanation:
+    def explain_batch(
+        self, x: torch.Tensor, target: torch.Tensor | Callable | None, hypothetical: bool = False
+    ) -> Explanation:
         """One batch, as :func:`lrp_domains.core.engine.attribution.explain_batches` would give it."""
         saved: list = []  # per step: (input, z) for linear layers, the input of a ReLU, the shape before a flatten
         with torch.no_grad():
@@ -154,14 +166,15 @@ class SequentialPlan:
             relevance = relevance + written.reshape(x.shape)
         hypo = None
         if hypothetical:
-            hypo = (grad.clone() if grad is not None else torch.zeros_like(x))
+            hypo = grad.clone() if grad is not None else torch.zeros_like(x)
             if units is not None:
                 hypo = hypo + units.reshape(x.shape).to(hypo.dtype)
         return Explanation.build(relevance, output.detach(), index, explained.detach(), hypo, {})
 
 
-def _seed(output: torch.Tensor, target: torch.Tensor | Callable | None
-          ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+def _seed(
+    output: torch.Tensor, target: torch.Tensor | Callable | None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """The explained values, their indices, and d(explained)/d(output) (the relevance seed)."""
     if callable(target):
         leaf = output.detach().requires_grad_(True)
@@ -176,8 +189,9 @@ def _seed(output: torch.Tensor, target: torch.Tensor | Callable | None
     return explained, index, grad.reshape(output.shape)
 
 
-def _linear_backward(step: _Step, x: torch.Tensor, z: torch.Tensor, grad: torch.Tensor, record: bool
-                     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+def _linear_backward(
+    step: _Step, x: torch.Tensor, z: torch.Tensor, grad: torch.Tensor, record: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``(gradient at the input, relevance written directly, hypothetical units)`` of one layer."""
     rule, (weight, bias) = step.rule, parameters_of(step.module)
     weight = weight.detach()

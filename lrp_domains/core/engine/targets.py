@@ -49,17 +49,21 @@ def resolve_targets(target: Target, n: int, labels: Sequence[str] | None = None)
         return torch.full((n,), label_index(value, labels), dtype=torch.long)
     if isinstance(target, torch.Tensor):
         if target.is_floating_point() or target.is_complex() or target.dim() != 1 or target.dtype == torch.bool:
-            raise ValueError(f"per-example targets must be {n} integers (one per example), got shape "
-                             f"{tuple(target.shape)} of {target.dtype}")
+            raise ValueError(
+                f"per-example targets must be {n} integers (one per example), got shape "
+                f"{tuple(target.shape)} of {target.dtype}"
+            )
         if len(target) != n:
-            raise ValueError(f"per-example targets: got {len(target)} for {n} examples; give one per example, or "
-                             "a single one")
+            raise ValueError(
+                f"per-example targets: got {len(target)} for {n} examples; give one per example, or a single one"
+            )
         return target.detach().to("cpu", torch.long)  # integer indices already: no per-example Python work
     else:
         values = list(target.tolist() if hasattr(target, "tolist") else target)
     if len(values) != n:
-        raise ValueError(f"per-example targets: got {len(values)} for {n} examples; give one per example, or a "
-                         "single one")
+        raise ValueError(
+            f"per-example targets: got {len(values)} for {n} examples; give one per example, or a single one"
+        )
     return torch.tensor([label_index(v, labels) for v in values], dtype=torch.long)
 
 

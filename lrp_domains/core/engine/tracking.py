@@ -60,7 +60,8 @@ class InputTracker:
                 self._warned.add(describe)
                 warnings.warn(
                     f"{describe} has an input-layer rule but does not see a tracked model input; relevance "
-                    "it assigns to zero-valued inputs is dropped.", stacklevel=5,
+                    "it assigns to zero-valued inputs is dropped.",
+                    stacklevel=5,
                 )
             return None
         anchor = self._anchors.get(id(leaf))
@@ -97,8 +98,10 @@ class InputTracker:
     def source_output(self, name: str, output: torch.Tensor) -> torch.Tensor:
         """``output`` of source module ``name`` as a leaf relevance is read from."""
         if not isinstance(output, torch.Tensor) or not output.is_floating_point():
-            raise TypeError(f"relevance is read at the output of '{name}', which must be a floating-point tensor; "
-                            f"it returned {type(output).__name__}")
+            raise TypeError(
+                f"relevance is read at the output of '{name}', which must be a floating-point tensor; "
+                f"it returned {type(output).__name__}"
+            )
         batch = self.batch_size
         if batch and output.dim() >= 2 and output.shape[0] == 1 and batch > 1:
             output = output.expand(batch, *output.shape[1:])
