@@ -15,6 +15,8 @@ pytest.importorskip("transformers")
 from lrp_domains.bench.gpu import models as G  # noqa: E402
 from lrp_domains.bench.measure import correlation  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def rows():

@@ -363,6 +363,7 @@ def test_registered_and_rows_follow_the_contract(kmer3, tmp_path):
         TokenSequenceExplainer.from_options(None)
 
 
+@pytest.mark.workflow
 # -- the workflow -------------------------------------------------------------------------------
 def test_language_model_workflow_trains_caches_and_exports_what_it_explained(tmp_path):
     """workflows/bio/language_model_motifs.py --quick, tiny: the run's tfmodisco export holds the same

@@ -130,6 +130,7 @@ def test_the_gene_report_notes_the_markers_the_model_lacks(tmp_path):
     assert pd.read_csv(written["markers"])["absent_genes"].tolist() == ["CD14", "CD14"]
 
 
+@pytest.mark.slow  # a subprocess or a whole dataset: make test runs it, make test-fast does not
 # -- 6. piped output keeps its lines whole -------------------------------------------------------------------
 def test_piped_command_output_is_not_wrapped_at_80_columns(model_dir):
     text = (

@@ -78,6 +78,7 @@ with folder_lock(sys.argv[1]):
 """
 
 
+@pytest.mark.slow  # a subprocess or a whole dataset: make test runs it, make test-fast does not
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -129,6 +130,7 @@ dataset.explain_dataset(SequenceExplainer.default(), sys.argv[1], sys.argv[2], s
 """
 
 
+@pytest.mark.slow  # a subprocess or a whole dataset: make test runs it, make test-fast does not
 def test_two_runs_on_one_folder_never_mix(tmp_path):
     """Before: both exited 0, the manifest said genomics and complete, and half the shards held
     epsilon relevance."""
@@ -159,6 +161,7 @@ def test_two_runs_on_one_folder_never_mix(tmp_path):
     assert not (out / LOCK_FILE).exists()
 
 
+@pytest.mark.slow  # a subprocess or a whole dataset: make test runs it, make test-fast does not
 def test_a_killed_run_leaves_a_lock_that_the_next_run_takes_over_and_finishes(tmp_path):
     fasta = _fasta(tmp_path / "in.fa", n=15)
     reference = tmp_path / "reference"
@@ -232,6 +235,7 @@ report.write_sequence_report(explainer.explain(sys.argv[1]), sys.argv[2])
 """
 
 
+@pytest.mark.slow  # a subprocess or a whole dataset: make test runs it, make test-fast does not
 def test_a_killed_report_is_marked_incomplete_and_the_next_one_repairs_it(tmp_path):
     out = tmp_path / "out"
     killed = _python(KILLED_REPORT, str(_fasta(tmp_path / "a.fa", n=6, seed=1)), str(out))

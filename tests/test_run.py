@@ -437,6 +437,7 @@ def _run_script(tmp_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(script), *args], env=env, cwd=ROOT)
 
 
+@pytest.mark.slow  # a subprocess or a whole dataset: make test runs it, make test-fast does not
 @pytest.mark.parametrize("mode", ["slow", "die-at-rename"])
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path, sequence_explainer, mode):
     path = _fasta(tmp_path / "in.fa", n=40)

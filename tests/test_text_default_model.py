@@ -63,6 +63,7 @@ def test_predicts_obvious_sentiment(loaded):
     assert [labels[i] for i in pred] == ["positive", "negative"]
 
 
+@pytest.mark.slow  # a subprocess or a whole dataset: make test runs it, make test-fast does not
 def test_sst2_dev_accuracy(loaded):
     dev = sst2_dev()
     with dev.open(newline="", encoding="utf-8") as handle:
