@@ -70,6 +70,15 @@ def core(device: str = DEVICE, repeats: int = REPEATS, memory: bool = MEMORY, th
     print_table(run(device=device, repeats=repeats, memory=memory, threads=threads or None), device)
 
 
+@bench("scvi-job")
+def scvi_job(cells: int = typer.Option(2000, help="Cells (x 500 genes).")) -> None:
+    """An scvi-tools user's job from the command line (a SCANVI saved with model.save -> bio genes,
+    run h5ad), each command timed as its own process."""
+    from lrp_domains.bench.runs.scvi_job import print_table, run
+
+    print_table(run(cells), cells)
+
+
 @bench("bpnet-job")
 def bpnet_job(peaks: int = typer.Option(1000, help="Peaks (one 2,114 bp window each).")) -> None:
     """A bpnet-lite user's job from the command line (peaks + genome + torch.save model -> run,
