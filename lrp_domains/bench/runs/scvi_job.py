@@ -51,7 +51,8 @@ def make_inputs(folder: Path, cells: int = 2000, genes: int = 500, epochs: int =
     data = anndata.AnnData(counts, obs=obs, var=pd.DataFrame(index=[f"G{j}" for j in range(genes)]))
     data.write_h5ad(folder / "cells.h5ad")
     scvi.settings.seed = seed
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    for name in ("lightning.pytorch", "scvi"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
         scvi.model.SCANVI.setup_anndata(data, labels_key="cell_type", unlabeled_category="Unknown")
