@@ -21,7 +21,7 @@ $(BIN)/.demo: pyproject.toml $(BIN)/.torch
 	touch $@
 
 $(BIN)/.installed: pyproject.toml $(BIN)/.torch
-	$(BIN)/python -m pip install --quiet -e ".[all,dev,models]"
+	$(BIN)/python -m pip install --quiet -e ".[all,dev,models,peers]"
 	$(BIN)/python -m pip install --quiet --no-deps enformer-pytorch==0.8.12 borzoi-pytorch==0.5.1
 	touch $@ $(BIN)/.demo
 

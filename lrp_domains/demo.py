@@ -37,7 +37,7 @@ def _text(out: Path, progress: bool, section: Section) -> str:
     from lrp_domains.text import TextExplainer
 
     sentences = example_sentences()
-    results = TextExplainer.default().explain(sentences, batch_size=16, progress=progress)
+    results = TextExplainer.default().explain(sentences, batch_size=16, progress=progress, ledger=True)
     written = write_text_report(results, out / "text", title="Text: sentiment attribution (AttnLRP)")
     summary = pd.read_csv(written["summary"])
     correct = sum(r.prediction == ("positive" if i % 2 == 0 else "negative") for i, r in enumerate(results))
@@ -59,7 +59,9 @@ def _sequences(out: Path, progress: bool, section: Section) -> str:
     from lrp_domains.data import datasets_dir
     from lrp_domains.report.sequences import write_sequence_report
 
-    explanation = SequenceExplainer.default().explain(datasets_dir() / "example_sequences.fa", progress=progress)
+    explanation = SequenceExplainer.default().explain(
+        datasets_dir() / "example_sequences.fa", progress=progress, ledger=True
+    )
     seqlets = annotate_seqlets(call_seqlets(explanation), motifs="JASPAR2024")
     written = write_sequence_report(
         explanation, out / "sequences", seqlets, title="Sequences: nucleotide relevance and motifs (genomics composite)"
@@ -88,7 +90,9 @@ def _genes(out: Path, progress: bool, section: Section) -> str:
 
     adata = load_default_data()
     explainer = ExpressionExplainer.default()
-    explanation = explainer.explain(adata, target=adata.obs["bulk_labels"].astype(str).tolist(), progress=progress)
+    explanation = explainer.explain(
+        adata, target=adata.obs["bulk_labels"].astype(str).tolist(), progress=progress, ledger=True
+    )
     # every known marker: those the model lacks (CD14, ...) are named on the page, not dropped unsaid
     written = write_gene_report(
         explanation,

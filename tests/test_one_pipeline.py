@@ -42,7 +42,7 @@ def test_bio_sequences_writes_the_rows_of_run_sequences_and_its_report_reads_the
     fasta = write_fasta(tmp_path / "in.fa", make_dataset(7, seed=4))
     report = run("bio", "sequences", fasta, "--out", tmp_path / "R", "--motifs", "none", "--no-progress")
     assert report.exit_code == 0, report.output
-    alone = run("run", "sequences", fasta, "--out", tmp_path / "D", "--no-progress")
+    alone = run("run", "sequences", fasta, "--out", tmp_path / "D", "--option", "ledger=yes", "--no-progress")
     assert alone.exit_code == 0, alone.output
     _same_rows(tmp_path / "R" / "run", tmp_path / "D")
     again = run("run", "report", tmp_path / "D", "--out", tmp_path / "R2")
@@ -81,7 +81,19 @@ def test_bio_genes_writes_the_rows_of_run_genes_and_the_h5ad_step_reads_them(tmp
     model = ("--model", "models:expression_mlp")
     report = run("bio", "genes", data, *model, "--label-column", "cell_type", "--out", tmp_path / "R", "--no-progress")
     assert report.exit_code == 0, report.output
-    alone = run("run", "genes", data, *model, "--column", "cell_type", "--out", tmp_path / "D", "--no-progress")
+    alone = run(
+        "run",
+        "genes",
+        data,
+        *model,
+        "--column",
+        "cell_type",
+        "--out",
+        tmp_path / "D",
+        "--option",
+        "ledger=yes",
+        "--no-progress",
+    )
     assert alone.exit_code == 0, alone.output
     _same_rows(tmp_path / "R" / "run", tmp_path / "D")
     rows = read_results(tmp_path / "D")
@@ -169,6 +181,8 @@ def test_text_explain_file_writes_the_rows_of_run_text_and_tables_equal_direct_e
         model_dir,
         "--shard-size",
         "2",
+        "--option",
+        "ledger=yes",
         "--no-progress",
     )
     assert alone.exit_code == 0, alone.output

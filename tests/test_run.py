@@ -68,10 +68,22 @@ TEXT_COLUMNS = [
     "probabilities",
     "embedding_names",
     "embedding_relevance",
+    "ledger",
     "status",
 ]
-SEQUENCE_COLUMNS = ["row", "id", "explained", "delta", "sequence", "relevance", "hypothetical", "concepts", "status"]
-GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "output", "relevance", "status"]
+SEQUENCE_COLUMNS = [
+    "row",
+    "id",
+    "explained",
+    "delta",
+    "sequence",
+    "relevance",
+    "hypothetical",
+    "concepts",
+    "ledger",
+    "status",
+]
+GENE_COLUMNS = ["row", "id", "explained", "delta", "prediction", "target", "output", "relevance", "ledger", "status"]
 
 
 # -- fixtures --------------------------------------------------------------------------------------

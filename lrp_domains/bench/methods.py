@@ -32,6 +32,8 @@ TABLE: dict[str, Method] = {
         Method("attnlrp", "lrp", 1, "AttnLRP (transformers)"),
         Method("cp-lrp", "lrp", 1, "CP-LRP: LRP with attention held constant (transformers)"),
         Method("attnlrp (gene embedding)", "lrp", 1, "AttnLRP's relevance of the gene embedding alone (same pass)"),
+        Method("epsilon + ledger", "lrp", 1, "epsilon, with the conservation ledger recorded in the same pass"),
+        Method("attnlrp + ledger", "lrp", 1, "AttnLRP, with the conservation ledger recorded in the same pass"),
         Method("gradient x input", "gradient", 1, "the input times the gradient of the explained output"),
         Method("integrated gradients", "gradient", None, "integrated gradients from a zero baseline"),
         Method("integrated gradients, 8 steps", "gradient", 8, "integrated gradients from a zero baseline, 8 steps"),

@@ -7,9 +7,16 @@ from lrp_domains.bio.cells.genes import GeneExplanation
 from lrp_domains.bio.concepts.filters import FilterConcepts, explain_filters
 from lrp_domains.bio.concepts.units import UnitTable, hidden_units
 from lrp_domains.bio.motifs.seqlets import annotate_seqlets, call_seqlets, plot_logo, to_bed, to_modisco
+from lrp_domains.bio.sequences.attribution import attribute
 from lrp_domains.bio.sequences.explainer import SequenceExplainer, SequenceExplanation
 from lrp_domains.bio.sequences.onehot import DNA, PROTEIN, RNA, one_hot, read_fasta, reverse_complement
-from lrp_domains.bio.sequences.targets import counts_target, parse_sequence_target, profile_target, track_target
+from lrp_domains.bio.sequences.targets import (
+    counts_target,
+    parse_sequence_target,
+    profile_target,
+    specificity_target,
+    track_target,
+)
 from lrp_domains.bio.sequences.tracks import parse_region, run_to_bigwig, seqlets_to_genome_bed, to_bigwig
 from lrp_domains.bio.variants.effects import explain_variants, read_vcf, variants_to_bigwig
 
@@ -24,6 +31,7 @@ __all__ = [
     "SequenceExplanation",
     "UnitTable",
     "annotate_seqlets",
+    "attribute",
     "call_seqlets",
     "explain_filters",
     "explain_variants",
@@ -43,5 +51,6 @@ __all__ = [
     "counts_target",
     "parse_sequence_target",
     "profile_target",
+    "specificity_target",
     "track_target",
 ]

@@ -332,10 +332,15 @@ def genomics_models(
     cache_dir: Path = typer.Option(
         None, help="Where trained models are cached (default: ~/.cache/lrp-domains/genomics-models)."
     ),
-    models: str = typer.Option("nt,bpnet", help="Comma-separated: nt (NT-like token model), bpnet (BPNet-like)."),
+    models: str = typer.Option(
+        "nt,bpnet,alibi,caduceus",
+        help="Comma-separated: nt (NT-like token model), bpnet (BPNet-like), alibi (DNABERT-2-like ALiBi "
+        "encoder), caduceus (Caduceus-like state-space model).",
+    ),
 ) -> None:
     """Planted-motif AUROC/AUPR and cost in gradients of our LRP, gradient x input, integrated gradients, ISM and
-    tangermeme's DeepLiftShap on an NT-like DNA language model and a BPNet-like profile model (1 thread)."""
+    tangermeme's DeepLiftShap on an NT-like DNA language model, a BPNet-like profile model, a DNABERT-2-like
+    ALiBi encoder and a Caduceus-like state-space model (1 thread)."""
     from lrp_domains.bench.genomics.models import print_report, run
 
     with one_line_errors():

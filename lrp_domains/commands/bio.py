@@ -128,6 +128,7 @@ def genes_command(
                 resume=resume,
                 progress=progress,
                 replace_other=True,
+                ledger=True,
             )
             # (an .h5ad input is read again for the differential-expression comparison: report_context)
             written = report_run(out / RUN_FOLDER, out, markers=marker_sets, top=top, notes=notes)
@@ -148,8 +149,9 @@ def sequences_command(
         None,
         help="What to explain: an output index (default: the prediction / the only "
         "output), 'profile' (BPNet profile head, softmax-weighted; 'profile:S' one "
-        "strand), 'counts', or 'track=12:400-420' / 'track 12, bins 400-420' "
-        "(bins end excluded), optionally followed by head=H.",
+        "strand), 'counts', 'track=12:400-420' / 'track 12, bins 400-420' "
+        "(bins end excluded), 'specific: tracks 3,7 vs rest, bins 400-420' (their mean minus the "
+        "others'), or '1 vs 0' (one output minus another), optionally followed by head=H.",
     ),
     center: bool = typer.Option(False, "--center", help="Off-simplex correction (Majdandzic et al. 2023)."),
     rc_average: bool = typer.Option(False, "--rc-average", help="Average with the reverse complement."),
@@ -196,7 +198,7 @@ def sequences_command(
             check_unique([name for shard in records.shards(4096) for name in records.read(shard)[0]], path.name)
         parse_sequence_target(target)  # a bad --target is named before the model loads
         factory = partial(build_explainer, "sequences", model, str(weights) if weights else None, composite)
-        options = {"target": target, "center": center, "rc_average": rc_average}
+        options = {"target": target, "center": center, "rc_average": rc_average, "ledger": True}
         with claim_folder(out, "sequence-report", SEQUENCE_REPORT_FILES):
             explain_dataset(
                 factory, source, out / RUN_FOLDER, resume=resume, progress=progress, replace_other=True, **options

@@ -103,7 +103,11 @@ def _command(kind: str):
             "genes, gene-transformer: a label column (obs or table column) whose "
             "value per sample is the class explained (default: the prediction).",
         ),
-        target: str = typer.Option(None, help="Output to explain: class name or index (default: the prediction)."),
+        target: str = typer.Option(
+            None,
+            help="Output to explain: class name or index, a contrast 'A vs B', or the kind's own target text "
+            "(sequences: 'counts', 'specific: tracks 3,7 vs rest, bins 400-420'...; default: the prediction).",
+        ),
         missing: str = typer.Option(None, help="genes: model genes absent from the data: error, or zero."),
         option: list[str] = typer.Option([], help="Another option of this domain, KEY=VALUE (e.g. center=true)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar (items, items/s, ETA)."),

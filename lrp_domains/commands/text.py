@@ -62,10 +62,18 @@ def render_terminal(result, level: Level) -> None:
         zip(result.words if level is Level.word else result.tokens, values.tolist()), key=lambda item: -abs(item[1])
     )[:8]
     console.print("most relevant: " + ", ".join(f"{w} {v:+.3f}" for w, v in ranked))
-    console.print(
-        f"delta {result.delta:+.4f} (explained {result.explained:.4f}; special tokens {result.special_relevance:+.4f})",
-        style="dim",
-    )
+    if result.ledger_rows is not None:
+        from lrp_domains.report.ledger import sentence, text_shares
+
+        where = text_shares([result])
+        assert where is not None
+        console.print(f"where the logit ({result.explained:.4f}) went: {sentence(where[0], 'the logit')}", style="dim")
+    else:
+        console.print(
+            f"delta {result.delta:+.4f} (explained {result.explained:.4f}; special tokens "
+            f"{result.special_relevance:+.4f})",
+            style="dim",
+        )
 
 
 @app.command("explain")
@@ -73,7 +81,9 @@ def explain_command(
     text: str = typer.Argument(..., help="The text to explain."),
     model: str = typer.Option(None, help="A model folder or hub name (default: the bundled sentiment model)."),
     composite: str = typer.Option("attnlrp", help="attnlrp or cp-lrp."),
-    target: str = typer.Option(None, help="Label name or class index (default: the prediction)."),
+    target: str = typer.Option(
+        None, help="Label name or class index, or a contrast 'positive vs negative' (default: the prediction)."
+    ),
     level: Level = typer.Option(Level.word, help="Relevance per word or per token."),
     format: Format = typer.Option(Format.terminal, "--format", help="Output format."),
     out: Path = typer.Option(None, help="Write to this file instead of standard output."),
@@ -81,7 +91,7 @@ def explain_command(
     """Explain one text: coloured words in the terminal, or HTML, CSV, JSON."""
     with one_line_errors():
         explainer = _explainer(model, composite)
-        result = explainer.explain(text, target=parse_target(target))
+        result = explainer.explain(text, target=parse_target(target), ledger=True)
     if format is Format.terminal and out is None:
         render_terminal(result, level)
         return
@@ -112,7 +122,9 @@ def explain_file_command(
     column: str = typer.Option("text", help="The text column (.csv/.tsv/.jsonl)."),
     model: str = typer.Option(None, help="A model folder or hub name (default: the bundled sentiment model)."),
     composite: str = typer.Option("attnlrp", help="attnlrp or cp-lrp."),
-    target: str = typer.Option(None, help="Label name or class index (default: each text's prediction)."),
+    target: str = typer.Option(
+        None, help="Label name or class index, or a contrast 'positive vs negative' (default: each text's prediction)."
+    ),
     batch_size: int = typer.Option(16, help="Texts per forward/backward pass."),
     shard_size: int = typer.Option(1000, help="Texts per shard of the run (OUT/run)."),
     resume: bool = typer.Option(

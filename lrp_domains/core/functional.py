@@ -350,23 +350,146 @@ class FunctionalRules(TorchFunctionMode):
             return func(*args, **kwargs)
         name = op_name(func)
         handler = self.table.get(name)
-        if name in SOFTMAX_OPS and args and _dependent(args[0]):
-            return self._softmax(func, handler, name, args, kwargs)
-        if handler is not None:
-            return handler(func, args, kwargs)
-        if name in DIVISION_OPS and len(args) > 1 and _dependent(args[1]):
-            self.scope.record_uncovered(f"{name} by an input-dependent tensor")
-            return func(*args, **kwargs)
-        out = func(*args, **kwargs)
-        if name not in PASS_OPS and name not in DIVISION_OPS and _any_dependent(args, kwargs) and _dependent(out):
-            self.scope.record_uncovered(name)
-        return out
+        ledger = self.scope.ledger
+        if ledger is not None and _tapped(name, handler, args, kwargs):
+            key = (f"{self.scope.ledger_label()}:{name}", _rule_label(name, handler))
+            args = ledger.tap_all(key, tuple(args), "in")
+            kwargs = {k: ledger.tap_all(key, v, "in") for k, v in kwargs.items()}
+            return self._dispatch(func, name, handler, args, kwargs, lambda out: ledger.tap_all(key, out, "out"), key)
+        return self._dispatch(func, name, handler, args, kwargs, None)
 
-    def _softmax(self, func: Callable, handler: Callable | None, name: str, args: tuple, kwargs: dict) -> Any:
-        """A softmax as any other call (its rule, else uncovered), remembered with its logits."""
+    def _dispatch(
+        self,
+        func: Callable,
+        name: str,
+        handler: Callable | None,
+        args: tuple,
+        kwargs: dict,
+        tap_out: Callable[[Any], Any] | None,
+        key: tuple[str, str] | None = None,
+    ) -> Any:
+        if name in SOFTMAX_OPS and args and _dependent(args[0]):
+            return self._softmax(func, handler, name, args, kwargs, tap_out, key)
+        if handler is not None:
+            out = handler(func, args, kwargs)
+        elif name in DIVISION_OPS and len(args) > 1 and _dependent(args[1]):
+            self.scope.record_uncovered(f"{name} by an input-dependent tensor")
+            out = func(*args, **kwargs)
+        else:
+            out = func(*args, **kwargs)
+            if name not in PASS_OPS and name not in DIVISION_OPS and _any_dependent(args, kwargs) and _dependent(out):
+                self.scope.record_uncovered(name)
+        return out if tap_out is None else tap_out(out)
+
+    def _softmax(
+        self,
+        func: Callable,
+        handler: Callable | None,
+        name: str,
+        args: tuple,
+        kwargs: dict,
+        tap_out: Callable[[Any], Any] | None,
+        key: tuple[str, str] | None,
+    ) -> Any:
+        """A softmax as any other call (its rule, else uncovered), remembered with its logits (and
+        its ledger row, which leaves the ledger when the logits are explained instead)."""
         out = handler(func, args, kwargs) if handler is not None else func(*args, **kwargs)
         uncovered = None
         if handler is None and _dependent(out):
             uncovered = self.scope.record_uncovered(name)
-        self.scope.record_softmax(out, args[0], uncovered)
+        if tap_out is not None:
+            out = tap_out(out)
+        self.scope.record_softmax(out, args[0], uncovered, key)
         return out
+
+
+#: Questions about a tensor that return no tensor: nothing to tap.
+QUERY_OPS = frozenset(
+    {
+        "dim",
+        "ndimension",
+        "size",
+        "numel",
+        "nelement",
+        "stride",
+        "storage_offset",
+        "is_floating_point",
+        "is_complex",
+        "is_contiguous",
+        "data_ptr",
+        "element_size",
+        "get_device",
+        "item",
+        "tolist",
+        "__len__",
+        "__bool__",
+        "__format__",
+        "__repr__",
+        "__hash__",
+        "__get__",
+    }
+)
+
+#: Operations that move relevance unchanged unless they mix a constant into an input-dependent
+#: tensor (a bias added in ``forward``, a masked fill, a constant concatenated): then the
+#: constant takes its share, and the ledger taps them.
+CONSTANT_MIXING = frozenset(
+    {
+        "add",
+        "__add__",
+        "__radd__",
+        "sub",
+        "__sub__",
+        "__rsub__",
+        "subtract",
+        "masked_fill",
+        "where",
+        "cat",
+        "concat",
+        "concatenate",
+        "stack",
+        "pad",
+        "index_put",
+        "scatter",
+        "scatter_add",
+        "index_add",
+    }
+)
+
+
+def _constant(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return value.is_floating_point() and not value.requires_grad and bool(value.ne(0).any())
+    if isinstance(value, (list, tuple)):
+        return any(_constant(v) for v in value)
+    return isinstance(value, float) and value != 0.0
+
+
+def _tapped(name: str, handler: Callable | None, args: tuple, kwargs: dict) -> bool:
+    """Whether the ledger taps this functional call (see :mod:`lrp_domains.core.engine.ledger`)."""
+    if not _any_dependent(args, kwargs) or name.startswith("__i") or (name.endswith("_") and not name.startswith("__")):
+        return False  # nothing input-dependent, or in place (a tap is a view)
+    if name in QUERY_OPS:
+        return False
+    if handler is not None or name in DIVISION_OPS and len(args) > 1 and _dependent(args[1]):
+        return True
+    if name in CONSTANT_MIXING:
+        numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        scalar = name in ("add", "__add__", "__radd__", "sub", "__sub__", "__rsub__", "subtract", "masked_fill")
+        return (
+            _constant([a for a in args if isinstance(a, (torch.Tensor, list, tuple))])
+            or _constant([v for v in kwargs.values() if isinstance(v, (torch.Tensor, float))])
+            or (scalar and any(float(v) != 0.0 for v in numbers))
+        )
+    return name not in PASS_OPS and name not in DIVISION_OPS
+
+
+def _rule_label(name: str, handler: Callable | None) -> str:
+    if handler is not None:
+        # "uniform_handler" -> "uniform", "epsilon_handler.<locals>.handler" -> "epsilon"
+        return (
+            getattr(handler, "__qualname__", op_name(handler)).split(".")[0].removesuffix("_handler").replace("_", " ")
+        )
+    if name in CONSTANT_MIXING:
+        return "a constant operand"
+    return "no rule (its gradient)"

@@ -58,6 +58,9 @@ class Rule:
     - :meth:`passes_gradient`: whether the rule keeps a module's own gradient (so the direct path
       may use that gradient).
     - :attr:`writes_relevance`: whether the rule gives zero-valued inputs relevance (input layers).
+    - :attr:`preserves_relevance`: whether ``R_in = R_out`` by construction wherever the input is
+      not zero (identity-type rules); the conservation ledger does not tap such a module when it
+      maps zero to zero (it then absorbs nothing).
 
     These belong to the formula: a subclass that writes another ``__call__`` (or, for a layer
     rule, another ``backward``) does not inherit its parent's cost, and one that writes another
@@ -72,6 +75,8 @@ class Rule:
     affine_backward: ClassVar[Any] = None
     #: Whether the rule gives zero-valued inputs relevance, written directly (input-layer rules).
     writes_relevance: ClassVar[bool] = False
+    #: Whether ``R_in = R_out`` by construction wherever the input is not zero (see above).
+    preserves_relevance: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -79,7 +84,8 @@ class Rule:
         if ("__call__" in own or "backward" in own) and "cost" not in own:
             cls.cost = None
         if "__call__" in own:
-            for name in ("affine_backward", "passes_gradient"):  # Rule's own: no direct form, no gradient
+            # Rule's own: no direct form, no gradient, no promise about relevance
+            for name in ("affine_backward", "passes_gradient", "preserves_relevance"):
                 if name not in own:
                     setattr(cls, name, vars(Rule)[name])
 
@@ -150,6 +156,7 @@ class Identity(Rule):
     """
 
     cost = 2  # the forward (and the ratio f(x) / x), an elementwise product in the backward
+    preserves_relevance = True  # g_x = g_y f(x) / x: x g_x = f(x) g_y wherever x != 0
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         x = single_input(call, args, kwargs)

@@ -155,6 +155,7 @@ def explain_file(
             shard_size=shard_size,
             resume=resume,
             replace_other=True,
+            ledger=True,
         )
         written = corpus_from_run(out / RUN_FOLDER, out, progress=progress)
     return {**written, "run": out / RUN_FOLDER}

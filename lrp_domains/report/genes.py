@@ -16,6 +16,7 @@ from lrp_domains.bio.cells.genes import GeneExplanation
 from lrp_domains.core.engine.finite import NonFiniteOutputs
 from lrp_domains.files.writing import OutputFolder
 from lrp_domains.report.blocks import Page, figure, paragraph, plain_text, table
+from lrp_domains.report.ledger import gene_shares, layer_figure, mean_sentence
 
 
 def _heatmap(explanation: GeneExplanation, per_class: int = 5):
@@ -80,6 +81,7 @@ def _samples(explanation: GeneExplanation, keep: np.ndarray) -> GeneExplanation:
         target=target,
         explained=explanation.explained[keep],
         delta=explanation.delta[keep],
+        ledger_rows=None if explanation.ledger_rows is None else explanation.ledger_rows.subset(np.flatnonzero(keep)),
     )
 
 
@@ -150,11 +152,23 @@ def write_gene_report(
     if given:
         agreement = (explanation.prediction == explanation.target).mean()
         lines.append(f"The model predicts the given class for {agreement:.1%} of the samples.")
-    lines.append(
-        f"Median |delta| (explained score minus summed relevance): {explanation.delta.abs().median():.4f}; "
-        "the biases of the layers absorb that share."
-    )
+    where = gene_shares(explanation)
+    if where is None:
+        lines.append(
+            f"Median |delta| (explained score minus summed relevance): {explanation.delta.abs().median():.4f}; "
+            "the biases of the layers absorb that share."
+        )
+    else:
+        lines.append(f"Where the explained score went, mean over the samples: {mean_sentence(where, 'the logit')}.")
     summary.add(*(paragraph(line) for line in lines), *(paragraph(note, note=True) for note in notes), table(counts))
+    if explanation.ledger_rows is not None:
+        fig = layer_figure(explanation.ledger_rows, explanation.explained.to_numpy().tolist())
+        with folder.atomic("ledger.png") as temporary:
+            chart = figure(
+                fig, "What each layer absorbed (positive) or created (negative), mean over the samples", temporary
+            )
+        written["ledger"] = folder.root / "ledger.png"
+        summary.add(chart)
 
     figures = page.section("Top genes per class")
     with plain_text():

@@ -19,8 +19,10 @@ from lrp_domains.bio.motifs.run_seqlets import write_seqlets_bed
 from lrp_domains.bio.motifs.seqlets import annotate_seqlets, call_seqlets
 from lrp_domains.bio.sequences.explainer import SequenceExplanation
 from lrp_domains.core.engine.finite import NonFiniteOutputs
+from lrp_domains.core.engine.ledger import LedgerRows
 from lrp_domains.files.writing import OutputFolder
-from lrp_domains.report.blocks import Page, logo, paragraph, plain_text, table
+from lrp_domains.report.blocks import Page, figure, logo, paragraph, plain_text, table
+from lrp_domains.report.ledger import layer_figure, mean_sentence, sentence, sequence_shares
 
 DELTA_NOTE = (
     "delta is the explained value minus the summed relevance: what the layers' biases absorbed (each bias "
@@ -118,21 +120,47 @@ def write_sequence_report(
     )
     counts = seqlets["id"].value_counts() if len(seqlets) else pd.Series(dtype=int)
     summary["seqlets"] = [int(counts.get(name, 0)) for name in summary.id]
+    where = [sequence_shares(g) for g in groups]
+    ledgered = all(w is not None for w in where)
+    if ledgered:  # where delta went, instead of a bare delta (the files keep delta)
+        words = {g.ids[k]: sentence(parts, "the logit") for g, w in zip(groups, where) for k, parts in enumerate(w)}
+        summary["where the explained value went"] = summary.id.map(words)
+        summary = summary.drop(columns="delta")
     left_out = summary.id.isin(set(bad))
     summary = pd.concat([summary[~left_out].sort_values("explained", ascending=False), summary[left_out]])
     left_out = summary.id.isin(set(bad))
-    ratio = (summary.delta.abs() / summary.explained.abs().clip(lower=1e-12))[~left_out].median()
     composite = groups[0].composite
     page = Page(title, intro=f"{len(records)} sequences, composite {composite}.")
     section = page.section("Sequences")
+    if ledgered:
+        usable = [parts for g, w in zip(groups, where) for k, parts in enumerate(w) if g.ids[k] not in set(bad)]
+        said = f"Where it went, mean over the sequences: {mean_sentence(usable, 'the logit')}."
+    else:
+        deltas = pd.Series([float(g.delta[k]) for g, k in records], index=[g.ids[k] for g, k in records])
+        explained = pd.Series([float(g.explained[k]) for g, k in records], index=deltas.index)
+        ratio = (deltas.abs() / explained.abs().clip(lower=1e-12))[~deltas.index.isin(set(bad))].median()
+        said = f"Median |delta| / |explained| over the sequences: {ratio:.2f}. {DELTA_NOTE}"
     section.add(
-        paragraph(
-            "Relevance is seeded with the explained output (the logit) of each sequence. "
-            f"Median |delta| / |explained| over the sequences: {ratio:.2f}. {DELTA_NOTE}"
-        ),
+        paragraph(f"Relevance is seeded with the explained output (the logit) of each sequence. {said}"),
         *(paragraph(n, note=True) for n in notes),
         table(summary, max_rows=30),
     )
+    if ledgered:
+        rows = LedgerRows.concatenate([g.ledger_rows for g in groups if g.ledger_rows is not None])
+        fig = layer_figure(rows, [float(g.explained[k]) for g, k in records])
+        with folder.atomic("ledger.png") as temporary:
+            chart = figure(
+                fig, "What each layer absorbed (positive) or created (negative), mean over the sequences", temporary
+            )
+        written["ledger"] = folder.root / "ledger.png"
+        page.section("Where the relevance went").add(
+            paragraph(
+                "Each layer's share is the relevance entering it minus the relevance leaving it (the "
+                "ledger, recorded in the same backward pass): biases and stabilizers absorb relevance, the "
+                "gamma and z-box rules create some; numerical is what no layer accounts for."
+            ),
+            chart,
+        )
     logo_section = page.section("Logos")
     logo_section.add(
         paragraph("One letter per position: the relevance of the observed base (the position's total).", note=True)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrp_domains.core.engine.scope import Scope, covered
+from lrp_domains.core.engine.scope import Scope, covered, current_scope
 from lrp_domains.core.gradients import scale_grad
 
 VARIANTS = ("attnlrp", "cp-lrp")
@@ -62,12 +62,20 @@ def _make_attention(variant: str, original: str) -> Callable:
         **kwargs: Any,
     ) -> Any:
         function = _model_eager_attention(module) if original == "eager" else ALL_ATTENTION_FUNCTIONS[original]
+        scope = current_scope()
+        ledger = scope.ledger if scope is not None else None
+        row = (f"{scope.ledger_label()}:attention", f"{variant} attention") if scope is not None else ("", "")
+        if ledger is not None:  # the attention as one row of the ledger (AttnLRP: the softmax's gradient)
+            query, key, value = (ledger.tap(row, t, "in") for t in (query, key, value))
         if variant == "attnlrp":
             query, key, value = scale_grad(query, 0.25), scale_grad(key, 0.25), scale_grad(value, 0.5)
         else:
             query, key = query.detach(), key.detach()
         with covered():
-            return function(module, query, key, value, attention_mask, *args, **kwargs)
+            output = function(module, query, key, value, attention_mask, *args, **kwargs)
+        if ledger is not None and isinstance(output, tuple) and output:
+            output = (ledger.tap(row, output[0], "out"), *output[1:])
+        return output
 
     return attention
 

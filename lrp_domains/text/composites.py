@@ -11,7 +11,9 @@ from lrp_domains.core.composites import register
 from lrp_domains.core.functional import pass_handler, stop_handler
 from lrp_domains.core.rules import Epsilon, Identity, Rule
 from lrp_domains.text.attention import TransformersAttention
+from lrp_domains.text.mixtures import RouterRule, is_bloom_gelu, is_router, mixture_functional
 from lrp_domains.text.rules import ActivationRule, ComposedActivationRule, LayerNormRule, gate_detaching_product
+from lrp_domains.text.state_space import GatedRMSNormRule, SelectiveScans, is_gated_rms_norm, state_space_functional
 
 
 def transformers_activations() -> tuple[type, ...]:
@@ -42,11 +44,16 @@ def _rules(variant: str, epsilon: float) -> dict[LayerKey, Rule]:
     from transformers.pytorch_utils import Conv1D
 
     return {
+        # Mixture-of-experts routers: the routing weights are constants (lrp_domains.text.mixtures).
+        is_router: RouterRule(),
+        # Mamba-2's gated RMSNorm (lrp_domains.text.state_space).
+        is_gated_rms_norm: GatedRMSNormRule(gate_constant=variant == "cp-lrp"),
         (nn.Linear, Conv1D): Epsilon(epsilon),
         nn.LayerNorm: LayerNormRule(),
         # RMSNorm with the RMS constant is y = x * c: the identity rule (AttnLRP, Sec. 3.3.2).
         is_rms_norm: Identity(),
         (nn.GELU, nn.SiLU, nn.Tanh, nn.Mish, *transformers_activations()): ActivationRule(tag_gate=variant == "cp-lrp"),
+        is_bloom_gelu: ActivationRule(tag_gate=variant == "cp-lrp"),
         # ESM / Nucleotide Transformer: dense, then GELU written out with erf in the forward.
         EsmIntermediate: ComposedActivationRule("dense"),
     }
@@ -59,8 +66,13 @@ def attnlrp(epsilon: float = 0.0) -> Composite:
     softmax by its gradient."""
     return Composite(
         _rules("attnlrp", epsilon),
-        canonizers=[TransformersAttention("attnlrp")],
-        functional={"softmax": pass_handler, "log_softmax": pass_handler},
+        canonizers=[TransformersAttention("attnlrp"), SelectiveScans()],
+        functional={
+            **mixture_functional(epsilon),
+            **state_space_functional("attnlrp"),
+            "softmax": pass_handler,
+            "log_softmax": pass_handler,
+        },
         name="attnlrp",
     )
 
@@ -70,8 +82,10 @@ def cp_lrp(epsilon: float = 0.0) -> Composite:
     of gated MLPs are constants: no relevance flows through them."""
     return Composite(
         _rules("cp-lrp", epsilon),
-        canonizers=[TransformersAttention("cp-lrp")],
+        canonizers=[TransformersAttention("cp-lrp"), SelectiveScans()],
         functional={
+            **mixture_functional(epsilon),
+            **state_space_functional("cp-lrp"),
             "softmax": stop_handler,
             "log_softmax": stop_handler,
             "mul": gate_detaching_product,

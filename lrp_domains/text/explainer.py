@@ -21,7 +21,7 @@ from torch import nn
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine.attribution import explain, explain_batches, model_device, resolve_composite
 from lrp_domains.core.engine.result import Explanation
-from lrp_domains.core.engine.targets import resolve_targets
+from lrp_domains.core.engine.targets import Contrast, parse_contrast, resolve_targets
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.models import pretrained_errors, pretrained_tokenizer
@@ -107,7 +107,7 @@ class TextExplainer(DomainExplainer):
     kind: ClassVar[str] = "text"
     item: ClassVar[str] = "text"
     default_composite: ClassVar[str] = "attnlrp"
-    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 16}
+    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 16, "ledger": False}
     columns: ClassVar[tuple[str, ...]] = TEXT_RUN_COLUMNS
     report: ClassVar[str] = "lrp_domains.report.text:write_text_report"
     #: Also keep the word embedding's relevance per hidden unit, ``(tokens, hidden)``, in each
@@ -203,6 +203,7 @@ class TextExplainer(DomainExplainer):
         batch_size: int = 16,
         progress: bool = False,
         ids: Sequence[str] | None = None,
+        ledger: bool = False,
     ) -> TextExplanation | list[TextExplanation]:
         """Relevance of each token and word for a class score (classifiers) or, for causal LMs,
         for the next-token logit (as :meth:`explain_next_token`).
@@ -210,16 +211,17 @@ class TextExplainer(DomainExplainer):
         ``target``: None (the predicted class), a label name, a class index, one of those per
         text, or a callable ``logits -> (N,)`` (e.g. ``lambda out: out[:, 1] - out[:, 0]``).
         ``ids`` name the texts in messages (default: their positions). Batched results equal
-        single ones: padding is masked out.
+        single ones: padding is masked out. ``ledger``: also record where ``delta`` went
+        (:attr:`TextExplanation.ledger`).
         """
         if self.is_decoder:
             return self.explain_next_token(
-                text_or_texts, target=target, batch_size=batch_size, progress=progress, ids=ids
+                text_or_texts, target=target, batch_size=batch_size, progress=progress, ids=ids, ledger=ledger
             )
         texts, single = _as_list(text_or_texts)
         encoded = self.encode(texts, ids)
         targets, output = self.resolve_targets(target, len(texts))
-        results = self._run(encoded, targets, batch_size, progress, output, self._classifier_info)
+        results = self._run(encoded, targets, batch_size, progress, output, self._classifier_info, ledger)
         return results[0] if single else results
 
     def explain_next_token(
@@ -229,6 +231,7 @@ class TextExplainer(DomainExplainer):
         batch_size: int = 16,
         progress: bool = False,
         ids: Sequence[str] | None = None,
+        ledger: bool = False,
     ) -> TextExplanation | list[TextExplanation]:
         """Relevance of the prompt's tokens for the logit of the next token (causal LMs).
 
@@ -240,7 +243,7 @@ class TextExplainer(DomainExplainer):
         prompts, single = _as_list(prompt)
         encoded = self.encode(prompts, ids)
         targets, output = self.resolve_targets(target, len(prompts))
-        results = self._run(encoded, targets, batch_size, progress, output, self._next_token_info)
+        results = self._run(encoded, targets, batch_size, progress, output, self._next_token_info, ledger)
         return results[0] if single else results
 
     def resolve_targets(self, target: TextTarget, n: int) -> tuple[torch.Tensor | Callable | None, Callable | None]:
@@ -252,11 +255,15 @@ class TextExplainer(DomainExplainer):
         Classifiers: None (the predicted class), a label name, a class index, one of those per text,
         or a callable on the logits. Causal LMs, the next token after each prompt (the logits at its
         last token): None (the most likely one), a token string (one token of the vocabulary) or id,
-        one per prompt (all or none None), or a callable on the next-token logits."""
+        one per prompt (all or none None), or a callable on the next-token logits. Contrasts:
+        ``"positive vs negative"`` (classifiers; also ``"positive-negative"`` when both are labels),
+        ``" Paris vs  London"`` (a token against a foil, each side as written, its spaces kept)."""
         if not self.is_decoder:
             return resolve_targets(target, n, self.labels or None), None
         if target is None or callable(target):
             return target, _last_position
+        if isinstance(target, str) and (contrast := parse_contrast(target, self._token_id, False, dash=False)):
+            return contrast, _last_position  # " Paris vs  London": a token against a foil
         if hasattr(target, "tolist") and not isinstance(target, (str, int)):
             target = target.tolist()
         chosen = [target] * n if isinstance(target, (int, str)) else list(target)
@@ -368,13 +375,14 @@ class TextExplainer(DomainExplainer):
         first_row: int = 0,
         target: TextTarget = None,
         batch_size: int = 16,
+        ledger: bool = False,
     ) -> list[TextExplanation]:
         """Explain one shard's texts; an empty text is an InputError naming its row and id."""
         names = [f"row {first_row + i} (id {name!r})" for i, name in enumerate(ids)]
         for name, text in zip(names, items):
             if not str(text).strip():
                 raise InputError(f"{name} is an empty text; drop empty rows")
-        return self.explain(list(items), target=target, batch_size=batch_size, ids=names)
+        return self.explain(list(items), target=target, batch_size=batch_size, ids=names, ledger=ledger)
 
     def result_rows(self, result: list[TextExplanation], ids: Sequence[str]) -> dict[str, list]:
         """Output columns, in the order of :attr:`columns` (:func:`~lrp_domains.text.result.text_rows`)."""
@@ -478,6 +486,7 @@ class TextExplainer(DomainExplainer):
         progress: bool,
         output: Callable | None,
         info: Callable,
+        ledger: bool = False,
     ) -> list[TextExplanation]:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -499,6 +508,7 @@ class TextExplainer(DomainExplainer):
             sources=self._sources(),
             check_delta=False,
             total=len(batches),
+            ledger=ledger,
         )
         results: list[TextExplanation] = []
         for start, part in zip(range(0, len(encoded), batch_size), parts):
@@ -509,10 +519,15 @@ class TextExplainer(DomainExplainer):
             word_source = self._word_source if self._word_source in relevance else next(iter(relevance))
             explained = part.explained.detach().double().cpu().tolist()
             details = info(part, chunk)
+            if isinstance(targets, Contrast):  # a callable leaves no index: name the contrast
+                details = [{**detail, "target": str(targets)} for detail in details]
             results.extend(
                 self._result(e, row, relevance, word_source, explained[row], details[row])
                 for row, e in enumerate(chunk)
             )
+            if part.ledger_rows is not None:
+                for row in range(len(chunk)):
+                    results[start + row].ledger_rows = part.ledger_rows.subset([row])
             if self.keep_embedding_vectors:  # per hidden unit, for callers that need more than the sum
                 for row, e in enumerate(chunk):
                     results[start + row].extra["word_embedding_relevance"] = (

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from lrp_domains.core.engine.ledger import LedgerRows
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -42,6 +44,16 @@ class TextExplanation:
     #: Tokens dropped because the text was longer than the model takes (0: none).
     truncated: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: With ``explain(..., ledger=True)``: where ``delta`` went (:attr:`ledger`).
+    ledger_rows: LedgerRows | None = None
+
+    @property
+    def ledger(self) -> pd.DataFrame:
+        """Where the relevance went: what each module absorbed, and the ``(numerical)`` rest (see
+        :attr:`lrp_domains.core.engine.result.Explanation.ledger`)."""
+        if self.ledger_rows is None:
+            raise ValueError("this explanation has no ledger: explain with ledger=True")
+        return self.ledger_rows.to_frame().drop(columns="example")
 
     @property
     def special_relevance(self) -> float:
@@ -136,6 +148,7 @@ TEXT_RUN_COLUMNS = (
     "probabilities",
     "embedding_names",
     "embedding_relevance",
+    "ledger",
 )
 
 
@@ -164,6 +177,7 @@ def text_rows(results: list[TextExplanation]) -> dict[str, list]:
         "probabilities": [json.dumps(r.probabilities) for r in results],
         "embedding_names": [list(r.embedding_relevance) for r in results],
         "embedding_relevance": [[v.tolist() for v in r.embedding_relevance.values()] for r in results],
+        "ledger": [None if r.ledger_rows is None else r.ledger_rows.example_json(0) for r in results],
     }
 
 
@@ -199,6 +213,7 @@ def explanations_from_rows(rows: pd.DataFrame, composite: str = "") -> list[Text
                 delta=float(row.delta),
                 composite=composite,
                 truncated=int(row.truncated),
+                ledger_rows=LedgerRows.from_json([row.ledger]) if getattr(row, "ledger", None) is not None else None,
             )
         )
     return found

@@ -90,6 +90,7 @@ class ActivationRule(Rule):
     """
 
     cost = 2  # the forward (and the ratio f(x) / x), an elementwise product in the backward
+    preserves_relevance = True  # the identity rule (see Identity)
 
     def __init__(self, tag_gate: bool = False) -> None:
         self.tag_gate = tag_gate

@@ -2,9 +2,11 @@
 
 Cases: (a) a 3-layer 1-D CNN with BatchNorm on one-hot inputs (N=64, 4 x 1000) with ``epsilon``
 and ``epsilon-gamma-box``; (b) an MLP (N=256, 765 -> 256 -> 128 -> 10) with ``epsilon`` and
-``zplus``. Time ratios come from interleaved runs; peak-memory ratios from fresh processes. Each
-composite's lower bound (the multiply-accumulates its rules must compute, over a gradient's;
-:mod:`lrp_domains.bench.flops`) is printed beside its time ratio.
+``zplus``. Each case also runs ``epsilon + ledger`` (``explain(..., ledger=True)``): its cost over
+the same explanation without the ledger is the ``ledger`` column. Time ratios come from
+interleaved runs; peak-memory ratios from fresh processes. Each composite's lower bound (the
+multiply-accumulates its rules must compute, over a gradient's; :mod:`lrp_domains.bench.flops`)
+is printed beside its time ratio.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from lrp_domains.core.composites import get
 from lrp_domains.core.engine.attribution import explain
 
 CASES = {
-    "cnn": ("3 conv + BatchNorm, one-hot N=64 x 4 x 1000", ["epsilon", "epsilon-gamma-box"]),
-    "mlp": ("765-256-128-10, standard-normal N=256", ["epsilon", "zplus"]),
+    "cnn": ("3 conv + BatchNorm, one-hot N=64 x 4 x 1000", ["epsilon", "epsilon-gamma-box", "epsilon + ledger"]),
+    "mlp": ("765-256-128-10, standard-normal N=256", ["epsilon", "zplus", "epsilon + ledger"]),
 }
+LEDGER = " + ledger"
 
 
 def build_case(case: str, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
@@ -76,12 +79,15 @@ def methods_for(case: str, model: nn.Module, inputs: torch.Tensor) -> dict[str, 
 
     methods: dict[str, Callable[[], object]] = {"gradient x input": gradient_x_input}
     for name in CASES[case][1]:
-        composite = _composite(name)
-        methods[name] = lambda composite=composite: explain(model, inputs, target, composite)
+        composite, ledger = _composite(name), name.endswith(LEDGER)
+        methods[name] = lambda composite=composite, ledger=ledger: explain(
+            model, inputs, target, composite, ledger=ledger
+        )
     return methods
 
 
 def _composite(name: str):
+    name = name.removesuffix(LEDGER)
     return get(name, low=0.0, high=1.0) if name == "epsilon-gamma-box" else get(name)
 
 
@@ -107,12 +113,14 @@ def run(device: str = "cpu", repeats: int = 10, memory: bool = True, threads: in
         base_time, base_peak = times["gradient x input"], peaks.get("gradient x input")
         for method in methods:
             bound = 1.0 if method == "gradient x input" else lower_bound(model, inputs, _composite(method))
+            same = method.removesuffix(LEDGER)
             rows.append(
                 {
                     "case": case,
                     "method": method,
                     "ms": 1000 * times[method],
                     "time_ratio": times[method] / base_time,
+                    "vs_without_ledger": times[method] / times[same] if method != same else float("nan"),
                     "bound": bound,
                     "peak_mb": peaks[method] / 2**20 if memory else float("nan"),
                     "memory_ratio": peaks[method] / base_peak if memory and base_peak else float("nan"),
@@ -127,7 +135,7 @@ def print_table(rows: list[dict], device: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"bench core: {device}, {torch.get_num_threads()} threads; ratios = method / gradient x input")
-    for column in ("case", "method", "ms", "time", "MAC bound", "time / bound", "peak MB", "memory"):
+    for column in ("case", "method", "ms", "time", "MAC bound", "time / bound", "peak MB", "memory", "ledger"):
         table.add_column(column, justify="left" if column in ("case", "method") else "right")
     for row in rows:
         measured = row["peak_mb"] == row["peak_mb"]  # not NaN
@@ -140,11 +148,13 @@ def print_table(rows: list[dict], device: str) -> None:
             f"{row['time_ratio'] / row['bound']:.2f}",
             f"{row['peak_mb']:.1f}" if measured else "-",
             f"{row['memory_ratio']:.2f}x" if measured else "-",
+            f"{row['vs_without_ledger']:.2f}x" if row["vs_without_ledger"] == row["vs_without_ledger"] else "",
         )
     console = Console()
     console.print(table)
     for case, (label, _) in CASES.items():
         console.print(f"  {case}: {label}")
+    console.print("  ledger: time of '+ ledger' over the same composite without it (target: at most 1.10x)")
 
 
 def _probe(case: str, method: str, device: str, threads: str) -> None:

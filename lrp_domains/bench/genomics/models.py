@@ -8,6 +8,11 @@ cached as safetensors so re-runs do not retrain:
   planted with three long motifs, CTCF, REST and NFKB1: with all ten motifs, or 6-mers, the tiny
   transformer trained from scratch on CPU stayed near chance), explained target: the logit of class 1
   (motif planted).
+- **ALiBi encoder** (DNABERT-2-like: ALiBi attention, GLU feed-forward; :mod:`lrp_domains.bench.data.alibi_encoder`)
+  and **Caduceus-like SSM** (transformers' Mamba over single bases, both strands;
+  :mod:`lrp_domains.bench.data.caduceus_like`): the NT-like model's data and target, the same methods
+  through the same one-hot front end (k = 3 and k = 1). The Caduceus-like model's torch scan runs a
+  Python loop over positions on CPU: its case is slow, run it with a small ``--n``.
 - **BPNet-like**: a small bpnet-lite ``BPNet`` on synthetic stranded read profiles
   (:mod:`lrp_domains.bench.data.profiles`), explained targets: the profile target (softmax-weighted
   profile logits, softmax held constant, Avsec et al. 2021; logits mean-centred as in bpnet-lite's
@@ -83,6 +88,31 @@ SETTINGS = {
             "lr": 2e-3,
             "motif_ids": ["MA0139.2", "MA0138.3", "MA0105.4"],
         },
+        # DNABERT-2-like (ALiBi, GLU) on the NT-like model's data and tokens.
+        "alibi": {
+            "n_train": 6000,
+            "n_validation": 500,
+            "k": 3,
+            "epochs": 15,
+            "hidden_size": 64,
+            "layers": 2,
+            "heads": 4,
+            "seed": 0,
+            "lr": 2e-3,
+            "motif_ids": ["MA0139.2", "MA0138.3", "MA0105.4"],
+        },
+        # Caduceus-like (two-strand Mamba, single bases) on the same data.
+        "caduceus": {
+            "n_train": 1600,
+            "n_validation": 300,
+            "epochs": 4,
+            "hidden_size": 32,
+            "layers": 2,
+            "state_size": 8,
+            "seed": 0,
+            "lr": 3e-3,
+            "motif_ids": ["MA0139.2", "MA0138.3", "MA0105.4"],
+        },
         "ig_steps": 32,
         "shuffles": 20,
         "repeats": 3,
@@ -99,6 +129,8 @@ SETTINGS = {
             "heads": 2,
             "seed": 0,
         },
+        "alibi": {"n_train": 120, "n_validation": 40, "k": 3, "epochs": 1, "hidden_size": 16, "layers": 1, "heads": 2},
+        "caduceus": {"n_train": 60, "n_validation": 20, "epochs": 1, "hidden_size": 8, "layers": 1, "state_size": 4},
         "ig_steps": 4,
         "shuffles": 3,
         "repeats": 1,
@@ -197,6 +229,65 @@ def nt_model(cache_dir: Path, settings: dict, log: Callable[[str], None] = print
     stem.parent.mkdir(parents=True, exist_ok=True)
     save_file({name: value.contiguous() for name, value in model.state_dict().items()}, str(weights))
     record_path.write_text(json.dumps(record, indent=1, default=str))
+    return model, tokenizer, record
+
+
+#: The token models trained here besides the NT-like one: name -> (label, module of the builder).
+TOKEN_MODELS = {
+    "alibi": ("ALiBi encoder (DNABERT-2-like)", "alibi_encoder"),
+    "caduceus": ("Caduceus-like SSM", "caduceus_like"),
+}
+
+
+def token_model(
+    kind: str, cache_dir: Path, settings: dict, log: Callable[[str], None] = print
+) -> tuple[nn.Module, Any, dict]:
+    """The ALiBi encoder (``kind="alibi"``, :mod:`lrp_domains.bench.data.alibi_encoder`) or the
+    Caduceus-like model (``"caduceus"``, :mod:`lrp_domains.bench.data.caduceus_like`) for ``settings``:
+    loaded from ``cache_dir/<kind>-<hash>.safetensors`` (and its config) when there, else trained and
+    saved; returns ``(model in eval mode, tokenizer, record)``."""
+    from safetensors.torch import load_file, save_file
+    from transformers import PretrainedConfig
+
+    from lrp_domains.bench.data import alibi_encoder, caduceus_like
+    from lrp_domains.bench.data.nt_like import accuracy
+    from lrp_domains.bench.data.synthetic import make_dataset
+    from lrp_domains.bio.dna_lm.tokenizers import kmer_tokenizer
+
+    builders = {
+        "alibi": (alibi_encoder.AlibiEncoderForSequenceClassification, alibi_encoder.train_alibi_encoder),
+        "caduceus": (caduceus_like.CaduceusLikeForSequenceClassification, caduceus_like.train_caduceus_like),
+    }
+    model_class, train = builders[kind]
+    k = int(settings.get("k", 1))
+    stem = Path(cache_dir) / f"{kind}-{_key(settings)}"
+    weights, record_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    if weights.exists() and record_path.exists():
+        record = json.loads(record_path.read_text())
+        model = model_class(PretrainedConfig.from_dict(record["config"])).float()
+        model.load_state_dict(load_file(str(weights)))
+        return model.eval(), kmer_tokenizer(k), record
+    log(f"training the {TOKEN_MODELS[kind][0]} ({settings['n_train']} sequences, {settings['epochs']} epochs) ...")
+    motifs = settings.get("motif_ids")
+    data = make_dataset(settings["n_train"], seed=SEEDS["train"], motif_ids=motifs)
+    valid = make_dataset(settings["n_validation"], seed=SEEDS["validation"], motif_ids=motifs)
+    options = {
+        key: settings[key]
+        for key in ("epochs", "seed", "hidden_size", "layers", "heads", "state_size", "lr", "k")
+        if key in settings
+    }
+    start = time.perf_counter()
+    model, tokenizer = train(data, **options)
+    record = {
+        "settings": settings,
+        "seconds": round(time.perf_counter() - start, 1),
+        "fit": {"validation_accuracy": accuracy(model, tokenizer, valid)},
+        "config": model.config.to_dict(),
+    }
+    record = json.loads(json.dumps(record, default=str))  # as it is read back
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: value.contiguous() for name, value in model.state_dict().items()}, str(weights))
+    record_path.write_text(json.dumps(record, indent=1))
     return model, tokenizer, record
 
 
@@ -403,8 +494,10 @@ def nt_case(
     ig_steps: int,
     shuffles: int,
     fit: dict,
+    label: str = "NT-like, class logit",
 ) -> Case:
-    """The NT-like case: the class-1 logit, our composites through ``TokenSequenceExplainer``, the
+    """A token model's case (the NT-like one by default; the ALiBi encoder and the Caduceus-like SSM
+    with their ``label``): the class-1 logit, our composites through ``TokenSequenceExplainer``, the
     baselines and DeepLiftShap through :class:`OneHotKmerModel`."""
     from lrp_domains import evaluate as E
 
@@ -425,9 +518,7 @@ def nt_case(
             ).relevance.sum(1)
             ours += (name,)
     methods.update(_baselines(wrapped, onehot, 1, ig_steps))
-    case = Case(
-        "NT-like, class logit", methods, lambda: E.gradient(wrapped, onehot, 1).relevance, truth, ours, notes, fit
-    )
+    case = Case(label, methods, lambda: E.gradient(wrapped, onehot, 1).relevance, truth, ours, notes, fit)
 
     def dls() -> torch.Tensor:
         scores, delta = deep_lift_shap_scores(wrapped, onehot, 1, shuffles)
@@ -517,7 +608,7 @@ def run(
     n: int = 400,
     quick: bool = False,
     cache_dir: Path | None = None,
-    models: tuple[str, ...] = ("nt", "bpnet"),
+    models: tuple[str, ...] = ("nt", "bpnet", "alibi", "caduceus"),
     log: Callable[[str], None] = print,
 ) -> dict:
     """Train or load the models, build the cases on the positive sequences among ``n`` test sequences,
@@ -526,9 +617,9 @@ def run(
 
     if n < 2:
         raise InputError(f"--n must be at least 2 (half of the test sequences are positive), got {n}")
-    unknown = set(models) - {"nt", "bpnet"}
+    unknown = set(models) - {"nt", "bpnet", *TOKEN_MODELS}
     if unknown:
-        raise InputError(f"unknown models {sorted(unknown)}; choose from nt, bpnet")
+        raise InputError(f"unknown models {sorted(unknown)}; choose from nt, bpnet, alibi, caduceus")
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
     settings = SETTINGS["quick" if quick else "full"]
     cache_dir = Path(cache_dir) if cache_dir is not None else bench_cache("genomics-models")
@@ -561,6 +652,25 @@ def run(
             )
             if "ours" in cases[-1].notes:
                 result["missing"].append(cases[-1].notes["ours"])
+    for kind, (label, _) in TOKEN_MODELS.items():
+        if kind not in models:
+            continue
+        model, tokenizer, record = token_model(kind, cache_dir, settings[kind], log)
+        result["models"][label] = record
+        test = positives(settings[kind].get("motif_ids"))
+        cases.append(
+            nt_case(
+                model,
+                tokenizer,
+                test.onehot,
+                test.sequences,
+                test.truth,
+                settings["ig_steps"],
+                settings["shuffles"],
+                record,
+                label=f"{label}, class logit",
+            )
+        )
     if "bpnet" in models:
         model, record = bpnet_model(cache_dir, settings["bpnet"], log)
         result["models"]["BPNet-like"] = record

@@ -1,5 +1,6 @@
 """``lrp-domains bench text``: AttnLRP and CP-LRP cost over gradient x input on the default
-sentiment model (batch 16, about 32 tokens), and sentences per second, in one run.
+sentiment model (batch 16, about 32 tokens), and sentences per second, in one run; and AttnLRP
+with the conservation ledger (``ledger=True``) over AttnLRP without it.
 
 Every method starts from raw strings (tokenization included) and ends with per-token relevance;
 the gradient baseline feeds the word embeddings as ``inputs_embeds`` and multiplies them by
@@ -19,7 +20,7 @@ from lrp_domains.bench.measure import interleaved_times, peak_bytes, peak_bytes_
 from lrp_domains.bench.methods import select
 
 COMPOSITES = select("attnlrp", "cp-lrp")
-METHODS = select("gradient x input", *COMPOSITES)
+METHODS = select("gradient x input", *COMPOSITES, "attnlrp + ledger")
 
 
 def setup(device: str = "cpu"):
@@ -54,6 +55,8 @@ def methods(model, tokenizer, labels, sentences) -> dict[str, Callable[[], objec
     for name in COMPOSITES:
         explainer = TextExplainer(model, tokenizer, composite=name, labels=labels)
         found[name] = lambda explainer=explainer: explainer.explain(sentences, batch_size=16)
+    with_ledger = TextExplainer(model, tokenizer, composite="attnlrp", labels=labels)
+    found["attnlrp + ledger"] = lambda: with_ledger.explain(sentences, batch_size=16, ledger=True)
     return found
 
 
@@ -82,6 +85,7 @@ def run(device: str = "cpu", repeats: int = 10, memory: bool = True, threads: in
                 "ms": 1000 * times[name],
                 "sentences_per_s": len(sentences) / times[name],
                 "time_ratio": times[name] / times["gradient x input"],
+                "vs_without_ledger": times[name] / times["attnlrp"] if name == "attnlrp + ledger" else float("nan"),
                 "peak_mb": peaks[name] / 2**20 if memory else float("nan"),
                 "memory_ratio": peaks[name] / peaks["gradient x input"] if memory else float("nan"),
                 "batch": len(sentences),
@@ -101,7 +105,7 @@ def print_table(rows: list[dict], device: str) -> None:
         title=f"bench text: default MiniLM sentiment model, batch {first['batch']} x {first['tokens']} "
         f"tokens, {device}, {torch.get_num_threads()} threads"
     )
-    for column in ("method", "ms", "sentences/s", "time", "peak MB", "memory"):
+    for column in ("method", "ms", "sentences/s", "time", "peak MB", "memory", "ledger"):
         table.add_column(column, justify="left" if column == "method" else "right")
     for row in rows:
         measured = row["peak_mb"] == row["peak_mb"]
@@ -112,8 +116,10 @@ def print_table(rows: list[dict], device: str) -> None:
             f"{row['time_ratio']:.2f}x",
             f"{row['peak_mb']:.1f}" if measured else "-",
             f"{row['memory_ratio']:.2f}x" if measured else "-",
+            f"{row['vs_without_ledger']:.2f}x" if row["vs_without_ledger"] == row["vs_without_ledger"] else "",
         )
     Console().print(table)
+    Console().print("  ledger: time of attnlrp + ledger over attnlrp (target: at most 1.10x)")
 
 
 if __name__ == "__main__":

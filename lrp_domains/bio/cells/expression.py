@@ -52,7 +52,7 @@ class ExpressionExplainer(DomainExplainer):
     kind: ClassVar[str] = "genes"
     item: ClassVar[str] = "cell"
     default_composite: ClassVar[str] = "epsilon"
-    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 256, "missing": "error"}
+    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 256, "missing": "error", "ledger": False}
     option_types: ClassVar[dict[str, Option]] = {"missing": Option("choice", ("error", "zero"))}
     columns: ClassVar[tuple[str, ...]] = GENE_RUN_COLUMNS
     report: ClassVar[str] = "lrp_domains.report.genes:write_gene_report"
@@ -196,12 +196,14 @@ class ExpressionExplainer(DomainExplainer):
         batch_size: int = 256,
         progress: bool = False,
         missing: str = "error",
+        ledger: bool = False,
     ) -> GeneExplanation:
         """Relevance of every gene for one class score per sample.
 
         ``target``: None (each sample's predicted class), a class name or index, one per sample
         (e.g. the true labels), or a callable on the scores. Relevance is seeded with the
-        explained score itself (not a one-hot 1), so its sign follows the score's.
+        explained score itself (not a one-hot 1), so its sign follows the score's. ``ledger``: also
+        record where ``delta`` went (:attr:`GeneExplanation.ledger`).
         """
         values, samples = self.align(data, layer, missing)
         inputs = torch.as_tensor(values, dtype=model_dtype(self.model) or torch.get_default_dtype())
@@ -215,6 +217,7 @@ class ExpressionExplainer(DomainExplainer):
                 batch_size=batch_size,
                 progress=progress,
                 check_delta=False,
+                ledger=ledger,
             )
         except RuntimeError as error:
             first = next((m for m in self.model.modules() if isinstance(m, nn.Linear)), None)
@@ -237,6 +240,7 @@ class ExpressionExplainer(DomainExplainer):
             delta=pd.Series(result.delta.double().cpu().numpy(), index=samples, name="delta"),
             composite=self.composite.name,
             target_given=target is not None,
+            ledger_rows=result.ledger_rows,
         )
 
     # -- the contract (runs) ----------------------------------------------------------------
@@ -256,10 +260,11 @@ class ExpressionExplainer(DomainExplainer):
         target: ClassTarget = None,
         batch_size: int = 256,
         missing: str = "error",
+        ledger: bool = False,
     ) -> GeneExplanation:
         """Explain one shard's cells (a cells x genes table; with labels, each cell's label)."""
         data, target = labeled_target(items, target)
-        return self.explain(data, target=target, batch_size=batch_size, missing=missing)
+        return self.explain(data, target=target, batch_size=batch_size, missing=missing, ledger=ledger)
 
     def result_rows(self, result: GeneExplanation, ids: Sequence[str]) -> dict[str, list]:
         """Per cell: prediction, target and the relevance of each model gene (names in the manifest)."""

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lrp_domains.core.engine.ledger import LedgerRows
+
 
 @dataclass
 class GeneExplanation:
@@ -31,6 +33,16 @@ class GeneExplanation:
     delta: pd.Series
     composite: str
     target_given: bool = True
+    #: With ``explain(..., ledger=True)``: where ``delta`` went, per sample (:attr:`ledger`).
+    ledger_rows: LedgerRows | None = None
+
+    @property
+    def ledger(self) -> pd.DataFrame:
+        """Where the relevance went: per sample and module, what the module absorbed (see
+        :attr:`lrp_domains.core.engine.result.Explanation.ledger`); ``example`` indexes the samples."""
+        if self.ledger_rows is None:
+            raise ValueError("this explanation has no ledger: explain with ledger=True")
+        return self.ledger_rows.to_frame()
 
     @property
     def genes(self) -> list[str]:
@@ -171,11 +183,12 @@ def run_rows(result: GeneExplanation, n: int) -> dict[str, list]:
         "target": [None] * n if result.target is None else result.target.to_numpy().tolist(),
         "output": [list(values) for values in result.output.to_numpy()],
         "relevance": [list(values) for values in result.relevance.to_numpy()],
+        "ledger": [None] * n if result.ledger_rows is None else [result.ledger_rows.example_json(i) for i in range(n)],
     }
 
 
 #: The run columns of a gene explanation (:func:`run_rows`).
-RUN_COLUMNS = ("explained", "delta", "prediction", "target", "output", "relevance")
+RUN_COLUMNS = ("explained", "delta", "prediction", "target", "output", "relevance", "ledger")
 
 
 def run_to_anndata(run_dir: str | Path, data: str | Path | None = None, key: str = "lrp", n: int = 50) -> Any:
@@ -269,6 +282,7 @@ def explanation_from_rows(rows: pd.DataFrame, settings: Mapping[str, Any]) -> Ge
         delta=pd.Series(rows["delta"].to_numpy(np.float64), index=index, name="delta"),
         composite=str(settings.get("composite", "")),
         target_given=given,
+        ledger_rows=LedgerRows.from_json(rows["ledger"]) if "ledger" in rows else None,
     )
 
 

@@ -47,6 +47,7 @@ from torch import nn
 from lrp_domains.bio.sequences.explainer import SequenceExplanation, _looks_like_path
 from lrp_domains.bio.sequences.onehot import DNA, one_hot
 from lrp_domains.core.composite import Composite
+from lrp_domains.core.engine.ledger import LedgerRows
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.files.fasta import FastaRecords, check_unique, read_fasta
@@ -134,7 +135,7 @@ class TokenSequenceExplainer(DomainExplainer):
     kind: ClassVar[str] = "dna-lm"
     item: ClassVar[str] = "record"
     default_composite: ClassVar[str] = "attnlrp"
-    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 16}
+    run_options: ClassVar[dict[str, Any]] = {"target": None, "batch_size": 16, "ledger": False}
     columns: ClassVar[tuple[str, ...]] = (
         "explained",
         "delta",
@@ -145,6 +146,7 @@ class TokenSequenceExplainer(DomainExplainer):
         "token_relevance",
         "special_relevance",
         "other_relevance",
+        "ledger",
     )
     report: ClassVar[str] = "lrp_domains.report.sequences:write_sequence_report"
 
@@ -215,6 +217,7 @@ class TokenSequenceExplainer(DomainExplainer):
         progress: bool = False,
         ids: Sequence[str] | None = None,
         unique_ids: bool = True,
+        ledger: bool = False,
     ) -> TokenSequenceExplanation:
         """Relevance of every base for one output per sequence: a string, strings, or a FASTA path.
 
@@ -224,8 +227,14 @@ class TokenSequenceExplainer(DomainExplainer):
         batched together (padding is masked) and their arrays zero-padded to the longest.
         """
         names, texts, messages = self._inputs(sequences, ids, unique_ids)
-        results = self._text.explain(texts, target=target, batch_size=batch_size, progress=progress, ids=messages)
-        return self._decode(names, texts, results, hypothetical)
+        results = self._text.explain(
+            texts, target=target, batch_size=batch_size, progress=progress, ids=messages, ledger=ledger
+        )
+        decoded = self._decode(names, texts, results, hypothetical)
+        ledgers = [r.ledger_rows for r in results]
+        if ledger and all(rows is not None for rows in ledgers):
+            decoded.ledger_rows = LedgerRows.concatenate([rows for rows in ledgers if rows is not None])
+        return decoded
 
     def _inputs(
         self,
@@ -388,19 +397,24 @@ class TokenSequenceExplainer(DomainExplainer):
         first_row: int = 0,
         target: TokenTarget = None,
         batch_size: int = 16,
+        ledger: bool = False,
     ) -> TokenSequenceExplanation:
         """Explain one shard's records (runs key rows by row number: repeated ids are allowed);
         messages name a record by row and id."""
         messages = [f"row {first_row + i} (id {name!r})" for i, name in enumerate(ids)]
         names, texts, messages = self._inputs(list(items), list(ids), False, messages)
-        results = self._text.explain(texts, target=target, batch_size=batch_size, ids=messages)
-        return self._decode(names, texts, results, True)
+        results = self._text.explain(texts, target=target, batch_size=batch_size, ids=messages, ledger=ledger)
+        decoded = self._decode(names, texts, results, True)
+        ledgers = [r.ledger_rows for r in results]
+        if ledger and all(rows is not None for rows in ledgers):
+            decoded.ledger_rows = LedgerRows.concatenate([rows for rows in ledgers if rows is not None])
+        return decoded
 
     def result_rows(self, result: TokenSequenceExplanation, ids: Sequence[str]) -> dict[str, list]:
         """Per record: the sequence, relevance per position, the hypothetical map (4 x L,
         letter-major), the tokens with their relevance, the special tokens' and other embeddings'
         relevance."""
-        from lrp_domains.bio.sequences.explainer import sequence_rows
+        from lrp_domains.bio.sequences.explainer import ledger_column, sequence_rows
 
         return {
             **sequence_rows(result),
@@ -408,6 +422,7 @@ class TokenSequenceExplainer(DomainExplainer):
             "token_relevance": [r.double().tolist() for r in result.token_relevance],
             "special_relevance": result.special_relevance.tolist(),
             "other_relevance": result.other_relevance.tolist(),
+            "ledger": ledger_column(result.ledger_rows, len(result.ids)),
         }
 
     @classmethod

@@ -476,3 +476,68 @@ def shuffle_sequences(sequences: Sequence[str], seed: int = 0) -> list[str]:
     """Each sequence with its bases permuted (a null for :func:`call_seqlets`)."""
     rng = np.random.default_rng(seed)
     return ["".join(rng.permutation(list(s))) for s in sequences]
+
+
+# -- tangermeme's tables and logos -----------------------------------------------------------------
+TANGERMEME_COLUMNS = ["example_idx", "start", "end", "attribution"]
+
+
+def _example_index(seqlets: pd.DataFrame, ids: Any) -> np.ndarray:
+    if ids is None:
+        values = pd.to_numeric(seqlets["id"], errors="coerce")
+        if values.isna().any() or (values % 1 != 0).any():
+            raise InputError(
+                "seqlets name their records by id; give ids= (the explanation, or its ids in order) "
+                "to number them as tangermeme's example_idx"
+            )
+        return values.astype(int).to_numpy()
+    order = {str(name): i for i, name in enumerate(getattr(ids, "ids", ids))}
+    missing = sorted({str(name) for name in seqlets["id"]} - set(order))
+    if missing:
+        raise InputError(f"seqlets of records {missing[:5]} are not among the ids given")
+    return np.array([order[str(name)] for name in seqlets["id"]], dtype=int)
+
+
+def to_tangermeme(seqlets: pd.DataFrame, ids: Any = None) -> pd.DataFrame:
+    """Seqlets (:func:`call_seqlets`) as tangermeme's seqlet table: ``example_idx``, ``start``,
+    ``end`` (0-based, end excluded), ``attribution`` (summed relevance), as
+    ``tangermeme.seqlet.recursive_seqlets`` and ``tfmodisco_seqlets`` return them and
+    ``tangermeme.annotate.annotate_seqlets`` reads them. ``ids``: the explanation the seqlets were
+    called on (or its ids in order), which numbers the records; None: ids that are numbers already.
+    Sorted by attribution, largest first."""
+    frame = pd.DataFrame(
+        {
+            "example_idx": _example_index(seqlets, ids) if len(seqlets) else np.array([], dtype=int),
+            "start": seqlets["start"].astype(int).to_numpy(),
+            "end": seqlets["end"].astype(int).to_numpy(),
+            "attribution": seqlets["relevance"].astype(float).to_numpy(),
+        },
+        columns=TANGERMEME_COLUMNS,
+    )
+    return frame.sort_values("attribution", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def logo_annotations(seqlets: pd.DataFrame, record: Any) -> pd.DataFrame:
+    """One record's seqlets as ``tangermeme.plot.plot_logo(annotations=...)`` reads them:
+    ``motif_name`` (first: the motif match where :func:`annotate_seqlets` found one, else
+    ``seqlet``), ``start``, ``end``, ``strand``, ``score`` (summed relevance). ``record``: its id."""
+    rows = seqlets[seqlets["id"].astype(str) == str(record)]
+    names = rows.get("motif_name", pd.Series([""] * len(rows), index=rows.index)).fillna("")
+    strands = rows.get("match_strand", rows["strand"]).fillna("")
+    return pd.DataFrame(
+        {
+            "motif_name": [name if name else "seqlet" for name in names],
+            "start": rows["start"].astype(int).to_numpy(),
+            "end": rows["end"].astype(int).to_numpy(),
+            "strand": [strand if (strand and name) else "+" for strand, name in zip(strands, names)],
+            "score": rows["relevance"].astype(float).to_numpy(),
+        }
+    )
+
+
+def logo_matrix(explanation: SequenceExplanation, index: int, hypothetical: bool = False) -> np.ndarray:
+    """One record's relevance as the ``(A, L)`` array ``tangermeme.plot.plot_logo`` draws: each
+    position's relevance on its observed letter (``hypothetical=True``: every letter's hypothetical
+    contribution), without padding."""
+    values = explanation.hypothetical if hypothetical else explanation.relevance
+    return values[index, :, : explanation.lengths[index]].double().cpu().numpy()

@@ -24,6 +24,7 @@ from lrp_domains.bio.sequences.targets import GenomicTarget, TrackTarget, head_o
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine.attribution import explain, model_dtype, resolve_composite
 from lrp_domains.core.engine.coverage import LRPCoverageError
+from lrp_domains.core.engine.ledger import LedgerRows
 from lrp_domains.domains import DomainExplainer, Reader
 from lrp_domains.errors import InputError
 from lrp_domains.files.fasta import FORMATS as FASTA_FORMATS
@@ -67,6 +68,16 @@ class SequenceExplanation:
     channel_relevance: torch.Tensor | None = None
     #: Per record, the relevance of each channel of a layer (runs with the ``concepts`` option).
     concepts: list[list[float]] | None = None
+    #: With ``explain(..., ledger=True)``: where ``delta`` went, per record (:attr:`ledger`).
+    ledger_rows: LedgerRows | None = None
+
+    @property
+    def ledger(self) -> pd.DataFrame:
+        """Where the relevance went: per record and module, what the module absorbed (see
+        :attr:`lrp_domains.core.engine.result.Explanation.ledger`); ``example`` indexes the records."""
+        if self.ledger_rows is None:
+            raise ValueError("this explanation has no ledger: explain with ledger=True")
+        return self.ledger_rows.to_frame()
 
     @property
     def per_position(self) -> torch.Tensor:
@@ -124,6 +135,7 @@ class SequenceExplanation:
                     self.alphabet,
                     self.composite,
                     take(self.channel_relevance),
+                    ledger_rows=None if self.ledger_rows is None else self.ledger_rows.subset(rows),
                 )
             )
         return groups
@@ -217,9 +229,18 @@ class SequenceExplainer(DomainExplainer):
         "center": False,
         "rc_average": False,
         "concepts": None,
+        "ledger": False,
     }
     option_types: ClassVar[dict[str, Option]] = {"concepts": Option("text")}
-    columns: ClassVar[tuple[str, ...]] = ("explained", "delta", "sequence", "relevance", "hypothetical", "concepts")
+    columns: ClassVar[tuple[str, ...]] = (
+        "explained",
+        "delta",
+        "sequence",
+        "relevance",
+        "hypothetical",
+        "concepts",
+        "ledger",
+    )
     report: ClassVar[str] = "lrp_domains.report.sequences:write_sequence_report"
 
     def __init__(
@@ -312,10 +333,13 @@ class SequenceExplainer(DomainExplainer):
         ids: Sequence[str] | None = None,
         n: str = "zeros",
         unique_ids: bool = True,
+        ledger: bool = False,
     ) -> Iterator[SequenceExplanation]:
         """One explanation per group of sequences of equal length, shortest first, each without
         padding (the memory of a group, not of the whole input padded to its longest record)."""
-        for _, group in self._groups(data, target, batch_size, progress, center, rc_average, ids, n, unique_ids):
+        for _, group in self._groups(
+            data, target, batch_size, progress, center, rc_average, ids, n, unique_ids, ledger
+        ):
             yield group
 
     def _groups(
@@ -329,6 +353,7 @@ class SequenceExplainer(DomainExplainer):
         ids: Sequence[str] | None,
         n: str,
         unique_ids: bool,
+        ledger: bool = False,
     ) -> Iterator[tuple[list[int], SequenceExplanation]]:
         names, sequences, encoded = self._inputs(data, ids, n, unique_ids)
         target = self.target if target is None else target
@@ -349,6 +374,7 @@ class SequenceExplainer(DomainExplainer):
                     progress,
                     center,
                     rc_average,
+                    ledger,
                 ),
             )
 
@@ -363,6 +389,7 @@ class SequenceExplainer(DomainExplainer):
         ids: Sequence[str] | None = None,
         n: str = "zeros",
         unique_ids: bool = True,
+        ledger: bool = False,
     ) -> SequenceExplanation:
         """Relevance of every letter for one output per sequence (see :class:`SequenceExplanation`).
 
@@ -372,9 +399,10 @@ class SequenceExplainer(DomainExplainer):
         output index, one per sequence, or a callable on the output (e.g. a profile head).
         Relevance is seeded with the explained value itself, so its sign follows it. Records of
         different lengths are padded with zeros to the longest here; use :meth:`explain_groups`
-        to avoid that. Ids must be unique (``unique_ids=False`` allows repeats).
+        to avoid that. Ids must be unique (``unique_ids=False`` allows repeats). ``ledger``: also
+        record where ``delta`` went (:attr:`SequenceExplanation.ledger`).
         """
-        groups = list(self._groups(data, target, batch_size, progress, center, rc_average, ids, n, unique_ids))
+        groups = list(self._groups(data, target, batch_size, progress, center, rc_average, ids, n, unique_ids, ledger))
         if len(groups) == 1:
             return groups[0][1]
         return _pad_together(groups)
@@ -389,12 +417,16 @@ class SequenceExplainer(DomainExplainer):
         progress: bool,
         center: bool,
         rc_average: bool,
+        ledger: bool = False,
     ) -> SequenceExplanation:
-        forward = self._explain(batch, target, batch_size, progress, names)
+        forward = self._explain(batch, target, batch_size, progress, names, ledger)
+        rows = forward.ledger_rows
         if rc_average:
             if len(self.alphabet) != 4:
                 raise InputError("rc_average needs a 4-letter alphabet in complementary order (ACGT or ACGU)")
-            backward = self._explain(reverse_complement(batch), target, batch_size, progress, names)
+            backward = self._explain(reverse_complement(batch), target, batch_size, progress, names, ledger)
+            if rows is not None and backward.ledger_rows is not None:
+                rows = rows.mean_with(backward.ledger_rows)
             units = (forward.hypothetical + reverse_complement(backward.hypothetical)) / 2
             channels = (forward.relevance + reverse_complement(backward.relevance)) / 2
             value = (forward.explained + backward.explained) / 2
@@ -406,6 +438,10 @@ class SequenceExplainer(DomainExplainer):
         explained = value.detach().double().cpu()
         channels = channels.cpu()
         delta = explained - channels.reshape(len(names), -1).sum(1).double()
+        if rows is not None and center:  # centering moves relevance after the backward pass: its own row
+            rows = rows.with_row(
+                "(off-simplex centering)", "center=True", delta - rows.absorbed.sum(0) - rows.numerical
+            )
         return SequenceExplanation(
             names,
             sequences,
@@ -419,6 +455,7 @@ class SequenceExplainer(DomainExplainer):
             self.alphabet,
             self.composite.name,
             channels,
+            ledger_rows=rows,
         )
 
     def _target_and_output(self, target: Any) -> tuple[Any, Any]:
@@ -432,7 +469,9 @@ class SequenceExplainer(DomainExplainer):
             return target, head_output(self.head)
         return target, None
 
-    def _explain(self, batch: torch.Tensor, target: Any, batch_size: int, progress: bool, names: list[str]):
+    def _explain(
+        self, batch: torch.Tensor, target: Any, batch_size: int, progress: bool, names: list[str], ledger: bool = False
+    ):
         target, output = self._target_and_output(target)
         try:
             return explain(
@@ -446,6 +485,7 @@ class SequenceExplainer(DomainExplainer):
                 check_delta=False,
                 output=output,
                 strict=self.strict,
+                ledger=ledger,
             )
         except LRPCoverageError:
             raise
@@ -502,6 +542,7 @@ class SequenceExplainer(DomainExplainer):
         center: bool = False,
         rc_average: bool = False,
         concepts: str | None = None,
+        ledger: bool = False,
     ) -> SequenceExplanation:
         """Explain one shard's records (runs key rows by row number: repeated ids are allowed).
         ``concepts``: a layer name; each record also gets the relevance of each channel of that
@@ -517,6 +558,7 @@ class SequenceExplainer(DomainExplainer):
             center=center,
             rc_average=rc_average,
             unique_ids=False,
+            ledger=ledger,
         )
         if concepts is not None:
             result.concepts = self._channel_relevance(result, str(concepts), target, batch_size)
@@ -525,7 +567,10 @@ class SequenceExplainer(DomainExplainer):
     @classmethod
     def result_from_rows(cls, rows: pd.DataFrame, settings: dict[str, Any]) -> SequenceExplanation:
         """The explanation of a run's rows (:func:`explanation_from_rows`)."""
-        return explanation_from_rows(rows, str(settings.get("alphabet", DNA)), str(settings.get("composite", "")))
+        result = explanation_from_rows(rows, str(settings.get("alphabet", DNA)), str(settings.get("composite", "")))
+        if "ledger" in rows:
+            result.ledger_rows = LedgerRows.from_json(rows["ledger"])
+        return result
 
     def check_options(self, options: dict[str, Any]) -> None:
         """``target`` must be an index or a target text (:func:`parse_sequence_target`);
@@ -566,6 +611,7 @@ class SequenceExplainer(DomainExplainer):
         return {
             **sequence_rows(result),
             "concepts": result.concepts if result.concepts is not None else [[] for _ in result.ids],
+            "ledger": ledger_column(result.ledger_rows, len(result.ids)),
         }
 
     def settings(self) -> dict[str, Any]:
@@ -592,6 +638,12 @@ def sequence_rows(result: SequenceExplanation) -> dict[str, list]:
             result.hypothetical[i, :, :n].double().reshape(-1).tolist() for i, n in enumerate(result.lengths)
         ],
     }
+
+
+def ledger_column(rows: LedgerRows | None, n: int) -> list[str | None]:
+    """A run's ``ledger`` column: each row's ledger as JSON (:meth:`LedgerRows.example_json`), or
+    None when the run did not record it."""
+    return [None] * n if rows is None else [rows.example_json(i) for i in range(n)]
 
 
 def explanation_from_rows(rows: pd.DataFrame, alphabet: str = DNA, composite: str = "") -> SequenceExplanation:
@@ -662,7 +714,21 @@ def _pad_together(groups: list[tuple[list[int], SequenceExplanation]]) -> Sequen
         first.alphabet,
         first.composite,
         padded("channel_relevance"),
+        ledger_rows=_ledger_in_order(groups, records),
     )
+
+
+def _ledger_in_order(groups: list[tuple[list[int], SequenceExplanation]], records: list) -> LedgerRows | None:
+    """The groups' ledgers as one, its examples in input order (None when a group has none)."""
+    ledgers = [g.ledger_rows for _, g in groups]
+    if any(rows is None for rows in ledgers):
+        return None
+    whole = LedgerRows.concatenate([rows for rows in ledgers if rows is not None])
+    offsets, start = {}, 0
+    for _, group in groups:
+        offsets[id(group)] = start
+        start += len(group)
+    return whole.subset([offsets[id(g)] + k for _, g, k in records])
 
 
 def _subset(target: Any, rows: list[int]) -> Any:

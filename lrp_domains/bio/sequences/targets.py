@@ -16,6 +16,10 @@ element of a tuple), or the target raises when it is handed a head it cannot rea
 - :func:`counts_target`: the counts head (log total counts).
 - :func:`track_target`: a window of bins of some tracks of a ``(N, bins, tracks)`` output
   (Enformer) or ``(N, tracks, bins)`` (Borzoi: ``layout="NCL"``), summed.
+- :func:`specificity_target`: the mean of some tracks minus the mean of the others, each summed
+  over a window of bins (the cell-type specificity Decima and CREsted explain).
+- ``"A vs B"`` (two output indices): one output minus another (the core's
+  :class:`~lrp_domains.core.engine.targets.Contrast`).
 - :func:`parse_sequence_target`: these from text (the CLI's ``--target``).
 """
 
@@ -27,19 +31,23 @@ from typing import Any, Union
 
 import torch
 
+from lrp_domains.core.engine.targets import CONTRAST_SEPARATOR, Contrast, parse_contrast
 from lrp_domains.errors import InputError
 
 __all__ = [
+    "ContrastTarget",
     "CountsTarget",
     "GenomicTarget",
     "IndexTarget",
     "ProfileTarget",
+    "SpecificityTarget",
     "TrackTarget",
     "counts_target",
     "head_output",
     "parse_sequence_target",
     "pick_head",
     "profile_target",
+    "specificity_target",
     "track_target",
 ]
 
@@ -268,6 +276,68 @@ class IndexTarget(GenomicTarget):
         return flat[:, self.index]
 
 
+class SpecificityTarget(TrackTarget):
+    """See :func:`specificity_target`."""
+
+    def __init__(
+        self,
+        tracks: int | Sequence[int],
+        bins: Bins = None,
+        off: int | Sequence[int] | None = None,
+        head: Head = None,
+        layout: str | None = None,
+    ) -> None:
+        super().__init__(tracks, bins, head, layout)
+        self.off = off
+        self._off = None if off is None else ([off] if isinstance(off, int) else list(off))
+        if self._off is not None:
+            if not self._off or any(not isinstance(t, int) or isinstance(t, bool) or t < 0 for t in self._off):
+                raise InputError(f"specificity_target: off tracks must be non-negative integers, got {off!r}")
+            both = sorted(set(self._tracks) & set(self._off))
+            if both:
+                raise InputError(f"specificity_target: tracks {both} are both on and off target")
+
+    def resolved(self, layout: str) -> SpecificityTarget:
+        """This target with ``layout`` where it has none (explainers set the model's layout)."""
+        if self.layout is not None:
+            return self
+        return SpecificityTarget(self.track, self.bins, self.off, self.head, layout)
+
+    def reduce(self, output: torch.Tensor) -> torch.Tensor:
+        """Per example: the on-target tracks' mean minus the off-target tracks' mean, each track
+        summed over the bins."""
+        if output.dim() != 3:
+            raise InputError(
+                f"specificity_target reads a multi-track head (N, bins, tracks) or (N, tracks, bins); got "
+                f"shape {tuple(output.shape)}"
+            )
+        layout = self.layout or self._guess(output)
+        n_tracks = output.shape[2] if layout == "NLC" else output.shape[1]
+        off = self._off if self._off is not None else [t for t in range(n_tracks) if t not in self._tracks]
+        if not off:
+            raise InputError(f"specificity_target: the output has {n_tracks} tracks, none of them off target")
+        if max(off) >= n_tracks:
+            raise InputError(f"off-target track {max(off)} is out of range: the output has {n_tracks} tracks")
+        on_mean = TrackTarget(self._tracks, self.bins, self.head, layout).reduce(output) / len(self._tracks)
+        off_mean = TrackTarget(off, self.bins, self.head, layout).reduce(output) / len(off)
+        return on_mean - off_mean
+
+
+class ContrastTarget(GenomicTarget):
+    """One output index minus another, of one head: ``"1 vs 0"`` (``head=H`` optional)."""
+
+    def __init__(self, positive: int, negative: int, head: Head = None, name: str | None = None) -> None:
+        self.contrast = Contrast(positive, negative, name)
+        self.head = head
+
+    def reduce(self, output: torch.Tensor) -> torch.Tensor:
+        """``output.reshape(N, -1)[:, positive] - output.reshape(N, -1)[:, negative]``."""
+        try:
+            return self.contrast(output)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+
+
 def _shape(raw: torch.Tensor) -> str:
     return "(N, " + ", ".join(str(d) for d in raw.shape[1:]) + ")" if raw.dim() > 1 else "(N,)"
 
@@ -330,6 +400,25 @@ def track_target(
     return TrackTarget(track, bins, head, layout)
 
 
+def specificity_target(
+    tracks: int | Sequence[int],
+    bins: Bins = None,
+    off: int | Sequence[int] | None = None,
+    head: Head = None,
+    *,
+    layout: str | None = None,
+) -> SpecificityTarget:
+    """The specificity of some tracks over the others: the mean of the on-target ``tracks`` minus
+    the mean of the off-target tracks (every other track unless ``off`` names them), each track
+    summed over ``bins`` (a window, end excluded; None: all bins). This is the cell-type
+    specificity Decima (Lal et al. 2025) and CREsted (Kempynck et al. 2024) explain.
+
+    ``head`` and ``layout`` as for :func:`track_target`. On the command line:
+    ``"specific: tracks 3,7 vs rest, bins 400-420"`` or ``"specific: tracks 3,7 vs 1,2"``.
+    """
+    return SpecificityTarget(tracks, bins, off, head, layout)
+
+
 _INT = r"-?\d+"
 _PROFILE = re.compile(r"^profile(?:\s*[:=]\s*(?P<strand>\d+))?$", re.IGNORECASE)
 _COUNTS = re.compile(r"^counts?(?:\s*[:=]\s*(?P<index>\d+))?$", re.IGNORECASE)
@@ -338,14 +427,21 @@ _TRACK = re.compile(
     r"(?:\s*(?::|,?\s*bins?\s*[=\s:]?)\s*(?P<start>\d+)\s*[-:]\s*(?P<stop>\d+))?$",
     re.IGNORECASE,
 )
+_SPECIFIC = re.compile(
+    r"^specific(?:ity)?\s*:?\s*tracks?\s*[=\s:]?\s*(?P<on>\d+(?:\s*,\s*\d+)*)"
+    r"(?:\s+vs\.?\s+(?:(?P<rest>rest|others?|all)|(?:tracks?\s*[=\s:]?\s*)?(?P<off>\d+(?:\s*,\s*\d+)*)))?"
+    r"(?:\s*,?\s*bins?\s*[=\s:]?\s*(?P<start>\d+)\s*[-:]\s*(?P<stop>\d+))?$",
+    re.IGNORECASE,
+)
 _OPTION = re.compile(r"\s+(?P<key>head|strand|layout)\s*=\s*(?P<value>[\w.-]+)\s*$", re.IGNORECASE)
 
 #: What ``--target`` accepts, for help texts and errors.
 TARGET_SYNTAX = (
     "an output index (e.g. 0), 'profile' (BPNet profile head, softmax-weighted), 'profile:S' (strand S), "
     "'counts', 'track 12, bins 400-420' or 'track=12:400-420' (end excluded; several tracks: "
-    "'track=3,5:0-10'), each optionally followed by head=H (an index or a name such as human) or "
-    "layout=NCL"
+    "'track=3,5:0-10'), 'specific: tracks 3,7 vs rest, bins 400-420' (the mean of tracks 3 and 7 minus "
+    "the others' mean; 'vs 1,2': those off-target tracks), '1 vs 0' (one output minus another), each "
+    "optionally followed by head=H (an index or a name such as human) or layout=NCL"
 )
 
 
@@ -355,7 +451,9 @@ def parse_sequence_target(text: str | int | None) -> int | GenomicTarget | None:
     ``"profile"`` / ``"profile:1"`` (strand 1) / ``"counts"`` / ``"counts:0"`` (one value of
     several) / ``"track 12, bins 400-420"`` / ``"track=12:400-420"`` / ``"track=3,5"`` (all
     bins), each optionally followed by ``head=H``, ``strand=S`` (profile) or ``layout=NCL``
-    (tracks). None and integers pass through."""
+    (tracks); ``"specific: tracks 3,7 vs rest, bins 400-420"`` (:func:`specificity_target`; ``vs
+    1,2``: those off-target tracks; without ``vs``: the rest); ``"1 vs 0"`` (one output index minus
+    another). None and integers pass through."""
     if text is None or (isinstance(text, int) and not isinstance(text, bool)):
         return text
     if not isinstance(text, str):
@@ -380,6 +478,26 @@ def parse_sequence_target(text: str | int | None) -> int | GenomicTarget | None:
     if (match := _COUNTS.fullmatch(spec)) is not None:
         _no_options(options, text, "a counts")
         return counts_target(1 if head is None else head, index=None if match["index"] is None else int(match["index"]))
+    if (match := _SPECIFIC.fullmatch(spec)) is not None:
+        on = [int(t) for t in match["on"].split(",")]
+        off = None if match["off"] is None else [int(t) for t in match["off"].split(",")]
+        bins = None if match["start"] is None else (int(match["start"]), int(match["stop"]))
+        layout = options.pop("layout", None)
+        _no_options(options, text, "a specificity")
+        return specificity_target(on, bins, off, head, layout=None if layout is None else layout.upper())
+    if spec.lower().startswith("specific"):
+        raise InputError(f"target {text!r} is not understood; write e.g. 'specific: tracks 3,7 vs rest, bins 400-420'")
+    if CONTRAST_SEPARATOR.search(spec) is not None:
+        _no_options(options, text, "a contrast")
+
+        def index(side: int | str) -> int:
+            if not isinstance(side, int):
+                raise InputError(f"target {text!r}: each side of 'vs' must be an output index, got {side!r}")
+            return side
+
+        contrast = parse_contrast(spec, index, dash=False)
+        assert contrast is not None
+        return ContrastTarget(contrast.positive, contrast.negative, head, text)
     if (match := _TRACK.fullmatch(spec)) is not None:
         tracks = [int(t) for t in match["tracks"].split(",")]
         bins = None if match["start"] is None else (int(match["start"]), int(match["stop"]))

@@ -20,6 +20,7 @@ from torch import nn
 
 from lrp_domains.core import composites
 from lrp_domains.core.composite import Composite
+from lrp_domains.core.engine.ledger import Ledger
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.sequential import plan_for
 from lrp_domains.core.engine.targets import Target, resolve_targets, select_target
@@ -186,6 +187,8 @@ def explain(
     sources: Sources = None,
     labels: Sequence[str] | None = None,
     check_delta: bool = True,
+    ledger: bool = False,
+    check: str | None = None,
 ) -> Explanation:
     """LRP relevance of ``inputs`` for one output of ``model`` per example.
 
@@ -236,7 +239,17 @@ def explain(
     check_delta:
         Warn when an example lost or gained more than half its relevance under a composite that
         should conserve it (explainers that report ``delta`` themselves turn this off).
+    ledger:
+        Also record where ``delta`` went, in the same backward pass: :attr:`Explanation.ledger`,
+        the relevance each module absorbed (:mod:`lrp_domains.core.engine.ledger`).
+    check:
+        ``"ledger"`` (implies ``ledger=True``): raise :class:`LedgerError`, naming the module,
+        when relevance is lost where no module accounts for it beyond float tolerance (an
+        overflow, a stabilizer too small, an operation the ledger cannot see).
     """
+    if check not in (None, "ledger"):
+        raise ValueError(f"check must be None or 'ledger', got {check!r}")
+    ledger = ledger or check == "ledger"
     composite = resolve_composite(composite)
     data = prepare_inputs(model, inputs, device)
     targets = resolve_targets(target, _length(data), labels)
@@ -251,8 +264,11 @@ def explain(
         sources=sources,
         check_delta=False,
         total=-(-_length(data) // (batch_size or max(_length(data), 1))),
+        ledger=ledger,
     )
     result = Explanation.concatenate(parts)
+    if check == "ledger":
+        check_ledger(result)
     home = inputs.device if isinstance(inputs, torch.Tensor) else None
     if home is not None:
         result = result.to(home)
@@ -273,6 +289,7 @@ def explain_batches(
     sources: Sources = None,
     check_delta: bool = True,
     total: int | None = None,
+    ledger: bool = False,
 ) -> list[Explanation]:
     """One :class:`Explanation` per ``(inputs, targets)`` batch, all inside one scope: the loop
     :func:`explain` runs, for callers that build their own batches (inputs already prepared with
@@ -288,17 +305,18 @@ def explain_batches(
     first = next(data, None)
     if first is None:
         return parts
-    plan = plan_for(model, composite) if not names and output is None and isinstance(first[0], torch.Tensor) else None
+    direct = not names and output is None and isinstance(first[0], torch.Tensor)
+    plan = plan_for(model, composite) if direct else None
     if plan is not None:  # an MLP: the same rules, evaluated layer by layer without the scope's machinery
         for batch, batch_target in itertools.chain([first], data):
             assert isinstance(batch, torch.Tensor)  # a plan is made for tensor inputs only (as the first batch)
-            parts.append(plan.explain_batch(batch, batch_target, hypothetical))
+            parts.append(plan.explain_batch(batch, batch_target, hypothetical, ledger))
     else:
         with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
             scope.inputs.capture_hypothetical = hypothetical
             scope.inputs.read_sources(names)
             for batch, batch_target in itertools.chain([first], data):
-                parts.append(_explain_batch(model, scope, batch, batch_target, strict, output))
+                parts.append(_explain_batch(model, scope, batch, batch_target, strict, output, ledger))
     if check_delta and composite.conserves:
         for part in parts:
             warn_on_large_delta(part)
@@ -399,7 +417,15 @@ def read_relevance(
     return relevance, read, input_grads, extra_grads
 
 
-def _explain_batch(model, scope, batch, target, strict, output_fn) -> Explanation:
+def _explain_batch(model, scope, batch, target, strict, output_fn, ledger: bool = False) -> Explanation:
+    scope.ledger = Ledger(_length(batch)) if ledger else None
+    try:
+        return _explain_one(model, scope, batch, target, strict, output_fn)
+    finally:
+        scope.ledger = None
+
+
+def _explain_one(model, scope, batch, target, strict, output_fn) -> Explanation:
     raw, leaves, features = run_tracked(model, scope, batch)
     output = explained_output(scope, raw, batch, output_fn)
     scope.check(strict)
@@ -410,7 +436,55 @@ def _explain_batch(model, scope, batch, target, strict, output_fn) -> Explanatio
     if scope.inputs.capture_hypothetical and not mapping:
         units = scope.inputs.hypothetical(leaves[0], input_grads[0]).detach()
     relevance_out = dict(zip(features, relevance)) if mapping else relevance[0]
-    return Explanation.build(relevance_out, output.detach(), index, explained.detach(), units, read)
+    result = Explanation.build(relevance_out, output.detach(), index, explained.detach(), units, read)
+    if scope.ledger is not None:
+        result.ledger_rows = scope.ledger.rows(result.delta)
+    return result
+
+
+class LedgerError(ValueError):
+    """Relevance was lost where no module accounts for it (``explain(..., check="ledger")``)."""
+
+
+#: Relative size of the ``(numerical)`` row that ``check="ledger"`` accepts, by dtype.
+LEDGER_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 5e-2}
+
+
+def check_ledger(result: Explanation) -> None:
+    """Raise :class:`LedgerError` when an example's ``(numerical)`` ledger row is beyond float
+    tolerance, naming the first module whose absorbed relevance is not finite (an overflow)
+    or else the module that absorbed the most (where to look)."""
+    rows = result.ledger_rows
+    if rows is None:
+        raise ValueError("this explanation has no ledger: explain with ledger=True")
+    tolerance = LEDGER_TOLERANCE.get(result.explained.dtype, 1e-4)
+    scale = result.explained.detach().double().cpu().abs() + rows.absorbed.abs().sum(0) + 1e-30
+    bad = ~(rows.numerical.abs() <= tolerance * scale)  # NaN counts as bad
+    if not bool(bad.any()):
+        return
+    example = int(bad.nonzero()[0, 0])
+    column = rows.absorbed[:, example]
+    explained = float(result.explained[example])
+    advice = (
+        "the explanation cannot be trusted: check the model's dtype (float16 overflows: use float32 or "
+        "bfloat16), the rules' stabilizers, and strict=True for operations without a rule"
+    )
+    broken = [i for i in range(len(rows.modules)) if not bool(torch.isfinite(column[i]))]
+    if broken:
+        first = broken[0]  # rows are in backward order: the first non-finite row is where it broke
+        raise LedgerError(
+            f"example {example}: the relevance stopped being finite at {rows.modules[first]!r} "
+            f"({rows.rules[first]}), explaining {explained:.4g} ({result.explained.dtype}); {advice}"
+        )
+    if len(rows.modules):
+        top = int(column.abs().argmax())
+        where = f"the largest absorption is at {rows.modules[top]!r} ({rows.rules[top]})"
+    else:
+        where = "no module was tapped"
+    raise LedgerError(
+        f"example {example}: {float(rows.numerical[example]):.4g} of the explained {explained:.4g} was "
+        f"lost outside any module's rule ({where}); {advice}"
+    )
 
 
 #: ``|delta|`` above this share of ``|explained| + |sum of relevance|`` is reported.

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Union
 
 import torch
 
+from lrp_domains.core.engine.ledger import LedgerRows
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -49,6 +51,8 @@ class Explanation:
         value 1 (for one-hot inputs, each base's hypothetical contribution; first order).
     sources:
         With ``explain(..., sources=...)``: relevance of each named module's output (full shape).
+    ledger_rows:
+        With ``explain(..., ledger=True)``: where ``delta`` went (:attr:`ledger` as a table).
     """
 
     relevance: Relevance
@@ -58,6 +62,19 @@ class Explanation:
     delta: torch.Tensor
     hypothetical: torch.Tensor | None = None
     sources: dict[str, torch.Tensor] = field(default_factory=dict)
+    ledger_rows: LedgerRows | None = None
+
+    @property
+    def ledger(self) -> pd.DataFrame:
+        """Where the relevance went (``explain(..., ledger=True)``): a long table with columns
+        example, module, rule and absorbed (relevance entering the module at its output minus
+        relevance leaving at its inputs; negative where a rule creates relevance), one row per
+        example and module where it is not zero, and a ``(numerical)`` row per example for what no
+        module accounts for. Per example, the input relevance (and sources) plus the sum of
+        ``absorbed`` is the explained value (:mod:`lrp_domains.core.engine.ledger`)."""
+        if self.ledger_rows is None:
+            raise ValueError("this explanation has no ledger: explain with ledger=True")
+        return self.ledger_rows.to_frame()
 
     @classmethod
     def build(
@@ -88,7 +105,13 @@ class Explanation:
             return torch.cat(values)
 
         fields = ("relevance", "output", "target", "explained", "delta", "hypothetical", "sources")
-        return cls(*(cat([getattr(p, name) for p in parts]) for name in fields))
+        ledgers = [p.ledger_rows for p in parts]
+        ledger = (
+            LedgerRows.concatenate([r for r in ledgers if r is not None])
+            if all(r is not None for r in ledgers)
+            else None
+        )
+        return cls(**{name: cat([getattr(p, name) for p in parts]) for name in fields}, ledger_rows=ledger)
 
     def to(self, device: torch.device | str) -> Explanation:
         """The same explanation with relevance, hypothetical contributions and sources on ``device``."""
@@ -106,6 +129,7 @@ class Explanation:
             self.delta.to(device),
             move(self.hypothetical),
             move(self.sources),
+            self.ledger_rows,
         )
 
     def __len__(self) -> int:

@@ -29,10 +29,11 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.engine.coverage import Coverage, LRPCoverageError
+from lrp_domains.core.engine.ledger import Ledger
 from lrp_domains.core.engine.tracking import InputTracker
 from lrp_domains.core.functional import FunctionalRules, default_table
 from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
-from lrp_domains.core.rules import Rule
+from lrp_domains.core.rules import Pass, Rule
 
 if TYPE_CHECKING:
     from lrp_domains.core.composite import Composite
@@ -78,6 +79,8 @@ class ModuleCall:
     #: The rule this module ran with in its latest call (the composite's ``first`` rule where it
     #: claimed the input).
     applied: Rule | None = field(default=None, repr=False)
+    #: While the call runs under a ledger: how an anchor is tapped for this call's row.
+    ledger_tap: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
     @functools.cached_property
     def ops(self) -> AffineOps | None:
@@ -114,7 +117,10 @@ class ModuleCall:
         if self._inputs is None:
             return None, None
         anchor = self._inputs.anchor_for(x, self.describe())
-        return anchor, None if anchor is None else self._inputs.recorder(anchor)
+        if anchor is None:
+            return None, None
+        recorder = self._inputs.recorder(anchor)
+        return (anchor if self.ledger_tap is None else self.ledger_tap(anchor)), recorder
 
 
 class _MergedNorm(Rule):
@@ -167,6 +173,11 @@ class Scope:
         self._mode = FunctionalRules(self, table)
         self._active = False
         self._softmax_warned = False
+        #: While set (``explain(..., ledger=True)``), the taps of the current pass
+        #: (:mod:`lrp_domains.core.engine.ledger`).
+        self.ledger: Ledger | None = None
+        #: Per module (by id), whether its forward maps zero to zero (see _maps_zero_to_zero).
+        self._zero_to_zero: dict[int, bool] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Scope:
@@ -261,21 +272,67 @@ class Scope:
         if self.composite.first is not None and call.ops is not None and self._claims_first(args):
             rule = self.composite.first
         call.applied = rule
+        key = self._ledger_key(call, rule, state.stack)
         # Functional calls are ours to rule only where no enclosing module has a rule.
         active = rule is None and (not state.stack or state.stack[-1][1])
         state.stack.append((call, active))
         try:
+            if key is not None:
+                assert self.ledger is not None and rule is not None
+                args = tuple(self.ledger.tap(key, a, "in") for a in args)
+                kwargs = {k: self.ledger.tap(key, v, "in") for k, v in kwargs.items()}
+                call.ledger_tap = functools.partial(self.ledger.tap_written, key)
             output = call.original(*args, **kwargs) if rule is None else rule(call, args, kwargs)
+            if key is not None:
+                assert self.ledger is not None
+                output = self.ledger.tap_all(key, output, "out")
             if call.name in self.inputs.source_names:
                 with self.covered():
                     output = self.inputs.source_output(call.name, output)
             return output
         finally:
+            call.ledger_tap = None
             state.stack.pop()
             state.depth -= 1
             if outermost:
                 _active_scopes().pop()
                 self._mode.__exit__(None, None, None)
+
+    def _ledger_key(self, call: ModuleCall, rule: Rule | None, stack: list) -> tuple[str, str] | None:
+        """The ledger row of this call, when it is tapped: a module computing with a rule that
+        changes relevance (not Pass: its gradient moves relevance unchanged; not in place: a tap
+        is a view), outside any rule's own computation."""
+        if self.ledger is None or rule is None or isinstance(rule, (Pass, _MergedNorm)):
+            return None
+        if getattr(call.module, "inplace", False) or not all(active for _, active in stack):
+            return None
+        if rule.preserves_relevance and self._maps_zero_to_zero(call):
+            return None  # R_in = R_out exactly: nothing to absorb, and its taps would cost the most
+        return (call.name or "<model>", repr(rule))
+
+    def _maps_zero_to_zero(self, call: ModuleCall) -> bool:
+        """Whether the module's own forward maps a zero input to zero (an identity-type rule
+        then loses nothing where the input is zero); asked once per module."""
+        known = self._zero_to_zero.get(id(call.module))
+        if known is None:
+            parameter = next(call.module.parameters(), None)
+            zero = (
+                torch.zeros(1) if parameter is None else torch.zeros(1, dtype=parameter.dtype, device=parameter.device)
+            )
+            try:
+                with torch.no_grad(), self.covered():
+                    out = call.original(zero)
+                known = isinstance(out, torch.Tensor) and out.shape == zero.shape and not bool(out.any())
+            except Exception:  # noqa: BLE001 - a module that does not take one number: tap it
+                known = False
+            self._zero_to_zero[id(call.module)] = known
+        return known
+
+    def ledger_label(self) -> str:
+        """The name of the innermost running module, for the rows of functional operations."""
+        stack = self._state().stack
+        call = next((entry[0] for entry in reversed(stack) if entry[0] is not None), None)
+        return (call.name or "<model>") if call is not None else "<model>"
 
     def _claims_first(self, args: tuple) -> bool:
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
@@ -309,11 +366,17 @@ class Scope:
         call = next((entry[0] for entry in reversed(stack) if entry[0] is not None), None)
         return self.coverage.record(operation, call.name if call else "", type(call.module).__name__ if call else "")
 
-    def record_softmax(self, output: Any, logits: torch.Tensor, uncovered: tuple[str, str, str] | None) -> None:
+    def record_softmax(
+        self,
+        output: Any,
+        logits: torch.Tensor,
+        uncovered: tuple[str, str, str] | None,
+        ledger_key: tuple[str, str] | None = None,
+    ) -> None:
         """Remember the latest softmax of this forward (functional mode): its output, its input and
         its coverage key if it recorded one. Only the latest is kept: an output softmax is the
         forward's last, and one input tensor is all it holds on to."""
-        self._state().softmax = (output, logits, uncovered)
+        self._state().softmax = (output, logits, uncovered, ledger_key)
 
     def output_logits(self, output: Any) -> torch.Tensor | None:
         """The logits when ``output`` (the explained tensor of the latest forward) is the output of
@@ -326,9 +389,11 @@ class Scope:
         record, state.softmax = state.softmax, None
         if record is None or record[0] is not output:
             return None
-        _, logits, uncovered = record
+        _, logits, uncovered, ledger_key = record
         if uncovered is not None:
             self.coverage.discard(uncovered)
+        if ledger_key is not None and self.ledger is not None:
+            self.ledger.discard(ledger_key)  # off the explained path: its input tap sees the seed
         if not self._softmax_warned:
             self._softmax_warned = True
             warnings.warn(

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lrp_domains.core.composite import Composite
+from lrp_domains.core.engine.ledger import LedgerRows
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.targets import select_target
 from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
@@ -87,9 +88,11 @@ def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
                 rule = composite.last
             else:
                 rule = composite.rule_for(name, module)
-            if rule is not None and getattr(rule, "affine_backward", None) is None:
+            if rule is None:
+                return None  # no module rule: the general engine applies the functional rule for F.linear
+            if getattr(rule, "affine_backward", None) is None:
                 return None  # the rule has no direct form: the general engine runs its __call__
-            if rule is not None and rule.writes_relevance and (module is not linears[0] or steps):
+            if rule.writes_relevance and (module is not linears[0] or steps):
                 return None  # an input-layer rule not on the model's input: the general engine handles it
             steps.append(_Step("linear", module, rule, affine_ops(module)))
         elif type(module) is nn.ReLU:
@@ -124,9 +127,14 @@ class SequentialPlan:
     steps: list[_Step]
 
     def explain_batch(
-        self, x: torch.Tensor, target: torch.Tensor | Callable | None, hypothetical: bool = False
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor | Callable | None,
+        hypothetical: bool = False,
+        ledger: bool = False,
     ) -> Explanation:
-        """One batch, as :func:`lrp_domains.core.engine.attribution.explain_batches` would give it."""
+        """One batch, as :func:`lrp_domains.core.engine.attribution.explain_batches` would give it
+        (``ledger``: with the rows a scope's taps would record, :mod:`~lrp_domains.core.engine.ledger`)."""
         saved: list = []  # per step: (input, z) for linear layers, the input of a ReLU, the shape before a flatten
         with torch.no_grad():
             h = x
@@ -148,6 +156,7 @@ class SequentialPlan:
         explained, index, grad = _seed(output, target)
         written = None
         units = None
+        rows: list[tuple[str, str, torch.Tensor]] = []
         with torch.no_grad():
             for position in range(len(self.steps) - 1, -1, -1):
                 step, kept = self.steps[position], saved[position]
@@ -160,7 +169,13 @@ class SequentialPlan:
                 elif step.kind == "linear":
                     assert grad is not None  # only the first Linear writes relevance directly (plan_for)
                     h, z = kept
+                    entering = _per_example(z * grad) if ledger else None
                     grad, written, units = _linear_backward(step, h, z, grad, position == 0 and hypothetical)
+                    if entering is not None:
+                        out = h * grad if grad is not None else written
+                        assert out is not None  # a layer gives a gradient or writes relevance
+                        leaving = _per_example(out)
+                        rows.append((str(position), repr(step.rule), entering - leaving))
         relevance = x * grad if grad is not None else torch.zeros_like(x)
         if written is not None:
             relevance = relevance + written.reshape(x.shape)
@@ -169,7 +184,17 @@ class SequentialPlan:
             hypo = grad.clone() if grad is not None else torch.zeros_like(x)
             if units is not None:
                 hypo = hypo + units.reshape(x.shape).to(hypo.dtype)
-        return Explanation.build(relevance, output.detach(), index, explained.detach(), hypo, {})
+        result = Explanation.build(relevance, output.detach(), index, explained.detach(), hypo, {})
+        if ledger:
+            n = x.shape[0]
+            absorbed = torch.stack([row[2] for row in rows]) if rows else torch.zeros(0, n, dtype=torch.float64)
+            numerical = result.delta.detach().double().cpu() - absorbed.sum(0)
+            result.ledger_rows = LedgerRows([r[0] for r in rows], [r[1] for r in rows], absorbed, numerical)
+        return result
+
+
+def _per_example(value: torch.Tensor) -> torch.Tensor:
+    return value.reshape(value.shape[0], -1).sum(1, dtype=torch.float64).cpu()
 
 
 def _seed(
@@ -195,8 +220,7 @@ def _linear_backward(
     """``(gradient at the input, relevance written directly, hypothetical units)`` of one layer."""
     rule, (weight, bias) = step.rule, parameters_of(step.module)
     weight = weight.detach()
-    if rule is None:  # no rule: the plain gradient
-        return grad @ weight, None, None
+    assert rule is not None  # plan_for sends layers without a rule to the general engine
     bias = None if bias is None else bias.detach()
     assert step.ops is not None  # a Linear's
     layer = _Layer(step.ops, x, z, weight, bias, grad)

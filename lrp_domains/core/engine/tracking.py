@@ -48,7 +48,17 @@ class InputTracker:
     def input_of(self, x: torch.Tensor) -> torch.Tensor | None:
         """The tracked leaf that ``x`` is (or a full contiguous view of), else None."""
         for leaf in self.leaves:
-            if x is leaf or (x._base is leaf and x.is_contiguous() and x.numel() == leaf.numel()):
+            if x is leaf:
+                return leaf
+            if x._base is leaf and (
+                (x.is_contiguous() and x.numel() == leaf.numel())
+                # the same layout (an identity view, as the ledger's taps are), contiguous or not
+                or (
+                    x.shape == leaf.shape
+                    and x.stride() == leaf.stride()
+                    and x.storage_offset() == leaf.storage_offset()
+                )
+            ):
                 return leaf
         return None
 
