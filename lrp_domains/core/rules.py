@@ -85,12 +85,20 @@ class Rule:
             cls.cost = None
         if "__call__" in own:
             # Rule's own: no direct form, no gradient, no promise about relevance
-            for name in ("affine_backward", "passes_gradient", "preserves_relevance"):
+            for name in ("affine_backward", "passes_gradient", "preserves_relevance", "ledger_bias"):
                 if name not in own:
                     setattr(cls, name, vars(Rule)[name])
 
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         raise NotImplementedError
+
+    def ledger_bias(self, call: ModuleCall) -> torch.Tensor | None:
+        """For the conservation ledger: the constant ``b`` the module adds to an output that is
+        otherwise linear in its input, when this rule keeps the module's plain gradient (LRP-0).
+        Then what it absorbs is ``sum(b * g)`` over the output gradient ``g`` alone (``z g - x W^T g
+        = b g``): no tensor needs keeping. None: not such a rule (the ledger taps inputs and output);
+        an empty tensor: no bias (nothing absorbed)."""
+        return None
 
     def macs(self, nonnegative: bool) -> int:
         """This rule's :attr:`cost` on a layer whose input is non-negative (``nonnegative``) or of
@@ -219,6 +227,13 @@ class Epsilon(Rule):
             z = call.original(*args, **kwargs)
         # epsilon = 0 is LRP-0, whose modified gradient is the plain gradient.
         return epsilon_grad(z, self.epsilon) if self.epsilon > 0 else z
+
+    def ledger_bias(self, call: ModuleCall) -> torch.Tensor | None:
+        """LRP-0 on a Linear or convolution: its (merged) bias (see :meth:`Rule.ledger_bias`)."""
+        if self.epsilon > 0 or call.ops is None:
+            return None
+        _, bias = call.params()
+        return torch.zeros(0) if bias is None else bias
 
     def affine_backward(self, layer: _Layer) -> torch.Tensor:
         """``W^T (g z / stab(z))``, the scale of :class:`~lrp_domains.core.gradients.EpsilonGrad`."""

@@ -58,6 +58,25 @@ class _Tap(torch.autograd.Function):
         return grad, None, None
 
 
+class _BiasTap(torch.autograd.Function):
+    """Identity; the backward hands the sink, per example, ``sum(b * grad)``: what a layer under
+    LRP-0 absorbs, with ``b`` its bias along the channel dimension ``dim`` of the output."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, z: torch.Tensor, sink: Callable[[torch.Tensor], None], bias: torch.Tensor, dim: int
+    ) -> torch.Tensor:
+        ctx.sink, ctx.bias, ctx.dim = sink, bias.detach(), dim
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
+        per_channel = _wide(grad).movedim(ctx.dim, -1)
+        per_channel = per_channel.reshape(per_channel.shape[0], -1, per_channel.shape[-1]).sum(1)
+        ctx.sink(per_channel @ ctx.bias.to(per_channel.dtype))
+        return grad, None, None, None
+
+
 def _wide(value: torch.Tensor) -> torch.Tensor:
     """Half types in float32: a product or a sum must not overflow where the factors do not."""
     value = value.detach()
@@ -215,6 +234,16 @@ class Ledger:
             return tensor
         table = self._in if side == "in" else self._out
         return _Tap.apply(tensor, self._sink(table, key), False)
+
+    def tap_bias(self, key: tuple[str, str], output: Any, bias: torch.Tensor, dim: int) -> Any:
+        """The output of an affine layer under LRP-0, tapped for the row ``key``: it absorbs
+        ``sum(bias * grad)`` (:meth:`~lrp_domains.core.rules.Rule.ledger_bias`)."""
+        if not isinstance(output, torch.Tensor) or not output.requires_grad:
+            return output
+        if not self._splittable(output) or output.dim() < 2:
+            self._broken.add(key)
+            return output
+        return _BiasTap.apply(output, self._sink(self._out, key), bias, dim)
 
     def tap_written(self, key: tuple[str, str], anchor: torch.Tensor) -> torch.Tensor:
         """An anchor (where an input-layer rule writes relevance) tapped for the row ``key``: its

@@ -277,13 +277,20 @@ class Scope:
         active = rule is None and (not state.stack or state.stack[-1][1])
         state.stack.append((call, active))
         try:
-            if key is not None:
+            # LRP-0 on an affine layer: what it absorbs is read off the output gradient alone
+            bias = rule.ledger_bias(call) if key is not None and rule is not None else None
+            if key is not None and bias is None:
                 assert self.ledger is not None and rule is not None
                 args = tuple(self.ledger.tap(key, a, "in") for a in args)
                 kwargs = {k: self.ledger.tap(key, v, "in") for k, v in kwargs.items()}
                 call.ledger_tap = functools.partial(self.ledger.tap_written, key)
             output = call.original(*args, **kwargs) if rule is None else rule(call, args, kwargs)
-            if key is not None:
+            if key is not None and bias is not None:
+                assert self.ledger is not None
+                if bias.numel():
+                    channels = -1 if isinstance(call.module, nn.Linear) else 1
+                    output = self.ledger.tap_bias(key, output, bias, channels)
+            elif key is not None:
                 assert self.ledger is not None
                 output = self.ledger.tap_all(key, output, "out")
             if call.name in self.inputs.source_names:
