@@ -97,7 +97,8 @@ class Rule:
         otherwise linear in its input, when this rule keeps the module's plain gradient (LRP-0).
         Then what it absorbs is ``sum(b * g)`` over the output gradient ``g`` alone (``z g - x W^T g
         = b g``): no tensor needs keeping. None: not such a rule (the ledger taps inputs and output);
-        an empty tensor: no bias (nothing absorbed)."""
+        an empty tensor: no bias (nothing absorbed). Its channels run along the output's last
+        dimension for ``nn.Linear`` and ``nn.LayerNorm``, along dimension 1 for other modules."""
         return None
 
     def macs(self, nonnegative: bool) -> int:

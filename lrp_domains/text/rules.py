@@ -36,6 +36,15 @@ class LayerNormRule(Rule):
             return _NativeLayerNormFunction.apply(x, module)
         return _LayerNormFunction.apply(x, module, call.original)
 
+    def ledger_bias(self, call: ModuleCall) -> torch.Tensor | None:
+        """For ``nn.LayerNorm`` over one dimension, its shift ``b``: with ``std`` fixed the map is
+        ``A x + b`` and this rule's gradient is ``A^T g``, so ``x A^T g = (y - b) g`` and the norm
+        absorbs ``b g`` (:meth:`~lrp_domains.core.rules.Rule.ledger_bias`)."""
+        module = call.module
+        if type(module) is not nn.LayerNorm or len(module.normalized_shape) != 1:
+            return None
+        return torch.zeros(0) if module.bias is None else module.bias
+
 
 class _NativeLayerNormFunction(torch.autograd.Function):
     """``nn.LayerNorm`` itself: ``native_layer_norm`` (the kernel ``F.layer_norm`` runs, so the

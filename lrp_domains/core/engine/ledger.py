@@ -25,6 +25,7 @@ operation is left untapped and its share lands in ``numerical``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ class _Tap(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        ctx.sink(_per_example_sum(grad) if ctx.written else _per_example_dot(ctx.saved_tensors[0], grad))
+        with unintercepted():
+            ctx.sink(_per_example_sum(grad) if ctx.written else _per_example_dot(ctx.saved_tensors[0], grad))
         return grad, None, None
 
 
@@ -71,10 +73,28 @@ class _BiasTap(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        per_channel = _wide(grad).movedim(ctx.dim, -1)
-        per_channel = per_channel.reshape(per_channel.shape[0], -1, per_channel.shape[-1]).sum(1)
-        ctx.sink(per_channel @ ctx.bias.to(per_channel.dtype))
+        with unintercepted():
+            wide = _wide(grad).movedim(ctx.dim, -1)
+            # a matrix-vector product first: summing over positions first reduces a strided dimension
+            ctx.sink(_per_example_sum(wide @ ctx.bias.to(wide.dtype)))
         return grad, None, None, None
+
+
+def unintercepted() -> Any:
+    """A context for the ledger's own arithmetic, out of sight of the explaining scope's TorchFunctionMode (the
+    backward runs inside it): each intercepted operation costs a Python dispatch."""
+    return torch._C.DisableTorchFunction()
+
+
+def _out_of_sight(method: Callable) -> Callable:
+    """A tapping method run under :func:`unintercepted` (it runs in the scope's forward)."""
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with unintercepted():
+            return method(*args, **kwargs)
+
+    return run
 
 
 def _wide(value: torch.Tensor) -> torch.Tensor:
@@ -224,6 +244,7 @@ class Ledger:
 
         return add
 
+    @_out_of_sight
     def tap(self, key: tuple[str, str], tensor: Any, side: str) -> Any:
         """``tensor`` tapped as an input (``side="in"``) or the output (``"out"``) of the row
         ``key``; a tensor that cannot be split per example marks the row unusable."""
@@ -235,6 +256,7 @@ class Ledger:
         table = self._in if side == "in" else self._out
         return _Tap.apply(tensor, self._sink(table, key), False)
 
+    @_out_of_sight
     def tap_bias(self, key: tuple[str, str], output: Any, bias: torch.Tensor, dim: int) -> Any:
         """The output of an affine layer under LRP-0, tapped for the row ``key``: it absorbs
         ``sum(bias * grad)`` (:meth:`~lrp_domains.core.rules.Rule.ledger_bias`)."""
@@ -245,6 +267,7 @@ class Ledger:
             return output
         return _BiasTap.apply(output, self._sink(self._out, key), bias, dim)
 
+    @_out_of_sight
     def tap_written(self, key: tuple[str, str], anchor: torch.Tensor) -> torch.Tensor:
         """An anchor (where an input-layer rule writes relevance) tapped for the row ``key``: its
         gradient is relevance leaving the module."""

@@ -29,7 +29,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.engine.coverage import Coverage, LRPCoverageError
-from lrp_domains.core.engine.ledger import Ledger
+from lrp_domains.core.engine.ledger import Ledger, unintercepted
 from lrp_domains.core.engine.tracking import InputTracker
 from lrp_domains.core.functional import FunctionalRules, default_table
 from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
@@ -278,7 +278,11 @@ class Scope:
         state.stack.append((call, active))
         try:
             # LRP-0 on an affine layer: what it absorbs is read off the output gradient alone
-            bias = rule.ledger_bias(call) if key is not None and rule is not None else None
+            bias, has_bias = None, False
+            if key is not None and rule is not None:
+                with unintercepted():
+                    bias = rule.ledger_bias(call)
+                    has_bias = bias is not None and bias.numel() > 0
             if key is not None and bias is None:
                 assert self.ledger is not None and rule is not None
                 args = tuple(self.ledger.tap(key, a, "in") for a in args)
@@ -287,8 +291,8 @@ class Scope:
             output = call.original(*args, **kwargs) if rule is None else rule(call, args, kwargs)
             if key is not None and bias is not None:
                 assert self.ledger is not None
-                if bias.numel():
-                    channels = -1 if isinstance(call.module, nn.Linear) else 1
+                if has_bias:
+                    channels = -1 if isinstance(call.module, (nn.Linear, nn.LayerNorm)) else 1  # convolutions: 1
                     output = self.ledger.tap_bias(key, output, bias, channels)
             elif key is not None:
                 assert self.ledger is not None

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from lrp_domains.core.composite import Composite
-from lrp_domains.core.engine.ledger import LedgerRows
+from lrp_domains.core.engine.ledger import LedgerRows, _wide
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.targets import select_target
 from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
@@ -157,6 +157,7 @@ class SequentialPlan:
         written = None
         units = None
         rows: list[tuple[str, str, torch.Tensor]] = []
+        entering: torch.Tensor | None = None  # per example, the relevance entering a layer's output
         with torch.no_grad():
             for position in range(len(self.steps) - 1, -1, -1):
                 step, kept = self.steps[position], saved[position]
@@ -169,13 +170,19 @@ class SequentialPlan:
                 elif step.kind == "linear":
                     assert grad is not None  # only the first Linear writes relevance directly (plan_for)
                     h, z = kept
-                    entering = _per_example(z * grad) if ledger else None
+                    if ledger and entering is None:  # the top layer
+                        entering = _per_example(z, grad)
                     grad, written, units = _linear_backward(step, h, z, grad, position == 0 and hypothetical)
-                    if entering is not None:
-                        out = h * grad if grad is not None else written
-                        assert out is not None  # a layer gives a gradient or writes relevance
-                        leaving = _per_example(out)
-                        rows.append((str(position), repr(step.rule), entering - leaving))
+                    if ledger:
+                        assert entering is not None
+                        rows.append((str(position), repr(step.rule), entering))
+                        if any(below.kind == "linear" for below in self.steps[:position]):
+                            # ReLU, Flatten and identity steps pass sum(h * grad) on unchanged: what leaves
+                            # this layer enters the next one down (the lowest one's: the input relevance)
+                            assert grad is not None  # only the lowest layer writes relevance (plan_for)
+                            leaving = _per_example(h, grad)
+                            rows[-1] = (str(position), repr(step.rule), entering - leaving)
+                            entering = leaving
         relevance = x * grad if grad is not None else torch.zeros_like(x)
         if written is not None:
             relevance = relevance + written.reshape(x.shape)
@@ -186,6 +193,13 @@ class SequentialPlan:
                 hypo = hypo + units.reshape(x.shape).to(hypo.dtype)
         result = Explanation.build(relevance, output.detach(), index, explained.detach(), hypo, {})
         if ledger:
+            # the lowest layer lets out the input relevance: explained - delta, summed once already
+            name, rule, entering = rows[-1]
+            rows[-1] = (
+                name,
+                rule,
+                entering - (explained.detach().double().cpu() - result.delta.detach().double().cpu()),
+            )
             n = x.shape[0]
             absorbed = torch.stack([row[2] for row in rows]) if rows else torch.zeros(0, n, dtype=torch.float64)
             numerical = result.delta.detach().double().cpu() - absorbed.sum(0)
@@ -193,8 +207,11 @@ class SequentialPlan:
         return result
 
 
-def _per_example(value: torch.Tensor) -> torch.Tensor:
-    return value.reshape(value.shape[0], -1).sum(1, dtype=torch.float64).cpu()
+def _per_example(value: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
+    """Per example, ``sum(value * grad)`` (or ``sum(value)``), summed in the tensors' dtype (half
+    types in float32) and returned in float64."""
+    value = _wide(value) if grad is None else _wide(value) * _wide(grad)
+    return value.reshape(value.shape[0], -1).sum(1).double().cpu()
 
 
 def _seed(
