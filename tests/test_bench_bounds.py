@@ -118,3 +118,36 @@ def test_each_rule_declares_its_cost_and_an_undeclared_one_is_named():
     assert lower_bound(model, x, Composite({nn.Linear: Declared()}, last=R.Epsilon())) == pytest.approx(
         (3 * f1 + 2 * f2) / (2 * (f1 + f2))
     )
+
+
+def test_batch_one_bench_reports_each_case_against_its_bound():
+    from lrp_domains.bench.engine.batch_one import run
+
+    rows = run(("mlp-module", "residual-cnn"), batch=1, repeats=1, threads=1)
+    assert [(row["case"], row["method"]) for row in rows] == [
+        ("mlp-module", "epsilon"),
+        ("residual-cnn", "epsilon"),
+        ("residual-cnn", "genomics"),
+    ]
+    for row in rows:
+        assert row["ms"] > 0 and row["gradient_ms"] > 0
+        assert row["time_ratio"] == pytest.approx(row["ms"] / row["gradient_ms"])
+    assert rows[0]["bound"] == pytest.approx(1.0)  # epsilon: a gradient's MACs
+    assert rows[2]["bound"] > 1.5  # gamma and z-box layers cost more than a gradient
+    with pytest.raises(ValueError, match="unknown case"):
+        run(("resnet",), repeats=1)
+
+
+def test_the_mlp_held_in_a_module_gets_the_bare_sequentials_relevance():
+    """bench core's mlp-module case runs the general engine; the bare Sequential the fast path:
+    the same rules, so the same relevance."""
+    from lrp_domains.bench.engine.batch_one import MLPInModule
+    from lrp_domains.core.engine.attribution import explain
+
+    torch.manual_seed(0)
+    held = MLPInModule().eval()
+    x = torch.randn(8, 765)
+    for name in ("epsilon", "zplus"):
+        inside = explain(held, x, composite=name).relevance
+        bare = explain(held.net, x, composite=name).relevance
+        torch.testing.assert_close(inside, bare, rtol=1e-5, atol=1e-6)

@@ -64,7 +64,8 @@ def _require(missing: str | None) -> None:
 
 @bench("core")
 def core(device: str = DEVICE, repeats: int = REPEATS, memory: bool = MEMORY, threads: int = THREADS) -> None:
-    """LRP time and peak memory over gradient x input: 1-D CNN with BatchNorm, MLP."""
+    """LRP time and peak memory over gradient x input: 1-D CNN with BatchNorm, MLP (bare and in a
+    module), residual CNN."""
     from lrp_domains.bench.engine.core import print_table, run
 
     print_table(run(device=device, repeats=repeats, memory=memory, threads=threads or None), device)
@@ -212,6 +213,21 @@ def variants(
     with one_line_errors():
         result = run(n=n, seed=seed, repeats=repeats, quick=quick)
     print_table(result)
+
+
+@bench("batch-one")
+def batch_one(
+    cases: str = typer.Option("mlp-module,residual-cnn,bpnet,minilm", help="Comma-separated cases."),
+    batch: int = typer.Option(1, help="Examples per explanation."),
+    repeats: int = typer.Option(30, help="Timed runs per method (interleaved)."),
+    threads: int = THREADS,
+) -> None:
+    """One example at a time: our explanation over a plain gradient, beside the MAC bound, for an
+    MLP held in a module, a residual CNN, BPNet and one MiniLM sentence."""
+    from lrp_domains.bench.engine.batch_one import print_table, run
+
+    chosen = tuple(c.strip() for c in cases.split(",") if c.strip())
+    print_table(run(chosen, batch=batch, repeats=repeats, threads=threads or None))
 
 
 @bench("adapter")

@@ -2,7 +2,9 @@
 
 Cases: (a) a 3-layer 1-D CNN with BatchNorm on one-hot inputs (N=64, 4 x 1000) with ``epsilon``
 and ``epsilon-gamma-box``; (b) an MLP (N=256, 765 -> 256 -> 128 -> 10) with ``epsilon`` and
-``zplus``. Each case also runs ``epsilon + ledger`` (``explain(..., ledger=True)``): its cost over
+``zplus``; (c) the same MLP held as ``self.net`` in a module, which the MLP fast path does not
+take (the general engine's cost); (d) ``bench adapter``'s residual CNN (BatchNorm, residual adds;
+N=128 x 4 x 200), ``epsilon``. Each case also runs ``epsilon + ledger`` (``explain(..., ledger=True)``): its cost over
 the same explanation without the ledger is the ``ledger`` column. Time ratios come from
 interleaved runs; peak-memory ratios from fresh processes. Each composite's lower bound (the
 multiply-accumulates its rules must compute, over a gradient's; :mod:`lrp_domains.bench.flops`)
@@ -28,6 +30,8 @@ from lrp_domains.core.engine.attribution import explain
 CASES = {
     "cnn": ("3 conv + BatchNorm, one-hot N=64 x 4 x 1000", ["epsilon", "epsilon-gamma-box", "epsilon + ledger"]),
     "mlp": ("765-256-128-10, standard-normal N=256", ["epsilon", "zplus", "epsilon + ledger"]),
+    "mlp-module": ("the same MLP held as self.net in a module (the general engine), N=256", ["epsilon"]),
+    "residual": ("bench adapter's residual CNN (BatchNorm, residual adds), one-hot N=128 x 4 x 200", ["epsilon"]),
 }
 LEDGER = " + ledger"
 
@@ -62,6 +66,17 @@ def build_case(case: str, device: torch.device) -> tuple[nn.Module, torch.Tensor
     elif case == "mlp":
         model = nn.Sequential(nn.Linear(765, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
         inputs = torch.randn(256, 765, generator=generator)
+    elif case == "mlp-module":
+        from lrp_domains.bench.engine.batch_one import MLPInModule
+
+        model = MLPInModule()
+        inputs = torch.randn(256, 765, generator=generator)
+    elif case == "residual":
+        from lrp_domains.bench.engine.adapter import residual_cnn
+
+        model = residual_cnn()
+        idx = torch.randint(4, (128, 200), generator=generator)
+        inputs = nn.functional.one_hot(idx, 4).permute(0, 2, 1).float()
     else:
         raise ValueError(f"unknown case {case!r}")
     return model.eval().to(device), inputs.to(device)

@@ -69,10 +69,14 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     training mode, and its dropout and attention submodules stay in eval mode, so the outputs are
     eval outputs and activation memory is still saved. A layer that applies dropout in its own
     forward stays in eval mode (not checkpointed) so that nothing is dropped."""
-    training = {module: module.training for module in model.modules()}
+    modules = list(model.modules())
+    if not any(module.training for module in modules):
+        yield  # already in eval mode: nothing to set or give back (the common case, and per batch)
+        return
+    training = {module: module.training for module in modules}
     try:
         model.eval()
-        for module in model.modules():
+        for module in modules:
             if getattr(module, "gradient_checkpointing", False) is True and not _drops_out_itself(module):
                 module.training = True
         yield

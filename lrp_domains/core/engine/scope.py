@@ -202,17 +202,19 @@ class Scope:
             if undo is not None:
                 self._undo.append(undo)
         norms = {id(norm) for norm in self._merged.values()}
+        named = list(self.model.named_modules())
         last = None
         if self.composite.last is not None:
-            last = next((m for _, m in reversed(list(self.model.named_modules())) if affine_ops(m) is not None), None)
-        for name, module in self.model.named_modules():
+            last = next((m for _, m in reversed(named) if affine_ops(m) is not None), None)
+        for name, module in named:
             rule = self.composite.last if module is last else self.composite.rule_for(name, module)
             if id(module) in norms:
                 rule = _MergedNorm(rule)
             self._install(name, module, rule, self._merged.get(id(module)))
         for param in self.model.parameters():
-            self._saved_flags.append((param, param.requires_grad))
-            param.requires_grad_(False)
+            if param.requires_grad:
+                self._saved_flags.append((param, True))
+                param.requires_grad_(False)
 
     def _install(self, name: str, module: nn.Module, rule: Rule | None, merged_with: _BatchNorm | None) -> None:
         original = module.forward

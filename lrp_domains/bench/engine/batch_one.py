@@ -1,0 +1,185 @@
+"""``lrp-domains bench batch-one``: one example at a time, where fixed costs per module show.
+
+A batch of one sequence or one sentence is where the engine's per-module Python work (installed
+forwards, autograd Functions, bookkeeping) shows next to the arithmetic, as kernel launches do on
+a GPU. For each model our explanation of one example is timed against a plain gradient of the same
+value (gradient x input, at the one-hot input or the token embeddings), in turns, in one run; the
+composite's lower bound (:mod:`lrp_domains.bench.flops`, its rules' multiply-accumulates over a
+gradient's) is printed beside the ratio, and ``time / bound`` is the figure against the target
+(at most 1.3):
+
+- ``mlp-module``: the 765-256-128-10 ReLU MLP held as ``self.net`` in a module, ``epsilon``;
+- ``residual-cnn``: ``bench adapter``'s residual 1-D CNN (BatchNorm, two residual blocks, max
+  pool, two dense layers) on 4 x 200 one-hot, through ``SequenceExplainer``, ``epsilon`` and
+  ``genomics``;
+- ``bpnet``: bpnet-lite's BPNet (64 filters, 8 dilated layers, 2,114 bp), its counts target,
+  through ``SequenceExplainer``, ``genomics`` (needs the ``models`` extra);
+- ``minilm``: the default sentiment model (MiniLM), one sentence, ``attnlrp`` (no MAC bound is
+  computed for a transformer: the bound column is 1, the gradient's, which AttnLRP's rules keep).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from lrp_domains.bench.measure import interleaved_times
+
+__all__ = ["CASES", "run", "print_table"]
+
+CASES = ("mlp-module", "residual-cnn", "bpnet", "minilm")
+
+
+class MLPInModule(nn.Module):
+    """The bench core MLP as most users hold it: a Sequential inside a module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(765, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def _gradient_x_input(model: nn.Module, inputs: torch.Tensor, value: Callable[[torch.Tensor], torch.Tensor]):
+    def gradient() -> torch.Tensor:
+        x = inputs.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(value(model(x)).sum(), x)
+        return x.detach() * grad
+
+    return gradient
+
+
+def _engine_case(name: str, batch: int) -> list[dict[str, Any]]:
+    from lrp_domains.bench.flops import lower_bound
+    from lrp_domains.core.composites import get
+    from lrp_domains.core.engine.attribution import explain
+
+    torch.manual_seed(0)
+    model = MLPInModule().eval()
+    inputs = torch.randn(batch, 765)
+    target = model(inputs).argmax(1)
+    composite = get("epsilon")
+    methods = {
+        "gradient x input": _gradient_x_input(model, inputs, lambda out: out.gather(1, target[:, None])),
+        "epsilon": lambda: explain(model, inputs, target, composite),
+    }
+    return [dict(case=name, method="epsilon", bound=lower_bound(model, inputs, composite), methods=methods)]
+
+
+def _sequence_case(name: str, batch: int) -> list[dict[str, Any]]:
+    from lrp_domains.bench.flops import lower_bound
+    from lrp_domains.bio.sequences.explainer import SequenceExplainer
+    from lrp_domains.bio.sequences.onehot import one_hot
+
+    generator = torch.Generator().manual_seed(0)
+    if name == "bpnet":
+        from lrp_domains.bench.gpu.models import build
+
+        model, options, length, _ = build("bpnet-counts", tiny=False)
+        composites = ["genomics"]
+    else:
+        from lrp_domains.bench.engine.adapter import residual_cnn
+
+        model, options, length = residual_cnn(), {}, 200
+        composites = ["epsilon", "genomics"]
+    sequences = [
+        "".join("ACGT"[i] for i in row.tolist()) for row in torch.randint(4, (batch, length), generator=generator)
+    ]
+    rows = []
+    for composite in composites:
+        explainer = SequenceExplainer(model, composite=composite, **{k: v for k, v in options.items() if k != "target"})
+        target = options.get("target")
+        onehot = one_hot(sequences).float()
+        if target is None:
+            index = explainer.runner(onehot).argmax(1)
+
+            def value(out: torch.Tensor, index: torch.Tensor = index) -> torch.Tensor:
+                return out.gather(1, index[:, None])
+        else:
+            value = target
+        methods = {
+            "gradient x input": _gradient_x_input(explainer.runner, onehot, value),
+            composite: lambda explainer=explainer, target=target, onehot=onehot: explainer.explain(
+                onehot, target=target, batch_size=batch
+            ),
+        }
+        bound = lower_bound(explainer.runner, onehot, explainer.composite)
+        rows.append(dict(case=name, method=composite, bound=bound, methods=methods))
+    return rows
+
+
+def _text_case(name: str, batch: int) -> list[dict[str, Any]]:
+    from lrp_domains.text import TextExplainer
+
+    explainer = TextExplainer.default(composite="attnlrp")
+    model, tokenizer = explainer.model, explainer.tokenizer
+    sentences = ["A gorgeous, moving film that stays with you long after the credits roll."] * batch
+    encoded = tokenizer(sentences, return_tensors="pt", padding=True)
+    embed = model.get_input_embeddings()
+    index = model(**encoded).logits.argmax(1)
+
+    def gradient() -> torch.Tensor:
+        embeddings = embed(encoded["input_ids"]).detach().requires_grad_(True)
+        logits = model(inputs_embeds=embeddings, attention_mask=encoded["attention_mask"]).logits
+        (grad,) = torch.autograd.grad(logits.gather(1, index[:, None]).sum(), embeddings)
+        return (embeddings.detach() * grad).sum(-1)
+
+    methods = {"gradient x input": gradient, "attnlrp": lambda: explainer.explain(sentences, batch_size=batch)}
+    return [dict(case=name, method="attnlrp", bound=1.0, methods=methods)]
+
+
+def run(cases: tuple[str, ...] = CASES, batch: int = 1, repeats: int = 30, threads: int | None = None) -> list[dict]:
+    """Time each case; return rows (case, method, ms of each, ratio, bound)."""
+    if threads:
+        torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", message="some explanations lost or gained")
+    builders = {"mlp-module": _engine_case, "residual-cnn": _sequence_case, "bpnet": _sequence_case}
+    rows = []
+    for case in cases:
+        if case not in CASES:
+            raise ValueError(f"unknown case {case!r}; choose from {', '.join(CASES)}")
+        specs = _text_case(case, batch) if case == "minilm" else builders[case](case, batch)
+        for spec in specs:
+            times = interleaved_times(spec["methods"], repeats=repeats)
+            base, ours = times["gradient x input"], times[spec["method"]]
+            rows.append(
+                dict(
+                    case=case,
+                    method=spec["method"],
+                    batch=batch,
+                    gradient_ms=1000 * base,
+                    ms=1000 * ours,
+                    time_ratio=ours / base,
+                    bound=spec["bound"],
+                )
+            )
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    """The rows as a table, with the target beside it."""
+    from rich.console import Console
+    from rich.table import Table
+
+    batch = rows[0]["batch"] if rows else 1
+    table = Table(title=f"bench batch-one: batch {batch}, cpu, {torch.get_num_threads()} threads")
+    for column in ("case", "method", "gradient ms", "ours ms", "time", "MAC bound", "time / bound"):
+        table.add_column(column, justify="left" if column in ("case", "method") else "right")
+    for row in rows:
+        table.add_row(
+            row["case"],
+            row["method"],
+            f"{row['gradient_ms']:.2f}",
+            f"{row['ms']:.2f}",
+            f"{row['time_ratio']:.2f}x",
+            f"{row['bound']:.2f}x",
+            f"{row['time_ratio'] / row['bound']:.2f}",
+        )
+    console = Console()
+    console.print(table)
+    console.print("  time / bound: our time over the gradient's, over the composite's MAC bound (target: at most 1.3)")
