@@ -269,3 +269,24 @@ def test_the_command_line_takes_a_specificity_target(tmp_path):
         + ["--target", "specific: tracks 1,2 vs 2", "--motifs", "none", "--no-progress"],
     )
     assert bad.exit_code != 0 and "both on and off target" in bad.output
+
+
+def test_the_ledger_balances_under_contrast_and_specificity_targets():
+    """The ledger applies as for any target: on models with biases, input relevance + what each
+    module absorbed + numerical = the contrast (or specificity) value, per example."""
+    seeded(0)
+    model = mlp(n_out=5, bias=True).double().eval()
+    x = torch.randn(6, 10, generator=seeded(1), dtype=torch.float64)
+    tracks = tracks_model().double()
+    onehot = one_hot_batch(5, LENGTH, seeded(12)).double()
+    for net, inputs, target, labels in (
+        (model, x, "toxic vs non-toxic", LABELS),
+        (tracks, onehot, specificity_target([1, 4], bins=(2, 7)), None),
+    ):
+        result = L.explain(net, inputs, target=target, labels=labels, composite="epsilon", ledger=True)
+        rows = result.ledger_rows
+        assert rows is not None and len(rows.modules) > 0
+        input_relevance = result.relevance.reshape(len(inputs), -1).sum(1).double()
+        total = input_relevance + rows.absorbed.sum(0) + rows.numerical
+        torch.testing.assert_close(total, result.explained.double(), rtol=1e-10, atol=1e-12)
+        assert rows.numerical.abs().max() < 1e-10 * result.explained.abs().max()  # nothing unseen
