@@ -319,7 +319,8 @@ def test_borzoi_tracks_first_layout_conservation_and_unchanged(borzoi):
     explainer = SequenceExplainer(model, strict=True)
     assert explainer.architecture.track_layout == "NCL"
     result = explainer.explain(x, target=track_target(5, (1, 3)))
-    torch.testing.assert_close(result.explained, out[:, 5, 1:3].sum(1).double())
+    # BatchNorms merged into the convolutions before them compute the same values to float32 rounding
+    torch.testing.assert_close(result.explained, out[:, 5, 1:3].sum(1).double(), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(result.output, out)
     # Bias-free and with fresh BatchNorm statistics (no shift): conserved.
     torch.testing.assert_close(result.channel_relevance.sum((1, 2)).double(), result.explained, rtol=1e-3, atol=1e-5)

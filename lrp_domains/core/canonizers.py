@@ -35,16 +35,20 @@ class MergeBatchNorm:
     input through; the parameters themselves are never modified, so nothing needs undoing.
 
     Pairs are found as consecutive children of an ``nn.Sequential`` (as zennit's
-    ``SequentialMergeBatchNorm``), plus any given explicitly by module name in ``pairs``. A
-    BatchNorm in training mode (batch statistics) is not merged.
+    ``SequentialMergeBatchNorm``); with ``traced`` (the default) also in any model shape, from the
+    autograd graph of one forward, where every call of the BatchNorm takes the output of one layer
+    and nothing else takes it (:mod:`lrp_domains.core.traced_pairs`: a residual block, a Sequential
+    held in a module); plus any given explicitly by module name in ``pairs``. A BatchNorm in
+    training mode (batch statistics) is not merged.
     """
 
-    def __init__(self, pairs: Sequence[tuple[str, str]] = (), sequential: bool = True) -> None:
+    def __init__(self, pairs: Sequence[tuple[str, str]] = (), sequential: bool = True, traced: bool = True) -> None:
         self.pairs = tuple(pairs)
         self.sequential = sequential
+        self.traced = traced
 
     def __repr__(self) -> str:
-        return f"MergeBatchNorm(pairs={self.pairs!r}, sequential={self.sequential})"
+        return f"MergeBatchNorm(pairs={self.pairs!r}, sequential={self.sequential}, traced={self.traced})"
 
     def apply(self, model: nn.Module, scope: Scope) -> None:
         """Register every pair with ``scope``; nothing to undo (parameters are not touched)."""
@@ -62,6 +66,11 @@ class MergeBatchNorm:
                 for layer, norm in zip(children, children[1:]):
                     if isinstance(layer, MERGEABLE) and self._mergeable_norm(norm, layer):
                         found.append((layer, norm))
+        if self.traced:
+            from lrp_domains.core.traced_pairs import traced_pairs
+
+            known = {id(norm) for _, norm in found}
+            found.extend(pair for pair in traced_pairs(model) if id(pair[1]) not in known)
         for layer_name, norm_name in self.pairs:
             layer, norm = model.get_submodule(layer_name), model.get_submodule(norm_name)
             if not isinstance(layer, MERGEABLE) or not self._mergeable_norm(norm, layer):

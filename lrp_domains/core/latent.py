@@ -45,6 +45,7 @@ from lrp_domains.core.engine.attribution import (
     run_tracked,
 )
 from lrp_domains.core.engine.targets import Target, resolve_targets, select_target
+from lrp_domains.core.traced_pairs import trace_for
 
 __all__ = ["Concepts", "concept_relevance", "conditional_relevance", "explain_concepts", "layer_relevance"]
 
@@ -409,6 +410,7 @@ def explain_concepts(
     names = _source_names(model, sources)
     _check_tracked(data, names)
     parts = []
+    _trace_merges(model, composite, data)
     with _Probe(model, layer, at) as probe, eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
         scope.inputs.read_sources(names)
         chosen: list[int] | None = None if channels is None else [int(c) for c in channels]
@@ -499,6 +501,7 @@ def layer_relevance(
     probes = [_Probe(model, name, at) for name in layers]
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     entered = []
+    _trace_merges(model, composite, data)
     try:
         for probe in probes:
             entered.append(probe.__enter__())
@@ -519,3 +522,11 @@ def layer_relevance(
         for probe in entered:
             probe.__exit__()
     return {name: torch.cat(values) for name, values in collected.items()}
+
+
+def _trace_merges(model: nn.Module, composite: Composite, data: Inputs) -> None:
+    """BatchNorms to merge in any model shape, as :func:`lrp_domains.explain` finds them (from a
+    forward of the first few examples), so that latent and input relevance use the same layers."""
+    first, _ = next(batches(data, None, 8))
+    with eval_mode(model), torch.enable_grad():
+        trace_for(model, composite, first)

@@ -24,6 +24,7 @@ from lrp_domains.core.engine.ledger import Ledger
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.sequential import plan_for
 from lrp_domains.core.engine.targets import Target, resolve_targets, select_target
+from lrp_domains.core.traced_pairs import trace_for
 
 __all__ = [
     "Target",
@@ -70,8 +71,8 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     eval outputs and activation memory is still saved. A layer that applies dropout in its own
     forward stays in eval mode (not checkpointed) so that nothing is dropped."""
     modules = list(model.modules())
-    if not any(module.training for module in modules):
-        yield  # already in eval mode: nothing to set or give back (the common case, and per batch)
+    if not any(module.training or getattr(module, "gradient_checkpointing", False) is True for module in modules):
+        yield  # already in eval mode, nothing checkpointed: nothing to set or give back (the common case)
         return
     training = {module: module.training for module in modules}
     try:
@@ -316,6 +317,8 @@ def explain_batches(
             assert isinstance(batch, torch.Tensor)  # a plan is made for tensor inputs only (as the first batch)
             parts.append(plan.explain_batch(batch, batch_target, hypothetical, ledger))
     else:
+        with eval_mode(model), torch.enable_grad():
+            trace_for(model, composite, first[0])  # BatchNorms to merge in any model shape, once per model
         with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
             scope.inputs.capture_hypothetical = hypothetical
             scope.inputs.read_sources(names)
