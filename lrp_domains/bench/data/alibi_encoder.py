@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lrp_domains.bench.data.nt_like import _reverse_complement, adamw_warmup_cosine
 from lrp_domains.bench.data.synthetic import SyntheticDataset
 
 __all__ = [
@@ -201,10 +202,6 @@ class AlibiEncoderForSequenceClassification(nn.Module):
         return SequenceClassifierOutput(logits=self.classifier(pooled))
 
 
-def _reverse_complement(sequence: str) -> str:
-    return sequence.translate(str.maketrans("ACGTN", "TGCAN"))[::-1]
-
-
 def train_alibi_encoder(
     data: SyntheticDataset,
     k: int = 3,
@@ -233,12 +230,7 @@ def train_alibi_encoder(
     model = AlibiEncoderForSequenceClassification(config)
     generator = torch.Generator().manual_seed(seed)
     n = len(data)
-    steps = epochs * math.ceil(n / batch_size)
-    warmup = max(1, steps // 20)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+    optimizer, schedule = adamw_warmup_cosine(model.parameters(), lr, epochs * math.ceil(n / batch_size))
     sequences = [s.upper() for s in data.sequences]
     labels = data.labels.long()
     start = time.perf_counter()

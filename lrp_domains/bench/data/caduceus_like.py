@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lrp_domains.bench.data.nt_like import adamw_warmup_cosine
 from lrp_domains.bench.data.synthetic import SyntheticDataset
 
 __all__ = [
@@ -171,12 +172,7 @@ def train_caduceus_like(
     model = CaduceusLikeForSequenceClassification(config)
     generator = torch.Generator().manual_seed(seed)
     n = len(data)
-    steps = epochs * math.ceil(n / batch_size)
-    warmup = max(1, steps // 20)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
+    optimizer, schedule = adamw_warmup_cosine(model.parameters(), lr, epochs * math.ceil(n / batch_size))
     sequences = [s.upper() for s in data.sequences]
     labels = data.labels.long()
     start = time.perf_counter()
