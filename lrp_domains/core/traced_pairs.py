@@ -36,10 +36,11 @@ _FOUND: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], list[tuple[n
 
 def traced_pairs(model: nn.Module) -> list[tuple[nn.Module, _BatchNorm]]:
     """The pairs :func:`trace_pairs` found for ``model`` (none when it was not traced, or its
-    modules changed since)."""
+    modules changed since: :func:`trace_pairs` runs first, in :func:`lrp_domains.explain`, and
+    checks that)."""
     found = _FOUND.get(model)
-    if found is None or found[0] != _module_ids(model):
-        return []
+    if found is None or not found[1] or found[0] != _module_ids(model):
+        return []  # (no pairs: the common case, answered without walking the model)
     return found[1]
 
 

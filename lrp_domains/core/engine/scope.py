@@ -30,6 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.engine.coverage import Coverage, LRPCoverageError
 from lrp_domains.core.engine.ledger import Ledger, unintercepted
+from lrp_domains.core.engine.sequential import SequentialPlan, block_plan, fused_block
 from lrp_domains.core.engine.tracking import InputTracker
 from lrp_domains.core.functional import FunctionalRules, default_table
 from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
@@ -178,6 +179,11 @@ class Scope:
         self.ledger: Ledger | None = None
         #: Per module (by id), whether its forward maps zero to zero (see _maps_zero_to_zero).
         self._zero_to_zero: dict[int, bool] = {}
+        #: Per module (by id), the rule installed on it; modules whose forward the user had patched.
+        self._rules: dict[int, Rule | None] = {}
+        self._user_forwards: set[int] = set()
+        #: Per Sequential (by id), its fused plan, or None (see _fused).
+        self._block_plans: dict[int, SequentialPlan | None] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Scope:
@@ -218,6 +224,9 @@ class Scope:
 
     def _install(self, name: str, module: nn.Module, rule: Rule | None, merged_with: _BatchNorm | None) -> None:
         original = module.forward
+        self._rules[id(module)] = rule
+        if "forward" in module.__dict__:
+            self._user_forwards.add(id(module))
         call = ModuleCall(module, name, original, merged_with, self.inputs)
         self.calls[id(module)] = call
         is_root = module is self.model
@@ -290,7 +299,11 @@ class Scope:
                 args = tuple(self.ledger.tap(key, a, "in") for a in args)
                 kwargs = {k: self.ledger.tap(key, v, "in") for k, v in kwargs.items()}
                 call.ledger_tap = functools.partial(self.ledger.tap_written, key)
-            output = call.original(*args, **kwargs) if rule is None else rule(call, args, kwargs)
+            fused = self._fused(call, rule, args, kwargs)
+            if fused is not None:
+                output = fused
+            else:
+                output = call.original(*args, **kwargs) if rule is None else rule(call, args, kwargs)
             if key is not None and bias is not None:
                 assert self.ledger is not None
                 if has_bias:
@@ -310,6 +323,32 @@ class Scope:
             if outermost:
                 _active_scopes().pop()
                 self._mode.__exit__(None, None, None)
+
+    def _fused(self, call: ModuleCall, rule: Rule | None, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        """An MLP block (an ``nn.Sequential`` of Linear layers, ReLUs and shape-only modules
+        anywhere in the model) as one autograd node computing the rules its modules have
+        (:func:`~lrp_domains.core.engine.sequential.block_plan`): the per-module forwards, mode
+        dispatch and autograd Functions are what a small block's time is made of. None where the
+        block is not such an MLP, or the ledger, a source inside it or the input layer's rule needs
+        its modules one by one."""
+        module = call.module
+        if rule is not None or type(module) is not nn.Sequential or self.ledger is not None or kwargs:
+            return None
+        x = args[0] if len(args) == 1 else None
+        if not isinstance(x, torch.Tensor) or not x.requires_grad or not x.is_floating_point():
+            return None
+        if self.composite.first is not None and not (self.inputs.leaves and self.inputs.input_of(x) is None):
+            return None  # the input layer's rule may be claimed inside the block
+        prefix = f"{call.name}." if call.name else ""
+        if any(name == call.name or name.startswith(prefix) for name in self.inputs.source_names):
+            return None
+        if id(module) not in self._block_plans:
+            children = list(module.children())
+            taken = any(id(c) in self._merged or id(c) in self._user_forwards for c in children)
+            plan = None if taken else block_plan(module, lambda m: self._rules.get(id(m)))
+            self._block_plans[id(module)] = plan
+        plan = self._block_plans[id(module)]
+        return fused_block(x, plan) if plan is not None else None
 
     def _ledger_key(self, call: ModuleCall, rule: Rule | None, stack: list) -> tuple[str, str] | None:
         """The ledger row of this call, when it is tapped: a module computing with a rule that

@@ -23,13 +23,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from lrp_domains.core.composite import Composite
-from lrp_domains.core.engine.ledger import LedgerRows, _wide
+from lrp_domains.core.engine.ledger import LedgerRows, _wide, unintercepted
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.targets import select_target
 from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
 from lrp_domains.core.rules import LayerRule, Rule, _Layer
 
-__all__ = ["SequentialPlan", "plan_for"]
+__all__ = ["SequentialPlan", "block_plan", "fused_block", "plan_for"]
 
 _SHAPE_ONLY = (nn.Dropout, nn.Identity, nn.Flatten)
 
@@ -126,16 +126,9 @@ class SequentialPlan:
 
     steps: list[_Step]
 
-    def explain_batch(
-        self,
-        x: torch.Tensor,
-        target: torch.Tensor | Callable | None,
-        hypothetical: bool = False,
-        ledger: bool = False,
-    ) -> Explanation:
-        """One batch, as :func:`lrp_domains.core.engine.attribution.explain_batches` would give it
-        (``ledger``: with the rows a scope's taps would record, :mod:`~lrp_domains.core.engine.ledger`)."""
-        saved: list = []  # per step: (input, z) for linear layers, the input of a ReLU, the shape before a flatten
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+        """The block's output for ``x`` and what its backward keeps (no autograd)."""
+        saved: list = []
         with torch.no_grad():
             h = x
             for step in self.steps:
@@ -151,7 +144,37 @@ class SequentialPlan:
                     h = step.module(h)
                 else:
                     saved.append(None)
-        output = h
+        return h, saved
+
+    def backward(self, saved: list, grad: torch.Tensor) -> torch.Tensor:
+        """The modified gradient at the block's input, from ``grad`` at its output (no layer of a
+        block writes relevance directly: :func:`block_plan`)."""
+        with torch.no_grad():
+            for position in range(len(self.steps) - 1, -1, -1):
+                step, kept = self.steps[position], saved[position]
+                saved[position] = None
+                if step.kind == "relu":
+                    grad = torch.ops.aten.threshold_backward(grad, kept, 0.0)
+                elif step.kind == "flatten":
+                    grad = grad.reshape(kept)
+                elif step.kind == "linear":
+                    h, z = kept
+                    result, _, _ = _linear_backward(step, h, z, grad, False)
+                    assert result is not None  # block_plan admits no rule that writes relevance
+                    grad = result
+        return grad
+
+    def explain_batch(
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor | Callable | None,
+        hypothetical: bool = False,
+        ledger: bool = False,
+    ) -> Explanation:
+        """One batch, as :func:`lrp_domains.core.engine.attribution.explain_batches` would give it
+        (``ledger``: with the rows a scope's taps would record, :mod:`~lrp_domains.core.engine.ledger`)."""
+        # per step: (input, z) for linear layers, the input of a ReLU, the shape before a flatten
+        output, saved = self.forward(x)
         grad: torch.Tensor | None  # None below a layer that writes its input relevance directly
         explained, index, grad = _seed(output, target)
         written = None
@@ -205,6 +228,58 @@ class SequentialPlan:
             numerical = result.delta.detach().double().cpu() - absorbed.sum(0)
             result.ledger_rows = LedgerRows([r[0] for r in rows], [r[1] for r in rows], absorbed, numerical)
         return result
+
+
+def block_plan(block: nn.Sequential, rule_of: Callable[[nn.Module], Rule | None]) -> SequentialPlan | None:
+    """A plan for an MLP block inside a bigger model, with the rules a scope gave its modules
+    (``rule_of``), for :func:`fused_block`; None where the block is not such an MLP: other modules,
+    hooks, a module in training mode, a rule without a direct form or one that writes relevance
+    directly (an input-layer rule: the scope applies it)."""
+    steps: list[_Step] = []
+    for module in block:
+        if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module.training:
+            return None
+        if getattr(module, "_backward_pre_hooks", None) or any(True for _ in module.children()):
+            return None
+        rule = rule_of(module)
+        if type(module) is nn.Linear:
+            if rule is None or getattr(rule, "affine_backward", None) is None or rule.writes_relevance:
+                return None
+            steps.append(_Step("linear", module, rule, affine_ops(module)))
+        elif type(module) is nn.ReLU and _passes_gradient(rule, module):
+            steps.append(_Step("relu", module))
+        elif type(module) is nn.Flatten and _passes_gradient(rule, module):
+            steps.append(_Step("flatten", module))
+        elif type(module) in _SHAPE_ONLY and _passes_gradient(rule, module):
+            steps.append(_Step("identity", module))
+        else:
+            return None
+    if not any(step.kind == "linear" for step in steps):
+        return None
+    return SequentialPlan(steps)
+
+
+class _FusedBlock(torch.autograd.Function):
+    """An MLP block as one autograd node: the plan's forward, and in the backward its rules layer by
+    layer (the scope's own rules, without a forward, a mode dispatch or an autograd Function per
+    module)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, plan: SequentialPlan) -> torch.Tensor:  # noqa: D102
+        with unintercepted():  # the plan's own arithmetic: no functional rules apply inside the block
+            output, saved = plan.forward(x)
+        ctx.plan, ctx.saved = plan, saved
+        return output
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        saved, ctx.saved = ctx.saved, None  # freed as autograd frees its buffers
+        return ctx.plan.backward(saved, grad), None
+
+
+def fused_block(x: torch.Tensor, plan: SequentialPlan) -> torch.Tensor:
+    """``plan``'s block applied to ``x`` as one autograd node (see :class:`_FusedBlock`)."""
+    return _FusedBlock.apply(x, plan)
 
 
 def _per_example(value: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
