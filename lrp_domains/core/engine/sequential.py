@@ -11,6 +11,10 @@ same ``_Layer`` a scope would build), without autograd. Results equal the genera
 the model is only read. Anything else (hooks on a module, a patched ``forward``, subclasses,
 BatchNorm, other modules, rules without a direct form, sources, a custom ``output``) goes through
 the general engine.
+
+Inside the general engine, an MLP block elsewhere in a model (a dense head, ``self.net`` inside a
+module) gets the same treatment as one autograd node (:func:`block_plan`, :func:`fused_block`,
+used by :meth:`Scope._fused <lrp_domains.core.engine.scope.Scope>`).
 """
 
 from __future__ import annotations
