@@ -222,13 +222,12 @@ class SequentialPlan:
         if ledger:
             # the lowest layer lets out the input relevance: explained - delta, summed once already
             name, rule, entering = rows[-1]
-            rows[-1] = (
-                name,
-                rule,
-                entering - (explained.detach().double().cpu() - result.delta.detach().double().cpu()),
-            )
+            rows[-1] = (name, rule, entering - (_wide(explained) - _wide(result.delta)))
             n = x.shape[0]
-            absorbed = torch.stack([row[2] for row in rows]) if rows else torch.zeros(0, n, dtype=torch.float64)
+            # one conversion for all rows (per row it is what a small layer's time is made of)
+            absorbed = (
+                torch.stack([row[2] for row in rows]).double().cpu() if rows else torch.zeros(0, n, dtype=torch.float64)
+            )
             numerical = result.delta.detach().double().cpu() - absorbed.sum(0)
             result.ledger_rows = LedgerRows([r[0] for r in rows], [r[1] for r in rows], absorbed, numerical)
         return result
@@ -286,11 +285,12 @@ def fused_block(x: torch.Tensor, plan: SequentialPlan) -> torch.Tensor:
     return _FusedBlock.apply(x, plan)
 
 
-def _per_example(value: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
-    """Per example, ``sum(value * grad)`` (or ``sum(value)``), summed in the tensors' dtype (half
-    types in float32) and returned in float64."""
-    value = _wide(value) if grad is None else _wide(value) * _wide(grad)
-    return value.reshape(value.shape[0], -1).sum(1).double().cpu()
+def _per_example(value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Per example, ``sum(value * grad)``, in the tensors' dtype (half types in float32)."""
+    n = value.shape[0]
+    # a batched matrix-vector product: the BLAS kernel wakes fewer threads than a product and a
+    # sum (2-5x faster for a small layer under OMP_WAIT_POLICY=PASSIVE, measured)
+    return torch.bmm(_wide(value).reshape(n, 1, -1), _wide(grad).reshape(n, -1, 1)).reshape(n)
 
 
 def _seed(
