@@ -11,7 +11,7 @@ from torch import nn
 import lrp_domains as L
 from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.composites import get
-from lrp_domains.core.traced_pairs import trace_pairs, traced_pairs
+from lrp_domains.core.traced_pairs import trace_pairs
 
 
 def _norm(channels: int) -> nn.BatchNorm1d:
@@ -76,9 +76,10 @@ def _data(seed: int = 0) -> torch.Tensor:
     return nn.functional.one_hot(torch.randint(4, (5, 30), generator=g), 4).permute(0, 2, 1).double()
 
 
-def _named(model: nn.Module) -> list[tuple[str, str]]:
+def _named(model: nn.Module, x: torch.Tensor) -> list[tuple[str, str]]:
+    """The pairs kept for ``model`` (traced already: no forward runs), by module name."""
     names = {id(m): n for n, m in model.named_modules()}
-    return sorted((names[id(a)], names[id(b)]) for a, b in traced_pairs(model))
+    return sorted((names[id(a)], names[id(b)]) for a, b in trace_pairs(model, x))
 
 
 def _by_hand(pairs: list[tuple[str, str]]):
@@ -93,7 +94,7 @@ def test_pairs_in_a_residual_model_are_found_and_merge_as_named_by_hand():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = L.explain(model, x, composite="epsilon")
     expected = [("block.conv1", "block.norm1"), ("block.conv2", "block.norm2"), ("stem", "norm")]
-    assert _named(model) == expected
+    assert _named(model, x) == expected
     by_hand = L.explain(model, x, composite=_by_hand(expected))
     torch.testing.assert_close(result.relevance, by_hand.relevance, rtol=1e-12, atol=1e-14)
     unmerged = L.explain(model, x, composite=_by_hand([]))
@@ -110,7 +111,7 @@ def test_a_layer_whose_output_goes_elsewhere_is_not_merged(cls):
     torch.manual_seed(1)
     model, x = cls().double().eval(), _data(1)
     result = L.explain(model, x, composite="epsilon")
-    assert _named(model) == []
+    assert _named(model, x) == []
     unmerged = L.explain(model, x, composite=_by_hand([]))
     torch.testing.assert_close(result.relevance, unmerged.relevance, rtol=1e-12, atol=1e-14)
     torch.testing.assert_close(result.output, model(x))
@@ -121,13 +122,26 @@ def test_traced_once_per_model_and_again_when_its_modules_change():
     model, x = Net().double().eval(), _data(2)
     calls = []
     model.stem.register_forward_hook(lambda *a: calls.append(1))
-    trace_pairs(model, x)
-    trace_pairs(model, x)
+    first = trace_pairs(model, x)
+    assert trace_pairs(model, x) is first and len(first) == 3
     assert len(calls) == 1
     model.block = Residual().double().eval()
-    assert traced_pairs(model) == []  # stale: the model's modules changed
-    trace_pairs(model, x)
-    assert len(calls) == 2 and len(traced_pairs(model)) == 3
+    again = trace_pairs(model, x)
+    assert len(calls) == 2 and len(again) == 3 and again != first
+
+
+def test_a_scope_merges_only_the_pairs_handed_to_it():
+    """The traced pairs are the caller's to give: a scope entered by hand merges the Sequential
+    pairs only, whatever an earlier explanation traced for the same model."""
+    torch.manual_seed(4)
+    model, x = Net().double().eval(), _data(4)
+    L.explain(model, x, composite="epsilon")  # traces and keeps the pairs
+    with get("epsilon").context(model) as scope:
+        assert scope._merged == {}  # Net holds no Sequential pair
+    handed = get("epsilon").context(model)
+    handed.traced_pairs = trace_pairs(model, x)
+    with handed:
+        assert len(handed._merged) == 3
 
 
 def test_latent_relevance_uses_the_same_merged_layers():
@@ -138,4 +152,4 @@ def test_latent_relevance_uses_the_same_merged_layers():
     concepts = explain_concepts(model, x, layer="block", composite="epsilon")  # traced here first
     full = L.explain(model, x, composite="epsilon")
     torch.testing.assert_close(concepts.relevance, full.relevance, rtol=1e-10, atol=1e-12)
-    assert len(traced_pairs(model)) == 3
+    assert len(_named(model, x)) == 3

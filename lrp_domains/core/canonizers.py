@@ -52,11 +52,14 @@ class MergeBatchNorm:
 
     def apply(self, model: nn.Module, scope: Scope) -> None:
         """Register every pair with ``scope``; nothing to undo (parameters are not touched)."""
-        for layer, norm in self.find(model):
+        for layer, norm in self.find(model, scope.traced_pairs):
             scope.merge(layer, norm)
 
-    def find(self, model: nn.Module) -> list[tuple[nn.Module, _BatchNorm]]:
-        """The (layer, batchnorm) pairs of ``model`` that this canonizer merges."""
+    def find(
+        self, model: nn.Module, traced: Sequence[tuple[nn.Module, _BatchNorm]] = ()
+    ) -> list[tuple[nn.Module, _BatchNorm]]:
+        """The (layer, batchnorm) pairs of ``model`` that this canonizer merges (``traced``: those
+        :func:`~lrp_domains.core.traced_pairs.trace_pairs` found, merged when ``self.traced``)."""
         found: list[tuple[nn.Module, _BatchNorm]] = []
         if self.sequential:
             for module in model.modules():
@@ -67,10 +70,8 @@ class MergeBatchNorm:
                     if isinstance(layer, MERGEABLE) and self._mergeable_norm(norm, layer):
                         found.append((layer, norm))
         if self.traced:
-            from lrp_domains.core.traced_pairs import traced_pairs
-
             known = {id(norm) for _, norm in found}
-            found.extend(pair for pair in traced_pairs(model) if id(pair[1]) not in known)
+            found.extend(pair for pair in traced if id(pair[1]) not in known)
         for layer_name, norm_name in self.pairs:
             layer, norm = model.get_submodule(layer_name), model.get_submodule(norm_name)
             if not isinstance(layer, MERGEABLE) or not self._mergeable_norm(norm, layer):

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -46,6 +46,9 @@ from lrp_domains.core.engine.attribution import (
 )
 from lrp_domains.core.engine.targets import Target, resolve_targets, select_target
 from lrp_domains.core.traced_pairs import trace_for
+
+if TYPE_CHECKING:
+    from lrp_domains.core.engine.scope import Scope
 
 __all__ = ["Concepts", "concept_relevance", "conditional_relevance", "explain_concepts", "layer_relevance"]
 
@@ -410,8 +413,8 @@ def explain_concepts(
     names = _source_names(model, sources)
     _check_tracked(data, names)
     parts = []
-    _trace_merges(model, composite, data)
-    with _Probe(model, layer, at) as probe, eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
+    scope = _traced_scope(model, composite, data)
+    with _Probe(model, layer, at) as probe, eval_mode(model), torch.enable_grad(), scope:
         scope.inputs.read_sources(names)
         chosen: list[int] | None = None if channels is None else [int(c) for c in channels]
         for batch, batch_target in batches(data, targets, batch_size):
@@ -501,11 +504,11 @@ def layer_relevance(
     probes = [_Probe(model, name, at) for name in layers]
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     entered = []
-    _trace_merges(model, composite, data)
+    scope = _traced_scope(model, composite, data)
     try:
         for probe in probes:
             entered.append(probe.__enter__())
-        with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
+        with eval_mode(model), torch.enable_grad(), scope:
             scope.inputs.read_sources(names)
             for batch, batch_target in batches(data, targets, batch_size):
                 for probe in probes:
@@ -524,9 +527,12 @@ def layer_relevance(
     return {name: torch.cat(values) for name, values in collected.items()}
 
 
-def _trace_merges(model: nn.Module, composite: Composite, data: Inputs) -> None:
-    """BatchNorms to merge in any model shape, as :func:`lrp_domains.explain` finds them (from a
-    forward of the first few examples), so that latent and input relevance use the same layers."""
+def _traced_scope(model: nn.Module, composite: Composite, data: Inputs) -> Scope:
+    """The composite's scope (not entered) with the BatchNorms to merge in any model shape, as
+    :func:`lrp_domains.explain` finds them (from a forward of the first few examples), so that
+    latent and input relevance use the same layers."""
+    scope = composite.context(model)
     first, _ = next(batches(data, None, 8))
     with eval_mode(model), torch.enable_grad():
-        trace_for(model, composite, first)
+        scope.traced_pairs = trace_for(model, composite, first)
+    return scope

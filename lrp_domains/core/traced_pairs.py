@@ -12,6 +12,8 @@ construction; in a model whose ``forward`` calls its modules in its own way (a r
 Only then is ``norm(layer(x))`` computed as one affine layer without changing any value the
 model computes. The forward runs once per model, with the first batch, and the pairs are kept
 for the model (weakly: they go with it). A model whose submodules are replaced is traced again.
+The caller that traced hands the pairs to its scope (``scope.traced_pairs``), so a scope merges
+only what was traced for it, whatever ran before on the same model.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ["trace_for", "trace_pairs", "traced_pairs"]
+__all__ = ["trace_for", "trace_pairs"]
 
 _MERGEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -34,24 +36,15 @@ _FOUND: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], list[tuple[n
 )
 
 
-def traced_pairs(model: nn.Module) -> list[tuple[nn.Module, _BatchNorm]]:
-    """The pairs :func:`trace_pairs` found for ``model`` (none when it was not traced, or its
-    modules changed since: :func:`trace_pairs` runs first, in :func:`lrp_domains.explain`, and
-    checks that)."""
-    found = _FOUND.get(model)
-    if found is None or not found[1] or found[0] != _module_ids(model):
-        return []  # (no pairs: the common case, answered without walking the model)
-    return found[1]
-
-
-def trace_pairs(model: nn.Module, inputs: Any) -> None:
-    """Find the mergeable pairs of ``model`` from one forward of ``inputs`` (a tensor, or a dict of
-    them), once per model; a model with no BatchNorm outside ``nn.Sequential`` pairs, or inputs
-    that are not tensors, is not run."""
+def trace_pairs(model: nn.Module, inputs: Any) -> list[tuple[nn.Module, _BatchNorm]]:
+    """The mergeable pairs of ``model``, from one forward of ``inputs`` (a tensor, or a dict of
+    them) the first time and kept for the model after that (traced again when its modules
+    change); a model with no BatchNorm outside ``nn.Sequential`` pairs, or inputs that are not
+    tensors, is not run."""
     ids = _module_ids(model)
     found = _FOUND.get(model)
     if found is not None and found[0] == ids:
-        return
+        return found[1]
     norms = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.running_var is not None]
     pairs: list[tuple[nn.Module, _BatchNorm]] = []
     if norms and not _all_in_sequential_pairs(model, norms):
@@ -60,13 +53,15 @@ def trace_pairs(model: nn.Module, inputs: Any) -> None:
         except Exception:  # noqa: BLE001 - the explanation's own forward reports what is wrong
             pairs = []
     _FOUND[model] = (ids, pairs)
+    return pairs
 
 
-def trace_for(model: nn.Module, composite: Any, inputs: Any) -> None:
-    """:func:`trace_pairs` when one of the composite's canonizers merges traced pairs (call it in
-    eval mode, before the composite's scope is entered)."""
+def trace_for(model: nn.Module, composite: Any, inputs: Any) -> list[tuple[nn.Module, _BatchNorm]]:
+    """:func:`trace_pairs` when one of the composite's canonizers merges traced pairs, else none
+    (call it in eval mode; hand the pairs to the scope as ``scope.traced_pairs`` before entering it)."""
     if any(getattr(canonizer, "traced", False) for canonizer in composite.canonizers):
-        trace_pairs(model, inputs)
+        return trace_pairs(model, inputs)
+    return []
 
 
 def _module_ids(model: nn.Module) -> tuple[int, ...]:

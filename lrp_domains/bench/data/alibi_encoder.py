@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrp_domains.bench.data.nt_like import _reverse_complement, adamw_warmup_cosine
 from lrp_domains.bench.data.synthetic import SyntheticDataset
+from lrp_domains.bench.data.training import adamw_warmup_cosine, train_epoch
 
 __all__ = [
     "AlibiEncoderForSequenceClassification",
@@ -236,22 +236,11 @@ def train_alibi_encoder(
     start = time.perf_counter()
     model.train()
     for epoch in range(epochs):
-        order = torch.randperm(n, generator=generator).tolist()
-        total = 0.0
-        for i in range(0, n, batch_size):
-            rows = order[i : i + batch_size]
-            flips = (torch.rand(len(rows), generator=generator) < 0.5).tolist()
-            texts = [_reverse_complement(sequences[r]) if f else sequences[r] for r, f in zip(rows, flips)]
-            batch = dict(tokenizer(texts, padding=True, return_tensors="pt", return_token_type_ids=False))
-            loss = nn.functional.cross_entropy(model(**batch).logits, labels[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            total += float(loss.detach()) * len(rows)
+        loss = train_epoch(
+            model, tokenizer, sequences, labels, optimizer, schedule, generator, batch_size, flip_rate=0.5
+        )
         if log is not None:
-            log(f"epoch {epoch + 1}/{epochs}: loss {total / n:.4f} ({time.perf_counter() - start:.0f} s)")
+            log(f"epoch {epoch + 1}/{epochs}: loss {loss:.4f} ({time.perf_counter() - start:.0f} s)")
     model.eval()
     optimizer.zero_grad(set_to_none=True)
     return model, tokenizer

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lrp_domains.bench.data.synthetic import SyntheticDataset
+from lrp_domains.bench.data.training import adamw_warmup_cosine, train_epoch
 
 __all__ = ["accuracy", "build_nt_like", "predict", "train_dna_language_model"]
 
@@ -117,21 +118,6 @@ def accuracy(model: torch.nn.Module, tokenizer: Any, data: SyntheticDataset) -> 
     return float((predicted == data.labels).double().mean())
 
 
-def _reverse_complement(sequence: str) -> str:
-    return sequence.translate(str.maketrans("ACGTN", "TGCAN"))[::-1]
-
-
-def adamw_warmup_cosine(parameters: Any, lr: float, steps: int) -> tuple[torch.optim.Optimizer, Any]:
-    """AdamW (weight decay 0.01) and its schedule: a linear warm-up over the first 5% of ``steps``,
-    then cosine decay to 0; the bench's DNA language models all train with it."""
-    warmup = max(1, steps // 20)
-    optimizer = torch.optim.AdamW(parameters, lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))
-    )
-    return optimizer, schedule
-
-
 def train_dna_language_model(
     data: SyntheticDataset,
     k: int = 6,
@@ -195,23 +181,18 @@ def train_dna_language_model(
     start = time.perf_counter()
     model.train()
     for epoch in range(epochs):
-        order = torch.randperm(n, generator=generator).tolist()
-        total = 0.0
-        for i in range(0, n, batch_size):
-            rows = order[i : i + batch_size]
-            flips = torch.rand(len(rows), generator=generator) < (0.5 if augment else 0.0)
-            batch = _encode(
-                tokenizer,
-                [_reverse_complement(sequences[r]) if f else sequences[r] for r, f in zip(rows, flips.tolist())],
-            )
-            loss = torch.nn.functional.cross_entropy(model(**batch).logits, labels[rows])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            total += float(loss.detach()) * len(rows)
-        line = f"epoch {epoch + 1}/{epochs}: loss {total / n:.4f}"
+        loss = train_epoch(
+            model,
+            tokenizer,
+            sequences,
+            labels,
+            optimizer,
+            schedule,
+            generator,
+            batch_size,
+            flip_rate=0.5 if augment else 0.0,
+        )
+        line = f"epoch {epoch + 1}/{epochs}: loss {loss:.4f}"
         if validation is not None:
             value = accuracy(model, tokenizer, validation)
             record["epoch_accuracy"].append(value)

@@ -8,14 +8,11 @@ resume), each as its own process, timed from start to exit (start-up included).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from lrp_domains.bench.runs.commands import print_timings, time_commands
 
 
 def make_inputs(
@@ -77,26 +74,13 @@ COMMANDS.append(("run again (resumed)", COMMANDS[0][1]))
 
 def run(peaks: int = 1000) -> list[tuple[str, float]]:
     """Make the inputs and time each command; returns ``(step, seconds)``."""
-    timings = []
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        make_inputs(folder, peaks=peaks)
-        for name, args in COMMANDS:
-            start = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "lrp_domains", *args], cwd=folder, env=env, check=True, capture_output=True
-            )
-            timings.append((name, time.perf_counter() - start))
-    return timings
+    return time_commands(COMMANDS, lambda folder: make_inputs(folder, peaks=peaks))
 
 
 def print_table(timings: list[tuple[str, float]], peaks: int) -> None:
     """The timings as a table."""
-    print(
+    print_timings(
         f"bpnet-lite job: {peaks} peaks, 2,114 bp windows, BPNet 64 filters x 8 layers (random weights), "
-        "each command a new process"
+        "each command a new process",
+        timings,
     )
-    print("| step | seconds |\n|---|---|")
-    for name, seconds in timings:
-        print(f"| {name} | {seconds:.1f} |")

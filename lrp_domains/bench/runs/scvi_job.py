@@ -11,15 +11,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import subprocess
-import sys
-import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from lrp_domains.bench.runs.commands import print_timings, time_commands
 
 COMMANDS = [
     (
@@ -63,26 +60,13 @@ def make_inputs(folder: Path, cells: int = 2000, genes: int = 500, epochs: int =
 
 def run(cells: int = 2000) -> list[tuple[str, float]]:
     """Make the inputs and time each command; returns ``(step, seconds)``."""
-    timings = []
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        make_inputs(folder, cells=cells)
-        for name, args in COMMANDS:
-            start = time.perf_counter()
-            subprocess.run(
-                [sys.executable, "-m", "lrp_domains", *args], cwd=folder, env=env, check=True, capture_output=True
-            )
-            timings.append((name, time.perf_counter() - start))
-    return timings
+    return time_commands(COMMANDS, lambda folder: make_inputs(folder, cells=cells))
 
 
 def print_table(timings: list[tuple[str, float]], cells: int) -> None:
     """The timings as a table."""
-    print(
+    print_timings(
         f"scvi-tools job: {cells} cells x 500 genes, SCANVI (n_hidden=32) saved with model.save, each command a "
-        "new process"
+        "new process",
+        timings,
     )
-    print("| step | seconds |\n|---|---|")
-    for name, seconds in timings:
-        print(f"| {name} | {seconds:.1f} |")

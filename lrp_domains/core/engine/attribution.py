@@ -317,9 +317,10 @@ def explain_batches(
             assert isinstance(batch, torch.Tensor)  # a plan is made for tensor inputs only (as the first batch)
             parts.append(plan.explain_batch(batch, batch_target, hypothetical, ledger))
     else:
+        scope = composite.context(model)
         with eval_mode(model), torch.enable_grad():
-            trace_for(model, composite, first[0])  # BatchNorms to merge in any model shape, once per model
-        with eval_mode(model), torch.enable_grad(), composite.context(model) as scope:
+            scope.traced_pairs = trace_for(model, composite, first[0])  # BatchNorms to merge in any model shape
+        with eval_mode(model), torch.enable_grad(), scope:
             scope.inputs.capture_hypothetical = hypothetical
             scope.inputs.read_sources(names)
             for batch, batch_target in itertools.chain([first], data):

@@ -182,6 +182,9 @@ class Scope:
         #: Per module (by id), the rule installed on it; modules whose forward the user had patched.
         self._rules: dict[int, Rule | None] = {}
         self._user_forwards: set[int] = set()
+        #: Layer -> BatchNorm pairs found in a traced forward, for MergeBatchNorm (set before entering;
+        #: :func:`~lrp_domains.core.traced_pairs.trace_for`).
+        self.traced_pairs: list[tuple[nn.Module, _BatchNorm]] = []
         #: Per Sequential (by id), its fused plan, or None (see _fused).
         self._block_plans: dict[int, SequentialPlan | None] = {}
 
