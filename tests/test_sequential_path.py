@@ -152,3 +152,18 @@ def test_an_input_layer_rule_after_a_flatten_takes_the_general_engine():
     x = torch.randn(3, 2, 3, dtype=torch.float64)
     result = explain(model, x, composite=composite)
     assert result.relevance.shape == x.shape and torch.isfinite(result.relevance).all()
+
+
+def test_epsilon_after_a_relu_is_the_same_bits_from_the_relus_output():
+    # the direct path scales by positive + eps below a ReLU (one elementwise pass fewer): wherever
+    # z <= 0 the ReLU's backward already zeroed the gradient, elsewhere positive + eps = |z| + eps
+    from lrp_domains.core.gradients import epsilon_scale, epsilon_scale_rectified
+
+    generator = torch.Generator().manual_seed(3)
+    z = torch.randn(64, 33, generator=generator)
+    z[::5, ::3] = 0.0  # exact zeros: dead, as the ReLU's mask says
+    grad = torch.randn(64, 33, generator=generator)
+    for epsilon in (1e-6, 0.25):
+        gated = torch.ops.aten.threshold_backward(grad, torch.relu(z), 0.0)
+        expected = epsilon_scale(torch.ops.aten.threshold_backward(grad, z, 0.0), z, epsilon)
+        assert torch.equal(epsilon_scale_rectified(gated, torch.relu(z), epsilon), expected)

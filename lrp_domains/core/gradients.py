@@ -39,6 +39,15 @@ def epsilon_scale(grad: torch.Tensor, z: torch.Tensor, epsilon: float) -> torch.
     return torch.addcdiv(grad, grad, z.abs().add_(epsilon), value=-epsilon)
 
 
+def epsilon_scale_rectified(grad: torch.Tensor, positive: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """:func:`epsilon_scale` at a layer output ``z`` followed by a ReLU, from the ReLU's output
+    ``positive = max(z, 0)`` and a ``grad`` the ReLU's backward has already set to zero wherever
+    ``z <= 0``: there the scaled gradient is zero whatever the denominator, and wherever ``z > 0``
+    ``positive + eps`` is ``|z| + eps`` exactly, so the result is the same bits with one elementwise
+    pass fewer (on a 2-core machine each pass over a layer of a batch wakes the thread pool)."""
+    return torch.addcdiv(grad, grad, positive.add(epsilon), value=-epsilon)
+
+
 class IdentityRuleGrad(torch.autograd.Function):
     """Elementwise ``y = f(x)`` whose backward passes relevance unchanged: ``R_x = R_y``.
 

@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Union, overload
 import torch
 from torch import nn
 
-from lrp_domains.core.gradients import epsilon_grad, epsilon_scale, identity_rule, scale_grad
+from lrp_domains.core.gradients import (
+    epsilon_grad,
+    epsilon_scale,
+    epsilon_scale_rectified,
+    identity_rule,
+    scale_grad,
+)
 from lrp_domains.core.layers import AffineOps
 from lrp_domains.core.stabilize import safe_divide, stabilize, stabilize_signed
 
@@ -238,7 +244,12 @@ class Epsilon(Rule):
 
     def affine_backward(self, layer: _Layer) -> torch.Tensor:
         """``W^T (g z / stab(z))``, the scale of :class:`~lrp_domains.core.gradients.EpsilonGrad`."""
-        grad = epsilon_scale(layer.grad, layer.z, self.epsilon) if self.epsilon > 0 else layer.grad
+        if self.epsilon == 0:
+            grad = layer.grad
+        elif layer.rectified is not None:
+            grad = epsilon_scale_rectified(layer.grad, layer.rectified, self.epsilon)
+        else:
+            grad = epsilon_scale(layer.grad, layer.z, self.epsilon)
         return layer.vjp(layer.weight, grad)
 
 
@@ -274,6 +285,9 @@ class _Layer:
         self.ops, self.x, self.z, self.weight, self.bias, self.grad = ops, x, z, weight, bias, grad
         #: What a rule's backward keeps for :meth:`LayerRule.unit_relevance`.
         self.cache: Any = None
+        #: ``max(z, 0)`` where the output goes through a ReLU whose backward already zeroed ``grad``
+        #: wherever ``z <= 0`` (the direct MLP path sets it); None otherwise.
+        self.rectified: torch.Tensor | None = None
 
     def relevance(self) -> torch.Tensor:
         """``R = z * g``, a fresh tensor the rule may modify in place."""

@@ -7,8 +7,6 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from lrp_domains.report.blocks import Page, Section, figure, image, link, logo, paragraph, raw, table, token_heatmap
-
 __all__ = [
     "Page",
     "Section",
@@ -22,6 +20,17 @@ __all__ = [
     "token_heatmap",
     "write_report",
 ]
+
+
+_BLOCKS = {"Page", "Section", "figure", "image", "link", "logo", "paragraph", "raw", "table", "token_heatmap"}
+
+
+def __getattr__(name: str) -> Any:
+    # The page blocks import pandas (a quarter second): loaded on first use, so that a command
+    # that prints one line from a submodule (``report.ledger``) does not pay for it.
+    if name in _BLOCKS:
+        return getattr(importlib.import_module("lrp_domains.report.blocks"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def write_report(explainer: Any, result: Any, out_dir: str | Path, **kwargs: Any) -> dict[str, Path]:

@@ -141,8 +141,8 @@ class SequentialPlan:
                     saved.append((h, z))
                     h = z
                 elif step.kind == "relu":
-                    saved.append(h)
                     h = torch.relu(h)
+                    saved.append(h)  # its output: > 0 exactly where its input is, and what epsilon needs
                 elif step.kind == "flatten":
                     saved.append(tuple(h.shape))
                     h = step.module(h)
@@ -153,19 +153,23 @@ class SequentialPlan:
     def backward(self, saved: list, grad: torch.Tensor) -> torch.Tensor:
         """The modified gradient at the block's input, from ``grad`` at its output (no layer of a
         block writes relevance directly: :func:`block_plan`)."""
+        rectified = None  # a ReLU's output, for the layer right below it (see _Layer.rectified)
         with torch.no_grad():
             for position in range(len(self.steps) - 1, -1, -1):
                 step, kept = self.steps[position], saved[position]
                 saved[position] = None
                 if step.kind == "relu":
                     grad = torch.ops.aten.threshold_backward(grad, kept, 0.0)
-                elif step.kind == "flatten":
+                    rectified = kept
+                    continue
+                if step.kind == "flatten":
                     grad = grad.reshape(kept)
                 elif step.kind == "linear":
                     h, z = kept
-                    result, _, _ = _linear_backward(step, h, z, grad, False)
+                    result, _, _ = _linear_backward(step, h, z, grad, False, rectified)
                     assert result is not None  # block_plan admits no rule that writes relevance
                     grad = result
+                rectified = None
         return grad
 
     def explain_batch(
@@ -185,13 +189,16 @@ class SequentialPlan:
         units = None
         rows: list[tuple[str, str, torch.Tensor]] = []
         entering: torch.Tensor | None = None  # per example, the relevance entering a layer's output
+        rectified = None  # a ReLU's output, for the layer right below it (see _Layer.rectified)
         with torch.no_grad():
             for position in range(len(self.steps) - 1, -1, -1):
                 step, kept = self.steps[position], saved[position]
                 saved[position] = None  # freed as the backward passes it, as autograd frees its buffers
                 if step.kind == "relu":  # ReLU's own gradient (its rule passes it)
                     grad = torch.ops.aten.threshold_backward(grad, kept, 0.0)
-                elif step.kind == "flatten":
+                    rectified = kept
+                    continue
+                if step.kind == "flatten":
                     assert grad is not None  # a Flatten below a layer that writes relevance: not supported here
                     grad = grad.reshape(kept)
                 elif step.kind == "linear":
@@ -199,7 +206,7 @@ class SequentialPlan:
                     h, z = kept
                     if ledger and entering is None:  # the top layer
                         entering = _per_example(z, grad)
-                    grad, written, units = _linear_backward(step, h, z, grad, position == 0 and hypothetical)
+                    grad, written, units = _linear_backward(step, h, z, grad, position == 0 and hypothetical, rectified)
                     if ledger:
                         assert entering is not None
                         rows.append((str(position), repr(step.rule), entering))
@@ -210,6 +217,7 @@ class SequentialPlan:
                             leaving = _per_example(h, grad)
                             rows[-1] = (str(position), repr(step.rule), entering - leaving)
                             entering = leaving
+                rectified = None
         relevance = x * grad if grad is not None else torch.zeros_like(x)
         if written is not None:
             relevance = relevance + written.reshape(x.shape)
@@ -311,15 +319,22 @@ def _seed(
 
 
 def _linear_backward(
-    step: _Step, x: torch.Tensor, z: torch.Tensor, grad: torch.Tensor, record: bool
+    step: _Step,
+    x: torch.Tensor,
+    z: torch.Tensor,
+    grad: torch.Tensor,
+    record: bool,
+    rectified: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """``(gradient at the input, relevance written directly, hypothetical units)`` of one layer."""
+    """``(gradient at the input, relevance written directly, hypothetical units)`` of one layer
+    (``rectified``: the output of the ReLU right above it, whose backward ``grad`` went through)."""
     rule, (weight, bias) = step.rule, parameters_of(step.module)
     weight = weight.detach()
     assert rule is not None  # plan_for sends layers without a rule to the general engine
     bias = None if bias is None else bias.detach()
     assert step.ops is not None  # a Linear's
     layer = _Layer(step.ops, x, z, weight, bias, grad)
+    layer.rectified = rectified
     result = rule.affine_backward(layer)
     if rule.writes_relevance:
         units = None
