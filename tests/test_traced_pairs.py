@@ -4,6 +4,8 @@ equals naming those pairs by hand, and a layer whose output goes anywhere else i
 
 from __future__ import annotations
 
+import copy as copy_module
+
 import pytest
 import torch
 from torch import nn
@@ -153,3 +155,40 @@ def test_latent_relevance_uses_the_same_merged_layers():
     full = L.explain(model, x, composite="epsilon")
     torch.testing.assert_close(concepts.relevance, full.relevance, rtol=1e-10, atol=1e-12)
     assert len(_named(model, x)) == 3
+
+
+def test_merged_parameters_follow_every_change_to_their_tensors():
+    # the merge is kept per layer between calls; every way a user changes a weight or a running
+    # statistic must make it again: compare with the merge computed from scratch each time
+    torch.manual_seed(4)
+    model = Net().double().eval()
+    x = torch.randn(3, 4, 20, dtype=torch.float64)
+
+    def fresh(layer, norm):
+        return MergeBatchNorm._merge(layer, norm)
+
+    def check():
+        for layer, norm in ((model.stem, model.norm), (model.block.conv1, model.block.norm1)):
+            kept = MergeBatchNorm.merged_parameters(layer, norm)
+            for a, b in zip(kept, fresh(layer, norm)):
+                assert torch.equal(a, b)
+
+    check()
+    first = L.explain(model, x, 1, "epsilon", check_delta=False).relevance
+    with torch.no_grad():
+        model.stem.weight.mul_(1.5)  # in place (an optimizer step)
+        model.norm.running_var.add_(0.25)  # a running statistic
+    check()
+    model.block.conv1.bias = nn.Parameter(torch.randn(8, dtype=torch.float64))  # replaced
+    check()
+    model.load_state_dict({k: v.clone() * 0.9 for k, v in model.state_dict().items()})
+    check()
+    model.norm.eps = 1e-2
+    check()
+    second = L.explain(model, x, 1, "epsilon", check_delta=False).relevance
+    copy = copy_module.deepcopy(model)  # new layers: nothing kept for them
+    expected = L.explain(copy, x, 1, "epsilon", check_delta=False)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second, expected.relevance, rtol=1e-12, atol=1e-12)
+    model.float()  # a dtype change makes new tensors
+    check()

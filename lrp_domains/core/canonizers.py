@@ -6,6 +6,7 @@ returned callable on exit (also after an exception), in reverse order.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeGuard, Union
 
@@ -20,6 +21,35 @@ if TYPE_CHECKING:
 
 MERGEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 Mergeable = Union[nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d]
+
+
+#: Per layer, the merged parameters and the state of the tensors they were made from.
+_MERGED: weakref.WeakKeyDictionary[nn.Module, tuple[list, tuple[torch.Tensor, torch.Tensor]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _sources(layer: nn.Module, norm: _BatchNorm) -> list[torch.Tensor | float | None]:
+    """What the merged parameters are made of: the layer's weight and bias, the norm's affine
+    parameters, running statistics and epsilon."""
+    return [*parameters_of(layer), norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps]
+
+
+def _state(value: torch.Tensor | float | None) -> tuple:
+    if not isinstance(value, torch.Tensor):
+        return (value,)
+    # a weak reference: a tensor freed and another made in its place is never taken for it
+    return (weakref.ref(value), value.data_ptr(), value._version, value.dtype, value.device)
+
+
+def _unchanged(kept: list[tuple], sources: list) -> bool:
+    for state, value in zip(kept, sources):
+        if not isinstance(value, torch.Tensor):
+            if len(state) != 1 or state[0] != value:
+                return False
+        elif len(state) != 5 or state[0]() is not value or state[1:] != _state(value)[1:]:
+            return False
+    return True
 
 
 def _features(layer: Mergeable) -> int:
@@ -89,7 +119,21 @@ class MergeBatchNorm:
 
     @staticmethod
     def merged_parameters(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight and bias of ``norm(layer(x))`` as one affine layer (running statistics)."""
+        """Weight and bias of ``norm(layer(x))`` as one affine layer (running statistics).
+
+        Kept per layer while every tensor they come from is the same tensor, unmodified (its
+        storage and version counter: an optimizer step, ``load_state_dict`` or ``model.to`` make
+        them again): one example at a time, the merge would otherwise be recomputed per call."""
+        sources = _sources(layer, norm)
+        kept = _MERGED.get(layer)
+        if kept is not None and _unchanged(kept[0], sources):
+            return kept[1]
+        merged = MergeBatchNorm._merge(layer, norm)
+        _MERGED[layer] = ([_state(value) for value in sources], merged)
+        return merged
+
+    @staticmethod
+    def _merge(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
         weight, layer_bias = parameters_of(layer)
         weight = weight.detach()
         running_var, running_mean = norm.running_var, norm.running_mean

@@ -52,6 +52,11 @@ def _active_scopes() -> list:
     return stack
 
 
+def _top_mode() -> Any:
+    """The innermost torch-function mode on this thread's stack (there must be one)."""
+    return torch._C._get_function_stack_at(torch._C._len_torch_function_stack() - 1)
+
+
 def current_scope() -> Scope | None:
     """The scope whose model is running a forward in this thread (innermost), if any."""
     stack = _active_scopes()
@@ -305,8 +310,10 @@ class Scope:
             fused = self._fused(call, rule, args, kwargs)
             if fused is not None:
                 output = fused
+            elif rule is None:
+                output = call.original(*args, **kwargs)
             else:
-                output = call.original(*args, **kwargs) if rule is None else rule(call, args, kwargs)
+                output = self._by_rule(rule, call, args, kwargs)
             if key is not None and bias is not None:
                 assert self.ledger is not None
                 if has_bias:
@@ -326,6 +333,22 @@ class Scope:
             if outermost:
                 _active_scopes().pop()
                 self._mode.__exit__(None, None, None)
+
+    def _by_rule(self, rule: Rule, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
+        """``rule(call, args, kwargs)`` with the scope's torch-function mode off the stack.
+
+        Inside a module computed by its rule the functional rules are inactive
+        (:meth:`functional_active`): the mode would pass every torch call through unchanged, at a
+        Python dispatch each (a merged layer's parameters, the rule's own autograd Function, the
+        module's forward). Nothing else changes: a mode above ours (pushed inside the model) is
+        left in place and then ours stays too."""
+        if torch._C._len_torch_function_stack() == 0 or _top_mode() is not self._mode:
+            return rule(call, args, kwargs)
+        mode = torch._C._pop_torch_function_stack()
+        try:
+            return rule(call, args, kwargs)
+        finally:
+            torch._C._push_on_torch_function_stack(mode)
 
     def _fused(self, call: ModuleCall, rule: Rule | None, args: tuple, kwargs: dict) -> torch.Tensor | None:
         """An MLP block (an ``nn.Sequential`` of Linear layers, ReLUs and shape-only modules
@@ -351,7 +374,10 @@ class Scope:
             plan = None if taken else block_plan(module, lambda m: self._rules.get(id(m)))
             self._block_plans[id(module)] = plan
         plan = self._block_plans[id(module)]
-        return fused_block(x, plan) if plan is not None else None
+        if plan is None:
+            return None
+        with unintercepted():  # the block's rules are its own: nothing for the functional rules to see
+            return fused_block(x, plan)
 
     def _ledger_key(self, call: ModuleCall, rule: Rule | None, stack: list) -> tuple[str, str] | None:
         """The ledger row of this call, when it is tapped: a module computing with a rule that
