@@ -320,11 +320,11 @@ def explain_batches(
         scope = composite.context(model)
         with eval_mode(model), torch.enable_grad():
             scope.traced_pairs = trace_for(model, composite, first[0])  # BatchNorms to merge in any model shape
-        with eval_mode(model), torch.enable_grad(), scope:
-            scope.inputs.capture_hypothetical = hypothetical
-            scope.inputs.read_sources(names)
-            for batch, batch_target in itertools.chain([first], data):
-                parts.append(_explain_batch(model, scope, batch, batch_target, strict, output, ledger))
+            with scope:
+                scope.inputs.capture_hypothetical = hypothetical
+                scope.inputs.read_sources(names)
+                for batch, batch_target in itertools.chain([first], data):
+                    parts.append(_explain_batch(model, scope, batch, batch_target, strict, output, ledger))
     if check_delta and composite.conserves:
         for part in parts:
             warn_on_large_delta(part)

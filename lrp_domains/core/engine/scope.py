@@ -19,6 +19,7 @@ import contextlib
 import functools
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -50,6 +51,27 @@ def _active_scopes() -> list:
     if stack is None:
         stack = _SCOPES.stack = []
     return stack
+
+
+#: Per composite, its functional rules with the built-in ones (what they were made from, the table).
+_TABLES: weakref.WeakKeyDictionary[Any, tuple[tuple, dict]] = weakref.WeakKeyDictionary()
+
+
+def _functional_table(composite: Composite) -> dict:
+    """The built-in functional rules updated with the composite's own, made once per composite
+    (again when its ``functional`` mapping changes); scopes only read it."""
+    own = tuple(composite.functional.items())
+    kept = _TABLES.get(composite)
+    if (
+        kept is not None
+        and len(kept[0]) == len(own)
+        and all(a[0] == b[0] and a[1] is b[1] for a, b in zip(kept[0], own))
+    ):
+        return kept[1]
+    table = default_table()
+    table.update(composite.functional)
+    _TABLES[composite] = (own, table)
+    return table
 
 
 def _top_mode() -> Any:
@@ -174,9 +196,7 @@ class Scope:
         self._merged: dict[int, _BatchNorm] = {}
         self._undo: list[Callable[[], None]] = []
         self._local = threading.local()
-        table = default_table()
-        table.update(composite.functional)
-        self._mode = FunctionalRules(self, table)
+        self._mode = FunctionalRules(self, _functional_table(composite))
         self._active = False
         self._softmax_warned = False
         #: While set (``explain(..., ledger=True)``), the taps of the current pass

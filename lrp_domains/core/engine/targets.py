@@ -193,7 +193,7 @@ def select_target(
     if target is None:
         index = flat.detach().argmax(dim=1)
     else:
-        low, high = int(target.min()), int(target.max())  # targets live on the CPU: no device sync
+        low, high = (int(v) for v in torch.aminmax(target))  # targets live on the CPU: no device sync
         if low < 0 or high >= flat.shape[1]:
             raise ValueError(
                 f"target {low if low < 0 else high} is out of range for an output with {flat.shape[1]} values "
