@@ -213,3 +213,17 @@ def test_the_one_thread_block_restores_the_thread_count_after_an_error():
         assert torch.get_num_threads() == 1
         raise RuntimeError("inside")
     assert torch.get_num_threads() == threads
+
+
+def test_the_ledger_line_loads_no_pandas_and_the_report_keeps_its_names():
+    # `text explain` prints its ledger line through lrp_domains.report.ledger: the package's page
+    # blocks (pandas, a quarter second of a cold start) load only when a page is made
+    code = (
+        "import sys, json; import lrp_domains.report.ledger; before = 'pandas' in sys.modules; "
+        "from lrp_domains.report import Page, table; import lrp_domains.report.blocks as B; "
+        "import lrp_domains.report as R; "
+        "print(json.dumps([before, Page is B.Page, table is B.table, 'pandas' in sys.modules, "
+        "hasattr(R, 'no_such_name')]))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == [False, True, True, True, False]
