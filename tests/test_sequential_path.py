@@ -167,3 +167,26 @@ def test_epsilon_after_a_relu_is_the_same_bits_from_the_relus_output():
         gated = torch.ops.aten.threshold_backward(grad, torch.relu(z), 0.0)
         expected = epsilon_scale(torch.ops.aten.threshold_backward(grad, z, 0.0), z, epsilon)
         assert torch.equal(epsilon_scale_rectified(gated, torch.relu(z), epsilon), expected)
+
+
+def test_the_kept_plan_follows_hooks_replaced_modules_and_composites():
+    # plan_for keeps one plan per model; every change it reads must make it again
+    fast, _ = _pair()
+    epsilon = get("epsilon")
+    plan = plan_for(fast, epsilon)
+    assert plan is not None and plan_for(fast, epsilon) is plan  # kept
+    handle = fast[2].register_forward_hook(lambda *args: None)
+    assert plan_for(fast, epsilon) is None  # a hook: the general engine
+    handle.remove()
+    assert plan_for(fast, epsilon) is not None
+    fast[0] = nn.Linear(12, 16).double()  # a new layer: a new plan with it
+    replanned = plan_for(fast, epsilon)
+    assert replanned is not None and replanned is not plan and replanned.steps[0].module is fast[0]
+    zplus = get("zplus")
+    assert plan_for(fast, zplus).steps[0].rule is not replanned.steps[0].rule  # another composite
+    x = torch.randn(5, 12, dtype=torch.float64)
+    general = General(*fast)
+    for composite in (epsilon, zplus):
+        a = L.explain(fast, x, 1, composite, check_delta=False)
+        b = L.explain(general, x, 1, composite, check_delta=False)
+        torch.testing.assert_close(a.relevance, b.relevance, rtol=1e-10, atol=1e-12)

@@ -71,19 +71,26 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     eval outputs and activation memory is still saved. A layer that applies dropout in its own
     forward stays in eval mode (not checkpointed) so that nothing is dropped."""
     modules = list(model.modules())
-    if not any(module.training or getattr(module, "gradient_checkpointing", False) is True for module in modules):
+    if not any(module.training or _checkpointing(module) for module in modules):
         yield  # already in eval mode, nothing checkpointed: nothing to set or give back (the common case)
         return
     training = {module: module.training for module in modules}
     try:
         model.eval()
         for module in modules:
-            if getattr(module, "gradient_checkpointing", False) is True and not _drops_out_itself(module):
+            if _checkpointing(module) and not _drops_out_itself(module):
                 module.training = True
         yield
     finally:
         for module, mode in training.items():
             module.training = mode
+
+
+def _checkpointing(module: nn.Module) -> bool:
+    """transformers' ``gradient_checkpointing`` switched on (an attribute of the instance or its
+    class; read without ``nn.Module.__getattr__``, which raises for a missing name)."""
+    value = module.__dict__.get("gradient_checkpointing", getattr(type(module), "gradient_checkpointing", False))
+    return value is True
 
 
 def _drops_out_itself(module: nn.Module) -> bool:
@@ -501,10 +508,10 @@ DELTA_WARNING = 0.5
 
 def warn_on_large_delta(result: Explanation) -> None:
     """Warn when an example lost or gained more than :data:`DELTA_WARNING` of its relevance."""
-    explained = result.explained.detach().cpu().double().numpy()
-    delta = result.delta.detach().cpu().double().numpy()
+    explained = result.explained.detach().double()
+    delta = result.delta.detach().double()
     total = explained - delta
-    if (abs(delta) > DELTA_WARNING * (abs(explained) + abs(total))).any():
+    if bool((delta.abs() > DELTA_WARNING * (explained.abs() + total.abs())).any()):
         # A constant message, so that Python shows it once per call site rather than per call.
         warnings.warn(
             f"some explanations lost or gained more than {DELTA_WARNING:.0%} of their relevance (see "

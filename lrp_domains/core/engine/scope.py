@@ -245,10 +245,13 @@ class Scope:
             if id(module) in norms:
                 rule = _MergedNorm(rule)
             self._install(name, module, rule, self._merged.get(id(module)))
-        for param in self.model.parameters():
-            if param.requires_grad:
-                self._saved_flags.append((param, True))
-                param.requires_grad_(False)
+        seen: set[int] = set()  # model.parameters() from the walk at hand (a shared parameter once)
+        for _, module in named:
+            for param in module._parameters.values():
+                if param is not None and param.requires_grad and id(param) not in seen:
+                    seen.add(id(param))
+                    self._saved_flags.append((param, True))
+                    param.requires_grad_(False)
 
     def _install(self, name: str, module: nn.Module, rule: Rule | None, merged_with: _BatchNorm | None) -> None:
         original = module.forward
@@ -380,6 +383,10 @@ class Scope:
         module = call.module
         if rule is not None or type(module) is not nn.Sequential or self.ledger is not None or kwargs:
             return None
+        with unintercepted():  # the checks' tensor properties and the block's rules: nothing for the mode
+            return self._fused_block(call, module, args)
+
+    def _fused_block(self, call: ModuleCall, module: nn.Sequential, args: tuple) -> torch.Tensor | None:
         x = args[0] if len(args) == 1 else None
         if not isinstance(x, torch.Tensor) or not x.requires_grad or not x.is_floating_point():
             return None
@@ -394,10 +401,7 @@ class Scope:
             plan = None if taken else block_plan(module, lambda m: self._rules.get(id(m)))
             self._block_plans[id(module)] = plan
         plan = self._block_plans[id(module)]
-        if plan is None:
-            return None
-        with unintercepted():  # the block's rules are its own: nothing for the functional rules to see
-            return fused_block(x, plan)
+        return None if plan is None else fused_block(x, plan)
 
     def _ledger_key(self, call: ModuleCall, rule: Rule | None, stack: list) -> tuple[str, str] | None:
         """The ledger row of this call, when it is tapped: a module computing with a rule that

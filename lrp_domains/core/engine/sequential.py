@@ -19,6 +19,7 @@ used by :meth:`Scope._fused <lrp_domains.core.engine.scope.Scope>`).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -70,10 +71,35 @@ def _global_hooks() -> bool:
     )
 
 
+#: Per Sequential, the last plan made for it: what it was made from, and the plan (or None).
+_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, SequentialPlan | None]] = weakref.WeakKeyDictionary()
+
+
+def _made_from(model: nn.Sequential, composite: Composite) -> tuple:
+    """What :func:`plan_for` reads: the composite (its rules, first and last by identity), each
+    module and whether it has hooks or a patched forward (names and types follow from identity)."""
+    rules = tuple((key, id(rule)) for key, rule in composite.rules.items())
+    canonizers = tuple(id(c) for c in composite.canonizers)
+    modules = tuple((id(module), _hooked(module), any(True for _ in module.children())) for module in model)
+    return (id(composite), rules, id(composite.first), id(composite.last), canonizers, modules)
+
+
 def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
-    """A plan when ``model`` is such an MLP for ``composite`` (module docstring), else None."""
+    """A plan when ``model`` is such an MLP for ``composite`` (module docstring), else None; kept
+    per model while the composite and the modules are the same (one example at a time, making it
+    was a tenth of a call)."""
     if type(model) is not nn.Sequential or _hooked(model) or _global_hooks() or len(model) == 0:
         return None
+    made_from = _made_from(model, composite)
+    kept = _PLANS.get(model)
+    if kept is not None and kept[0] == made_from:
+        return kept[1]
+    plan = _plan(model, composite)
+    _PLANS[model] = (made_from, plan)
+    return plan
+
+
+def _plan(model: nn.Sequential, composite: Composite) -> SequentialPlan | None:
     if any(type(c).__name__ != "MergeBatchNorm" for c in composite.canonizers):
         return None
     linears = [m for m in model if type(m) is nn.Linear]
