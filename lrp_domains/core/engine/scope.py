@@ -240,8 +240,9 @@ class Scope:
         last = None
         if self.composite.last is not None:
             last = next((m for _, m in reversed(named) if affine_ops(m) is not None), None)
+        rule_for = self.composite.rule_resolver()
         for name, module in named:
-            rule = self.composite.last if module is last else self.composite.rule_for(name, module)
+            rule = self.composite.last if module is last else rule_for(name, module)
             if id(module) in norms:
                 rule = _MergedNorm(rule)
             self._install(name, module, rule, self._merged.get(id(module)))

@@ -1,0 +1,101 @@
+"""What the engine keeps between calls to cut its fixed cost per call (issue #27) follows every
+change a user can make: rules resolved per module, and a module computed by its rule with the
+functional-rule mode off the stack gives the same relevance as with it."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import lrp_domains as L
+from lrp_domains.core.composite import Composite
+from lrp_domains.core.rules import Epsilon, Pass, ZPlus
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.first, self.second = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(torch.relu(self.first(x)))
+
+
+def test_resolved_rules_follow_a_changed_composite_and_new_modules():
+    torch.manual_seed(0)
+    model = Net().double().eval()
+    composite = Composite({nn.Linear: Epsilon()})
+    resolve = composite.rule_resolver()
+    assert resolve("first", model.first) is composite.rules[nn.Linear]
+    assert composite.rule_resolver()("first", model.first) is composite.rules[nn.Linear]  # kept
+
+    composite.rules["second"] = ZPlus()  # a rule by name, added to the same composite
+    assert composite.rule_resolver()("second", model.second) is composite.rules["second"]
+    composite.rules[nn.Linear] = Pass()  # a rule replaced
+    assert isinstance(composite.rule_resolver()("first", model.first), Pass)
+
+    predicate = Composite({(lambda m: isinstance(m, nn.Linear) and m.out_features == 3): ZPlus()})
+    assert isinstance(predicate.rule_resolver()("second", model.second), ZPlus)
+    assert predicate.rule_resolver()("first", model.first) is None
+    model.second = nn.Linear(8, 5).double()  # a new module is asked afresh
+    assert predicate.rule_resolver()("second", model.second) is None
+
+
+def test_explanations_follow_a_rule_changed_between_calls():
+    torch.manual_seed(1)
+    model = Net().double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    composite = Composite({nn.Linear: Epsilon()})
+    first = L.explain(model, x, 1, composite, check_delta=False).relevance
+    composite.rules[nn.Linear] = ZPlus()
+    second = L.explain(model, x, 1, composite, check_delta=False).relevance
+    expected = L.explain(model, x, 1, Composite({nn.Linear: ZPlus()}), check_delta=False).relevance
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second, expected, rtol=0, atol=0)
+
+
+class TorchOpsInside(nn.Module):
+    """A module with a rule whose forward calls torch functions (which the mode would see)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 6) / 3)
+        self.bias = nn.Parameter(torch.randn(6) / 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.add(nn.functional.linear(x, self.weight, self.bias), torch.mul(x, 0.5))
+
+
+def test_a_module_with_a_rule_gives_the_same_relevance_without_the_mode():
+    # Epsilon on a whole block: its inner torch calls pass through untouched either way; compare
+    # with the rule written out by hand, W' = W + 0.5 I, b' = b, R = x * W'^T (g z / (z + eps sign z))
+    torch.manual_seed(2)
+    block = TorchOpsInside().double().eval()
+    model = nn.Sequential(block, nn.ReLU(), nn.Linear(6, 2)).double().eval()
+
+    class Outer(nn.Module):  # not a bare Sequential: the general engine
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    x = torch.randn(3, 6, dtype=torch.float64)
+    composite = Composite({TorchOpsInside: Epsilon(0.1), nn.Linear: Epsilon(0.1)})
+    result = L.explain(Outer().eval(), x, 0, composite, strict=True, check_delta=False)
+    weight = block.weight.detach() + 0.5 * torch.eye(6, dtype=torch.float64)
+    z1 = x @ weight.T + block.bias.detach()
+    h = torch.relu(z1)
+    head = model[2]
+    z2 = h @ head.weight.detach().T + head.bias.detach()
+    g2 = torch.zeros_like(z2)
+
+    def stabilized(z: torch.Tensor) -> torch.Tensor:  # z + 0.1 sign(z), sign(0) = 1, in float64
+        return z + 0.1 * (2 * (z >= 0).double() - 1)
+
+    g2[:, 0] = z2[:, 0] / stabilized(z2[:, 0])
+    gh = g2 @ head.weight.detach()
+    g1 = gh * (z1 > 0) * z1 / stabilized(z1)
+    expected = x * (g1 @ weight)
+    torch.testing.assert_close(result.relevance, expected, rtol=1e-10, atol=1e-12)
