@@ -99,3 +99,39 @@ def test_a_module_with_a_rule_gives_the_same_relevance_without_the_mode():
     g1 = gh * (z1 > 0) * z1 / stabilized(z1)
     expected = x * (g1 @ weight)
     torch.testing.assert_close(result.relevance, expected, rtol=1e-10, atol=1e-12)
+
+
+class Head(nn.Module):
+    """An MLP held in a module: its Sequential runs as one fused block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_a_kept_block_plan_follows_hooks_modes_and_replaced_layers():
+    import copy
+
+    from lrp_domains.core.engine.scope import _BLOCK_PLANS
+
+    torch.manual_seed(3)
+    model = Head().double().eval()
+    x = torch.randn(4, 6, dtype=torch.float64)
+
+    def check(fused: bool) -> None:
+        result = L.explain(model, x, 2, "epsilon", check_delta=False)
+        assert (_BLOCK_PLANS[model.net][1] is not None) == fused
+        expected = L.explain(copy.deepcopy(model), x, 2, "epsilon", check_delta=False)  # new modules
+        torch.testing.assert_close(result.relevance, expected.relevance, rtol=1e-12, atol=1e-14)
+
+    check(fused=True)
+    handle = model.net[2].register_forward_hook(lambda *args: None)
+    check(fused=False)  # a hook: the modules one by one
+    handle.remove()
+    check(fused=True)
+    model.net[0] = nn.Linear(6, 8).double()  # a replaced layer: a new plan with it
+    check(fused=True)
+    assert _BLOCK_PLANS[model.net][1].steps[0].module is model.net[0]

@@ -53,6 +53,9 @@ def _active_scopes() -> list:
     return stack
 
 
+#: Per Sequential, its latest fused-block plan and what it was made from (Scope._block_plan).
+_BLOCK_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, SequentialPlan | None]] = weakref.WeakKeyDictionary()
+
 #: Per composite, its functional rules with the built-in ones (what they were made from, the table).
 _TABLES: weakref.WeakKeyDictionary[Any, tuple[tuple, dict]] = weakref.WeakKeyDictionary()
 
@@ -211,7 +214,7 @@ class Scope:
         #: :func:`~lrp_domains.core.traced_pairs.trace_for`).
         self.traced_pairs: list[tuple[nn.Module, _BatchNorm]] = []
         #: Per Sequential (by id), its fused plan, or None (see _fused).
-        self._block_plans: dict[int, SequentialPlan | None] = {}
+        self._block_plans: dict[int, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Scope:
@@ -396,13 +399,35 @@ class Scope:
         prefix = f"{call.name}." if call.name else ""
         if any(name == call.name or name.startswith(prefix) for name in self.inputs.source_names):
             return None
-        if id(module) not in self._block_plans:
-            children = list(module.children())
-            taken = any(id(c) in self._merged or id(c) in self._user_forwards for c in children)
-            plan = None if taken else block_plan(module, lambda m: self._rules.get(id(m)))
-            self._block_plans[id(module)] = plan
-        plan = self._block_plans[id(module)]
+        plan = self._block_plans.get(id(module), _MISSING)
+        if plan is _MISSING:
+            plan = self._block_plans[id(module)] = self._block_plan(module)
         return None if plan is None else fused_block(x, plan)
+
+    def _block_plan(self, module: nn.Sequential) -> SequentialPlan | None:
+        """The block's plan, kept per Sequential between scopes while what it was made from is the
+        same: each module, the rule this scope gave it, its mode and hooks, and whether it is merged
+        or has a patched forward (one example at a time, making it was a twentieth of a call)."""
+        children = list(module._modules.values())
+        made_from = tuple(
+            (
+                id(child),
+                id(self._rules.get(id(child))),
+                child.training,
+                bool(child._forward_hooks or child._forward_pre_hooks or child._backward_hooks),
+                bool(getattr(child, "_backward_pre_hooks", None) or child._modules),
+                id(child) in self._merged or id(child) in self._user_forwards,
+            )
+            for child in children
+            if child is not None
+        )
+        kept = _BLOCK_PLANS.get(module)
+        if kept is not None and kept[0] == made_from:
+            return kept[1]
+        taken = any(entry[5] for entry in made_from)
+        plan = None if taken else block_plan(module, lambda m: self._rules.get(id(m)))
+        _BLOCK_PLANS[module] = (made_from, plan)
+        return plan
 
     def _ledger_key(self, call: ModuleCall, rule: Rule | None, stack: list) -> tuple[str, str] | None:
         """The ledger row of this call, when it is tapped: a module computing with a rule that
