@@ -22,7 +22,7 @@ from lrp_domains.core import composites
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine.ledger import Ledger
 from lrp_domains.core.engine.result import Explanation
-from lrp_domains.core.engine.sequential import plan_for
+from lrp_domains.core.engine.sequential import held_plan_for, plan_for
 from lrp_domains.core.engine.targets import Target, resolve_targets, select_target
 from lrp_domains.core.traced_pairs import trace_for
 
@@ -319,19 +319,37 @@ def explain_batches(
         return parts
     direct = not names and output is None and isinstance(first[0], torch.Tensor)
     plan = plan_for(model, composite) if direct else None
+    # strict mode names uncovered operations anywhere on the input, which only the scope sees
+    held = held_plan_for(model, composite) if direct and plan is None and not strict else None
+    rest: Iterator[tuple[Inputs, torch.Tensor | Callable | None]] = itertools.chain([first], data)
     if plan is not None:  # an MLP: the same rules, evaluated layer by layer without the scope's machinery
-        for batch, batch_target in itertools.chain([first], data):
+        for batch, batch_target in rest:
             assert isinstance(batch, torch.Tensor)  # a plan is made for tensor inputs only (as the first batch)
             parts.append(plan.explain_batch(batch, batch_target, hypothetical, ledger))
-    else:
+        return _checked(parts, composite, check_delta)
+    if held is not None:  # a module applying an MLP to its input, checked per call; else the scope from here on
+        with eval_mode(model):
+            for batch, batch_target in rest:
+                assert isinstance(batch, torch.Tensor)
+                part = held.explain_batch(model, batch, batch_target, hypothetical, ledger)
+                if part is None:
+                    rest = itertools.chain([(batch, batch_target)], rest)
+                    break
+                parts.append(part)
+    pending = next(rest, None)
+    if pending is not None:
         scope = composite.context(model)
         with eval_mode(model), torch.enable_grad():
-            scope.traced_pairs = trace_for(model, composite, first[0])  # BatchNorms to merge in any model shape
+            scope.traced_pairs = trace_for(model, composite, pending[0])  # BatchNorms to merge in any model shape
             with scope:
                 scope.inputs.capture_hypothetical = hypothetical
                 scope.inputs.read_sources(names)
-                for batch, batch_target in itertools.chain([first], data):
+                for batch, batch_target in itertools.chain([pending], rest):
                     parts.append(_explain_batch(model, scope, batch, batch_target, strict, output, ledger))
+    return _checked(parts, composite, check_delta)
+
+
+def _checked(parts: list[Explanation], composite: Composite, check_delta: bool) -> list[Explanation]:
     if check_delta and composite.conserves:
         for part in parts:
             warn_on_large_delta(part)

@@ -34,7 +34,7 @@ from lrp_domains.core.engine.targets import select_target
 from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
 from lrp_domains.core.rules import LayerRule, Rule, _Layer
 
-__all__ = ["SequentialPlan", "block_plan", "fused_block", "plan_for"]
+__all__ = ["HeldPlan", "SequentialPlan", "block_plan", "fused_block", "held_plan_for", "plan_for"]
 
 _SHAPE_ONLY = (nn.Dropout, nn.Identity, nn.Flatten)
 
@@ -99,7 +99,111 @@ def plan_for(model: nn.Module, composite: Composite) -> SequentialPlan | None:
     return plan
 
 
-def _plan(model: nn.Sequential, composite: Composite) -> SequentialPlan | None:
+@dataclass
+class HeldPlan:
+    """The plan of an MLP held by a module whose forward hands its input to it and returns its
+    output (``self.net = nn.Sequential(...)``; ``return self.net(x)``), the shape most users write.
+
+    Whether the forward does that is checked on every call, not assumed: the module's own forward
+    runs with the block's forward replaced by the plan's for the call (an instance attribute,
+    removed after it, also after an error), and the call counts only when the block ran once, on
+    the very tensor given to the model, and the model returned the very tensor the block made, both
+    unmodified (version counters). Anything else (the input reshaped or scaled first, the output
+    changed, other layers on the path, a branch) gives None, and the batch goes to the general
+    engine. Then the graph from input to output is the block's, and the relevance is the one the
+    general engine gives (tested)."""
+
+    block: nn.Sequential
+    plan: SequentialPlan
+    #: Set when a call did something else: the model goes to the general engine from then on
+    #: (no second forward per call for a model whose forward reshapes its input, say).
+    refused: bool = False
+
+    def explain_batch(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        target: torch.Tensor | Callable | None,
+        hypothetical: bool = False,
+        ledger: bool = False,
+    ) -> Explanation | None:
+        """One batch as :meth:`SequentialPlan.explain_batch` gives it, or None when the model's
+        forward did not only apply the block to ``x`` (run it in eval mode)."""
+        seen: list[tuple[torch.Tensor, torch.Tensor, list, int]] = []
+        plan = self.plan
+
+        def forward(h: torch.Tensor) -> torch.Tensor:
+            output, saved = plan.forward(h)
+            seen.append((h, output, saved, output._version))
+            return output
+
+        block, version = self.block, x._version
+        previous = block.__dict__.get("forward", _MISSING)
+        block.__dict__["forward"] = forward
+        try:
+            with torch.no_grad():
+                result = model(x)
+        finally:
+            if previous is _MISSING:
+                block.__dict__.pop("forward", None)
+            else:
+                block.__dict__["forward"] = previous
+        only_the_block = len(seen) == 1 and x._version == version
+        if only_the_block:
+            given, output, saved, made = seen[0]
+            only_the_block = given is x and result is output and output._version == made
+        if not only_the_block:
+            self.refused = True
+            return None
+        return plan.explain_forward(x, output, saved, target, hypothetical, ledger)
+
+
+_MISSING = object()
+
+#: Per module, the last held plan made for it: what it was made from, and the plan (or None).
+_HELD: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, HeldPlan | None]] = weakref.WeakKeyDictionary()
+
+
+def held_plan_for(model: nn.Module, composite: Composite) -> HeldPlan | None:
+    """A :class:`HeldPlan` when ``model`` (not a Sequential itself) has one ``nn.Sequential`` child
+    that is such an MLP for ``composite`` with the names it has in ``model``, and nothing the
+    general engine would do differently: no rule for the model or the block themselves, no hooks,
+    and the composite's ``last`` rule (if any) falls on the block's last Linear. Kept per model
+    while its children and the composite are the same. Whether a call only applies the block is
+    checked per call (:meth:`HeldPlan.explain_batch`)."""
+    if type(model) is nn.Sequential or _hooked(model) or _global_hooks():
+        return None
+    children = list(model.named_children())
+    blocks = [(name, child) for name, child in children if type(child) is nn.Sequential]
+    if len(blocks) != 1:
+        return None
+    name, block = blocks[0]
+    made_from = (tuple((n, id(c), _hooked(c)) for n, c in children), _made_from(block, composite))
+    kept = _HELD.get(model)
+    if kept is not None and kept[0] == made_from:
+        return None if kept[1] is None or kept[1].refused else kept[1]
+    held = _held(model, name, block, composite)
+    _HELD[model] = (made_from, held)
+    return held
+
+
+def _held(model: nn.Module, name: str, block: nn.Sequential, composite: Composite) -> HeldPlan | None:
+    if _hooked(block) or len(block) == 0:
+        return None
+    if composite.rule_for("", model) is not None or composite.rule_for(name, block) is not None:
+        return None  # a rule for the whole module or the whole block: the general engine applies it
+    plan = _plan(block, composite, prefix=f"{name}.")
+    if plan is None:
+        return None
+    if composite.last is not None:  # the general engine gives it to the model's last affine layer
+        layers = [m for m in model.modules() if affine_ops(m) is not None]
+        if layers[-1] is not plan.steps[max(i for i, st in enumerate(plan.steps) if st.kind == "linear")].module:
+            return None
+    return HeldPlan(block, plan)
+
+
+def _plan(model: nn.Sequential, composite: Composite, prefix: str = "") -> SequentialPlan | None:
+    """The plan of ``model`` whose modules are called ``prefix + index`` in the explained model."""
     if any(type(c).__name__ != "MergeBatchNorm" for c in composite.canonizers):
         return None
     linears = [m for m in model if type(m) is nn.Linear]
@@ -109,7 +213,7 @@ def _plan(model: nn.Sequential, composite: Composite) -> SequentialPlan | None:
     for index, module in enumerate(model):
         if _hooked(module) or any(True for _ in module.children()):
             return None
-        name = str(index)
+        name = f"{prefix}{index}"
         if type(module) is nn.Linear:
             rule: Rule | None
             if module is linears[0] and composite.first is not None:
@@ -143,7 +247,7 @@ def _plan(model: nn.Sequential, composite: Composite) -> SequentialPlan | None:
             return None
     if steps[0].kind != "linear" and composite.first is not None:
         return None  # the first rule needs the input layer to come first
-    return SequentialPlan(steps)
+    return SequentialPlan(steps, prefix)
 
 
 def _passes_gradient(rule: Rule | None, module: nn.Module) -> bool:
@@ -155,6 +259,8 @@ class SequentialPlan:
     """The steps of one MLP and how each passes relevance back."""
 
     steps: list[_Step]
+    #: The block's name and a dot in the explained model ("" for the model itself): ledger rows.
+    prefix: str = ""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list]:
         """The block's output for ``x`` and what its backward keeps (no autograd)."""
@@ -207,8 +313,20 @@ class SequentialPlan:
     ) -> Explanation:
         """One batch, as :func:`lrp_domains.core.engine.attribution.explain_batches` would give it
         (``ledger``: with the rows a scope's taps would record, :mod:`~lrp_domains.core.engine.ledger`)."""
-        # per step: (input, z) for linear layers, the input of a ReLU, the shape before a flatten
+        # per step: (input, z) for linear layers, the output of a ReLU, the shape before a flatten
         output, saved = self.forward(x)
+        return self.explain_forward(x, output, saved, target, hypothetical, ledger)
+
+    def explain_forward(
+        self,
+        x: torch.Tensor,
+        output: torch.Tensor,
+        saved: list,
+        target: torch.Tensor | Callable | None,
+        hypothetical: bool = False,
+        ledger: bool = False,
+    ) -> Explanation:
+        """:meth:`explain_batch` from a forward already made (``output, saved = self.forward(x)``)."""
         grad: torch.Tensor | None  # None below a layer that writes its input relevance directly
         explained, index, grad = _seed(output, target)
         written = None
@@ -235,13 +353,13 @@ class SequentialPlan:
                     grad, written, units = _linear_backward(step, h, z, grad, position == 0 and hypothetical, rectified)
                     if ledger:
                         assert entering is not None
-                        rows.append((str(position), repr(step.rule), entering))
+                        rows.append((f"{self.prefix}{position}", repr(step.rule), entering))
                         if any(below.kind == "linear" for below in self.steps[:position]):
                             # ReLU, Flatten and identity steps pass sum(h * grad) on unchanged: what leaves
                             # this layer enters the next one down (the lowest one's: the input relevance)
                             assert grad is not None  # only the lowest layer writes relevance (plan_for)
                             leaving = _per_example(h, grad)
-                            rows[-1] = (str(position), repr(step.rule), entering - leaving)
+                            rows[-1] = (f"{self.prefix}{position}", repr(step.rule), entering - leaving)
                             entering = leaving
                 rectified = None
         relevance = x * grad if grad is not None else torch.zeros_like(x)
