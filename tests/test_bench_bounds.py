@@ -126,6 +126,7 @@ def test_batch_one_bench_reports_each_case_against_its_bound():
     rows = run(("mlp-module", "residual-cnn"), batch=1, repeats=1, threads=1)
     assert [(row["case"], row["method"]) for row in rows] == [
         ("mlp-module", "epsilon"),
+        ("mlp-module", "epsilon (general engine)"),
         ("residual-cnn", "epsilon"),
         ("residual-cnn", "genomics"),
     ]
@@ -133,14 +134,15 @@ def test_batch_one_bench_reports_each_case_against_its_bound():
         assert row["ms"] > 0 and row["gradient_ms"] > 0
         assert row["time_ratio"] == pytest.approx(row["ms"] / row["gradient_ms"])
     assert rows[0]["bound"] == pytest.approx(1.0)  # epsilon: a gradient's MACs
-    assert rows[2]["bound"] > 1.5  # gamma and z-box layers cost more than a gradient
+    assert rows[1]["bound"] == rows[0]["bound"]
+    assert rows[3]["bound"] > 1.5  # gamma and z-box layers cost more than a gradient
     with pytest.raises(ValueError, match="unknown case"):
         run(("resnet",), repeats=1)
 
 
 def test_the_mlp_held_in_a_module_gets_the_bare_sequentials_relevance():
-    """bench core's mlp-module case runs the general engine; the bare Sequential the fast path:
-    the same rules, so the same relevance."""
+    """bench core's mlp-module case (an MLP held in a module, the direct path checked per call)
+    and the general engine (strict mode) give the bare Sequential's relevance."""
     from lrp_domains.bench.engine.batch_one import MLPInModule
     from lrp_domains.core.engine.attribution import explain
 
@@ -149,5 +151,7 @@ def test_the_mlp_held_in_a_module_gets_the_bare_sequentials_relevance():
     x = torch.randn(8, 765)
     for name in ("epsilon", "zplus"):
         inside = explain(held, x, composite=name).relevance
+        general = explain(held, x, composite=name, strict=True).relevance
         bare = explain(held.net, x, composite=name).relevance
         torch.testing.assert_close(inside, bare, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(general, bare, rtol=1e-5, atol=1e-6)

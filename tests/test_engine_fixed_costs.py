@@ -102,14 +102,15 @@ def test_a_module_with_a_rule_gives_the_same_relevance_without_the_mode():
 
 
 class Head(nn.Module):
-    """An MLP held in a module: its Sequential runs as one fused block."""
+    """An MLP after another layer: the general engine, its Sequential run as one fused block."""
 
     def __init__(self) -> None:
         super().__init__()
+        self.pre = nn.Linear(6, 6)
         self.net = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(self.pre(x))
 
 
 def test_a_kept_block_plan_follows_hooks_modes_and_replaced_layers():

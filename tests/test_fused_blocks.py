@@ -87,8 +87,10 @@ def test_a_sequential_held_in_a_module_is_fused(fused_calls):
     model = Wrapped().double().eval()
     x = torch.randn(6, 12, dtype=torch.float64)
     for name in ("epsilon", "zplus"):
-        fused = L.explain(model, x, composite=name)
-        torch.testing.assert_close(fused.relevance, _unfused(model, x, name).relevance, rtol=1e-10, atol=1e-12)
+        # strict: the general engine (without it a held MLP takes the direct path, tests/test_held_plan.py)
+        fused = L.explain(model, x, composite=name, strict=True)
+        unfused = _unfused(model, x, name, strict=True)
+        torch.testing.assert_close(fused.relevance, unfused.relevance, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(fused.relevance, L.explain(model.net, x, composite=name).relevance)
     assert len(fused_calls) == 2
 
@@ -99,11 +101,11 @@ def test_where_modules_are_needed_one_by_one_the_block_is_not_fused(fused_calls)
     x = torch.rand(6, 12, dtype=torch.float64)
     # the input layer's rule (z-box) is claimed inside the block
     boxed = get("epsilon-gamma-box", low=0.0, high=1.0)
-    result = L.explain(model, x, composite=boxed)
+    result = L.explain(model, x, composite=boxed, strict=True)  # strict: the general engine
     torch.testing.assert_close(result.relevance, L.explain(model.net, x, composite=boxed).relevance)
     # a source inside the block, and the ledger
     L.explain(model, x, composite="epsilon", sources=["net.2"])
-    ledger = L.explain(model, x, composite="epsilon", ledger=True)
+    ledger = L.explain(model, x, composite="epsilon", ledger=True, strict=True)
     assert fused_calls == []
     assert {"net.0", "net.2", "net.4"} <= set(ledger.ledger["module"])
 
@@ -115,7 +117,7 @@ def test_hooks_or_training_mode_inside_the_block_leave_it_to_the_modules(fused_c
     seen = []
     handle = model.net[2].register_forward_hook(lambda *args: seen.append(1))
     try:
-        L.explain(model, x, composite="epsilon")
+        L.explain(model, x, composite="epsilon", strict=True)
     finally:
         handle.remove()
     assert seen == [1] and fused_calls == []

@@ -8,7 +8,9 @@ composite's lower bound (:mod:`lrp_domains.bench.flops`, its rules' multiply-acc
 gradient's) is printed beside the ratio, and ``time / bound`` is the figure against the target
 (at most 1.3):
 
-- ``mlp-module``: the 765-256-128-10 ReLU MLP held as ``self.net`` in a module, ``epsilon``;
+- ``mlp-module``: the 765-256-128-10 ReLU MLP held as ``self.net`` in a module, ``epsilon``: the
+  direct path (checked per call), and ``epsilon (general engine)``, the scope's cost (strict mode
+  takes the general engine);
 - ``residual-cnn``: ``bench adapter``'s residual 1-D CNN (BatchNorm, two residual blocks, max
   pool, two dense layers) on 4 x 200 one-hot, through ``SequenceExplainer``, ``epsilon`` and
   ``genomics``;
@@ -64,11 +66,16 @@ def _engine_case(name: str, batch: int) -> list[dict[str, Any]]:
     inputs = torch.randn(batch, 765)
     target = model(inputs).argmax(1)
     composite = get("epsilon")
-    methods = {
-        "gradient x input": _gradient_x_input(model, inputs, lambda out: out.gather(1, target[:, None])),
-        "epsilon": lambda: explain(model, inputs, target, composite),
-    }
-    return [dict(case=name, method="epsilon", bound=lower_bound(model, inputs, composite), methods=methods)]
+    gradient = _gradient_x_input(model, inputs, lambda out: out.gather(1, target[:, None]))
+    bound = lower_bound(model, inputs, composite)
+    rows = []
+    for method, strict in (("epsilon", False), ("epsilon (general engine)", True)):
+        methods = {
+            "gradient x input": gradient,
+            method: lambda strict=strict: explain(model, inputs, target, composite, strict=strict),
+        }
+        rows.append(dict(case=name, method=method, bound=bound, methods=methods))
+    return rows
 
 
 def _sequence_case(name: str, batch: int) -> list[dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 Cases: (a) a 3-layer 1-D CNN with BatchNorm on one-hot inputs (N=64, 4 x 1000) with ``epsilon``
 and ``epsilon-gamma-box``; (b) an MLP (N=256, 765 -> 256 -> 128 -> 10) with ``epsilon`` and
-``zplus``; (c) the same MLP held as ``self.net`` in a module, which the MLP fast path does not
-take (the general engine's cost); (d) ``bench adapter``'s residual CNN (BatchNorm, residual adds;
+``zplus``; (c) the same MLP held as ``self.net`` in a module: the direct path, checked per call
+(``epsilon``), and the general engine (``epsilon (general engine)``, run in strict mode, which
+takes it); (d) ``bench adapter``'s residual CNN (BatchNorm, residual adds;
 N=128 x 4 x 200), ``epsilon``. Each case also runs ``epsilon + ledger`` (``explain(..., ledger=True)``): its cost over
 the same explanation without the ledger is the ``ledger`` column. Time ratios come from
 interleaved runs; peak-memory ratios from fresh processes. Each composite's lower bound (the
@@ -30,10 +31,15 @@ from lrp_domains.core.engine.attribution import explain
 CASES = {
     "cnn": ("3 conv + BatchNorm, one-hot N=64 x 4 x 1000", ["epsilon", "epsilon-gamma-box", "epsilon + ledger"]),
     "mlp": ("765-256-128-10, standard-normal N=256", ["epsilon", "zplus", "epsilon + ledger"]),
-    "mlp-module": ("the same MLP held as self.net in a module (the general engine), N=256", ["epsilon"]),
+    "mlp-module": (
+        "the same MLP held as self.net in a module (direct path checked per call; and the general engine), N=256",
+        ["epsilon", "epsilon (general engine)"],
+    ),
     "residual": ("bench adapter's residual CNN (BatchNorm, residual adds), one-hot N=128 x 4 x 200", ["epsilon"]),
 }
 LEDGER = " + ledger"
+#: A method run by the general engine (strict mode takes it) where a direct path would be taken.
+GENERAL = " (general engine)"
 
 
 def build_case(case: str, device: torch.device) -> tuple[nn.Module, torch.Tensor]:
@@ -94,15 +100,15 @@ def methods_for(case: str, model: nn.Module, inputs: torch.Tensor) -> dict[str, 
 
     methods: dict[str, Callable[[], object]] = {"gradient x input": gradient_x_input}
     for name in CASES[case][1]:
-        composite, ledger = _composite(name), name.endswith(LEDGER)
-        methods[name] = lambda composite=composite, ledger=ledger: explain(
-            model, inputs, target, composite, ledger=ledger
+        composite, ledger, strict = _composite(name), name.endswith(LEDGER), name.endswith(GENERAL)
+        methods[name] = lambda composite=composite, ledger=ledger, strict=strict: explain(
+            model, inputs, target, composite, ledger=ledger, strict=strict
         )
     return methods
 
 
 def _composite(name: str):
-    name = name.removesuffix(LEDGER)
+    name = name.removesuffix(LEDGER).removesuffix(GENERAL)
     return get(name, low=0.0, high=1.0) if name == "epsilon-gamma-box" else get(name)
 
 

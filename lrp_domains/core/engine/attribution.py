@@ -526,10 +526,14 @@ DELTA_WARNING = 0.5
 
 def warn_on_large_delta(result: Explanation) -> None:
     """Warn when an example lost or gained more than :data:`DELTA_WARNING` of its relevance."""
-    explained = result.explained.detach().double()
-    delta = result.delta.detach().double()
-    total = explained - delta
-    if bool((delta.abs() > DELTA_WARNING * (explained.abs() + total.abs())).any()):
+    if len(result) <= 64:  # a few numbers: Python floats are quicker than tensor operations
+        pairs = zip(result.explained.detach().tolist(), result.delta.detach().tolist())
+        large = any(abs(d) > DELTA_WARNING * (abs(e) + abs(e - d)) for e, d in pairs)
+    else:
+        explained = result.explained.detach().double()
+        delta = result.delta.detach().double()
+        large = bool((delta.abs() > DELTA_WARNING * (explained.abs() + (explained - delta).abs())).any())
+    if large:
         # A constant message, so that Python shows it once per call site rather than per call.
         warnings.warn(
             f"some explanations lost or gained more than {DELTA_WARNING:.0%} of their relevance (see "

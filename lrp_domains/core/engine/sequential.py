@@ -31,7 +31,7 @@ from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine.ledger import LedgerRows, _wide, unintercepted
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.targets import select_target
-from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
+from lrp_domains.core.layers import AffineOps, affine_ops
 from lrp_domains.core.rules import LayerRule, Rule, _Layer
 
 __all__ = ["HeldPlan", "SequentialPlan", "block_plan", "fused_block", "held_plan_for", "plan_for"]
@@ -80,7 +80,7 @@ def _made_from(model: nn.Sequential, composite: Composite) -> tuple:
     module and whether it has hooks or a patched forward (names and types follow from identity)."""
     rules = tuple((key, id(rule)) for key, rule in composite.rules.items())
     canonizers = tuple(id(c) for c in composite.canonizers)
-    modules = tuple((id(module), _hooked(module), any(True for _ in module.children())) for module in model)
+    modules = tuple((id(module), _hooked(module), bool(module._modules)) for module in model)
     return (id(composite), rules, id(composite.first), id(composite.last), canonizers, modules)
 
 
@@ -211,7 +211,7 @@ def _plan(model: nn.Sequential, composite: Composite, prefix: str = "") -> Seque
         return None
     steps: list[_Step] = []
     for index, module in enumerate(model):
-        if _hooked(module) or any(True for _ in module.children()):
+        if _hooked(module) or bool(module._modules):
             return None
         name = f"{prefix}{index}"
         if type(module) is nn.Linear:
@@ -269,7 +269,7 @@ class SequentialPlan:
             h = x
             for step in self.steps:
                 if step.kind == "linear":
-                    z = F.linear(h, *parameters_of(step.module))
+                    z = F.linear(h, *_linear_parameters(step.module))
                     saved.append((h, z))
                     h = z
                 elif step.kind == "relu":
@@ -394,7 +394,7 @@ def block_plan(block: nn.Sequential, rule_of: Callable[[nn.Module], Rule | None]
     for module in block:
         if module._forward_hooks or module._forward_pre_hooks or module._backward_hooks or module.training:
             return None
-        if getattr(module, "_backward_pre_hooks", None) or any(True for _ in module.children()):
+        if getattr(module, "_backward_pre_hooks", None) or bool(module._modules):
             return None
         rule = rule_of(module)
         if type(module) is nn.Linear:
@@ -437,6 +437,15 @@ def fused_block(x: torch.Tensor, plan: SequentialPlan) -> torch.Tensor:
     return _FusedBlock.apply(x, plan)
 
 
+def _linear_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A plain ``nn.Linear``'s weight and bias as it holds them (read from its parameter dict:
+    ``module.weight`` goes through ``nn.Module.__getattr__``, a tenth of a small layer's step)."""
+    parameters = module._parameters
+    weight = parameters["weight"]
+    assert weight is not None  # a plan takes plain nn.Linear layers only (plan_for, block_plan)
+    return weight, parameters.get("bias")
+
+
 def _per_example(value: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
     """Per example, ``sum(value * grad)``, in the tensors' dtype (half types in float32)."""
     n = value.shape[0]
@@ -472,7 +481,7 @@ def _linear_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``(gradient at the input, relevance written directly, hypothetical units)`` of one layer
     (``rectified``: the output of the ReLU right above it, whose backward ``grad`` went through)."""
-    rule, (weight, bias) = step.rule, parameters_of(step.module)
+    rule, (weight, bias) = step.rule, _linear_parameters(step.module)
     weight = weight.detach()
     assert rule is not None  # plan_for sends layers without a rule to the general engine
     bias = None if bias is None else bias.detach()
