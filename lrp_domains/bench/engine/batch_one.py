@@ -188,5 +188,7 @@ def print_table(rows: list[dict]) -> None:
             f"{row['time_ratio'] / row['bound']:.2f}",
         )
     console = Console()
+    if not console.is_terminal:  # piped or redirected: whole method names rather than 80 columns
+        console = Console(width=120)
     console.print(table)
     console.print("  time / bound: our time over the gradient's, over the composite's MAC bound (target: at most 1.3)")

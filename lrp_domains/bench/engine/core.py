@@ -172,6 +172,8 @@ def print_table(rows: list[dict], device: str) -> None:
             f"{row['vs_without_ledger']:.2f}x" if row["vs_without_ledger"] == row["vs_without_ledger"] else "",
         )
     console = Console()
+    if not console.is_terminal:  # piped or redirected: whole method names rather than 80 columns
+        console = Console(width=120)
     console.print(table)
     for case, (label, _) in CASES.items():
         console.print(f"  {case}: {label}")
