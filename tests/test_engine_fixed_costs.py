@@ -22,23 +22,28 @@ class Net(nn.Module):
 
 
 def test_resolved_rules_follow_a_changed_composite_and_new_modules():
+    from lrp_domains.core.engine.scope import _resolved_rules
+
     torch.manual_seed(0)
     model = Net().double().eval()
+
+    def rules(composite: Composite) -> dict[str, object]:
+        named = list(model.named_modules())
+        return dict(zip([name for name, _ in named], _resolved_rules(model, composite, named)))
+
     composite = Composite({nn.Linear: Epsilon()})
-    resolve = composite.rule_resolver()
-    assert resolve("first", model.first) is composite.rules[nn.Linear]
-    assert composite.rule_resolver()("first", model.first) is composite.rules[nn.Linear]  # kept
+    first = rules(composite)
+    assert first["first"] is composite.rules[nn.Linear] and first[""] is None
 
     composite.rules["second"] = ZPlus()  # a rule by name, added to the same composite
-    assert composite.rule_resolver()("second", model.second) is composite.rules["second"]
+    assert rules(composite)["second"] is composite.rules["second"]
     composite.rules[nn.Linear] = Pass()  # a rule replaced
-    assert isinstance(composite.rule_resolver()("first", model.first), Pass)
+    assert isinstance(rules(composite)["first"], Pass)
 
     predicate = Composite({(lambda m: isinstance(m, nn.Linear) and m.out_features == 3): ZPlus()})
-    assert isinstance(predicate.rule_resolver()("second", model.second), ZPlus)
-    assert predicate.rule_resolver()("first", model.first) is None
+    assert isinstance(rules(predicate)["second"], ZPlus) and rules(predicate)["first"] is None
     model.second = nn.Linear(8, 5).double()  # a new module is asked afresh
-    assert predicate.rule_resolver()("second", model.second) is None
+    assert rules(predicate)["second"] is None
 
 
 def test_explanations_follow_a_rule_changed_between_calls():

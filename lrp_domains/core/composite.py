@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
@@ -124,29 +123,6 @@ class Composite:
                 elif key(module):
                     return rule
         return None
-
-    def rule_resolver(self) -> Callable[[str, nn.Module], Rule | None]:
-        """:meth:`rule_for` as a function that remembers its answer per module (held weakly) and
-        name, kept on the composite while its rules are the same objects: a scope resolves every
-        module of its model on each call, which for one example at a time was several percent of
-        the call. A predicate key is asked once per module (what it reads, a module's type,
-        children and parameter shapes, does not change while the module lives)."""
-        made_from = tuple((key, id(rule)) for key, rule in self.rules.items())
-        kept = self.__dict__.get("_resolved")
-        if kept is None or kept[0] != made_from:
-            kept = (made_from, weakref.WeakKeyDictionary())
-            self.__dict__["_resolved"] = kept
-        answers: weakref.WeakKeyDictionary[nn.Module, dict[str, Rule | None]] = kept[1]
-
-        def resolve(name: str, module: nn.Module) -> Rule | None:
-            by_name = answers.get(module)
-            if by_name is None:
-                by_name = answers[module] = {}
-            if name not in by_name:
-                by_name[name] = self.rule_for(name, module)
-            return by_name[name]
-
-        return resolve
 
     def context(self, model: nn.Module) -> Scope:
         """Apply this composite to ``model`` inside a ``with`` block (see :class:`Scope`)."""

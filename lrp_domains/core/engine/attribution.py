@@ -120,8 +120,20 @@ def _as_tensor(value: object, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a tensor or array-like, got {type(value).__name__}") from error
 
 
-def _check_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    home = model_device(model)
+def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
+    """:func:`model_device` and :func:`model_dtype` from one pass (usually the first parameter)."""
+    home: torch.device | None = None
+    for param in model.parameters():
+        home = param.device if home is None else home
+        if param.is_floating_point():
+            return home, param.dtype
+    return (home if home is not None else model_device(model)), None
+
+
+def _check_device(
+    model: nn.Module, device: torch.device | str | None, home: torch.device | None = None
+) -> torch.device:
+    home = model_device(model) if home is None else home
     if device is not None:
         wanted = torch.device(device)
         same_index = wanted.index is None or home.index is None or wanted.index == home.index
@@ -136,8 +148,8 @@ def _check_device(model: nn.Module, device: torch.device | str | None) -> torch.
 def prepare_inputs(model: nn.Module, inputs: object, device: torch.device | str | None) -> Inputs:
     """Inputs on the model's device: floating-point (and one-hot integer/boolean) tensors in the
     model's dtype; in a mapping, integer entries (token ids, masks) are left as they are."""
-    home = _check_device(model, device)
-    dtype = model_dtype(model)
+    home, dtype = _device_and_dtype(model)
+    home = _check_device(model, device, home)
     if isinstance(inputs, Mapping):
         if not inputs:
             raise ValueError("inputs is an empty mapping; give the model's keyword inputs")
@@ -282,7 +294,7 @@ def explain(
     if check == "ledger":
         check_ledger(result)
     home = inputs.device if isinstance(inputs, torch.Tensor) else None
-    if home is not None:
+    if home is not None and result.explained.device != home:
         result = result.to(home)
     if check_delta and composite.conserves:
         warn_on_large_delta(result)

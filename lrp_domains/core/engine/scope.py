@@ -77,6 +77,28 @@ def _functional_table(composite: Composite) -> dict:
     return table
 
 
+#: Per model, the rules its composite gave its modules, and what they were resolved from.
+_RESOLVED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, list[Rule | None]]] = weakref.WeakKeyDictionary()
+
+
+def _resolved_rules(model: nn.Module, composite: Composite, named: list[tuple[str, nn.Module]]) -> list:
+    """``composite.rule_for(name, module)`` for each named module, kept per model while the
+    composite's rules are the same objects and the modules the same names, objects and types (a
+    scope resolves every module on each call: for one example at a time, several percent of the
+    call). A predicate key is asked once per module so kept."""
+    made_from = (
+        id(composite),
+        tuple((key, id(rule)) for key, rule in composite.rules.items()),
+        tuple((name, id(module), type(module)) for name, module in named),
+    )
+    kept = _RESOLVED.get(model)
+    if kept is not None and kept[0] == made_from:
+        return kept[1]
+    rules = [composite.rule_for(name, module) for name, module in named]
+    _RESOLVED[model] = (made_from, rules)
+    return rules
+
+
 def _top_mode() -> Any:
     """The innermost torch-function mode on this thread's stack (there must be one)."""
     return torch._C._get_function_stack_at(torch._C._len_torch_function_stack() - 1)
@@ -243,9 +265,9 @@ class Scope:
         last = None
         if self.composite.last is not None:
             last = next((m for _, m in reversed(named) if affine_ops(m) is not None), None)
-        rule_for = self.composite.rule_resolver()
-        for name, module in named:
-            rule = self.composite.last if module is last else rule_for(name, module)
+        resolved = _resolved_rules(self.model, self.composite, named)
+        for (name, module), found in zip(named, resolved):
+            rule = self.composite.last if module is last else found
             if id(module) in norms:
                 rule = _MergedNorm(rule)
             self._install(name, module, rule, self._merged.get(id(module)))
