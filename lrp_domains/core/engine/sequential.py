@@ -370,7 +370,7 @@ class SequentialPlan:
             hypo = grad.clone() if grad is not None else torch.zeros_like(x)
             if units is not None:
                 hypo = hypo + units.reshape(x.shape).to(hypo.dtype)
-        result = Explanation.build(relevance, output.detach(), index, explained.detach(), hypo, {})
+        result = Explanation.build(relevance, output, index, explained, hypo, {})  # made under no_grad
         if ledger:
             # the lowest layer lets out the input relevance: explained - delta, summed once already
             name, rule, entering = rows[-1]
@@ -481,10 +481,9 @@ def _linear_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """``(gradient at the input, relevance written directly, hypothetical units)`` of one layer
     (``rectified``: the output of the ReLU right above it, whose backward ``grad`` went through)."""
+    # the parameters as they are: every caller runs this under no_grad (nothing to detach from)
     rule, (weight, bias) = step.rule, _linear_parameters(step.module)
-    weight = weight.detach()
     assert rule is not None  # plan_for sends layers without a rule to the general engine
-    bias = None if bias is None else bias.detach()
     assert step.ops is not None  # a Linear's
     layer = _Layer(step.ops, x, z, weight, bias, grad)
     layer.rectified = rectified
