@@ -630,6 +630,12 @@ def run(
 
     result: dict = {"rows": [], "verdicts": [], "models": {}, "missing": [], "threads": torch.get_num_threads()}
     cases: list[Case] = []
+
+    def token_case(kind: str, model: nn.Module, tokenizer: Any, record: dict, label: str) -> Case:
+        test = positives(settings[kind].get("motif_ids"))
+        truth, steps, shuffles = test.truth, settings["ig_steps"], settings["shuffles"]
+        return nt_case(model, tokenizer, test.onehot, test.sequences, truth, steps, shuffles, record, label=label)
+
     if "nt" in models:
         try:
             model, tokenizer, record = nt_model(cache_dir, settings["nt"], log)
@@ -637,19 +643,7 @@ def run(
             result["missing"].append(f"NT-like model: {error}")
         else:
             result["models"]["NT-like"] = record
-            test = positives(settings["nt"].get("motif_ids"))
-            cases.append(
-                nt_case(
-                    model,
-                    tokenizer,
-                    test.onehot,
-                    test.sequences,
-                    test.truth,
-                    settings["ig_steps"],
-                    settings["shuffles"],
-                    record,
-                )
-            )
+            cases.append(token_case("nt", model, tokenizer, record, "NT-like, class logit"))
             if "ours" in cases[-1].notes:
                 result["missing"].append(cases[-1].notes["ours"])
     for kind, (label, _) in TOKEN_MODELS.items():
@@ -657,20 +651,7 @@ def run(
             continue
         model, tokenizer, record = token_model(kind, cache_dir, settings[kind], log)
         result["models"][label] = record
-        test = positives(settings[kind].get("motif_ids"))
-        cases.append(
-            nt_case(
-                model,
-                tokenizer,
-                test.onehot,
-                test.sequences,
-                test.truth,
-                settings["ig_steps"],
-                settings["shuffles"],
-                record,
-                label=f"{label}, class logit",
-            )
-        )
+        cases.append(token_case(kind, model, tokenizer, record, f"{label}, class logit"))
     if "bpnet" in models:
         model, record = bpnet_model(cache_dir, settings["bpnet"], log)
         result["models"]["BPNet-like"] = record

@@ -120,20 +120,8 @@ def _as_tensor(value: object, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a tensor or array-like, got {type(value).__name__}") from error
 
 
-def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
-    """:func:`model_device` and :func:`model_dtype` from one pass (usually the first parameter)."""
-    home: torch.device | None = None
-    for param in model.parameters():
-        home = param.device if home is None else home
-        if param.is_floating_point():
-            return home, param.dtype
-    return (home if home is not None else model_device(model)), None
-
-
-def _check_device(
-    model: nn.Module, device: torch.device | str | None, home: torch.device | None = None
-) -> torch.device:
-    home = model_device(model) if home is None else home
+def _check_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    home = model_device(model)
     if device is not None:
         wanted = torch.device(device)
         same_index = wanted.index is None or home.index is None or wanted.index == home.index
@@ -148,8 +136,8 @@ def _check_device(
 def prepare_inputs(model: nn.Module, inputs: object, device: torch.device | str | None) -> Inputs:
     """Inputs on the model's device: floating-point (and one-hot integer/boolean) tensors in the
     model's dtype; in a mapping, integer entries (token ids, masks) are left as they are."""
-    home, dtype = _device_and_dtype(model)
-    home = _check_device(model, device, home)
+    home = _check_device(model, device)
+    dtype = model_dtype(model)
     if isinstance(inputs, Mapping):
         if not inputs:
             raise ValueError("inputs is an empty mapping; give the model's keyword inputs")
@@ -538,14 +526,9 @@ DELTA_WARNING = 0.5
 
 def warn_on_large_delta(result: Explanation) -> None:
     """Warn when an example lost or gained more than :data:`DELTA_WARNING` of its relevance."""
-    if len(result) <= 64:  # a few numbers: Python floats are quicker than tensor operations
-        pairs = zip(result.explained.detach().tolist(), result.delta.detach().tolist())
-        large = any(abs(d) > DELTA_WARNING * (abs(e) + abs(e - d)) for e, d in pairs)
-    else:
-        explained = result.explained.detach().double()
-        delta = result.delta.detach().double()
-        large = bool((delta.abs() > DELTA_WARNING * (explained.abs() + (explained - delta).abs())).any())
-    if large:
+    explained = result.explained.detach().double()
+    delta = result.delta.detach().double()
+    if bool((delta.abs() > DELTA_WARNING * (explained.abs() + (explained - delta).abs())).any()):
         # A constant message, so that Python shows it once per call site rather than per call.
         warnings.warn(
             f"some explanations lost or gained more than {DELTA_WARNING:.0%} of their relevance (see "

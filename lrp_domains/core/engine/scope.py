@@ -85,7 +85,7 @@ def _resolved_rules(model: nn.Module, composite: Composite, named: list[tuple[st
     """``composite.rule_for(name, module)`` for each named module, kept per model while the
     composite's rules are the same objects and the modules the same names, objects and types (a
     scope resolves every module on each call: for one example at a time, several percent of the
-    call). A predicate key is asked once per module so kept."""
+    call). A predicate key is asked again only when its module changes."""
     made_from = (
         id(composite),
         tuple((key, id(rule)) for key, rule in composite.rules.items()),

@@ -197,7 +197,7 @@ def _held(model: nn.Module, name: str, block: nn.Sequential, composite: Composit
         return None
     if composite.last is not None:  # the general engine gives it to the model's last affine layer
         layers = [m for m in model.modules() if affine_ops(m) is not None]
-        if layers[-1] is not plan.steps[max(i for i, st in enumerate(plan.steps) if st.kind == "linear")].module:
+        if layers[-1] is not [step.module for step in plan.steps if step.kind == "linear"][-1]:
             return None
     return HeldPlan(block, plan)
 
