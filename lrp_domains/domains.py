@@ -255,8 +255,19 @@ def kind_of(explainer: Any) -> str:
 
 
 def build_explainer(
-    kind: str, model: str | None = None, weights: str | None = None, composite: str | None = None
+    kind: str,
+    model: str | None = None,
+    weights: str | None = None,
+    composite: str | None = None,
+    device: str | None = None,
 ) -> DomainExplainer:
     """An explainer of ``kind`` from command-line strings (module-level and picklable through
-    ``functools.partial``, so Ray workers can rebuild it)."""
-    return get(kind).from_options(model=model, weights=weights, composite=composite)
+    ``functools.partial``, so Ray workers can rebuild it), its model on ``device`` (``--device``:
+    :func:`lrp_domains.devices.resolve_device`; None leaves it where it was loaded). The explainers
+    compute where their model is."""
+    explainer = get(kind).from_options(model=model, weights=weights, composite=composite)
+    if device is not None:
+        from lrp_domains.devices import resolve_device
+
+        explainer.model.to(resolve_device(device))
+    return explainer

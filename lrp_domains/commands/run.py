@@ -111,7 +111,13 @@ def _command(kind: str):
         missing: str = typer.Option(None, help="genes: model genes absent from the data: error, or zero."),
         option: list[str] = typer.Option([], help="Another option of this domain, KEY=VALUE (e.g. center=true)."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar (items, items/s, ETA)."),
+        device: str = typer.Option(
+            "auto",
+            help="Where to compute: auto (a CUDA GPU when torch sees one, else the CPU), cpu, cuda or cuda:N. "
+            "Not part of a run's identity: a run resumes on another device.",
+        ),
     ) -> None:
+        from lrp_domains.devices import resolve_device
         from lrp_domains.run import explain_dataset, read_manifest
         from lrp_domains.run.ray_engine import RayWorkersLost
 
@@ -121,7 +127,11 @@ def _command(kind: str):
                 raise InputError("--weights needs --model MODULE:FACTORY")
             if address is not None and engine is not Engine.ray:
                 raise InputError("--address is for --engine ray")
-            factory = partial(domains.build_explainer, kind, model, str(weights) if weights else None, composite)
+            # a GPU this machine lacks is refused before the model loads (Ray actors resolve it where they run)
+            chosen = resolve_device(device) if engine is Engine.local else None
+            factory = partial(
+                domains.build_explainer, kind, model, str(weights) if weights else None, composite, device=device
+            )
             given = run_input(kind, source, regions, genome, width)
             try:
                 manifest = explain_dataset(
@@ -141,7 +151,8 @@ def _command(kind: str):
                 typer.echo(f"error: {error}", err=True)
                 raise typer.Exit(1) from error
             info = read_manifest(out)
-        typer.echo(f"{info['input']['rows']} rows in {len(info['shards'])} shards; manifest: {manifest}")
+        where = f" on {chosen}" if chosen is not None else ""
+        typer.echo(f"{info['input']['rows']} rows in {len(info['shards'])} shards{where}; manifest: {manifest}")
 
     command.__doc__ = f"Explain every item of a file with the {kind} explainer, into Parquet shards."
     return command

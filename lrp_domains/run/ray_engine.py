@@ -60,7 +60,9 @@ class _ShardExplainer:
 
             torch.set_num_threads(1)  # one actor per core
             self.explainer = factory()
-            if torch.cuda.is_available():  # Ray gave this actor a GPU: the explainers follow the model's device
+            named = getattr(factory, "keywords", {}).get("device")  # the command line's --device
+            if named is None and torch.cuda.is_available():
+                # Ray gave this actor a GPU and no device was named: the explainers follow the model's device
                 self.explainer.model.to("cuda")
             self.reader = self.explainer.reader(path, column)
             self.options = options
