@@ -381,3 +381,26 @@ def startup(
     with one_line_errors(RuntimeError):  # RuntimeError: a measured command failed
         rows = run(repeats=repeats, sequences=sequences, passive_threads=passive_threads)
     print_table(rows)
+
+
+@bench("genome-scale")
+def genome_scale(
+    tiny: bool = typer.Option(
+        False, "--tiny", help="A small model and 24 windows: checks the bench in seconds on a CPU."
+    ),
+    device: str = typer.Option("auto", help="auto (a CUDA GPU when torch sees one), cuda, cuda:N, or cpu."),
+    windows: int = typer.Option(None, help="Windows of 2,114 bp (default 330,000, chr1's; --tiny 24)."),
+    sample: int = typer.Option(None, help="Windows timed in one process for each method (default 256; --tiny 4)."),
+    batch_size: int = typer.Option(None, help="Windows per forward/backward pass (default 64; --tiny 8)."),
+    folder: Path = typer.Option(None, help="Keep the inputs and the run here (default: a temporary folder)."),
+    job: bool = typer.Option(True, "--job/--no-job", help="Time the whole job (run sequences, run bigwig)."),
+) -> None:
+    """A ChromBPNet-sized model over chr1's 330,000 windows (run sequences, run bigwig) on one GPU, and
+    tangermeme's deep_lift_shap with 20 shuffles on a sample of the same windows, projected."""
+    from lrp_domains.bench.runs.genome_scale import print_table, run
+
+    with one_line_errors():
+        result = run(
+            device=device, tiny=tiny, windows=windows, sample=sample, batch_size=batch_size, folder=folder, job=job
+        )
+    print_table(result)
