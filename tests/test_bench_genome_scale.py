@@ -100,7 +100,10 @@ def test_the_sample_times_three_methods_and_prints_them(tiny_run, capsys):
         "deep_lift_shap, 20 shuffles",
     ):
         assert label in out
-    assert "kundajelab/chrombpnet #166" in out
+    assert "kundajelab/chrombpnet #166" in out and "projected to 330,000 windows" in out
+    # the genomics composite's MAC bound on a BPNet: z-box first layer, gamma convolutions (bench core's count)
+    assert 1.0 < result["agreement"]["bound"] < 3.0
+    assert f"MAC bound {result['agreement']['bound']:.2f}x" in out
 
 
 def test_a_full_run_without_a_gpu_says_what_to_do(monkeypatch):
