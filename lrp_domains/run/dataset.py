@@ -403,8 +403,9 @@ def explain_local(
                     pending.result()  # the shard before is written (its failure raised here)
                 pending = pool.submit(write, shard, rows)
         except BaseException:
-            if pending is not None and pending.exception() is not None:  # waits for it
-                raise pending.exception() from None
+            earlier = pending.exception() if pending is not None else None  # waits for the write
+            if earlier is not None:
+                raise earlier from None
             raise
         if pending is not None:
             pending.result()
