@@ -115,3 +115,25 @@ def test_a_full_run_without_a_gpu_says_what_to_do(monkeypatch):
     )
     assert result.exit_code != 0
     assert "add --tiny" in result.output
+
+
+def test_job_times_are_projected_from_enough_windows_only(capsys):
+    size = G.Size(filters=8, layers=2, windows=3300, sample=2, shuffles=20, batch_size=8)
+    result = {
+        "device": "cpu",
+        "threads": 2,
+        "size": size,
+        "job": [("run sequences", 30.0), ("run bigwig", 3.0)],
+        "per_window": {"ours": 0.5, "gradient": 0.25, "deep_lift_shap": 10.0},
+        "agreement": {"bound": 2.0, "ours_vs_dls": 0.5, "gradient_vs_dls": 0.5, "sample": 2},
+    }
+    G.print_table(result)
+    out = capsys.readouterr().out
+    # 3,300 windows in 33 s: 100 windows/s, so 330,000 windows in 3,300 s
+    assert "| the whole job | 3,300 | 33.0 | 100.0 | 0.92 h |" in out
+    # a sample method: 0.5 s a window, 165,000 s for 330,000 windows; 2 windows timed in 1.00 s
+    assert "| ours, in one process (sample) | 2 | 1.00 | 2.0 | 45.83 h |" in out
+    assert "ours / gradient: 2.00x (MAC bound 2.00x: 1.00 over it); deep_lift_shap / ours: 20x" in out
+    result["size"] = G.Size(filters=8, layers=2, windows=24, sample=2, shuffles=20, batch_size=8)
+    G.print_table(result)
+    assert "| the whole job | 24 | 33.0 | 0.7 | - |" in capsys.readouterr().out  # start-up would dominate

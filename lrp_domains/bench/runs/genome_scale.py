@@ -43,6 +43,9 @@ WINDOWS = 330_000
 #: What ChromBPNet users report for chromosome 1 with DeepLiftShap (kundajelab/chrombpnet #166).
 REPORTED_HOURS = 10.0
 MARGIN = 1000
+#: The fewest windows whose job time is projected to all windows (a process's start-up is a few
+#: seconds: at least 1,000 windows keep it a small part).
+PROJECT_FROM = 1000
 
 
 @dataclass(frozen=True)
@@ -309,14 +312,13 @@ def print_table(result: dict[str, Any]) -> None:
         f"(random weights), counts target, batch {size.batch_size}"
     )
     print(f"| step | windows | seconds | windows/s | projected to {WINDOWS:,} windows |\n|---|---|---|---|---|")
-    total = 0.0
-    for step, seconds in result["job"]:
-        total += seconds
+    steps = [*result["job"], ("the whole job", sum(seconds for _, seconds in result["job"]))] if result["job"] else []
+    for step, seconds in steps:
         rate = size.windows / seconds
-        print(f"| {step} (own process) | {size.windows:,} | {seconds:.1f} | {rate:,.1f} | {_hours(WINDOWS / rate)} |")
-    if result["job"]:
-        rate = size.windows / total
-        print(f"| the whole job | {size.windows:,} | {total:.1f} | {rate:,.1f} | {_hours(WINDOWS / rate)} |")
+        # a process's start-up (seconds) is a fixed cost: projected from enough windows only
+        projected = _hours(WINDOWS / rate) if size.windows >= PROJECT_FROM else "-"
+        label = step if step == "the whole job" else f"{step} (own process)"
+        print(f"| {label} | {size.windows:,} | {seconds:.1f} | {rate:,.1f} | {projected} |")
     per_window = result["per_window"]
     agreement = result["agreement"]
     n = agreement["sample"]
