@@ -137,3 +137,10 @@ def test_job_times_are_projected_from_enough_windows_only(capsys):
     result["size"] = G.Size(filters=8, layers=2, windows=24, sample=2, shuffles=20, batch_size=8)
     G.print_table(result)
     assert "| the whole job | 24 | 33.0 | 0.7 | - |" in capsys.readouterr().out  # start-up would dominate
+
+
+def test_a_folder_with_something_in_it_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    with pytest.raises(ValueError, match="is not empty; give a new or empty folder"):
+        G.run(device="cpu", tiny=True, folder=tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # nothing written

@@ -279,6 +279,9 @@ def run(
     )
     if min(size.windows, size.sample, size.batch_size) < 1:
         raise ValueError("windows, sample and batch size must be at least 1")
+    if folder is not None and Path(folder).exists() and any(Path(folder).iterdir()):
+        # a run left there would resume (nothing timed), and the inputs would be written over
+        raise ValueError(f"--folder {folder} is not empty; give a new or empty folder for the bench's inputs and run")
     with tempfile.TemporaryDirectory() as temporary:
         where = Path(folder) if folder is not None else Path(temporary)
         where.mkdir(parents=True, exist_ok=True)
