@@ -263,11 +263,11 @@ def build_explainer(
 ) -> DomainExplainer:
     """An explainer of ``kind`` from command-line strings (module-level and picklable through
     ``functools.partial``, so Ray workers can rebuild it), its model on ``device`` (``--device``:
-    :func:`lrp_domains.devices.resolve_device`; None leaves it where it was loaded). The explainers
+    :func:`lrp_domains.run.devices.resolve_device`; None leaves it where it was loaded). The explainers
     compute where their model is."""
     explainer = get(kind).from_options(model=model, weights=weights, composite=composite)
     if device is not None:
-        from lrp_domains.devices import resolve_device
+        from lrp_domains.run.devices import resolve_device
 
         explainer.model.to(resolve_device(device))
     return explainer

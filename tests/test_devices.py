@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from lrp_domains.bench.data.synthetic import make_dataset, write_fasta
 from lrp_domains.cli import app
-from lrp_domains.devices import resolve_device
 from lrp_domains.domains import build_explainer
 from lrp_domains.errors import InputError
 from lrp_domains.run import read_results
+from lrp_domains.run.devices import resolve_device
 
 
 @pytest.fixture

@@ -97,7 +97,9 @@ def test_llama_layer_flow_conserves_and_starts_at_the_token_relevance(composite)
         assert flow.layers == ["model.embed_tokens", "model.layers.0", "model.layers.1"]
         logits = _logits(explainer, text)
         assert flow.target == tokenizer.convert_ids_to_tokens(int(logits.argmax())) == e.target
-        assert flow.explained == pytest.approx(float(logits.max()), abs=1e-10)
+        # LLaMA's RMSNorm and rotary tables run in float32 even in float64: batched (padded) and
+        # alone, the logit agrees to float32's precision
+        assert flow.explained == pytest.approx(float(logits.max()), rel=1e-6)
         # the embedding row is the word embedding's output: TextExplainer's token relevance
         assert e.embedding_relevance == {}
         np.testing.assert_allclose(flow.relevance[0], e.token_relevance.numpy(), rtol=0, atol=1e-10)

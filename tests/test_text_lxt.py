@@ -12,6 +12,11 @@ import lrp_domains as L
 import lrp_domains.text  # noqa: F401  (registers the composites)
 
 CASES = [(arch, variant) for arch in ("llama", "gpt2") for variant in ("attnlrp", "cp-lrp")]
+#: How close our logit is to LXT's. transformers' LLaMA computes its RMSNorm and rotary tables in
+#: float32 even in a float64 model, so its output agrees across machines to float32's precision
+#: only (the CPU's float32 kernels differ: 1e-7 apart between two machines of this project); GPT-2
+#: stays in float64 throughout.
+LOGIT_RTOL = {"llama": 1e-6, "gpt2": 1e-10}
 
 
 def _load(arch, variant):
@@ -50,7 +55,7 @@ def test_matches_lxt(arch, variant):
     """Our default, like LXT's efficient mode, is LRP-0 (the plain gradient) on linear layers."""
     model, meta, reference = _load(arch, variant)
     logit, relevance = _word_relevance(model, reference["input_ids"], meta["target_token"], variant)
-    torch.testing.assert_close(logit, reference["logit"].double().reshape(()), rtol=1e-10, atol=0)
+    torch.testing.assert_close(logit, reference["logit"].double().reshape(()), rtol=LOGIT_RTOL[arch], atol=0)
     expected = reference["relevance"].double()
     torch.testing.assert_close(relevance, expected, rtol=0, atol=1e-7 * expected.abs().max().item())
 

@@ -117,8 +117,8 @@ def _command(kind: str):
             "Not part of a run's identity: a run resumes on another device.",
         ),
     ) -> None:
-        from lrp_domains.devices import resolve_device
         from lrp_domains.run import explain_dataset, read_manifest
+        from lrp_domains.run.devices import resolve_device
         from lrp_domains.run.ray_engine import RayWorkersLost
 
         with one_line_errors():

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from lrp_domains.core.derived import derived
+
 Forward = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 InputVJP = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -48,7 +50,8 @@ class AffineOps:
                 total = total + self.vjp(x, weight, grad)
             return total
         weights, grads = zip(*terms)
-        return self.vjp(x, torch.cat(weights, 0), torch.cat(grads, self.feature_dim))
+        stacked = derived(("cat", 0), weights, lambda: torch.cat(weights, 0))
+        return self.vjp(x, stacked, torch.cat(grads, self.feature_dim))
 
     def vjp_each(self, x: torch.Tensor, weights: list[torch.Tensor], grad: torch.Tensor) -> list[torch.Tensor]:
         """``[W_i^T grad for W_i in weights]``, stacked along input features where allowed."""
@@ -56,7 +59,7 @@ class AffineOps:
             return [self.vjp(x, weight, grad) for weight in weights]
         shape = list(x.shape)
         shape[self.feature_dim] *= len(weights)
-        stacked = self.vjp(x.new_empty(shape), torch.cat(weights, 1), grad)
+        stacked = self.vjp(x.new_empty(shape), derived(("cat", 1), weights, lambda: torch.cat(weights, 1)), grad)
         return list(stacked.chunk(len(weights), self.feature_dim))
 
 

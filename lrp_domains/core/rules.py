@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Union, overload
 import torch
 from torch import nn
 
+from lrp_domains.core.derived import derived
 from lrp_domains.core.gradients import (
     epsilon_grad,
     epsilon_scale,
@@ -258,7 +259,8 @@ def _pos(t: torch.Tensor) -> torch.Tensor: ...
 @overload
 def _pos(t: torch.Tensor | None) -> torch.Tensor | None: ...
 def _pos(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.clamp(min=0)
+    """``max(t, 0)`` of a parameter (kept between calls: :mod:`lrp_domains.core.derived`)."""
+    return None if t is None else derived("pos", (t,), lambda: t.clamp(min=0))
 
 
 @overload
@@ -266,7 +268,8 @@ def _neg(t: torch.Tensor) -> torch.Tensor: ...
 @overload
 def _neg(t: torch.Tensor | None) -> torch.Tensor | None: ...
 def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.clamp(max=0)
+    """``min(t, 0)`` of a parameter (kept between calls: :mod:`lrp_domains.core.derived`)."""
+    return None if t is None else derived("neg", (t,), lambda: t.clamp(max=0))
 
 
 class _Layer:
@@ -440,13 +443,13 @@ class AlphaBeta(LayerRule):
 
 
 def w_up_of(weight: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``W + gamma W+``."""
-    return weight + gamma * weight.clamp(min=0)
+    """``W + gamma W+`` (kept between calls: :mod:`lrp_domains.core.derived`)."""
+    return derived(("up", gamma), (weight,), lambda: weight + gamma * weight.clamp(min=0))
 
 
 def w_down_of(weight: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``W + gamma W-``."""
-    return weight + gamma * weight.clamp(max=0)
+    """``W + gamma W-`` (kept between calls: :mod:`lrp_domains.core.derived`)."""
+    return derived(("down", gamma), (weight,), lambda: weight + gamma * weight.clamp(max=0))
 
 
 class Gamma(LayerRule):

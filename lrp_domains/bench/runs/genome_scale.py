@@ -260,7 +260,7 @@ def run(
 ) -> dict[str, Any]:
     """The bench (``device``: default CUDA; a CPU only with ``tiny`` or a ``windows`` count given);
     ``folder``: where the inputs and the run go (kept; default a temporary folder)."""
-    from lrp_domains.devices import resolve_device
+    from lrp_domains.run.devices import resolve_device
 
     chosen = resolve_device(device)
     if chosen.type != "cuda" and not tiny and windows is None:

@@ -18,7 +18,7 @@ from typing import Any, Union
 import torch
 from torch import nn
 
-from lrp_domains.core import composites
+from lrp_domains.core import composites, derived
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine.ledger import Ledger
 from lrp_domains.core.engine.result import Explanation
@@ -317,6 +317,23 @@ def explain_batches(
     first = next(data, None)
     if first is None:
         return parts
+    with derived.kept():  # tensors made from parameters alone: once per call, not per batch
+        return _explain_all(model, first, data, composite, names, strict, hypothetical, output, check_delta, ledger)
+
+
+def _explain_all(
+    model: nn.Module,
+    first: tuple[Inputs, torch.Tensor | Callable | None],
+    data: Iterator[tuple[Inputs, torch.Tensor | Callable | None]],
+    composite: Composite,
+    names: list[str],
+    strict: bool,
+    hypothetical: bool,
+    output: OutputFn | None,
+    check_delta: bool,
+    ledger: bool,
+) -> list[Explanation]:
+    parts: list[Explanation] = []
     direct = not names and output is None and isinstance(first[0], torch.Tensor)
     plan = plan_for(model, composite) if direct else None
     # strict mode names uncovered operations anywhere on the input, which only the scope sees

@@ -58,6 +58,30 @@ _BLOCK_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, SequentialPlan |
 
 #: Per composite, its functional rules with the built-in ones (what they were made from, the table).
 _TABLES: weakref.WeakKeyDictionary[Any, tuple[tuple, dict]] = weakref.WeakKeyDictionary()
+#: Per layer, its parameters and their detached views, kept so that a layer's parameters are the
+#: same tensors from call to call (what :mod:`lrp_domains.core.derived` keeps its tensors by).
+_DETACHED: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, tuple[torch.Tensor, torch.Tensor | None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def detached_parameters(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A layer's weight and bias detached, the same view objects from call to call while the
+    module holds the same parameters on the same storage (a view shares its parameter's version
+    counter, so changes in place show through it; a parameter replaced, or given new ``.data``,
+    is viewed anew)."""
+    weight, bias = parameters_of(module)
+    storage = tuple(
+        None if t is None else (t.data_ptr(), t.shape, t.stride(), t.dtype, t.device) for t in (weight, bias)
+    )
+    kept = _DETACHED.get(module)
+    if kept is not None:
+        (kept_weight, kept_bias, kept_storage), views = kept
+        if kept_weight is weight and kept_bias is bias and kept_storage == storage:
+            return views
+    views = (weight.detach(), None if bias is None else bias.detach())
+    _DETACHED[module] = ((weight, bias, storage), views)
+    return views
 
 
 def _functional_table(composite: Composite) -> dict:
@@ -150,8 +174,7 @@ class ModuleCall:
         norm = self.merged_with
         if norm is not None and not norm.training:  # self.merged, spelled out for the type checker
             return MergeBatchNorm.merged_parameters(self.module, norm)
-        weight, bias = parameters_of(self.module)
-        return weight.detach(), None if bias is None else bias.detach()
+        return detached_parameters(self.module)
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's output for ``x`` with :meth:`params` (merged or not)."""
