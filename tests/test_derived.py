@@ -179,3 +179,30 @@ def test_each_batch_after_the_first_makes_no_weight_tensors_again(monkeypatch):
     # per gamma layer (two) W + gamma W+, W + gamma W-, W+, b+ and their stacking, and the z-box
     # layer's W+ and stacking: at least 12 operations for each of the 3 batches after the first
     assert remade - kept >= 3 * 12
+
+
+def test_merged_batchnorm_parameters_follow_edits_through_data_between_calls():
+    """A Conv + BatchNorm model behind a module the direct paths do not take: its merged
+    parameters were once kept between calls, and an edit through ``.data`` went unseen."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(4, 8, 5, padding=2), nn.BatchNorm1d(8), nn.ReLU(), nn.Flatten(), nn.Linear(160, 2))
+    with torch.no_grad():
+        net[1].running_var.uniform_(0.5, 1.5)
+        net[1].running_mean.normal_()
+
+    class Scaled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x) * 1.0
+
+    model = Scaled().eval()
+    x = torch.randn(3, 4, 20)
+    before = L.explain(model, x, 0, "epsilon", check_delta=False).relevance
+    net[0].weight.data.mul_(-2.0)
+    net[1].running_var.data.mul_(3.0)
+    after = L.explain(model, x, 0, "epsilon", check_delta=False).relevance
+    assert not torch.allclose(before, after)
+    assert torch.equal(after, L.explain(copy.deepcopy(model), x, 0, "epsilon", check_delta=False).relevance)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lrp_domains.core import derived
 from lrp_domains.core.layers import parameters_of
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ Mergeable = Union[nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d]
 _MERGED: weakref.WeakKeyDictionary[nn.Module, tuple[list, tuple[torch.Tensor, torch.Tensor]]] = (
     weakref.WeakKeyDictionary()
 )
+derived.on_clear(_MERGED.clear)  # kept for one call only
 
 
 def _sources(layer: nn.Module, norm: _BatchNorm) -> list[torch.Tensor | float | None]:
@@ -121,9 +123,12 @@ class MergeBatchNorm:
     def merged_parameters(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of ``norm(layer(x))`` as one affine layer (running statistics).
 
-        Kept per layer while every tensor they come from is the same tensor, unmodified (its
-        storage and version counter: an optimizer step, ``load_state_dict`` or ``model.to`` make
-        them again): one example at a time, the merge would otherwise be recomputed per call."""
+        Within one call of the engine (all its batches: :func:`lrp_domains.core.derived.kept`),
+        kept per layer while every tensor they come from is the same tensor, unmodified (its
+        storage and version counter). Never between calls: an edit through ``.data``, which moves
+        no version counter, would go unseen."""
+        if not derived.active():
+            return MergeBatchNorm._merge(layer, norm)
         sources = _sources(layer, norm)
         kept = _MERGED.get(layer)
         if kept is not None and _unchanged(kept[0], sources):

@@ -28,6 +28,7 @@ LIMIT_BYTES = 256 * 2**20
 _State = tuple
 _KEPT: OrderedDict[tuple, tuple[tuple[_State, ...], _State, torch.Tensor]] = OrderedDict()
 _kept_bytes = 0
+_OTHERS: list[Callable[[], None]] = []
 _depth = 0  # how many kept() blocks are open (threads share them: the engine's scopes are per thread)
 
 
@@ -103,10 +104,22 @@ def _forget(ident: tuple) -> None:
 
 
 def clear() -> None:
-    """Forget every kept tensor."""
+    """Forget every kept tensor (and what the caches registered with :func:`on_clear` keep)."""
     global _kept_bytes
     _KEPT.clear()
     _kept_bytes = 0
+    for forget in _OTHERS:
+        forget()
+
+
+def active() -> bool:
+    """Whether a :func:`kept` block is open: other per-call caches keep their tensors only then."""
+    return _depth > 0
+
+
+def on_clear(forget: Callable[[], None]) -> None:
+    """Have ``forget`` called whenever the kept tensors are forgotten (the end of a call)."""
+    _OTHERS.append(forget)
 
 
 def kept_bytes() -> int:
