@@ -291,6 +291,8 @@ class _Layer:
         #: ``max(z, 0)`` where the output goes through a ReLU whose backward already zeroed ``grad``
         #: wherever ``z <= 0`` (the direct MLP path sets it); None otherwise.
         self.rectified: torch.Tensor | None = None
+        #: Whether ``x >= 0`` everywhere, read off the forward (:class:`SignFlag`); None: ask ``x``.
+        self.sign: SignFlag | None = None
 
     def relevance(self) -> torch.Tensor:
         """``R = z * g``, a fresh tensor the rule may modify in place."""
@@ -310,6 +312,9 @@ class _Layer:
         return self.f(probe, torch.zeros_like(self.weight), bias)
 
     def nonnegative(self) -> bool:
+        """Whether the layer's input is ``>= 0`` everywhere (the flag made in the forward, if any)."""
+        if self.sign is not None:
+            return bool(self.sign)
         return bool(self.x.min() >= 0)
 
     def bound(self, value: float | torch.Tensor) -> torch.Tensor:
@@ -329,6 +334,9 @@ class LayerRule(Rule):
     the modified forwards a rule needs run in its backward, one layer at a time, so their
     temporaries never pile up across layers.
     """
+
+    #: The backward branches on whether the input is ``>= 0`` (:class:`SignFlag` is made in the forward).
+    branches_on_sign: ClassVar[bool] = False
 
     def backward(self, layer: _Layer) -> torch.Tensor:
         raise NotImplementedError
@@ -355,6 +363,32 @@ class LayerRule(Rule):
         return relevance
 
 
+class SignFlag:
+    """Whether a layer's input is ``>= 0`` everywhere, computed in the forward, where the input is
+    made, and read in the backward, where the rule branches on it (:meth:`_Layer.nonnegative`).
+
+    On a GPU the flag comes to the host by a non-blocking copy with an event recorded after it:
+    reading it waits for that forward-time work, long finished by the backward, instead of every
+    kernel queued before the read, as ``bool(x.min() >= 0)`` in the backward did once per layer
+    (a host sync that drains the queue). On a CPU it is that same comparison, made earlier."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        flag = x.min() >= 0 if x.numel() else torch.ones((), dtype=torch.bool, device=x.device)
+        self.event: Any = None
+        if flag.is_cuda:
+            self.value = torch.empty((), dtype=torch.bool, pin_memory=True)
+            self.value.copy_(flag, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self.value = flag
+
+    def __bool__(self) -> bool:
+        if self.event is not None:
+            self.event.synchronize()
+        return bool(self.value)
+
+
 class _LayerRuleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, anchor, rule, ops, weight, bias, record):  # noqa: D102
@@ -362,6 +396,7 @@ class _LayerRuleFunction(torch.autograd.Function):
         ctx.save_for_backward(x, z, weight, bias)
         ctx.rule, ctx.ops, ctx.record = rule, ops, record
         ctx.anchor_shape = None if anchor is None else anchor.shape
+        ctx.sign = SignFlag(x) if rule.branches_on_sign else None
         return z
 
     @staticmethod
@@ -370,6 +405,7 @@ class _LayerRuleFunction(torch.autograd.Function):
         rule = ctx.rule
         with torch.no_grad():
             layer = _Layer(ctx.ops, x, z, weight, bias, grad)
+            layer.sign = ctx.sign
             result = rule.backward(layer)
             if ctx.record is not None:
                 ctx.record(rule.unit_relevance(layer, result).reshape(ctx.anchor_shape))
@@ -389,6 +425,7 @@ class ZPlus(LayerRule):
     ReLU) the ``x-`` term vanishes and is skipped: one extra layer forward.
     """
 
+    branches_on_sign = True
     cost = (3, 5)  # + W+ x+ (input >= 0); else W+ x+ and W- x-, W+^T s and W-^T s
 
     def __init__(self, stabilizer: float = 1e-6) -> None:
@@ -413,6 +450,7 @@ class AlphaBeta(LayerRule):
     ``alpha - beta = 1`` and both ``>= 0``.
     """
 
+    branches_on_sign = True
     cost = (4, 9)  # + W+ x, W+^T s+ and W-^T s- (input >= 0); else four forwards, four products
 
     def __init__(self, alpha: float = 2.0, beta: float = 1.0, stabilizer: float = 1e-6) -> None:
@@ -461,6 +499,7 @@ class Gamma(LayerRule):
     ``W+ x + b+`` is computed (``W- x + b- = z - W+ x - b+``): one extra layer forward.
     """
 
+    branches_on_sign = True
     cost = (4, 9)  # as AlphaBeta: + W+ x and two products (input >= 0); else four and four
 
     def __init__(self, gamma: float = 0.25, stabilizer: float = 1e-6) -> None:
