@@ -29,7 +29,8 @@ _State = tuple
 _KEPT: OrderedDict[tuple, tuple[tuple[_State, ...], _State, torch.Tensor]] = OrderedDict()
 _kept_bytes = 0
 _OTHERS: list[Callable[[], None]] = []
-_depth = 0  # how many kept() blocks are open (threads share them: the engine's scopes are per thread)
+_depth = 0  # how many kept() blocks are open, in any thread: a call ending in one thread may make
+# another thread's call make its tensors again, never use stale ones
 
 
 def _state(tensor: torch.Tensor, ident: tuple | None = None) -> _State | None:
