@@ -89,3 +89,46 @@ def test_explicit_pairs_by_name():
         with L.Composite({}, canonizers=[MergeBatchNorm(pairs=[("head", "norm")])]).context(net):
             pass
     assert "forward" not in net.conv.__dict__
+
+
+@pytest.mark.parametrize("layer_bias", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("kind", ["linear", "conv1d"])
+def test_merged_parameters_are_the_textbook_formula(kind, affine, layer_bias):
+    """W' = W gamma / sqrt(var + eps), b' = (b - mean) gamma / sqrt(var + eps) + beta (Montavon et
+    al. 2019, Sec. 10.3), each computed here from the definitions in float64; and the merged layer
+    computes norm(layer(x))."""
+    g = M.seeded(3)
+    layer = (nn.Linear(5, 4, bias=layer_bias) if kind == "linear" else nn.Conv1d(3, 4, 3, bias=layer_bias)).double()
+    norm = nn.BatchNorm1d(4, affine=affine, eps=0.01).double().eval()
+    with torch.no_grad():
+        norm.running_mean.normal_(generator=g)
+        norm.running_var.uniform_(0.2, 2.0, generator=g)
+        if affine:
+            norm.weight.normal_(generator=g)
+            norm.bias.normal_(generator=g)
+    weight, bias = MergeBatchNorm.merged_parameters(layer, norm)
+    gamma = norm.weight.detach() if affine else torch.ones(4, dtype=torch.float64)
+    beta = norm.bias.detach() if affine else torch.zeros(4, dtype=torch.float64)
+    factor = gamma / torch.sqrt(norm.running_var + norm.eps)
+    b = layer.bias.detach() if layer_bias else torch.zeros(4, dtype=torch.float64)
+    shape = (4,) + (1,) * (layer.weight.dim() - 1)
+    torch.testing.assert_close(weight, layer.weight.detach() * factor.reshape(shape), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(bias, (b - norm.running_mean) * factor + beta, rtol=1e-12, atol=1e-14)
+    x = (
+        torch.randn(2, 5, dtype=torch.float64, generator=g)
+        if kind == "linear"
+        else torch.randn(2, 3, 7, dtype=torch.float64, generator=g)
+    )
+    forward = nn.functional.linear if kind == "linear" else nn.functional.conv1d
+    torch.testing.assert_close(forward(x, weight, bias), norm(layer(x)).detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_a_norm_in_another_dtype_merges_into_the_layer_dtype():
+    """A float32 BatchNorm after a float64 layer: merged parameters in the layer's dtype."""
+    M.seeded(4)
+    layer, norm = nn.Linear(3, 2).double(), nn.BatchNorm1d(2).eval()
+    weight, bias = MergeBatchNorm.merged_parameters(layer, norm)
+    assert weight.dtype == bias.dtype == torch.float64
+    x = torch.randn(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(nn.functional.linear(x, weight, bias), norm(layer(x).float()).double().detach())

@@ -4,6 +4,9 @@ functional-rule mode off the stack gives the same relevance as with it."""
 
 from __future__ import annotations
 
+import warnings
+
+import pytest
 import torch
 from torch import nn
 
@@ -141,3 +144,26 @@ def test_a_kept_block_plan_follows_hooks_modes_and_replaced_layers():
     model.net[0] = nn.Linear(6, 8).double()  # a replaced layer: a new plan with it
     check(fused=True)
     assert _BLOCK_PLANS[model.net][1].steps[0].module is model.net[0]
+
+
+def _explanation(explained: list[float], delta: list[float]) -> L.Explanation:
+    e, d = torch.tensor(explained), torch.tensor(delta)
+    return L.Explanation(relevance=(e - d)[:, None], output=e[:, None], target=None, explained=e, delta=d)
+
+
+@pytest.mark.parametrize("copies", [1, 40])  # 4 and 160 examples: per example in Python, and as tensors
+def test_the_large_delta_warning_reads_every_example_the_same_way_at_any_batch_size(copies):
+    """|delta| > 50% of |explained| + |explained - delta|, by hand: 1 - 0.2 keeps most (no warning);
+    explained 1 with all of it lost (delta 1) warns; a NaN delta never compares larger."""
+    from lrp_domains.core.engine.attribution import warn_on_large_delta
+
+    quiet = _explanation([1.0, -2.0, 0.0, 5.0] * copies, [0.2, -0.5, 0.0, float("nan")] * copies)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_on_large_delta(quiet)
+    loud = _explanation([1.0, -2.0, 0.0, 5.0] * copies, [0.2, -0.5, 0.0, 5.0] * copies)
+    with pytest.warns(UserWarning, match="lost or gained more than 50%"):
+        warn_on_large_delta(loud)
+    created = _explanation([1.0] * 4 * copies, [0.2] * (4 * copies - 1) + [-3.0])  # 4 created from 1
+    with pytest.warns(UserWarning, match="lost or gained more than 50%"):
+        warn_on_large_delta(created)

@@ -233,8 +233,11 @@ class Epsilon(Rule):
             z = call.compute(single_input(call, args, kwargs))
         else:
             z = call.original(*args, **kwargs)
-        # epsilon = 0 is LRP-0, whose modified gradient is the plain gradient.
-        return epsilon_grad(z, self.epsilon) if self.epsilon > 0 else z
+        if self.epsilon == 0:
+            return z  # LRP-0, whose modified gradient is the plain gradient
+        if any(z is a for a in args):
+            z = z.view_as(z)  # a module returning its input: the scale applies to this path only
+        return epsilon_grad(z, self.epsilon)
 
     def ledger_bias(self, call: ModuleCall) -> torch.Tensor | None:
         """LRP-0 on a Linear or convolution: its (merged) bias (see :meth:`Rule.ledger_bias`)."""
@@ -244,7 +247,7 @@ class Epsilon(Rule):
         return torch.zeros(0) if bias is None else bias
 
     def affine_backward(self, layer: _Layer) -> torch.Tensor:
-        """``W^T (g z / stab(z))``, the scale of :class:`~lrp_domains.core.gradients.EpsilonGrad`."""
+        """``W^T (g z / stab(z))``, the scale of :func:`~lrp_domains.core.gradients.epsilon_grad`."""
         if self.epsilon == 0:
             grad = layer.grad
         elif layer.rectified is not None:

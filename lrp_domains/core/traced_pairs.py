@@ -26,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from lrp_domains.core.engine import walk
+
 __all__ = ["trace_for", "trace_pairs"]
 
 _MERGEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -65,7 +67,7 @@ def trace_for(model: nn.Module, composite: Any, inputs: Any) -> list[tuple[nn.Mo
 
 
 def _module_ids(model: nn.Module) -> tuple[int, ...]:
-    return tuple(id(m) for m in model.modules())
+    return tuple(id(m) for m in walk.modules(model))
 
 
 def _all_in_sequential_pairs(model: nn.Module, norms: list[_BatchNorm]) -> bool:

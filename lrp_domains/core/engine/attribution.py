@@ -20,6 +20,7 @@ from torch import nn
 
 from lrp_domains.core import composites, derived
 from lrp_domains.core.composite import Composite
+from lrp_domains.core.engine import walk
 from lrp_domains.core.engine.ledger import Ledger
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.sequential import held_plan_for, plan_for
@@ -47,18 +48,12 @@ Sources = Union[Sequence[str], Sequence[type], type, None]
 
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter or buffer (CPU for a model without any)."""
-    for tensors in (model.parameters(), model.buffers()):
-        for tensor in tensors:
-            return tensor.device
-    return torch.device("cpu")
+    return walk.device_and_dtype(model)[0]
 
 
 def model_dtype(model: nn.Module) -> torch.dtype | None:
     """The dtype of the model's first floating-point parameter, if any."""
-    for param in model.parameters():
-        if param.is_floating_point():
-            return param.dtype
-    return None
+    return walk.device_and_dtype(model)[1]
 
 
 @contextlib.contextmanager
@@ -70,7 +65,7 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     training mode, and its dropout and attention submodules stay in eval mode, so the outputs are
     eval outputs and activation memory is still saved. A layer that applies dropout in its own
     forward stays in eval mode (not checkpointed) so that nothing is dropped."""
-    modules = list(model.modules())
+    modules = list(walk.modules(model))
     if not any(module.training or _checkpointing(module) for module in modules):
         yield  # already in eval mode, nothing checkpointed: nothing to set or give back (the common case)
         return
@@ -120,8 +115,7 @@ def _as_tensor(value: object, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a tensor or array-like, got {type(value).__name__}") from error
 
 
-def _check_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
-    home = model_device(model)
+def _check_device(home: torch.device, device: torch.device | str | None) -> torch.device:
     if device is not None:
         wanted = torch.device(device)
         same_index = wanted.index is None or home.index is None or wanted.index == home.index
@@ -136,8 +130,8 @@ def _check_device(model: nn.Module, device: torch.device | str | None) -> torch.
 def prepare_inputs(model: nn.Module, inputs: object, device: torch.device | str | None) -> Inputs:
     """Inputs on the model's device: floating-point (and one-hot integer/boolean) tensors in the
     model's dtype; in a mapping, integer entries (token ids, masks) are left as they are."""
-    home = _check_device(model, device)
-    dtype = model_dtype(model)
+    home, dtype = walk.device_and_dtype(model)
+    _check_device(home, device)
     if isinstance(inputs, Mapping):
         if not inputs:
             raise ValueError("inputs is an empty mapping; give the model's keyword inputs")
@@ -179,6 +173,9 @@ def batches(
     size = n if batch_size is None else int(batch_size)
     if size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if size >= n:  # one batch: the data as it is (a slice of all of it would be a view of the same)
+        yield data, targets
+        return
     for start in range(0, n, size):
         part = targets[start : start + size] if isinstance(targets, torch.Tensor) else targets
         yield _slice(data, start, start + size), part
@@ -543,9 +540,14 @@ DELTA_WARNING = 0.5
 
 def warn_on_large_delta(result: Explanation) -> None:
     """Warn when an example lost or gained more than :data:`DELTA_WARNING` of its relevance."""
-    explained = result.explained.detach().double()
-    delta = result.delta.detach().double()
-    if bool((delta.abs() > DELTA_WARNING * (explained.abs() + (explained - delta).abs())).any()):
+    explained, delta = result.explained.detach(), result.delta.detach()
+    if explained.numel() <= 64 and explained.device.type == "cpu":  # a few examples: no tensor operations
+        pairs = zip(explained.tolist(), delta.tolist())  # Python floats: doubles, as below
+        large = any(abs(d) > DELTA_WARNING * (abs(e) + abs(e - d)) for e, d in pairs)
+    else:
+        explained, delta = explained.double(), delta.double()
+        large = bool((delta.abs() > DELTA_WARNING * (explained.abs() + (explained - delta).abs())).any())
+    if large:
         # A constant message, so that Python shows it once per call site rather than per call.
         warnings.warn(
             f"some explanations lost or gained more than {DELTA_WARNING:.0%} of their relevance (see "

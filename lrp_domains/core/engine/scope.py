@@ -6,7 +6,9 @@ process-wide patch), parameters do not require grad, and functional calls in ``f
 under :class:`~lrp_domains.core.functional.FunctionalRules`. On exit, also after an exception,
 each module gets back exactly the ``forward`` attribute it had (or none) and each parameter its
 ``requires_grad`` flag. The model's outputs inside equal those outside: rules change only the
-backward pass (a merged BatchNorm changes outputs by rounding only).
+backward pass (a merged BatchNorm changes outputs by rounding only). A module with ``inplace=True``
+(``nn.ReLU(inplace=True)``) computes on a copy of its input: a forward that calls one for its side
+effect alone, ignoring what it returns, is not explained as it runs.
 
 A scope has three parts: this lifecycle and call stack; :class:`~lrp_domains.core.engine.coverage.Coverage`
 (operations without a rule); :class:`~lrp_domains.core.engine.tracking.InputTracker` (where relevance is
@@ -29,6 +31,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lrp_domains.core.canonizers import MergeBatchNorm
+from lrp_domains.core.engine import walk
 from lrp_domains.core.engine.coverage import Coverage, LRPCoverageError
 from lrp_domains.core.engine.ledger import Ledger, unintercepted
 from lrp_domains.core.engine.sequential import SequentialPlan, block_plan, fused_block
@@ -121,6 +124,11 @@ def _resolved_rules(model: nn.Module, composite: Composite, named: list[tuple[st
     rules = [composite.rule_for(name, module) for name, module in named]
     _RESOLVED[model] = (made_from, rules)
     return rules
+
+
+def _needs_copy(args: tuple) -> bool:
+    """Whether the first argument is a tensor on the explained path (it requires grad)."""
+    return bool(args) and isinstance(args[0], torch.Tensor) and args[0].requires_grad
 
 
 def _top_mode() -> Any:
@@ -284,7 +292,7 @@ class Scope:
             if undo is not None:
                 self._undo.append(undo)
         norms = {id(norm) for norm in self._merged.values()}
-        named = list(self.model.named_modules())
+        named = walk.named_modules(self.model)
         last = None
         if self.composite.last is not None:
             last = next((m for _, m in reversed(named) if affine_ops(m) is not None), None)
@@ -379,6 +387,11 @@ class Scope:
                 args = tuple(self.ledger.tap(key, a, "in") for a in args)
                 kwargs = {k: self.ledger.tap(key, v, "in") for k, v in kwargs.items()}
                 call.ledger_tap = functools.partial(self.ledger.tap_written, key)
+            if rule is not None and call.module.__dict__.get("inplace") is True and _needs_copy(args):
+                # an in-place activation would overwrite a layer output that the layer's rule keeps
+                # for the backward (gamma, alpha-beta, z+): it computes on a copy instead
+                with unintercepted():
+                    args = (args[0].clone(), *args[1:])
             fused = self._fused(call, rule, args, kwargs)
             if fused is not None:
                 output = fused
