@@ -74,17 +74,22 @@ class MergeBatchNorm:
 
     def apply(self, model: nn.Module, scope: Scope) -> None:
         """Register every pair with ``scope``; nothing to undo (parameters are not touched)."""
-        for layer, norm in self.find(model, scope.traced_pairs):
+        modules = [module for _, module in scope.named_modules()]
+        for layer, norm in self.find(model, scope.traced_pairs, modules):
             scope.merge(layer, norm)
 
     def find(
-        self, model: nn.Module, traced: Sequence[tuple[nn.Module, _BatchNorm]] = ()
+        self,
+        model: nn.Module,
+        traced: Sequence[tuple[nn.Module, _BatchNorm]] = (),
+        modules: Sequence[nn.Module] | None = None,
     ) -> list[tuple[nn.Module, _BatchNorm]]:
         """The (layer, batchnorm) pairs of ``model`` that this canonizer merges (``traced``: those
-        :func:`~lrp_domains.core.traced_pairs.trace_pairs` found, merged when ``self.traced``)."""
+        :func:`~lrp_domains.core.traced_pairs.trace_pairs` found, merged when ``self.traced``;
+        ``modules``: the model's modules, when the caller has walked them already)."""
         found: list[tuple[nn.Module, _BatchNorm]] = []
         if self.sequential:
-            for module in walk.modules(model):
+            for module in walk.modules(model) if modules is None else modules:
                 if not isinstance(module, nn.Sequential):
                     continue
                 children = list(module.children())

@@ -268,6 +268,7 @@ class Scope:
         self.traced_pairs: list[tuple[nn.Module, _BatchNorm]] = []
         #: Per Sequential (by id), its fused plan, or None (see _fused).
         self._block_plans: dict[int, Any] = {}
+        self._named: list[tuple[str, nn.Module]] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> Scope:
@@ -292,7 +293,7 @@ class Scope:
             if undo is not None:
                 self._undo.append(undo)
         norms = {id(norm) for norm in self._merged.values()}
-        named = walk.named_modules(self.model)
+        named = self.named_modules()
         last = None
         if self.composite.last is not None:
             last = next((m for _, m in reversed(named) if affine_ops(m) is not None), None)
@@ -331,6 +332,7 @@ class Scope:
 
     def _restore(self) -> None:
         self._state().softmax = None
+        self._named = None  # walked again if the scope is entered again
         for module, saved in reversed(self._saved_forwards):
             if saved is _MISSING:
                 module.__dict__.pop("forward", None)
@@ -348,6 +350,12 @@ class Scope:
                 errors.append(error)
         if errors:
             raise errors[0]
+
+    def named_modules(self) -> list[tuple[str, nn.Module]]:
+        """``list(model.named_modules())``, walked once per scope (canonizers and the rules share it)."""
+        if self._named is None:
+            self._named = walk.named_modules(self.model)
+        return self._named
 
     def merge(self, layer: nn.Module, norm: _BatchNorm) -> None:
         """Compute ``layer`` with ``norm`` merged into it, for this scope (used by canonizers)."""
