@@ -275,6 +275,14 @@ def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else derived("neg", (t,), lambda: t.clamp(max=0))
 
 
+def _bound(value: float | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A ZBox bound broadcast to one example of ``x`` (or to the batch when given per example)."""
+    v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if v.dim() == x.dim() and v.shape[0] == x.shape[0] and x.shape[0] > 1:
+        return v.expand_as(x).contiguous()
+    return torch.broadcast_to(v, (1,) + x.shape[1:]).contiguous()
+
+
 class _Layer:
     """What a layer rule's backward sees: the functional layer, its input, output, parameters,
     and the gradient ``g`` arriving at the output (so the relevance there is ``z * g``)."""
@@ -294,8 +302,9 @@ class _Layer:
         #: ``max(z, 0)`` where the output goes through a ReLU whose backward already zeroed ``grad``
         #: wherever ``z <= 0`` (the direct MLP path sets it); None otherwise.
         self.rectified: torch.Tensor | None = None
-        #: Whether ``x >= 0`` everywhere, read off the forward (:class:`SignFlag`); None: ask ``x``.
-        self.sign: SignFlag | None = None
+        #: What the rule's :meth:`~LayerRule.forward_flag` computed in the forward (whether ``x >= 0``
+        #: everywhere, or inside z-box's bounds); None: the backward asks ``x`` itself.
+        self.flag: HostFlag | None = None
 
     def relevance(self) -> torch.Tensor:
         """``R = z * g``, a fresh tensor the rule may modify in place."""
@@ -316,17 +325,13 @@ class _Layer:
 
     def nonnegative(self) -> bool:
         """Whether the layer's input is ``>= 0`` everywhere (the flag made in the forward, if any)."""
-        if self.sign is not None:
-            return bool(self.sign)
+        if self.flag is not None:
+            return bool(self.flag)
         return bool(self.x.min() >= 0)
 
     def bound(self, value: float | torch.Tensor) -> torch.Tensor:
         """A ZBox bound broadcast to one example (or to the batch when given per example)."""
-        x = self.x
-        v = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-        if v.dim() == x.dim() and v.shape[0] == x.shape[0] and x.shape[0] > 1:
-            return v.expand_as(x).contiguous()
-        return torch.broadcast_to(v, (1,) + x.shape[1:]).contiguous()
+        return _bound(value, self.x)
 
 
 class LayerRule(Rule):
@@ -348,6 +353,12 @@ class LayerRule(Rule):
         """:meth:`backward` itself."""
         return self.backward(layer)
 
+    def forward_flag(self, x: torch.Tensor) -> HostFlag | None:
+        """What the backward branches on, computed from the layer's input in the forward (it reaches
+        the backward as ``layer.flag``): a :class:`SignFlag` for rules that branch on the sign,
+        else None."""
+        return SignFlag(x) if self.branches_on_sign else None
+
     def __call__(self, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
         x = single_input(call, args, kwargs)
         if call.ops is None:
@@ -366,17 +377,16 @@ class LayerRule(Rule):
         return relevance
 
 
-class SignFlag:
-    """Whether a layer's input is ``>= 0`` everywhere, computed in the forward, where the input is
-    made, and read in the backward, where the rule branches on it (:meth:`_Layer.nonnegative`).
+class HostFlag:
+    """A true/false fact about a layer's input, computed in the forward, where the input is made,
+    and read in the backward, where a rule branches on it (:meth:`LayerRule.forward_flag`).
 
     On a GPU the flag comes to the host by a non-blocking copy with an event recorded after it:
     reading it waits for that forward-time work, long finished by the backward, instead of every
-    kernel queued before the read, as ``bool(x.min() >= 0)`` in the backward did once per layer
-    (a host sync that drains the queue). On a CPU it is that same comparison, made earlier."""
+    kernel queued before the read, as ``bool(...)`` of a device tensor in the backward did once per
+    layer (a host sync that drains the queue). On a CPU it is that same comparison, made earlier."""
 
-    def __init__(self, x: torch.Tensor) -> None:
-        flag = x.min() >= 0 if x.numel() else torch.ones((), dtype=torch.bool, device=x.device)
+    def __init__(self, flag: torch.Tensor) -> None:
         self.event: Any = None
         if flag.is_cuda:
             self.value = torch.empty((), dtype=torch.bool, pin_memory=True)
@@ -392,6 +402,14 @@ class SignFlag:
         return bool(self.value)
 
 
+class SignFlag(HostFlag):
+    """Whether a layer's input is ``>= 0`` everywhere (:meth:`_Layer.nonnegative`), as a
+    :class:`HostFlag`."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        super().__init__(x.min() >= 0 if x.numel() else torch.ones((), dtype=torch.bool, device=x.device))
+
+
 class _LayerRuleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, anchor, rule, ops, weight, bias, record):  # noqa: D102
@@ -399,7 +417,7 @@ class _LayerRuleFunction(torch.autograd.Function):
         ctx.save_for_backward(x, z, weight, bias)
         ctx.rule, ctx.ops, ctx.record = rule, ops, record
         ctx.anchor_shape = None if anchor is None else anchor.shape
-        ctx.sign = SignFlag(x) if rule.branches_on_sign else None
+        ctx.flag = rule.forward_flag(x)
         return z
 
     @staticmethod
@@ -408,7 +426,7 @@ class _LayerRuleFunction(torch.autograd.Function):
         rule = ctx.rule
         with torch.no_grad():
             layer = _Layer(ctx.ops, x, z, weight, bias, grad)
-            layer.sign = ctx.sign
+            layer.flag = ctx.flag
             result = rule.backward(layer)
             if ctx.record is not None:
                 ctx.record(rule.unit_relevance(layer, result).reshape(ctx.anchor_shape))
@@ -559,7 +577,8 @@ class ZBox(LayerRule):
         # negligible next to the batch; the bias is folded in so the batch sees one subtraction.
         offset = layer.f(low, wp) + layer.f(high, w, layer.bias) - layer.f(high, wp)
         denominator = torch.sub(layer.z, offset)
-        if bool((x >= low).all()) and bool((x <= high).all()):
+        inside = layer.flag if layer.flag is not None else self._inside(x, low, high)
+        if bool(inside):
             # Inside the box W x - W+ low - W- high = W+ (x - low) + W- (x - high) >= 0.
             denominator.add_(self.stabilizer)
         else:
@@ -569,6 +588,15 @@ class ZBox(LayerRule):
         plain, positive = layer.ops.vjp_each(x, [w, wp], s)
         layer.cache = (plain, positive, high, low)
         return (x - high) * plain + (high - low) * positive
+
+    @staticmethod
+    def _inside(x: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        return torch.logical_and(x >= low, x <= high).all()
+
+    def forward_flag(self, x: torch.Tensor) -> HostFlag:
+        """Whether ``low <= x <= high`` everywhere: the backward's choice of stabilizer, read off
+        the forward (no host sync in the backward on a GPU)."""
+        return HostFlag(self._inside(x, _bound(self.low, x), _bound(self.high, x)))
 
     def unit_relevance(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
         """``R_in`` at ``x = 1``: ``(1 - high) W^T s + (high - low) W+^T s`` (``W+^T s`` for a

@@ -42,11 +42,12 @@ for s in $STEPS; do
             step tests 150 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_devices.py tests/test_bench_genome_scale.py \
                 tests/test_bench_gpu_models.py tests/test_sign_flag.py
             # the GPU half of the sign flag: a pinned copy and an event, the same answers
-            step sign-flag 60 "$PY" -c "import torch; from lrp_domains.core.rules import SignFlag
+            step sign-flag 60 "$PY" -c "import torch; from lrp_domains.core.rules import SignFlag, ZBox
 d = 'cuda' if torch.cuda.is_available() else 'cpu'
 for v, want in (([0.0, 1.0], True), ([0.0, -1.0], False)):
     f = SignFlag(torch.tensor(v, device=d)); assert bool(f) is want and (f.event is not None) == (d == 'cuda')
-print('sign flag ok on', d)" ;;
+    b = ZBox(0.0, 1.0).forward_flag(torch.tensor([v], device=d)); assert bool(b) is want and (b.event is not None) == (d == 'cuda')
+print('sign and box flags ok on', d)" ;;
         genome)  # 33,000 of chr1's 330,000 windows, projected; deep_lift_shap on 64 of them
             if [ ${#TINY[@]} = 1 ]; then
                 step genome 150 "$PY" -m lrp_domains bench genome-scale "${TINY[@]}" "${DEVICE[@]}"
