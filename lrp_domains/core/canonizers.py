@@ -44,6 +44,61 @@ def _state(sources: list) -> tuple:
     return tuple((v._version, v.data_ptr()) if isinstance(v, torch.Tensor) else v for v in sources)
 
 
+def _kept(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The merged parameters kept for ``layer`` in this call, if made from these very tensors, unmodified."""
+    kept = _MERGED.get(layer)
+    if kept is None:
+        return None
+    sources = _sources(layer, norm)
+    if all(a is b for a, b in zip(kept[0], sources)) and kept[1] == _state(sources):
+        return kept[2]
+    return None
+
+
+def _merge_many(pairs: list[tuple[nn.Module, _BatchNorm]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:meth:`MergeBatchNorm._merge` of each pair, the same values bit for bit, with ``torch._foreach_*``
+    operations over the pairs that share a device and dtype and have an affine norm and a layer bias
+    (or all lack one); any other pair on its own."""
+    merged: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(pairs)
+    groups: dict[tuple, list[int]] = {}
+    for index, (layer, norm) in enumerate(pairs):
+        weight, bias = parameters_of(layer)
+        var = norm.running_var
+        assert var is not None  # merged only with running statistics
+        affine = norm.weight is not None and norm.bias is not None
+        if len(pairs) == 1 or not affine or var.dtype != weight.dtype or var.device != weight.device:
+            merged[index] = MergeBatchNorm._merge(layer, norm)
+        else:
+            groups.setdefault((weight.device, weight.dtype, bias is None), []).append(index)
+    for (_, _, no_bias), indices in groups.items():
+        layers = [pairs[i][0] for i in indices]
+        norms = [pairs[i][1] for i in indices]
+        # the operations of _merge, in its order, each over the whole group
+        variances = [_running(n.running_var) for n in norms]
+        scale = list(torch._foreach_add(variances, [n.eps for n in norms]))
+        torch._foreach_rsqrt_(scale)
+        torch._foreach_mul_(scale, [_running(n.weight) for n in norms])
+        shift = list(torch._foreach_mul([_running(n.running_mean) for n in norms], scale))
+        torch._foreach_neg_(shift)
+        torch._foreach_add_(shift, [_running(n.bias) for n in norms])
+        biases = shift
+        if not no_bias:
+            biases = list(torch._foreach_mul([_running(parameters_of(layer)[1]) for layer in layers], scale))
+            torch._foreach_add_(biases, shift)
+        weights = [_running(parameters_of(layer)[0]) for layer in layers]
+        scales = [s.reshape((-1,) + (1,) * (w.dim() - 1)) for s, w in zip(scale, weights)]
+        for i, weight, bias in zip(indices, torch._foreach_mul(weights, scales), biases):
+            merged[i] = (weight, bias)
+    return [pair for pair in merged if pair is not None]
+
+
+def _running(tensor: torch.Tensor | None) -> torch.Tensor:
+    """``tensor`` out of autograd's sight: itself where nothing records it (buffers; parameters
+    inside a scope, which turns their ``requires_grad`` off), else detached."""
+    assert tensor is not None  # _merge_many groups pairs whose norm has every tensor
+    return tensor.detach() if tensor.requires_grad else tensor
+
+
 def _features(layer: Mergeable) -> int:
     return layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
 
@@ -115,22 +170,30 @@ class MergeBatchNorm:
         return isinstance(norm, _BatchNorm) and norm.running_var is not None and norm.num_features == _features(layer)
 
     @staticmethod
-    def merged_parameters(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    def merged_parameters(
+        layer: nn.Module, norm: _BatchNorm, group: Sequence[tuple[nn.Module, _BatchNorm]] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Weight and bias of ``norm(layer(x))`` as one affine layer (running statistics).
 
         Within one call of the engine (all its batches: :func:`lrp_domains.core.derived.kept`),
         kept per layer while every tensor they come from is the same tensor, unmodified (its
         storage and version counter). Never between calls: an edit through ``.data``, which moves
-        no version counter, would go unseen."""
+        no version counter, would go unseen. ``group``: the other pairs merged in the same model
+        (a scope's); those not kept are merged together with this one, a few operations on lists
+        of tensors for all of them instead of a few per pair (one example at a time, merging pair
+        by pair was a tenth of a residual CNN's call)."""
         if not derived.active():
             return MergeBatchNorm._merge(layer, norm)
-        sources = _sources(layer, norm)
-        kept = _MERGED.get(layer)
-        if kept is not None and all(a is b for a, b in zip(kept[0], sources)) and kept[1] == _state(sources):
-            return kept[2]
-        merged = MergeBatchNorm._merge(layer, norm)
-        _MERGED[layer] = (sources, _state(sources), merged)
-        return merged
+        kept = _kept(layer, norm)
+        if kept is not None:
+            return kept
+        pairs = [(layer, norm)] + [
+            (other, n) for other, n in group if other is not layer and not n.training and _kept(other, n) is None
+        ]
+        for (merged_layer, merged_norm), merged in zip(pairs, _merge_many(pairs)):
+            sources = _sources(merged_layer, merged_norm)
+            _MERGED[merged_layer] = (sources, _state(sources), merged)
+        return _MERGED[layer][2]
 
     @staticmethod
     def _merge(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

@@ -160,6 +160,8 @@ class ModuleCall:
     name: str
     original: Callable
     merged_with: _BatchNorm | None = None
+    #: Every (layer, BatchNorm) pair merged in the model: merged together, once per call.
+    merge_group: list = field(default_factory=list, repr=False)
     _inputs: InputTracker | None = field(default=None, repr=False)
     #: The rule this module ran with in its latest call (the composite's ``first`` rule where it
     #: claimed the input).
@@ -181,7 +183,7 @@ class ModuleCall:
         """Weight and bias (merged with the following BatchNorm where one is), detached."""
         norm = self.merged_with
         if norm is not None and not norm.training:  # self.merged, spelled out for the type checker
-            return MergeBatchNorm.merged_parameters(self.module, norm)
+            return MergeBatchNorm.merged_parameters(self.module, norm, self.merge_group)
         return detached_parameters(self.module)
 
     def compute(self, x: torch.Tensor) -> torch.Tensor:
@@ -250,6 +252,7 @@ class Scope:
         self._saved_forwards: list[tuple[nn.Module, Any]] = []
         self._saved_flags: list[tuple[nn.Parameter, bool]] = []
         self._merged: dict[int, _BatchNorm] = {}
+        self._merge_group: list[tuple[nn.Module, _BatchNorm]] = []
         self._undo: list[Callable[[], None]] = []
         self._local = threading.local()
         self._mode = FunctionalRules(self, _functional_table(composite))
@@ -316,7 +319,7 @@ class Scope:
         self._rules[id(module)] = rule
         if "forward" in module.__dict__:
             self._user_forwards.add(id(module))
-        call = ModuleCall(module, name, original, merged_with, self.inputs)
+        call = ModuleCall(module, name, original, merged_with, self._merge_group, self.inputs)
         self.calls[id(module)] = call
         is_root = module is self.model
 
@@ -333,6 +336,8 @@ class Scope:
     def _restore(self) -> None:
         self._state().softmax = None
         self._named = None  # walked again if the scope is entered again
+        self._merged.clear()  # and its canonizers register their pairs again
+        self._merge_group.clear()
         for module, saved in reversed(self._saved_forwards):
             if saved is _MISSING:
                 module.__dict__.pop("forward", None)
@@ -360,6 +365,7 @@ class Scope:
     def merge(self, layer: nn.Module, norm: _BatchNorm) -> None:
         """Compute ``layer`` with ``norm`` merged into it, for this scope (used by canonizers)."""
         self._merged[id(layer)] = norm
+        self._merge_group.append((layer, norm))
 
     # -- running a module ------------------------------------------------------------------
     def _state(self) -> _ThreadState:
