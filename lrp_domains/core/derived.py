@@ -14,10 +14,10 @@ kept (least recently used first out).
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Literal
 
 import torch
 
@@ -50,18 +50,29 @@ def _unchanged(state: _State, tensor: torch.Tensor) -> bool:
     return now is not None and state[0]() is tensor and state[1:] == now[1:]
 
 
-@contextlib.contextmanager
-def kept() -> Iterator[None]:
-    """Keep derived tensors for the block (one call of the engine, all its batches); forget them
-    all when the outermost such block ends."""
-    global _depth
-    _depth += 1
-    try:
-        yield
-    finally:
+class _Kept:
+    """The block :func:`kept` opens (a class rather than a generator: entered once per call, where
+    one example at a time makes every microsecond show)."""
+
+    def __enter__(self) -> None:
+        global _depth
+        _depth += 1
+
+    def __exit__(self, *exc: object) -> Literal[False]:
+        global _depth
         _depth -= 1
         if _depth == 0:
             clear()
+        return False
+
+
+_BLOCK = _Kept()
+
+
+def kept() -> _Kept:
+    """Keep derived tensors for the block (one call of the engine, all its batches); forget them
+    all when the outermost such block ends."""
+    return _BLOCK
 
 
 def derived(key: Hashable, sources: Sequence[torch.Tensor], make: Callable[[], torch.Tensor]) -> torch.Tensor:

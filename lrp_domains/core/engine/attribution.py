@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 Inputs = Union[torch.Tensor, Mapping[str, torch.Tensor]]
+_MISSING = object()
 #: ``output(raw_model_output, batch_inputs) -> (N, ...)`` tensor that targets index.
 OutputFn = Callable[[Any, Any], torch.Tensor]
 Sources = Union[Sequence[str], Sequence[type], type, None]
@@ -56,8 +57,7 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
     return walk.device_and_dtype(model)[1]
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[None]:
     """Put every module in eval mode for the block; give each its own mode back afterwards.
 
     A module with gradient checkpointing switched on (transformers' ``gradient_checkpointing``
@@ -65,10 +65,17 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
     training mode, and its dropout and attention submodules stay in eval mode, so the outputs are
     eval outputs and activation memory is still saved. A layer that applies dropout in its own
     forward stays in eval mode (not checkpointed) so that nothing is dropped."""
-    modules = list(walk.modules(model))
+    modules = walk.modules(model)
     if not any(module.training or _checkpointing(module) for module in modules):
-        yield  # already in eval mode, nothing checkpointed: nothing to set or give back (the common case)
-        return
+        return _NOTHING  # already in eval mode, nothing checkpointed: nothing to set or give back (the common case)
+    return _switched(model, modules)
+
+
+_NOTHING = contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _switched(model: nn.Module, modules: list[nn.Module]) -> Iterator[None]:
     training = {module: module.training for module in modules}
     try:
         model.eval()
@@ -84,7 +91,9 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 def _checkpointing(module: nn.Module) -> bool:
     """transformers' ``gradient_checkpointing`` switched on (an attribute of the instance or its
     class; read without ``nn.Module.__getattr__``, which raises for a missing name)."""
-    value = module.__dict__.get("gradient_checkpointing", getattr(type(module), "gradient_checkpointing", False))
+    value = module.__dict__.get("gradient_checkpointing", _MISSING)
+    if value is _MISSING:
+        value = getattr(type(module), "gradient_checkpointing", False)
     return value is True
 
 
@@ -152,7 +161,7 @@ def prepare_inputs(model: nn.Module, inputs: object, device: torch.device | str 
         tensor = tensor.to(dtype)
     elif not tensor.is_floating_point():
         tensor = tensor.to(torch.get_default_dtype())
-    return tensor.to(home)
+    return tensor if tensor.device == home else tensor.to(home)
 
 
 def _length(inputs: Inputs) -> int:
@@ -540,12 +549,12 @@ DELTA_WARNING = 0.5
 
 def warn_on_large_delta(result: Explanation) -> None:
     """Warn when an example lost or gained more than :data:`DELTA_WARNING` of its relevance."""
-    explained, delta = result.explained.detach(), result.delta.detach()
+    explained, delta = result.explained, result.delta
     if explained.numel() <= 64 and explained.device.type == "cpu":  # a few examples: no tensor operations
         pairs = zip(explained.tolist(), delta.tolist())  # Python floats: doubles, as below
         large = any(abs(d) > DELTA_WARNING * (abs(e) + abs(e - d)) for e, d in pairs)
     else:
-        explained, delta = explained.double(), delta.double()
+        explained, delta = explained.detach().double(), delta.detach().double()
         large = bool((delta.abs() > DELTA_WARNING * (explained.abs() + (explained - delta).abs())).any())
     if large:
         # A constant message, so that Python shows it once per call site rather than per call.

@@ -21,10 +21,16 @@ def _total(relevance: Relevance, sources: Mapping[str, torch.Tensor], n: int, dt
     parts += list(sources.values())
     if not parts:
         return torch.zeros(n, dtype=dtype)
-    total = parts[0].reshape(n, -1).sum(1).to(dtype)
+    total = _sums(parts[0], n, dtype)
     for part in parts[1:]:
-        total = total + part.reshape(n, -1).sum(1).to(dtype)
+        total = total + _sums(part, n, dtype)
     return total
+
+
+def _sums(part: torch.Tensor, n: int, dtype: torch.dtype) -> torch.Tensor:
+    """Per example, the sum of ``part``, in ``dtype``."""
+    sums = part.reshape(n, -1).sum(1)
+    return sums if sums.dtype == dtype else sums.to(dtype)
 
 
 @dataclass

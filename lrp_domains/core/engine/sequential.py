@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.modules import module as torch_module
 
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine.ledger import LedgerRows, _wide, unintercepted
@@ -57,18 +58,16 @@ def _hooked(module: nn.Module) -> bool:
     )
 
 
-def _global_hooks() -> bool:
-    from torch.nn.modules import module as torch_module
+_GLOBAL_HOOKS = (
+    "_global_forward_hooks",
+    "_global_forward_pre_hooks",
+    "_global_backward_hooks",
+    "_global_backward_pre_hooks",
+)
 
-    return any(
-        getattr(torch_module, name, None)
-        for name in (
-            "_global_forward_hooks",
-            "_global_forward_pre_hooks",
-            "_global_backward_hooks",
-            "_global_backward_pre_hooks",
-        )
-    )
+
+def _global_hooks() -> bool:
+    return any(getattr(torch_module, name, None) for name in _GLOBAL_HOOKS)
 
 
 #: Per Sequential, the last plan made for it: what it was made from, and the plan (or None).
@@ -78,9 +77,9 @@ _PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, SequentialPlan | None]
 def _made_from(model: nn.Sequential, composite: Composite) -> tuple:
     """What :func:`plan_for` reads: the composite (its rules, first and last by identity), each
     module and whether it has hooks or a patched forward (names and types follow from identity)."""
-    rules = tuple((key, id(rule)) for key, rule in composite.rules.items())
-    canonizers = tuple(id(c) for c in composite.canonizers)
-    modules = tuple((id(module), _hooked(module), bool(module._modules)) for module in model)
+    rules = [(key, id(rule)) for key, rule in composite.rules.items()]
+    canonizers = [id(c) for c in composite.canonizers]
+    modules = [(id(module), _hooked(module), bool(module._modules)) for module in model._modules.values()]
     return (id(composite), rules, id(composite.first), id(composite.last), canonizers, modules)
 
 
@@ -173,12 +172,12 @@ def held_plan_for(model: nn.Module, composite: Composite) -> HeldPlan | None:
     checked per call (:meth:`HeldPlan.explain_batch`)."""
     if type(model) is nn.Sequential or _hooked(model) or _global_hooks():
         return None
-    children = list(model.named_children())
+    children = [(name, child) for name, child in model._modules.items() if child is not None]
     blocks = [(name, child) for name, child in children if type(child) is nn.Sequential]
     if len(blocks) != 1:
         return None
     name, block = blocks[0]
-    made_from = (tuple((n, id(c), _hooked(c)) for n, c in children), _made_from(block, composite))
+    made_from = ([(n, id(c), _hooked(c)) for n, c in children], _made_from(block, composite))
     kept = _HELD.get(model)
     if kept is not None and kept[0] == made_from:
         return None if kept[1] is None or kept[1].refused else kept[1]

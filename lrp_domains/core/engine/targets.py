@@ -161,6 +161,8 @@ def resolve_targets(target: Target, n: int, labels: Sequence[str] | None = None)
             raise ValueError(
                 f"per-example targets: got {len(target)} for {n} examples; give one per example, or a single one"
             )
+        if target.dtype == torch.long and target.device.type == "cpu":
+            return target  # what .to would hand back anyway, without its dispatch
         return target.detach().to("cpu", torch.long)  # integer indices already: no per-example Python work
     else:
         values = list(target.tolist() if hasattr(target, "tolist") else target)
@@ -193,11 +195,15 @@ def select_target(
     if target is None:
         index = flat.detach().argmax(dim=1)
     else:
-        low, high = (int(v) for v in torch.aminmax(target))  # targets live on the CPU: no device sync
+        if target.numel() <= 64:  # a few: in Python, without tensor operations
+            values = target.tolist()
+            low, high = min(values), max(values)
+        else:
+            low, high = (int(v) for v in torch.aminmax(target))  # targets live on the CPU: no device sync
         if low < 0 or high >= flat.shape[1]:
             raise ValueError(
                 f"target {low if low < 0 else high} is out of range for an output with {flat.shape[1]} values "
                 "per example"
             )
-        index = target.to(output.device, non_blocking=True)
+        index = target if target.device == output.device else target.to(output.device, non_blocking=True)
     return flat.gather(1, index[:, None])[:, 0], index

@@ -1,15 +1,14 @@
-"""Walking a model's modules and parameters without ``nn.Module``'s generators.
+"""Walking a model's modules and parameters with plain recursion instead of ``nn.Module``'s
+nested generators.
 
-``model.modules()`` and ``model.parameters()`` build a prefixed name for every module and keep a
-memo set through nested generators: for one example at a time, walking a small model that way
-twice per call was a tenth of the call (measured). These walks give the same modules and
-parameters in the same order (depth first, a module before its children, each once), without
-the names.
+The engine walks the model a few times per call (eval mode, traced pairs, the scope, device and
+dtype); for one example at a time those walks are part of what a call costs. Measured with
+``timeit`` on ``bench adapter``'s 25-module residual CNN: ``modules`` 9.4 us against
+``list(model.modules())``'s 26 us, ``named_modules`` 18 us against 20 us. The same modules, names
+and order (depth first, a module before its children, each once).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -17,34 +16,37 @@ from torch import nn
 __all__ = ["device_and_dtype", "modules", "named_modules"]
 
 
-def modules(model: nn.Module) -> Iterator[nn.Module]:
-    """Each module of ``model`` once, in ``model.modules()``'s order."""
-    seen: set[int] = set()
-    stack = [model]
-    while stack:
-        module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
-        yield module
-        children = [child for child in module._modules.values() if child is not None]
-        stack.extend(reversed(children))
+def modules(model: nn.Module) -> list[nn.Module]:
+    """``list(model.modules())``: each module once, in the same order (2.5x faster, measured on a
+    25-module residual CNN)."""
+    found: list[nn.Module] = []
+    seen: set[nn.Module] = set()  # by identity, as nn.Module's own walk keeps them
+
+    def visit(module: nn.Module) -> None:
+        seen.add(module)
+        found.append(module)
+        for child in module._modules.values():
+            if child is not None and child not in seen:
+                visit(child)
+
+    visit(model)
+    return found
 
 
 def named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``list(model.named_modules())``: each module once with its dotted name, in the same order."""
-    seen: set[int] = set()
     found: list[tuple[str, nn.Module]] = []
-    stack: list[tuple[str, nn.Module]] = [("", model)]
-    while stack:
-        name, module = stack.pop()
-        if id(module) in seen:
-            continue
-        seen.add(id(module))
+    seen: set[nn.Module] = set()
+
+    def visit(name: str, module: nn.Module) -> None:
+        seen.add(module)
         found.append((name, module))
         prefix = name + "." if name else ""
-        children = [(prefix + key, child) for key, child in module._modules.items() if child is not None]
-        stack.extend(reversed(children))
+        for key, child in module._modules.items():
+            if child is not None and child not in seen:
+                visit(prefix + key, child)
+
+    visit("", model)
     return found
 
 
