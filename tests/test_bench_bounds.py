@@ -133,6 +133,8 @@ def test_batch_one_bench_reports_each_case_against_its_bound():
     for row in rows:
         assert row["ms"] > 0 and row["gradient_ms"] > 0
         assert row["time_ratio"] == pytest.approx(row["ms"] / row["gradient_ms"])
+    for row in rows:  # every explanation dispatches at least the gradient's forward and backward operations
+        assert row["operations"] >= row["gradient_operations"] > 0
     assert rows[0]["bound"] == pytest.approx(1.0)  # epsilon: a gradient's MACs
     assert rows[1]["bound"] == rows[0]["bound"]
     assert rows[3]["bound"] > 1.5  # gamma and z-box layers cost more than a gradient
@@ -155,3 +157,14 @@ def test_the_mlp_held_in_a_module_gets_the_bare_sequentials_relevance():
         bare = explain(held.net, x, composite=name).relevance
         torch.testing.assert_close(inside, bare, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(general, bare, rtol=1e-5, atol=1e-6)
+
+
+def test_operations_are_counted_at_the_top_level_only():
+    """By hand: ``torch.ones`` is one operation (its empty and fill_ inside it do not count), ``+ 1``
+    another, a matrix product a third; a Python-only function none."""
+    from lrp_domains.bench.measure import count_operations
+
+    a = torch.ones(2, 2)
+    assert count_operations(lambda: torch.ones(3) + 1) == 2
+    assert count_operations(lambda: (a @ a).relu()) == 2
+    assert count_operations(lambda: sum(range(10))) == 0

@@ -127,6 +127,22 @@ def interleaved_times(methods: dict[str, Callable[[], object]], repeats: int = 1
     return {name: result["seconds"] for name, result in measure(methods, None, repeats, warmup).items()}
 
 
+def count_operations(fn: Callable[[], object]) -> int:
+    """Top-level ATen operations one call of ``fn`` dispatches (the torch profiler's ``aten::``
+    events not inside another ``aten::`` event): what costs a dispatch on a CPU and a kernel
+    launch or more on a GPU, independent of the machine's speed and load."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as recorded:
+        fn()
+    return sum(
+        1
+        for event in recorded.events()
+        if event.name.startswith("aten::")
+        and (event.cpu_parent is None or not event.cpu_parent.name.startswith("aten::"))
+    )
+
+
 # -- peak memory in fresh processes -----------------------------------------------------------------
 def status_kib(field: str) -> int:
     """A field of ``/proc/self/status`` in KiB (``VmRSS``, ``VmHWM``)."""

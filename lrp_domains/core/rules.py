@@ -402,6 +402,14 @@ class HostFlag:
         return bool(self.value)
 
 
+class _BoxFlag(HostFlag):
+    """z-box's flag, with the bounds broadcast to the layer's input, made once for both passes."""
+
+    def __init__(self, flag: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> None:
+        super().__init__(flag)
+        self.low, self.high = low, high
+
+
 class SignFlag(HostFlag):
     """Whether a layer's input is ``>= 0`` everywhere (:meth:`_Layer.nonnegative`), as a
     :class:`HostFlag`."""
@@ -572,7 +580,11 @@ class ZBox(LayerRule):
 
     def backward(self, layer: _Layer) -> torch.Tensor:
         w, wp, x = layer.weight, _pos(layer.weight), layer.x
-        low, high = layer.bound(self.low), layer.bound(self.high)
+        flag = layer.flag
+        if isinstance(flag, _BoxFlag):  # the bounds as the forward broadcast them
+            low, high = flag.low, flag.high
+        else:
+            low, high = layer.bound(self.low), layer.bound(self.high)
         # b + W+ low + W- high, with W- high = W high - W+ high: forwards of one example,
         # negligible next to the batch; the bias is folded in so the batch sees one subtraction.
         offset = layer.f(low, wp) + layer.f(high, w, layer.bias) - layer.f(high, wp)
@@ -596,7 +608,8 @@ class ZBox(LayerRule):
     def forward_flag(self, x: torch.Tensor) -> HostFlag:
         """Whether ``low <= x <= high`` everywhere: the backward's choice of stabilizer, read off
         the forward (no host sync in the backward on a GPU)."""
-        return HostFlag(self._inside(x, _bound(self.low, x), _bound(self.high, x)))
+        low, high = _bound(self.low, x), _bound(self.high, x)
+        return _BoxFlag(self._inside(x, low, high), low, high)
 
     def unit_relevance(self, layer: _Layer, relevance: torch.Tensor) -> torch.Tensor:
         """``R_in`` at ``x = 1``: ``(1 - high) W^T s + (high - low) W+^T s`` (``W+^T s`` for a

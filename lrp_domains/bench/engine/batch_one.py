@@ -6,7 +6,8 @@ a GPU. For each model our explanation of one example is timed against a plain gr
 value (gradient x input, at the one-hot input or the token embeddings), in turns, in one run; the
 composite's lower bound (:mod:`lrp_domains.bench.flops`, its rules' multiply-accumulates over a
 gradient's) is printed beside the ratio, and ``time / bound`` is the figure against the target
-(at most 1.3):
+(at most 1.3). Beside it, the top-level ATen operations of one call of each (a dispatch on a
+CPU, a kernel launch or more on a GPU): a count that a busy machine does not move.
 
 - ``mlp-module``: the 765-256-128-10 ReLU MLP held as ``self.net`` in a module, ``epsilon``: the
   direct path (checked per call), and ``epsilon (general engine)``, the scope's cost (strict mode
@@ -29,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lrp_domains.bench.measure import interleaved_times
+from lrp_domains.bench.measure import count_operations, interleaved_times
 
 __all__ = ["CASES", "run", "print_table"]
 
@@ -154,6 +155,7 @@ def run(cases: tuple[str, ...] = CASES, batch: int = 1, repeats: int = 30, threa
         for spec in specs:
             times = interleaved_times(spec["methods"], repeats=repeats)
             base, ours = times["gradient x input"], times[spec["method"]]
+            operations = {name: count_operations(fn) for name, fn in spec["methods"].items()}
             rows.append(
                 dict(
                     case=case,
@@ -163,6 +165,8 @@ def run(cases: tuple[str, ...] = CASES, batch: int = 1, repeats: int = 30, threa
                     ms=1000 * ours,
                     time_ratio=ours / base,
                     bound=spec["bound"],
+                    gradient_operations=operations["gradient x input"],
+                    operations=operations[spec["method"]],
                 )
             )
     return rows
@@ -175,7 +179,8 @@ def print_table(rows: list[dict]) -> None:
 
     batch = rows[0]["batch"] if rows else 1
     table = Table(title=f"bench batch-one: batch {batch}, cpu, {torch.get_num_threads()} threads")
-    for column in ("case", "method", "gradient ms", "ours ms", "time", "MAC bound", "time / bound"):
+    columns = ("case", "method", "gradient ms", "ours ms", "time", "MAC bound", "time / bound", "aten ops")
+    for column in columns:
         table.add_column(column, justify="left" if column in ("case", "method") else "right")
     for row in rows:
         table.add_row(
@@ -186,9 +191,14 @@ def print_table(rows: list[dict]) -> None:
             f"{row['time_ratio']:.2f}x",
             f"{row['bound']:.2f}x",
             f"{row['time_ratio'] / row['bound']:.2f}",
+            f"{row['operations']} / {row['gradient_operations']}",
         )
     console = Console()
     if not console.is_terminal:  # piped or redirected: whole method names rather than 80 columns
         console = Console(width=120)
     console.print(table)
     console.print("  time / bound: our time over the gradient's, over the composite's MAC bound (target: at most 1.3)")
+    console.print(
+        "  aten ops: top-level ATen operations of one call, ours / the gradient's (each a dispatch here, a kernel"
+        " launch or more on a GPU; independent of the machine's load)"
+    )
