@@ -192,8 +192,9 @@ def randomize_batchnorm(model: nn.Module, generator: torch.Generator | None = No
             with torch.no_grad():
                 module.running_mean.copy_(torch.randn(c, generator=generator) * 0.5)
                 module.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
-                module.weight.copy_(torch.rand(c, generator=generator) + 0.5)
-                module.bias.copy_(torch.randn(c, generator=generator) * 0.2)
+                if module.weight is not None:  # affine
+                    module.weight.copy_(torch.rand(c, generator=generator) + 0.5)
+                    module.bias.copy_(torch.randn(c, generator=generator) * 0.2)
     return model
 
 

@@ -100,13 +100,7 @@ def test_merged_parameters_are_the_textbook_formula(kind, affine, layer_bias):
     computes norm(layer(x))."""
     g = M.seeded(3)
     layer = (nn.Linear(5, 4, bias=layer_bias) if kind == "linear" else nn.Conv1d(3, 4, 3, bias=layer_bias)).double()
-    norm = nn.BatchNorm1d(4, affine=affine, eps=0.01).double().eval()
-    with torch.no_grad():
-        norm.running_mean.normal_(generator=g)
-        norm.running_var.uniform_(0.2, 2.0, generator=g)
-        if affine:
-            norm.weight.normal_(generator=g)
-            norm.bias.normal_(generator=g)
+    norm = M.randomize_batchnorm(nn.BatchNorm1d(4, affine=affine, eps=0.01).double(), g).eval()
     weight, bias = MergeBatchNorm.merged_parameters(layer, norm)
     gamma = norm.weight.detach() if affine else torch.ones(4, dtype=torch.float64)
     beta = norm.bias.detach() if affine else torch.zeros(4, dtype=torch.float64)

@@ -13,9 +13,9 @@ import gc
 import pytest
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
 
 import lrp_domains as L
+from lrp_domains.bench.measure import count_operations
 from lrp_domains.core import derived as D
 from lrp_domains.core.engine.scope import detached_parameters
 
@@ -145,16 +145,6 @@ def test_explanations_follow_every_change_of_the_weights():
         assert torch.allclose(_explain(model, x), expected, rtol=0, atol=0), change
 
 
-def _ops(fn) -> int:
-    with profile(activities=[ProfilerActivity.CPU]) as p:
-        fn()
-    return sum(
-        1
-        for e in p.events()
-        if e.name.startswith("aten::") and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
-    )
-
-
 def test_nothing_is_kept_outside_a_call():
     w = torch.randn(4)
     make, calls = counted(lambda: w.clamp(min=0))
@@ -172,9 +162,9 @@ def test_each_batch_after_the_first_makes_no_weight_tensors_again(monkeypatch):
         return L.explain(model, x, 0, composite, batch_size=1, check_delta=False).relevance
 
     explain()
-    kept, relevance = _ops(explain), explain()
+    kept, relevance = count_operations(explain), explain()
     monkeypatch.setattr(D, "kept", contextlib.nullcontext)  # nothing kept: every batch makes them again
-    remade, again = _ops(explain), explain()
+    remade, again = count_operations(explain), explain()
     assert torch.equal(relevance, again)
     # per gamma layer (two) W + gamma W+, W + gamma W-, W+, b+ and their stacking, and the z-box
     # layer's W+ and stacking: at least 12 operations for each of the 3 batches after the first

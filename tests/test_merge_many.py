@@ -8,22 +8,15 @@ import models as M
 import pytest
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
 
 import lrp_domains as L
+from lrp_domains.bench.measure import count_operations
 from lrp_domains.core import canonizers
 from lrp_domains.core.canonizers import MergeBatchNorm
 
 
 def _norm(features: int, generator: torch.Generator, affine: bool = True, eps: float = 1e-5) -> nn.BatchNorm1d:
-    norm = nn.BatchNorm1d(features, affine=affine, eps=eps).eval()
-    with torch.no_grad():
-        norm.running_mean.normal_(generator=generator)
-        norm.running_var.uniform_(0.2, 2.0, generator=generator)
-        if affine:
-            norm.weight.normal_(generator=generator)
-            norm.bias.normal_(generator=generator)
-    return norm
+    return M.randomize_batchnorm(nn.BatchNorm1d(features, affine=affine, eps=eps), generator).eval()
 
 
 def _pairs() -> list[tuple[nn.Module, nn.BatchNorm1d]]:
@@ -73,16 +66,6 @@ def _model() -> nn.Module:
     return M.randomize_batchnorm(model, torch.Generator().manual_seed(2)).eval()
 
 
-def _ops(fn) -> int:
-    with profile(activities=[ProfilerActivity.CPU]) as p:
-        fn()
-    return sum(
-        1
-        for e in p.events()
-        if e.name.startswith("aten::") and (e.cpu_parent is None or not e.cpu_parent.name.startswith("aten::"))
-    )
-
-
 @pytest.mark.parametrize("composite", ["epsilon", "epsilon-gamma-box"])
 def test_the_relevance_is_that_of_merging_pair_by_pair_with_fewer_operations(composite, monkeypatch):
     model, x = _model(), M.one_hot_batch(2, 20, torch.Generator().manual_seed(3))
@@ -92,9 +75,9 @@ def test_the_relevance_is_that_of_merging_pair_by_pair_with_fewer_operations(com
         return L.explain(model, x, 0, rules, check_delta=False).relevance
 
     relevance = explain()
-    together = _ops(explain)
+    together = count_operations(explain)
     monkeypatch.setattr(canonizers, "_merge_many", lambda pairs: [MergeBatchNorm._merge(*pair) for pair in pairs])
     assert torch.equal(explain(), relevance)
-    one_by_one = _ops(explain)
+    one_by_one = count_operations(explain)
     # five pairs: about seven operations each one by one, about nine for all of them together
     assert one_by_one - together >= 15
