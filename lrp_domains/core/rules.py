@@ -236,7 +236,7 @@ class Epsilon(Rule):
         if self.epsilon == 0:
             return z  # LRP-0, whose modified gradient is the plain gradient
         if any(z is a for a in args):
-            z = z.view_as(z)  # a module returning its input: the scale applies to this path only
+            z = z.view_as(z)  # a module handing back its input: the hook goes on this path's own node
         return epsilon_grad(z, self.epsilon)
 
     def ledger_bias(self, call: ModuleCall) -> torch.Tensor | None:

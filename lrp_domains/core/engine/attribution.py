@@ -450,9 +450,19 @@ def read_relevance(
     wrt = leaves + [a for a in anchors if a is not None] + [leaf for _, leaf in source_leaves] + list(extra)
     if outputs.requires_grad and wrt:
         seed = torch.ones_like(outputs) if grad_outputs is None else grad_outputs
-        grads: list[torch.Tensor | None] = list(
-            torch.autograd.grad(outputs, wrt, seed, allow_unused=True, retain_graph=retain_graph)
-        )
+        try:
+            grads: list[torch.Tensor | None] = list(
+                torch.autograd.grad(outputs, wrt, seed, allow_unused=True, retain_graph=retain_graph)
+            )
+        except RuntimeError as error:
+            if "modified by an inplace operation" in str(error) and "_LayerRuleFunction" in str(error):
+                raise RuntimeError(
+                    "the model's forward changed a layer's output in place (out += x, out.add_(x), "
+                    "F.relu(out, inplace=True)) after the layer's rule kept it for the backward; write "
+                    "that step out of place (out = out + x), or explain with epsilon, whose rule keeps "
+                    "nothing (an nn.ReLU(inplace=True) module is handled: it computes on a copy)"
+                ) from error
+            raise
     else:  # every path was stopped (or the output ignores the input): no relevance arrives
         grads = [None] * len(wrt)
     input_grads, rest = grads[: len(leaves)], grads[len(leaves) :]
