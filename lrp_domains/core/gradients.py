@@ -1,9 +1,10 @@
-"""Small autograd Functions that change only the backward pass.
+"""Small autograd Functions (and one autograd hook, :func:`epsilon_grad`) that change only the
+backward pass.
 
 Every rule in lrp-domains is "relevance = activation x modified gradient": the forward value of
 each tensor is untouched and the backward carries a gradient ``g`` such that the relevance of a
-tensor ``a`` is ``a * g``. The Functions here are the elementary gradient modifications that the
-rules combine.
+tensor ``a`` is ``a * g``. What is here are the elementary gradient modifications that the rules
+combine.
 """
 
 from __future__ import annotations

@@ -124,7 +124,8 @@ def _as_tensor(value: object, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a tensor or array-like, got {type(value).__name__}") from error
 
 
-def _check_device(home: torch.device, device: torch.device | str | None) -> torch.device:
+def _check_device(home: torch.device, device: torch.device | str | None) -> None:
+    """Raise unless ``device`` (if given) is where the model is (``home``)."""
     if device is not None:
         wanted = torch.device(device)
         same_index = wanted.index is None or home.index is None or wanted.index == home.index
@@ -133,7 +134,6 @@ def _check_device(home: torch.device, device: torch.device | str | None) -> torc
                 f"the model is on {home} but device={wanted}; move it first with model.to('{wanted}') "
                 "(explain never moves a model: it is returned unchanged)"
             )
-    return home
 
 
 def prepare_inputs(model: nn.Module, inputs: object, device: torch.device | str | None) -> Inputs:

@@ -54,7 +54,8 @@ def device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None
     """The device of the model's first parameter (else its first buffer; else the CPU) and the
     dtype of its first floating-point parameter (None without one), in one walk."""
     device: torch.device | None = None
-    for module in modules(model):
+    walked = modules(model)
+    for module in walked:
         for param in module._parameters.values():
             if param is None:
                 continue
@@ -62,10 +63,8 @@ def device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None
                 device = param.device
             if param.is_floating_point():
                 return device, param.dtype
-    if device is None:
-        for module in modules(model):
-            for buffer in module._buffers.values():
-                if buffer is not None:
-                    return buffer.device, None
-        return torch.device("cpu"), None
-    return device, None
+    if device is not None:
+        return device, None
+    buffers = (buffer for module in walked for buffer in module._buffers.values() if buffer is not None)
+    first = next(buffers, None)
+    return (torch.device("cpu") if first is None else first.device), None
