@@ -21,6 +21,7 @@ the model's explained output *is* that softmax's output, ``explain`` explains th
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -341,7 +342,9 @@ class FunctionalRules(TorchFunctionMode):
 
     def __init__(self, scope: Scope, table: dict[str, Callable]) -> None:
         super().__init__()
-        self.scope = scope
+        # weakly: the scope holds its mode, and a cycle would leave every scope (its calls, their
+        # closures) to the garbage collector instead of freeing it when the call returns
+        self.scope: Scope = weakref.proxy(scope)
         self.table = table
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: D105

@@ -20,34 +20,34 @@ def modules(model: nn.Module) -> list[nn.Module]:
     """``list(model.modules())``: each module once, in the same order (2.5x faster, measured on a
     25-module residual CNN)."""
     found: list[nn.Module] = []
-    seen: set[nn.Module] = set()  # by identity, as nn.Module's own walk keeps them
-
-    def visit(module: nn.Module) -> None:
-        seen.add(module)
-        found.append(module)
-        for child in module._modules.values():
-            if child is not None and child not in seen:
-                visit(child)
-
-    visit(model)
+    _visit(model, found, set())  # seen by identity, as nn.Module's own walk keeps them
     return found
+
+
+# Module-level, not closures: a closure that calls itself is a reference cycle, left for the
+# garbage collector on every walk (a collection every few calls at one example per call).
+def _visit(module: nn.Module, found: list[nn.Module], seen: set[nn.Module]) -> None:
+    seen.add(module)
+    found.append(module)
+    for child in module._modules.values():
+        if child is not None and child not in seen:
+            _visit(child, found, seen)
 
 
 def named_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``list(model.named_modules())``: each module once with its dotted name, in the same order."""
     found: list[tuple[str, nn.Module]] = []
-    seen: set[nn.Module] = set()
-
-    def visit(name: str, module: nn.Module) -> None:
-        seen.add(module)
-        found.append((name, module))
-        prefix = name + "." if name else ""
-        for key, child in module._modules.items():
-            if child is not None and child not in seen:
-                visit(prefix + key, child)
-
-    visit("", model)
+    _visit_named("", model, found, set())
     return found
+
+
+def _visit_named(name: str, module: nn.Module, found: list[tuple[str, nn.Module]], seen: set[nn.Module]) -> None:
+    seen.add(module)
+    found.append((name, module))
+    prefix = name + "." if name else ""
+    for key, child in module._modules.items():
+        if child is not None and child not in seen:
+            _visit_named(prefix + key, child, found, seen)
 
 
 def device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
