@@ -6,7 +6,6 @@ returned callable on exit (also after an exception), in reverse order.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeGuard, Union
 
@@ -25,34 +24,52 @@ MERGEABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 Mergeable = Union[nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d]
 
 
-#: Per layer, within one call: the tensors (and epsilon) merged, their state, the merged parameters.
-_MERGED: weakref.WeakKeyDictionary[nn.Module, tuple[list, tuple, tuple[torch.Tensor, torch.Tensor]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: Per layer (by id: the model holds its modules for the call), within one call: the tensors (and
+#: epsilon) merged, their state, the merged parameters.
+_MERGED: dict[int, tuple[tuple, tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
 derived.on_clear(_MERGED.clear)  # kept for one call only
 
+_MISSING = object()
 
-def _sources(layer: nn.Module, norm: _BatchNorm) -> list[torch.Tensor | float | None]:
+
+def _held(module: nn.Module, table: dict, name: str) -> torch.Tensor | None:
+    """``getattr(module, name)`` for a parameter or buffer, read from its table where it is one
+    (a parametrized weight is a property instead: read as such)."""
+    value = table.get(name, _MISSING)
+    return getattr(module, name, None) if value is _MISSING else value
+
+
+def _sources(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor | float | None, ...]:
     """What the merged parameters are made of: the layer's weight and bias, the norm's affine
     parameters, running statistics and epsilon."""
-    return [*parameters_of(layer), norm.weight, norm.bias, norm.running_mean, norm.running_var, norm.eps]
+    params, norm_params, buffers = layer._parameters, norm._parameters, norm._buffers
+    return (
+        _held(layer, params, "weight"),
+        _held(layer, params, "bias"),
+        _held(norm, norm_params, "weight"),
+        _held(norm, norm_params, "bias"),
+        _held(norm, buffers, "running_mean"),
+        _held(norm, buffers, "running_var"),
+        norm.eps,
+    )
 
 
-def _state(sources: list) -> tuple:
-    """Each tensor's version counter and storage (the kept list holds the tensors themselves, so
+def _state(sources: tuple) -> tuple:
+    """Each tensor's version counter and storage (the kept entry holds the tensors themselves, so
     none is freed and replaced by another at the same address while it is kept)."""
     return tuple((v._version, v.data_ptr()) if isinstance(v, torch.Tensor) else v for v in sources)
 
 
 def _kept(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The merged parameters kept for ``layer`` in this call, if made from these very tensors, unmodified."""
-    kept = _MERGED.get(layer)
+    kept = _MERGED.get(id(layer))
     if kept is None:
         return None
     sources = _sources(layer, norm)
-    if all(a is b for a, b in zip(kept[0], sources)) and kept[1] == _state(sources):
-        return kept[2]
-    return None
+    for held, now in zip(kept[0], sources):
+        if held is not now:
+            return None
+    return kept[2] if kept[1] == _state(sources) else None
 
 
 def _merge_many(pairs: list[tuple[nn.Module, _BatchNorm]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -192,8 +209,8 @@ class MergeBatchNorm:
         ]
         for (merged_layer, merged_norm), merged in zip(pairs, _merge_many(pairs)):
             sources = _sources(merged_layer, merged_norm)
-            _MERGED[merged_layer] = (sources, _state(sources), merged)
-        return _MERGED[layer][2]
+            _MERGED[id(merged_layer)] = (sources, _state(sources), merged)
+        return _MERGED[id(layer)][2]
 
     @staticmethod
     def _merge(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:

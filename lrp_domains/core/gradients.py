@@ -86,10 +86,12 @@ def epsilon_grad(z: torch.Tensor, epsilon: float) -> torch.Tensor:
     of it: its node is then on that path alone)."""
     if not z.requires_grad:
         return z
-    if z.grad_fn is None:  # a leaf: hook a node of its own
+    node = z.grad_fn
+    if node is None:  # a leaf: hook a node of its own
         z = z.view_as(z)
-    node, index = z.grad_fn, z.output_nr
+        node = z.grad_fn
     assert node is not None  # a non-leaf tensor that requires grad has one
+    index = z.output_nr
     denominator = z.detach().abs().add_(epsilon)
 
     def scale(grad_outputs: tuple) -> tuple:
@@ -97,6 +99,8 @@ def epsilon_grad(z: torch.Tensor, epsilon: float) -> torch.Tensor:
         if grad is None:
             return grad_outputs
         scaled = torch.addcdiv(grad, grad, denominator, value=-epsilon)
+        if len(grad_outputs) == 1:  # most layers' nodes: one output
+            return (scaled,)
         return grad_outputs[:index] + (scaled,) + grad_outputs[index + 1 :]
 
     node.register_prehook(scale)

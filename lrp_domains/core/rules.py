@@ -235,8 +235,10 @@ class Epsilon(Rule):
             z = call.original(*args, **kwargs)
         if self.epsilon == 0:
             return z  # LRP-0, whose modified gradient is the plain gradient
-        if any(z is a for a in args):
-            z = z.view_as(z)  # a module handing back its input: the hook goes on this path's own node
+        for a in args:
+            if z is a:  # a module handing back its input: the hook goes on this path's own node
+                z = z.view_as(z)
+                break
         return epsilon_grad(z, self.epsilon)
 
     def ledger_bias(self, call: ModuleCall) -> torch.Tensor | None:

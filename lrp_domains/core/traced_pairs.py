@@ -38,12 +38,14 @@ _FOUND: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], list[tuple[n
 )
 
 
-def trace_pairs(model: nn.Module, inputs: Any) -> list[tuple[nn.Module, _BatchNorm]]:
+def trace_pairs(
+    model: nn.Module, inputs: Any, modules: list[nn.Module] | None = None
+) -> list[tuple[nn.Module, _BatchNorm]]:
     """The mergeable pairs of ``model``, from one forward of ``inputs`` (a tensor, or a dict of
     them) the first time and kept for the model after that (traced again when its modules
     change); a model with no BatchNorm outside ``nn.Sequential`` pairs, or inputs that are not
-    tensors, is not run."""
-    ids = _module_ids(model)
+    tensors, is not run. ``modules``: ``list(model.modules())``, when the caller has walked it."""
+    ids = tuple(id(m) for m in (walk.modules(model) if modules is None else modules))
     found = _FOUND.get(model)
     if found is not None and found[0] == ids:
         return found[1]
@@ -58,16 +60,14 @@ def trace_pairs(model: nn.Module, inputs: Any) -> list[tuple[nn.Module, _BatchNo
     return pairs
 
 
-def trace_for(model: nn.Module, composite: Any, inputs: Any) -> list[tuple[nn.Module, _BatchNorm]]:
+def trace_for(
+    model: nn.Module, composite: Any, inputs: Any, modules: list[nn.Module] | None = None
+) -> list[tuple[nn.Module, _BatchNorm]]:
     """:func:`trace_pairs` when one of the composite's canonizers merges traced pairs, else none
     (call it in eval mode; hand the pairs to the scope as ``scope.traced_pairs`` before entering it)."""
     if any(getattr(canonizer, "traced", False) for canonizer in composite.canonizers):
-        return trace_pairs(model, inputs)
+        return trace_pairs(model, inputs, modules)
     return []
-
-
-def _module_ids(model: nn.Module) -> tuple[int, ...]:
-    return tuple(id(m) for m in walk.modules(model))
 
 
 def _all_in_sequential_pairs(model: nn.Module, norms: list[_BatchNorm]) -> bool:

@@ -57,7 +57,7 @@ def model_dtype(model: nn.Module) -> torch.dtype | None:
     return walk.device_and_dtype(model)[1]
 
 
-def eval_mode(model: nn.Module) -> contextlib.AbstractContextManager[None]:
+def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> contextlib.AbstractContextManager[None]:
     """Put every module in eval mode for the block; give each its own mode back afterwards.
 
     A module with gradient checkpointing switched on (transformers' ``gradient_checkpointing``
@@ -362,8 +362,12 @@ def _explain_all(
     pending = next(rest, None)
     if pending is not None:
         scope = composite.context(model)
-        with eval_mode(model), torch.enable_grad():
-            scope.traced_pairs = trace_for(model, composite, pending[0])  # BatchNorms to merge in any model shape
+        named = scope.named_modules()  # one walk of the model for the call: its modes, the pairs, the scope
+        modules = [module for _, module in named]
+        with eval_mode(model, modules), torch.enable_grad():
+            scope.traced_pairs = trace_for(
+                model, composite, pending[0], modules
+            )  # BatchNorms to merge in any model shape
             with scope:
                 scope.inputs.capture_hypothetical = hypothetical
                 scope.inputs.read_sources(names)
@@ -449,7 +453,10 @@ def read_relevance(
     source_leaves = [(name, leaf) for name, found in scope.inputs.sources.items() for leaf in found]
     wrt = leaves + [a for a in anchors if a is not None] + [leaf for _, leaf in source_leaves] + list(extra)
     if outputs.requires_grad and wrt:
-        seed = torch.ones_like(outputs) if grad_outputs is None else grad_outputs
+        # A scalar output is seeded by autograd itself: a seed given as a tensor makes autograd check
+        # its shape with torch's symbolic-shape module, whose first import (sympy) is most of a
+        # second of a cold start where nothing else needs it.
+        seed = grad_outputs if grad_outputs is not None or outputs.numel() == 1 else torch.ones_like(outputs)
         try:
             grads: list[torch.Tensor | None] = list(
                 torch.autograd.grad(outputs, wrt, seed, allow_unused=True, retain_graph=retain_graph)

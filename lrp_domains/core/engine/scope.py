@@ -24,7 +24,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import torch
 from torch import nn
@@ -131,11 +131,6 @@ def _needs_copy(args: tuple) -> bool:
     return bool(args) and isinstance(args[0], torch.Tensor) and args[0].requires_grad
 
 
-def _top_mode() -> Any:
-    """The innermost torch-function mode on this thread's stack (there must be one)."""
-    return torch._C._get_function_stack_at(torch._C._len_torch_function_stack() - 1)
-
-
 def current_scope() -> Scope | None:
     """The scope whose model is running a forward in this thread (innermost), if any."""
     stack = _active_scopes()
@@ -207,6 +202,17 @@ class ModuleCall:
             return None, None
         recorder = self._inputs.recorder(anchor)
         return (anchor if self.ledger_tap is None else self.ledger_tap(anchor)), recorder
+
+
+#: Every type :func:`~lrp_domains.core.layers.affine_ops` takes (and more): a module that may claim
+#: the input layer's rule.
+_AFFINE_TYPES = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def _passes_through(rule: Rule | None) -> TypeGuard[Rule]:
+    """Whether ``rule`` is the module's own gradient (:class:`~lrp_domains.core.rules.Pass`) or a
+    merged BatchNorm's pass-through (in eval mode; :meth:`Scope._run_leaf` checks)."""
+    return type(rule) is Pass or type(rule) is _MergedNorm
 
 
 class _MergedNorm(Rule):
@@ -323,8 +329,20 @@ class Scope:
         self.calls[id(module)] = call
         is_root = module is self.model
 
-        def forward(*args: Any, **kwargs: Any) -> Any:
-            return self._run(call, rule, is_root, args, kwargs)
+        if (
+            _passes_through(rule)
+            and not module._modules
+            and not is_root
+            and (self.composite.first is None or not isinstance(module, _AFFINE_TYPES))
+        ):
+
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                return self._run_leaf(call, rule, args, kwargs)
+
+        else:
+
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                return self._run(call, rule, is_root, args, kwargs)
 
         # inspect.signature(module.forward) follows __wrapped__: code that reads the forward's
         # signature (transformers does) sees the original one.
@@ -375,7 +393,9 @@ class Scope:
         return state
 
     def _run(self, call: ModuleCall, rule: Rule | None, is_root: bool, args: tuple, kwargs: dict) -> Any:
-        state = self._state()
+        # Every module call of the model comes through here: one example at a time (and on a GPU)
+        # its Python is part of what a call costs, so the common case is spelled out inline.
+        state = getattr(self._local, "state", None) or self._state()
         outermost = state.depth == 0
         if outermost:
             state.first_claimed = False
@@ -385,64 +405,87 @@ class Scope:
         if self.composite.first is not None and call.ops is not None and self._claims_first(args):
             rule = self.composite.first
         call.applied = rule
-        key = self._ledger_key(call, rule, state.stack)
+        ledger = self.ledger
+        stack = state.stack
+        key = None if ledger is None else self._ledger_key(call, rule, stack)
         # Functional calls are ours to rule only where no enclosing module has a rule.
-        active = rule is None and (not state.stack or state.stack[-1][1])
-        state.stack.append((call, active))
+        stack.append((call, rule is None and (not stack or stack[-1][1])))
         try:
             # LRP-0 on an affine layer: what it absorbs is read off the output gradient alone
             bias, has_bias = None, False
-            if key is not None and rule is not None:
+            if key is not None:
+                assert ledger is not None and rule is not None  # a key is made for a ruled module under a ledger
                 with unintercepted():
                     bias = rule.ledger_bias(call)
                     has_bias = bias is not None and bias.numel() > 0
-            if key is not None and bias is None:
-                assert self.ledger is not None and rule is not None
-                args = tuple(self.ledger.tap(key, a, "in") for a in args)
-                kwargs = {k: self.ledger.tap(key, v, "in") for k, v in kwargs.items()}
-                call.ledger_tap = functools.partial(self.ledger.tap_written, key)
-            if rule is not None and call.module.__dict__.get("inplace") is True and _needs_copy(args):
-                # an in-place activation would overwrite a layer output that the layer's rule keeps
-                # for the backward (gamma, alpha-beta, z+): it computes on a copy instead
-                with unintercepted():
-                    args = (args[0].clone(), *args[1:])
-            fused = self._fused(call, rule, args, kwargs)
-            if fused is not None:
-                output = fused
-            elif rule is None:
-                output = call.original(*args, **kwargs)
+                if bias is None:
+                    args = tuple(ledger.tap(key, a, "in") for a in args)
+                    kwargs = {k: ledger.tap(key, v, "in") for k, v in kwargs.items()}
+                    call.ledger_tap = functools.partial(ledger.tap_written, key)
+            if rule is None:
+                output = self._fused(call, rule, args, kwargs) if type(call.module) is nn.Sequential else None
+                if output is None:
+                    output = call.original(*args, **kwargs)
             else:
-                output = self._by_rule(rule, call, args, kwargs)
-            if key is not None and bias is not None:
-                assert self.ledger is not None
-                if has_bias:
-                    channels = -1 if isinstance(call.module, (nn.Linear, nn.LayerNorm)) else 1  # convolutions: 1
-                    output = self.ledger.tap_bias(key, output, bias, channels)
-            elif key is not None:
-                assert self.ledger is not None
-                output = self.ledger.tap_all(key, output, "out")
-            if call.name in self.inputs.source_names:
+                if call.module.__dict__.get("inplace") is True and _needs_copy(args):
+                    # an in-place activation would overwrite a layer output that the layer's rule keeps
+                    # for the backward (gamma, alpha-beta, z+): it computes on a copy instead
+                    with unintercepted():
+                        args = (args[0].clone(), *args[1:])
+                # The rule runs with our torch-function mode off the stack: inside a module computed
+                # by its rule the functional rules are inactive (functional_active), and the mode
+                # would pass every torch call through unchanged at a Python dispatch each (a merged
+                # layer's parameters, the rule's own autograd Function, the module's forward). A
+                # mode above ours (pushed inside the model) is left in place, and then ours stays.
+                depth = torch._C._len_torch_function_stack()
+                if depth == 0 or torch._C._get_function_stack_at(depth - 1) is not self._mode:
+                    output = rule(call, args, kwargs)
+                else:
+                    mode = torch._C._pop_torch_function_stack()
+                    try:
+                        output = rule(call, args, kwargs)
+                    finally:
+                        torch._C._push_on_torch_function_stack(mode)
+            if key is not None:
+                assert ledger is not None
+                if bias is not None:
+                    if has_bias:
+                        channels = -1 if isinstance(call.module, (nn.Linear, nn.LayerNorm)) else 1  # convolutions: 1
+                        output = ledger.tap_bias(key, output, bias, channels)
+                else:
+                    output = ledger.tap_all(key, output, "out")
+            sources = self.inputs.source_names
+            if sources and call.name in sources:
                 with self.covered():
                     output = self.inputs.source_output(call.name, output)
             return output
         finally:
             call.ledger_tap = None
-            state.stack.pop()
+            stack.pop()
             state.depth -= 1
             if outermost:
                 _active_scopes().pop()
                 self._mode.__exit__(None, None, None)
 
-    def _by_rule(self, rule: Rule, call: ModuleCall, args: tuple, kwargs: dict) -> Any:
-        """``rule(call, args, kwargs)`` with the scope's torch-function mode off the stack.
-
-        Inside a module computed by its rule the functional rules are inactive
-        (:meth:`functional_active`): the mode would pass every torch call through unchanged, at a
-        Python dispatch each (a merged layer's parameters, the rule's own autograd Function, the
-        module's forward). Nothing else changes: a mode above ours (pushed inside the model) is
-        left in place and then ours stays too."""
-        if torch._C._len_torch_function_stack() == 0 or _top_mode() is not self._mode:
-            return rule(call, args, kwargs)
+    def _run_leaf(self, call: ModuleCall, rule: Rule, args: tuple, kwargs: dict) -> Any:
+        """:meth:`_run` for a module without children whose rule is its own gradient (an activation,
+        a pooling, a reshape: :class:`~lrp_domains.core.rules.Pass`) or a merged BatchNorm's
+        pass-through, inside the model's forward with no ledger and no sources: with our mode off
+        the stack nothing in it consults the scope's per-thread state, so the rule runs without it
+        (a model of such modules is mostly these, one example at a time)."""
+        depth = torch._C._len_torch_function_stack()
+        if (
+            self.ledger is not None
+            or self.inputs.source_names
+            or (call.module.training and type(rule) is _MergedNorm)  # then the norm's own rule runs
+            or depth == 0
+            or torch._C._get_function_stack_at(depth - 1) is not self._mode
+        ):
+            return self._run(call, rule, False, args, kwargs)
+        call.applied = rule
+        if call.module.__dict__.get("inplace") is True and _needs_copy(args):
+            with unintercepted():  # as in _run: the layer before may keep the tensor for its backward
+                args = (args[0].clone(), *args[1:])
         mode = torch._C._pop_torch_function_stack()
         try:
             return rule(call, args, kwargs)

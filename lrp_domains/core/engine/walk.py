@@ -52,19 +52,33 @@ def _visit_named(name: str, module: nn.Module, found: list[tuple[str, nn.Module]
 
 def device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype | None]:
     """The device of the model's first parameter (else its first buffer; else the CPU) and the
-    dtype of its first floating-point parameter (None without one), in one walk."""
-    device: torch.device | None = None
-    walked = modules(model)
-    for module in walked:
-        for param in module._parameters.values():
-            if param is None:
-                continue
-            if device is None:
-                device = param.device
-            if param.is_floating_point():
-                return device, param.dtype
-    if device is not None:
-        return device, None
-    buffers = (buffer for module in walked for buffer in module._buffers.values() if buffer is not None)
-    first = next(buffers, None)
-    return (torch.device("cpu") if first is None else first.device), None
+    dtype of its first floating-point parameter (None without one), walking only as far as the
+    first floating-point parameter (most models: their first layer)."""
+    found: list[torch.device] = []  # the first parameter's device, once seen
+    dtype = _first_floating(model, found, set())
+    if found:
+        return found[0], dtype
+    for module in modules(model):
+        for buffer in module._buffers.values():
+            if buffer is not None:
+                return buffer.device, None
+    return torch.device("cpu"), None
+
+
+def _first_floating(module: nn.Module, device: list[torch.device], seen: set[nn.Module]) -> torch.dtype | None:
+    """The dtype of the first floating-point parameter in ``modules`` order (None without one);
+    ``device`` gets the first parameter's device."""
+    seen.add(module)
+    for param in module._parameters.values():
+        if param is None:
+            continue
+        if not device:
+            device.append(param.device)
+        if param.is_floating_point():
+            return param.dtype
+    for child in module._modules.values():
+        if child is not None and child not in seen:
+            dtype = _first_floating(child, device, seen)
+            if dtype is not None:
+                return dtype
+    return None
