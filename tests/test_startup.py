@@ -91,6 +91,19 @@ def test_group_and_command_help_import_no_heavy_library(args):
     assert "Usage" in output
 
 
+def test_explaining_sequences_does_not_import_sympy():
+    """The backward is seeded without a gradient tensor, whose shape check would import torch's
+    symbolic-shape module and sympy (most of a second of a cold start; nothing else here needs it)."""
+    code = (
+        "import sys; from lrp_domains.bio import SequenceExplainer; "
+        "from lrp_domains.bench.engine.adapter import residual_cnn; "
+        "r = SequenceExplainer(residual_cnn(channels=4), composite='epsilon').explain(['ACGT' * 10]); "
+        "print(r.relevance.shape[0], 'torch' in sys.modules, 'sympy' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["1", "True", "False"]
+
+
 def test_a_missing_argument_is_still_a_usage_error_without_heavy_imports():
     output, found = _run("entry-point", ["text", "explain"])
     assert found["code"] == 2 and found["heavy"] == []
