@@ -94,3 +94,28 @@ def test_text_encoder_attnlrp() -> None:
 def test_module_walks() -> None:
     model = residual_cnn(channels=4)
     assert _cyclic_garbage(lambda: (walk.modules(model), walk.named_modules(model))) == []
+
+
+def test_the_fixed_cost_bench_reports_cycles_and_collections() -> None:
+    from lrp_domains.bench.engine import fixed_cost
+
+    rows = {row["method"]: row for row in fixed_cost.garbage(n=20)}
+    assert set(rows) == set(fixed_cost.METHODS)
+    assert all(row["cyclic"] == 0 for row in rows.values())
+    assert all(row["collections"] >= 0 and row["gc_ms"] >= 0 for row in rows.values())
+    fixed_cost.calls("epsilon", 2)
+    with pytest.raises(ValueError, match="unknown method"):
+        fixed_cost.calls("lrp", 2)
+
+
+def test_the_fixed_cost_bench_sees_a_cycle(monkeypatch) -> None:
+    """What the bench counts, on a method made to leave a cycle per call."""
+    from lrp_domains.bench.engine import fixed_cost
+
+    def cycle() -> None:
+        a: list = []
+        a.append(a)
+
+    monkeypatch.setattr(fixed_cost, "methods", lambda: {"gradient": cycle})
+    (row,) = fixed_cost.garbage(n=5)
+    assert row["cyclic"] == 1

@@ -230,6 +230,24 @@ def batch_one(
     print_table(run(chosen, batch=batch, repeats=repeats, threads=threads or None))
 
 
+@bench("fixed-cost")
+def fixed_cost(
+    calls: int = typer.Option(0, help="Only run this many calls of --method (for valgrind's instruction count)."),
+    method: str = typer.Option("epsilon", help="gradient, epsilon or genomics (with --calls)."),
+    n: int = typer.Option(500, help="Calls timed for the garbage collector."),
+) -> None:
+    """What a call costs besides its arithmetic: objects left for the garbage collector and its time,
+    or (with --calls) only the calls, for counting their instructions with valgrind."""
+    from lrp_domains.bench.engine import fixed_cost as bench_fixed_cost
+
+    with one_line_errors():
+        if calls:
+            bench_fixed_cost.calls(method, calls)
+            return
+        rows = bench_fixed_cost.garbage(n)
+    bench_fixed_cost.print_table(rows)
+
+
 @bench("adapter")
 def adapter(
     n: int = typer.Option(500, help="One-hot sequences (200 bp) per call."),
