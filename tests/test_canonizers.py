@@ -126,3 +126,14 @@ def test_a_norm_in_another_dtype_merges_into_the_layer_dtype():
     assert weight.dtype == bias.dtype == torch.float64
     x = torch.randn(4, 3, dtype=torch.float64)
     torch.testing.assert_close(nn.functional.linear(x, weight, bias), norm(layer(x).float()).double().detach())
+
+
+def test_children_are_those_of_nn_module():
+    """The canonizer's own child walk: each child once, in order, None skipped (as ``children()``)."""
+    from lrp_domains.core.canonizers import _children
+
+    shared = nn.Conv1d(2, 2, 1)
+    model = nn.Sequential(shared, nn.BatchNorm1d(2), shared, nn.ReLU())
+    model.register_module("nothing", None)
+    assert _children(model) == list(model.children())
+    assert len(_children(model)) == 3

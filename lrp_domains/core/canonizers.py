@@ -26,7 +26,7 @@ Mergeable = Union[nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d]
 
 #: Per layer (by id: the model holds its modules for the call), within one call: the tensors (and
 #: epsilon) merged, their state, the merged parameters.
-_MERGED: dict[int, tuple[tuple, tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
+_MERGED: dict[int, tuple[tuple, list, tuple[torch.Tensor, torch.Tensor]]] = {}
 derived.on_clear(_MERGED.clear)  # kept for one call only
 
 _MISSING = object()
@@ -54,10 +54,12 @@ def _sources(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor | float |
     )
 
 
-def _state(sources: tuple) -> tuple:
+def _state(sources: tuple) -> list:
     """Each tensor's version counter and storage (the kept entry holds the tensors themselves, so
-    none is freed and replaced by another at the same address while it is kept)."""
-    return tuple((v._version, v.data_ptr()) if isinstance(v, torch.Tensor) else v for v in sources)
+    none is freed and replaced by another at the same address while it is kept), and epsilon."""
+    stamps: list = [None if v is None else (v._version, v.data_ptr()) for v in sources[:6]]
+    stamps.append(sources[6])
+    return stamps
 
 
 def _kept(layer: nn.Module, norm: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -76,33 +78,35 @@ def _merge_many(pairs: list[tuple[nn.Module, _BatchNorm]]) -> list[tuple[torch.T
     """:meth:`MergeBatchNorm._merge` of each pair, the same values bit for bit, with ``torch._foreach_*``
     operations over the pairs that share a device and dtype and have an affine norm and a layer bias
     (or all lack one); any other pair on its own."""
+    return _merge_from(pairs, [_sources(layer, norm) for layer, norm in pairs])
+
+
+def _merge_from(
+    pairs: list[tuple[nn.Module, _BatchNorm]], sources: list[tuple]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`_merge_many` with each pair's :func:`_sources` read already."""
     merged: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(pairs)
     groups: dict[tuple, list[int]] = {}
-    for index, (layer, norm) in enumerate(pairs):
-        weight, bias = parameters_of(layer)
-        var = norm.running_var
-        assert var is not None  # merged only with running statistics
-        affine = norm.weight is not None and norm.bias is not None
-        if len(pairs) == 1 or not affine or var.dtype != weight.dtype or var.device != weight.device:
-            merged[index] = MergeBatchNorm._merge(layer, norm)
+    for index, (weight, bias, gamma, beta, _, var, _) in enumerate(sources):
+        assert weight is not None and var is not None  # merged only with running statistics
+        if len(pairs) == 1 or gamma is None or beta is None or var.dtype != weight.dtype or var.device != weight.device:
+            merged[index] = MergeBatchNorm._merge(*pairs[index])
         else:
             groups.setdefault((weight.device, weight.dtype, bias is None), []).append(index)
     for (_, _, no_bias), indices in groups.items():
-        layers = [pairs[i][0] for i in indices]
-        norms = [pairs[i][1] for i in indices]
+        held = [sources[i] for i in indices]  # (weight, bias, gamma, beta, mean, var, eps) of each pair
         # the operations of _merge, in its order, each over the whole group
-        variances = [_running(n.running_var) for n in norms]
-        scale = list(torch._foreach_add(variances, [n.eps for n in norms]))
+        scale = list(torch._foreach_add([_running(h[5]) for h in held], [h[6] for h in held]))
         torch._foreach_rsqrt_(scale)
-        torch._foreach_mul_(scale, [_running(n.weight) for n in norms])
-        shift = list(torch._foreach_mul([_running(n.running_mean) for n in norms], scale))
+        torch._foreach_mul_(scale, [_running(h[2]) for h in held])
+        shift = list(torch._foreach_mul([_running(h[4]) for h in held], scale))
         torch._foreach_neg_(shift)
-        torch._foreach_add_(shift, [_running(n.bias) for n in norms])
+        torch._foreach_add_(shift, [_running(h[3]) for h in held])
         biases = shift
         if not no_bias:
-            biases = list(torch._foreach_mul([_running(parameters_of(layer)[1]) for layer in layers], scale))
+            biases = list(torch._foreach_mul([_running(h[1]) for h in held], scale))
             torch._foreach_add_(biases, shift)
-        weights = [_running(parameters_of(layer)[0]) for layer in layers]
+        weights = [_running(h[0]) for h in held]
         scales = [s.reshape((-1,) + (1,) * (w.dim() - 1)) for s, w in zip(scale, weights)]
         for i, weight, bias in zip(indices, torch._foreach_mul(weights, scales), biases):
             merged[i] = (weight, bias)
@@ -114,6 +118,17 @@ def _running(tensor: torch.Tensor | None) -> torch.Tensor:
     inside a scope, which turns their ``requires_grad`` off), else detached."""
     assert tensor is not None  # _merge_many groups pairs whose norm has every tensor
     return tensor.detach() if tensor.requires_grad else tensor
+
+
+def _children(module: nn.Module) -> list[nn.Module]:
+    """``list(module.children())``: each child once, in order (without its generators)."""
+    children: list[nn.Module] = []
+    seen: set[nn.Module] = set()  # by identity, as nn.Module's own walk keeps them
+    for child in module._modules.values():
+        if child is not None and child not in seen:
+            seen.add(child)
+            children.append(child)
+    return children
 
 
 def _features(layer: Mergeable) -> int:
@@ -164,7 +179,7 @@ class MergeBatchNorm:
             for module in walk.modules(model) if modules is None else modules:
                 if not isinstance(module, nn.Sequential):
                     continue
-                children = list(module.children())
+                children = _children(module)
                 for layer, norm in zip(children, children[1:]):
                     if isinstance(layer, MERGEABLE) and self._mergeable_norm(norm, layer):
                         found.append((layer, norm))
@@ -207,8 +222,8 @@ class MergeBatchNorm:
         pairs = [(layer, norm)] + [
             (other, n) for other, n in group if other is not layer and not n.training and _kept(other, n) is None
         ]
-        for (merged_layer, merged_norm), merged in zip(pairs, _merge_many(pairs)):
-            sources = _sources(merged_layer, merged_norm)
+        read = [_sources(merged_layer, merged_norm) for merged_layer, merged_norm in pairs]
+        for (merged_layer, _), sources, merged in zip(pairs, read, _merge_from(pairs, read)):
             _MERGED[id(merged_layer)] = (sources, _state(sources), merged)
         return _MERGED[id(layer)][2]
 

@@ -34,7 +34,7 @@ from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.engine import walk
 from lrp_domains.core.engine.coverage import Coverage, LRPCoverageError
 from lrp_domains.core.engine.ledger import Ledger, unintercepted
-from lrp_domains.core.engine.sequential import SequentialPlan, block_plan, fused_block
+from lrp_domains.core.engine.sequential import BLOCK_TYPES, SequentialPlan, block_plan, fused_block
 from lrp_domains.core.engine.tracking import InputTracker
 from lrp_domains.core.functional import FunctionalRules, default_table
 from lrp_domains.core.layers import AffineOps, affine_ops, parameters_of
@@ -164,10 +164,16 @@ class ModuleCall:
     #: While the call runs under a ledger: how an anchor is tapped for this call's row.
     ledger_tap: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
 
-    @functools.cached_property
+    _ops: Any = field(default=_MISSING, repr=False)
+
+    @property
     def ops(self) -> AffineOps | None:
-        """The module as an affine layer (None when it is not one); built on first use."""
-        return affine_ops(self.module)
+        """The module as an affine layer (None when it is not one); built on first use (by hand:
+        ``functools.cached_property`` takes a lock on every read in this Python)."""
+        ops = self._ops
+        if ops is _MISSING:
+            ops = self._ops = affine_ops(self.module)
+        return ops
 
     @property
     def merged(self) -> bool:
@@ -524,6 +530,8 @@ class Scope:
         same: each module, the rule this scope gave it, its mode and hooks, and whether it is merged
         or has a patched forward (one example at a time, making it was a twentieth of a call)."""
         children = list(module._modules.values())
+        if not all(type(child) in BLOCK_TYPES for child in children):
+            return None  # block_plan takes these types only, whatever their rules, modes and hooks
         made_from = tuple(
             (
                 id(child),

@@ -384,6 +384,10 @@ class SequentialPlan:
         return result
 
 
+#: The module types an MLP block is made of (:func:`block_plan`).
+BLOCK_TYPES = frozenset({nn.Linear, nn.ReLU, nn.Flatten, *_SHAPE_ONLY})
+
+
 def block_plan(block: nn.Sequential, rule_of: Callable[[nn.Module], Rule | None]) -> SequentialPlan | None:
     """A plan for an MLP block inside a bigger model, with the rules a scope gave its modules
     (``rule_of``), for :func:`fused_block`; None where the block is not such an MLP: other modules,
