@@ -85,3 +85,26 @@ def test_with_an_input_layer_rule(monkeypatch, composite):
     lean, taken = _explain(monkeypatch, True, model, x, composite=made)
     assert taken == 14
     assert torch.equal(lean.relevance, general.relevance)
+
+
+class _Named(nn.Module):
+    """A module whose forward takes keywords named like the scope's own arguments."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor, call: float = 1.0, rule: float = 1.0, is_root: float = 1.0) -> torch.Tensor:
+        return self.linear(x) * call * rule * is_root
+
+
+def test_a_forward_may_take_keywords_named_like_the_scopes_arguments():
+    model = _Named().eval()
+    x = torch.randn(4, 3, generator=seeded(6))
+    result = L.explain(model, x, target=0, composite="epsilon")
+    with L.composites.get("epsilon").context(model):
+        assert torch.equal(model(x, call=2.0, rule=3.0, is_root=0.5), model.linear(x) * 3.0)
+    weight, bias = model.linear.weight[0], model.linear.bias[0]
+    z = x @ weight + bias
+    expected = x * weight * (z.abs() / (z.abs() + 1e-6))[:, None]  # LRP-epsilon by hand, one layer
+    assert torch.allclose(result.relevance, expected.detach(), atol=1e-6)
