@@ -335,23 +335,24 @@ class Scope:
         self.calls[id(module)] = call
         is_root = module is self.model
 
-        # A partial of a bound method rather than a closure: called from C, one Python frame fewer
-        # per module call (the scope's arguments are positional-only, so a module's own keyword
-        # arguments never collide with them).
-        forward: functools.partial
         if (
             _passes_through(rule)
             and not module._modules
             and not is_root
             and (self.composite.first is None or not isinstance(module, _AFFINE_TYPES))
         ):
-            forward = functools.partial(self._run_leaf, call, rule)
+
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                return self._run_leaf(call, rule, args, kwargs)
+
         else:
-            forward = functools.partial(self._run, call, rule, is_root)
+
+            def forward(*args: Any, **kwargs: Any) -> Any:
+                return self._run(call, rule, is_root, args, kwargs)
 
         # inspect.signature(module.forward) follows __wrapped__: code that reads the forward's
         # signature (transformers does) sees the original one.
-        forward.__wrapped__ = original  # type: ignore[attr-defined]
+        forward.__dict__["__wrapped__"] = original
         self._saved_forwards.append((module, module.__dict__.get("forward", _MISSING)))
         # An instance attribute shadows the class's forward for this instance only.
         module.__dict__["forward"] = forward
@@ -397,7 +398,7 @@ class Scope:
             state = self._local.state = _ThreadState()
         return state
 
-    def _run(self, call: ModuleCall, rule: Rule | None, is_root: bool, /, *args: Any, **kwargs: Any) -> Any:
+    def _run(self, call: ModuleCall, rule: Rule | None, is_root: bool, args: tuple, kwargs: dict) -> Any:
         # Every module call of the model comes through here: one example at a time (and on a GPU)
         # its Python is part of what a call costs, so the common case is spelled out inline.
         state = getattr(self._local, "state", None) or self._state()
@@ -472,7 +473,7 @@ class Scope:
                 _active_scopes().pop()
                 self._mode.__exit__(None, None, None)
 
-    def _run_leaf(self, call: ModuleCall, rule: Rule, /, *args: Any, **kwargs: Any) -> Any:
+    def _run_leaf(self, call: ModuleCall, rule: Rule, args: tuple, kwargs: dict) -> Any:
         """:meth:`_run` for a module without children whose rule is its own gradient (an activation,
         a pooling, a reshape: :class:`~lrp_domains.core.rules.Pass`) or a merged BatchNorm's
         pass-through, inside the model's forward with no ledger and no sources: with our mode off
@@ -486,7 +487,7 @@ class Scope:
             or depth == 0
             or torch._C._get_function_stack_at(depth - 1) is not self._mode
         ):
-            return self._run(call, rule, False, *args, **kwargs)
+            return self._run(call, rule, False, args, kwargs)
         call.applied = rule
         if call.module.__dict__.get("inplace") is True and _needs_copy(args):
             with unintercepted():  # as in _run: the layer before may keep the tensor for its backward
