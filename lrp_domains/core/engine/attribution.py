@@ -365,9 +365,8 @@ def _explain_all(
         named = scope.named_modules()  # one walk of the model for the call: its modes, the pairs, the scope
         modules = [module for _, module in named]
         with eval_mode(model, modules), torch.enable_grad():
-            scope.traced_pairs = trace_for(
-                model, composite, pending[0], modules
-            )  # BatchNorms to merge in any model shape
+            # BatchNorms to merge in any model shape
+            scope.traced_pairs = trace_for(model, composite, pending[0], modules)
             with scope:
                 scope.inputs.capture_hypothetical = hypothetical
                 scope.inputs.read_sources(names)
