@@ -46,8 +46,19 @@ def _state(tensor: torch.Tensor, ident: tuple | None = None) -> _State | None:
 
 
 def _unchanged(state: _State, tensor: torch.Tensor) -> bool:
-    now = _state(tensor)
-    return now is not None and state[0]() is tensor and state[1:] == now[1:]
+    """Whether ``tensor`` is the very tensor ``state`` was taken of, with the same contents (compared
+    field by field: no new weak reference per question)."""
+    if state[0]() is not tensor:
+        return False
+    try:
+        return (
+            state[1] == tensor.data_ptr()
+            and state[2] == tensor._version
+            and state[3] == tensor.dtype
+            and state[4] == tensor.device
+        )
+    except (RuntimeError, TypeError, NotImplementedError):
+        return False
 
 
 class _Kept:
