@@ -2,8 +2,9 @@
 returns, by reference counting.
 
 Objects in a reference cycle are freed only by a collection, and what they hold (layer outputs,
-the scope's closures over the model) stays alive until then; at one example per call, the
-collections they trigger were a tenth of a residual CNN's call (measured with ``gc.callbacks``).
+the scope's closures over the model) stays alive until then; at one example per call through a
+residual CNN, the collections they triggered took 0.4 ms a call on average against a 4.6 ms
+gradient (measured with ``gc.callbacks``).
 Before the fix every call left such cycles: the scope and its torch-function mode referred to
 each other, and each module walk's recursive closure referred to itself.
 """

@@ -429,7 +429,7 @@ class Scope:
                     kwargs = {k: ledger.tap(key, v, "in") for k, v in kwargs.items()}
                     call.ledger_tap = functools.partial(ledger.tap_written, key)
             if rule is None:
-                output = self._fused(call, rule, args, kwargs) if type(call.module) is nn.Sequential else None
+                output = self._fused(call, args, kwargs) if type(call.module) is nn.Sequential else None
                 if output is None:
                     output = call.original(*args, **kwargs)
             else:
@@ -498,7 +498,7 @@ class Scope:
         finally:
             torch._C._push_on_torch_function_stack(mode)
 
-    def _fused(self, call: ModuleCall, rule: Rule | None, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    def _fused(self, call: ModuleCall, args: tuple, kwargs: dict) -> torch.Tensor | None:
         """An MLP block (an ``nn.Sequential`` of Linear layers, ReLUs and shape-only modules
         anywhere in the model) as one autograd node computing the rules its modules have
         (:func:`~lrp_domains.core.engine.sequential.block_plan`): the per-module forwards, mode
@@ -506,7 +506,8 @@ class Scope:
         block is not such an MLP, or the ledger, a source inside it or the input layer's rule needs
         its modules one by one."""
         module = call.module
-        if rule is not None or type(module) is not nn.Sequential or self.ledger is not None or kwargs:
+        assert isinstance(module, nn.Sequential)  # without a rule of its own: the caller checks both
+        if self.ledger is not None or kwargs:
             return None
         with unintercepted():  # the checks' tensor properties and the block's rules: nothing for the mode
             return self._fused_block(call, module, args)

@@ -1,8 +1,9 @@
 """Walking a model's modules and parameters with plain recursion instead of ``nn.Module``'s
 nested generators.
 
-The engine walks the model a few times per call (eval mode, traced pairs, the scope, device and
-dtype); for one example at a time those walks are part of what a call costs. Measured with
+The engine walks the model once per call (eval mode, traced pairs and the scope share the walk;
+device and dtype stop at the first floating-point parameter); for one example at a time a walk is
+part of what a call costs. Measured with
 ``timeit`` on ``bench adapter``'s 25-module residual CNN: ``modules`` 9.4 us against
 ``list(model.modules())``'s 26 us, ``named_modules`` 18 us against 20 us. The same modules, names
 and order (depth first, a module before its children, each once).
