@@ -121,8 +121,13 @@ class Head(nn.Module):
         return self.net(self.pre(x))
 
 
-def test_a_kept_block_plan_follows_hooks_modes_and_replaced_layers():
+def test_a_kept_block_plan_follows_hooks_modes_and_replaced_layers(monkeypatch):
     import copy
+
+    from lrp_domains.core.engine import attribution
+
+    # the scope's block plans are what is followed: the traced graph plan (tests/test_graph_plan.py) stays out
+    monkeypatch.setattr(attribution, "graph_plan_for", lambda *args: None)
 
     from lrp_domains.core.engine.scope import _BLOCK_PLANS
 

@@ -21,6 +21,7 @@ from torch import nn
 from lrp_domains.core import composites, derived
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine import walk
+from lrp_domains.core.engine.graph_plan import graph_plan_for
 from lrp_domains.core.engine.ledger import Ledger
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.sequential import held_plan_for, plan_for
@@ -359,6 +360,19 @@ def _explain_all(
                     rest = itertools.chain([(batch, batch_target)], rest)
                     break
                 parts.append(part)
+    if direct and plan is None and (held is None or held.refused) and not strict and not ledger:
+        # any model fx traces whose rules are gradients (epsilon, ReLU, merged BatchNorms...): its
+        # traced graph, checked per call; else the scope from here on
+        with eval_mode(model), torch.enable_grad():
+            graph = graph_plan_for(model, composite, first[0])  # type: ignore[arg-type]
+            if graph is not None:
+                for batch, batch_target in rest:
+                    assert isinstance(batch, torch.Tensor)
+                    part = graph.explain_batch(batch, batch_target, hypothetical)
+                    if part is None:
+                        rest = itertools.chain([(batch, batch_target)], rest)
+                        break
+                    parts.append(part)
     pending = next(rest, None)
     if pending is not None:
         scope = composite.context(model)

@@ -380,6 +380,11 @@ class Scope:
         if errors:
             raise errors[0]
 
+    def installed(self) -> tuple[dict[int, Rule | None], list[tuple[nn.Module, _BatchNorm]]]:
+        """While the scope is active: the rule installed on each module (by id; a merged
+        BatchNorm's pass-through included) and the (layer, BatchNorm) pairs merged, in their order."""
+        return dict(self._rules), list(self._merge_group)
+
     def named_modules(self) -> list[tuple[str, nn.Module]]:
         """``list(model.named_modules())``, walked once per scope (canonizers and the rules share it)."""
         if self._named is None:

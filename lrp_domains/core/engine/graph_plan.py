@@ -1,0 +1,482 @@
+"""A direct path for any model ``torch.fx`` can trace whose rules are all gradients, scaled or not:
+LRP-epsilon (LRP-0) on its Linear and convolution layers, its own gradient on activations,
+poolings and reshapes, BatchNorms merged into the layer before them; residual adds,
+concatenations and reshapes in the model's own ``forward``.
+
+For such a model the scope's machinery (a forward installed on every module, its torch-function
+mode, per-module bookkeeping) is what a call costs beyond the arithmetic, one example at a time:
+on ``bench adapter``'s residual CNN, 1.55x a gradient against 1.12x for the same rules evaluated
+straight through (measured, batch one). Here the model is traced once with ``torch.fx`` and each
+call runs the traced graph's nodes in order: the layers with the rule's computation
+(:class:`~lrp_domains.core.rules.Epsilon`'s own, on the parameters a scope would use: merged with
+their BatchNorm by :func:`~lrp_domains.core.canonizers._merge_many`, the pairs and rules read from
+a scope entered once), every other node as written. The relevance is the general engine's, bit for
+bit (tested); the model is only read.
+
+Which rule each module gets, and which BatchNorms merge, come from a scope of the composite
+entered once on the model (and left at once): the plan cannot disagree with the general engine.
+Anything else goes to the general engine: another rule on any module on the path (gamma, z+, an
+input-layer rule, ``first``/``last``), an operation in ``forward`` outside the gradient-only
+functional set or with a functional rule of its own, a ``get_attr`` (a parameter used in
+``forward``), hooks or a patched ``forward`` anywhere, a softmax, a ledger, sources, a custom
+``output``, strict mode.
+
+A traced graph holds the control flow of the trace: a ``forward`` that branches on an attribute
+(``if self.use_skip``) is traced with its value then. So a plan is kept per model only while the
+modules are the same objects without hooks, and each module whose ``forward`` is the user's has
+the same plain attributes (numbers, strings, booleans, None) as when it was traced: a flag flipped
+between calls traces the model again. A ``forward`` that changes a module while it runs (keeps an
+activation in an attribute, counts its calls) is not planned: its effects happen on every call in
+the general engine, and the modules get back what the trace gave them. What a ``forward`` does
+outside the model (appending to a global list) the trace cannot see: such a forward runs once, at
+the trace, and not on each call.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from lrp_domains.core.canonizers import MergeBatchNorm, _merge_many
+from lrp_domains.core.composite import Composite
+from lrp_domains.core.engine import walk
+from lrp_domains.core.engine.result import Explanation
+from lrp_domains.core.engine.scope import _MergedNorm, _needs_copy
+from lrp_domains.core.engine.sequential import _global_hooks, _hooked
+from lrp_domains.core.engine.targets import select_target
+from lrp_domains.core.functional import PASS_OPS, op_name
+from lrp_domains.core.gradients import epsilon_grad
+from lrp_domains.core.layers import affine_ops
+from lrp_domains.core.rules import Epsilon, Pass, Rule
+from lrp_domains.core.traced_pairs import trace_for
+
+__all__ = ["GraphPlan", "graph_plan_for"]
+
+#: Layers the plan computes with LRP-epsilon (exact types: a subclass may compute otherwise).
+_AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+#: Leaf modules a plan may hold (a first look, before any tracing: a model with others, an
+#: attention layer or a GELU, say, is not traced at all).
+_LEAVES = (
+    *_AFFINE,
+    _BatchNorm,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+)
+#: Calls in ``forward`` that return no tensor (shapes, sizes): nothing for a rule to see.
+_QUERIES = frozenset({"size", "dim", "numel", "getattr"})
+_TENSOR_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim"})
+_PLAIN = (bool, int, float, str, type(None))
+
+
+class _Ref:
+    """A traced node's value, by its place in the plan."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _spec(value: Any, index: dict[fx.Node, int]) -> Any:
+    """A node argument with each node replaced by a :class:`_Ref` (in lists, tuples, dicts and
+    slices too: fx hands them over as its immutable kinds; plain ones come back)."""
+    if isinstance(value, fx.Node):
+        return _Ref(index[value])
+    if isinstance(value, (list, tuple)) and any(isinstance(v, fx.Node) or _nested(v) for v in value):
+        items = [_spec(v, index) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if isinstance(value, dict) and any(isinstance(v, fx.Node) or _nested(v) for v in value.values()):
+        return {k: _spec(v, index) for k, v in value.items()}
+    if isinstance(value, slice):
+        return slice(_spec(value.start, index), _spec(value.stop, index), _spec(value.step, index))
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def _nested(value: Any) -> bool:
+    """Whether ``value`` holds a traced node anywhere inside."""
+    if isinstance(value, fx.Node):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_nested(v) for v in value)
+    if isinstance(value, dict):
+        return any(_nested(v) for v in value.values())
+    if isinstance(value, slice):
+        return _nested(value.start) or _nested(value.stop) or _nested(value.step)
+    return False
+
+
+def _value(spec: Any, env: list) -> Any:
+    """:func:`_spec` resolved against the values computed so far."""
+    kind = type(spec)
+    if kind is _Ref:
+        return env[spec.index]
+    if kind is list or kind is tuple:
+        return kind(_value(v, env) for v in spec)
+    if kind is dict:
+        return {k: _value(v, env) for k, v in spec.items()}
+    if kind is slice:
+        return slice(_value(spec.start, env), _value(spec.stop, env), _value(spec.step, env))
+    return spec
+
+
+def _content(value: Any) -> Any:
+    """A key for what ``value`` computes: plain values and types themselves, tuples by their items,
+    a rule or canonizer by its type and attributes (a composite made again by name has new rule
+    objects of the same content), anything else by identity (a predicate, a tensor)."""
+    if type(value) in _PLAIN or isinstance(value, type):
+        return value
+    if type(value) is tuple:
+        return tuple(_content(v) for v in value)
+    if isinstance(value, (Rule, MergeBatchNorm)):
+        return (type(value), tuple((k, _content(v)) for k, v in sorted(vars(value).items())))
+    return ("object", id(value))
+
+
+def _composite_key(composite: Composite) -> tuple:
+    """What resolving ``composite``'s rules reads, by content (:func:`_content`)."""
+    rules = tuple((_content(key), _content(rule)) for key, rule in composite.rules.items())
+    functional = tuple((name, id(rule)) for name, rule in composite.functional.items())
+    canonizers = tuple(_content(c) for c in composite.canonizers)
+    return (type(composite), rules, functional, _content(composite.first), _content(composite.last), canonizers)
+
+
+def _attributes(modules: list[nn.Module]) -> tuple:
+    """The plain attributes (numbers, strings, booleans, None) of each module whose ``forward`` is
+    not torch's own: the flags a traced ``forward`` may have branched on."""
+    return tuple(
+        tuple((k, v) for k, v in module.__dict__.items() if type(v) in _PLAIN)
+        for module in modules
+        if not type(module).__module__.startswith("torch.")
+    )
+
+
+#: Per model, the last plan made for it: what it was made from, and the plan (or None).
+_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, GraphPlan | None]] = weakref.WeakKeyDictionary()
+
+
+def graph_plan_for(model: nn.Module, composite: Composite, x: torch.Tensor) -> GraphPlan | None:
+    """A plan when ``model`` is such a model for ``composite`` (module docstring), else None; kept
+    per model while the composite's content, the modules (the same objects, without hooks) and
+    the plain attributes of modules with a ``forward`` of their own are the same. ``x``: a batch of
+    the call (tracing the BatchNorm pairs of a model shaped otherwise than a Sequential runs it
+    once, as the general engine does). Call it with the model in eval mode."""
+    if _global_hooks() or composite.first is not None or composite.last is not None:
+        return None
+    modules = walk.modules(model)
+    for module in modules:
+        if _hooked(module):
+            return None
+    made_from = (_composite_key(composite), tuple(map(id, modules)), _attributes(modules))
+    kept = _PLANS.get(model)
+    if kept is not None and kept[0] == made_from:
+        return kept[1]
+    plan = _plan(model, composite, modules, x)
+    _PLANS[model] = (made_from, plan)
+    return plan
+
+
+def _plan(model: nn.Module, composite: Composite, modules: list[nn.Module], x: torch.Tensor) -> GraphPlan | None:
+    if any(type(c) is not MergeBatchNorm for c in composite.canonizers):
+        return None
+    if any(not m._modules and not isinstance(m, _LEAVES) for m in modules):
+        return None  # a module the plan never computes: not worth a trace
+    if any(isinstance(m, _AFFINE) and m._modules for m in modules):
+        return None
+    rules, pairs = _scope_rules(model, composite, x)
+    for module in modules:
+        rule = rules.get(id(module))
+        if module._modules or module is model:
+            if rule is not None:
+                return None  # a rule for a whole block (or the model): the general engine applies it to the block
+        elif type(rule) is not (Epsilon if type(module) in _AFFINE else Pass) and type(rule) is not _MergedNorm:
+            return None  # another rule (gamma, z+...): not worth a trace
+    graph = _trace(modules, model)
+    return None if graph is None else _steps(model, composite, graph, rules, pairs)
+
+
+def _trace(modules: list[nn.Module], model: nn.Module) -> fx.Graph | None:
+    """``model``'s graph traced by ``torch.fx``, or None when it cannot be traced or its forward
+    changed a module while tracing (an activation kept in an attribute, a counter): a forward
+    whose effect is more than its output runs in the general engine, and the modules get back
+    what they held."""
+    held = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules)) for m in modules]
+    graph: fx.Graph | None
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - control flow on tensors, a forward fx cannot trace: the general engine
+        graph = None
+    for module, attributes, parameters, buffers, children in held:
+        if not (
+            _same_items(module.__dict__, attributes)
+            and _same_items(module._parameters, parameters)
+            and _same_items(module._buffers, buffers)
+            and _same_items(module._modules, children)
+        ):
+            graph = None
+            _put_back(module._parameters, parameters)
+            _put_back(module._buffers, buffers)
+            _put_back(module._modules, children)
+            _put_back(module.__dict__, attributes)
+    return graph
+
+
+def _same_items(now: dict, held: dict) -> bool:
+    """The same keys holding the very same objects (tensors compared by identity, not value)."""
+    return now.keys() == held.keys() and all(now[k] is v for k, v in held.items())
+
+
+def _put_back(now: dict, held: dict) -> None:
+    now.clear()
+    now.update(held)
+
+
+def _scope_rules(
+    model: nn.Module, composite: Composite, x: torch.Tensor
+) -> tuple[dict[int, Any], list[tuple[nn.Module, _BatchNorm]]]:
+    """The rule a scope of ``composite`` installs on each module (by id), and the pairs it merges
+    (in its order), read from a scope entered and left at once."""
+    scope = composite.context(model)
+    named = scope.named_modules()
+    scope.traced_pairs = trace_for(model, composite, x, [m for _, m in named])
+    with scope:
+        return scope.installed()
+
+
+def _steps(
+    model: nn.Module,
+    composite: Composite,
+    graph: fx.Graph,
+    rules: dict[int, Any],
+    pairs: list[tuple[nn.Module, _BatchNorm]],
+) -> GraphPlan | None:
+    from lrp_domains.core.engine.scope import _functional_table
+
+    table = _functional_table(composite)
+    merged_into = {id(layer): index for index, (layer, _) in enumerate(pairs)}
+    index: dict[fx.Node, int] = {}
+    steps: list[Callable[[list, list], Any]] = []
+    output: int | None = None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            if index:
+                return None  # a second input: the plan takes one tensor
+            index[node] = 0
+            steps.append(_input)
+            continue
+        if node.op == "output":
+            if not isinstance(node.args[0], fx.Node):
+                return None  # a tuple or a dict of outputs
+            output = index[node.args[0]]
+            break
+        args, kwargs = _spec(node.args, index), _spec(node.kwargs, index)
+        if node.op == "call_module":
+            module = model.get_submodule(str(node.target))
+            step = (
+                None
+                if not _merged_as_scoped(model, node, module, merged_into, pairs)
+                else _module_step(module, rules.get(id(module)), args, kwargs, merged_into.get(id(module)))
+            )
+        elif node.op in ("call_function", "call_method"):
+            step = _function_step(node, args, kwargs, table)
+        else:
+            return None  # get_attr: a parameter or buffer used in forward (its functional rule applies)
+        if step is None:
+            return None
+        index[node] = len(steps)
+        steps.append(step)
+    if output is None or not index:
+        return None
+    return GraphPlan(steps, output, pairs)
+
+
+def _input(env: list, merged: list) -> Any:
+    return env[0]
+
+
+def _module_of(model: nn.Module, node: fx.Node) -> nn.Module | None:
+    """The module a ``call_module`` node calls (None for other nodes)."""
+    return model.get_submodule(str(node.target)) if node.op == "call_module" else None
+
+
+def _merged_as_scoped(
+    model: nn.Module, node: fx.Node, module: nn.Module, merged_into: dict[int, int], pairs: list
+) -> bool:
+    """Whether the graph computes a merged pair as the scope does: the layer's output goes to its
+    BatchNorm alone, and the BatchNorm takes that output alone (else the merge would change what
+    another node sees)."""
+    merge = merged_into.get(id(module))
+    if merge is not None:
+        users = list(node.users)
+        norm = pairs[merge][1]
+        return len(users) == 1 and _module_of(model, users[0]) is norm
+    for layer, norm in pairs:
+        if norm is module:
+            source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+            return isinstance(source, fx.Node) and _module_of(model, source) is layer and len(source.users) == 1
+    return True
+
+
+def _module_step(
+    module: nn.Module, rule: Any, args: tuple, kwargs: dict, merge: int | None
+) -> Callable[[list, list], Any] | None:
+    if module._modules or kwargs or isinstance(module, (nn.Softmax, nn.LogSoftmax, nn.Softmin)):
+        return None
+    if type(module) in _AFFINE and type(rule) is Epsilon:
+        if len(args) != 1 or type(args[0]) is not _Ref:
+            return None
+        return _epsilon_step(module, rule, args[0].index, merge)
+    if type(rule) is _MergedNorm:
+        assert len(args) == 1 and type(args[0]) is _Ref  # _merged_as_scoped
+        return _merged_norm_step(module, args[0].index)
+    if type(rule) is Pass and rule.passes_gradient(module):
+        return _pass_step(module, args)
+    return None
+
+
+def _epsilon_step(module: nn.Module, rule: Epsilon, source: int, merge: int | None) -> Callable[[list, list], Any]:
+    """:class:`~lrp_domains.core.rules.Epsilon` on ``module``, as its ``__call__`` computes it."""
+    epsilon = rule.epsilon
+    forward = module.forward
+    ops = affine_ops(module)
+    assert ops is not None  # one of _AFFINE
+
+    def step(env: list, merged: list) -> Any:
+        x = env[source]
+        if merge is not None:
+            z = ops.forward(x, *merged[merge])
+        else:
+            z = forward(x)
+        if epsilon == 0:
+            return z
+        if z is x:
+            z = z.view_as(z)
+        return epsilon_grad(z, epsilon)
+
+    return step
+
+
+def _merged_norm_step(module: nn.Module, source: int) -> Callable[[list, list], Any]:
+    def step(env: list, merged: list) -> Any:
+        if module.training:  # eval mode is set around every call; a module setting it back is not ours
+            raise _Refused
+        return env[source]
+
+    return step
+
+
+def _pass_step(module: nn.Module, args: tuple) -> Callable[[list, list], Any]:
+    """The module's own forward (its rule is its gradient), on a copy for an in-place activation on
+    the explained path, as the scope computes it."""
+    forward = module.forward
+    inplace = module.__dict__.get("inplace") is True
+    if len(args) == 1 and type(args[0]) is _Ref:
+        source = args[0].index
+
+        def single(env: list, merged: list) -> Any:
+            x = env[source]
+            if inplace and isinstance(x, torch.Tensor) and x.requires_grad:
+                x = x.clone()
+            return forward(x)
+
+        return single
+
+    def step(env: list, merged: list) -> Any:
+        values = _value(args, env)
+        if inplace and _needs_copy(values):
+            values = (values[0].clone(), *values[1:])
+        return forward(*values)
+
+    return step
+
+
+def _function_step(node: fx.Node, args: tuple, kwargs: dict, table: dict) -> Callable[[list, list], Any] | None:
+    target = node.target
+    function: Callable
+    if node.op == "call_method":
+        assert isinstance(target, str)
+        name = target
+
+        def function(self: Any, *rest: Any, **named: Any) -> Any:
+            return getattr(self, name)(*rest, **named)
+
+    else:
+        assert callable(target)
+        function, name = target, op_name(target)
+    if name == "getattr":
+        if len(node.args) != 2 or node.args[1] not in _TENSOR_ATTRIBUTES:
+            return None
+    elif name not in _QUERIES:
+        names = {name, f"__{name}__"}  # operator.add for ``a + b``: Tensor.__add__ to the scope's mode
+        if not names & PASS_OPS or any(table.get(n) is not None for n in names):
+            return None  # not a gradient-only operation for the scope: its rule (or report) applies
+
+    def step(env: list, merged: list) -> Any:
+        return function(*_value(args, env), **_value(kwargs, env))
+
+    return step
+
+
+class _Refused(Exception):
+    """A call the plan does not cover after all (a merged BatchNorm in training mode)."""
+
+
+class GraphPlan:
+    """The traced graph of one model as steps, each computing its node's value from those before."""
+
+    def __init__(self, steps: list[Callable[[list, list], Any]], output: int, pairs: list) -> None:
+        self.steps = steps
+        self.output = output
+        self.pairs = pairs
+
+    def forward(self, x: torch.Tensor) -> Any:
+        """The model's output for ``x``, with the rules' gradients attached."""
+        merged = _merge_many(self.pairs) if self.pairs else []
+        env: list = [None] * len(self.steps)
+        env[0] = x
+        for position, step in enumerate(self.steps):
+            env[position] = step(env, merged)
+        return env[self.output]
+
+    def explain_batch(
+        self, x: torch.Tensor, target: torch.Tensor | Callable | None, hypothetical: bool = False
+    ) -> Explanation | None:
+        """One batch as the general engine explains it (``explain_batches``), or None when the call
+        is not one the plan covers (run the model in eval mode, with gradients on)."""
+        from lrp_domains.core.engine.attribution import default_output
+
+        leaf = x.detach().requires_grad_(True)
+        try:
+            raw = self.forward(leaf)
+        except _Refused:
+            return None
+        output = default_output(raw, x)
+        explained, index = select_target(output, target)
+        total = explained.sum()
+        grad = None
+        if total.requires_grad:
+            (grad,) = torch.autograd.grad(total, [leaf], None, allow_unused=True)
+        relevance = (leaf.detach() * grad if grad is not None else torch.zeros_like(leaf)).detach()
+        units = None
+        if hypothetical:
+            units = (torch.zeros_like(leaf) if grad is None else grad.detach().clone()).detach()
+        return Explanation.build(relevance, output.detach(), index, explained.detach(), units, {})
