@@ -36,23 +36,36 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lrp_domains.core.canonizers import MergeBatchNorm, _merge_many
+from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine import walk
 from lrp_domains.core.engine.result import Explanation
-from lrp_domains.core.engine.scope import _MergedNorm, _needs_copy
+from lrp_domains.core.engine.scope import ModuleCall, _functional_table, _MergedNorm, _needs_copy
 from lrp_domains.core.engine.sequential import _global_hooks, _hooked
 from lrp_domains.core.engine.targets import select_target
+from lrp_domains.core.engine.tracking import InputTracker
 from lrp_domains.core.functional import PASS_OPS, op_name
-from lrp_domains.core.gradients import epsilon_grad
 from lrp_domains.core.layers import affine_ops
-from lrp_domains.core.rules import Epsilon, Pass, Rule
+from lrp_domains.core.rules import (
+    AlphaBeta,
+    Epsilon,
+    Flat,
+    Gamma,
+    Identity,
+    Pass,
+    Rule,
+    Stop,
+    Uniform,
+    WSquare,
+    ZBox,
+    ZPlus,
+)
 from lrp_domains.core.traced_pairs import trace_for
 
 __all__ = ["GraphPlan", "graph_plan_for"]
@@ -79,7 +92,25 @@ _LEAVES = (
     nn.Dropout1d,
     nn.Dropout2d,
     nn.Dropout3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.GELU,
+    nn.SiLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.Tanh,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardswish,
 )
+#: The rules a plan runs (exact types): each computes from what a module call gives it (the
+#: module's forward, parameters merged or not, the input's anchor), nothing of the scope's.
+_RULES = frozenset({Pass, Identity, Stop, Uniform, Epsilon, ZPlus, AlphaBeta, Gamma, ZBox, WSquare, Flat, _MergedNorm})
 #: Calls in ``forward`` that return no tensor (shapes, sizes): nothing for a rule to see.
 _QUERIES = frozenset({"size", "dim", "numel", "getattr"})
 _TENSOR_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim"})
@@ -180,7 +211,7 @@ def graph_plan_for(model: nn.Module, composite: Composite, x: torch.Tensor) -> G
     the plain attributes of modules with a ``forward`` of their own are the same. ``x``: a batch of
     the call (tracing the BatchNorm pairs of a model shaped otherwise than a Sequential runs it
     once, as the general engine does). Call it with the model in eval mode."""
-    if _global_hooks() or composite.first is not None or composite.last is not None:
+    if _global_hooks():
         return None
     modules = walk.modules(model)
     for module in modules:
@@ -202,14 +233,16 @@ def _plan(model: nn.Module, composite: Composite, modules: list[nn.Module], x: t
         return None  # a module the plan never computes: not worth a trace
     if any(isinstance(m, _AFFINE) and m._modules for m in modules):
         return None
+    if composite.first is not None and type(composite.first) not in _RULES:
+        return None
     rules, pairs = _scope_rules(model, composite, x)
     for module in modules:
         rule = rules.get(id(module))
         if module._modules or module is model:
             if rule is not None:
                 return None  # a rule for a whole block (or the model): the general engine applies it to the block
-        elif type(rule) is not (Epsilon if type(module) in _AFFINE else Pass) and type(rule) is not _MergedNorm:
-            return None  # another rule (gamma, z+...): not worth a trace
+        elif type(rule) not in _RULES:
+            return None  # no rule (the functional rules apply inside), or a rule of the user's: not worth a trace
     graph = _trace(modules, model)
     return None if graph is None else _steps(model, composite, graph, rules, pairs)
 
@@ -269,17 +302,20 @@ def _steps(
     rules: dict[int, Any],
     pairs: list[tuple[nn.Module, _BatchNorm]],
 ) -> GraphPlan | None:
-    from lrp_domains.core.engine.scope import _functional_table
-
     table = _functional_table(composite)
     merged_into = {id(layer): index for index, (layer, _) in enumerate(pairs)}
+    names = {id(module): name for name, module in walk.named_modules(model)}
     index: dict[fx.Node, int] = {}
-    steps: list[Callable[[list, list], Any]] = []
+    steps: list[Callable[[list, InputTracker], Any]] = []
     output: int | None = None
     for node in graph.nodes:
         if node.op == "placeholder":
             if index:
                 return None  # a second input: the plan takes one tensor
+            if composite.first is not None and any(_module_of(model, user) is None for user in node.users):
+                return (
+                    None  # the input reaches a layer through an operation: the scope's call, whether it claims `first`
+                )
             index[node] = 0
             steps.append(_input)
             continue
@@ -289,27 +325,39 @@ def _steps(
             output = index[node.args[0]]
             break
         args, kwargs = _spec(node.args, index), _spec(node.kwargs, index)
+        step: Callable[[list, InputTracker], Any] | None = None
         if node.op == "call_module":
             module = model.get_submodule(str(node.target))
-            step = (
-                None
-                if not _merged_as_scoped(model, node, module, merged_into, pairs)
-                else _module_step(module, rules.get(id(module)), args, kwargs, merged_into.get(id(module)))
-            )
+            rule = rules.get(id(module))
+            on_input = len(node.args) == 1 and isinstance(node.args[0], fx.Node) and node.args[0].op == "placeholder"
+            claims_first = composite.first is not None and affine_ops(module) is not None and on_input
+            if claims_first:
+                rule = composite.first
+            elif composite.first is not None and on_input:
+                return None  # not an affine layer: the scope would run the module's own rule on the input
+            if (
+                type(rule) in _RULES
+                and not module._modules
+                and not kwargs
+                and not (getattr(rule, "writes_relevance", False) and not claims_first)
+                and _merged_as_scoped(model, node, module, merged_into, pairs)
+            ):
+                norm = pairs[merged_into[id(module)]][1] if id(module) in merged_into else None
+                call = ModuleCall(module, names[id(module)], module.forward, norm, pairs)
+                step = _module_step(call, cast(Rule, rule), args, claims_first)
         elif node.op in ("call_function", "call_method"):
             step = _function_step(node, args, kwargs, table)
-        else:
-            return None  # get_attr: a parameter or buffer used in forward (its functional rule applies)
+        # else get_attr: a parameter or buffer used in forward (its functional rule applies)
         if step is None:
             return None
         index[node] = len(steps)
         steps.append(step)
     if output is None or not index:
         return None
-    return GraphPlan(steps, output, pairs)
+    return GraphPlan(steps, output)
 
 
-def _input(env: list, merged: list) -> Any:
+def _input(env: list, tracker: InputTracker) -> Any:
     return env[0]
 
 
@@ -336,80 +384,40 @@ def _merged_as_scoped(
     return True
 
 
-def _module_step(
-    module: nn.Module, rule: Any, args: tuple, kwargs: dict, merge: int | None
-) -> Callable[[list, list], Any] | None:
-    if module._modules or kwargs or isinstance(module, (nn.Softmax, nn.LogSoftmax, nn.Softmin)):
-        return None
-    if type(module) in _AFFINE and type(rule) is Epsilon:
-        if len(args) != 1 or type(args[0]) is not _Ref:
-            return None
-        return _epsilon_step(module, rule, args[0].index, merge)
-    if type(rule) is _MergedNorm:
-        assert len(args) == 1 and type(args[0]) is _Ref  # _merged_as_scoped
-        return _merged_norm_step(module, args[0].index)
-    if type(rule) is Pass and rule.passes_gradient(module):
-        return _pass_step(module, args)
-    return None
+def _module_step(call: ModuleCall, rule: Rule, args: tuple, claims_first: bool) -> Callable[[list, InputTracker], Any]:
+    """``rule(call, args, {})`` as the scope runs it (a copy first for an in-place activation on the
+    explained path); for a layer on the model's input under the composite's ``first`` rule, with a
+    call of its own per forward that writes to that forward's input anchor."""
+    inplace = call.module.__dict__.get("inplace") is True
+    if claims_first:
+        module, name, original, norm, group = call.module, call.name, call.original, call.merged_with, call.merge_group
 
+        def first(env: list, tracker: InputTracker) -> Any:
+            own = ModuleCall(module, name, original, norm, group, tracker)
+            return rule(own, (env[0],), {})
 
-def _epsilon_step(module: nn.Module, rule: Epsilon, source: int, merge: int | None) -> Callable[[list, list], Any]:
-    """:class:`~lrp_domains.core.rules.Epsilon` on ``module``, as its ``__call__`` computes it."""
-    epsilon = rule.epsilon
-    forward = module.forward
-    ops = affine_ops(module)
-    assert ops is not None  # one of _AFFINE
-
-    def step(env: list, merged: list) -> Any:
-        x = env[source]
-        if merge is not None:
-            z = ops.forward(x, *merged[merge])
-        else:
-            z = forward(x)
-        if epsilon == 0:
-            return z
-        if z is x:
-            z = z.view_as(z)
-        return epsilon_grad(z, epsilon)
-
-    return step
-
-
-def _merged_norm_step(module: nn.Module, source: int) -> Callable[[list, list], Any]:
-    def step(env: list, merged: list) -> Any:
-        if module.training:  # eval mode is set around every call; a module setting it back is not ours
-            raise _Refused
-        return env[source]
-
-    return step
-
-
-def _pass_step(module: nn.Module, args: tuple) -> Callable[[list, list], Any]:
-    """The module's own forward (its rule is its gradient), on a copy for an in-place activation on
-    the explained path, as the scope computes it."""
-    forward = module.forward
-    inplace = module.__dict__.get("inplace") is True
+        return first
     if len(args) == 1 and type(args[0]) is _Ref:
         source = args[0].index
 
-        def single(env: list, merged: list) -> Any:
+        def single(env: list, tracker: InputTracker) -> Any:
             x = env[source]
             if inplace and isinstance(x, torch.Tensor) and x.requires_grad:
                 x = x.clone()
-            return forward(x)
+            return rule(call, (x,), {})
 
         return single
 
-    def step(env: list, merged: list) -> Any:
+    def step(env: list, tracker: InputTracker) -> Any:
         values = _value(args, env)
         if inplace and _needs_copy(values):
             values = (values[0].clone(), *values[1:])
-        return forward(*values)
+        return rule(call, values, {})
 
     return step
 
 
-def _function_step(node: fx.Node, args: tuple, kwargs: dict, table: dict) -> Callable[[list, list], Any] | None:
+def _function_step(node: fx.Node, args: tuple, kwargs: dict, table: dict) -> Callable[[list, InputTracker], Any] | None:
     target = node.target
     function: Callable
     if node.op == "call_method":
@@ -430,53 +438,53 @@ def _function_step(node: fx.Node, args: tuple, kwargs: dict, table: dict) -> Cal
         if not names & PASS_OPS or any(table.get(n) is not None for n in names):
             return None  # not a gradient-only operation for the scope: its rule (or report) applies
 
-    def step(env: list, merged: list) -> Any:
+    def step(env: list, tracker: InputTracker) -> Any:
         return function(*_value(args, env), **_value(kwargs, env))
 
     return step
 
 
-class _Refused(Exception):
-    """A call the plan does not cover after all (a merged BatchNorm in training mode)."""
+class _Inputs:
+    """What :func:`~lrp_domains.core.engine.attribution.read_relevance` reads of a scope: where
+    relevance is read (one forward's :class:`InputTracker`)."""
+
+    __slots__ = ("inputs",)
+
+    def __init__(self, inputs: InputTracker) -> None:
+        self.inputs = inputs
 
 
 class GraphPlan:
     """The traced graph of one model as steps, each computing its node's value from those before."""
 
-    def __init__(self, steps: list[Callable[[list, list], Any]], output: int, pairs: list) -> None:
+    def __init__(self, steps: list[Callable[[list, InputTracker], Any]], output: int) -> None:
         self.steps = steps
         self.output = output
-        self.pairs = pairs
 
-    def forward(self, x: torch.Tensor) -> Any:
-        """The model's output for ``x``, with the rules' gradients attached."""
-        merged = _merge_many(self.pairs) if self.pairs else []
+    def forward(self, x: torch.Tensor, tracker: InputTracker | None = None) -> Any:
+        """The model's output for ``x`` (``tracker``'s leaf, where an input-layer rule writes), with
+        the rules' gradients attached."""
+        if tracker is None:
+            tracker = InputTracker()
+            tracker.track([x])
         env: list = [None] * len(self.steps)
         env[0] = x
         for position, step in enumerate(self.steps):
-            env[position] = step(env, merged)
+            env[position] = step(env, tracker)
         return env[self.output]
 
     def explain_batch(
         self, x: torch.Tensor, target: torch.Tensor | Callable | None, hypothetical: bool = False
-    ) -> Explanation | None:
-        """One batch as the general engine explains it (``explain_batches``), or None when the call
-        is not one the plan covers (run the model in eval mode, with gradients on)."""
-        from lrp_domains.core.engine.attribution import default_output
+    ) -> Explanation:
+        """One batch as the general engine explains it (``_explain_one``, with the same reading of
+        the relevance; run the model in eval mode, with gradients on)."""
+        from lrp_domains.core.engine.attribution import default_output, read_relevance
 
-        leaf = x.detach().requires_grad_(True)
-        try:
-            raw = self.forward(leaf)
-        except _Refused:
-            return None
-        output = default_output(raw, x)
+        tracker = InputTracker()
+        tracker.capture_hypothetical = hypothetical
+        (leaf,) = tracker.track([x])
+        output = default_output(self.forward(leaf, tracker), x)
         explained, index = select_target(output, target)
-        total = explained.sum()
-        grad = None
-        if total.requires_grad:
-            (grad,) = torch.autograd.grad(total, [leaf], None, allow_unused=True)
-        relevance = (leaf.detach() * grad if grad is not None else torch.zeros_like(leaf)).detach()
-        units = None
-        if hypothetical:
-            units = (torch.zeros_like(leaf) if grad is None else grad.detach().clone()).detach()
-        return Explanation.build(relevance, output.detach(), index, explained.detach(), units, {})
+        relevance, _, input_grads, _ = read_relevance(_Inputs(tracker), [leaf], explained.sum(), None)
+        units = tracker.hypothetical(leaf, input_grads[0]).detach() if hypothetical else None
+        return Explanation.build(relevance[0], output.detach(), index, explained.detach(), units, {})
