@@ -222,6 +222,21 @@ class DataDependent(nn.Module):
         return self.out(h.flatten(1))
 
 
+class Aliased(nn.Module):
+    """``z += 1`` on a name for the layer's output: in place, ``y`` changes too (a trace would record
+    ``z = z + 1`` and leave ``y`` alone)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.out = nn.Conv1d(4, 3, 3), nn.Linear(3 * 38, 2)
+
+    def forward(self, x):
+        y = self.conv(x)
+        z = y
+        z += 1.0
+        return self.out((y + z).flatten(1))
+
+
 def _count_scopes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     entered = [0]
     enter = Scope.__enter__
@@ -234,7 +249,7 @@ def _count_scopes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return entered
 
 
-@pytest.mark.parametrize("build", [ScaledInForward, OwnWeight, DataDependent])
+@pytest.mark.parametrize("build", [ScaledInForward, OwnWeight, DataDependent, Aliased])
 def test_what_the_plan_does_not_cover_goes_to_the_general_engine(monkeypatch, build):
     seeded(5)
     model = build().eval()
@@ -244,8 +259,9 @@ def test_what_the_plan_does_not_cover_goes_to_the_general_engine(monkeypatch, bu
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the sigmoid has no rule: the general engine warns
         L.explain(model, x, 0)
-        L.explain(model, x, 0)
+        result = L.explain(model, x, 0)
     assert entered[0] == 2  # the general engine, each call
+    torch.testing.assert_close(result.output, model(x))  # the forward as written
 
 
 def test_hooks_ledgers_and_sources_go_to_the_general_engine():

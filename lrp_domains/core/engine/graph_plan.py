@@ -255,7 +255,7 @@ def _trace(modules: list[nn.Module], model: nn.Module) -> fx.Graph | None:
     held = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules)) for m in modules]
     graph: fx.Graph | None
     try:
-        graph = fx.symbolic_trace(model).graph
+        graph = _Tracer().trace(model)
     except Exception:  # noqa: BLE001 - control flow on tensors, a forward fx cannot trace: the general engine
         graph = None
     for module, attributes, parameters, buffers, children in held:
@@ -271,6 +271,26 @@ def _trace(modules: list[nn.Module], model: nn.Module) -> fx.Graph | None:
             _put_back(module._modules, children)
             _put_back(module.__dict__, attributes)
     return graph
+
+
+def _augmented(self: fx.Proxy, other: Any) -> Any:
+    raise fx.proxy.TraceError("an augmented assignment (out += x) on a traced tensor")
+
+
+class _Proxy(fx.Proxy):
+    """fx's proxy, refusing ``out += x``: fx has no in-place form of it and would record
+    ``out = out + x``, which leaves alone what else holds ``out`` (the scope runs it in place, and a
+    rule that keeps the layer's output for its backward says so)."""
+
+    __iadd__ = __isub__ = __imul__ = __itruediv__ = __ifloordiv__ = __imod__ = __ipow__ = _augmented
+    __imatmul__ = __iand__ = __ior__ = __ixor__ = __ilshift__ = __irshift__ = _augmented
+
+
+class _Tracer(fx.Tracer):
+    """``torch.fx.symbolic_trace``'s tracer with :class:`_Proxy`."""
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:  # noqa: D102
+        return _Proxy(node, self)
 
 
 def _same_items(now: dict, held: dict) -> bool:
