@@ -237,6 +237,19 @@ class Aliased(nn.Module):
         return self.out((y + z).flatten(1))
 
 
+class PartlyDetached(nn.Module):
+    """A branch computed without gradients: no relevance flows through it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.gate, self.out = nn.Conv1d(4, 3, 3), nn.Conv1d(4, 3, 3), nn.Linear(3 * 38, 2)
+
+    def forward(self, x):
+        with torch.no_grad():
+            g = torch.relu(self.gate(x))
+        return self.out((self.conv(x) + g).flatten(1))
+
+
 def _count_scopes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     entered = [0]
     enter = Scope.__enter__
@@ -249,7 +262,7 @@ def _count_scopes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return entered
 
 
-@pytest.mark.parametrize("build", [ScaledInForward, OwnWeight, DataDependent, Aliased])
+@pytest.mark.parametrize("build", [ScaledInForward, OwnWeight, DataDependent, Aliased, PartlyDetached])
 def test_what_the_plan_does_not_cover_goes_to_the_general_engine(monkeypatch, build):
     seeded(5)
     model = build().eval()

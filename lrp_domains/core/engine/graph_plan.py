@@ -287,10 +287,25 @@ class _Proxy(fx.Proxy):
 
 
 class _Tracer(fx.Tracer):
-    """``torch.fx.symbolic_trace``'s tracer with :class:`_Proxy`."""
+    """``torch.fx.symbolic_trace``'s tracer with :class:`_Proxy`, refusing an operation recorded
+    under another gradient or autocast mode than the trace began in (``with torch.no_grad():`` in
+    a ``forward``): fx records no mode, so the operation would run with the call's."""
+
+    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:  # noqa: D102
+        self._modes = _modes()
+        return super().trace(root, concrete_args)
+
+    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:  # noqa: D102
+        if _modes() != self._modes:
+            raise fx.proxy.TraceError("an operation under another gradient or autocast mode")
+        return super().create_node(*args, **kwargs)
 
     def proxy(self, node: fx.Node) -> fx.Proxy:  # noqa: D102
         return _Proxy(node, self)
+
+
+def _modes() -> tuple[bool, bool, bool]:
+    return torch.is_grad_enabled(), torch.is_inference_mode_enabled(), torch.is_autocast_enabled()
 
 
 def _same_items(now: dict, held: dict) -> bool:
