@@ -66,7 +66,8 @@ def eval_mode(model: nn.Module, modules: list[nn.Module] | None = None) -> conte
     training mode, and its dropout and attention submodules stay in eval mode, so the outputs are
     eval outputs and activation memory is still saved. A layer that applies dropout in its own
     forward stays in eval mode (not checkpointed) so that nothing is dropped."""
-    modules = walk.modules(model)
+    if modules is None:
+        modules = walk.modules(model)
     if not any(module.training or _checkpointing(module) for module in modules):
         return _NOTHING  # already in eval mode, nothing checkpointed: nothing to set or give back (the common case)
     return _switched(model, modules)
@@ -363,8 +364,9 @@ def _explain_all(
     if direct and plan is None and (held is None or held.refused) and not strict and not ledger:
         # any model fx traces whose rules are gradients (epsilon, ReLU, merged BatchNorms...): its
         # traced graph, checked per call; else the scope from here on
-        with eval_mode(model), torch.enable_grad():
-            graph = graph_plan_for(model, composite, first[0])  # type: ignore[arg-type]
+        modules = walk.modules(model)
+        with eval_mode(model, modules), torch.enable_grad():
+            graph = graph_plan_for(model, composite, first[0], modules)  # type: ignore[arg-type]
             if graph is not None:
                 for batch, batch_target in rest:
                     assert isinstance(batch, torch.Tensor)

@@ -205,15 +205,19 @@ def _attributes(modules: list[nn.Module]) -> tuple:
 _PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, GraphPlan | None]] = weakref.WeakKeyDictionary()
 
 
-def graph_plan_for(model: nn.Module, composite: Composite, x: torch.Tensor) -> GraphPlan | None:
+def graph_plan_for(
+    model: nn.Module, composite: Composite, x: torch.Tensor, modules: list[nn.Module] | None = None
+) -> GraphPlan | None:
     """A plan when ``model`` is such a model for ``composite`` (module docstring), else None; kept
     per model while the composite's content, the modules (the same objects, without hooks) and
     the plain attributes of modules with a ``forward`` of their own are the same. ``x``: a batch of
     the call (tracing the BatchNorm pairs of a model shaped otherwise than a Sequential runs it
-    once, as the general engine does). Call it with the model in eval mode."""
+    once, as the general engine does); ``modules``: ``list(model.modules())`` when walked already.
+    Call it with the model in eval mode."""
     if _global_hooks():
         return None
-    modules = walk.modules(model)
+    if modules is None:
+        modules = walk.modules(model)
     for module in modules:
         if _hooked(module):
             return None
