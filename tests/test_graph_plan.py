@@ -337,3 +337,15 @@ def test_a_forward_with_effects_beyond_its_output_runs_in_the_general_engine():
     assert model.hidden is None  # the trace's proxy did not stay behind
     L.explain(model, x, 0)
     assert isinstance(model.hidden, torch.Tensor) and model.hidden.shape == (3, 3, 38)
+
+
+def test_disabled_sends_every_model_to_the_general_engine(monkeypatch):
+    model, x = residual_cnn(channels=4), one_hot_batch(2, 30, seeded(11))
+    planned = L.explain(model, x, 0)
+    entered = _count_scopes(monkeypatch)
+    with graph_plan.disabled():
+        assert graph_plan_for(model, get("epsilon"), x) is None
+        general = L.explain(model, x, 0)
+    assert entered[0] == 1
+    _same(planned, general)
+    assert graph_plan_for(model, get("epsilon"), x) is not None  # and back after the block

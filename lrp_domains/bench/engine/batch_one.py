@@ -14,7 +14,8 @@ CPU, a kernel launch or more on a GPU): a count that a busy machine does not mov
   takes the general engine);
 - ``residual-cnn``: ``bench adapter``'s residual 1-D CNN (BatchNorm, two residual blocks, max
   pool, two dense layers) on 4 x 200 one-hot, through ``SequenceExplainer``, ``epsilon`` and
-  ``genomics``;
+  ``genomics``: by the traced graph plan (:mod:`lrp_domains.core.engine.graph_plan`), and by the
+  general engine (``(general engine)``, the plan disabled);
 - ``bpnet``: bpnet-lite's BPNet (64 filters, 8 dilated layers, 2,114 bp), its counts target,
   through ``SequenceExplainer``, ``genomics`` (needs the ``models`` extra);
 - ``minilm``: the default sentiment model (MiniLM), one sentence, ``attnlrp`` (no MAC bound is
@@ -83,6 +84,7 @@ def _sequence_case(name: str, batch: int) -> list[dict[str, Any]]:
     from lrp_domains.bench.flops import lower_bound
     from lrp_domains.bio.sequences.explainer import SequenceExplainer
     from lrp_domains.bio.sequences.onehot import one_hot
+    from lrp_domains.core.engine import graph_plan
 
     generator = torch.Generator().manual_seed(0)
     if name == "bpnet":
@@ -110,14 +112,24 @@ def _sequence_case(name: str, batch: int) -> list[dict[str, Any]]:
                 return out.gather(1, index[:, None])
         else:
             value = target
-        methods = {
-            "gradient x input": _gradient_x_input(explainer.runner, onehot, value),
-            composite: lambda explainer=explainer, target=target, onehot=onehot: explainer.explain(
-                onehot, target=target, batch_size=batch
-            ),
-        }
+
+        def ours(explainer=explainer, target=target, onehot=onehot) -> object:
+            return explainer.explain(onehot, target=target, batch_size=batch)
+
+        def general(ours=ours) -> object:
+            with graph_plan.disabled():
+                return ours()
+
         bound = lower_bound(explainer.runner, onehot, explainer.composite)
-        rows.append(dict(case=name, method=composite, bound=bound, methods=methods))
+        gradient = _gradient_x_input(explainer.runner, onehot, value)
+        rows.append(
+            dict(case=name, method=composite, bound=bound, methods={"gradient x input": gradient, composite: ours})
+        )
+        if name == "residual-cnn":  # the traced graph plan against the scope, in the same run
+            method = f"{composite} (general engine)"
+            rows.append(
+                dict(case=name, method=method, bound=bound, methods={"gradient x input": gradient, method: general})
+            )
     return rows
 
 

@@ -34,8 +34,9 @@ the trace, and not on each call.
 
 from __future__ import annotations
 
+import contextlib
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import torch
@@ -68,7 +69,7 @@ from lrp_domains.core.rules import (
 )
 from lrp_domains.core.traced_pairs import trace_for
 
-__all__ = ["GraphPlan", "graph_plan_for"]
+__all__ = ["GraphPlan", "disabled", "graph_plan_for"]
 
 #: Layers the plan computes with LRP-epsilon (exact types: a subclass may compute otherwise).
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -201,6 +202,21 @@ def _attributes(modules: list[nn.Module]) -> tuple:
     )
 
 
+_disabled = 0  # how many disabled() blocks are open
+
+
+@contextlib.contextmanager
+def disabled() -> Iterator[None]:
+    """Every model to the general engine inside the block (in any thread): to compare the two, or
+    for a ``forward`` with effects outside the model that must happen on every call."""
+    global _disabled
+    _disabled += 1
+    try:
+        yield
+    finally:
+        _disabled -= 1
+
+
 #: Per model, the last plan made for it: what it was made from, and the plan (or None).
 _PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, GraphPlan | None]] = weakref.WeakKeyDictionary()
 
@@ -214,7 +230,7 @@ def graph_plan_for(
     the call (tracing the BatchNorm pairs of a model shaped otherwise than a Sequential runs it
     once, as the general engine does); ``modules``: ``list(model.modules())`` when walked already.
     Call it with the model in eval mode."""
-    if _global_hooks():
+    if _disabled or _global_hooks():
         return None
     if modules is None:
         modules = walk.modules(model)
