@@ -349,3 +349,24 @@ def test_disabled_sends_every_model_to_the_general_engine(monkeypatch):
     assert entered[0] == 1
     _same(planned, general)
     assert graph_plan_for(model, get("epsilon"), x) is not None  # and back after the block
+
+
+@pytest.mark.parametrize("name", ["bpnet-counts", "bpnet-profile"])
+def test_bpnet_takes_the_plan_with_its_head_picked_by_the_target(monkeypatch, name):
+    """bpnet-lite's BPNet (a forward with a ``X_ctl=None`` argument, shape arithmetic, crops, a mean
+    and two outputs): traced with the argument at its default, its counts or profile target picked
+    by the explainer's ``output``; the general engine's relevance and hypothetical contributions."""
+    from lrp_domains.bench.gpu.models import build
+    from lrp_domains.bio import SequenceExplainer
+
+    model, options, length, _ = build(name, tiny=True)
+    target = options.pop("target")
+    explainer = SequenceExplainer(model, composite="genomics", **options)
+    x = one_hot_batch(3, length, seeded(12))
+    with graph_plan.disabled():
+        general = explainer.explain(x, target=target)
+    assert graph_plan_for(explainer.runner, explainer.composite, x) is not None
+    _refuse_scopes(monkeypatch)
+    planned = explainer.explain(x, target=target)
+    assert torch.equal(planned.relevance, general.relevance)
+    assert torch.equal(planned.hypothetical, general.hypothetical)

@@ -361,20 +361,18 @@ def _explain_all(
                     rest = itertools.chain([(batch, batch_target)], rest)
                     break
                 parts.append(part)
-    if direct and plan is None and (held is None or held.refused) and not strict and not ledger:
-        # any model fx traces whose rules are gradients (epsilon, ReLU, merged BatchNorms...): its
-        # traced graph, checked per call; else the scope from here on
+    traceable = not names and isinstance(first[0], torch.Tensor) and not strict and not ledger
+    if traceable and plan is None and (held is None or held.refused):
+        # a model fx traces, of modules the core's rules compute on their own: its traced graph
+        # (kept per model while its modules and flags are the same), else the scope
         modules = walk.modules(model)
         with eval_mode(model, modules), torch.enable_grad():
             graph = graph_plan_for(model, composite, first[0], modules)  # type: ignore[arg-type]
             if graph is not None:
                 for batch, batch_target in rest:
-                    assert isinstance(batch, torch.Tensor)
-                    part = graph.explain_batch(batch, batch_target, hypothetical)
-                    if part is None:
-                        rest = itertools.chain([(batch, batch_target)], rest)
-                        break
-                    parts.append(part)
+                    assert isinstance(batch, torch.Tensor)  # as the first batch
+                    parts.append(graph.explain_batch(batch, batch_target, hypothetical, output))
+                return _checked(parts, composite, check_delta)
     pending = next(rest, None)
     if pending is not None:
         scope = composite.context(model)

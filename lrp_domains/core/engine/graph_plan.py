@@ -35,6 +35,7 @@ the trace, and not on each call.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -116,6 +117,9 @@ _RULES = frozenset({Pass, Identity, Stop, Uniform, Epsilon, ZPlus, AlphaBeta, Ga
 _QUERIES = frozenset({"size", "dim", "numel", "getattr"})
 _TENSOR_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim"})
 _PLAIN = (bool, int, float, str, type(None))
+_MISSING = object()
+#: fx's guard on an argument traced with its value None (``concrete_args``).
+_ASSERT_IS_NONE = getattr(fx._symbolic_trace, "_assert_is_none", None)
 
 
 class _Ref:
@@ -275,7 +279,8 @@ def _trace(modules: list[nn.Module], model: nn.Module) -> fx.Graph | None:
     held = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules)) for m in modules]
     graph: fx.Graph | None
     try:
-        graph = _Tracer().trace(model)
+        defaults = _defaults(model)
+        graph = None if defaults is None else _Tracer().trace(model, defaults)
     except Exception:  # noqa: BLE001 - control flow on tensors, a forward fx cannot trace: the general engine
         graph = None
     for module, attributes, parameters, buffers, children in held:
@@ -328,6 +333,21 @@ def _modes() -> tuple[bool, bool, bool]:
     return torch.is_grad_enabled(), torch.is_inference_mode_enabled(), torch.is_autocast_enabled()
 
 
+def _defaults(model: nn.Module) -> dict[str, Any] | None:
+    """The default of each argument of ``model.forward`` after the input (the engine calls
+    ``model(x)``: they take their defaults), traced as such (``if mask is None`` takes its branch);
+    None when one has no default or the forward takes ``*args`` or ``**kwargs``."""
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if not parameters or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
+        return None
+    if any(p.default is p.empty for p in parameters[1:]):
+        return None
+    return {p.name: p.default for p in parameters[1:]}
+
+
 def _same_items(now: dict, held: dict) -> bool:
     """The same keys holding the very same objects (tensors compared by identity, not value)."""
     return now.keys() == held.keys() and all(now[k] is v for k, v in held.items())
@@ -362,12 +382,17 @@ def _steps(
     names = {id(module): name for name, module in walk.named_modules(model)}
     index: dict[fx.Node, int] = {}
     steps: list[Callable[[list, InputTracker], Any]] = []
-    output: int | None = None
+    output: Any = _MISSING
     for node in graph.nodes:
         if node.op == "placeholder":
-            if index:
-                return None  # a second input: the plan takes one tensor
-            if composite.first is not None and any(_module_of(model, user) is None for user in node.users):
+            if index:  # an argument after the input: its default (_defaults), as the engine calls the model
+                if not node.args:
+                    return None
+                index[node] = len(steps)
+                steps.append(_constant(node.args[0]))
+                continue
+            passed_on = [user for user in node.users if not _query(user)]
+            if composite.first is not None and any(_module_of(model, user) is None for user in passed_on):
                 return (
                     None  # the input reaches a layer through an operation: the scope's call, whether it claims `first`
                 )
@@ -375,10 +400,12 @@ def _steps(
             steps.append(_input)
             continue
         if node.op == "output":
-            if not isinstance(node.args[0], fx.Node):
-                return None  # a tuple or a dict of outputs
-            output = index[node.args[0]]
+            output = _spec(node.args[0], index)
             break
+        if node.op == "call_function" and node.target is _ASSERT_IS_NONE:
+            index[node] = len(steps)  # fx's guard on an argument traced as None: it is None (its default)
+            steps.append(_constant(None))
+            continue
         args, kwargs = _spec(node.args, index), _spec(node.kwargs, index)
         step: Callable[[list, InputTracker], Any] | None = None
         if node.op == "call_module":
@@ -407,13 +434,32 @@ def _steps(
             return None
         index[node] = len(steps)
         steps.append(step)
-    if output is None or not index:
+    if output is _MISSING or not index:
         return None
     return GraphPlan(steps, output)
 
 
 def _input(env: list, tracker: InputTracker) -> Any:
     return env[0]
+
+
+def _constant(value: Any) -> Callable[[list, InputTracker], Any]:
+    def step(env: list, tracker: InputTracker) -> Any:
+        return value
+
+    return step
+
+
+def _query(node: fx.Node) -> bool:
+    """A node that reads a tensor's shape, size or type and passes no tensor on."""
+    if node.op == "call_method":
+        return node.target in _QUERIES
+    return (
+        node.op == "call_function"
+        and node.target is getattr
+        and len(node.args) == 2
+        and node.args[1] in _TENSOR_ATTRIBUTES
+    )
 
 
 def _module_of(model: nn.Module, node: fx.Node) -> nn.Module | None:
@@ -512,7 +558,7 @@ class _Inputs:
 class GraphPlan:
     """The traced graph of one model as steps, each computing its node's value from those before."""
 
-    def __init__(self, steps: list[Callable[[list, InputTracker], Any]], output: int) -> None:
+    def __init__(self, steps: list[Callable[[list, InputTracker], Any]], output: Any) -> None:
         self.steps = steps
         self.output = output
 
@@ -526,10 +572,14 @@ class GraphPlan:
         env[0] = x
         for position, step in enumerate(self.steps):
             env[position] = step(env, tracker)
-        return env[self.output]
+        return _value(self.output, env)
 
     def explain_batch(
-        self, x: torch.Tensor, target: torch.Tensor | Callable | None, hypothetical: bool = False
+        self,
+        x: torch.Tensor,
+        target: torch.Tensor | Callable | None,
+        hypothetical: bool = False,
+        output: Callable[[Any, Any], torch.Tensor] | None = None,
     ) -> Explanation:
         """One batch as the general engine explains it (``_explain_one``, with the same reading of
         the relevance; run the model in eval mode, with gradients on)."""
@@ -538,8 +588,8 @@ class GraphPlan:
         tracker = InputTracker()
         tracker.capture_hypothetical = hypothetical
         (leaf,) = tracker.track([x])
-        output = default_output(self.forward(leaf, tracker), x)
-        explained, index = select_target(output, target)
+        picked = (output or default_output)(self.forward(leaf, tracker), x)
+        explained, index = select_target(picked, target)
         relevance, _, input_grads, _ = read_relevance(_Inputs(tracker), [leaf], explained.sum(), None)
         units = tracker.hypothetical(leaf, input_grads[0]).detach() if hypothetical else None
-        return Explanation.build(relevance[0], output.detach(), index, explained.detach(), units, {})
+        return Explanation.build(relevance[0], picked.detach(), index, explained.detach(), units, {})
