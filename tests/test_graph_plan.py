@@ -370,3 +370,18 @@ def test_bpnet_takes_the_plan_with_its_head_picked_by_the_target(monkeypatch, na
     planned = explainer.explain(x, target=target)
     assert torch.equal(planned.relevance, general.relevance)
     assert torch.equal(planned.hypothetical, general.hypothetical)
+
+
+def test_a_plan_goes_with_its_model():
+    """The plans are kept weakly per model: nothing in a plan holds the model itself."""
+    import gc
+    import weakref
+
+    model = _models()["two-branches"]
+    x = _inputs(model, 2, seeded(13))
+    L.explain(model, x, composite=_composite("genomics"))
+    assert graph_plan._PLANS.get(model) is not None
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
