@@ -1,25 +1,29 @@
-"""A direct path for any model ``torch.fx`` can trace whose rules are all gradients, scaled or not:
-LRP-epsilon (LRP-0) on its Linear and convolution layers, its own gradient on activations,
-poolings and reshapes, BatchNorms merged into the layer before them; residual adds,
-concatenations and reshapes in the model's own ``forward``.
+"""A direct path for any model ``torch.fx`` can trace whose modules the core's rules compute on
+their own: Linear and convolution layers, BatchNorms, activations, poolings, reshapes and dropout,
+under the core's module rules (epsilon, LRP-0, z+, alpha-beta, gamma, z-box on the input,
+identity, pass, stop, uniform), with residual adds, concatenations, crops and reshapes in the
+model's own ``forward``.
 
 For such a model the scope's machinery (a forward installed on every module, its torch-function
 mode, per-module bookkeeping) is what a call costs beyond the arithmetic, one example at a time:
-on ``bench adapter``'s residual CNN, 1.55x a gradient against 1.12x for the same rules evaluated
-straight through (measured, batch one). Here the model is traced once with ``torch.fx`` and each
-call runs the traced graph's nodes in order: the layers with the rule's computation
-(:class:`~lrp_domains.core.rules.Epsilon`'s own, on the parameters a scope would use: merged with
-their BatchNorm by :func:`~lrp_domains.core.canonizers._merge_many`, the pairs and rules read from
-a scope entered once), every other node as written. The relevance is the general engine's, bit for
-bit (tested); the model is only read.
+on ``bench adapter``'s residual CNN, the scope's call took 1.55x a gradient where the same rules
+written straight through took 1.12x (measured, batch one). Here the model is traced once with
+``torch.fx`` and each call runs the traced graph's nodes in order: each module through its rule,
+with the :class:`~lrp_domains.core.engine.scope.ModuleCall` a scope would give it (parameters
+merged with its BatchNorm the same way), every other node as written; the relevance is read as
+the general engine reads it (``read_relevance``: anchors of input-layer rules and hypothetical
+contributions included). It is the general engine's, bit for bit (tested); the model is only read.
 
 Which rule each module gets, and which BatchNorms merge, come from a scope of the composite
 entered once on the model (and left at once): the plan cannot disagree with the general engine.
-Anything else goes to the general engine: another rule on any module on the path (gamma, z+, an
-input-layer rule, ``first``/``last``), an operation in ``forward`` outside the gradient-only
-functional set or with a functional rule of its own, a ``get_attr`` (a parameter used in
-``forward``), hooks or a patched ``forward`` anywhere, a softmax, a ledger, sources, a custom
-``output``, strict mode.
+The composite's ``first`` rule goes to each affine layer the input reaches directly (a model whose
+input reaches a layer through an operation is left to the scope, whose call that is). Anything else
+goes to the general engine: a module without a rule or with a rule of the user's, a rule for a
+whole block, an operation in ``forward`` outside the gradient-only functional set or with a
+functional rule of its own, a ``get_attr`` (a parameter used in ``forward``), an argument without
+a default after the input, ``out += x``, operations under ``no_grad`` or autocast, hooks or a
+patched ``forward`` anywhere, a softmax, a ledger, sources, strict mode (and everything inside
+:func:`disabled`).
 
 A traced graph holds the control flow of the trace: a ``forward`` that branches on an attribute
 (``if self.use_skip``) is traced with its value then. So a plan is kept per model only while the
@@ -72,10 +76,10 @@ from lrp_domains.core.traced_pairs import trace_for
 
 __all__ = ["GraphPlan", "disabled", "graph_plan_for"]
 
-#: Layers the plan computes with LRP-epsilon (exact types: a subclass may compute otherwise).
+#: Affine layers (exact types: a subclass may compute otherwise).
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: Leaf modules a plan may hold (a first look, before any tracing: a model with others, an
-#: attention layer or a GELU, say, is not traced at all).
+#: attention layer or a LayerNorm, say, is not traced at all).
 _LEAVES = (
     *_AFFINE,
     _BatchNorm,
