@@ -49,7 +49,7 @@ from torch import fx, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lrp_domains.core.canonizers import MergeBatchNorm
-from lrp_domains.core.composite import Composite
+from lrp_domains.core.composite import BASE_RULES, Composite
 from lrp_domains.core.engine import walk
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.scope import ModuleCall, _functional_table, _MergedNorm, _needs_copy
@@ -79,40 +79,11 @@ __all__ = ["GraphPlan", "disabled", "graph_plan_for"]
 #: Affine layers (exact types: a subclass may compute otherwise).
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 #: Leaf modules a plan may hold (a first look, before any tracing: a model with others, an
-#: attention layer or a LayerNorm, say, is not traced at all).
+#: attention layer or a LayerNorm, say, is not traced at all): the affine layers and the module
+#: types every composite has a rule for (activations, poolings, BatchNorms, reshapes, dropout).
 _LEAVES = (
     *_AFFINE,
-    _BatchNorm,
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AdaptiveMaxPool1d,
-    nn.AdaptiveMaxPool2d,
-    nn.AdaptiveMaxPool3d,
-    nn.Flatten,
-    nn.Unflatten,
-    nn.Identity,
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.AdaptiveAvgPool3d,
-    nn.GELU,
-    nn.SiLU,
-    nn.ELU,
-    nn.SELU,
-    nn.CELU,
-    nn.Tanh,
-    nn.Softplus,
-    nn.Mish,
-    nn.Hardswish,
+    *(t for key in BASE_RULES for t in (key if isinstance(key, tuple) else (key,)) if isinstance(t, type)),
 )
 #: The rules a plan runs (exact types): each computes from what a module call gives it (the
 #: module's forward, parameters merged or not, the input's anchor), nothing of the scope's.
