@@ -223,7 +223,8 @@ def batch_one(
     threads: int = THREADS,
 ) -> None:
     """One example at a time: our explanation over a plain gradient, beside the MAC bound, for an
-    MLP held in a module, a residual CNN, BPNet and one MiniLM sentence."""
+    MLP held in a module, a residual CNN, BPNet and one MiniLM sentence (the MLP and the residual
+    CNN also by the general engine)."""
     from lrp_domains.bench.engine.batch_one import print_table, run
 
     chosen = tuple(c.strip() for c in cases.split(",") if c.strip())
