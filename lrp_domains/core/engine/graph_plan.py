@@ -537,12 +537,9 @@ class GraphPlan:
         self.steps = steps
         self.output = output
 
-    def forward(self, x: torch.Tensor, tracker: InputTracker | None = None) -> Any:
-        """The model's output for ``x`` (``tracker``'s leaf, where an input-layer rule writes), with
-        the rules' gradients attached."""
-        if tracker is None:
-            tracker = InputTracker()
-            tracker.track([x])
+    def forward(self, x: torch.Tensor, tracker: InputTracker) -> Any:
+        """The model's output for ``x``, with the rules' gradients attached; ``x`` is the leaf
+        ``tracker.track`` made of the batch (where an input-layer rule writes)."""
         env: list = [None] * len(self.steps)
         env[0] = x
         for position, step in enumerate(self.steps):
