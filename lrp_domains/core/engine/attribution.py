@@ -21,7 +21,7 @@ from torch import nn
 from lrp_domains.core import composites, derived
 from lrp_domains.core.composite import Composite
 from lrp_domains.core.engine import walk
-from lrp_domains.core.engine.graph_plan import graph_plan_for
+from lrp_domains.core.engine.graph_plan import frozen, graph_plan_for
 from lrp_domains.core.engine.ledger import Ledger
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.sequential import held_plan_for, plan_for
@@ -369,9 +369,10 @@ def _explain_all(
         with eval_mode(model, modules), torch.enable_grad():
             graph = graph_plan_for(model, composite, first[0], modules)  # type: ignore[arg-type]
             if graph is not None:
-                for batch, batch_target in rest:
-                    assert isinstance(batch, torch.Tensor)  # as the first batch
-                    parts.append(graph.explain_batch(batch, batch_target, hypothetical, output))
+                with frozen(modules):
+                    for batch, batch_target in rest:
+                        assert isinstance(batch, torch.Tensor)  # as the first batch
+                        parts.append(graph.explain_batch(batch, batch_target, hypothetical, output))
                 return _checked(parts, composite, check_delta)
     pending = next(rest, None)
     if pending is not None:

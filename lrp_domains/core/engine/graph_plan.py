@@ -74,7 +74,7 @@ from lrp_domains.core.rules import (
 )
 from lrp_domains.core.traced_pairs import trace_for
 
-__all__ = ["GraphPlan", "disabled", "graph_plan_for"]
+__all__ = ["GraphPlan", "disabled", "frozen", "graph_plan_for"]
 
 #: Affine layers (exact types: a subclass may compute otherwise).
 _AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -194,6 +194,28 @@ def disabled() -> Iterator[None]:
         yield
     finally:
         _disabled -= 1
+
+
+@contextlib.contextmanager
+def frozen(modules: list[nn.Module]) -> Iterator[None]:
+    """Each parameter of ``modules`` with ``requires_grad`` switched off for the block (each once,
+    given back afterwards, also after an error), as a scope does for its call: autograd then records
+    nothing through the parameters, and operations that choose their kernel by which operands
+    record gradients (``matmul`` folding a batch of one into one product) choose as they do in the
+    general engine, so the relevance is the same bit for bit."""
+    saved: list[torch.Tensor] = []
+    seen: set[int] = set()
+    try:
+        for module in modules:
+            for param in module._parameters.values():
+                if param is not None and param.requires_grad and id(param) not in seen:
+                    seen.add(id(param))
+                    param.requires_grad_(False)
+                    saved.append(param)
+        yield
+    finally:
+        for frozen_param in saved:
+            frozen_param.requires_grad_(True)
 
 
 #: Per model, the last plan made for it: what it was made from, and the plan (or None).
