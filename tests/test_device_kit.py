@@ -40,3 +40,7 @@ def test_the_device_check_runs_its_steps_and_says_which_failed(tmp_path):
     assert "genome scale on cpu" in table and "deep_lift_shap, 20 shuffles" in table
     assert "torch" in (tmp_path / "device.txt").read_text()
     assert run_check(tmp_path, "genome").returncode == 0
+    # the batch-one step, its table on the CPU: the graph plan and the general engine
+    assert run_check(tmp_path, "batch-one").returncode == 0
+    table = (tmp_path / "batch-one.txt").read_text()
+    assert "bench batch-one: batch 1, cpu" in table and "genomics (general engine)" in table

@@ -122,9 +122,12 @@ def measure(
     return {key: results[key] for key in methods if key in results}
 
 
-def interleaved_times(methods: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2) -> dict[str, float]:
-    """Median seconds per call of each method, timed in turns (:func:`measure`)."""
-    return {name: result["seconds"] for name, result in measure(methods, None, repeats, warmup).items()}
+def interleaved_times(
+    methods: dict[str, Callable[[], object]], repeats: int = 10, warmup: int = 2, device: torch.device | None = None
+) -> dict[str, float]:
+    """Median seconds per call of each method, timed in turns (:func:`measure`; synchronised on
+    ``device``)."""
+    return {name: result["seconds"] for name, result in measure(methods, device, repeats, warmup).items()}
 
 
 def count_operations(fn: Callable[[], object]) -> int:

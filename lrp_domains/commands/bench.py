@@ -221,6 +221,7 @@ def batch_one(
     batch: int = typer.Option(1, help="Examples per explanation."),
     repeats: int = typer.Option(30, help="Timed runs per method (interleaved)."),
     threads: int = THREADS,
+    device: str = DEVICE,
 ) -> None:
     """One example at a time: our explanation over a plain gradient, beside the MAC bound, for an
     MLP held in a module, a residual CNN, BPNet and one MiniLM sentence (the MLP and the residual
@@ -228,7 +229,7 @@ def batch_one(
     from lrp_domains.bench.engine.batch_one import print_table, run
 
     chosen = tuple(c.strip() for c in cases.split(",") if c.strip())
-    print_table(run(chosen, batch=batch, repeats=repeats, threads=threads or None))
+    print_table(run(chosen, batch=batch, repeats=repeats, threads=threads or None, device=device))
 
 
 @bench("fixed-cost")

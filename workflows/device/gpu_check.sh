@@ -4,7 +4,7 @@
 # after `bash workflows/device/make_wheels.sh` here. Each step's output goes to $OUT (one file a
 # step) and to the reply; a step that fails is said and the next one runs.
 #   GPU_CHECK_TINY=1     every step with --tiny on the CPU (tests/test_device_kit.py runs it so here)
-#   GPU_CHECK_STEPS      the steps to run (default: all): tests genome gpu-models decoders
+#   GPU_CHECK_STEPS      the steps to run (default: all): tests genome gpu-models batch-one decoders
 #   GPU_CHECK_PYTHON     the Python (default python3, the device's)
 #   GPU_CHECK_INSTALL=0  use the installed packages instead of the carried wheels
 set -uo pipefail
@@ -17,7 +17,7 @@ if [ "${GPU_CHECK_INSTALL:-1}" = 1 ] && ls .whl/*.whl >/dev/null 2>&1; then
         || { echo "error: installing the carried wheels failed"; exit 1; }
     export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
-STEPS=${GPU_CHECK_STEPS:-tests genome gpu-models decoders}
+STEPS=${GPU_CHECK_STEPS:-tests genome gpu-models batch-one decoders}
 if [ "${GPU_CHECK_TINY:-0}" = 1 ]; then
     TINY=(--tiny); DEVICE=(--device cpu)
 else
@@ -48,6 +48,12 @@ for v, want in (([0.0, 1.0], True), ([0.0, -1.0], False)):
     f = SignFlag(torch.tensor(v, device=d)); assert bool(f) is want and (f.event is not None) == (d == 'cuda')
     b = ZBox(0.0, 1.0).forward_flag(torch.tensor([v], device=d)); assert bool(b) is want and (b.event is not None) == (d == 'cuda')
 print('sign and box flags ok on', d)" ;;
+        batch-one)  # one example a call, where kernel launches show: the traced graph plan against the scope
+            if [ ${#TINY[@]} = 1 ]; then
+                step batch-one 150 "$PY" -m lrp_domains bench batch-one "${DEVICE[@]}" --cases mlp-module,residual-cnn --repeats 1
+            else
+                step batch-one 90 "$PY" -m lrp_domains bench batch-one --device cuda --cases mlp-module,residual-cnn,bpnet --repeats 20
+            fi ;;
         genome)  # 33,000 of chr1's 330,000 windows, projected; deep_lift_shap on 64 of them
             if [ ${#TINY[@]} = 1 ]; then
                 step genome 150 "$PY" -m lrp_domains bench genome-scale "${TINY[@]}" "${DEVICE[@]}"

@@ -58,14 +58,14 @@ def _gradient_x_input(model: nn.Module, inputs: torch.Tensor, value: Callable[[t
     return gradient
 
 
-def _engine_case(name: str, batch: int) -> list[dict[str, Any]]:
+def _engine_case(name: str, batch: int, device: torch.device) -> list[dict[str, Any]]:
     from lrp_domains.bench.flops import lower_bound
     from lrp_domains.core.composites import get
     from lrp_domains.core.engine.attribution import explain
 
     torch.manual_seed(0)
-    model = MLPInModule().eval()
-    inputs = torch.randn(batch, 765)
+    model = MLPInModule().eval().to(device)
+    inputs = torch.randn(batch, 765).to(device)
     target = model(inputs).argmax(1)
     composite = get("epsilon")
     gradient = _gradient_x_input(model, inputs, lambda out: out.gather(1, target[:, None]))
@@ -80,7 +80,7 @@ def _engine_case(name: str, batch: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _sequence_case(name: str, batch: int) -> list[dict[str, Any]]:
+def _sequence_case(name: str, batch: int, device: torch.device) -> list[dict[str, Any]]:
     from lrp_domains.bench.flops import lower_bound
     from lrp_domains.bio.sequences.explainer import SequenceExplainer
     from lrp_domains.bio.sequences.onehot import one_hot
@@ -97,6 +97,7 @@ def _sequence_case(name: str, batch: int) -> list[dict[str, Any]]:
 
         model, options, length = residual_cnn(), {}, 200
         composites = ["epsilon", "genomics"]
+    model = model.to(device)
     sequences = [
         "".join("ACGT"[i] for i in row.tolist()) for row in torch.randint(4, (batch, length), generator=generator)
     ]
@@ -104,7 +105,7 @@ def _sequence_case(name: str, batch: int) -> list[dict[str, Any]]:
     for composite in composites:
         explainer = SequenceExplainer(model, composite=composite, **{k: v for k, v in options.items() if k != "target"})
         target = options.get("target")
-        onehot = one_hot(sequences).float()
+        onehot = one_hot(sequences).float().to(device)
         if target is None:
             index = explainer.runner(onehot).argmax(1)
 
@@ -133,13 +134,13 @@ def _sequence_case(name: str, batch: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _text_case(name: str, batch: int) -> list[dict[str, Any]]:
+def _text_case(name: str, batch: int, device: torch.device) -> list[dict[str, Any]]:
     from lrp_domains.text import TextExplainer
 
-    explainer = TextExplainer.default(composite="attnlrp")
+    explainer = TextExplainer.default(composite="attnlrp", device=device)
     model, tokenizer = explainer.model, explainer.tokenizer
     sentences = ["A gorgeous, moving film that stays with you long after the credits roll."] * batch
-    encoded = tokenizer(sentences, return_tensors="pt", padding=True)
+    encoded = tokenizer(sentences, return_tensors="pt", padding=True).to(device)
     embed = model.get_input_embeddings()
     index = model(**encoded).logits.argmax(1)
 
@@ -153,8 +154,16 @@ def _text_case(name: str, batch: int) -> list[dict[str, Any]]:
     return [dict(case=name, method="attnlrp", bound=1.0, methods=methods)]
 
 
-def run(cases: tuple[str, ...] = CASES, batch: int = 1, repeats: int = 30, threads: int | None = None) -> list[dict]:
-    """Time each case; return rows (case, method, ms of each, ratio, bound)."""
+def run(
+    cases: tuple[str, ...] = CASES,
+    batch: int = 1,
+    repeats: int = 30,
+    threads: int | None = None,
+    device: str | torch.device = "cpu",
+) -> list[dict]:
+    """Time each case on ``device`` (a CUDA device: each call timed to its last kernel); return rows
+    (case, method, ms of each, ratio, bound)."""
+    device = torch.device(device)
     if threads:
         torch.set_num_threads(threads)
     warnings.filterwarnings("ignore", message="some explanations lost or gained")
@@ -163,9 +172,9 @@ def run(cases: tuple[str, ...] = CASES, batch: int = 1, repeats: int = 30, threa
     for case in cases:
         if case not in CASES:
             raise ValueError(f"unknown case {case!r}; choose from {', '.join(CASES)}")
-        specs = _text_case(case, batch) if case == "minilm" else builders[case](case, batch)
+        specs = _text_case(case, batch, device) if case == "minilm" else builders[case](case, batch, device)
         for spec in specs:
-            times = interleaved_times(spec["methods"], repeats=repeats)
+            times = interleaved_times(spec["methods"], repeats=repeats, device=device)
             base, ours = times["gradient x input"], times[spec["method"]]
             operations = {name: count_operations(fn) for name, fn in spec["methods"].items()}
             rows.append(
@@ -173,6 +182,7 @@ def run(cases: tuple[str, ...] = CASES, batch: int = 1, repeats: int = 30, threa
                     case=case,
                     method=spec["method"],
                     batch=batch,
+                    device=_name(device),
                     gradient_ms=1000 * base,
                     ms=1000 * ours,
                     time_ratio=ours / base,
@@ -184,13 +194,22 @@ def run(cases: tuple[str, ...] = CASES, batch: int = 1, repeats: int = 30, threa
     return rows
 
 
+def _name(device: torch.device) -> str:
+    """``cpu``, or the CUDA card's name (a GPU figure names its card)."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return device.type
+
+
 def print_table(rows: list[dict]) -> None:
     """The rows as a table, with the target beside it."""
     from rich.console import Console
     from rich.table import Table
 
     batch = rows[0]["batch"] if rows else 1
-    table = Table(title=f"bench batch-one: batch {batch}, cpu, {torch.get_num_threads()} threads")
+    device = rows[0]["device"] if rows else "cpu"
+    where = f"{device}, {torch.get_num_threads()} threads" if device == "cpu" else device
+    table = Table(title=f"bench batch-one: batch {batch}, {where}")
     columns = ("case", "method", "gradient ms", "ours ms", "time", "MAC bound", "time / bound", "aten ops")
     for column in columns:
         table.add_column(column, justify="left" if column in ("case", "method") else "right")
