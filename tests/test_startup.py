@@ -145,6 +145,9 @@ def test_the_startup_bench_lists_its_commands_with_targets(tmp_path):
     targets = {case["name"]: case["target"] for case in cases}
     assert targets["--help"] == startup.HELP_TARGET == 0.5
     assert targets['text explain "one sentence"'] == startup.EXPLAIN_TARGET == 5.0
+    # the floor under the sentence: a process importing torch and transformers' BERT, no target
+    floor = next(case for case in cases if case["name"] == "python: import torch + transformers BERT")
+    assert floor["target"] is None and "transformers.models.bert.modeling_bert" in floor["argv"][-1]
     with pytest.raises(ValueError, match="repeats"):
         startup.run(repeats=0)
 
