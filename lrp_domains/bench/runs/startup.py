@@ -153,7 +153,10 @@ def print_table(rows: list[dict]) -> None:
             "" if target is None else f"{target:g}",
             meets,
         )
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or redirected: every column whole rather than 80 columns
+        console = Console(width=120)
+    console.print(table)
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg()) if hasattr(os, "getloadavg") else "unknown"
     policy = rows[0]["omp_wait_policy"] if rows else "unset"
     print(
