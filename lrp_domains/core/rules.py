@@ -540,21 +540,24 @@ class Gamma(LayerRule):
 
     def backward(self, layer: _Layer) -> torch.Tensor:
         w, b, z, g, eps = layer.weight, layer.bias, layer.z, self.gamma, self.stabilizer
-        positive, negative = z > 0, z < 0
+        positive = z > 0
         w_up, w_down = w_up_of(w, g), w_down_of(w, g)
         if layer.nonnegative():
-            # With u = W+ x + b+ and z - u = W- x + b- (x >= 0) the denominators are
-            # z + gamma u (where z > 0) and z + gamma (z - u) (where z < 0). Both have the sign
-            # of z, so R / stab(d) = |z| g / (|d| + eps), which also vanishes where z does.
+            # With u = W+ x + b+ >= 0 and z - u = W- x + b- (x >= 0) the denominators are
+            # d = z + gamma u > 0 (where z > 0) and d = z + gamma (z - u) < 0 (where z < 0): both
+            # have the sign of z, and |d| = |z| + gamma (u + max(-z, 0)) in either case. So
+            # R / stab(d) = |z| g / (|d| + eps), which vanishes where z does; the part where z < 0
+            # is the whole less the part where z > 0. Ten elementwise passes (thirteen before).
             u = layer.f(layer.x, _pos(w), _pos(b))
-            denominator = torch.sub(z, u)
-            denominator = torch.where(positive, u, denominator, out=denominator)
+            magnitude = torch.abs(z)
+            u.sub_(z.clamp(max=0))
+            denominator = torch.add(magnitude, u, alpha=g).add_(eps)
             del u
-            denominator.mul_(g).add_(z).abs_().add_(eps)
-            s = torch.abs(z).mul_(layer.grad).div_(denominator)
+            s = magnitude.mul_(layer.grad).div_(denominator)
             del denominator
-            s_up, s_down = s.masked_fill(negative, 0), s.masked_fill_(positive, 0)
-            return layer.ops.vjp_sum(layer.x, [(w_up, s_up), (w_down, s_down)])
+            s_up = torch.where(positive, s, 0.0)
+            return layer.ops.vjp_sum(layer.x, [(w_up, s_up), (w_down, s.sub_(s_up))])
+        negative = z < 0
         relevance = layer.relevance()
         rp, rn = relevance.masked_fill(~positive, 0), relevance.masked_fill_(~negative, 0)
         xp, xn = layer.x.clamp(min=0), layer.x.clamp(max=0)
