@@ -512,13 +512,14 @@ class AlphaBeta(LayerRule):
 
 
 def w_up_of(weight: torch.Tensor, gamma: float) -> torch.Tensor:
-    """``W + gamma W+`` (kept between calls: :mod:`lrp_domains.core.derived`)."""
-    return derived(("up", gamma), (weight,), lambda: weight + gamma * weight.clamp(min=0))
+    """``W + gamma W+`` (kept between calls: :mod:`lrp_domains.core.derived`; ``W+`` is the one
+    the rule's forward uses)."""
+    return derived(("up", gamma), (weight,), lambda: torch.add(weight, _pos(weight), alpha=gamma))
 
 
 def w_down_of(weight: torch.Tensor, gamma: float) -> torch.Tensor:
     """``W + gamma W-`` (kept between calls: :mod:`lrp_domains.core.derived`)."""
-    return derived(("down", gamma), (weight,), lambda: weight + gamma * weight.clamp(max=0))
+    return derived(("down", gamma), (weight,), lambda: torch.add(weight, _neg(weight), alpha=gamma))
 
 
 class Gamma(LayerRule):
