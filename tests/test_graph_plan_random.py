@@ -4,13 +4,14 @@ Each model is drawn from a seeded grammar of what sequence CNNs write: convoluti
 without a BatchNorm after them, a BatchNorm on its own, the activations every composite has a rule
 for (as modules, in-place modules and ``torch.relu``/``F.leaky_relu`` calls in ``forward``),
 residual adds (``h + b``, and ``add_`` on a copy of a layer's output), concatenations, crops,
-chunks added back, max pooling (modules and calls), average pooling, a Linear over the channels of
-a transposed tensor, dropout, flips and zero padding; then a head (flatten, a view by the batch
-size, mean, sum or a global max pool, a dense layer with or without a BatchNorm, the output
-layer). Every such model is one the plan must take (its first operation is a convolution on the
-input, nothing outside the plan's set), and each composite's relevance, output, delta and
-hypothetical contributions must equal the general engine's bit for bit (strict mode runs the
-general engine; the scope is refused once the plan is made, so the plan is what ran)."""
+chunks added back, max and average pooling (modules and calls), nearest upsampling, transposed
+convolutions, a Linear over the channels of a transposed tensor, dropout, flips and zero padding;
+then a head (flatten, a view by the batch size, mean, sum or a global max pool, a dense layer with
+or without a BatchNorm, the output layer). Every such model is one the plan must take (its first
+operation is a convolution on the input, nothing outside the plan's set), and each composite's
+relevance, output, delta and hypothetical contributions must equal the general engine's bit for
+bit (strict mode runs the general engine; the scope is refused once the plan is made, so the plan
+is what ran)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ class RandomCNN(nn.Module):
         for _ in range(rng.randint(3, 9)):
             kind = rng.choice(
                 ("conv", "conv-norm", "norm", "act", "act-call", "residual", "residual-inplace", "cat", "pool", "crop")
-                + ("chunk", "dense-channels", "dropout", "flip", "pad")
+                + ("chunk", "dense-channels", "dropout", "flip", "pad", "upsample", "transposed")
             )
             if kind in ("conv", "conv-norm"):
                 out = rng.choice((3, 5, 8))
@@ -83,9 +84,9 @@ class RandomCNN(nn.Module):
                 self.program.append(("cat", (self._add(None, nn.Conv1d(channels, out, 3, padding=1)),)))
                 channels += out
             elif kind == "pool" and length >= 8:
-                pool = rng.choice(("max", "avg", "max-call"))
-                if pool == "max-call":
-                    self.program.append(("F.max_pool1d", ()))
+                pool = rng.choice(("max", "avg", "max-call", "avg-call"))
+                if pool in ("max-call", "avg-call"):
+                    self.program.append(("F.max_pool1d" if pool == "max-call" else "F.avg_pool1d", ()))
                 else:
                     self._add("module", nn.MaxPool1d(2) if pool == "max" else nn.AvgPool1d(2))
                 length //= 2
@@ -104,6 +105,13 @@ class RandomCNN(nn.Module):
             elif kind == "pad":
                 self.program.append(("pad", ()))
                 length += 2
+            elif kind == "upsample" and length <= 24:
+                self.program.append(("upsample", ()))
+                length *= 2
+            elif kind == "transposed" and length <= 24:
+                out = rng.choice((3, 5))
+                self._add("module", nn.ConvTranspose1d(channels, out, 2, stride=2))
+                channels, length = out, length * 2
             elif kind == "dropout":
                 self._add("module", rng.choice((nn.Dropout(0.3), nn.Identity())))
         head = rng.choice(("flatten", "view", "mean", "sum", "global-max"))
@@ -149,6 +157,10 @@ class RandomCNN(nn.Module):
                 h = torch.cat([h, layers[0](h)], dim=1)
             elif operation == "F.max_pool1d":
                 h = F.max_pool1d(h, 2)
+            elif operation == "F.avg_pool1d":
+                h = F.avg_pool1d(h, 2)
+            elif operation == "upsample":
+                h = F.interpolate(h, scale_factor=2.0, mode="nearest")
             elif operation == "crop":
                 h = h[:, :, 1:-1]
             elif operation == "chunk":
@@ -163,7 +175,7 @@ class RandomCNN(nn.Module):
             elif operation == "flatten":
                 h = h.flatten(1)
             elif operation == "view":
-                h = h.view(h.size(0), -1)
+                h = h.contiguous().view(h.size(0), -1)
             elif operation == "sum":
                 h = h.sum(dim=-1)
             elif operation == "mean":

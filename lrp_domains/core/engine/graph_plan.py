@@ -1,8 +1,8 @@
 """A direct path for any model ``torch.fx`` can trace whose modules the core's rules compute on
-their own: Linear and convolution layers, BatchNorms, activations, poolings, reshapes and dropout,
-under the core's module rules (epsilon, LRP-0, z+, alpha-beta, gamma, z-box on the input,
-identity, pass, stop, uniform), with residual adds, concatenations, crops and reshapes in the
-model's own ``forward``.
+their own: Linear, convolution and transposed convolution layers, BatchNorms, activations,
+poolings, reshapes and dropout, under the core's module rules (epsilon, LRP-0, z+, alpha-beta,
+gamma, z-box on the input, identity, pass, stop, uniform), with residual adds, concatenations,
+crops and reshapes in the model's own ``forward``.
 
 For such a model the scope's machinery (a forward installed on every module, its torch-function
 mode, per-module bookkeeping) is what a call costs beyond the arithmetic, one example at a time:
@@ -77,7 +77,7 @@ from lrp_domains.core.traced_pairs import trace_for
 __all__ = ["GraphPlan", "disabled", "frozen", "graph_plan_for"]
 
 #: Affine layers (exact types: a subclass may compute otherwise).
-_AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 #: Leaf modules a plan may hold (a first look, before any tracing: a model with others, an
 #: attention layer or a LayerNorm, say, is not traced at all): the affine layers and the module
 #: types every composite has a rule for (activations, poolings, BatchNorms, reshapes, dropout).
