@@ -521,7 +521,7 @@ class Scope:
         x = args[0] if len(args) == 1 else None
         if not isinstance(x, torch.Tensor) or not x.requires_grad or not x.is_floating_point():
             return None
-        if self.composite.first is not None and not (self.inputs.leaves and self.inputs.input_of(x) is None):
+        if self.composite.first is not None and not (self.inputs.leaves and not self.inputs.sees_input(x)):
             return None  # the input layer's rule may be claimed inside the block
         prefix = f"{call.name}." if call.name else ""
         if any(name == call.name or name.startswith(prefix) for name in self.inputs.source_names):
@@ -597,7 +597,7 @@ class Scope:
     def _claims_first(self, args: tuple) -> bool:
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         if self.inputs.leaves:
-            return x is not None and self.inputs.input_of(x) is not None
+            return x is not None and self.inputs.sees_input(x)
         state = self._state()
         if state.first_claimed:
             return False

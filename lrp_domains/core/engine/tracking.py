@@ -30,13 +30,16 @@ class InputTracker:
         #: Source outputs made leaves in the current forward, by module name, in call order.
         self.sources: dict[str, list[torch.Tensor]] = {}
         self._anchors: dict[int, torch.Tensor] = {}
+        #: Views of anchors handed to input-layer rules that see a permuted input, by id: the view
+        #: (kept alive) and its anchor.
+        self._views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._hypothetical: dict[int, torch.Tensor] = {}
         self._warned: set[str] = set()
 
     def track(self, inputs: Sequence[torch.Tensor], batch_size: int | None = None) -> list[torch.Tensor]:
         """Register the inputs of the next forward (relevance is computed for them); returns leaves."""
         self.leaves = [x.detach().requires_grad_(True) for x in inputs]
-        self._anchors, self._hypothetical, self.sources = {}, {}, {}
+        self._anchors, self._views, self._hypothetical, self.sources = {}, {}, {}, {}
         self.batch_size = batch_size if batch_size is not None else (inputs[0].shape[0] if inputs else None)
         return list(self.leaves)
 
@@ -62,9 +65,28 @@ class InputTracker:
                 return leaf
         return None
 
+    def permuted_input_of(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The tracked (contiguous) leaf of which ``x`` is a view holding every entry once in
+        another order of its axes (``x.permute(0, 2, 1)`` of an ``(N, L, 4)`` input, as a model
+        written for channels last does first), else None."""
+        for leaf in self.leaves:
+            if x._base is leaf and leaf.is_contiguous() and _permutes(x, leaf):
+                return leaf
+        return None
+
+    def sees_input(self, x: torch.Tensor) -> bool:
+        """Whether a layer taking ``x`` takes a tracked input: itself, a view of it in its own
+        layout, or with its axes permuted (where the composite's input-layer rule applies)."""
+        return self.input_of(x) is not None or self.permuted_input_of(x) is not None
+
     def anchor_for(self, x: torch.Tensor, describe: str) -> torch.Tensor | None:
-        """Where an input-layer rule applied to ``x`` writes relevance (None: ``x`` is no input)."""
+        """Where an input-layer rule applied to ``x`` writes relevance (None: ``x`` is no input).
+        For a permuted view of an input, the same view of its anchor: what the rule writes for
+        each entry of ``x`` reaches that entry of the input."""
         leaf = self.input_of(x)
+        permuted = leaf is None and self.permuted_input_of(x) is not None
+        if permuted:
+            leaf = self.permuted_input_of(x)
         if leaf is None:
             if describe not in self._warned:
                 self._warned.add(describe)
@@ -77,6 +99,10 @@ class InputTracker:
         anchor = self._anchors.get(id(leaf))
         if anchor is None:
             anchor = self._anchors[id(leaf)] = torch.zeros_like(leaf, requires_grad=True)
+        if permuted:  # the anchor is contiguous like its leaf, at offset 0
+            view = anchor.as_strided(x.shape, x.stride(), x.storage_offset() - leaf.storage_offset())
+            self._views[id(view)] = (view, anchor)
+            return view
         return anchor
 
     def anchor(self, leaf: torch.Tensor) -> torch.Tensor | None:
@@ -88,9 +114,15 @@ class InputTracker:
         entry of ``anchor``'s input would receive at value 1."""
         if not self.capture_hypothetical:
             return None
-        key = id(anchor)
+        viewed = self._views.get(id(anchor))
+        key = id(anchor if viewed is None else viewed[1])
 
         def record(value: torch.Tensor) -> None:
+            if viewed is not None:  # filed in the layout of the input, entry by entry
+                view, base = viewed
+                full = torch.zeros(base.shape, dtype=value.dtype, device=value.device)
+                full.as_strided(view.shape, view.stride(), view.storage_offset()).copy_(value)
+                value = full
             self._hypothetical[key] = self._hypothetical[key] + value if key in self._hypothetical else value
 
         return record
@@ -118,3 +150,17 @@ class InputTracker:
         leaf = output.detach().contiguous().requires_grad_(True)
         self.sources.setdefault(name, []).append(leaf)
         return leaf
+
+
+def _permutes(x: torch.Tensor, leaf: torch.Tensor) -> bool:
+    """Whether ``x`` (a view of the contiguous ``leaf``) holds each of its entries exactly once: the
+    same number of entries from the same offset, with strides that are those of a contiguous
+    tensor in some order of the axes."""
+    if x.numel() != leaf.numel() or x.storage_offset() != leaf.storage_offset():
+        return False
+    expected = 1
+    for stride, size in sorted((stride, size) for stride, size in zip(x.stride(), x.shape) if size != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True

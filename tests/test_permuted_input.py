@@ -1,0 +1,110 @@
+"""A model written for channels last (``(N, L, 4)`` one-hot, permuted to ``(N, 4, L)`` in its
+``forward`` before the first convolution, as models ported from Keras are) gets the composite's
+input-layer rule on that convolution, as the same layers taking ``(N, 4, L)`` directly do.
+
+Before, the permuted view was not taken for the model's input: the first layer silently got the
+rule of its type (gamma under ``genomics``) instead of z-box, zero-valued bases got no relevance
+and the hypothetical contributions differed. The expectation here is independent of the
+permutation: the same layers explained on the same bases laid out channels first."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from models import one_hot_batch, seeded
+from torch import nn
+
+import lrp_domains as L
+from lrp_domains.core.composite import Composite
+from lrp_domains.core.composites import get
+from lrp_domains.core.rules import Epsilon, Flat, Gamma, WSquare
+
+
+class ChannelsFirst(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 5, padding=2)
+        self.mix = nn.Conv1d(6, 6, 3, padding=1)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.mix(torch.relu(self.conv(x))))
+        return self.out(h.amax(-1))
+
+
+class ChannelsLast(ChannelsFirst):
+    """The same layers, for ``(N, L, 4)`` input."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.how = how
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 1) if self.how == "permute" else x.transpose(1, 2))
+
+
+def _composite(name: str) -> Composite:
+    if name == "genomics":
+        from lrp_domains.bio.composites import genomics
+
+        return genomics()
+    if name == "epsilon-gamma-box":
+        return get(name, low=0.0, high=1.0)
+    if name == "flat first":
+        return Composite({nn.Conv1d: Gamma(0.25), nn.Linear: Epsilon()}, first=Flat())
+    return Composite({nn.Conv1d: Epsilon(), nn.Linear: Epsilon()}, first=WSquare())
+
+
+@pytest.mark.parametrize("how", ["permute", "transpose"])
+@pytest.mark.parametrize("name", ["genomics", "epsilon-gamma-box", "flat first", "w-square first"])
+def test_a_channels_last_model_gets_the_input_layer_rule(how, name):
+    seeded(0)
+    last = ChannelsLast(how).eval()
+    first = ChannelsFirst().eval()
+    first.load_state_dict({k: v for k, v in last.state_dict().items()})
+    x = one_hot_batch(3, 20, seeded(1))  # (N, 4, L)
+    rules = _composite(name)
+    expected = L.explain(first, x, 1, rules, hypothetical=True, check_delta=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        got = L.explain(last, x.transpose(1, 2).contiguous(), 1, rules, hypothetical=True, check_delta=False)
+    assert not [w for w in caught if "tracked model input" in str(w.message)]
+    scale = expected.relevance.abs().max()
+    torch.testing.assert_close(got.relevance.transpose(1, 2), expected.relevance, rtol=0, atol=1e-6 * scale)
+    torch.testing.assert_close(got.hypothetical.transpose(1, 2), expected.hypothetical, rtol=0, atol=1e-6 * scale)
+    torch.testing.assert_close(got.explained, expected.explained)
+    # the input-layer rule gives zero-valued bases relevance (gamma would give them none)
+    if name != "w-square first":
+        assert got.relevance[x.transpose(1, 2) == 0].abs().sum() > 0
+
+
+def test_a_view_that_drops_entries_is_not_the_input():
+    """A crop of the input is not the input (some entries are not in it): its first layer keeps
+    the rule of its type, as before (zero-valued bases get nothing from gamma), and the cropped
+    base gets nothing at all."""
+
+    class Crops(ChannelsFirst):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(x.permute(0, 2, 1)[:, :, 1:])
+
+    seeded(0)
+    model = Crops().eval()
+    x = one_hot_batch(2, 12, seeded(2)).transpose(1, 2).contiguous()
+    result = L.explain(model, x, 0, _composite("genomics"), check_delta=False)
+    assert torch.isfinite(result.relevance).all()
+    assert result.relevance[:, 0].abs().sum() == 0  # the cropped position
+    assert result.relevance[x == 0].abs().sum() == 0  # gamma, not z-box, on the first layer
+
+
+def test_the_ledger_sees_the_same_relevance():
+    seeded(0)
+    model = ChannelsLast("permute").eval()
+    x = one_hot_batch(2, 16, seeded(3)).transpose(1, 2).contiguous()
+    rules = _composite("genomics")
+    plain = L.explain(model, x, 1, rules, hypothetical=True, check_delta=False)
+    ledgered = L.explain(model, x, 1, rules, hypothetical=True, check_delta=False, ledger=True)
+    torch.testing.assert_close(ledgered.relevance, plain.relevance)
+    torch.testing.assert_close(ledgered.hypothetical, plain.hypothetical)
+    assert ledgered.ledger is not None and len(ledgered.ledger) > 0
