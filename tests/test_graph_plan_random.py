@@ -7,11 +7,12 @@ residual adds (``h + b``, and ``add_`` on a copy of a layer's output), concatena
 chunks added back, max and average pooling (modules and calls), nearest upsampling, transposed
 convolutions, a Linear over the channels of a transposed tensor, dropout, flips and zero padding;
 then a head (flatten, a view by the batch size, mean, sum or a global max pool, a dense layer with
-or without a BatchNorm, the output layer). Every such model is one the plan must take (its first
-operation is a convolution on the input, nothing outside the plan's set), and each composite's
-relevance, output, delta and hypothetical contributions must equal the general engine's bit for
-bit (strict mode runs the general engine; the scope is refused once the plan is made, so the plan
-is what ran)."""
+or without a BatchNorm, the output layer); about a quarter are written for channels last (the
+input permuted before the first convolution, which takes the input-layer rule). Every such model
+is one the plan must take (its first layer is a convolution on the input, nothing outside the
+plan's set), and each composite's relevance, output, delta and hypothetical contributions must
+equal the general engine's bit for bit (strict mode runs the general engine; the scope is refused
+once the plan is made, so the plan is what ran)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ class RandomCNN(nn.Module):
         super().__init__()
         self.program: list[tuple[str, tuple[str, ...]]] = []
         self.layers = nn.ModuleDict()
+        #: Written for channels last: ``(N, L, 4)`` in, permuted before the first convolution.
+        self.channels_last = rng.random() < 0.25
         channels = rng.choice((3, 5, 8))
         self._add("module", nn.Conv1d(4, channels, rng.choice((1, 3, 5)), padding="same"))
         for _ in range(rng.randint(3, 9)):
@@ -137,7 +140,7 @@ class RandomCNN(nn.Module):
         return name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x
+        h = x.permute(0, 2, 1) if self.channels_last else x
         for operation, names in self.program:
             layers = [self.layers[name] for name in names]
             if operation in ("module", "modules"):
@@ -193,6 +196,8 @@ def test_random_models_take_the_plan_with_the_general_engines_relevance(monkeypa
     length = rng.choice((12, 20))
     model = RandomCNN(rng, length)
     x = one_hot_batch(3, length, seeded(100 + seed))
+    if model.channels_last:
+        x = x.transpose(1, 2).contiguous()
     for name in rng.sample(COMPOSITES, 3):
         rules = _composite(name)
         general = L.explain(model, x, None, rules, strict=True, hypothetical=True, batch_size=2)

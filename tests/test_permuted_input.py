@@ -108,3 +108,20 @@ def test_the_ledger_sees_the_same_relevance():
     torch.testing.assert_close(ledgered.relevance, plain.relevance)
     torch.testing.assert_close(ledgered.hypothetical, plain.hypothetical)
     assert ledgered.ledger is not None and len(ledgered.ledger) > 0
+
+
+@pytest.mark.parametrize("how", ["permute", "transpose"])
+def test_the_traced_graph_plan_takes_a_channels_last_model_bit_for_bit(monkeypatch, how):
+    from test_graph_plan import _refuse_scopes, _same
+
+    from lrp_domains.core.engine.graph_plan import graph_plan_for
+
+    seeded(0)
+    model = ChannelsLast(how).eval()
+    x = one_hot_batch(3, 20, seeded(4)).transpose(1, 2).contiguous()
+    rules = _composite("genomics")
+    general = L.explain(model, x, None, rules, strict=True, hypothetical=True, batch_size=2, check_delta=False)
+    assert graph_plan_for(model, rules, x) is not None
+    with monkeypatch.context() as patched:
+        _refuse_scopes(patched)
+        _same(L.explain(model, x, None, rules, hypothetical=True, batch_size=2, check_delta=False), general)

@@ -16,10 +16,11 @@ contributions included). It is the general engine's, bit for bit (tested); the m
 
 Which rule each module gets, and which BatchNorms merge, come from a scope of the composite
 entered once on the model (and left at once): the plan cannot disagree with the general engine.
-The composite's ``first`` rule goes to each affine layer the input reaches directly (a model whose
-input reaches a layer through an operation is left to the scope, whose call that is). Anything else
-goes to the general engine: a module without a rule or with a rule of the user's, a rule for a
-whole block, an operation in ``forward`` outside the gradient-only functional set or with a
+The composite's ``first`` rule goes to each affine layer the input reaches directly, or with its
+axes permuted (a model written for channels last); a model whose input reaches a layer through
+another operation is left to the scope, whose call that is. Anything else goes to the general
+engine: a module without a rule or with a rule of the user's, a rule for a whole block, an
+operation in ``forward`` outside the gradient-only functional set or with a
 functional rule of its own, a ``get_attr`` (a parameter used in ``forward``), an argument without
 a default after the input, ``out += x``, operations under ``no_grad`` or autocast, hooks or a
 patched ``forward`` anywhere, a softmax, a ledger, sources, strict mode (and everything inside
@@ -389,7 +390,9 @@ def _steps(
                 steps.append(_constant(node.args[0]))
                 continue
             passed_on = [user for user in node.users if not _query(user)]
-            if composite.first is not None and any(_module_of(model, user) is None for user in passed_on):
+            if composite.first is not None and not all(
+                _module_of(model, user) is not None or _permutes_into_layers(model, user) for user in passed_on
+            ):
                 return (
                     None  # the input reaches a layer through an operation: the scope's call, whether it claims `first`
                 )
@@ -408,7 +411,9 @@ def _steps(
         if node.op == "call_module":
             module = model.get_submodule(str(node.target))
             rule = rules.get(id(module))
-            on_input = len(node.args) == 1 and isinstance(node.args[0], fx.Node) and node.args[0].op == "placeholder"
+            source = node.args[0] if len(node.args) == 1 and isinstance(node.args[0], fx.Node) else None
+            # the input itself, or the input with its axes permuted (a model written for channels last)
+            on_input = source is not None and (source.op == "placeholder" or _permuted_input(source))
             claims_first = composite.first is not None and affine_ops(module) is not None and on_input
             if claims_first:
                 rule = composite.first
@@ -445,6 +450,31 @@ def _constant(value: Any) -> Callable[[list, InputTracker], Any]:
         return value
 
     return step
+
+
+#: Calls that permute a tensor's axes (``x.permute(0, 2, 1)``, ``x.transpose(1, 2)``): a view of
+#: the input holding every entry once, which the tracker takes for the input.
+_PERMUTES = frozenset({"permute", "transpose", "swapaxes", "swapdims", "movedim", "moveaxis"})
+
+
+def _permuted_input(node: fx.Node) -> bool:
+    """Whether ``node`` permutes the model's input (its first argument is the input)."""
+    if node.op not in ("call_method", "call_function") or not node.args:
+        return False
+    name = node.target if node.op == "call_method" else getattr(node.target, "__name__", None)
+    source = node.args[0]
+    return name in _PERMUTES and isinstance(source, fx.Node) and source.op == "placeholder"
+
+
+def _permutes_into_layers(model: nn.Module, node: fx.Node) -> bool:
+    """Whether ``node`` permutes the input and hands the result to affine layers alone (each then
+    claims the input-layer rule, as in a scope)."""
+    if not _permuted_input(node):
+        return False
+    users = [user for user in node.users if not _query(user)]
+    return bool(users) and all(
+        (module := _module_of(model, user)) is not None and affine_ops(module) is not None for user in users
+    )
 
 
 def _query(node: fx.Node) -> bool:
@@ -490,9 +520,11 @@ def _module_step(call: ModuleCall, rule: Rule, args: tuple, claims_first: bool) 
     if claims_first:
         module, name, original, norm, group = call.module, call.name, call.original, call.merged_with, call.merge_group
 
+        source = args[0].index if len(args) == 1 and type(args[0]) is _Ref else 0
+
         def first(env: list, tracker: InputTracker) -> Any:
             own = ModuleCall(module, name, original, norm, group, tracker)
-            return rule(own, (env[0],), {})
+            return rule(own, (env[source],), {})
 
         return first
     if len(args) == 1 and type(args[0]) is _Ref:
