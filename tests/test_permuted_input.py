@@ -80,22 +80,43 @@ def test_a_channels_last_model_gets_the_input_layer_rule(how, name):
         assert got.relevance[x.transpose(1, 2) == 0].abs().sum() > 0
 
 
-def test_a_view_that_drops_entries_is_not_the_input():
-    """A crop of the input is not the input (some entries are not in it): its first layer keeps
-    the rule of its type, as before (zero-valued bases get nothing from gamma), and the cropped
-    base gets nothing at all."""
+@pytest.mark.parametrize("name", ["genomics", "flat first"])
+def test_a_crop_of_the_input_gets_the_input_layer_rule_and_the_cropped_bases_nothing(name):
+    """A model that trims its input's flanks before the first convolution: that convolution takes
+    the input-layer rule (before: silently its type's rule), the bases it sees get what the same
+    layers give the trimmed input, the trimmed ones nothing."""
 
-    class Crops(ChannelsFirst):
+    class Trims(ChannelsFirst):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return super().forward(x.permute(0, 2, 1)[:, :, 1:])
+            return super().forward(x.permute(0, 2, 1)[:, :, 2:-3])
 
     seeded(0)
-    model = Crops().eval()
-    x = one_hot_batch(2, 12, seeded(2)).transpose(1, 2).contiguous()
-    result = L.explain(model, x, 0, _composite("genomics"), check_delta=False)
-    assert torch.isfinite(result.relevance).all()
-    assert result.relevance[:, 0].abs().sum() == 0  # the cropped position
-    assert result.relevance[x == 0].abs().sum() == 0  # gamma, not z-box, on the first layer
+    model = Trims().eval()
+    same = ChannelsFirst().eval()
+    same.load_state_dict(model.state_dict())
+    x = one_hot_batch(3, 20, seeded(2))  # (N, 4, L)
+    rules = _composite(name)
+    expected = L.explain(same, x[:, :, 2:-3].contiguous(), 0, rules, hypothetical=True, check_delta=False)
+    got = L.explain(model, x.transpose(1, 2).contiguous(), 0, rules, hypothetical=True, check_delta=False)
+    relevance, hypothetical = got.relevance.transpose(1, 2), got.hypothetical.transpose(1, 2)
+    scale = expected.relevance.abs().max()
+    torch.testing.assert_close(relevance[:, :, 2:-3], expected.relevance, rtol=0, atol=1e-6 * scale)
+    torch.testing.assert_close(hypothetical[:, :, 2:-3], expected.hypothetical, rtol=0, atol=1e-6 * scale)
+    assert relevance[:, :, :2].abs().sum() == 0 and relevance[:, :, -3:].abs().sum() == 0
+    assert hypothetical[:, :, :2].abs().sum() == 0 and hypothetical[:, :, -3:].abs().sum() == 0
+    assert relevance[:, :, 2:-3][x[:, :, 2:-3] == 0].abs().sum() > 0  # the input-layer rule's mark
+
+
+def test_views_that_repeat_entries_are_not_the_input():
+    from lrp_domains.core.engine.tracking import InputTracker
+
+    tracker = InputTracker()
+    (leaf,) = tracker.track([torch.zeros(2, 4, 10)])
+    assert tracker.sees_input(leaf.permute(0, 2, 1)) and tracker.sees_input(leaf[:, :, 3:7])
+    assert tracker.sees_input(leaf[:, ::2])
+    assert not tracker.sees_input(leaf[:, :1].expand(2, 4, 10))  # one channel repeated four times
+    assert not tracker.sees_input(leaf.unfold(2, 3, 1))  # windows share entries
+    assert not tracker.sees_input(leaf[:, :, 3:7].clone())  # a copy is not a view of the input
 
 
 def test_the_ledger_sees_the_same_relevance():

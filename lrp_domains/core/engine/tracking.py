@@ -66,17 +66,18 @@ class InputTracker:
         return None
 
     def permuted_input_of(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The tracked (contiguous) leaf of which ``x`` is a view holding every entry once in
-        another order of its axes (``x.permute(0, 2, 1)`` of an ``(N, L, 4)`` input, as a model
-        written for channels last does first), else None."""
+        """The tracked (contiguous) leaf of which ``x`` is a view holding each of its entries at
+        most once: its axes in another order (``x.permute(0, 2, 1)`` of an ``(N, L, 4)`` input, as
+        a model written for channels last does first), a crop (``x[:, :, 10:-10]``), a selection;
+        else None."""
         for leaf in self.leaves:
-            if x._base is leaf and leaf.is_contiguous() and _permutes(x, leaf):
+            if x._base is leaf and leaf.is_contiguous() and _distinct_entries(x, leaf):
                 return leaf
         return None
 
     def sees_input(self, x: torch.Tensor) -> bool:
-        """Whether a layer taking ``x`` takes a tracked input: itself, a view of it in its own
-        layout, or with its axes permuted (where the composite's input-layer rule applies)."""
+        """Whether a layer taking ``x`` takes a tracked input: itself, or a view of it holding each
+        entry at most once (where the composite's input-layer rule applies)."""
         return self.input_of(x) is not None or self.permuted_input_of(x) is not None
 
     def anchor_for(self, x: torch.Tensor, describe: str) -> torch.Tensor | None:
@@ -152,15 +153,16 @@ class InputTracker:
         return leaf
 
 
-def _permutes(x: torch.Tensor, leaf: torch.Tensor) -> bool:
-    """Whether ``x`` (a view of the contiguous ``leaf``) holds each of its entries exactly once: the
-    same number of entries from the same offset, with strides that are those of a contiguous
-    tensor in some order of the axes."""
-    if x.numel() != leaf.numel() or x.storage_offset() != leaf.storage_offset():
+def _distinct_entries(x: torch.Tensor, leaf: torch.Tensor) -> bool:
+    """Whether ``x`` (a view of the contiguous ``leaf``) holds each entry of ``leaf`` at most once
+    and none outside it: ordered by stride, each axis steps over everything the axes before it
+    span (no two indices of ``x`` share an entry), and its first and last entries lie in ``leaf``."""
+    if x.numel() == 0:
         return False
-    expected = 1
+    span = 0  # how far the axes so far reach, in entries
     for stride, size in sorted((stride, size) for stride, size in zip(x.stride(), x.shape) if size != 1):
-        if stride != expected:
+        if stride <= span:
             return False
-        expected *= size
-    return True
+        span += stride * (size - 1)
+    start = x.storage_offset() - leaf.storage_offset()
+    return start >= 0 and start + span < leaf.numel()
