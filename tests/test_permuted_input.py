@@ -146,3 +146,19 @@ def test_the_traced_graph_plan_takes_a_channels_last_model_bit_for_bit(monkeypat
     with monkeypatch.context() as patched:
         _refuse_scopes(patched)
         _same(L.explain(model, x, None, rules, hypothetical=True, batch_size=2, check_delta=False), general)
+
+
+@pytest.mark.parametrize("name", ["genomics", "flat first"])
+def test_a_channels_last_batch_given_as_a_transposed_view(name):
+    """The batch itself a view in another order (``x_ncl.transpose(1, 2)``, not made contiguous):
+    the model's permute gives back a contiguous tensor that is not a reshape of the input; the
+    rule's relevance still reaches each entry in the input's own order."""
+    seeded(0)
+    model = ChannelsLast("permute").eval()
+    x = one_hot_batch(3, 20, seeded(5)).contiguous()  # (N, 4, L)
+    rules = _composite(name)
+    expected = L.explain(model, x.transpose(1, 2).contiguous(), 1, rules, hypothetical=True, check_delta=False)
+    got = L.explain(model, x.transpose(1, 2), 1, rules, hypothetical=True, check_delta=False)
+    scale = expected.relevance.abs().max()
+    torch.testing.assert_close(got.relevance, expected.relevance, rtol=0, atol=1e-6 * scale)
+    torch.testing.assert_close(got.hypothetical, expected.hypothetical, rtol=0, atol=1e-6 * scale)

@@ -30,8 +30,8 @@ class InputTracker:
         #: Source outputs made leaves in the current forward, by module name, in call order.
         self.sources: dict[str, list[torch.Tensor]] = {}
         self._anchors: dict[int, torch.Tensor] = {}
-        #: Views of anchors handed to input-layer rules that see a permuted input, by id: the view
-        #: (kept alive) and its anchor.
+        #: Views of anchors handed to input-layer rules that see a view of an input (permuted,
+        #: cropped), by id: the view (kept alive) and its anchor.
         self._views: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._hypothetical: dict[int, torch.Tensor] = {}
         self._warned: set[str] = set()
@@ -54,7 +54,8 @@ class InputTracker:
             if x is leaf:
                 return leaf
             if x._base is leaf and (
-                (x.is_contiguous() and x.numel() == leaf.numel())
+                # a reshape of it (the rule's relevance is reshaped back: both in one order)
+                (x.is_contiguous() and leaf.is_contiguous() and x.numel() == leaf.numel())
                 # the same layout (an identity view, as the ledger's taps are), contiguous or not
                 or (
                     x.shape == leaf.shape
@@ -65,29 +66,28 @@ class InputTracker:
                 return leaf
         return None
 
-    def permuted_input_of(self, x: torch.Tensor) -> torch.Tensor | None:
-        """The tracked (contiguous) leaf of which ``x`` is a view holding each of its entries at
-        most once: its axes in another order (``x.permute(0, 2, 1)`` of an ``(N, L, 4)`` input, as
-        a model written for channels last does first), a crop (``x[:, :, 10:-10]``), a selection;
-        else None."""
+    def viewed_input_of(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The tracked leaf of which ``x`` is a view holding each of its entries at most once: its
+        axes in another order (``x.permute(0, 2, 1)`` of an ``(N, L, 4)`` input, as a model written
+        for channels last does first), a crop (``x[:, :, 10:-10]``), a selection; else None. The
+        leaf must fill its stretch of storage (contiguous in some order of its axes), as its
+        anchor then does in the same layout."""
         for leaf in self.leaves:
-            if x._base is leaf and leaf.is_contiguous() and _distinct_entries(x, leaf):
+            if x._base is leaf and _distinct_entries(leaf, leaf) and _distinct_entries(x, leaf):
                 return leaf
         return None
 
     def sees_input(self, x: torch.Tensor) -> bool:
         """Whether a layer taking ``x`` takes a tracked input: itself, or a view of it holding each
         entry at most once (where the composite's input-layer rule applies)."""
-        return self.input_of(x) is not None or self.permuted_input_of(x) is not None
+        return self.input_of(x) is not None or self.viewed_input_of(x) is not None
 
     def anchor_for(self, x: torch.Tensor, describe: str) -> torch.Tensor | None:
         """Where an input-layer rule applied to ``x`` writes relevance (None: ``x`` is no input).
-        For a permuted view of an input, the same view of its anchor: what the rule writes for
-        each entry of ``x`` reaches that entry of the input."""
+        For another view of an input (:meth:`viewed_input_of`), the same view of its anchor: what
+        the rule writes for each entry of ``x`` reaches that entry of the input."""
         leaf = self.input_of(x)
-        permuted = leaf is None and self.permuted_input_of(x) is not None
-        if permuted:
-            leaf = self.permuted_input_of(x)
+        viewed = leaf is None and (leaf := self.viewed_input_of(x)) is not None
         if leaf is None:
             if describe not in self._warned:
                 self._warned.add(describe)
@@ -100,7 +100,7 @@ class InputTracker:
         anchor = self._anchors.get(id(leaf))
         if anchor is None:
             anchor = self._anchors[id(leaf)] = torch.zeros_like(leaf, requires_grad=True)
-        if permuted:  # the anchor is contiguous like its leaf, at offset 0
+        if viewed:  # the anchor has its leaf's strides (zeros_like keeps a dense layout), at offset 0
             view = anchor.as_strided(x.shape, x.stride(), x.storage_offset() - leaf.storage_offset())
             self._views[id(view)] = (view, anchor)
             return view
@@ -121,7 +121,7 @@ class InputTracker:
         def record(value: torch.Tensor) -> None:
             if viewed is not None:  # filed in the layout of the input, entry by entry
                 view, base = viewed
-                full = torch.zeros(base.shape, dtype=value.dtype, device=value.device)
+                full = torch.zeros_like(base, dtype=value.dtype, requires_grad=False)
                 full.as_strided(view.shape, view.stride(), view.storage_offset()).copy_(value)
                 value = full
             self._hypothetical[key] = self._hypothetical[key] + value if key in self._hypothetical else value
@@ -154,9 +154,10 @@ class InputTracker:
 
 
 def _distinct_entries(x: torch.Tensor, leaf: torch.Tensor) -> bool:
-    """Whether ``x`` (a view of the contiguous ``leaf``) holds each entry of ``leaf`` at most once
-    and none outside it: ordered by stride, each axis steps over everything the axes before it
-    span (no two indices of ``x`` share an entry), and its first and last entries lie in ``leaf``."""
+    """Whether ``x`` (a view of ``leaf``, which fills its stretch of storage) holds each entry of
+    ``leaf`` at most once and none outside it: ordered by stride, each axis steps over everything
+    the axes before it span (no two indices of ``x`` share an entry), and its first and last entries
+    lie in ``leaf``'s stretch. ``_distinct_entries(leaf, leaf)``: whether ``leaf`` fills it."""
     if x.numel() == 0:
         return False
     span = 0  # how far the axes so far reach, in entries
