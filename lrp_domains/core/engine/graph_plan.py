@@ -40,7 +40,6 @@ the trace, and not on each call.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, cast
@@ -52,6 +51,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from lrp_domains.core.canonizers import MergeBatchNorm
 from lrp_domains.core.composite import BASE_RULES, Composite
 from lrp_domains.core.engine import walk
+from lrp_domains.core.engine.fx_trace import ASSERT_IS_NONE, trace
 from lrp_domains.core.engine.result import Explanation
 from lrp_domains.core.engine.scope import ModuleCall, _functional_table, _MergedNorm, _needs_copy
 from lrp_domains.core.engine.sequential import _global_hooks, _hooked
@@ -94,8 +94,6 @@ _QUERIES = frozenset({"size", "dim", "numel", "getattr"})
 _TENSOR_ATTRIBUTES = frozenset({"shape", "dtype", "device", "ndim"})
 _PLAIN = (bool, int, float, str, type(None))
 _MISSING = object()
-#: fx's guard on an argument traced with its value None (``concrete_args``).
-_ASSERT_IS_NONE = getattr(fx._symbolic_trace, "_assert_is_none", None)
 
 
 class _Ref:
@@ -265,95 +263,8 @@ def _plan(model: nn.Module, composite: Composite, modules: list[nn.Module], x: t
                 return None  # a rule for a whole block (or the model): the general engine applies it to the block
         elif type(rule) not in _RULES:
             return None  # no rule (the functional rules apply inside), or a rule of the user's: not worth a trace
-    graph = _trace(modules, model)
+    graph = trace(modules, model)
     return None if graph is None else _steps(model, composite, graph, rules, pairs)
-
-
-def _trace(modules: list[nn.Module], model: nn.Module) -> fx.Graph | None:
-    """``model``'s graph traced by ``torch.fx``, or None when it cannot be traced or its forward
-    changed a module while tracing (an activation kept in an attribute, a counter): a forward
-    whose effect is more than its output runs in the general engine, and the modules get back
-    what they held."""
-    held = [(m, dict(m.__dict__), dict(m._parameters), dict(m._buffers), dict(m._modules)) for m in modules]
-    graph: fx.Graph | None
-    try:
-        defaults = _defaults(model)
-        graph = None if defaults is None else _Tracer().trace(model, defaults)
-    except Exception:  # noqa: BLE001 - control flow on tensors, a forward fx cannot trace: the general engine
-        graph = None
-    for module, attributes, parameters, buffers, children in held:
-        if not (
-            _same_items(module.__dict__, attributes)
-            and _same_items(module._parameters, parameters)
-            and _same_items(module._buffers, buffers)
-            and _same_items(module._modules, children)
-        ):
-            graph = None
-            _put_back(module._parameters, parameters)
-            _put_back(module._buffers, buffers)
-            _put_back(module._modules, children)
-            _put_back(module.__dict__, attributes)
-    return graph
-
-
-def _augmented(self: fx.Proxy, other: Any) -> Any:
-    raise fx.proxy.TraceError("an augmented assignment (out += x) on a traced tensor")
-
-
-class _Proxy(fx.Proxy):
-    """fx's proxy, refusing ``out += x``: fx has no in-place form of it and would record
-    ``out = out + x``, which leaves alone what else holds ``out`` (the scope runs it in place, and a
-    rule that keeps the layer's output for its backward says so)."""
-
-    __iadd__ = __isub__ = __imul__ = __itruediv__ = __ifloordiv__ = __imod__ = __ipow__ = _augmented
-    __imatmul__ = __iand__ = __ior__ = __ixor__ = __ilshift__ = __irshift__ = _augmented
-
-
-class _Tracer(fx.Tracer):
-    """``torch.fx.symbolic_trace``'s tracer with :class:`_Proxy`, refusing an operation recorded
-    under another gradient or autocast mode than the trace began in (``with torch.no_grad():`` in
-    a ``forward``): fx records no mode, so the operation would run with the call's."""
-
-    def trace(self, root: Any, concrete_args: Any = None) -> fx.Graph:  # noqa: D102
-        self._modes = _modes()
-        return super().trace(root, concrete_args)
-
-    def create_node(self, *args: Any, **kwargs: Any) -> fx.Node:  # noqa: D102
-        if _modes() != self._modes:
-            raise fx.proxy.TraceError("an operation under another gradient or autocast mode")
-        return super().create_node(*args, **kwargs)
-
-    def proxy(self, node: fx.Node) -> fx.Proxy:  # noqa: D102
-        return _Proxy(node, self)
-
-
-def _modes() -> tuple[bool, bool, bool]:
-    return torch.is_grad_enabled(), torch.is_inference_mode_enabled(), torch.is_autocast_enabled()
-
-
-def _defaults(model: nn.Module) -> dict[str, Any] | None:
-    """The default of each argument of ``model.forward`` after the input (the engine calls
-    ``model(x)``: they take their defaults), traced as such (``if mask is None`` takes its branch);
-    None when one has no default or the forward takes ``*args`` or ``**kwargs``."""
-    try:
-        parameters = list(inspect.signature(model.forward).parameters.values())
-    except (TypeError, ValueError):
-        return None
-    if not parameters or any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in parameters):
-        return None
-    if any(p.default is p.empty for p in parameters[1:]):
-        return None
-    return {p.name: p.default for p in parameters[1:]}
-
-
-def _same_items(now: dict, held: dict) -> bool:
-    """The same keys holding the very same objects (tensors compared by identity, not value)."""
-    return now.keys() == held.keys() and all(now[k] is v for k, v in held.items())
-
-
-def _put_back(now: dict, held: dict) -> None:
-    now.clear()
-    now.update(held)
 
 
 def _scope_rules(
@@ -383,7 +294,7 @@ def _steps(
     output: Any = _MISSING
     for node in graph.nodes:
         if node.op == "placeholder":
-            if index:  # an argument after the input: its default (_defaults), as the engine calls the model
+            if index:  # an argument after the input: its default (fx_trace), as the engine calls the model
                 if not node.args:
                     return None
                 index[node] = len(steps)
@@ -402,7 +313,7 @@ def _steps(
         if node.op == "output":
             output = _spec(node.args[0], index)
             break
-        if node.op == "call_function" and node.target is _ASSERT_IS_NONE:
+        if node.op == "call_function" and node.target is ASSERT_IS_NONE:
             index[node] = len(steps)  # fx's guard on an argument traced as None: it is None (its default)
             steps.append(_constant(None))
             continue
